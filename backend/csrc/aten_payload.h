@@ -1,0 +1,37 @@
+// How a recorded ATen call is kept so the kernel provider can replay it on CPU kernels: the argument
+// stack with moreh tensors taken out (they travel as the node's TensorRefs), and where results go.
+#pragma once
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
+
+#include "runtime/graph/step_graph.h"
+
+namespace moreh::backend {
+
+struct AtenPayload final : runtime::KernelPayload {
+  // Where node input i goes: argument `arg`, list element `elem` (-1 for a plain tensor argument).
+  struct InputSlot {
+    uint16_t arg;
+    int32_t elem;
+  };
+  // Where node output k comes from: return `ret`, list element `elem` (-1 for a plain tensor).
+  struct OutputSlot {
+    uint16_t ret;
+    int32_t elem;
+  };
+
+  explicit AtenPayload(c10::OperatorHandle handle) : op(std::move(handle)) {}
+
+  c10::OperatorHandle op;
+  std::vector<c10::IValue> args;  // moreh tensors replaced by undefined tensors; devices by CPU
+  std::vector<InputSlot> inputs;
+  std::vector<OutputSlot> outputs;
+  int generator_arg = -1;  // argument that takes a Generator
+  bool seeded = false;     // draws random numbers: the node's Seed attribute seeds a fresh CPU generator
+  uint64_t seed = 0;
+};
+
+// Converts a non-tensor argument to a runtime attribute (floating-point values become step data).
+runtime::Attribute to_attribute(const c10::IValue& v);
+
+}  // namespace moreh::backend

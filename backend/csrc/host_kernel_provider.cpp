@@ -1,0 +1,110 @@
+#include "backend/csrc/host_kernel_provider.h"
+
+#include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Parallel.h>
+
+#include "backend/csrc/aten_payload.h"
+#include "backend/csrc/moreh_storage.h"
+
+namespace moreh::backend {
+namespace {
+
+bool is_native_dropout(const c10::OperatorHandle& op) {
+  static const auto id = c10::Dispatcher::singleton().findSchemaOrThrow("aten::native_dropout", "").operator_name();
+  return op.operator_name() == id;
+}
+
+// native_dropout has no generator argument (the CPU kernel would draw from the global CPU generator),
+// so moreh draws the mask itself from the node's seed, with CPU's formula.
+void native_dropout(torch::jit::Stack& stack, uint64_t seed) {
+  at::Tensor input = stack[0].toTensor();
+  double p = stack[1].toDouble();
+  std::optional<bool> train = stack[2].toOptional<bool>();
+  torch::jit::drop(stack, 3);
+  if (input.numel() == 0 || (train && !*train)) {
+    at::Tensor out = input.clone();
+    stack.emplace_back(out);
+    stack.emplace_back(at::ones_like(input, input.options().dtype(at::kBool)));
+    return;
+  }
+  double keep = 1.0 - p;
+  double scale = keep == 0 ? 0.0 : 1.0 / keep;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  at::Tensor mask = at::empty_like(input, at::MemoryFormat::Contiguous).bernoulli_(keep, gen);
+  at::Tensor out = input.mul(mask).mul_(scale);
+  stack.emplace_back(out);
+  stack.emplace_back(mask.to(at::kBool));
+}
+
+class HostKernelProvider final : public runtime::KernelProvider {
+ public:
+  void launch(const runtime::Node& node, const runtime::LaunchContext& ctx) override {
+    thread_local bool threads_ready = (at::init_num_threads(), true);
+    (void)threads_ready;
+    const auto& p = static_cast<const AtenPayload&>(*node.payload);
+    torch::jit::Stack stack(p.args.begin(), p.args.end());
+    for (auto& a : stack) {  // lists are shared by reference: give this launch its own
+      if (a.isTensorList()) a = a.toTensorList().copy();
+      else if (a.isOptionalTensorList()) a = a.toOptionalTensorList().copy();
+    }
+    input_data_.clear();
+    for (size_t i = 0; i < p.inputs.size(); ++i) {
+      runtime::PhysicalBlock& block = ctx.input_memory(i);
+      input_data_.push_back(block.data());
+      at::Tensor t = cpu_view(block, node.inputs[i]);
+      const auto& slot = p.inputs[i];
+      c10::IValue& a = stack[slot.arg];
+      if (slot.elem < 0) a = std::move(t);
+      else if (a.isTensorList()) a.toTensorList().set(slot.elem, t);
+      else a.toOptionalTensorList().set(slot.elem, std::optional<at::Tensor>(t));
+    }
+    if (p.seeded && p.generator_arg >= 0) stack[p.generator_arg] = at::make_generator<at::CPUGeneratorImpl>(p.seed);
+
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      if (p.seeded && p.generator_arg < 0 && is_native_dropout(p.op)) native_dropout(stack, p.seed);
+      else p.op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::CPU), &stack);
+    }
+
+    const size_t r = p.op.schema().returns().size();
+    for (size_t k = 0; k < p.outputs.size(); ++k) {
+      const auto& slot = p.outputs[k];
+      const c10::IValue& v = stack[stack.size() - r + slot.ret];
+      at::Tensor result = slot.elem < 0 ? v.toTensor() : v.toTensorList().get(slot.elem);
+      bind(ctx, k, node.outputs[k], result);
+    }
+  }
+
+ private:
+  void bind(const runtime::LaunchContext& ctx, size_t k, const runtime::TensorRef& ref, const at::Tensor& r) {
+    const uint64_t bytes = ref.buffer->bytes();
+    bool adoptable = r.defined() && r.device().is_cpu() && r.scalar_type() == static_cast<c10::ScalarType>(ref.dtype) &&
+                     r.storage_offset() == ref.offset && r.sizes().equals({ref.sizes.data(), ref.sizes.size()}) &&
+                     r.strides().equals({ref.strides.data(), ref.strides.size()}) && r.storage().nbytes() >= bytes &&
+                     r.storage().data() != nullptr &&
+                     std::find(input_data_.begin(), input_data_.end(), r.storage().data()) == input_data_.end();
+    if (adoptable) {
+      auto owner = std::make_shared<c10::Storage>(r.storage());
+      auto block = ctx.device().adopt(owner->mutable_data(), owner->nbytes(), owner);
+      block->provider_view() = owner;
+      ctx.bind_output(k, std::move(block));
+      return;
+    }
+    // The kernel chose another layout than its meta kernel: copy into the recorded one.
+    auto block = ctx.device().allocate(bytes);
+    if (r.defined()) cpu_view(*block, ref).copy_(r);
+    ctx.bind_output(k, std::move(block));
+  }
+
+  std::vector<const void*> input_data_;  // one launch at a time per device stream
+};
+
+}  // namespace
+
+runtime::KernelProvider& host_kernel_provider() {
+  static HostKernelProvider provider;
+  return provider;
+}
+
+}  // namespace moreh::backend

@@ -1,0 +1,118 @@
+#include "backend/csrc/moreh_storage.h"
+
+#include <c10/core/CPUAllocator.h>
+
+#include "runtime/errors.h"
+
+namespace moreh::backend {
+namespace {
+
+struct BufferContext {
+  std::shared_ptr<runtime::Buffer> buffer;
+};
+
+void release_buffer_context(void* ctx) {
+  auto* c = static_cast<BufferContext*>(ctx);
+  c->buffer->release_frontend();
+  delete c;
+}
+
+class MorehAllocator final : public c10::Allocator {
+ public:
+  c10::DataPtr allocate(size_t nbytes) override {
+    auto buffer = engine().new_buffer(nbytes);
+    void* address = reinterpret_cast<void*>(buffer->address());
+    return {address, new BufferContext{std::move(buffer)}, &release_buffer_context, c10::Device(kMoreh, 0)};
+  }
+  c10::DeleterFnPtr raw_deleter() const override { return nullptr; }
+  void copy_data(void*, const void*, std::size_t) const override {
+    TORCH_CHECK(false, "moreh storages hold virtual addresses; copy tensors (tensor.copy_) instead of raw storage bytes");
+  }
+};
+
+template <class F>
+void translating_errors(F&& f) {
+  try {
+    f();
+  } catch (const runtime::OutOfMemoryError& e) {
+    TORCH_CHECK_WITH(OutOfMemoryError, false, e.what());
+  }
+}
+
+}  // namespace
+
+scheduler::Engine& engine() { return scheduler::Engine::global(); }
+
+c10::Allocator* moreh_allocator() {
+  static MorehAllocator allocator;
+  return &allocator;
+}
+
+bool is_moreh(const at::Tensor& t) { return t.defined() && t.device().type() == kMoreh; }
+
+const std::shared_ptr<runtime::Buffer>& buffer_of(const c10::Storage& storage) {
+  const c10::DataPtr& dp = storage.data_ptr();
+  TORCH_CHECK(dp.get_deleter() == &release_buffer_context,
+              "this tensor's storage was not allocated by moreh (a moreh tensor must come from moreh ops)");
+  return static_cast<BufferContext*>(dp.get_context())->buffer;
+}
+
+runtime::TensorRef make_ref(const at::Tensor& t) {
+  runtime::TensorRef r;
+  r.buffer = buffer_of(t.storage());
+  r.offset = t.storage_offset();
+  r.sizes.assign(t.sizes().begin(), t.sizes().end());
+  r.strides.assign(t.strides().begin(), t.strides().end());
+  r.dtype = static_cast<int8_t>(t.scalar_type());
+  r.itemsize = static_cast<uint8_t>(t.element_size());
+  return r;
+}
+
+at::Tensor moreh_view(const c10::Storage& storage, c10::IntArrayRef sizes, c10::IntArrayRef strides, int64_t offset,
+                      c10::ScalarType dtype) {
+  auto t = at::detail::make_tensor<c10::TensorImpl>(c10::Storage(storage), c10::DispatchKeySet(c10::DispatchKey::PrivateUse1),
+                                                    c10::scalarTypeToTypeMeta(dtype));
+  t.unsafeGetTensorImpl()->set_sizes_and_strides(sizes, strides, offset);
+  return t;
+}
+
+at::Tensor new_moreh_tensor(int64_t nbytes, c10::IntArrayRef sizes, c10::IntArrayRef strides, int64_t offset,
+                            c10::ScalarType dtype) {
+  c10::Storage storage(c10::Storage::use_byte_size_t(), nbytes, moreh_allocator(), /*resizable=*/true);
+  return moreh_view(storage, sizes, strides, offset, dtype);
+}
+
+at::Tensor cpu_view(runtime::PhysicalBlock& block, const runtime::TensorRef& ref) {
+  auto& view = block.provider_view();
+  if (!view) {
+    auto storage = std::make_shared<c10::Storage>(c10::Storage::use_byte_size_t(), block.bytes(),
+                                                  c10::DataPtr(block.data(), c10::Device(c10::kCPU)), nullptr, false);
+    view = storage;
+  }
+  const auto& storage = *std::static_pointer_cast<c10::Storage>(view);
+  auto t = at::detail::make_tensor<c10::TensorImpl>(c10::Storage(storage), c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                                    c10::scalarTypeToTypeMeta(static_cast<c10::ScalarType>(ref.dtype)));
+  t.unsafeGetTensorImpl()->set_sizes_and_strides(c10::IntArrayRef(ref.sizes.data(), ref.sizes.size()),
+                                                 c10::IntArrayRef(ref.strides.data(), ref.strides.size()), ref.offset);
+  return t;
+}
+
+at::Tensor materialized_cpu_view(const at::Tensor& t) {
+  synchronize_device();
+  runtime::TensorRef ref = make_ref(t);
+  if (auto why = ref.buffer->failure()) TORCH_CHECK(false, "this moreh tensor's value is unavailable: ", *why);
+  if (!ref.buffer->memory()) {
+    translating_errors([&] { ref.buffer->bind(engine().device(0).allocate(ref.buffer->bytes())); });
+  }
+  return cpu_view(*ref.buffer->memory(), ref);
+}
+
+void flush_step() {
+  translating_errors([] { engine().flush(); });
+}
+
+void synchronize_device() {
+  translating_errors([] { engine().synchronize(); });
+}
+
+}  // namespace moreh::backend

@@ -1,0 +1,39 @@
+// moreh storages: a storage's data pointer is a runtime buffer's virtual address, and its context owns
+// a reference to the buffer. Also the ways back from runtime memory to ATen CPU tensors.
+#pragma once
+#include <ATen/ATen.h>
+
+#include "runtime/buffer.h"
+#include "runtime/graph/step_graph.h"
+#include "scheduler/engine.h"
+
+namespace moreh::backend {
+
+constexpr c10::DeviceType kMoreh = c10::DeviceType::PrivateUse1;
+
+scheduler::Engine& engine();
+c10::Allocator* moreh_allocator();
+
+bool is_moreh(const at::Tensor& t);
+// The buffer behind a moreh storage; throws for a storage that is not moreh's.
+const std::shared_ptr<runtime::Buffer>& buffer_of(const c10::Storage& storage);
+runtime::TensorRef make_ref(const at::Tensor& t);
+
+// A moreh tensor over a fresh buffer of `nbytes`, with the given geometry.
+at::Tensor new_moreh_tensor(int64_t nbytes, c10::IntArrayRef sizes, c10::IntArrayRef strides, int64_t offset,
+                            c10::ScalarType dtype);
+// A moreh tensor that views `storage` (a moreh storage) with the given geometry.
+at::Tensor moreh_view(const c10::Storage& storage, c10::IntArrayRef sizes, c10::IntArrayRef strides, int64_t offset,
+                      c10::ScalarType dtype);
+
+// A CPU tensor over physical memory with a ref's geometry (no copy).
+at::Tensor cpu_view(runtime::PhysicalBlock& block, const runtime::TensorRef& ref);
+// Flushes and waits, then returns a CPU tensor aliasing the moreh tensor's physical memory. Memory of a
+// buffer that nothing ever wrote is allocated (uninitialized, like torch.empty).
+at::Tensor materialized_cpu_view(const at::Tensor& t);
+
+// Engine calls that translate runtime errors into PyTorch's (OUT_OF_MEMORY -> torch.OutOfMemoryError).
+void flush_step();
+void synchronize_device();
+
+}  // namespace moreh::backend

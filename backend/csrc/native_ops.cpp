@@ -1,0 +1,158 @@
+// The few ops moreh implements itself instead of recording: factories (a virtual buffer, no work),
+// views (metadata over the same storage), copies that cross to the host, host reads, set_/resize_.
+#include <ATen/EmptyTensor.h>
+#include <ATen/ops/_reshape_alias_native.h>
+#include <ATen/ops/as_strided_native.h>
+#include <ATen/ops/unfold_native.h>
+#include <ATen/ops/view_native.h>
+#include <torch/library.h>
+
+#include "backend/csrc/lazy_fallback.h"
+#include "backend/csrc/moreh_storage.h"
+
+namespace moreh::backend {
+namespace {
+
+c10::DispatchKeySet moreh_keys() { return c10::DispatchKeySet(c10::DispatchKey::PrivateUse1); }
+
+void check_layout(std::optional<c10::Layout> layout) {
+  TORCH_CHECK_NOT_IMPLEMENTED(!layout || *layout == c10::kStrided, "moreh supports strided tensors only, not ",
+                              *layout, " (sparse and other layouts cannot live on moreh)");
+}
+
+at::Tensor empty_memory_format(c10::IntArrayRef size, std::optional<c10::ScalarType> dtype,
+                               std::optional<c10::Layout> layout, std::optional<c10::Device>, std::optional<bool>,
+                               std::optional<c10::MemoryFormat> memory_format) {
+  check_layout(layout);
+  return at::detail::empty_generic(size, moreh_allocator(), moreh_keys(),
+                                   c10::dtype_or_default(dtype), memory_format);
+}
+
+at::Tensor empty_strided(c10::IntArrayRef size, c10::IntArrayRef stride, std::optional<c10::ScalarType> dtype,
+                         std::optional<c10::Layout> layout, std::optional<c10::Device>, std::optional<bool>) {
+  check_layout(layout);
+  return at::detail::empty_strided_generic(size, stride, moreh_allocator(), moreh_keys(),
+                                           c10::dtype_or_default(dtype));
+}
+
+void record_copy(const at::Tensor& dst, const at::Tensor& src, bool non_blocking) {
+  static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("aten::copy_", "");
+  torch::jit::Stack stack{dst, src, non_blocking};
+  lazy_fallback(op, moreh_keys(), &stack);
+}
+
+at::Tensor copy_from(const at::Tensor& self, const at::Tensor& dst, bool non_blocking) {
+  if (is_moreh(dst) && (is_moreh(self) || self.device().is_cpu())) {
+    record_copy(dst, self, non_blocking);  // moreh<-moreh, or an upload of a snapshot of the host tensor
+  } else if (is_moreh(self) && dst.device().is_cpu()) {
+    dst.copy_(materialized_cpu_view(self));  // a host read: the step ends here
+  } else {
+    TORCH_CHECK(false, "moreh cannot copy from ", self.device(), " to ", dst.device(),
+                "; copy through the CPU (tensor.cpu())");
+  }
+  return dst;
+}
+
+at::Tensor copy_from_and_resize(const at::Tensor& self, const at::Tensor& dst) {
+  dst.resize_(self.sizes());
+  return copy_from(self, dst, false);
+}
+
+c10::Scalar local_scalar_dense(const at::Tensor& self) { return materialized_cpu_view(self).item(); }
+
+void check_moreh_storage(const c10::Storage& storage) {
+  TORCH_CHECK(storage.device_type() == kMoreh, "moreh: set_ needs a moreh storage, got one on ",
+              storage.device());
+  (void)buffer_of(storage);
+}
+
+at::Tensor& set_storage_offset(at::Tensor& self, c10::Storage source, int64_t offset, c10::IntArrayRef size,
+                               c10::IntArrayRef stride) {
+  check_moreh_storage(source);
+  std::vector<int64_t> strides(stride.begin(), stride.end());
+  if (strides.empty()) {
+    auto contiguous = c10::contiguous_strides(size);
+    strides.assign(contiguous.begin(), contiguous.end());
+  }
+  int64_t needed = static_cast<int64_t>(at::detail::computeStorageNbytes(size, strides, self.element_size(),
+                                                                         offset));
+  TORCH_CHECK(offset >= 0 && needed <= static_cast<int64_t>(source.nbytes()) ,
+              "moreh: set_ geometry needs ", needed, " bytes but the storage has ", source.nbytes());
+  self.unsafeGetTensorImpl()->set_storage_keep_dtype(std::move(source));
+  self.unsafeGetTensorImpl()->set_sizes_and_strides(size, strides, offset);
+  return self;
+}
+
+at::Tensor& set_storage(at::Tensor& self, c10::Storage source) {
+  int64_t n = static_cast<int64_t>(source.nbytes()) / static_cast<int64_t>(self.element_size());
+  return set_storage_offset(self, std::move(source), 0, {n}, {});
+}
+
+at::Tensor& set_tensor(at::Tensor& self, const at::Tensor& source) {
+  if (self.unsafeGetTensorImpl() == source.unsafeGetTensorImpl()) return self;
+  return set_storage_offset(self, source.storage(), source.storage_offset(), source.sizes(), source.strides());
+}
+
+at::Tensor& set_empty(at::Tensor& self) {
+  c10::Storage fresh(c10::Storage::use_byte_size_t(), 0, moreh_allocator(), true);
+  return set_storage_offset(self, fresh, 0, {0}, {});
+}
+
+const at::Tensor& resize(const at::Tensor& self, c10::IntArrayRef size, std::optional<c10::MemoryFormat> format) {
+  int64_t needed = static_cast<int64_t>(
+      at::detail::computeStorageNbytesContiguous(size, self.element_size(), self.storage_offset()));
+  c10::Storage storage = self.storage();
+  int64_t have = static_cast<int64_t>(storage.nbytes());
+  if (needed > have) {
+    c10::DataPtr fresh = moreh_allocator()->allocate(needed);
+    if (have > 0 && buffer_of(storage)->defined()) {
+      // Keep the contents: the grown buffer starts as a copy of the old one (recorded like any op).
+      c10::DataPtr old = storage.set_data_ptr(std::move(fresh));
+      storage.set_nbytes(needed);
+      c10::Storage old_storage(c10::Storage::use_byte_size_t(), have, std::move(old), moreh_allocator(), false);
+      record_copy(moreh_view(storage, {have}, {1}, 0, c10::kByte), moreh_view(old_storage, {have}, {1}, 0, c10::kByte),
+                  false);
+    } else {
+      storage.set_data_ptr_noswap(std::move(fresh));
+      storage.set_nbytes(needed);
+    }
+  }
+  self.unsafeGetTensorImpl()->set_sizes_contiguous(size);
+  if (format) self.unsafeGetTensorImpl()->empty_tensor_restride(*format);
+  return self;
+}
+
+// scaled_dot_product_attention asks the device which fused kernel to use; moreh answers what CPU eager
+// answers, so both run the same kernels (and match bit for bit).
+int64_t fused_sdp_choice(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         const std::optional<at::Tensor>& mask, double dropout_p, bool is_causal,
+                         std::optional<double> scale, bool enable_gqa) {
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("aten::_fused_sdp_choice", "")
+                       .typed<int64_t(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                      const std::optional<at::Tensor>&, double, bool, std::optional<double>, bool)>();
+  return op.redispatch(c10::DispatchKeySet(c10::DispatchKey::CPU), q, k, v, mask, dropout_p, is_causal, scale,
+                       enable_gqa);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
+  m.impl("empty.memory_format", TORCH_FN(empty_memory_format));
+  m.impl("empty_strided", TORCH_FN(empty_strided));
+  m.impl("as_strided", TORCH_FN(at::native::as_strided_tensorimpl));
+  m.impl("view", TORCH_FN(at::native::view));
+  m.impl("_reshape_alias", TORCH_FN(at::native::_reshape_alias));
+  m.impl("unfold", TORCH_FN(at::native::unfold));
+  m.impl("_copy_from", TORCH_FN(copy_from));
+  m.impl("_copy_from_and_resize", TORCH_FN(copy_from_and_resize));
+  m.impl("_local_scalar_dense", TORCH_FN(local_scalar_dense));
+  m.impl("set_.source_Storage_storage_offset", TORCH_FN(set_storage_offset));
+  m.impl("set_.source_Storage", TORCH_FN(set_storage));
+  m.impl("set_.source_Tensor", TORCH_FN(set_tensor));
+  m.impl("set_", TORCH_FN(set_empty));
+  m.impl("resize_", TORCH_FN(resize));
+  m.impl("_fused_sdp_choice", TORCH_FN(fused_sdp_choice));
+}
+
+}  // namespace moreh::backend

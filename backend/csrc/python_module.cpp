@@ -1,0 +1,70 @@
+// torch_moreh._C: what the Python package needs from the engine.
+#include <torch/csrc/Generator.h>
+#include <torch/extension.h>
+
+#include "backend/csrc/device_hooks.h"
+#include "backend/csrc/host_kernel_provider.h"
+#include "backend/csrc/lazy_fallback.h"
+#include "backend/csrc/moreh_storage.h"
+#include "runtime/errors.h"
+#include "runtime/logging.h"
+
+namespace py = pybind11;
+using namespace moreh;
+
+namespace {
+
+void init() {
+  auto& e = backend::engine();  // reads MOREH_* (a malformed value raises here, naming it)
+  e.set_kernel_provider(&backend::host_kernel_provider());
+  backend::register_recorded_composites();
+}
+
+py::dict stats() {
+  auto s = backend::engine().stats();
+  py::dict d;
+  d["recorded_ops"] = s.recorded_ops;
+  d["eager_ops"] = s.eager_ops;
+  d["flushes"] = s.flushes;
+  d["cache_hits"] = s.cache_hits;
+  d["cache_misses"] = s.cache_misses;
+  d["last_graph_ops"] = s.last_graph_ops;
+  d["last_graph_hash"] = s.last_graph_hash;
+  d["last_compile_ms"] = s.last_compile_ms;
+  d["total_compile_ms"] = s.total_compile_ms;
+  d["pending_ops"] = backend::engine().pending_ops();
+  d["recorded_composites"] = backend::recorded_composite_count();
+  return d;
+}
+
+}  // namespace
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  py::register_exception<runtime::ConfigError>(m, "ConfigError", PyExc_ValueError);
+  m.def("_init", &init);
+  m.def("_flush", [] {
+    py::gil_scoped_release nogil;
+    backend::flush_step();
+  });
+  m.def("_synchronize", [] {
+    py::gil_scoped_release nogil;
+    backend::synchronize_device();
+  });
+  m.def("_stats", &stats);
+  m.def("_memory_allocated", [] { return backend::engine().device(0).used(); });
+  m.def("_max_memory_allocated", [] { return backend::engine().device(0).peak(); });
+  m.def("_reset_peak_memory_stats", [] { backend::engine().device(0).reset_peak(); });
+  m.def("_memory_capacity", [] { return backend::engine().device(0).capacity(); });
+  m.def("_physical_device_name", [] { return backend::engine().device(0).name(); });
+  m.def("_num_physical_devices", [] { return backend::engine().num_devices(); });
+  m.def("_get_default_generator", [] {
+    return py::reinterpret_steal<py::object>(THPGenerator_initDefaultGenerator(backend::default_generator()));
+  });
+  m.def("_set_advanced_parallelization", [](bool on) { backend::engine().set_advanced_parallelization(on); });
+  m.def("_advanced_parallelization", [] { return backend::engine().advanced_parallelization(); });
+  m.def("_log", [](const std::string& level, const std::string& msg) {
+    runtime::log_message(runtime::parse_log_level(level), msg);
+  });
+  m.def("_log_file", [] { return runtime::log_file_path(); });
+  m.def("_set_log_level", [](const std::string& level) { runtime::set_log_level(level); });
+}

@@ -1,0 +1,52 @@
+"""torch_moreh: the "moreh" device for PyTorch.
+
+Installed, it is loaded by plain ``import torch`` (entry point group ``torch.backends``): after that
+``torch.device("moreh")`` works, ``torch.moreh`` is the device module, and tensors and modules have
+``.moreh()``. Ops on moreh tensors are recorded into a lazy step graph and run at step boundaries.
+"""
+import os as _os
+import sys as _sys
+
+_loaded = False
+
+
+def _load():
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    import torch
+
+    torch.utils.rename_privateuse1_backend("moreh")
+    from . import _C  # noqa: F401  registers the device's kernels, guard and hooks
+
+    _C._init()
+    from . import device_module
+
+    torch._register_device_module("moreh", device_module)
+    torch.utils.generate_methods_for_privateuse1_backend(for_tensor=True, for_module=True, for_storage=True)
+    # The end of every optimizer step is a step boundary (DESIGN.md §2.3).
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    register_optimizer_step_post_hook(lambda optimizer, args, kwargs: _C._flush())
+
+
+def _autoload():
+    """Entry point called by ``import torch``."""
+    _load()
+
+
+# Importing torch_moreh directly (before torch) must not recurse through torch's autoload.
+if "torch" in _sys.modules and hasattr(_sys.modules["torch"], "utils"):
+    _load()
+else:
+    _saved = _os.environ.get("TORCH_DEVICE_BACKEND_AUTOLOAD")
+    _os.environ["TORCH_DEVICE_BACKEND_AUTOLOAD"] = "0"
+    try:
+        import torch  # noqa: F401
+    finally:
+        if _saved is None:
+            _os.environ.pop("TORCH_DEVICE_BACKEND_AUTOLOAD", None)
+        else:
+            _os.environ["TORCH_DEVICE_BACKEND_AUTOLOAD"] = _saved
+    _load()

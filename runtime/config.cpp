@@ -1,0 +1,120 @@
+#include "runtime/config.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
+#include <stdexcept>
+
+#include "runtime/errors.h"
+
+namespace moreh::runtime {
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return std::tolower(c); });
+  return out;
+}
+
+const char* env(const char* name) {
+  const char* v = std::getenv(name);
+  return (v && *v) ? v : nullptr;
+}
+
+uint64_t default_host_capacity() {
+  long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGE_SIZE);
+  if (pages <= 0 || page <= 0) return 8ull << 30;
+  return static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) / 10 * 8;
+}
+
+template <class F>
+auto parse_var(const char* name, const char* value, const char* expected, F&& parse) {
+  try {
+    return parse(std::string_view(value));
+  } catch (const std::exception&) {
+    throw ConfigError(std::string(name) + "='" + value + "' is not valid: expected " + expected);
+  }
+}
+
+uint64_t parse_count(std::string_view s) {
+  size_t used = 0;
+  std::string str(s);
+  if (str.empty() || !std::isdigit(static_cast<unsigned char>(str[0]))) throw std::invalid_argument("count");
+  unsigned long long v = std::stoull(str, &used);
+  if (used != str.size() || v == 0) throw std::invalid_argument("count");
+  return v;
+}
+
+}  // namespace
+
+uint64_t parse_size(std::string_view text) {
+  std::string s = lower(text);
+  s.erase(std::remove_if(s.begin(), s.end(), [](unsigned char c) { return std::isspace(c); }), s.end());
+  size_t i = 0;
+  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
+  if (i == 0) throw std::invalid_argument("size has no number");
+  std::string digits = s.substr(0, i);
+  if (std::count(digits.begin(), digits.end(), '.') > 1 || digits == ".") throw std::invalid_argument("bad number");
+  double number = 0;
+  try {
+    size_t used = 0;
+    number = std::stod(digits, &used);
+    if (used != digits.size()) throw std::invalid_argument("bad number");
+  } catch (const std::out_of_range&) {
+    throw std::invalid_argument("size out of range");
+  }
+  std::string unit = s.substr(i);
+  double scale = 0;
+  if (unit.empty() || unit == "b") scale = 1;
+  else if (unit == "k" || unit == "kb") scale = 1e3;
+  else if (unit == "m" || unit == "mb") scale = 1e6;
+  else if (unit == "g" || unit == "gb") scale = 1e9;
+  else if (unit == "t" || unit == "tb") scale = 1e12;
+  else if (unit == "kib") scale = 1024.0;
+  else if (unit == "mib") scale = 1024.0 * 1024;
+  else if (unit == "gib") scale = 1024.0 * 1024 * 1024;
+  else if (unit == "tib") scale = 1024.0 * 1024 * 1024 * 1024;
+  else throw std::invalid_argument("unknown size unit");
+  double bytes = number * scale;
+  if (!(bytes >= 1) || bytes > 1.8e19) throw std::invalid_argument("size out of range");
+  return static_cast<uint64_t>(bytes);
+}
+
+Config Config::from_env() {
+  Config c;
+  if (const char* v = env("MOREH_LOG_LEVEL")) {
+    std::string level = lower(v);
+    static const char* levels[] = {"trace", "debug", "info", "warning", "warn", "error", "critical", "off"};
+    if (std::find(std::begin(levels), std::end(levels), level) == std::end(levels))
+      throw ConfigError(std::string("MOREH_LOG_LEVEL='") + v +
+                        "' is not valid: expected one of trace, debug, info, warning, error, critical, off");
+    c.log_level = level == "warn" ? "warning" : level;
+  }
+  if (const char* v = env("MOREH_LOG_FILE")) {
+    c.log_file = v;
+  } else {
+    const char* home = env("HOME");
+    c.log_file = std::string(home ? home : "/tmp") + "/.moreh/logs/moreh-" + std::to_string(getpid()) + ".log";
+  }
+  c.host_memory_capacity = default_host_capacity();
+  if (const char* v = env("MOREH_HOST_MEMORY_CAPACITY"))
+    c.host_memory_capacity = parse_var("MOREH_HOST_MEMORY_CAPACITY", v, "a size such as 16GiB, 512MiB or 1073741824",
+                                       parse_size);
+  if (const char* v = env("MOREH_MAX_PENDING_OPS"))
+    c.max_pending_ops = parse_var("MOREH_MAX_PENDING_OPS", v, "a positive integer", parse_count);
+  if (const char* v = env("MOREH_GRAPH_CACHE_SIZE"))
+    c.graph_cache_size = parse_var("MOREH_GRAPH_CACHE_SIZE", v, "a positive integer", parse_count);
+  if (const char* v = env("MOREH_SYNC_TIMEOUT"))
+    c.sync_timeout_s = parse_var("MOREH_SYNC_TIMEOUT", v, "a positive number of seconds", [](std::string_view s) {
+      size_t used = 0;
+      double d = std::stod(std::string(s), &used);
+      if (used != s.size() || !(d > 0) || !std::isfinite(d)) throw std::invalid_argument("timeout");
+      return d;
+    });
+  return c;
+}
+
+}  // namespace moreh::runtime

@@ -1,0 +1,24 @@
+// Process-wide settings read from MOREH_* environment variables (documented in docs/ENVIRONMENT.md).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+namespace moreh::runtime {
+
+struct Config {
+  std::string log_level = "info";        // MOREH_LOG_LEVEL
+  std::string log_file;                  // MOREH_LOG_FILE (default: ~/.moreh/logs/moreh-<pid>.log)
+  uint64_t host_memory_capacity = 0;     // MOREH_HOST_MEMORY_CAPACITY (default: 80% of RAM)
+  uint64_t max_pending_ops = 20000;      // MOREH_MAX_PENDING_OPS
+  uint64_t graph_cache_size = 256;       // MOREH_GRAPH_CACHE_SIZE
+  double sync_timeout_s = 1800.0;        // MOREH_SYNC_TIMEOUT
+
+  // Reads the environment; a malformed value throws ConfigError naming the variable.
+  static Config from_env();
+};
+
+// "16GiB", "512MiB", "1.5GB", "1048576" -> bytes. Throws std::invalid_argument.
+uint64_t parse_size(std::string_view text);
+
+}  // namespace moreh::runtime

@@ -1,0 +1,77 @@
+// A physical device behind the virtual one: memory with a capacity, an in-order stream of work, events.
+// HostDevice (CPU memory, a worker thread) is the one built everywhere; CudaDevice slots in beside it.
+#pragma once
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace moreh::runtime {
+
+class PhysicalDevice;
+
+// Bytes bound on one physical device, charged against its capacity until destroyed.
+class PhysicalBlock {
+ public:
+  PhysicalBlock(PhysicalDevice& device, void* data, uint64_t bytes, std::shared_ptr<void> owner);
+  ~PhysicalBlock();
+  PhysicalBlock(const PhysicalBlock&) = delete;
+  PhysicalBlock& operator=(const PhysicalBlock&) = delete;
+
+  void* data() const { return data_; }
+  uint64_t bytes() const { return bytes_; }
+  PhysicalDevice& device() const { return device_; }
+  // A slot where a kernel provider keeps its own handle onto this memory (e.g. an ATen storage).
+  std::shared_ptr<void>& provider_view() { return provider_view_; }
+
+ private:
+  PhysicalDevice& device_;
+  void* data_;
+  uint64_t bytes_;
+  std::shared_ptr<void> owner_;  // frees the memory when the block goes
+  std::shared_ptr<void> provider_view_;
+};
+
+enum class DeviceKind { kHost, kCuda };
+
+class PhysicalDevice {
+ public:
+  PhysicalDevice(int index, uint64_t capacity) : index_(index), capacity_(capacity) {}
+  virtual ~PhysicalDevice() = default;
+
+  virtual DeviceKind kind() const = 0;
+  virtual std::string name() const = 0;
+  int index() const { return index_; }
+
+  uint64_t capacity() const { return capacity_; }
+  uint64_t used() const { return used_.load(); }
+  uint64_t peak() const { return peak_.load(); }
+  uint64_t available() const;
+  void reset_peak() { peak_.store(used_.load()); }
+
+  // New device memory; throws OutOfMemoryError past the capacity.
+  virtual std::unique_ptr<PhysicalBlock> allocate(uint64_t bytes) = 0;
+  // Takes memory that a kernel produced (owner frees it), charging it to this device.
+  std::unique_ptr<PhysicalBlock> adopt(void* data, uint64_t bytes, std::shared_ptr<void> owner);
+
+  // Runs work in submission order on the device's stream; an exception is kept and rethrown by synchronize().
+  virtual void submit(std::function<void()> work) = 0;
+  // Waits for every submitted item; throws TimeoutError past the bound, or the first error the work raised.
+  virtual void synchronize(std::chrono::milliseconds timeout) = 0;
+  // True while submitted work has not finished.
+  virtual bool busy() const = 0;
+
+ protected:
+  friend class PhysicalBlock;
+  void charge(uint64_t bytes);  // throws OutOfMemoryError
+  void uncharge(uint64_t bytes) { used_.fetch_sub(bytes); }
+
+ private:
+  int index_;
+  uint64_t capacity_;
+  std::atomic<uint64_t> used_{0}, peak_{0};
+};
+
+}  // namespace moreh::runtime

@@ -1,0 +1,38 @@
+// Runs a plan's programs on their devices' streams. Nothing here waits: errors surface at the next
+// synchronize, and the buffers the failed step should have produced carry the failure.
+#pragma once
+#include <memory>
+#include <vector>
+
+#include "runtime/device.h"
+#include "runtime/graph/canonical_graph.h"
+#include "runtime/kernel_provider.h"
+#include "runtime/program.h"
+
+namespace moreh::runtime {
+
+struct StepExecution {
+  std::shared_ptr<const Plan> plan;
+  std::shared_ptr<const StepGraph> graph;
+  std::vector<std::shared_ptr<Buffer>> bindings;  // slot -> buffer, from the canonical graph
+};
+
+class Executor {
+ public:
+  Executor(std::vector<PhysicalDevice*> devices, KernelProvider* provider) : devices_(std::move(devices)),
+                                                                           provider_(provider) {}
+  void set_provider(KernelProvider* provider) { provider_ = provider; }
+  // Enqueues every program of the step on its device.
+  void submit(StepExecution step);
+  // Runs one program to the end on the calling thread (the device's stream calls this).
+  void run_program(const StepExecution& step, const DeviceProgram& program);
+
+ private:
+  std::vector<PhysicalDevice*> devices_;
+  KernelProvider* provider_;
+};
+
+// Marks the outputs of nodes [first, end) as failed with `why` (also used when a step is not run at all).
+void mark_step_failed(const StepGraph& graph, size_t first, const std::string& why);
+
+}  // namespace moreh::runtime

@@ -1,0 +1,33 @@
+// The runtime runs nodes through a KernelProvider per device kind; the backend supplies it
+// (ATen CPU kernels over runtime buffers for host devices).
+#pragma once
+#include <cstddef>
+#include <memory>
+
+#include "runtime/device.h"
+#include "runtime/graph/step_graph.h"
+
+namespace moreh::runtime {
+
+class LaunchContext {
+ public:
+  LaunchContext(PhysicalDevice& device, const Node& node) : device_(device), node_(node) {}
+  PhysicalDevice& device() const { return device_; }
+  // The memory behind an input; throws if the buffer is unavailable (an earlier step failed).
+  PhysicalBlock& input_memory(size_t input_index) const;
+  // Binds the memory a kernel produced (or the provider allocated) to a fresh output.
+  void bind_output(size_t output_index, std::unique_ptr<PhysicalBlock> block) const;
+
+ private:
+  PhysicalDevice& device_;
+  const Node& node_;
+};
+
+class KernelProvider {
+ public:
+  virtual ~KernelProvider() = default;
+  // Runs one node on ctx.device(): reads inputs, writes the written inputs in place, binds every output.
+  virtual void launch(const Node& node, const LaunchContext& ctx) = 0;
+};
+
+}  // namespace moreh::runtime

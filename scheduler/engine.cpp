@@ -1,0 +1,162 @@
+#include "scheduler/engine.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "runtime/errors.h"
+#include "runtime/host_device.h"
+#include "runtime/spdlog_logger.h"
+#include "scheduler/planner.h"
+
+namespace moreh::scheduler {
+
+using namespace moreh::runtime;
+
+namespace {
+
+std::vector<PhysicalDevice*> raw(const std::vector<std::unique_ptr<PhysicalDevice>>& devices) {
+  std::vector<PhysicalDevice*> out;
+  for (const auto& d : devices) out.push_back(d.get());
+  return out;
+}
+
+std::chrono::milliseconds timeout_of(const Config& c) {
+  constexpr double kMaxSeconds = 1e8;  // ~3 years: far below steady_clock's range
+  return std::chrono::milliseconds(static_cast<int64_t>(std::min(c.sync_timeout_s, kMaxSeconds) * 1000.0));
+}
+
+}  // namespace
+
+Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devices)
+    : config_(std::move(config)),
+      devices_(std::move(devices)),
+      executor_(raw(devices_), nullptr),
+      cache_(config_.graph_cache_size) {}
+
+Engine::~Engine() {
+  try {
+    for (auto& d : devices_) d->synchronize(timeout_of(config_));
+  } catch (...) {
+  }
+}
+
+Engine& Engine::global() {
+  static Engine* engine = [] {
+    Config config = Config::from_env();
+    init_logging(config);
+    std::vector<std::unique_ptr<PhysicalDevice>> devices;
+    devices.push_back(std::make_unique<HostDevice>(0, config.host_memory_capacity));
+    log().debug("moreh engine: {} host device(s), {} bytes each", devices.size(), config.host_memory_capacity);
+    return new Engine(std::move(config), std::move(devices));  // lives for the process
+  }();
+  return *engine;
+}
+
+void Engine::set_kernel_provider(KernelProvider* provider) { executor_.set_provider(provider); }
+
+std::shared_ptr<Buffer> Engine::new_buffer(uint64_t bytes) { return std::make_shared<Buffer>(vm_, bytes); }
+
+void Engine::record(Node node) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  for (auto& out : node.outputs) out.buffer->mark_defined();
+  for (uint16_t w : node.written) {
+    auto& buffer = *node.inputs[w].buffer;
+    if (!buffer.defined()) node.initializes.push_back(w);
+    buffer.mark_defined();
+  }
+  pending_.append(std::move(node));
+  ++stats_.recorded_ops;
+  if (pending_.size() >= config_.max_pending_ops) {
+    log().debug("moreh: {} pending ops reached MOREH_MAX_PENDING_OPS; flushing", pending_.size());
+    flush_locked();
+  }
+}
+
+void Engine::flush() {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  flush_locked();
+}
+
+void Engine::flush_locked() {
+  if (pending_.empty()) return;
+  auto graph = std::make_shared<StepGraph>(std::move(pending_));
+  pending_ = StepGraph();
+  CanonicalGraph canonical = CanonicalGraph::build(*graph);
+
+  std::shared_ptr<const Plan> plan = cache_.find(canonical.hash);
+  if (plan) {
+    log().debug("Step graph {:016x} found in the plan cache ({} ops)", canonical.hash, plan->num_nodes);
+  } else {
+    auto compiled = std::make_shared<Plan>(compile_plan(canonical));
+    log().info("Step graph {:016x} compiled in {:.3f} ms: {}", canonical.hash, compiled->compile_ms,
+               compiled->summary);
+    stats_.last_compile_ms = compiled->compile_ms;
+    stats_.total_compile_ms += compiled->compile_ms;
+    plan = compiled;
+    cache_.insert(canonical.hash, plan);
+  }
+  stats_.cache_hits = cache_.hits();
+  stats_.cache_misses = cache_.misses();
+  ++stats_.flushes;
+  stats_.last_graph_ops = graph->size();
+  stats_.last_graph_hash = canonical.hash;
+
+  for (const auto& program : plan->programs) {
+    PhysicalDevice& dev = *devices_.at(program.device);
+    if (dev.used() + program.peak_bytes > dev.capacity() && dev.busy()) {
+      try {
+        dev.synchronize(timeout_of(config_));  // earlier steps may still hold memory they are about to free
+      } catch (...) {
+        if (!deferred_error_) deferred_error_ = std::current_exception();  // reported by synchronize()
+      }
+    }
+    if (dev.used() + program.peak_bytes > dev.capacity()) {
+      OutOfMemoryError oom(dev.name(), program.peak_bytes, dev.available(), dev.capacity());
+      mark_step_failed(*graph, 0, oom.what());
+      log().error("A step of {} ops needs {} bytes more on {}; {} bytes are free. The step was not run.",
+                  graph->size(), program.peak_bytes, dev.name(), dev.available());
+      throw oom;
+    }
+  }
+  executor_.submit(StepExecution{plan, graph, std::move(canonical.bindings)});
+}
+
+void Engine::synchronize() {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  flush_locked();
+  for (auto& d : devices_) d->synchronize(timeout_of(config_));
+  if (deferred_error_) {
+    auto e = deferred_error_;
+    deferred_error_ = nullptr;
+    std::rethrow_exception(e);
+  }
+}
+
+size_t Engine::pending_ops() const {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  return pending_.size();
+}
+
+void Engine::note_eager_op() {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  ++stats_.eager_ops;
+}
+
+EngineStats Engine::stats() const {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  return stats_;
+}
+
+void Engine::set_advanced_parallelization(bool enabled) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  advanced_parallelization_ = enabled;
+}
+
+bool Engine::advanced_parallelization() const {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  return advanced_parallelization_;
+}
+
+}  // namespace moreh::scheduler

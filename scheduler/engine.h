@@ -1,0 +1,72 @@
+// The engine behind the virtual device: it owns the pending step graph, flushes it at step boundaries
+// (canonicalize -> plan cache or compile -> submit to the devices), and answers memory questions.
+#pragma once
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "runtime/buffer.h"
+#include "runtime/config.h"
+#include "runtime/device.h"
+#include "runtime/executor.h"
+#include "runtime/graph/step_graph.h"
+#include "runtime/virtual_memory.h"
+#include "scheduler/plan_cache.h"
+
+namespace moreh::scheduler {
+
+struct EngineStats {
+  uint64_t recorded_ops = 0;   // nodes recorded since start
+  uint64_t eager_ops = 0;      // ops that forced a flush and ran on materialized data
+  uint64_t flushes = 0;        // non-empty step graphs flushed
+  uint64_t cache_hits = 0, cache_misses = 0;
+  uint64_t last_graph_ops = 0;
+  uint64_t last_graph_hash = 0;
+  double last_compile_ms = 0, total_compile_ms = 0;
+};
+
+class Engine {
+ public:
+  Engine(runtime::Config config, std::vector<std::unique_ptr<runtime::PhysicalDevice>> devices);
+  ~Engine();
+  // The process's engine, made on first use from the environment (a malformed MOREH_* throws ConfigError).
+  static Engine& global();
+
+  const runtime::Config& config() const { return config_; }
+  void set_kernel_provider(runtime::KernelProvider* provider);
+  runtime::PhysicalDevice& device(int index = 0) { return *devices_.at(index); }
+  size_t num_devices() const { return devices_.size(); }
+  runtime::VirtualMemory& virtual_memory() { return vm_; }
+
+  std::shared_ptr<runtime::Buffer> new_buffer(uint64_t bytes);
+
+  // Appends a node (marks what it writes as defined); flushes when MOREH_MAX_PENDING_OPS is reached.
+  void record(runtime::Node node);
+  // Compiles (or finds) and submits the pending graph; does not wait. Throws OutOfMemoryError when the
+  // step cannot fit; then nothing of it runs and its fresh outputs carry the error.
+  void flush();
+  // flush(), then waits for every device (bounded by MOREH_SYNC_TIMEOUT); rethrows a failed step's error.
+  void synchronize();
+  size_t pending_ops() const;
+  void note_eager_op();
+
+  EngineStats stats() const;
+  void set_advanced_parallelization(bool enabled);
+  bool advanced_parallelization() const;
+
+ private:
+  void flush_locked();
+
+  runtime::Config config_;
+  runtime::VirtualMemory vm_;
+  std::vector<std::unique_ptr<runtime::PhysicalDevice>> devices_;
+  runtime::Executor executor_;
+  mutable std::recursive_mutex mu_;  // recursive: a flush may free storages whose release records nothing
+  runtime::StepGraph pending_;
+  PlanCache cache_;
+  EngineStats stats_;
+  std::exception_ptr deferred_error_;  // a failed step noticed while a flush waited for memory
+  bool advanced_parallelization_ = false;
+};
+
+}  // namespace moreh::scheduler

@@ -1,0 +1,16 @@
+// Turns a canonical step graph into per-device programs. With one physical device the program is the
+// recorded order plus memory instructions from liveness; batch splitting and the AP candidates extend
+// this (DESIGN.md §2.5).
+#pragma once
+#include "runtime/graph/canonical_graph.h"
+#include "runtime/program.h"
+
+namespace moreh::scheduler {
+
+struct PlannerOptions {
+  int num_devices = 1;
+};
+
+runtime::Plan compile_plan(const runtime::CanonicalGraph& graph, const PlannerOptions& options = {});
+
+}  // namespace moreh::scheduler

@@ -1,0 +1,158 @@
+#include "runtime/config.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "runtime/errors.h"
+
+namespace moreh::runtime {
+namespace {
+
+constexpr uint64_t KiB = 1024, MiB = KiB * 1024, GiB = MiB * 1024;
+
+TEST(ParseSizeTest, BinaryAndDecimalUnits) {
+  EXPECT_EQ(parse_size("16GiB"), 16 * GiB);
+  EXPECT_EQ(parse_size("512MiB"), 512 * MiB);
+  EXPECT_EQ(parse_size("1.5GB"), 1500000000u);
+  EXPECT_EQ(parse_size("1048576"), 1048576u);
+  EXPECT_EQ(parse_size(" 2 kib "), 2 * KiB);
+  EXPECT_EQ(parse_size("2KiB"), 2 * KiB);
+  EXPECT_EQ(parse_size("1tib"), 1024 * GiB);
+  EXPECT_EQ(parse_size("3k"), 3000u);
+  EXPECT_EQ(parse_size("7b"), 7u);
+  EXPECT_EQ(parse_size("0.5MiB"), 512 * KiB);
+}
+
+TEST(ParseSizeTest, MalformedSizesThrowInvalidArgument) {
+  for (const char* bad : {"abc", "12XB", "", "-5", "   ", "GiB", "0", "0.1", "5 GiBs"})
+    EXPECT_THROW(parse_size(bad), std::invalid_argument) << "'" << bad << "'";
+}
+
+// Two more malformed sizes the contract (std::invalid_argument) covers; both currently slip through.
+// See the report: parse_size accepts "1.2.3GiB" as 1.2 GiB, and a very long number escapes as
+// std::out_of_range from std::stod.
+TEST(ParseSizeTest, MoreMalformedSizesThrowInvalidArgument) {
+  EXPECT_THROW(parse_size("1.2.3GiB"), std::invalid_argument);
+  EXPECT_THROW(parse_size(std::string(400, '9')), std::invalid_argument);
+}
+
+// Saves the MOREH_* variables and restores them after each test.
+class ConfigEnvTest : public ::testing::Test {
+ protected:
+  static constexpr const char* kVars[] = {"MOREH_LOG_LEVEL",        "MOREH_LOG_FILE",        "MOREH_HOST_MEMORY_CAPACITY",
+                                          "MOREH_MAX_PENDING_OPS",  "MOREH_GRAPH_CACHE_SIZE", "MOREH_SYNC_TIMEOUT"};
+
+  void SetUp() override {
+    for (const char* v : kVars) {
+      const char* value = std::getenv(v);
+      saved_.emplace_back(v, value ? std::optional<std::string>(value) : std::nullopt);
+      unsetenv(v);
+    }
+  }
+  void TearDown() override {
+    for (auto& [name, value] : saved_) {
+      if (value)
+        setenv(name.c_str(), value->c_str(), 1);
+      else
+        unsetenv(name.c_str());
+    }
+  }
+
+  static std::string config_error_text() {
+    try {
+      Config::from_env();
+    } catch (const ConfigError& e) {
+      return e.what();
+    }
+    ADD_FAILURE() << "Config::from_env() did not throw ConfigError";
+    return {};
+  }
+
+ private:
+  std::vector<std::pair<std::string, std::optional<std::string>>> saved_;
+};
+
+TEST_F(ConfigEnvTest, DefaultsWhenUnset) {
+  Config c = Config::from_env();
+  EXPECT_EQ(c.log_level, "info");
+  EXPECT_EQ(c.max_pending_ops, 20000u);
+  EXPECT_EQ(c.graph_cache_size, 256u);
+  EXPECT_DOUBLE_EQ(c.sync_timeout_s, 1800.0);
+  EXPECT_GT(c.host_memory_capacity, 0u);
+  EXPECT_FALSE(c.log_file.empty());
+}
+
+TEST_F(ConfigEnvTest, ValidValuesParse) {
+  setenv("MOREH_HOST_MEMORY_CAPACITY", "2GiB", 1);
+  setenv("MOREH_LOG_LEVEL", "WARN", 1);
+  setenv("MOREH_LOG_FILE", "/tmp/moreh-config-test.log", 1);
+  setenv("MOREH_MAX_PENDING_OPS", "100", 1);
+  setenv("MOREH_GRAPH_CACHE_SIZE", "8", 1);
+  setenv("MOREH_SYNC_TIMEOUT", "2.5", 1);
+  Config c = Config::from_env();
+  EXPECT_EQ(c.host_memory_capacity, 2 * GiB);
+  EXPECT_EQ(c.log_level, "warning");
+  EXPECT_EQ(c.log_file, "/tmp/moreh-config-test.log");
+  EXPECT_EQ(c.max_pending_ops, 100u);
+  EXPECT_EQ(c.graph_cache_size, 8u);
+  EXPECT_DOUBLE_EQ(c.sync_timeout_s, 2.5);
+
+  setenv("MOREH_LOG_LEVEL", "debug", 1);
+  EXPECT_EQ(Config::from_env().log_level, "debug");
+}
+
+TEST_F(ConfigEnvTest, EmptyValuesCountAsUnset) {
+  setenv("MOREH_MAX_PENDING_OPS", "", 1);
+  setenv("MOREH_LOG_LEVEL", "", 1);
+  Config c = Config::from_env();
+  EXPECT_EQ(c.max_pending_ops, 20000u);
+  EXPECT_EQ(c.log_level, "info");
+}
+
+TEST_F(ConfigEnvTest, MalformedCapacityThrowsConfigErrorNamingTheVariable) {
+  setenv("MOREH_HOST_MEMORY_CAPACITY", "abc", 1);
+  EXPECT_THROW(Config::from_env(), ConfigError);
+  std::string what = config_error_text();
+  EXPECT_NE(what.find("MOREH_HOST_MEMORY_CAPACITY"), std::string::npos) << what;
+  EXPECT_NE(what.find("abc"), std::string::npos) << what;
+}
+
+TEST_F(ConfigEnvTest, UnknownLogLevelThrowsConfigError) {
+  setenv("MOREH_LOG_LEVEL", "loud", 1);
+  std::string what = config_error_text();
+  EXPECT_NE(what.find("MOREH_LOG_LEVEL"), std::string::npos) << what;
+  EXPECT_NE(what.find("loud"), std::string::npos) << what;
+}
+
+TEST_F(ConfigEnvTest, NonPositiveCountsThrowConfigError) {
+  for (const char* bad : {"0", "-3", "12abc", "abc", "1.5", "99999999999999999999999"}) {
+    setenv("MOREH_MAX_PENDING_OPS", bad, 1);
+    std::string what = config_error_text();
+    EXPECT_NE(what.find("MOREH_MAX_PENDING_OPS"), std::string::npos) << bad << ": " << what;
+  }
+  unsetenv("MOREH_MAX_PENDING_OPS");
+  setenv("MOREH_GRAPH_CACHE_SIZE", "0", 1);
+  EXPECT_NE(config_error_text().find("MOREH_GRAPH_CACHE_SIZE"), std::string::npos);
+}
+
+TEST_F(ConfigEnvTest, BadSyncTimeoutThrowsConfigError) {
+  for (const char* bad : {"0", "-1", "soon", "5s", "nan"}) {
+    setenv("MOREH_SYNC_TIMEOUT", bad, 1);
+    std::string what = config_error_text();
+    EXPECT_NE(what.find("MOREH_SYNC_TIMEOUT"), std::string::npos) << bad << ": " << what;
+  }
+}
+
+TEST_F(ConfigEnvTest, ConfigErrorIsAMorehError) {
+  setenv("MOREH_HOST_MEMORY_CAPACITY", "12XB", 1);
+  EXPECT_THROW(Config::from_env(), Error);
+}
+
+}  // namespace
+}  // namespace moreh::runtime

@@ -1,0 +1,231 @@
+#include "runtime/host_device.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "runtime/errors.h"
+
+namespace moreh::runtime {
+namespace {
+
+using namespace std::chrono_literals;
+constexpr std::chrono::milliseconds kWait = 5s;
+
+TEST(HostDeviceTest, Identity) {
+  HostDevice dev(3, 1000);
+  EXPECT_EQ(dev.kind(), DeviceKind::kHost);
+  EXPECT_EQ(dev.index(), 3);
+  EXPECT_EQ(dev.name(), "host:3");
+  EXPECT_EQ(dev.capacity(), 1000u);
+  EXPECT_EQ(dev.available(), 1000u);
+  EXPECT_FALSE(dev.busy());
+}
+
+TEST(HostDeviceTest, AllocateChargesAndBlockDestructionUncharges) {
+  HostDevice dev(0, 1000);
+  auto a = dev.allocate(300);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(a->data(), nullptr);
+  EXPECT_EQ(a->bytes(), 300u);
+  EXPECT_EQ(&a->device(), &dev);
+  std::memset(a->data(), 0xab, 300);  // the memory is really there
+  EXPECT_EQ(dev.used(), 300u);
+  EXPECT_EQ(dev.available(), 700u);
+
+  auto b = dev.allocate(700);  // exactly up to capacity
+  EXPECT_EQ(dev.used(), 1000u);
+  EXPECT_EQ(dev.available(), 0u);
+  EXPECT_EQ(dev.peak(), 1000u);
+
+  a.reset();
+  EXPECT_EQ(dev.used(), 700u);
+  EXPECT_EQ(dev.peak(), 1000u);  // the peak stays
+  b.reset();
+  EXPECT_EQ(dev.used(), 0u);
+  EXPECT_EQ(dev.peak(), 1000u);
+  dev.reset_peak();
+  EXPECT_EQ(dev.peak(), 0u);
+
+  auto z = dev.allocate(0);  // a zero-byte block is still a valid pointer
+  EXPECT_NE(z->data(), nullptr);
+  EXPECT_EQ(dev.used(), 0u);
+}
+
+TEST(HostDeviceTest, AllocatingPastCapacityThrowsOutOfMemoryAndLeavesTheDeviceUsable) {
+  HostDevice dev(0, 1000);
+  auto a = dev.allocate(600);
+  try {
+    dev.allocate(500);
+    FAIL() << "allocate past the capacity did not throw";
+  } catch (const OutOfMemoryError& e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("OUT_OF_MEMORY"), std::string::npos) << what;
+    EXPECT_NE(what.find("Memory requested : 500 bytes"), std::string::npos) << what;
+    EXPECT_NE(what.find("Memory available : 400 bytes"), std::string::npos) << what;
+    EXPECT_NE(what.find("host:0"), std::string::npos) << what;
+    EXPECT_EQ(e.requested(), 500u);
+    EXPECT_EQ(e.available(), 400u);
+  }
+  EXPECT_EQ(dev.used(), 600u);
+  EXPECT_EQ(dev.peak(), 600u);
+  auto b = dev.allocate(400);
+  EXPECT_EQ(dev.used(), 1000u);
+  EXPECT_THROW(dev.allocate(1), OutOfMemoryError);
+  EXPECT_EQ(dev.used(), 1000u);
+}
+
+TEST(HostDeviceTest, OutOfMemoryIsAMorehError) {
+  HostDevice dev(0, 10);
+  EXPECT_THROW(dev.allocate(11), Error);
+}
+
+TEST(HostDeviceTest, AdoptChargesUnchargesAndRunsTheOwnersDeleter) {
+  HostDevice dev(0, 1000);
+  static char storage[256];
+  int deleted = 0;
+  {
+    std::shared_ptr<void> owner(static_cast<void*>(storage), [&deleted](void*) { ++deleted; });
+    auto block = dev.adopt(storage, 256, std::move(owner));
+    EXPECT_EQ(block->data(), storage);
+    EXPECT_EQ(block->bytes(), 256u);
+    EXPECT_EQ(dev.used(), 256u);
+    EXPECT_EQ(deleted, 0);
+  }
+  EXPECT_EQ(deleted, 1);
+  EXPECT_EQ(dev.used(), 0u);
+
+  // Adopting past the capacity throws, charges nothing; the owner is dropped by the caller.
+  std::shared_ptr<void> big(static_cast<void*>(storage), [&deleted](void*) { ++deleted; });
+  EXPECT_THROW(dev.adopt(storage, 2000, big), OutOfMemoryError);
+  EXPECT_EQ(dev.used(), 0u);
+  big.reset();
+  EXPECT_EQ(deleted, 2);
+}
+
+TEST(HostDeviceTest, ProviderViewIsReleasedWithTheBlock) {
+  HostDevice dev(0, 1000);
+  auto view = std::make_shared<int>(7);
+  std::weak_ptr<int> weak = view;
+  {
+    auto block = dev.allocate(16);
+    block->provider_view() = std::move(view);
+    EXPECT_FALSE(weak.expired());
+  }
+  EXPECT_TRUE(weak.expired());
+}
+
+TEST(HostDeviceTest, SubmitRunsWorkInFifoOrderOffTheCallersThread) {
+  HostDevice dev(0, 1000);
+  std::mutex mu;
+  std::vector<int> order;
+  std::vector<std::thread::id> threads;
+  for (int i = 0; i < 50; ++i) {
+    dev.submit([&, i] {
+      if (i == 0) std::this_thread::sleep_for(20ms);  // later items queue up behind a slow one
+      std::lock_guard<std::mutex> lock(mu);
+      order.push_back(i);
+      threads.push_back(std::this_thread::get_id());
+    });
+  }
+  dev.synchronize(kWait);
+  EXPECT_FALSE(dev.busy());
+  ASSERT_EQ(order.size(), 50u);
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(order[i], i);
+  for (auto id : threads) {
+    EXPECT_NE(id, std::this_thread::get_id());
+    EXPECT_EQ(id, threads[0]);  // one stream
+  }
+}
+
+TEST(HostDeviceTest, BusyWhileWorkIsPending) {
+  HostDevice dev(0, 1000);
+  std::atomic<bool> go{false};
+  dev.submit([&] {
+    while (!go.load()) std::this_thread::sleep_for(1ms);
+  });
+  EXPECT_TRUE(dev.busy());
+  go.store(true);
+  dev.synchronize(kWait);
+  EXPECT_FALSE(dev.busy());
+}
+
+TEST(HostDeviceTest, SynchronizeRethrowsTheFirstErrorOnceThenKeepsWorking) {
+  HostDevice dev(0, 1000);
+  std::atomic<int> ran{0};
+  dev.submit([&] { ++ran; });
+  dev.submit([] { throw std::runtime_error("first failure"); });
+  dev.submit([&] { ++ran; });
+  dev.submit([] { throw std::runtime_error("second failure"); });
+  dev.submit([&] { ++ran; });
+  try {
+    dev.synchronize(kWait);
+    FAIL() << "synchronize did not rethrow";
+  } catch (const std::runtime_error& e) {
+    EXPECT_STREQ(e.what(), "first failure");
+  }
+  EXPECT_EQ(ran.load(), 3);  // work after a failure still runs
+  EXPECT_NO_THROW(dev.synchronize(kWait));  // reported once
+
+  dev.submit([&] { ++ran; });
+  EXPECT_NO_THROW(dev.synchronize(kWait));
+  EXPECT_EQ(ran.load(), 4);
+
+  dev.submit([] { throw std::logic_error("later failure"); });
+  EXPECT_THROW(dev.synchronize(kWait), std::logic_error);
+  EXPECT_NO_THROW(dev.synchronize(kWait));
+}
+
+TEST(HostDeviceTest, SynchronizeTimesOut) {
+  HostDevice dev(0, 1000);
+  std::atomic<bool> done{false};
+  dev.submit([&] {
+    std::this_thread::sleep_for(200ms);
+    done.store(true);
+  });
+  auto start = std::chrono::steady_clock::now();
+  try {
+    dev.synchronize(10ms);
+    FAIL() << "synchronize did not time out";
+  } catch (const TimeoutError& e) {
+    EXPECT_NE(std::string(e.what()).find("host:0"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 150ms);
+  EXPECT_FALSE(done.load());
+  EXPECT_NO_THROW(dev.synchronize(kWait));
+  EXPECT_TRUE(done.load());
+}
+
+TEST(HostDeviceTest, DestructorDrainsTheQueue) {
+  std::atomic<int> ran{0};
+  {
+    HostDevice dev(0, 1000);
+    for (int i = 0; i < 10; ++i)
+      dev.submit([&] {
+        std::this_thread::sleep_for(1ms);
+        ++ran;
+      });
+  }
+  EXPECT_EQ(ran.load(), 10);
+}
+
+TEST(HostDeviceTest, WorkCanAllocateOnTheStream) {
+  HostDevice dev(0, 1000);
+  std::unique_ptr<PhysicalBlock> block;
+  dev.submit([&] { block = dev.allocate(128); });
+  dev.synchronize(kWait);
+  ASSERT_NE(block, nullptr);
+  EXPECT_EQ(dev.used(), 128u);
+  block.reset();
+  EXPECT_EQ(dev.used(), 0u);
+}
+
+}  // namespace
+}  // namespace moreh::runtime

@@ -1,0 +1,45 @@
+// Helpers shared by the C++ tests: hand-built nodes and tensor references over runtime buffers.
+#pragma once
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "runtime/buffer.h"
+#include "runtime/graph/step_graph.h"
+#include "runtime/virtual_memory.h"
+
+namespace moreh::testing {
+
+using runtime::Attribute;
+using runtime::Buffer;
+using runtime::Dims;
+using runtime::Node;
+using runtime::TensorRef;
+
+// A contiguous float32 view over the whole buffer (one dimension).
+inline TensorRef ref(std::shared_ptr<Buffer> b) {
+  TensorRef r;
+  int64_t n = static_cast<int64_t>(b->bytes() / 4);
+  r.buffer = std::move(b);
+  r.sizes = {n};
+  r.strides = {1};
+  r.dtype = 6;  // float32 in the backend's codes; opaque here
+  r.itemsize = 4;
+  return r;
+}
+
+inline Node node(std::string_view op, std::vector<TensorRef> inputs, std::vector<TensorRef> outputs,
+                 std::initializer_list<uint16_t> written = {}, std::vector<Attribute> attrs = {}) {
+  Node n;
+  n.op = runtime::intern_op(op);
+  n.attrs = std::move(attrs);
+  n.inputs = std::move(inputs);
+  n.outputs = std::move(outputs);
+  for (uint16_t w : written) n.written.push_back(w);
+  return n;
+}
+
+}  // namespace moreh::testing
