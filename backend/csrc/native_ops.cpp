@@ -5,6 +5,7 @@
 #include <ATen/ops/as_strided_native.h>
 #include <ATen/ops/unfold_native.h>
 #include <ATen/ops/view_native.h>
+#include <ATen/native/transformers/attention.h>
 #include <torch/library.h>
 
 #include "backend/csrc/lazy_fallback.h"
@@ -122,6 +123,8 @@ const at::Tensor& resize(const at::Tensor& self, c10::IntArrayRef size, std::opt
   return self;
 }
 
+}  // namespace
+
 // scaled_dot_product_attention asks the device which fused kernel to use; moreh answers what CPU eager
 // answers, so both run the same kernels (and match bit for bit).
 int64_t fused_sdp_choice(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -134,8 +137,6 @@ int64_t fused_sdp_choice(const at::Tensor& q, const at::Tensor& k, const at::Ten
   return op.redispatch(c10::DispatchKeySet(c10::DispatchKey::CPU), q, k, v, mask, dropout_p, is_causal, scale,
                        enable_gqa);
 }
-
-}  // namespace
 
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("empty.memory_format", TORCH_FN(empty_memory_format));
@@ -156,3 +157,8 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
 }
 
 }  // namespace moreh::backend
+
+// scaled_dot_product_attention consults this stub for the device itself (not the op registered above).
+namespace at::native {
+REGISTER_PRIVATEUSE1_DISPATCH(_fused_sdp_choice_stub, &moreh::backend::fused_sdp_choice)
+}  // namespace at::native
