@@ -5,12 +5,14 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
+#include <cstring>
 #include <mutex>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "backend/csrc/aten_payload.h"
 #include "backend/csrc/device_hooks.h"
+#include "backend/csrc/meta_cache.h"
 #include "backend/csrc/moreh_storage.h"
 #include "runtime/errors.h"
 #include "runtime/logging.h"
@@ -26,15 +28,14 @@ bool has_composite(const c10::OperatorHandle& op) {
          has_key(op, DispatchKey::CompositeExplicitAutogradNonFunctional);
 }
 bool has_meta(const c10::OperatorHandle& op) { return has_key(op, DispatchKey::Meta) || has_composite(op); }
-bool has_cpu(const c10::OperatorHandle& op) { return has_key(op, DispatchKey::CPU) || has_composite(op); }
-
-runtime::OpId op_id(const c10::OperatorHandle& op) {
-  thread_local std::unordered_map<const c10::FunctionSchema*, runtime::OpId> ids;
-  const auto* key = &op.schema();
-  auto it = ids.find(key);
-  if (it != ids.end()) return it->second;
-  return ids.emplace(key, runtime::intern_op(c10::toString(op.schema().operator_name()))).first->second;
+bool is_generator_type(const c10::TypePtr& type) {
+  if (type->kind() == c10::TypeKind::GeneratorType) return true;
+  if (type->kind() == c10::TypeKind::OptionalType)
+    return type->castRaw<c10::OptionalType>()->getElementType()->kind() == c10::TypeKind::GeneratorType;
+  return false;
 }
+
+bool has_cpu(const c10::OperatorHandle& op) { return has_key(op, DispatchKey::CPU) || has_composite(op); }
 
 void warn_once(const c10::OperatorHandle& op, const char* why) {
   static std::mutex mu;
@@ -84,19 +85,18 @@ void record_node(runtime::Node node) {
   }
 }
 
-// Grows a moreh tensor whose out= argument the meta kernel resized.
-void adopt_meta_geometry(const at::Tensor& real, const at::Tensor& meta) {
-  if (real.sizes() == meta.sizes() && real.strides() == meta.strides() &&
-      real.storage_offset() == meta.storage_offset())
-    return;
-  int64_t needed = static_cast<int64_t>(meta.storage().nbytes());
-  if (needed > static_cast<int64_t>(real.storage().nbytes())) {
-    TORCH_CHECK(!real.storage().data_ptr() || real.numel() == 0 || !buffer_of(real.storage())->defined(),
+// Gives a written (out=) moreh tensor the geometry its op's Meta kernel gave it, growing its buffer
+// when needed.
+void adopt_geometry(const at::Tensor& real, c10::IntArrayRef sizes, c10::IntArrayRef strides, int64_t offset,
+                    int64_t nbytes) {
+  if (real.sizes() == sizes && real.strides() == strides && real.storage_offset() == offset) return;
+  if (nbytes > static_cast<int64_t>(real.storage().nbytes())) {
+    TORCH_CHECK(real.numel() == 0 || !buffer_of(real.storage())->defined(),
                 "moreh: growing a defined out= tensor in place is not supported; pass an out tensor of the result's size");
-    real.storage().set_data_ptr_noswap(moreh_allocator()->allocate(needed));
-    real.storage().set_nbytes(needed);
+    real.storage().set_data_ptr_noswap(moreh_allocator()->allocate(nbytes));
+    real.storage().set_nbytes(nbytes);
   }
-  real.unsafeGetTensorImpl()->set_sizes_and_strides(meta.sizes(), meta.strides(), meta.storage_offset());
+  real.unsafeGetTensorImpl()->set_sizes_and_strides(sizes, strides, offset);
 }
 
 const c10::Argument* aliased_argument(const c10::FunctionSchema& schema, const c10::Argument& ret, size_t* index) {
@@ -149,9 +149,7 @@ void run_eagerly(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
       a = out;
     } else if (a.isDevice()) {
       a = c10::Device(c10::kCPU);
-    } else if (a.isGenerator() || (a.isNone() && schema.arguments()[i].type()->kind() == c10::TypeKind::OptionalType &&
-                                   op.hasTag(at::Tag::nondeterministic_seeded) &&
-                                   schema.arguments()[i].name() == "generator")) {
+    } else if (is_generator_type(schema.arguments()[i].type())) {
       a = at::make_generator<at::CPUGeneratorImpl>(next_seed(a));
     }
   }
@@ -194,143 +192,314 @@ void run_eagerly(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 
 }  // namespace
 
+namespace {
+
+// What the recorder needs to know about an op, worked out once per op (per thread).
+struct OpTraits {
+  runtime::OpId id = 0;
+  bool data_dependent = false, has_meta = false, has_cpu = false, seeded = false;
+  bool reads_tensors = false;  // has a tensor argument it does not write: shapes come from inputs
+  std::vector<bool> writes;    // per argument
+  int generator_arg = -1;      // the Generator? argument, if any (None when the script passes none)
+};
+
+
+const OpTraits& traits_of(const c10::OperatorHandle& op) {
+  thread_local std::unordered_map<const c10::FunctionSchema*, OpTraits> table;
+  const auto* key = &op.schema();
+  auto it = table.find(key);
+  if (it != table.end()) return it->second;
+  OpTraits t;
+  t.id = runtime::intern_op(c10::toString(op.schema().operator_name()));
+  t.data_dependent = op.hasTag(at::Tag::dynamic_output_shape) || op.hasTag(at::Tag::data_dependent_output);
+  t.has_meta = has_meta(op);
+  t.has_cpu = has_cpu(op);
+  t.seeded = op.hasTag(at::Tag::nondeterministic_seeded);
+  for (const auto& a : op.schema().arguments()) {
+    if (is_generator_type(a.type())) t.generator_arg = static_cast<int>(t.writes.size());
+    bool w = a.alias_info() && a.alias_info()->isWrite();
+    t.writes.push_back(w);
+    auto kind = a.type()->kind();
+    if (kind == c10::TypeKind::OptionalType) kind = a.type()->castRaw<c10::OptionalType>()->getElementType()->kind();
+    bool tensorish = kind == c10::TypeKind::TensorType || kind == c10::TypeKind::ListType;
+    if (tensorish && !w) t.reads_tensors = true;
+  }
+  return table.emplace(key, std::move(t)).first->second;
+}
+
+MetaCache& meta_cache() {
+  thread_local MetaCache cache;  // recording happens on the script's thread and autograd's
+  return cache;
+}
+
+constexpr uint64_t kMorehTag = 1, kCpuTag = 2, kCpuScalarTag = 3;
+
+uint64_t location_of(const at::Tensor& t) {
+  if (is_moreh(t)) return kMorehTag;
+  return t.dim() == 0 ? kCpuScalarTag : kCpuTag;
+}
+
+// Adds a non-tensor argument to the key. Floating-point scalars never decide an output's geometry
+// (their kind does, for type promotion), except in ops that read no tensor (arange's bounds).
+void key_value(MetaKey& key, const c10::IValue& v, bool values_matter) {
+  key.add(static_cast<uint64_t>(v.tagKind().size()) * 131 + static_cast<uint64_t>(v.isDouble()));
+  if (v.isDouble()) {
+    if (values_matter) {
+      double d = v.toDouble();
+      uint64_t bits;
+      std::memcpy(&bits, &d, sizeof bits);
+      key.add(bits);
+    }
+  } else if (v.isScalar()) {
+    const c10::Scalar s = v.toScalar();
+    key.add(static_cast<uint64_t>(s.type()));
+    if (s.isIntegral(true) || values_matter) key.add(static_cast<uint64_t>(s.toLong()));
+  } else if (v.isInt()) {
+    key.add(static_cast<uint64_t>(v.toInt()));
+  } else if (v.isBool()) {
+    key.add(v.toBool());
+  } else if (v.isIntList()) {
+    auto l = v.toIntList();
+    key.add(l.size());
+    for (int64_t x : l) key.add(static_cast<uint64_t>(x));
+  } else if (v.isDoubleList()) {  // scale factors decide upsampled sizes
+    auto l = v.toDoubleList();
+    key.add(l.size());
+    for (double d : l) {
+      uint64_t bits;
+      std::memcpy(&bits, &d, sizeof bits);
+      key.add(bits);
+    }
+  } else if (v.isString()) {
+    key.add(std::hash<std::string>()(v.toStringRef()));
+  } else if (v.isList()) {
+    key.add(v.toListRef().size());
+  } else if (v.isDevice()) {
+    key.add(static_cast<uint64_t>(v.toDevice().type()));
+  }
+}
+
+OutSpec spec_of(const at::Tensor& m, const MetaTwins& twins, const std::vector<at::Tensor>& moreh_inputs,
+                const c10::FunctionSchema& schema) {
+  OutSpec o;
+  if (!m.defined()) return o;
+  o.sizes.assign(m.sizes().begin(), m.sizes().end());
+  o.strides.assign(m.strides().begin(), m.strides().end());
+  o.offset = m.storage_offset();
+  o.nbytes = static_cast<int64_t>(m.storage().nbytes());
+  o.dtype = m.scalar_type();
+  if (const c10::StorageImpl* src = twins.source_of(m)) {
+    for (size_t k = 0; k < moreh_inputs.size(); ++k)
+      if (moreh_inputs[k].storage().unsafeGetStorageImpl() == src) {
+        o.kind = OutSpec::Kind::kViewOfInput;
+        o.source = static_cast<int>(k);
+        return o;
+      }
+    TORCH_CHECK(false, "moreh: ", schema.operator_name(), " returned a view of a CPU tensor");
+  }
+  o.kind = OutSpec::Kind::kFresh;
+  return o;
+}
+
+// Runs the Meta kernel on meta twins of the arguments and describes what it returned. Returns false
+// when a return is not a tensor (such entries are not cached; `other` holds the values).
+bool infer_with_meta(const c10::OperatorHandle& op, const OpTraits& tr, const c10::IValue* args,
+                     const std::vector<at::Tensor>& moreh_inputs, MetaEntry& entry, std::vector<c10::IValue>& other) {
+  const auto& schema = op.schema();
+  const size_t n = schema.arguments().size();
+  MetaTwins twins;
+  torch::jit::Stack meta_stack;
+  meta_stack.reserve(n);
+  auto twin = [&](const at::Tensor& t) -> at::Tensor {
+    if (!t.defined() || (!is_moreh(t) && t.dim() == 0)) return t;
+    return twins.twin(t);
+  };
+  for (size_t i = 0; i < n; ++i) {
+    const c10::IValue& a = args[i];
+    if (a.isTensor()) {
+      meta_stack.emplace_back(twin(a.toTensor()));
+    } else if (a.isTensorList()) {
+      c10::List<at::Tensor> l;
+      for (const at::Tensor& t : a.toTensorList()) l.push_back(twin(t));
+      meta_stack.emplace_back(l);
+    } else if (a.isOptionalTensorList()) {
+      c10::List<std::optional<at::Tensor>> l;
+      for (const auto& e : a.toOptionalTensorList()) {
+        std::optional<at::Tensor> t = e;
+        l.push_back(t && t->defined() ? std::optional<at::Tensor>(twin(*t)) : std::nullopt);
+      }
+      meta_stack.emplace_back(l);
+    } else if (a.isDevice()) {
+      meta_stack.emplace_back(c10::Device(c10::kMeta));
+    } else if (a.isGenerator()) {
+      meta_stack.emplace_back(c10::IValue());
+    } else {
+      meta_stack.push_back(a);
+    }
+  }
+  op.redispatchBoxed(c10::DispatchKeySet(DispatchKey::Meta), &meta_stack);
+  const size_t r = schema.returns().size();
+  TORCH_INTERNAL_ASSERT(meta_stack.size() == r, "moreh: meta kernel of ", schema.operator_name(), " left ",
+                        meta_stack.size(), " values for ", r, " returns");
+  bool cacheable = true;
+  other.assign(r, c10::IValue());
+  entry.returns.assign(r, ReturnSpec());
+  for (size_t j = 0; j < r; ++j) {
+    const c10::IValue& mr = meta_stack[j];
+    ReturnSpec& rs = entry.returns[j];
+    size_t ai = 0;
+    if (aliased_argument(schema, schema.returns()[j], &ai) && tr.writes[ai]) {
+      OutSpec o = mr.isTensor() ? spec_of(mr.toTensor(), MetaTwins(), {}, schema) : OutSpec();
+      o.kind = OutSpec::Kind::kWrittenArgument;
+      o.source = static_cast<int>(ai);
+      rs.items.push_back(std::move(o));
+    } else if (mr.isTensor()) {
+      rs.items.push_back(spec_of(mr.toTensor(), twins, moreh_inputs, schema));
+    } else if (mr.isTensorList()) {
+      rs.is_list = true;
+      for (const at::Tensor& t : mr.toTensorList()) rs.items.push_back(spec_of(t, twins, moreh_inputs, schema));
+    } else {
+      other[j] = mr;
+      cacheable = false;
+    }
+  }
+  return cacheable;
+}
+
+}  // namespace
+
 void lazy_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::jit::Stack* stack) {
   const auto& schema = op.schema();
-  if (op.hasTag(at::Tag::dynamic_output_shape) || op.hasTag(at::Tag::data_dependent_output)) {
+  const OpTraits& tr = traits_of(op);
+  if (tr.data_dependent) {
     run_eagerly(op, stack);
     return;
   }
-  if (!has_meta(op)) {
-    TORCH_CHECK_NOT_IMPLEMENTED(has_cpu(op), "moreh does not support ", schema.operator_name(),
+  if (!tr.has_meta) {
+    TORCH_CHECK_NOT_IMPLEMENTED(tr.has_cpu, "moreh does not support ", schema.operator_name(),
                                 ": it has neither a Meta nor a CPU kernel");
     warn_once(op, "has no Meta kernel");
     run_eagerly(op, stack);
     return;
   }
-  TORCH_CHECK_NOT_IMPLEMENTED(has_cpu(op), "moreh does not support ", schema.operator_name(),
+  TORCH_CHECK_NOT_IMPLEMENTED(tr.has_cpu, "moreh does not support ", schema.operator_name(),
                               ": it has no CPU kernel for moreh's host devices to run");
 
   const size_t n = schema.arguments().size();
   const size_t base = stack->size() - n;
+  const c10::IValue* args = stack->data() + base;
   auto payload = std::make_shared<AtenPayload>(op);
-  payload->args.assign(stack->begin() + base, stack->end());
+  payload->args.reserve(n);
   runtime::Node node;
-  node.op = op_id(op);
-  MetaTwins twins;
-  torch::jit::Stack meta_stack;
-  meta_stack.reserve(n);
+  node.op = tr.id;
   std::vector<at::Tensor> moreh_inputs;
-  std::vector<uint16_t> input_arg;  // input index -> argument index
+  thread_local MetaKey key;
+  key.reset(&schema);
 
   auto take = [&](const at::Tensor& t, size_t arg, int32_t elem) -> at::Tensor {
+    key.add_tensor(t, t.defined() ? location_of(t) : 0);
     if (!t.defined()) return t;
     check_device(t, op);
     if (is_moreh(t)) {
       payload->inputs.push_back({static_cast<uint16_t>(arg), elem});
       moreh_inputs.push_back(t);
-      input_arg.push_back(static_cast<uint16_t>(arg));
-      return twins.twin(t);
+      if (tr.writes[arg]) node.written.push_back(static_cast<uint16_t>(moreh_inputs.size() - 1));
+      return at::Tensor();
     }
-    TORCH_CHECK(!(schema.arguments()[arg].alias_info() && schema.arguments()[arg].alias_info()->isWrite()),
-                "moreh: ", schema.operator_name(), " would write into a CPU tensor; copy the result with .cpu()");
-    return t.dim() == 0 ? t : twins.twin(t);
+    TORCH_CHECK(!tr.writes[arg], "moreh: ", schema.operator_name(),
+                " would write into a CPU tensor; compute on moreh and copy the result with .cpu()");
+    return t.clone();  // a CPU input is a snapshot of its value now
   };
 
   for (size_t i = 0; i < n; ++i) {
-    c10::IValue& a = payload->args[i];
+    const c10::IValue& a = args[i];
     if (a.isTensor()) {
-      at::Tensor t = a.toTensor();
-      meta_stack.emplace_back(take(t, i, -1));
-      if (is_moreh(t)) a = at::Tensor();
-      else if (t.defined()) a = t.clone();  // a CPU input is a snapshot of its value now
+      payload->args.emplace_back(take(a.toTensor(), i, -1));
     } else if (a.isTensorList()) {
       auto list = a.toTensorList();
-      c10::List<at::Tensor> metas, keep;
-      for (size_t j = 0; j < list.size(); ++j) {
-        at::Tensor t = list[j];
-        metas.push_back(take(t, i, static_cast<int32_t>(j)));
-        keep.push_back(is_moreh(t) ? at::Tensor() : (t.defined() ? t.clone() : t));
-      }
-      meta_stack.emplace_back(metas);
-      a = keep;
+      key.add(list.size());
+      c10::List<at::Tensor> keep;
+      keep.reserve(list.size());
+      for (size_t j = 0; j < list.size(); ++j) keep.push_back(take(list[j], i, static_cast<int32_t>(j)));
+      payload->args.emplace_back(keep);
     } else if (a.isOptionalTensorList()) {
       auto list = a.toOptionalTensorList();
-      c10::List<std::optional<at::Tensor>> metas, keep;
+      key.add(list.size());
+      c10::List<std::optional<at::Tensor>> keep;
       for (size_t j = 0; j < list.size(); ++j) {
         std::optional<at::Tensor> t = list[j];
         if (!t || !t->defined()) {
-          metas.push_back(std::nullopt);
+          key.add(0xdeadull);
           keep.push_back(std::nullopt);
-          continue;
+        } else {
+          keep.push_back(std::optional<at::Tensor>(take(*t, i, static_cast<int32_t>(j))));
         }
-        metas.push_back(take(*t, i, static_cast<int32_t>(j)));
-        keep.push_back(is_moreh(*t) ? std::optional<at::Tensor>(at::Tensor()) : std::optional<at::Tensor>(t->clone()));
       }
-      meta_stack.emplace_back(metas);
-      a = keep;
+      payload->args.emplace_back(keep);
     } else if (a.isDevice()) {
-      meta_stack.emplace_back(c10::Device(c10::kMeta));
-      a = c10::Device(c10::kCPU);
+      key_value(key, a, true);
+      payload->args.emplace_back(c10::Device(c10::kCPU));
       node.attrs.push_back(std::string("device"));
-    } else if (a.isGenerator()) {
+    } else if (static_cast<int>(i) == tr.generator_arg) {
       payload->generator_arg = static_cast<int>(i);
-      meta_stack.emplace_back(c10::IValue());
+      payload->args.emplace_back(c10::IValue());
       node.attrs.push_back(runtime::Seed{});
     } else {
-      meta_stack.push_back(a);
+      key_value(key, a, !tr.reads_tensors);
+      payload->args.push_back(a);
       node.attrs.push_back(to_attribute(a));
     }
   }
-  if (op.hasTag(at::Tag::nondeterministic_seeded)) {
+  if (tr.seeded) {
     payload->seeded = true;
-    c10::IValue gen = payload->generator_arg >= 0 ? (*stack)[base + payload->generator_arg] : c10::IValue();
-    payload->seed = next_seed(gen);
-    if (payload->generator_arg >= 0) payload->args[payload->generator_arg] = c10::IValue();
+    payload->seed = next_seed(payload->generator_arg >= 0 ? args[payload->generator_arg] : c10::IValue());
     node.attrs.push_back(runtime::Seed{payload->seed});
   }
 
-  op.redispatchBoxed(c10::DispatchKeySet(DispatchKey::Meta), &meta_stack);
-
-  // Written inputs (in-place and out=): the returns loop below gives them the meta kernel's geometry.
-  for (size_t k = 0; k < moreh_inputs.size(); ++k) {
-    const auto& arg = schema.arguments()[input_arg[k]];
-    if (arg.alias_info() && arg.alias_info()->isWrite()) node.written.push_back(static_cast<uint16_t>(k));
-  }
-  const size_t r = schema.returns().size();
-  TORCH_INTERNAL_ASSERT(meta_stack.size() == r, "moreh: meta kernel of ", schema.operator_name(),
-                        " left ", meta_stack.size(), " values for ", r, " returns");
-
-  std::vector<c10::IValue> results(r);
-  auto fresh = [&](const at::Tensor& m, uint16_t ret, int32_t elem) -> at::Tensor {
-    if (!m.defined()) return m;
-    if (const c10::StorageImpl* src = twins.source_of(m)) {
-      for (const at::Tensor& in : moreh_inputs)
-        if (in.storage().unsafeGetStorageImpl() == src)
-          return moreh_view(in.storage(), m.sizes(), m.strides(), m.storage_offset(), m.scalar_type());
-      TORCH_CHECK(false, "moreh: ", schema.operator_name(), " returned a view of a CPU tensor");
+  MetaEntry computed;
+  std::vector<c10::IValue> other;
+  const MetaEntry* entry = meta_cache().find(key);
+  if (!entry) {
+    if (infer_with_meta(op, tr, args, moreh_inputs, computed, other)) {
+      meta_cache().insert(key, computed);
     }
-    at::Tensor out = new_moreh_tensor(static_cast<int64_t>(m.storage().nbytes()), m.sizes(), m.strides(),
-                                      m.storage_offset(), m.scalar_type());
-    node.outputs.push_back(make_ref(out));
-    payload->outputs.push_back({ret, elem});
-    return out;
+    entry = &computed;
+  }
+
+  const size_t r = schema.returns().size();
+  std::vector<c10::IValue> results(r);
+  auto make = [&](const OutSpec& o, uint16_t ret, int32_t elem) -> c10::IValue {
+    switch (o.kind) {
+      case OutSpec::Kind::kUndefined:
+        return at::Tensor();
+      case OutSpec::Kind::kViewOfInput:
+        return moreh_view(moreh_inputs[o.source].storage(), o.sizes, o.strides, o.offset, o.dtype);
+      case OutSpec::Kind::kWrittenArgument: {
+        const c10::IValue& orig = args[o.source];
+        if (orig.isTensor() && o.dtype != c10::ScalarType::Undefined)
+          adopt_geometry(orig.toTensor(), o.sizes, o.strides, o.offset, o.nbytes);
+        return orig;
+      }
+      case OutSpec::Kind::kFresh: {
+        at::Tensor out = new_moreh_tensor(o.nbytes, o.sizes, o.strides, o.offset, o.dtype);
+        node.outputs.push_back(make_ref(out));
+        payload->outputs.push_back({ret, elem});
+        return out;
+      }
+    }
+    return c10::IValue();
   };
   for (size_t j = 0; j < r; ++j) {
-    const c10::IValue& mr = meta_stack[j];
-    size_t ai = 0;
-    if (aliased_argument(schema, schema.returns()[j], &ai)) {
-      const c10::IValue& orig = (*stack)[base + ai];
-      if (orig.isTensor() && mr.isTensor()) adopt_meta_geometry(orig.toTensor(), mr.toTensor());
-      results[j] = orig;
-    } else if (mr.isTensor()) {
-      results[j] = fresh(mr.toTensor(), static_cast<uint16_t>(j), -1);
-    } else if (mr.isTensorList()) {
+    const ReturnSpec& rs = entry->returns[j];
+    if (!other.empty() && !other[j].isNone()) {
+      results[j] = other[j];
+    } else if (rs.is_list) {
       c10::List<at::Tensor> outs;
-      auto list = mr.toTensorList();
-      for (size_t e = 0; e < list.size(); ++e) outs.push_back(fresh(list[e], static_cast<uint16_t>(j), static_cast<int32_t>(e)));
+      for (size_t e = 0; e < rs.items.size(); ++e)
+        outs.push_back(make(rs.items[e], static_cast<uint16_t>(j), static_cast<int32_t>(e)).toTensor());
       results[j] = outs;
-    } else {
-      results[j] = mr;
+    } else if (!rs.items.empty()) {
+      results[j] = make(rs.items[0], static_cast<uint16_t>(j), -1);
     }
   }
   node.inputs.reserve(moreh_inputs.size());

@@ -21,17 +21,25 @@ void check_layout(std::optional<c10::Layout> layout) {
                               *layout, " (sparse and other layouts cannot live on moreh)");
 }
 
+void check_device(std::optional<c10::Device> device) {
+  TORCH_CHECK(!device || !device->has_index() || device->index() == 0,
+              "moreh has one (virtual) device, moreh:0; got ", *device);
+}
+
 at::Tensor empty_memory_format(c10::IntArrayRef size, std::optional<c10::ScalarType> dtype,
-                               std::optional<c10::Layout> layout, std::optional<c10::Device>, std::optional<bool>,
-                               std::optional<c10::MemoryFormat> memory_format) {
+                               std::optional<c10::Layout> layout, std::optional<c10::Device> device,
+                               std::optional<bool>, std::optional<c10::MemoryFormat> memory_format) {
   check_layout(layout);
+  check_device(device);
   return at::detail::empty_generic(size, moreh_allocator(), moreh_keys(),
                                    c10::dtype_or_default(dtype), memory_format);
 }
 
 at::Tensor empty_strided(c10::IntArrayRef size, c10::IntArrayRef stride, std::optional<c10::ScalarType> dtype,
-                         std::optional<c10::Layout> layout, std::optional<c10::Device>, std::optional<bool>) {
+                         std::optional<c10::Layout> layout, std::optional<c10::Device> device,
+                         std::optional<bool>) {
   check_layout(layout);
+  check_device(device);
   return at::detail::empty_strided_generic(size, stride, moreh_allocator(), moreh_keys(),
                                            c10::dtype_or_default(dtype));
 }

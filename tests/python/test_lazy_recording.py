@@ -1,0 +1,95 @@
+"""Ops are recorded, not run, until a step boundary; views, in-place and out= keep eager semantics."""
+import torch
+
+from conftest import run_python
+
+
+def pending():
+    return torch.moreh.graph_stats()["pending_ops"]
+
+
+def test_ops_are_recorded_until_a_host_read():
+    torch.moreh.synchronize()
+    x = torch.ones(4, device="moreh")
+    before = pending()
+    y = (x * 3 + 1).relu()
+    assert pending() >= before + 3  # recorded, not run
+    assert y.shape == (4,) and y.dtype == torch.float32 and y.device.type == "moreh"  # shapes from Meta
+    assert y.cpu().tolist() == [4.0] * 4  # the host read ran them
+    assert pending() == 0
+
+
+def test_mark_step_and_synchronize_flush():
+    x = torch.ones(3, device="moreh") * 2
+    assert pending() > 0
+    torch.moreh.mark_step()
+    assert pending() == 0
+    x = x + 1
+    torch.moreh.synchronize()
+    assert pending() == 0 and x.cpu().tolist() == [3.0] * 3
+
+
+def test_views_share_storage_and_in_place_writes_show_through():
+    base = torch.arange(12.0).to("moreh")
+    view = base.view(3, 4)[:, 1]
+    view.mul_(10)
+    expected = torch.arange(12.0)
+    expected.view(3, 4)[:, 1] *= 10
+    assert torch.equal(base.cpu(), expected)
+    t = base.view(3, 4).t()
+    assert t.data_ptr() == base.data_ptr() and t.stride() == (1, 4)
+
+
+def test_out_arguments_and_resizing():
+    a, b = torch.randn(5), torch.randn(5)
+    out = torch.empty(0, device="moreh")
+    torch.add(a.to("moreh"), b.to("moreh"), out=out)
+    assert out.shape == (5,)
+    torch.testing.assert_close(out.cpu(), a + b)
+
+
+def test_cpu_scalars_and_python_numbers_mix_with_moreh_tensors():
+    x = torch.randn(6)
+    y = x.to("moreh") * torch.tensor(2.5) + 1
+    torch.testing.assert_close(y.cpu(), x * 2.5 + 1)
+
+
+def test_data_dependent_ops_flush_and_run_eagerly():
+    x = torch.tensor([0.0, 1.0, 0.0, 3.0]).to("moreh")
+    eager = torch.moreh.graph_stats()["eager_ops"]
+    idx = torch.nonzero(x)
+    assert idx.device.type == "moreh"
+    assert idx.cpu().flatten().tolist() == [1, 3]
+    assert torch.moreh.graph_stats()["eager_ops"] > eager
+    assert torch.masked_select(x, x > 0).cpu().tolist() == [1.0, 3.0]
+
+
+def test_printing_a_moreh_tensor():
+    text = str(torch.tensor([1.5, -2.0]).to("moreh"))
+    assert "1.5000" in text and "moreh" in text
+
+
+def test_pending_op_cap_flushes():
+    proc = run_python(
+        "import torch\n"
+        "x = torch.zeros(4, device='moreh')\n"
+        "for _ in range(25): x = x + 1\n"
+        "s = torch.moreh.graph_stats()\n"
+        "assert s['flushes'] >= 2 and s['pending_ops'] < 10, s\n"
+        "assert x.cpu().tolist() == [25.0] * 4\n",
+        env={"MOREH_MAX_PENDING_OPS": "10"})
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_a_failing_kernel_raises_at_the_boundary_and_names_the_op():
+    emb = torch.nn.Embedding(4, 2).to("moreh")
+    bad = torch.tensor([7]).to("moreh")
+    out = emb(bad)  # recorded: the index is only checked when the kernel runs
+    try:
+        out.cpu()
+    except RuntimeError as e:
+        assert "aten::" in str(e) and "index" in str(e).lower()
+    else:
+        raise AssertionError("an out-of-range embedding index did not raise")
+    ok = emb(torch.tensor([1]).to("moreh"))  # the device keeps working
+    assert ok.cpu().shape == (1, 2)
