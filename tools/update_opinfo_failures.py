@@ -139,7 +139,13 @@ def sweep(ids, args):
         workers.append(w)
         return w
 
+    startup_deaths = [0]
+
     def retire(w, reason):
+        if not w.ready:
+            startup_deaths[0] += 1
+            if startup_deaths[0] >= 3:
+                raise SystemExit(f"workers die before they are ready ({reason}); see {log_path}")
         if w.current is not None:
             results[w.current] = reason
             seconds[w.current] = None
@@ -168,6 +174,7 @@ def sweep(ids, args):
             for m in msgs:
                 if m.get("ready"):
                     w.ready = True
+                    startup_deaths[0] = 0
                     continue
                 results[m["id"]] = m["reason"]
                 seconds[m["id"]] = m["seconds"]

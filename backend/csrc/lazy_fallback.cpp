@@ -131,9 +131,18 @@ void run_eagerly(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     input_memory.insert(v.storage().data());
     return v;
   };
+  // Written tensors go in as resizable CPU copies (out= kernels resize them) and come back after.
+  std::vector<std::pair<at::Tensor, at::Tensor>> written;  // (moreh tensor, its CPU stand-in)
   for (size_t i = 0; i < n; ++i) {
     auto& a = (*stack)[base + i];
-    if (a.isTensor()) {
+    const auto& arg = schema.arguments()[i];
+    bool writes = arg.alias_info() && arg.alias_info()->isWrite();
+    if (a.isTensor() && writes && is_moreh(a.toTensor())) {
+      at::Tensor m = a.toTensor();
+      at::Tensor stand_in = materialized_cpu_view(m).clone(at::MemoryFormat::Preserve);
+      written.emplace_back(m, stand_in);
+      a = stand_in;
+    } else if (a.isTensor()) {
       a = to_cpu(a.toTensor());
     } else if (a.isTensorList()) {
       auto list = a.toTensorList();
@@ -158,12 +167,7 @@ void run_eagerly(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
     op.redispatchBoxed(c10::DispatchKeySet(DispatchKey::CPU), stack);
   }
   const size_t r = schema.returns().size();
-  auto wrap = [&](const at::Tensor& t) -> at::Tensor {
-    if (!t.defined() || !t.device().is_cpu()) return t;
-    at::Tensor src = input_memory.count(t.storage().data()) ? t.clone() : t;
-    at::Tensor out = new_moreh_tensor(static_cast<int64_t>(src.storage().nbytes()), src.sizes(), src.strides(),
-                                      src.storage_offset(), src.scalar_type());
-    const auto& buffer = buffer_of(out.storage());
+  auto adopt = [&](const at::Tensor& src, const std::shared_ptr<runtime::Buffer>& buffer) {
     auto owner = std::make_shared<c10::Storage>(src.storage());
     try {
       auto block = engine().device(0).adopt(src.storage().mutable_data(), src.storage().nbytes(), owner);
@@ -173,6 +177,23 @@ void run_eagerly(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
       TORCH_CHECK_WITH(OutOfMemoryError, false, e.what());
     }
     buffer->mark_defined();
+  };
+  for (auto& [m, stand_in] : written) {
+    if (stand_in.sizes() == m.sizes() && stand_in.strides() == m.strides()) {
+      materialized_cpu_view(m).copy_(stand_in);
+    } else {  // the kernel resized it: m takes a new buffer holding the kernel's memory
+      c10::Storage storage(c10::Storage::use_byte_size_t(), stand_in.storage().nbytes(), moreh_allocator(), true);
+      adopt(stand_in, buffer_of(storage));
+      m.unsafeGetTensorImpl()->set_storage_keep_dtype(storage);
+      m.unsafeGetTensorImpl()->set_sizes_and_strides(stand_in.sizes(), stand_in.strides(), stand_in.storage_offset());
+    }
+  }
+  auto wrap = [&](const at::Tensor& t) -> at::Tensor {
+    if (!t.defined() || !t.device().is_cpu()) return t;
+    at::Tensor src = input_memory.count(t.storage().data()) ? t.clone() : t;
+    at::Tensor out = new_moreh_tensor(static_cast<int64_t>(src.storage().nbytes()), src.sizes(), src.strides(),
+                                      src.storage_offset(), src.scalar_type());
+    adopt(src, buffer_of(out.storage()));
     return out;
   };
   for (size_t j = 0; j < r; ++j) {
@@ -211,7 +232,12 @@ const OpTraits& traits_of(const c10::OperatorHandle& op) {
   if (it != table.end()) return it->second;
   OpTraits t;
   t.id = runtime::intern_op(c10::toString(op.schema().operator_name()));
-  t.data_dependent = op.hasTag(at::Tag::dynamic_output_shape) || op.hasTag(at::Tag::data_dependent_output);
+  // _embedding_bag's Meta kernel sizes its bookkeeping outputs differently from the CPU kernel, and
+  // backward reads them: the shapes must come from the real kernel.
+  static const std::unordered_set<std::string> meta_disagrees = {"aten::_embedding_bag",
+                                                                 "aten::_embedding_bag_forward_only"};
+  t.data_dependent = op.hasTag(at::Tag::dynamic_output_shape) || op.hasTag(at::Tag::data_dependent_output) ||
+                     meta_disagrees.count(op.schema().name()) > 0;
   t.has_meta = has_meta(op);
   t.has_cpu = has_cpu(op);
   t.seeded = op.hasTag(at::Tag::nondeterministic_seeded);
@@ -402,7 +428,9 @@ void lazy_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::ji
     check_device(t, op);
     if (is_moreh(t)) {
       payload->inputs.push_back({static_cast<uint16_t>(arg), elem});
-      moreh_inputs.push_back(t);
+      // Conjugate/negative views reach conj-aware kernels (mm) with the bit set; the recorded ref has
+      // no bit, so record the resolved values instead (written arguments never carry a bit).
+      moreh_inputs.push_back(!tr.writes[arg] && (t.is_conj() || t.is_neg()) ? at::resolve_neg(at::resolve_conj(t)) : t);
       if (tr.writes[arg]) node.written.push_back(static_cast<uint16_t>(moreh_inputs.size() - 1));
       return at::Tensor();
     }

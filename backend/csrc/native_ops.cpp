@@ -4,6 +4,8 @@
 #include <ATen/ops/_reshape_alias_native.h>
 #include <ATen/ops/as_strided_native.h>
 #include <ATen/ops/unfold_native.h>
+#include <ATen/ops/view_as_complex_native.h>
+#include <ATen/ops/view_as_real_native.h>
 #include <ATen/ops/view_native.h>
 #include <ATen/native/transformers/attention.h>
 #include <torch/library.h>
@@ -46,8 +48,16 @@ at::Tensor empty_strided(c10::IntArrayRef size, c10::IntArrayRef stride, std::op
 
 void record_copy(const at::Tensor& dst, const at::Tensor& src, bool non_blocking) {
   static auto op = c10::Dispatcher::singleton().findSchemaOrThrow("aten::copy_", "");
-  torch::jit::Stack stack{dst, src, non_blocking};
+  // A source with a conjugate or negative bit: copy its plain values, then apply the bit to dst.
+  at::Tensor plain = src;
+  if (is_moreh(src) && (src.is_conj() || src.is_neg()))
+    plain = moreh_view(src.storage(), src.sizes(), src.strides(), src.storage_offset(), src.scalar_type());
+  torch::jit::Stack stack{dst, plain, non_blocking};
   lazy_fallback(op, moreh_keys(), &stack);
+  if (plain.unsafeGetTensorImpl() != src.unsafeGetTensorImpl()) {
+    if (src.is_conj() && !dst.is_conj()) at::conj_physical_(const_cast<at::Tensor&>(dst));
+    if (src.is_neg() && !dst.is_neg()) const_cast<at::Tensor&>(dst).neg_();
+  }
 }
 
 at::Tensor copy_from(const at::Tensor& self, const at::Tensor& dst, bool non_blocking) {
@@ -153,6 +163,15 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("view", TORCH_FN(at::native::view));
   m.impl("_reshape_alias", TORCH_FN(at::native::_reshape_alias));
   m.impl("unfold", TORCH_FN(at::native::unfold));
+  m.impl("view_as_real", TORCH_FN(at::native::view_as_real));
+  m.impl("view_as_complex", TORCH_FN(at::native::view_as_complex));
+  // The composite convolution would route a non-CPU device to convolution_overrideable, which has no
+  // kernel; recorded whole, they run CPU's own convolution path (mkldnn or the slow kernels).
+  m.impl("convolution", torch::CppFunction::makeFromBoxedFunction<&lazy_fallback>());
+  m.impl("convolution_backward", torch::CppFunction::makeFromBoxedFunction<&lazy_fallback>());
+  // Composites that call a device's DispatchStub directly (moreh has none): recorded whole.
+  m.impl("conj_physical_", torch::CppFunction::makeFromBoxedFunction<&lazy_fallback>());
+  m.impl("_conj_physical", torch::CppFunction::makeFromBoxedFunction<&lazy_fallback>());
   m.impl("_copy_from", TORCH_FN(copy_from));
   m.impl("_copy_from_and_resize", TORCH_FN(copy_from_and_resize));
   m.impl("_local_scalar_dense", TORCH_FN(local_scalar_dense));
@@ -170,3 +189,14 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
 namespace at::native {
 REGISTER_PRIVATEUSE1_DISPATCH(_fused_sdp_choice_stub, &moreh::backend::fused_sdp_choice)
 }  // namespace at::native
+
+// The conjugate and negative views' fallback would resolve _copy_from's source by cloning it, which
+// copies through _copy_from again, forever; record_copy applies the bits itself.
+TORCH_LIBRARY_IMPL(aten, Conjugate, m) {
+  m.impl("_copy_from", torch::CppFunction::makeFallthrough());
+  m.impl("_copy_from_and_resize", torch::CppFunction::makeFallthrough());
+}
+TORCH_LIBRARY_IMPL(aten, Negative, m) {
+  m.impl("_copy_from", torch::CppFunction::makeFallthrough());
+  m.impl("_copy_from_and_resize", torch::CppFunction::makeFallthrough());
+}

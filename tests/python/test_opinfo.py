@@ -62,6 +62,19 @@ def is_random(op):
     return bool(re.match(r"(rand|randn|randint)(_|$)", op.name))
 
 
+def sample_is_random(op, sample):
+    """Whether this sample's values are random (a random op, or attention with dropout active)."""
+    if is_random(op):
+        return True
+    kw = sample.kwargs
+    if op.name == "nn.functional.scaled_dot_product_attention":
+        return kw.get("dropout_p", 0.0) > 0
+    if op.name == "nn.functional.multi_head_attention_forward":
+        p = kw.get("dropout_p", sample.args[9] if len(sample.args) > 9 else 0.0)
+        return bool(kw.get("training", True)) and p > 0
+    return False
+
+
 def op_tolerance(op):
     """(atol, rtol): float32 defaults, raised to the op's own CPU float32 toleranceOverride, capped."""
     from torch.testing._internal.common_device_type import toleranceOverride
@@ -143,7 +156,11 @@ def to_ref(obj, key=None):
 
 
 def tensors_in(obj):
-    if isinstance(obj, torch.Tensor):
+    from torch.testing._internal.opinfo.core import SampleInput
+
+    if isinstance(obj, SampleInput):
+        yield from tensors_in((obj.input, obj.args, obj.kwargs))
+    elif isinstance(obj, torch.Tensor):
         yield obj
     elif isinstance(obj, dict):
         for v in obj.values():
@@ -274,9 +291,9 @@ def check_op(op, num_samples=NUM_SAMPLES):
     samples = list(itertools.islice(
         op.sample_inputs("cpu", torch.float32, requires_grad=op.supports_autograd), num_samples))
     atol, rtol = op_tolerance(op)
-    random_op = is_random(op)
     _sync()
     for si, sample in enumerate(samples):
+        random_op = sample_is_random(op, sample)
         # Copies first: the CPU run may modify the sample in place.
         m_sample = _convert(sample, to_moreh)
         r_sample = _convert(sample, to_ref)
