@@ -4,6 +4,39 @@
 
 namespace moreh::runtime {
 
+bool Event::query() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return done_;
+}
+
+void Event::wait(std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!done_cv_.wait_for(lock, timeout, [&] { return done_; }))
+    throw TimeoutError("an event did not complete within " + std::to_string(timeout.count()) +
+                       " ms (MOREH_SYNC_TIMEOUT)");
+}
+
+double Event::elapsed_ms_since(const Event& start) const {
+  std::scoped_lock lock(mu_, start.mu_);
+  if (!done_ || !start.done_) throw Error("elapsed time needs both events to have completed");
+  return std::chrono::duration<double, std::milli>(completed_at_ - start.completed_at_).count();
+}
+
+void Event::complete() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_ = true;
+    completed_at_ = std::chrono::steady_clock::now();
+  }
+  done_cv_.notify_all();
+}
+
+std::shared_ptr<Event> PhysicalDevice::record_event() {
+  auto event = std::make_shared<Event>();
+  submit([event] { event->complete(); });
+  return event;
+}
+
 PhysicalBlock::PhysicalBlock(PhysicalDevice& device, void* data, uint64_t bytes, std::shared_ptr<void> owner)
     : device_(device), data_(data), bytes_(bytes), owner_(std::move(owner)) {}
 

@@ -3,6 +3,8 @@
 #pragma once
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <mutex>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -34,6 +36,23 @@ class PhysicalBlock {
   std::shared_ptr<void> provider_view_;
 };
 
+// A point in a device's stream: complete once everything submitted before it has run.
+class Event {
+ public:
+  bool query() const;
+  // Waits for completion; throws TimeoutError past the bound.
+  void wait(std::chrono::milliseconds timeout) const;
+  // Milliseconds from `start` completing to this event completing (both must be complete).
+  double elapsed_ms_since(const Event& start) const;
+  void complete();  // called by the stream
+
+ private:
+  mutable std::mutex mu_;
+  mutable std::condition_variable done_cv_;
+  bool done_ = false;
+  std::chrono::steady_clock::time_point completed_at_;
+};
+
 enum class DeviceKind { kHost, kCuda };
 
 class PhysicalDevice {
@@ -62,6 +81,8 @@ class PhysicalDevice {
   virtual void synchronize(std::chrono::milliseconds timeout) = 0;
   // True while submitted work has not finished.
   virtual bool busy() const = 0;
+  // An event after everything submitted so far.
+  std::shared_ptr<Event> record_event();
 
  protected:
   friend class PhysicalBlock;

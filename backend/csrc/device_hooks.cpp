@@ -6,6 +6,7 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include "backend/csrc/moreh_storage.h"
+#include "runtime/device.h"
 
 namespace moreh::backend {
 namespace {
@@ -30,6 +31,11 @@ class MorehGeneratorImpl final : public at::CPUGeneratorImpl {
 };
 
 class MorehGuardImpl final : public c10::impl::DeviceGuardImplInterface {
+  using EventHandle = std::shared_ptr<runtime::Event>;
+  static std::chrono::milliseconds timeout() {
+    return std::chrono::milliseconds(static_cast<int64_t>(std::min(engine().config().sync_timeout_s, 1e8) * 1000));
+  }
+
  public:
   c10::DeviceType type() const override { return kMoreh; }
   c10::Device exchangeDevice(c10::Device d) const override {
@@ -46,6 +52,28 @@ class MorehGuardImpl final : public c10::impl::DeviceGuardImplInterface {
   void synchronizeDevice(const c10::DeviceIndex) const override { synchronize_device(); }
   void synchronizeStream(const c10::Stream&) const override { synchronize_device(); }
   bool queryStream(const c10::Stream&) const override { return engine().pending_ops() == 0 && !engine().device(0).busy(); }
+
+  // torch.Event on moreh: an event after every op recorded so far (the pending step is flushed first).
+  void record(void** event, const c10::Stream& stream, const c10::DeviceIndex, const c10::EventFlag) const override {
+    flush_step();
+    auto recorded = engine().device(0).record_event();
+    if (*event) *static_cast<EventHandle*>(*event) = std::move(recorded);
+    else *event = new EventHandle(std::move(recorded));
+  }
+  void block(void*, const c10::Stream&) const override {}  // one in-order stream: nothing to wait for
+  bool queryEvent(void* event) const override { return !event || (*static_cast<EventHandle*>(event))->query(); }
+  void destroyEvent(void* event, const c10::DeviceIndex) const noexcept override {
+    delete static_cast<EventHandle*>(event);
+  }
+  void synchronizeEvent(void* event) const override {
+    if (event) (*static_cast<EventHandle*>(event))->wait(timeout());
+  }
+  double elapsedTime(void* start, void* end, const c10::DeviceIndex) const override {
+    TORCH_CHECK(start && end, "moreh: both events must be recorded before asking for the elapsed time");
+    synchronizeEvent(start);
+    synchronizeEvent(end);
+    return (*static_cast<EventHandle*>(end))->elapsed_ms_since(**static_cast<EventHandle*>(start));
+  }
 
  private:
   static void check(c10::Device d) {

@@ -229,3 +229,39 @@ TEST(HostDeviceTest, WorkCanAllocateOnTheStream) {
 
 }  // namespace
 }  // namespace moreh::runtime
+
+namespace {
+
+TEST(HostDeviceEventTest, EventCompletesAfterEarlierWorkInStreamOrder) {
+  moreh::runtime::HostDevice device(0, 1 << 20);
+  std::atomic<int> done{0};
+  device.submit([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    done = 1;
+  });
+  auto event = device.record_event();
+  event->wait(std::chrono::milliseconds(5000));
+  EXPECT_TRUE(event->query());
+  EXPECT_EQ(done.load(), 1);
+}
+
+TEST(HostDeviceEventTest, WaitIsBoundedAndElapsedTimeIsMeasured) {
+  moreh::runtime::HostDevice device(0, 1 << 20);
+  auto start = device.record_event();
+  device.submit([] { std::this_thread::sleep_for(std::chrono::milliseconds(100)); });
+  auto end = device.record_event();
+  EXPECT_THROW(end->wait(std::chrono::milliseconds(5)), moreh::runtime::TimeoutError);
+  EXPECT_THROW(end->elapsed_ms_since(*start), moreh::runtime::Error);  // not complete yet
+  end->wait(std::chrono::milliseconds(5000));
+  EXPECT_GE(end->elapsed_ms_since(*start), 90.0);
+}
+
+TEST(HostDeviceEventTest, EventCompletesEvenAfterFailedWork) {
+  moreh::runtime::HostDevice device(0, 1 << 20);
+  device.submit([] { throw std::runtime_error("boom"); });
+  auto event = device.record_event();
+  event->wait(std::chrono::milliseconds(5000));
+  EXPECT_THROW(device.synchronize(std::chrono::milliseconds(5000)), std::runtime_error);
+}
+
+}  // namespace
