@@ -57,7 +57,6 @@ class MetaTwins {
     if (!st) {
       st = c10::Storage(c10::Storage::use_byte_size_t(), t.storage().nbytes(),
                         c10::DataPtr(nullptr, c10::Device(c10::kMeta)), c10::GetAllocator(c10::kMeta), true);
-      meta_impls_.insert(st.unsafeGetStorageImpl());
     }
     auto m = at::detail::make_tensor<c10::TensorImpl>(c10::Storage(st), c10::DispatchKeySet(DispatchKey::Meta),
                                                       t.dtype());
@@ -74,7 +73,6 @@ class MetaTwins {
 
  private:
   std::unordered_map<const c10::StorageImpl*, c10::Storage> storages_;
-  std::unordered_set<const c10::StorageImpl*> meta_impls_;
 };
 
 void record_node(runtime::Node node) {
@@ -419,7 +417,7 @@ void lazy_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::ji
   runtime::Node node;
   node.op = tr.id;
   std::vector<at::Tensor> moreh_inputs;
-  thread_local MetaKey key;
+  MetaKey key;  // not shared: resolving a conjugate input below records ops re-entrantly
   key.reset(&schema);
 
   auto take = [&](const at::Tensor& t, size_t arg, int32_t elem) -> at::Tensor {

@@ -36,6 +36,7 @@ class MetaKey {
  public:
   void reset(const void* op) {
     words_.clear();
+    words_.reserve(64);
     storages_.clear();
     add(reinterpret_cast<uintptr_t>(op));
   }

@@ -93,3 +93,14 @@ def test_a_failing_kernel_raises_at_the_boundary_and_names_the_op():
         raise AssertionError("an out-of-range embedding index did not raise")
     ok = emb(torch.tensor([1]).to("moreh"))  # the device keeps working
     assert ok.cpu().shape == (1, 2)
+
+
+def test_conjugate_and_negative_views_keep_their_meaning():
+    a = torch.randn(3, 3, dtype=torch.cfloat)
+    b = torch.randn(3, 3, dtype=torch.cfloat)
+    am, bm = a.to("moreh"), b.to("moreh")
+    for _ in range(2):  # the second time shapes come from the meta cache
+        torch.testing.assert_close((am.mH @ bm).cpu(), a.mH @ b)  # mm takes conj views as they are
+        torch.testing.assert_close((am.conj() + 1).cpu(), a.conj() + 1)
+        torch.testing.assert_close(torch._neg_view(am).cpu(), -a)
+        torch.testing.assert_close(am.conj().resolve_conj().cpu(), a.conj())
