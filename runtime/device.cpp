@@ -63,6 +63,7 @@ void PhysicalDevice::charge(uint64_t bytes) {
 
 std::unique_ptr<PhysicalBlock> PhysicalDevice::adopt(void* data, uint64_t bytes, std::shared_ptr<void> owner) {
   charge(bytes);
+  adoptions_.fetch_add(1, std::memory_order_relaxed);
   return std::make_unique<PhysicalBlock>(*this, data, bytes, std::move(owner));
 }
 

@@ -69,6 +69,9 @@ class PhysicalDevice {
   uint64_t peak() const { return peak_.load(); }
   uint64_t available() const;
   void reset_peak() { peak_.store(used_.load()); }
+  // Blocks handed out so far: allocated by the device, and adopted from kernels.
+  uint64_t allocations() const { return allocations_.load(); }
+  uint64_t adoptions() const { return adoptions_.load(); }
 
   // New device memory; throws OutOfMemoryError past the capacity.
   virtual std::unique_ptr<PhysicalBlock> allocate(uint64_t bytes) = 0;
@@ -81,6 +84,9 @@ class PhysicalDevice {
   virtual void synchronize(std::chrono::milliseconds timeout) = 0;
   // True while submitted work has not finished.
   virtual bool busy() const = 0;
+  // Memory the device keeps for reuse (not counted as used), and giving it back.
+  virtual uint64_t cached_bytes() const { return 0; }
+  virtual void release_cached() {}
   // An event after everything submitted so far.
   std::shared_ptr<Event> record_event();
 
@@ -93,6 +99,9 @@ class PhysicalDevice {
   int index_;
   uint64_t capacity_;
   std::atomic<uint64_t> used_{0}, peak_{0};
+
+ protected:
+  std::atomic<uint64_t> allocations_{0}, adoptions_{0};
 };
 
 }  // namespace moreh::runtime

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Parallel.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include "backend/csrc/aten_payload.h"
 #include "backend/csrc/moreh_storage.h"
@@ -62,7 +63,12 @@ class HostKernelProvider final : public runtime::KernelProvider {
     if (p.seeded && p.generator_arg >= 0) stack[p.generator_arg] = at::make_generator<at::CPUGeneratorImpl>(p.seed);
 
     {
+      // Kernels may run on the script's thread (when it waits for the device): keep its autocast and
+      // Python modes away from the ops the kernels call.
       at::AutoDispatchBelowADInplaceOrView guard;
+      c10::impl::ExcludeDispatchKeyGuard no_modes(c10::autocast_dispatch_keyset |
+                                                  c10::DispatchKeySet({c10::DispatchKey::Python,
+                                                                       c10::DispatchKey::PythonTLSSnapshot}));
       if (p.seeded && p.generator_arg < 0 && is_native_dropout(p.op)) native_dropout(stack, p.seed);
       else p.op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::CPU), &stack);
     }

@@ -34,6 +34,8 @@ py::dict stats() {
   d["total_compile_ms"] = s.total_compile_ms;
   d["pending_ops"] = backend::engine().pending_ops();
   d["recorded_composites"] = backend::recorded_composite_count();
+  d["device_allocations"] = backend::engine().device(0).allocations();
+  d["device_adoptions"] = backend::engine().device(0).adoptions();
   return d;
 }
 
@@ -54,6 +56,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("_memory_allocated", [] { return backend::engine().device(0).used(); });
   m.def("_max_memory_allocated", [] { return backend::engine().device(0).peak(); });
   m.def("_reset_peak_memory_stats", [] { backend::engine().device(0).reset_peak(); });
+  m.def("_empty_cache", [] {
+    py::gil_scoped_release nogil;
+    backend::synchronize_device();
+    backend::engine().device(0).release_cached();
+  });
+  m.def("_cached_bytes", [] { return backend::engine().device(0).cached_bytes(); });
   m.def("_memory_capacity", [] { return backend::engine().device(0).capacity(); });
   m.def("_physical_device_name", [] { return backend::engine().device(0).name(); });
   m.def("_num_physical_devices", [] { return backend::engine().num_devices(); });

@@ -158,12 +158,25 @@ def mem_get_info(device=None):
     return (total - _C._memory_allocated(), total)
 
 
+def empty_cache():
+    """Gives the device's cached free blocks back to the system (they never count as allocated)."""
+    _C._empty_cache()
+
+
+def memory_reserved(device=None):
+    """Bytes allocated plus bytes the device keeps cached for reuse."""
+    _check_index(device)
+    _C._synchronize()
+    return _C._memory_allocated() + _C._cached_bytes()
+
+
 def memory_stats(device=None):
     _check_index(device)
     _C._synchronize()
     return {
         "allocated_bytes.all.current": _C._memory_allocated(),
         "allocated_bytes.all.peak": _C._max_memory_allocated(),
+        "reserved_bytes.all.current": _C._memory_allocated() + _C._cached_bytes(),
     }
 
 
