@@ -85,3 +85,20 @@ def test_malformed_environment_variable_is_a_clear_error():
     proc = run_python("import torch", env={"MOREH_HOST_MEMORY_CAPACITY": "lots"})
     assert proc.returncode != 0
     assert "MOREH_HOST_MEMORY_CAPACITY='lots' is not valid" in proc.stderr
+
+
+def test_events_and_cached_memory():
+    a = torch.randn(256, 256).to("moreh")
+    start = torch.Event(device="moreh", enable_timing=True)
+    end = torch.Event(device="moreh", enable_timing=True)
+    start.record()
+    for _ in range(5):
+        a = (a @ a).tanh()
+    end.record()
+    end.synchronize()
+    assert end.query() and start.elapsed_time(end) >= 0
+    torch.moreh.synchronize()
+    allocated = torch.moreh.memory_allocated()
+    assert torch.moreh.memory_reserved() >= allocated
+    torch.moreh.empty_cache()
+    assert torch.moreh.memory_reserved() == torch.moreh.memory_allocated()
