@@ -53,6 +53,18 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     backend::synchronize_device();
   });
   m.def("_stats", &stats);
+  // At interpreter exit: let submitted steps finish before libtorch's statics go (an error is logged,
+  // not raised); ops recorded but never flushed are dropped, as their results can no longer be read.
+  m.def("_shutdown", [] {
+    py::gil_scoped_release nogil;
+    try {
+      auto& e = backend::engine();
+      for (size_t i = 0; i < e.num_devices(); ++i)
+        e.device(static_cast<int>(i)).synchronize(std::chrono::milliseconds(60000));
+    } catch (const std::exception& ex) {
+      runtime::log_message(runtime::LogLevel::kError, std::string("moreh: a step failed at exit: ") + ex.what());
+    }
+  });
   m.def("_memory_allocated", [] { return backend::engine().device(0).used(); });
   m.def("_max_memory_allocated", [] { return backend::engine().device(0).peak(); });
   m.def("_reset_peak_memory_stats", [] { backend::engine().device(0).reset_peak(); });

@@ -29,6 +29,9 @@ def _load():
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     register_optimizer_step_post_hook(lambda optimizer, args, kwargs: _C._flush())
+    import atexit
+
+    atexit.register(_C._shutdown)
 
 
 def _autoload():

@@ -104,3 +104,17 @@ def test_conjugate_and_negative_views_keep_their_meaning():
         torch.testing.assert_close((am.conj() + 1).cpu(), a.conj() + 1)
         torch.testing.assert_close(torch._neg_view(am).cpu(), -a)
         torch.testing.assert_close(am.conj().resolve_conj().cpu(), a.conj())
+
+
+def test_exit_right_after_an_optimizer_step_is_clean():
+    # The last step is still running when the script ends: moreh lets it finish before teardown.
+    code = (
+        "import torch\n"
+        "m = torch.nn.Sequential(torch.nn.Linear(256, 1024), torch.nn.GELU(), torch.nn.Linear(1024, 256)).to('moreh')\n"
+        "opt = torch.optim.AdamW(m.parameters())\n"
+        "x = torch.randn(64, 256).to('moreh')\n"
+        "for _ in range(3):\n"
+        "    m(x).square().mean().backward(); opt.step(); opt.zero_grad()\n")
+    for _ in range(3):
+        proc = run_python(code)
+        assert proc.returncode == 0, proc.stderr[-2000:]
