@@ -40,7 +40,6 @@ class Buffer {
   // Set when the step that should have produced this buffer failed; reading it raises this text.
   void set_failure(std::shared_ptr<const std::string> why) { std::atomic_store(&failure_, std::move(why)); }
   std::shared_ptr<const std::string> failure() const { return std::atomic_load(&failure_); }
-  void clear_failure() { set_failure(nullptr); }
 
  private:
   VirtualMemory& vm_;
