@@ -1,4 +1,5 @@
 #include "backend/csrc/lazy_fallback.h"
+#include "backend/csrc/layout_support.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/enum_tag.h>
@@ -110,6 +111,7 @@ const c10::Argument* aliased_argument(const c10::FunctionSchema& schema, const c
 }
 
 void check_device(const at::Tensor& t, const c10::OperatorHandle& op) {
+  check_strided_layout(op.schema().operator_name(), t.layout());
   TORCH_CHECK(t.device().is_cpu() || t.device().type() == kMoreh, "moreh: ", op.schema().operator_name(),
               " got a tensor on ", t.device(), "; moreh ops take moreh tensors (and CPU tensors as inputs)");
 }
@@ -188,6 +190,7 @@ void run_eagerly(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   }
   auto wrap = [&](const at::Tensor& t) -> at::Tensor {
     if (!t.defined() || !t.device().is_cpu()) return t;
+    check_strided_layout(schema.operator_name(), t.layout());
     at::Tensor src = input_memory.count(t.storage().data()) ? t.clone() : t;
     at::Tensor out = new_moreh_tensor(static_cast<int64_t>(src.storage().nbytes()), src.sizes(), src.strides(),
                                       src.storage_offset(), src.scalar_type());
@@ -307,6 +310,7 @@ OutSpec spec_of(const at::Tensor& m, const MetaTwins& twins, const std::vector<a
                 const c10::FunctionSchema& schema) {
   OutSpec o;
   if (!m.defined()) return o;
+  check_strided_layout(schema.operator_name(), m.layout());
   o.sizes.assign(m.sizes().begin(), m.sizes().end());
   o.strides.assign(m.strides().begin(), m.strides().end());
   o.offset = m.storage_offset();

@@ -10,6 +10,7 @@
 #include <ATen/native/transformers/attention.h>
 #include <torch/library.h>
 
+#include "backend/csrc/layout_support.h"
 #include "backend/csrc/lazy_fallback.h"
 #include "backend/csrc/moreh_storage.h"
 
@@ -19,8 +20,7 @@ namespace {
 c10::DispatchKeySet moreh_keys() { return c10::DispatchKeySet(c10::DispatchKey::PrivateUse1); }
 
 void check_layout(std::optional<c10::Layout> layout) {
-  TORCH_CHECK_NOT_IMPLEMENTED(!layout || *layout == c10::kStrided, "moreh supports strided tensors only, not ",
-                              *layout, " (sparse and other layouts cannot live on moreh)");
+  if (layout) check_strided_layout("creating a tensor", *layout);
 }
 
 void check_device(std::optional<c10::Device> device) {
@@ -141,6 +141,21 @@ const at::Tensor& resize(const at::Tensor& self, c10::IntArrayRef size, std::opt
   return self;
 }
 
+// nn.Module.to() sets `param.data = moved` (keeping each Parameter object, and so tied weights) only
+// when this says the two tensors share an implementation. TensorImpl's own rule counts only built-in
+// backends as dense, so for a CPU parameter and its moreh copy it says no, and Module.to("moreh") would
+// make new Parameters and silently untie shared ones (GPT-2's wte/lm_head). Dense strided CPU and moreh
+// tensors are both plain TensorImpls whose metadata copies over exactly.
+bool has_compatible_shallow_copy_type(const at::Tensor& self, const at::Tensor& from) {
+  auto plain_dense = [](const at::Tensor& t) {
+    c10::TensorImpl* impl = t.unsafeGetTensorImpl();
+    return t.layout() == c10::kStrided && (t.device().is_cpu() || t.device().type() == kMoreh) &&
+           typeid(*impl) == typeid(c10::TensorImpl);
+  };
+  return self.unsafeGetTensorImpl()->has_compatible_shallow_copy_type(from.key_set()) ||
+         (plain_dense(self) && plain_dense(from));
+}
+
 }  // namespace
 
 // scaled_dot_product_attention asks the device which fused kernel to use; moreh answers what CPU eager
@@ -181,6 +196,7 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   m.impl("set_", TORCH_FN(set_empty));
   m.impl("resize_", TORCH_FN(resize));
   m.impl("_fused_sdp_choice", TORCH_FN(fused_sdp_choice));
+  m.impl("_has_compatible_shallow_copy_type", TORCH_FN(has_compatible_shallow_copy_type));
 }
 
 }  // namespace moreh::backend
