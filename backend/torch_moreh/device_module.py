@@ -10,6 +10,12 @@ from . import option  # noqa: F401  (torch.moreh.option.enable_advanced_parallel
 _DEVICE_NAME = "MoAI Accelerator"
 
 
+# The device is initialized when torch_moreh loads (there is no lazy start). torch.utils.checkpoint and
+# torch.random.fork_rng read `_initialized` (as on torch.cuda) to decide whether to save and restore the
+# device's RNG state; without it a recomputed dropout would draw new masks.
+_initialized = True
+
+
 def _lazy_init():
     pass
 
