@@ -6,15 +6,16 @@ compile time, ops recorded per step and how many of them ran eagerly (fell back 
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
 from train_gpt import GPT  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from step_timing import compare  # noqa: E402
 
 
 def make(device, cfg):
@@ -52,42 +53,9 @@ def main():
             for _ in range(cfg.warmup + cfg.steps)]
     cpu_model, cpu_opt = make("cpu", cfg)
     dev_model, dev_opt = make("moreh", cfg)
-
-    before = torch.moreh.graph_stats()
-    t = time.perf_counter()
-    step(dev_model, dev_opt, *data[0], "moreh")
-    first_step = time.perf_counter() - t
-    after_first = torch.moreh.graph_stats()
-    t = time.perf_counter()
-    step(cpu_model, cpu_opt, *data[0], "cpu")
-    cpu_first = time.perf_counter() - t
-
-    for x, y in data[1:cfg.warmup]:
-        step(cpu_model, cpu_opt, x, y, "cpu")
-        step(dev_model, dev_opt, x, y, "moreh")
-    steady = torch.moreh.graph_stats()
-    cpu_times, dev_times = [], []
-    for x, y in data[cfg.warmup:]:
-        t = time.perf_counter()
-        step(cpu_model, cpu_opt, x, y, "cpu")
-        cpu_times.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        step(dev_model, dev_opt, x, y, "moreh")
-        dev_times.append(time.perf_counter() - t)
-    end = torch.moreh.graph_stats()
-
-    c, d = statistics.median(cpu_times), statistics.median(dev_times)
-    n = cfg.steps
-    tokens = cfg.batch_size * cfg.block_size
-    print(f"model: GPT d_model={cfg.d_model} n_layer={cfg.n_layer} batch={cfg.batch_size}x{cfg.block_size} "
-          f"threads={torch.get_num_threads()}")
-    print(f"steady-state step: cpu eager {c * 1e3:.1f} ms, moreh {d * 1e3:.1f} ms, ratio moreh/cpu {d / c:.3f}")
-    print(f"throughput: cpu eager {tokens / c:.0f} tokens/s, moreh {tokens / d:.0f} tokens/s")
-    print(f"first step: moreh {first_step * 1e3:.1f} ms (cpu eager {cpu_first * 1e3:.1f} ms), "
-          f"plan compile {after_first['total_compile_ms'] - before['total_compile_ms']:.3f} ms")
-    print(f"per step: {(end['recorded_ops'] - steady['recorded_ops']) / n:.0f} recorded ops, "
-          f"{(end['eager_ops'] - steady['eager_ops']) / n:.0f} eager (flush) ops, "
-          f"plan cache hits {end['cache_hits'] - steady['cache_hits']}, misses {end['cache_misses'] - steady['cache_misses']}")
+    compare(f"GPT d_model={cfg.d_model} n_layer={cfg.n_layer} batch={cfg.batch_size}x{cfg.block_size}",
+            lambda b: step(cpu_model, cpu_opt, *b, "cpu"), lambda b: step(dev_model, dev_opt, *b, "moreh"),
+            data, cfg.warmup, cfg.batch_size * cfg.block_size)
 
 
 if __name__ == "__main__":
