@@ -25,6 +25,10 @@ def _load():
 
     torch._register_device_module("moreh", device_module)
     torch.utils.generate_methods_for_privateuse1_backend(for_tensor=True, for_module=True, for_storage=True)
+    # torch.autocast("moreh") without a dtype: bfloat16, like CPU, whose kernels moreh runs (PyTorch's
+    # default for a PrivateUse1 device is float16, CUDA's). PyTorch keeps this per thread; this sets it
+    # for the importing thread, where scripts enter autocast (docs/AMP.md).
+    torch.set_autocast_dtype("moreh", torch.bfloat16)
     # The end of every optimizer step is a step boundary (DESIGN.md §2.3).
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
