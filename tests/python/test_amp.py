@@ -186,15 +186,14 @@ def test_autocast_ops_are_recorded_not_run_eagerly():
 
 
 # --- bf16 training of a Hugging Face GPT-2 --------------------------------------------------------
-# The model is built with untied embeddings: moreh does not yet keep wte and lm_head tied through
-# model.to("moreh"), so untying them makes the fp32 CPU run an exact reference for the same model.
+# GPT-2 as Hugging Face builds it (wte and lm_head tied); the fp32 CPU run is the exact reference.
 GPT2_STEPS = 10
 
 
 def gpt2_run(device, autocast_dtype):
     transformers = pytest.importorskip("transformers")
     config = transformers.GPT2Config(vocab_size=256, n_positions=64, n_embd=128, n_layer=2, n_head=4,
-                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, tie_word_embeddings=False,
+                                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                                      bos_token_id=0, eos_token_id=0)
     torch.manual_seed(0)
     model = transformers.GPT2LMHeadModel(config).to(device)
