@@ -133,3 +133,13 @@ def test_conv_classifier_with_dropout_learns_and_repeats():
     losses = run()
     assert losses == run()
     assert sum(losses[-3:]) < sum(losses[:3])
+
+
+def test_gpt2_greedy_generation_matches_cpu():
+    # Evaluation a script does between training steps: generate() reads the device every token.
+    model = gpt2().eval()
+    ids = torch.randint(0, VOCAB, (2, 8), generator=torch.Generator().manual_seed(4))
+    ref = model.generate(ids, max_new_tokens=12, do_sample=False, pad_token_id=0)
+    out = model.to("moreh").generate(ids.to("moreh"), max_new_tokens=12, do_sample=False, pad_token_id=0)
+    assert out.device.type == "moreh"
+    assert torch.equal(out.cpu(), ref)
