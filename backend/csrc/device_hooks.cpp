@@ -103,6 +103,10 @@ class MorehHooks final : public at::PrivateUse1HooksInterface {
   at::Device getDeviceFromPtr(void*) const override { return kDevice; }
   bool isPinnedPtr(const void*) const override { return false; }
   c10::Allocator* getPinnedMemoryAllocator() const override { return c10::GetCPUAllocator(); }
+  // UntypedStorage.resize_ on a moreh storage.
+  void resizePrivateUse1Bytes(const c10::Storage& storage, size_t nbytes) const override {
+    resize_storage_bytes(storage, nbytes);
+  }
 };
 
 C10_REGISTER_GUARD_IMPL(PrivateUse1, MorehGuardImpl);

@@ -26,6 +26,10 @@ at::Tensor new_moreh_tensor(int64_t nbytes, c10::IntArrayRef sizes, c10::IntArra
 at::Tensor moreh_view(const c10::Storage& storage, c10::IntArrayRef sizes, c10::IntArrayRef strides, int64_t offset,
                       c10::ScalarType dtype);
 
+// Resizes a moreh storage in place (UntypedStorage.resize_): it gets a fresh buffer of `nbytes` whose
+// first min(old, new) bytes are a recorded copy of the old contents; the rest is uninitialized.
+void resize_storage_bytes(const c10::Storage& storage, size_t nbytes);
+
 // A CPU tensor over physical memory with a ref's geometry (no copy).
 at::Tensor cpu_view(runtime::PhysicalBlock& block, const runtime::TensorRef& ref);
 // Flushes and waits, then returns a CPU tensor aliasing the moreh tensor's physical memory. Memory of a
