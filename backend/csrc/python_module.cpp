@@ -53,6 +53,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     backend::synchronize_device();
   });
   m.def("_stats", &stats);
+  m.def("_pinned_host_memory_stats", [] {
+    auto memory = backend::engine().device(0).pinned_host_memory();
+    py::dict d;
+    d["blocks"] = memory->block_count();
+    d["pinned_bytes"] = memory->pinned_bytes();
+    d["locked_bytes"] = memory->locked_bytes();
+    return d;
+  });
   // At interpreter exit: let submitted steps finish before libtorch's statics go (an error is logged,
   // not raised); ops recorded but never flushed are dropped, as their results can no longer be read.
   m.def("_shutdown", [] {
