@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "runtime/errors.h"
+#include "runtime/fork_guard.h"
 
 namespace moreh::backend {
 namespace {
@@ -14,6 +15,9 @@ struct BufferContext {
 };
 
 void release_buffer_context(void* ctx) {
+  // In a forked child the buffer's bookkeeping may be locked by a parent thread that no longer exists;
+  // the child's copy is left alone (nothing in the child can run it anyway).
+  if (runtime::in_forked_child()) return;
   auto* c = static_cast<BufferContext*>(ctx);
   c->buffer->release_frontend();
   delete c;
@@ -43,7 +47,15 @@ void translating_errors(F&& f) {
 
 }  // namespace
 
-scheduler::Engine& engine() { return scheduler::Engine::global(); }
+void check_not_forked() {
+  if (runtime::in_forked_child()) [[unlikely]]
+    TORCH_CHECK(false, runtime::forked_child_message());
+}
+
+scheduler::Engine& engine() {
+  check_not_forked();
+  return scheduler::Engine::global();
+}
 
 c10::Allocator* moreh_allocator() {
   static MorehAllocator allocator;

@@ -11,7 +11,10 @@ namespace moreh::backend {
 
 constexpr c10::DeviceType kMoreh = c10::DeviceType::PrivateUse1;
 
+// The process's engine. Every path into moreh goes through here (or check_not_forked()): in a process
+// forked after moreh started it raises a RuntimeError saying to use 'spawn' instead.
 scheduler::Engine& engine();
+void check_not_forked();
 c10::Allocator* moreh_allocator();
 
 bool is_moreh(const at::Tensor& t);
