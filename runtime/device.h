@@ -10,6 +10,8 @@
 #include <memory>
 #include <string>
 
+#include "runtime/pinned_host_memory.h"
+
 namespace moreh::runtime {
 
 class PhysicalDevice;
@@ -89,6 +91,9 @@ class PhysicalDevice {
   virtual void release_cached() {}
   // An event after everything submitted so far.
   std::shared_ptr<Event> record_event();
+  // Host memory this device copies to and from directly (tensor.pin_memory()). Shared: blocks in use
+  // keep it alive.
+  virtual std::shared_ptr<PinnedHostMemory> pinned_host_memory() = 0;
 
  protected:
   friend class PhysicalBlock;

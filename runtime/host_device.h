@@ -32,6 +32,8 @@ class HostDevice final : public PhysicalDevice {
   void release_cached() override;
   uint64_t cached_bytes() const override;
   uint64_t cache_hits() const { return cache_hits_.load(); }
+  // Page-aligned host memory, mlock'ed while RLIMIT_MEMLOCK allows (HostPinnedMemory).
+  std::shared_ptr<PinnedHostMemory> pinned_host_memory() override { return pinned_; }
 
  private:
   void run();
@@ -49,6 +51,7 @@ class HostDevice final : public PhysicalDevice {
   };
   std::shared_ptr<BlockCache> cache_;  // shared with the blocks' deleters, which may outlive the device
   std::atomic<uint64_t> cache_hits_{0};
+  std::shared_ptr<PinnedHostMemory> pinned_ = std::make_shared<HostPinnedMemory>();
 
   mutable std::mutex mu_;
   std::condition_variable work_ready_, work_done_;

@@ -6,6 +6,7 @@
 #include <chrono>
 
 #include "runtime/errors.h"
+#include "runtime/fork_guard.h"
 #include "runtime/host_device.h"
 #include "runtime/spdlog_logger.h"
 #include "scheduler/planner.h"
@@ -46,6 +47,7 @@ Engine& Engine::global() {
   static Engine* engine = [] {
     Config config = Config::from_env();
     init_logging(config);
+    install_fork_guard();  // the devices start threads: a forked child must not use them
     std::vector<std::unique_ptr<PhysicalDevice>> devices;
     devices.push_back(std::make_unique<HostDevice>(0, config.host_memory_capacity));
     log().debug("moreh engine: {} host device(s), {} bytes each", devices.size(), config.host_memory_capacity);

@@ -2,10 +2,10 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/detail/PrivateUse1HooksInterface.h>
-#include <c10/core/CPUAllocator.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include "backend/csrc/moreh_storage.h"
+#include "backend/csrc/pinned_host_allocator.h"
 #include "runtime/device.h"
 
 namespace moreh::backend {
@@ -101,8 +101,12 @@ class MorehHooks final : public at::PrivateUse1HooksInterface {
   const at::Generator& getDefaultGenerator(c10::DeviceIndex) const override { return default_generator(); }
   at::Generator getNewGenerator(c10::DeviceIndex) const override { return at::make_generator<MorehGeneratorImpl>(); }
   at::Device getDeviceFromPtr(void*) const override { return kDevice; }
-  bool isPinnedPtr(const void*) const override { return false; }
-  c10::Allocator* getPinnedMemoryAllocator() const override { return c10::GetCPUAllocator(); }
+  bool isPinnedPtr(const void* p) const override { return is_pinned_host_ptr(p); }
+  c10::Allocator* getPinnedMemoryAllocator() const override { return pinned_host_allocator(); }
+  // UntypedStorage.resize_ on a moreh storage.
+  void resizePrivateUse1Bytes(const c10::Storage& storage, size_t nbytes) const override {
+    resize_storage_bytes(storage, nbytes);
+  }
 };
 
 C10_REGISTER_GUARD_IMPL(PrivateUse1, MorehGuardImpl);

@@ -397,6 +397,7 @@ bool infer_with_meta(const c10::OperatorHandle& op, const OpTraits& tr, const c1
 }  // namespace
 
 void lazy_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::jit::Stack* stack) {
+  check_not_forked();  // before any lock a parent thread may have held at fork time
   const auto& schema = op.schema();
   const OpTraits& tr = traits_of(op);
   if (tr.data_dependent) {

@@ -2,7 +2,10 @@
 
 #include <c10/core/CPUAllocator.h>
 
+#include <algorithm>
+
 #include "runtime/errors.h"
+#include "runtime/fork_guard.h"
 
 namespace moreh::backend {
 namespace {
@@ -12,6 +15,9 @@ struct BufferContext {
 };
 
 void release_buffer_context(void* ctx) {
+  // In a forked child the buffer's bookkeeping may be locked by a parent thread that no longer exists;
+  // the child's copy is left alone (nothing in the child can run it anyway).
+  if (runtime::in_forked_child()) return;
   auto* c = static_cast<BufferContext*>(ctx);
   c->buffer->release_frontend();
   delete c;
@@ -41,12 +47,29 @@ void translating_errors(F&& f) {
 
 }  // namespace
 
-scheduler::Engine& engine() { return scheduler::Engine::global(); }
+void check_not_forked() {
+  if (runtime::in_forked_child()) [[unlikely]]
+    TORCH_CHECK(false, runtime::forked_child_message());
+}
+
+scheduler::Engine& engine() {
+  check_not_forked();
+  return scheduler::Engine::global();
+}
 
 c10::Allocator* moreh_allocator() {
   static MorehAllocator allocator;
   return &allocator;
 }
+
+namespace {
+// PyTorch makes some storages itself from the device's registered allocator: torch.UntypedStorage(n,
+// device="moreh"), which torch.load uses to move every loaded storage to moreh, and storage resizes.
+// Unregistered, that allocator is null and those paths crash.
+struct RegisterAllocator {
+  RegisterAllocator() { c10::SetAllocator(kMoreh, moreh_allocator()); }
+} g_register_allocator;
+}  // namespace
 
 bool is_moreh(const at::Tensor& t) { return t.defined() && t.device().type() == kMoreh; }
 
@@ -80,6 +103,20 @@ at::Tensor new_moreh_tensor(int64_t nbytes, c10::IntArrayRef sizes, c10::IntArra
                             c10::ScalarType dtype) {
   c10::Storage storage(c10::Storage::use_byte_size_t(), nbytes, moreh_allocator(), /*resizable=*/true);
   return moreh_view(storage, sizes, strides, offset, dtype);
+}
+
+void resize_storage_bytes(const c10::Storage& storage, size_t nbytes) {
+  const bool defined = buffer_of(storage)->defined();  // also checks that the storage is moreh's
+  TORCH_CHECK(storage.resizable(), "moreh: this storage is not resizable");
+  const size_t have = storage.nbytes();
+  c10::Storage self(storage);
+  c10::DataPtr old = self.set_data_ptr(moreh_allocator()->allocate(nbytes));
+  self.set_nbytes(nbytes);
+  const int64_t kept = static_cast<int64_t>(std::min(have, nbytes));
+  if (kept > 0 && defined) {
+    c10::Storage old_storage(c10::Storage::use_byte_size_t(), have, std::move(old), moreh_allocator(), false);
+    moreh_view(self, {kept}, {1}, 0, c10::kByte).copy_(moreh_view(old_storage, {kept}, {1}, 0, c10::kByte));
+  }
 }
 
 at::Tensor cpu_view(runtime::PhysicalBlock& block, const runtime::TensorRef& ref) {

@@ -11,7 +11,10 @@ namespace moreh::backend {
 
 constexpr c10::DeviceType kMoreh = c10::DeviceType::PrivateUse1;
 
+// The process's engine. Every path into moreh goes through here (or check_not_forked()): in a process
+// forked after moreh started it raises a RuntimeError saying to use 'spawn' instead.
 scheduler::Engine& engine();
+void check_not_forked();
 c10::Allocator* moreh_allocator();
 
 bool is_moreh(const at::Tensor& t);
@@ -25,6 +28,10 @@ at::Tensor new_moreh_tensor(int64_t nbytes, c10::IntArrayRef sizes, c10::IntArra
 // A moreh tensor that views `storage` (a moreh storage) with the given geometry.
 at::Tensor moreh_view(const c10::Storage& storage, c10::IntArrayRef sizes, c10::IntArrayRef strides, int64_t offset,
                       c10::ScalarType dtype);
+
+// Resizes a moreh storage in place (UntypedStorage.resize_): it gets a fresh buffer of `nbytes` whose
+// first min(old, new) bytes are a recorded copy of the old contents; the rest is uninitialized.
+void resize_storage_bytes(const c10::Storage& storage, size_t nbytes);
 
 // A CPU tensor over physical memory with a ref's geometry (no copy).
 at::Tensor cpu_view(runtime::PhysicalBlock& block, const runtime::TensorRef& ref);

@@ -7,6 +7,7 @@
 #include "backend/csrc/lazy_fallback.h"
 #include "backend/csrc/moreh_storage.h"
 #include "runtime/errors.h"
+#include "runtime/fork_guard.h"
 #include "runtime/logging.h"
 
 namespace py = pybind11;
@@ -53,9 +54,19 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     backend::synchronize_device();
   });
   m.def("_stats", &stats);
+  m.def("_in_forked_child", &runtime::in_forked_child);
+  m.def("_pinned_host_memory_stats", [] {
+    auto memory = backend::engine().device(0).pinned_host_memory();
+    py::dict d;
+    d["blocks"] = memory->block_count();
+    d["pinned_bytes"] = memory->pinned_bytes();
+    d["locked_bytes"] = memory->locked_bytes();
+    return d;
+  });
   // At interpreter exit: let submitted steps finish before libtorch's statics go (an error is logged,
   // not raised); ops recorded but never flushed are dropped, as their results can no longer be read.
   m.def("_shutdown", [] {
+    if (runtime::in_forked_child()) return;  // the steps are the parent's to finish
     py::gil_scoped_release nogil;
     try {
       auto& e = backend::engine();

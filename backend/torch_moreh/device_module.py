@@ -133,7 +133,8 @@ def set_rng_state_all(new_states):
 
 
 def _is_in_bad_fork():
-    return False
+    """True in a process forked after moreh started; moreh refuses to run there (use 'spawn')."""
+    return _C._in_forked_child()
 
 
 # --- memory -------------------------------------------------------------------------------------
