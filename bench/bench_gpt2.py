@@ -24,6 +24,7 @@ def main():
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--vocab", type=int, default=8192)
     p.add_argument("--dropout", type=float, default=0.0)
+    p.add_argument("--bf16", action="store_true", help="forward under torch.autocast(device, bfloat16)")
     cfg = p.parse_args()
 
     config = GPT2Config(vocab_size=cfg.vocab, n_positions=cfg.seq_len, n_embd=cfg.n_embd, n_layer=cfg.n_layer,
@@ -38,7 +39,8 @@ def main():
 
         def step(ids):
             ids = ids.to(device)
-            loss = model(input_ids=ids, labels=ids).loss
+            with torch.autocast(device, dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -52,7 +54,8 @@ def main():
             for _ in range(cfg.warmup + cfg.steps)]
     n_params = sum(p.numel() for p in GPT2LMHeadModel(config).parameters())
     compare(f"GPT2LMHeadModel n_embd={cfg.n_embd} n_layer={cfg.n_layer} n_head={cfg.n_head} vocab={cfg.vocab} "
-            f"({n_params / 1e6:.1f}M params) batch={cfg.batch_size}x{cfg.seq_len} dropout={cfg.dropout}",
+            f"({n_params / 1e6:.1f}M params) batch={cfg.batch_size}x{cfg.seq_len} dropout={cfg.dropout} "
+            f"{'bf16 autocast' if cfg.bf16 else 'fp32'}",
             make_step("cpu"), make_step("moreh"), data, cfg.warmup, cfg.batch_size * cfg.seq_len)
 
 
