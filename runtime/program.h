@@ -27,7 +27,12 @@ struct Plan {
   std::vector<DeviceProgram> programs;
   uint64_t num_nodes = 0;
   double compile_ms = 0;
+  // The leading dimensions of the step's data inputs, most frequent first (scheduler/step_analysis.h).
+  std::vector<int64_t> batch_sizes;
   std::string summary;  // one line for the log
+  // Steps that ran this plan. Only a step graph that recurs has per-step data: the first graph of a
+  // script also uploads the model's parameters, which are host copies too. The engine's lock guards it.
+  mutable uint64_t uses = 0;
 };
 
 }  // namespace moreh::runtime

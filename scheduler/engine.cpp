@@ -1,6 +1,7 @@
 #include "scheduler/engine.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <chrono>
@@ -10,6 +11,7 @@
 #include "runtime/host_device.h"
 #include "runtime/spdlog_logger.h"
 #include "scheduler/planner.h"
+#include "scheduler/step_analysis.h"
 
 namespace moreh::scheduler {
 
@@ -92,6 +94,7 @@ void Engine::flush_locked() {
     log().debug("Step graph {:016x} found in the plan cache ({} ops)", canonical.hash, plan->num_nodes);
   } else {
     auto compiled = std::make_shared<Plan>(compile_plan(canonical));
+    compiled->batch_sizes = analyze_step(*graph, canonical).batch_sizes;
     log().info("Step graph {:016x} compiled in {:.3f} ms: {}", canonical.hash, compiled->compile_ms,
                compiled->summary);
     stats_.last_compile_ms = compiled->compile_ms;
@@ -104,6 +107,10 @@ void Engine::flush_locked() {
   ++stats_.flushes;
   stats_.last_graph_ops = graph->size();
   stats_.last_graph_hash = canonical.hash;
+  // A recurring step's data inputs are its per-step data; MoAI warns when their batch sizes differ.
+  if (++plan->uses == 2 && plan->batch_sizes.size() > 1)
+    log().warn("Various batch size detected : {}", fmt::join(plan->batch_sizes, ", "));
+  stats_.last_batch_size = plan->uses >= 2 && !plan->batch_sizes.empty() ? plan->batch_sizes.front() : 0;
 
   for (const auto& program : plan->programs) {
     PhysicalDevice& dev = *devices_.at(program.device);

@@ -23,6 +23,8 @@ struct EngineStats {
   uint64_t last_graph_ops = 0;
   uint64_t last_graph_hash = 0;
   double last_compile_ms = 0, total_compile_ms = 0;
+  // The batch size of the last flushed step if its graph recurs, else 0 (scheduler/step_analysis.h).
+  int64_t last_batch_size = 0;
 };
 
 class Engine {

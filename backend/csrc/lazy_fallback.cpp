@@ -221,6 +221,7 @@ struct OpTraits {
   runtime::OpId id = 0;
   bool data_dependent = false, has_meta = false, has_cpu = false, seeded = false;
   bool reads_tensors = false;  // has a tensor argument it does not write: shapes come from inputs
+  bool is_copy = false;        // aten::copy_: with a host source it brings the step's data in
   std::vector<bool> writes;    // per argument
   int generator_arg = -1;      // the Generator? argument, if any (None when the script passes none)
 };
@@ -242,6 +243,7 @@ const OpTraits& traits_of(const c10::OperatorHandle& op) {
   t.has_meta = has_meta(op);
   t.has_cpu = has_cpu(op);
   t.seeded = op.hasTag(at::Tag::nondeterministic_seeded);
+  t.is_copy = op.schema().name() == "aten::copy_" && op.schema().overload_name().empty();
   for (const auto& a : op.schema().arguments()) {
     if (is_generator_type(a.type())) t.generator_arg = static_cast<int>(t.writes.size());
     bool w = a.alias_info() && a.alias_info()->isWrite();
@@ -439,6 +441,7 @@ void lazy_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::ji
     }
     TORCH_CHECK(!tr.writes[arg], "moreh: ", schema.operator_name(),
                 " would write into a CPU tensor; compute on moreh and copy the result with .cpu()");
+    node.host_input = node.host_input || (tr.is_copy && t.dim() > 0);
     return t.clone();  // a CPU input is a snapshot of its value now
   };
 

@@ -33,6 +33,7 @@ py::dict stats() {
   d["last_graph_hash"] = s.last_graph_hash;
   d["last_compile_ms"] = s.last_compile_ms;
   d["total_compile_ms"] = s.total_compile_ms;
+  d["last_batch_size"] = s.last_batch_size;
   d["pending_ops"] = backend::engine().pending_ops();
   d["recorded_composites"] = backend::recorded_composite_count();
   d["device_allocations"] = backend::engine().device(0).allocations();

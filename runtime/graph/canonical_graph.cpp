@@ -100,6 +100,7 @@ CanonicalGraph CanonicalGraph::build(const StepGraph& graph) {
     }
     hs.word(n.written.size());
     for (uint16_t w : n.written) hs.word(w);
+    hs.word(n.host_input);
     auto& outs = g.node_outputs.emplace_back();
     hs.word(n.outputs.size());
     for (const auto& r : n.outputs) {

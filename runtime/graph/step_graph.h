@@ -54,6 +54,9 @@ struct Node {
   // Written inputs whose buffers held nothing before this node (torch.empty(...).fill_()): the plan
   // gives them memory. Filled in by the engine when it records the node.
   boost::container::small_vector<uint16_t, 1> initializes;
+  // The node copies host data into its written input (`x.to("moreh")`): that buffer is one of the
+  // step's data inputs, whose leading dimension is the batch (DESIGN.md §2.5, analysis).
+  bool host_input = false;
   std::shared_ptr<const KernelPayload> payload;
 };
 
