@@ -122,6 +122,9 @@ void run_eagerly(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   const size_t n = schema.arguments().size();
   const size_t base = stack->size() - n;
   engine().note_eager_op();
+  if (runtime::log_enabled(runtime::LogLevel::kDebug))
+    runtime::log_message(runtime::LogLevel::kDebug,
+                         "moreh: " + c10::toString(schema.operator_name()) + " ends the step graph and runs eagerly");
   synchronize_device();
   std::vector<c10::IValue> originals(stack->begin() + base, stack->end());
   std::unordered_set<const void*> input_memory;
