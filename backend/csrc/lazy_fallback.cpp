@@ -12,6 +12,7 @@
 #include <unordered_set>
 
 #include "backend/csrc/aten_payload.h"
+#include "backend/csrc/data_dependence.h"
 #include "backend/csrc/device_hooks.h"
 #include "backend/csrc/meta_cache.h"
 #include "backend/csrc/moreh_storage.h"
@@ -122,6 +123,9 @@ void run_eagerly(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   const size_t n = schema.arguments().size();
   const size_t base = stack->size() - n;
   engine().note_eager_op();
+  if (runtime::log_enabled(runtime::LogLevel::kDebug))
+    runtime::log_message(runtime::LogLevel::kDebug,
+                         "moreh: " + c10::toString(schema.operator_name()) + " ends the step graph and runs eagerly");
   synchronize_device();
   std::vector<c10::IValue> originals(stack->begin() + base, stack->end());
   std::unordered_set<const void*> input_memory;
@@ -219,7 +223,8 @@ namespace {
 // What the recorder needs to know about an op, worked out once per op (per thread).
 struct OpTraits {
   runtime::OpId id = 0;
-  bool data_dependent = false, has_meta = false, has_cpu = false, seeded = false;
+  DataDependence data_dependence = DataDependence::kNone;
+  bool has_meta = false, has_cpu = false, seeded = false;
   bool reads_tensors = false;  // has a tensor argument it does not write: shapes come from inputs
   bool is_copy = false;        // aten::copy_: with a host source it brings the step's data in
   std::vector<bool> writes;    // per argument
@@ -234,12 +239,7 @@ const OpTraits& traits_of(const c10::OperatorHandle& op) {
   if (it != table.end()) return it->second;
   OpTraits t;
   t.id = runtime::intern_op(c10::toString(op.schema().operator_name()));
-  // _embedding_bag's Meta kernel sizes its bookkeeping outputs differently from the CPU kernel, and
-  // backward reads them: the shapes must come from the real kernel.
-  static const std::unordered_set<std::string> meta_disagrees = {"aten::_embedding_bag",
-                                                                 "aten::_embedding_bag_forward_only"};
-  t.data_dependent = op.hasTag(at::Tag::dynamic_output_shape) || op.hasTag(at::Tag::data_dependent_output) ||
-                     meta_disagrees.count(op.schema().name()) > 0;
+  t.data_dependence = data_dependence_of(op);
   t.has_meta = has_meta(op);
   t.has_cpu = has_cpu(op);
   t.seeded = op.hasTag(at::Tag::nondeterministic_seeded);
@@ -402,7 +402,8 @@ void lazy_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::ji
   check_not_forked();  // before any lock a parent thread may have held at fork time
   const auto& schema = op.schema();
   const OpTraits& tr = traits_of(op);
-  if (tr.data_dependent) {
+  if (tr.data_dependence != DataDependence::kNone &&
+      call_needs_values(tr.data_dependence, schema, stack->data() + stack->size() - schema.arguments().size())) {
     run_eagerly(op, stack);
     return;
   }

@@ -1,4 +1,5 @@
 """Ops are recorded, not run, until a step boundary; views, in-place and out= keep eager semantics."""
+import pytest
 import torch
 
 from conftest import run_python
@@ -62,6 +63,28 @@ def test_data_dependent_ops_flush_and_run_eagerly():
     assert idx.cpu().flatten().tolist() == [1, 3]
     assert torch.moreh.graph_stats()["eager_ops"] > eager
     assert torch.masked_select(x, x > 0).cpu().tolist() == [1.0, 3.0]
+
+
+def test_indexing_with_integer_tensors_is_recorded_and_a_boolean_mask_flushes():
+    # index.Tensor is tagged data-dependent, but only boolean masks make it so: integer indices (how
+    # Hugging Face builds every attention mask) must not end the step graph.
+    x = torch.arange(120.0).reshape(4, 5, 6)
+    i, j = torch.tensor([[0], [3]]), torch.tensor([[1, 4]])
+    m = x.to("moreh")
+    stats = torch.moreh.graph_stats()
+    got = [m[i.to("moreh"), j.to("moreh")], m[:, j.to("moreh")], m[i, :, j], m[..., torch.tensor([5, 0])],
+           torch.repeat_interleave(torch.tensor([1, 2, 3]).to("moreh"), output_size=6)]
+    after = torch.moreh.graph_stats()
+    assert after["eager_ops"] == stats["eager_ops"] and after["flushes"] == stats["flushes"]
+    want = [x[i, j], x[:, j], x[i, :, j], x[..., torch.tensor([5, 0])], torch.tensor([0, 1, 1, 2, 2, 2])]
+    for a, b in zip(got, want):
+        assert torch.equal(a.cpu(), b)
+    mask = torch.tensor([True, False, True, False])
+    assert torch.equal(m[mask.to("moreh")].cpu(), x[mask])
+    assert torch.equal(torch.repeat_interleave(torch.tensor([2, 1]).to("moreh")).cpu(), torch.tensor([0, 0, 1]))
+    assert torch.moreh.graph_stats()["eager_ops"] == stats["eager_ops"] + 2
+    with pytest.raises(RuntimeError, match="index.Tensor.*out of bounds"):
+        m[torch.tensor([7]).to("moreh")].cpu()
 
 
 def test_printing_a_moreh_tensor():
