@@ -9,6 +9,8 @@
 #include <stdexcept>
 
 #include "runtime/errors.h"
+#include "runtime/flavor_choice.h"
+#include "runtime/user_config.h"
 
 namespace moreh::runtime {
 namespace {
@@ -99,7 +101,12 @@ Config Config::from_env() {
     const char* home = env("HOME");
     c.log_file = std::string(home ? home : "/tmp") + "/.moreh/logs/moreh-" + std::to_string(getpid()) + ".log";
   }
-  c.host_memory_capacity = default_host_capacity();
+  c.config_dir = runtime::config_dir();
+  FlavorChoice choice = choose_flavor(env("MOREH_FLAVOR"), env("MOREH_NUM_DEVICES"), user_config_path(c.config_dir));
+  c.flavor = choice.flavor;
+  c.flavor_source = choice.source;
+  // The host devices share the machine's RAM: by default they split 80% of it.
+  c.host_memory_capacity = std::max<uint64_t>(default_host_capacity() / c.flavor.num_devices, 1);
   if (const char* v = env("MOREH_HOST_MEMORY_CAPACITY"))
     c.host_memory_capacity = parse_var("MOREH_HOST_MEMORY_CAPACITY", v, "a size such as 16GiB, 512MiB or 1073741824",
                                        parse_size);

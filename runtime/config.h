@@ -4,12 +4,17 @@
 #include <string>
 #include <string_view>
 
+#include "runtime/flavor.h"
+
 namespace moreh::runtime {
 
 struct Config {
   std::string log_level = "info";        // MOREH_LOG_LEVEL
   std::string log_file;                  // MOREH_LOG_FILE (default: ~/.moreh/logs/moreh-<pid>.log)
-  uint64_t host_memory_capacity = 0;     // MOREH_HOST_MEMORY_CAPACITY (default: 80% of RAM)
+  std::string config_dir;                // MOREH_CONFIG_DIR (default: ~/.moreh): settings file, process registry
+  Flavor flavor;                         // MOREH_FLAVOR / MOREH_NUM_DEVICES > <config_dir>/config > Small.64GB
+  std::string flavor_source;             // where the flavor came from (a variable, the file's path, "default")
+  uint64_t host_memory_capacity = 0;     // MOREH_HOST_MEMORY_CAPACITY, per host device (default: 80% of RAM / N)
   uint64_t max_pending_ops = 20000;      // MOREH_MAX_PENDING_OPS
   uint64_t graph_cache_size = 256;       // MOREH_GRAPH_CACHE_SIZE
   double sync_timeout_s = 1800.0;        // MOREH_SYNC_TIMEOUT

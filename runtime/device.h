@@ -74,6 +74,8 @@ class PhysicalDevice {
   // Blocks handed out so far: allocated by the device, and adopted from kernels.
   uint64_t allocations() const { return allocations_.load(); }
   uint64_t adoptions() const { return adoptions_.load(); }
+  // Nanoseconds the stream has spent running work since the device started (utilization, moreh-smi).
+  uint64_t busy_ns() const { return busy_ns_.load(std::memory_order_relaxed); }
 
   // New device memory; throws OutOfMemoryError past the capacity.
   virtual std::unique_ptr<PhysicalBlock> allocate(uint64_t bytes) = 0;
@@ -106,7 +108,7 @@ class PhysicalDevice {
   std::atomic<uint64_t> used_{0}, peak_{0};
 
  protected:
-  std::atomic<uint64_t> allocations_{0}, adoptions_{0};
+  std::atomic<uint64_t> allocations_{0}, adoptions_{0}, busy_ns_{0};
 };
 
 }  // namespace moreh::runtime

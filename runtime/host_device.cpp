@@ -124,11 +124,15 @@ bool HostDevice::run_one(std::unique_lock<std::mutex>& lock) {
   running_ = true;
   lock.unlock();
   std::exception_ptr failure;
+  const auto started = std::chrono::steady_clock::now();  // an item is a whole step's program: cheap
   try {
     work();
   } catch (...) {
     failure = std::current_exception();
   }
+  busy_ns_.fetch_add(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count(),
+      std::memory_order_relaxed);
   work = nullptr;  // release captured state before reporting completion
   lock.lock();
   if (failure && !error_) error_ = failure;

@@ -51,11 +51,47 @@ Engine& Engine::global() {
     init_logging(config);
     install_fork_guard();  // the devices start threads: a forked child must not use them
     std::vector<std::unique_ptr<PhysicalDevice>> devices;
-    devices.push_back(std::make_unique<HostDevice>(0, config.host_memory_capacity));
-    log().debug("moreh engine: {} host device(s), {} bytes each", devices.size(), config.host_memory_capacity);
-    return new Engine(std::move(config), std::move(devices));  // lives for the process
+    for (int i = 0; i < config.flavor.num_devices; ++i)
+      devices.push_back(std::make_unique<HostDevice>(i, config.host_memory_capacity));
+    log().debug("moreh engine: flavor {} (from {}): {} host device(s), {} bytes each", config.flavor.name,
+                config.flavor_source, devices.size(), config.host_memory_capacity);
+    auto* made = new Engine(std::move(config), std::move(devices));  // lives for the process
+    made->start_registry();
+    return made;
   }();
+  // Removes the registry entry at exit (after Python's atexit, which does the same, or without Python).
+  static struct RegistryRemover {
+    ~RegistryRemover() { engine->stop_registry(); }
+  } remover;
   return *engine;
+}
+
+uint64_t Engine::memory_used() const {
+  uint64_t sum = 0;
+  for (const auto& d : devices_) sum += d->used();
+  return sum;
+}
+
+uint64_t Engine::memory_capacity() const {
+  uint64_t sum = 0;
+  for (const auto& d : devices_) sum += d->capacity();
+  return sum;
+}
+
+void Engine::start_registry() {
+  if (registry_) return;
+  registry_ = std::make_unique<ProcessRegistry>(
+      config_.config_dir + "/run",
+      [this] {
+        RegistrySnapshot snap{config_.flavor.name, {}};
+        for (const auto& d : devices_) snap.devices.push_back({d->name(), d->used(), d->capacity(), d->busy_ns()});
+        return snap;
+      },
+      std::chrono::milliseconds(1000));
+}
+
+void Engine::stop_registry() {
+  if (registry_) registry_->stop();
 }
 
 void Engine::set_kernel_provider(KernelProvider* provider) { executor_.set_provider(provider); }

@@ -10,6 +10,7 @@
 #include "runtime/device.h"
 #include "runtime/executor.h"
 #include "runtime/graph/step_graph.h"
+#include "runtime/process_registry.h"
 #include "runtime/virtual_memory.h"
 #include "scheduler/plan_cache.h"
 
@@ -38,6 +39,13 @@ class Engine {
   void set_kernel_provider(runtime::KernelProvider* provider);
   runtime::PhysicalDevice& device(int index = 0) { return *devices_.at(index); }
   size_t num_devices() const { return devices_.size(); }
+  // The virtual device's memory: the sum over its physical devices.
+  uint64_t memory_used() const;
+  uint64_t memory_capacity() const;
+
+  // The moreh-smi entry of this process (<config_dir>/run/<pid>.json), kept by a background thread.
+  void start_registry();
+  void stop_registry();
   runtime::VirtualMemory& virtual_memory() { return vm_; }
 
   std::shared_ptr<runtime::Buffer> new_buffer(uint64_t bytes);
@@ -69,6 +77,7 @@ class Engine {
   EngineStats stats_;
   std::exception_ptr deferred_error_;  // a failed step noticed while a flush waited for memory
   bool advanced_parallelization_ = false;
+  std::unique_ptr<runtime::ProcessRegistry> registry_;
 };
 
 }  // namespace moreh::scheduler

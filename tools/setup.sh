@@ -42,7 +42,9 @@ cmake --build build
 
 # The package must be this checkout's (another clone may have installed its own copy before).
 where=$($PY -c "import importlib.util as u; s = u.find_spec('torch_moreh'); print(s.origin if s else '')" 2>/dev/null || true)
-if [ "$where" != "$ROOT/backend/torch_moreh/__init__.py" ]; then
+# Reinstall too when the console scripts are missing (an install from before they existed).
+if [ "$where" != "$ROOT/backend/torch_moreh/__init__.py" ] || ! command -v moreh-smi >/dev/null \
+   || ! command -v moreh-switch-model >/dev/null; then
   echo "[setup] pip install -e . (torch_moreh from $ROOT)"
   $PY -m pip install -q --no-build-isolation --no-deps -e .
 fi

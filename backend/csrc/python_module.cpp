@@ -1,6 +1,7 @@
 // torch_moreh._C: what the Python package needs from the engine.
 #include <torch/csrc/Generator.h>
 #include <torch/extension.h>
+#include <unistd.h>
 
 #include "backend/csrc/device_hooks.h"
 #include "backend/csrc/host_kernel_provider.h"
@@ -76,19 +77,52 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     } catch (const std::exception& ex) {
       runtime::log_message(runtime::LogLevel::kError, std::string("moreh: a step failed at exit: ") + ex.what());
     }
+    backend::engine().stop_registry();  // moreh-smi stops listing this process
   });
-  m.def("_memory_allocated", [] { return backend::engine().device(0).used(); });
-  m.def("_max_memory_allocated", [] { return backend::engine().device(0).peak(); });
-  m.def("_reset_peak_memory_stats", [] { backend::engine().device(0).reset_peak(); });
+  // Memory of the virtual device: sums over its physical devices.
+  m.def("_memory_allocated", [] { return backend::engine().memory_used(); });
+  m.def("_max_memory_allocated", [] {
+    auto& e = backend::engine();
+    uint64_t sum = 0;
+    for (size_t i = 0; i < e.num_devices(); ++i) sum += e.device(static_cast<int>(i)).peak();
+    return sum;
+  });
+  m.def("_reset_peak_memory_stats", [] {
+    auto& e = backend::engine();
+    for (size_t i = 0; i < e.num_devices(); ++i) e.device(static_cast<int>(i)).reset_peak();
+  });
   m.def("_empty_cache", [] {
     py::gil_scoped_release nogil;
     backend::synchronize_device();
-    backend::engine().device(0).release_cached();
+    auto& e = backend::engine();
+    for (size_t i = 0; i < e.num_devices(); ++i) e.device(static_cast<int>(i)).release_cached();
   });
-  m.def("_cached_bytes", [] { return backend::engine().device(0).cached_bytes(); });
-  m.def("_memory_capacity", [] { return backend::engine().device(0).capacity(); });
+  m.def("_cached_bytes", [] {
+    auto& e = backend::engine();
+    uint64_t sum = 0;
+    for (size_t i = 0; i < e.num_devices(); ++i) sum += e.device(static_cast<int>(i)).cached_bytes();
+    return sum;
+  });
+  m.def("_memory_capacity", [] { return backend::engine().memory_capacity(); });
   m.def("_physical_device_name", [] { return backend::engine().device(0).name(); });
   m.def("_num_physical_devices", [] { return backend::engine().num_devices(); });
+  m.def("_physical_devices", [] {
+    auto& e = backend::engine();
+    py::list out;
+    for (size_t i = 0; i < e.num_devices(); ++i) {
+      auto& d = e.device(static_cast<int>(i));
+      py::dict entry;
+      entry["index"] = i;
+      entry["name"] = d.name();
+      entry["memory_used"] = d.used();
+      entry["memory_total"] = d.capacity();
+      out.append(entry);
+    }
+    return out;
+  });
+  m.def("_flavor", [] { return backend::engine().config().flavor.name; });
+  m.def("_flavor_source", [] { return backend::engine().config().flavor_source; });
+  m.def("_registry_path", [] { return backend::engine().config().config_dir + "/run/" + std::to_string(getpid()) + ".json"; });
   m.def("_get_default_generator", [] {
     return py::reinterpret_steal<py::object>(THPGenerator_initDefaultGenerator(backend::default_generator()));
   });

@@ -189,7 +189,7 @@ def memory_stats(device=None):
 
 # --- properties ---------------------------------------------------------------------------------
 _DeviceProperties = collections.namedtuple(
-    "_DeviceProperties", ["name", "type", "total_memory", "num_physical_devices", "physical_device"]
+    "_DeviceProperties", ["name", "type", "flavor", "total_memory", "num_physical_devices", "physical_device"]
 )
 
 
@@ -199,10 +199,12 @@ def get_device_name(device=None):
 
 
 def get_device_properties(device=None):
+    """The virtual device: its flavor, how many physical devices stand behind it, their total memory."""
     _check_index(device)
     return _DeviceProperties(
         name=_DEVICE_NAME,
         type="moreh",
+        flavor=_C._flavor(),
         total_memory=_C._memory_capacity(),
         num_physical_devices=_C._num_physical_devices(),
         physical_device=_C._physical_device_name(),
@@ -217,6 +219,17 @@ def get_amp_supported_dtype():
 def graph_stats():
     """Counters of the lazy engine: recorded ops, flushes, plan-cache hits and misses, compile times."""
     return dict(_C._stats())
+
+
+def flavor():
+    """The flavor of this process's virtual device (MOREH_FLAVOR / MOREH_NUM_DEVICES > moreh-switch-model's
+    choice > Small.64GB) and where the choice came from."""
+    return _C._flavor(), _C._flavor_source()
+
+
+def physical_devices():
+    """The physical devices behind the virtual one: index, name, memory used and total (bytes)."""
+    return [dict(d) for d in _C._physical_devices()]
 
 
 def log_file():

@@ -4,6 +4,13 @@ import sys
 
 import pytest
 
+# Tests see the default flavor and leave no registry entries in the user's ~/.moreh, whatever
+# moreh-switch-model chose there (set before any test module imports torch).
+if "MOREH_CONFIG_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["MOREH_CONFIG_DIR"] = tempfile.mkdtemp(prefix="moreh-tests-")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 

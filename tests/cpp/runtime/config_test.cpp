@@ -46,7 +46,8 @@ TEST(ParseSizeTest, MoreMalformedSizesThrowInvalidArgument) {
 class ConfigEnvTest : public ::testing::Test {
  protected:
   static constexpr const char* kVars[] = {"MOREH_LOG_LEVEL",        "MOREH_LOG_FILE",        "MOREH_HOST_MEMORY_CAPACITY",
-                                          "MOREH_MAX_PENDING_OPS",  "MOREH_GRAPH_CACHE_SIZE", "MOREH_SYNC_TIMEOUT"};
+                                          "MOREH_MAX_PENDING_OPS",  "MOREH_GRAPH_CACHE_SIZE", "MOREH_SYNC_TIMEOUT",
+                                          "MOREH_FLAVOR",           "MOREH_NUM_DEVICES",     "MOREH_CONFIG_DIR"};
 
   void SetUp() override {
     for (const char* v : kVars) {
@@ -105,6 +106,22 @@ TEST_F(ConfigEnvTest, ValidValuesParse) {
 
   setenv("MOREH_LOG_LEVEL", "debug", 1);
   EXPECT_EQ(Config::from_env().log_level, "debug");
+}
+
+TEST_F(ConfigEnvTest, FlavorSetsTheDeviceCountAndSplitsTheDefaultCapacity) {
+  setenv("MOREH_CONFIG_DIR", "/nonexistent/moreh-config-test", 1);
+  Config one = Config::from_env();
+  EXPECT_EQ(one.flavor.name, "Small.64GB");
+  EXPECT_EQ(one.flavor_source, "default");
+  EXPECT_EQ(one.config_dir, "/nonexistent/moreh-config-test");
+  setenv("MOREH_FLAVOR", "xLarge.512GB", 1);
+  Config eight = Config::from_env();
+  EXPECT_EQ(eight.flavor.num_devices, 8);
+  EXPECT_EQ(eight.host_memory_capacity, one.host_memory_capacity / 8);  // 80% of RAM shared by the devices
+  setenv("MOREH_HOST_MEMORY_CAPACITY", "2GiB", 1);
+  EXPECT_EQ(Config::from_env().host_memory_capacity, 2 * GiB);  // the variable is per device
+  setenv("MOREH_NUM_DEVICES", "4", 1);
+  EXPECT_THROW(Config::from_env(), ConfigError);
 }
 
 TEST_F(ConfigEnvTest, EmptyValuesCountAsUnset) {
