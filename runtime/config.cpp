@@ -114,13 +114,19 @@ Config Config::from_env() {
     c.max_pending_ops = parse_var("MOREH_MAX_PENDING_OPS", v, "a positive integer", parse_count);
   if (const char* v = env("MOREH_GRAPH_CACHE_SIZE"))
     c.graph_cache_size = parse_var("MOREH_GRAPH_CACHE_SIZE", v, "a positive integer", parse_count);
+  auto parse_seconds = [](std::string_view s) {
+    size_t used = 0;
+    double d = std::stod(std::string(s), &used);
+    if (used != s.size() || !(d > 0) || !std::isfinite(d)) throw std::invalid_argument("timeout");
+    return d;
+  };
   if (const char* v = env("MOREH_SYNC_TIMEOUT"))
-    c.sync_timeout_s = parse_var("MOREH_SYNC_TIMEOUT", v, "a positive number of seconds", [](std::string_view s) {
-      size_t used = 0;
-      double d = std::stod(std::string(s), &used);
-      if (used != s.size() || !(d > 0) || !std::isfinite(d)) throw std::invalid_argument("timeout");
-      return d;
-    });
+    c.sync_timeout_s = parse_var("MOREH_SYNC_TIMEOUT", v, "a positive number of seconds", parse_seconds);
+  // A collective waits for peers that may still be running a long step, so by default it is as patient as
+  // a wait for the device.
+  c.collective_timeout_s = c.sync_timeout_s;
+  if (const char* v = env("MOREH_COLLECTIVE_TIMEOUT"))
+    c.collective_timeout_s = parse_var("MOREH_COLLECTIVE_TIMEOUT", v, "a positive number of seconds", parse_seconds);
   return c;
 }
 

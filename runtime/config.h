@@ -18,6 +18,7 @@ struct Config {
   uint64_t max_pending_ops = 20000;      // MOREH_MAX_PENDING_OPS
   uint64_t graph_cache_size = 256;       // MOREH_GRAPH_CACHE_SIZE
   double sync_timeout_s = 1800.0;        // MOREH_SYNC_TIMEOUT
+  double collective_timeout_s = 1800.0;  // MOREH_COLLECTIVE_TIMEOUT (default: MOREH_SYNC_TIMEOUT's value)
 
   // Reads the environment; a malformed value throws ConfigError naming the variable.
   static Config from_env();

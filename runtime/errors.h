@@ -23,6 +23,13 @@ class TimeoutError : public Error {
   using Error::Error;
 };
 
+// A collective could not complete: ranks issued different collectives, or the communicator broke earlier
+// (a peer timed out or failed) and refuses new work instead of hanging.
+class CollectiveError : public Error {
+ public:
+  using Error::Error;
+};
+
 // A device could not hold what a step needs. The text follows MoAI's "Error Code 4: OUT_OF_MEMORY".
 class OutOfMemoryError : public Error {
  public:

@@ -47,7 +47,8 @@ class ConfigEnvTest : public ::testing::Test {
  protected:
   static constexpr const char* kVars[] = {"MOREH_LOG_LEVEL",        "MOREH_LOG_FILE",        "MOREH_HOST_MEMORY_CAPACITY",
                                           "MOREH_MAX_PENDING_OPS",  "MOREH_GRAPH_CACHE_SIZE", "MOREH_SYNC_TIMEOUT",
-                                          "MOREH_FLAVOR",           "MOREH_NUM_DEVICES",     "MOREH_CONFIG_DIR"};
+                                          "MOREH_FLAVOR",           "MOREH_NUM_DEVICES",     "MOREH_CONFIG_DIR",
+                                          "MOREH_COLLECTIVE_TIMEOUT"};
 
   void SetUp() override {
     for (const char* v : kVars) {
@@ -163,6 +164,20 @@ TEST_F(ConfigEnvTest, BadSyncTimeoutThrowsConfigError) {
     setenv("MOREH_SYNC_TIMEOUT", bad, 1);
     std::string what = config_error_text();
     EXPECT_NE(what.find("MOREH_SYNC_TIMEOUT"), std::string::npos) << bad << ": " << what;
+  }
+}
+
+TEST_F(ConfigEnvTest, CollectiveTimeoutDefaultsToTheSyncTimeoutAndCanBeSetApart) {
+  setenv("MOREH_SYNC_TIMEOUT", "40", 1);
+  EXPECT_DOUBLE_EQ(Config::from_env().collective_timeout_s, 40.0);
+  setenv("MOREH_COLLECTIVE_TIMEOUT", "0.25", 1);
+  Config c = Config::from_env();
+  EXPECT_DOUBLE_EQ(c.collective_timeout_s, 0.25);
+  EXPECT_DOUBLE_EQ(c.sync_timeout_s, 40.0);
+  for (const char* bad : {"0", "-3", "later"}) {
+    setenv("MOREH_COLLECTIVE_TIMEOUT", bad, 1);
+    std::string what = config_error_text();
+    EXPECT_NE(what.find("MOREH_COLLECTIVE_TIMEOUT"), std::string::npos) << bad << ": " << what;
   }
 }
 

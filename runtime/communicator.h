@@ -1,0 +1,125 @@
+// Collective communication among the physical devices behind the virtual one: the interface that the
+// in-process host implementation (HostCommunicator), NCCL (CUDA devices) and Gloo (across processes)
+// implement. A communicator has N ranks; rank r is bound to device(r), and its buffers are that device's
+// memory (host pointers for host devices).
+//
+// Collectives are stream-ordered, as in NCCL: each rank issues its part on its own device's in-order
+// stream, and the collective completes once every rank's part has run. Every rank must issue the same
+// collectives in the same order (send/recv are matched per (source, destination) pair instead). A part
+// whose peers do not arrive within the communicator's bound fails with TimeoutError naming the collective
+// and the missing ranks; from then on the communicator is broken and every part fails at once with
+// CollectiveError, so a dead peer gives a clear error rather than a hang later.
+#pragma once
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "runtime/data_type.h"
+#include "runtime/device.h"
+#include "runtime/elementwise_reduction.h"
+
+namespace moreh::runtime {
+
+enum class CollectiveKind : uint8_t { kAllReduce, kReduceScatter, kAllGather, kBroadcast, kSend, kRecv, kBarrier };
+
+std::string_view name_of(CollectiveKind kind);
+
+// One rank's part of one collective. Counts are elements of `type`.
+//   all_reduce:     send[count] -> recv[count], reduced with `op` over the ranks; send == recv is in place.
+//   reduce_scatter: send[sum(counts)] -> recv[counts[rank]]: the rank's slice (slices laid out in rank
+//                   order) reduced over the ranks; recv == send + offset of the slice is in place.
+//   all_gather:     send[counts[rank]] -> recv[sum(counts)], slices in rank order; send == recv + offset
+//                   of the rank's slice is in place. Uneven counts are the *v variants (MPI_Allgatherv).
+//   broadcast:      the root's send[count] -> every rank's recv[count] (`peer` is the root; only the
+//                   root's send is read; send == recv on the root is in place).
+//   send / recv:    count elements to / from rank `peer`.
+//   barrier:        no data; completes when every rank has reached it.
+struct CollectivePart {
+  CollectiveKind kind = CollectiveKind::kBarrier;
+  DataType type = DataType::kFloat32;
+  ReduceOp op = ReduceOp::kSum;
+  const void* send = nullptr;
+  void* recv = nullptr;
+  uint64_t count = 0;
+  std::vector<uint64_t> counts;  // reduce_scatter, all_gather: one per rank
+  int peer = -1;                 // broadcast: root; send: destination; recv: source
+
+  // "all_reduce(sum, float32, 1000 elements)", for errors and the log.
+  std::string describe() const;
+  // Whether two ranks' parts are the same collective (kind, type, op, counts, root).
+  bool matches(const CollectivePart& other) const;
+};
+
+// What one rank has put on the wire, as counted by the algorithm that moved it.
+struct CollectiveTraffic {
+  uint64_t bytes_sent = 0;
+  uint64_t operations = 0;  // parts run to completion
+};
+
+// Bytes each rank sends in a ring all-reduce (chunked reduce-scatter then all-gather) of `bytes` over
+// `ranks` ranks: 2·(N−1)/N · bytes. The planner's cost model and bench report against this ideal.
+double ring_all_reduce_bytes_per_rank(uint64_t bytes, int ranks);
+
+class Communicator {
+ public:
+  // Distinct devices, one per rank; throws ConfigError otherwise.
+  explicit Communicator(std::vector<PhysicalDevice*> devices);
+  virtual ~Communicator() = default;
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  int size() const { return static_cast<int>(devices_.size()); }
+  PhysicalDevice& device(int rank) const { return *devices_.at(rank); }
+
+  // Issues rank's part at the end of device(rank)'s stream and returns; the part's errors surface at that
+  // device's synchronize(), as any stream work's do. The buffers must stay valid until the part has run,
+  // and the communicator must outlive every part issued. Bad arguments throw ConfigError here; a broken
+  // communicator throws CollectiveError here.
+  void enqueue(int rank, CollectivePart part);
+  // Runs rank's part at the current point of device(rank)'s stream, for code that is itself running on
+  // that stream (an executor's program); returns when the part is complete.
+  void run_in_stream(int rank, const CollectivePart& part);
+
+  // Shorthands for enqueue().
+  void all_reduce(int rank, const void* send, void* recv, uint64_t count, DataType type, ReduceOp op);
+  void reduce_scatter(int rank, const void* send, void* recv, std::vector<uint64_t> counts, DataType type,
+                      ReduceOp op);
+  void all_gather(int rank, const void* send, void* recv, std::vector<uint64_t> counts, DataType type);
+  void broadcast(int rank, const void* send, void* recv, uint64_t count, DataType type, int root);
+  void send(int rank, const void* data, uint64_t count, DataType type, int peer);
+  void recv(int rank, void* data, uint64_t count, DataType type, int peer);
+  void barrier(int rank);
+
+  bool broken() const { return broken_.load(); }
+  // Why the communicator broke ("" while it works).
+  std::string broken_reason() const;
+
+  CollectiveTraffic traffic(int rank) const;
+  uint64_t total_bytes_sent() const;
+  void reset_traffic();
+
+ protected:
+  // The implementation's halves of enqueue() and run_in_stream(), called with validated arguments.
+  virtual void enqueue_part(int rank, CollectivePart part) = 0;
+  virtual void run_part(int rank, const CollectivePart& part) = 0;
+
+  void count_sent(int rank, uint64_t bytes);
+  void count_completed(int rank);
+  // The first reason wins; returns false when it was already broken.
+  bool mark_broken(std::string reason);
+  void throw_if_broken() const;
+
+ private:
+  void validate(int rank, const CollectivePart& part) const;
+
+  std::vector<PhysicalDevice*> devices_;
+  std::unique_ptr<std::atomic<uint64_t>[]> bytes_sent_, operations_;
+  std::atomic<bool> broken_{false};
+  mutable std::mutex reason_mu_;
+  std::string broken_reason_;
+};
+
+}  // namespace moreh::runtime

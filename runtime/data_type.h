@@ -1,0 +1,36 @@
+// Element types of device memory that the runtime itself reads (collectives reduce them). Kept apart from
+// torch's ScalarType because runtime/ never sees torch; the backend maps one onto the other.
+#pragma once
+#include <cstdint>
+#include <string_view>
+
+namespace moreh::runtime {
+
+enum class DataType : uint8_t { kFloat32, kFloat64, kBFloat16, kFloat16, kInt64, kInt32 };
+
+constexpr uint64_t size_of(DataType t) {
+  switch (t) {
+    case DataType::kFloat64:
+    case DataType::kInt64: return 8;
+    case DataType::kFloat32:
+    case DataType::kInt32: return 4;
+    case DataType::kBFloat16:
+    case DataType::kFloat16: return 2;
+  }
+  return 0;
+}
+
+// torch's spelling ("float32", "bfloat16", ...), for error messages.
+constexpr std::string_view name_of(DataType t) {
+  switch (t) {
+    case DataType::kFloat32: return "float32";
+    case DataType::kFloat64: return "float64";
+    case DataType::kBFloat16: return "bfloat16";
+    case DataType::kFloat16: return "float16";
+    case DataType::kInt64: return "int64";
+    case DataType::kInt32: return "int32";
+  }
+  return "?";
+}
+
+}  // namespace moreh::runtime

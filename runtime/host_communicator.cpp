@@ -1,0 +1,230 @@
+#include "runtime/host_communicator.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <cstring>
+#include <numeric>
+
+#include "runtime/errors.h"
+#include "runtime/spdlog_logger.h"
+
+namespace moreh::runtime {
+namespace {
+
+// Where each rank's slice starts, in elements, for slices laid out in rank order.
+std::vector<uint64_t> offsets_of(const std::vector<uint64_t>& counts) {
+  std::vector<uint64_t> offsets(counts.size(), 0);
+  std::exclusive_scan(counts.begin(), counts.end(), offsets.begin(), uint64_t{0});
+  return offsets;
+}
+
+// all_reduce's chunks: N nearly equal pieces, the first count % N one element longer.
+std::vector<uint64_t> even_chunks(uint64_t count, int n) {
+  std::vector<uint64_t> chunks(n, count / n);
+  for (uint64_t c = 0; c < count % n; ++c) ++chunks[c];
+  return chunks;
+}
+
+const std::byte* at(const void* p, uint64_t elements, uint64_t element_size) {
+  return static_cast<const std::byte*>(p) + elements * element_size;
+}
+std::byte* at(void* p, uint64_t elements, uint64_t element_size) {
+  return static_cast<std::byte*>(p) + elements * element_size;
+}
+
+void copy_bytes(void* dst, const void* src, uint64_t bytes) {
+  if (bytes != 0 && dst != src) std::memcpy(dst, src, bytes);
+}
+
+}  // namespace
+
+HostCommunicator::HostCommunicator(std::vector<PhysicalDevice*> devices, std::chrono::milliseconds timeout)
+    : Communicator(std::move(devices)), timeout_(timeout), next_seq_(size(), 0) {
+  for (int r = 0; r < size(); ++r)
+    if (device(r).kind() != DeviceKind::kHost)
+      throw ConfigError("HostCommunicator works on host devices only; rank " + std::to_string(r) + " is " +
+                        device(r).name());
+}
+
+void HostCommunicator::enqueue_part(int rank, CollectivePart part) {
+  device(rank).submit([this, rank, part = std::move(part)] { run_part(rank, part); });
+}
+
+void HostCommunicator::run_part(int rank, const CollectivePart& part) {
+  throw_if_broken();
+  switch (part.kind) {
+    case CollectiveKind::kSend: run_send(rank, part); break;
+    case CollectiveKind::kRecv: run_recv(rank, part); break;
+    default: run_collective(rank, part); break;
+  }
+  count_completed(rank);
+}
+
+void HostCommunicator::fail_broken(std::unique_lock<std::mutex>& lock) {
+  // Another rank broke the communicator while this one waited: fail the same way, with its reason.
+  const bool timed_out = broken_by_timeout_;
+  lock.unlock();
+  if (timed_out) throw TimeoutError(broken_reason());
+  throw CollectiveError(broken_reason());
+}
+
+void HostCommunicator::break_with(std::unique_lock<std::mutex>& lock, const std::string& reason, bool timed_out) {
+  if (!mark_broken(reason)) fail_broken(lock);
+  broken_by_timeout_ = timed_out;
+  meeting_.clear();
+  mail_.clear();
+  changed_.notify_all();
+  lock.unlock();
+  log().error("{}", reason);
+  if (timed_out) throw TimeoutError(reason);
+  throw CollectiveError(reason);
+}
+
+void HostCommunicator::finish_phase(std::unique_lock<std::mutex>& lock, Rendezvous& rv, int phase, int rank,
+                                    uint64_t seq, const CollectivePart& part) {
+  rv.phase_of_rank[rank] = phase + 1;
+  changed_.notify_all();
+  auto behind = [&] {
+    std::vector<std::string> ranks;
+    for (int r = 0; r < size(); ++r)
+      if (rv.phase_of_rank[r] <= phase) ranks.push_back(fmt::format("{} ({})", r, device(r).name()));
+    return ranks;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  while (!behind().empty()) {
+    if (broken()) fail_broken(lock);
+    if (changed_.wait_until(lock, deadline) == std::cv_status::timeout && !broken()) {
+      const auto missing = behind();
+      if (missing.empty()) break;
+      break_with(lock,
+                 fmt::format("{} (collective #{} of a {}-rank communicator) timed out on rank {} ({}): rank{} {} did "
+                             "not {} within {} ms (MOREH_COLLECTIVE_TIMEOUT); a peer is dead or its stream is stuck",
+                             part.describe(), seq, size(), rank, device(rank).name(), missing.size() > 1 ? "s" : "",
+                             fmt::join(missing, ", "), phase == 0 ? "arrive" : "finish its part", timeout_.count()),
+                 true);
+    }
+  }
+}
+
+void HostCommunicator::run_collective(int rank, const CollectivePart& part) {
+  const int n = size();
+  const uint64_t es = size_of(part.type);
+  std::unique_lock<std::mutex> lock(mu_);
+  if (broken()) {
+    lock.unlock();
+    throw_if_broken();
+  }
+  const uint64_t seq = next_seq_[rank]++;
+  std::shared_ptr<Rendezvous>& slot = meeting_[seq];
+  if (!slot) {
+    slot = std::make_shared<Rendezvous>();
+    slot->first = part;
+    slot->first_rank = rank;
+    slot->send.assign(n, nullptr);
+    slot->recv.assign(n, nullptr);
+    slot->phase_of_rank.assign(n, 0);
+  } else if (!slot->first.matches(part)) {
+    break_with(lock,
+               fmt::format("collective #{}: rank {} issued {} where rank {} issued {}; every rank must issue the same "
+                           "collectives in the same order",
+                           seq, rank, part.describe(), slot->first_rank, slot->first.describe()),
+               false);
+  }
+  const std::shared_ptr<Rendezvous> rv = slot;
+  rv->send[rank] = part.send;
+  rv->recv[rank] = part.recv;
+  finish_phase(lock, *rv, 0, rank, seq, part);
+  meeting_.erase(seq);  // everyone has its pointer; the first rank past the meeting removes it
+  lock.unlock();
+
+  switch (part.kind) {
+    case CollectiveKind::kAllReduce: {
+      const std::vector<uint64_t> chunks = even_chunks(part.count, n), offsets = offsets_of(chunks);
+      std::vector<const void*> inputs(n);
+      for (int k = 0; k < n; ++k) inputs[k] = at(rv->send[k], offsets[rank], es);
+      reduce_elements(part.type, part.op, inputs, at(part.recv, offsets[rank], es), chunks[rank]);
+      count_sent(rank, (part.count - chunks[rank]) * es);
+      lock.lock();
+      finish_phase(lock, *rv, 1, rank, seq, part);
+      lock.unlock();
+      for (int c = 0; c < n; ++c)
+        if (c != rank) copy_bytes(at(part.recv, offsets[c], es), at(rv->recv[c], offsets[c], es), chunks[c] * es);
+      count_sent(rank, chunks[rank] * es * (n - 1));
+      break;
+    }
+    case CollectiveKind::kReduceScatter: {
+      const std::vector<uint64_t> offsets = offsets_of(part.counts);
+      std::vector<const void*> inputs(n);
+      for (int k = 0; k < n; ++k) inputs[k] = at(rv->send[k], offsets[rank], es);
+      reduce_elements(part.type, part.op, inputs, part.recv, part.counts[rank]);
+      const uint64_t total = offsets.back() + part.counts.back();
+      count_sent(rank, (total - part.counts[rank]) * es);
+      break;
+    }
+    case CollectiveKind::kAllGather: {
+      const std::vector<uint64_t> offsets = offsets_of(part.counts);
+      for (int c = 0; c < n; ++c) copy_bytes(at(part.recv, offsets[c], es), rv->send[c], part.counts[c] * es);
+      count_sent(rank, part.counts[rank] * es * (n - 1));
+      break;
+    }
+    case CollectiveKind::kBroadcast:
+      copy_bytes(part.recv, rv->send[part.peer], part.count * es);
+      if (rank == part.peer) count_sent(rank, part.count * es * (n - 1));
+      break;
+    default: break;  // a barrier is the meeting itself
+  }
+  if (part.kind == CollectiveKind::kBarrier) return;
+  // Peers read this rank's buffers until they are done: the part ends when every rank's has.
+  lock.lock();
+  finish_phase(lock, *rv, 2, rank, seq, part);
+}
+
+void HostCommunicator::run_send(int rank, const CollectivePart& part) {
+  const uint64_t bytes = part.count * size_of(part.type);
+  Message message{part, std::vector<std::byte>(bytes)};
+  copy_bytes(message.data.data(), part.send, bytes);
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (broken()) {
+      lock.unlock();
+      throw_if_broken();
+    }
+    ++sends_[{rank, part.peer}];
+    mail_[{rank, part.peer}].push_back(std::move(message));
+  }
+  changed_.notify_all();
+  count_sent(rank, bytes);
+}
+
+void HostCommunicator::run_recv(int rank, const CollectivePart& part) {
+  const std::pair<int, int> key{part.peer, rank};
+  std::unique_lock<std::mutex> lock(mu_);
+  if (broken()) {
+    lock.unlock();
+    throw_if_broken();
+  }
+  const uint64_t seq = recvs_[key]++;
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  while (mail_[key].empty()) {
+    if (broken()) fail_broken(lock);
+    if (changed_.wait_until(lock, deadline) == std::cv_status::timeout && !broken() && mail_[key].empty())
+      break_with(lock,
+                 fmt::format("{} (message #{} from rank {} to rank {}) timed out on rank {} ({}): rank {} ({}) did "
+                             "not send within {} ms (MOREH_COLLECTIVE_TIMEOUT); a peer is dead or its stream is stuck",
+                             part.describe(), seq, part.peer, rank, rank, device(rank).name(), part.peer,
+                             device(part.peer).name(), timeout_.count()),
+                 true);
+  }
+  Message message = std::move(mail_[key].front());
+  mail_[key].pop_front();
+  if (message.part.type != part.type || message.part.count != part.count)
+    break_with(lock,
+               fmt::format("message #{} from rank {} to rank {}: rank {} issued {} but rank {} issued {}", seq,
+                           part.peer, rank, part.peer, message.part.describe(), rank, part.describe()),
+               false);
+  lock.unlock();
+  copy_bytes(part.recv, message.data.data(), message.data.size());
+}
+
+}  // namespace moreh::runtime
