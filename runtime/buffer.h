@@ -5,15 +5,18 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "runtime/device.h"
+#include "runtime/placement.h"
 #include "runtime/virtual_memory.h"
 
 namespace moreh::runtime {
 
 class Buffer {
  public:
-  Buffer(VirtualMemory& vm, uint64_t bytes);
+  // `devices`: the physical devices of the virtual one (memory may be bound on each).
+  Buffer(VirtualMemory& vm, uint64_t bytes, int devices = 1);
   ~Buffer();
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
@@ -32,10 +35,22 @@ class Buffer {
   void mark_defined() { defined_.store(true, std::memory_order_relaxed); }
   bool defined() const { return defined_.load(std::memory_order_relaxed); }
 
-  // Physical memory, touched only by the device's stream (one device for now for now; the many-devices issue turns this into one block per device).
-  PhysicalBlock* memory() const { return memory_.get(); }
-  void bind(std::unique_ptr<PhysicalBlock> block) { memory_ = std::move(block); }
-  void unbind() { memory_.reset(); }
+  // Physical memory per device, touched only by that device's stream (or by the host thread while the
+  // devices are idle). Device 0's is the one eager code and host reads use.
+  PhysicalBlock* memory(int device = 0) const { return blocks_.at(device).get(); }
+  void bind(std::unique_ptr<PhysicalBlock> block) { bind(0, std::move(block)); }
+  void bind(int device, std::unique_ptr<PhysicalBlock> block);
+  void unbind(int device = 0);
+  void unbind_all() {
+    for (auto& b : blocks_) b.reset();
+  }
+  // Blocks bound on any device.
+  bool has_memory() const;
+
+  // Where the value lives once the work submitted so far has run (set by the host thread when it submits
+  // a step; see runtime/placement.h).
+  const Placement& placement() const { return placement_; }
+  void set_placement(const Placement& p) { placement_ = p; }
 
   // Set when the step that should have produced this buffer failed; reading it raises this text.
   void set_failure(std::shared_ptr<const std::string> why) { std::atomic_store(&failure_, std::move(why)); }
@@ -48,7 +63,8 @@ class Buffer {
   uint64_t id_;
   std::atomic<bool> frontend_alive_{true};
   std::atomic<bool> defined_{false};
-  std::unique_ptr<PhysicalBlock> memory_;
+  std::vector<std::unique_ptr<PhysicalBlock>> blocks_;
+  Placement placement_;
   std::shared_ptr<const std::string> failure_;
 };
 

@@ -2,6 +2,7 @@
 // torch's ScalarType because runtime/ never sees torch; the backend maps one onto the other.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 namespace moreh::runtime {
@@ -32,5 +33,10 @@ constexpr std::string_view name_of(DataType t) {
   }
   return "?";
 }
+
+// The backend's dtype codes (TensorRef::dtype) that the runtime can compute on, registered by the backend
+// when it loads (the runtime never sees torch's ScalarType).
+void register_data_type(int8_t code, DataType type);
+std::optional<DataType> data_type_of(int8_t code);
 
 }  // namespace moreh::runtime

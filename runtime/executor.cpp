@@ -2,19 +2,23 @@
 
 #include <fmt/format.h>
 
+#include <cstring>
+
 #include "runtime/errors.h"
+#include "runtime/host_arithmetic.h"
 
 namespace moreh::runtime {
 
 PhysicalBlock& LaunchContext::input_memory(size_t i) const {
   const Buffer& b = *node_.inputs.at(i).buffer;
   if (auto why = b.failure()) throw Error("this tensor's value is unavailable: " + *why);
-  if (!b.memory()) throw Error(fmt::format("buffer {} has no memory on {}", b.id(), device_.name()));
-  return *b.memory();
+  PhysicalBlock* m = b.memory(device_.index());
+  if (!m) throw Error(fmt::format("buffer {} has no memory on {}", b.id(), device_.name()));
+  return *m;
 }
 
 void LaunchContext::bind_output(size_t i, std::unique_ptr<PhysicalBlock> block) const {
-  node_.outputs.at(i).buffer->bind(std::move(block));
+  node_.outputs.at(i).buffer->bind(device_.index(), std::move(block));
 }
 
 void mark_step_failed(const StepGraph& graph, size_t first, const std::string& why) {
@@ -41,18 +45,36 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
       switch (ins.kind) {
         case Instruction::Kind::kAllocate: {
           Buffer& b = *step.bindings[ins.index];
-          if (!b.memory()) b.bind(device.allocate(b.bytes()));
+          const uint64_t bytes = program.sizes.empty() ? b.bytes() : program.sizes.at(ins.aux);
+          if (!b.memory(device.index())) b.bind(device.index(), device.allocate(bytes));
           break;
         }
         case Instruction::Kind::kLaunch: {
           next_node = ins.index;
           const Node& node = nodes[ins.index];
-          provider_->launch(node, LaunchContext(device, node));
+          if (ins.aux == 0) {
+            provider_->launch(node, LaunchContext(device, node));
+          } else {
+            const LocalLaunch& local = program.launches.at(ins.aux - 1);
+            Node mine = node;  // the same op over this device's rows
+            for (size_t i = 0; i < mine.inputs.size(); ++i) {
+              mine.inputs[i].offset = local.inputs[i].offset;
+              mine.inputs[i].sizes = local.inputs[i].sizes;
+            }
+            for (size_t k = 0; k < mine.outputs.size(); ++k) {
+              mine.outputs[k].offset = local.outputs[k].offset;
+              mine.outputs[k].sizes = local.outputs[k].sizes;
+            }
+            provider_->launch(mine, LaunchContext(device, mine, &local));
+          }
           next_node = ins.index + 1;
           break;
         }
         case Instruction::Kind::kRelease:
-          step.bindings[ins.index]->unbind();
+          step.bindings[ins.index]->unbind(device.index());
+          break;
+        default:
+          run_collective(step, program, ins, device);
           break;
       }
     } catch (const OutOfMemoryError& e) {
@@ -65,6 +87,107 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
       mark_step_failed(*step.graph, next_node, why);
       throw Error(why);
     }
+  }
+}
+
+void Executor::run_collective(const StepExecution& step, const DeviceProgram& program, const Instruction& ins,
+                              PhysicalDevice& device) {
+  const Plan& plan = *step.plan;
+  const int rank = device.index();
+  Buffer& b = *step.bindings[ins.index];
+  const SlotInfo& info = plan.slots.at(ins.index);
+  auto need_type = [&]() {
+    if (!info.type) throw Error(fmt::format("buffer {} has an element type the runtime cannot reduce", b.id()));
+    return *info.type;
+  };
+  auto block = [&](Buffer& x) -> PhysicalBlock& {
+    if (auto why = x.failure()) throw Error("this tensor's value is unavailable: " + *why);
+    PhysicalBlock* m = x.memory(rank);
+    if (!m) throw Error(fmt::format("buffer {} has no memory on {}", x.id(), device.name()));
+    return *m;
+  };
+  if (!comm_ && (ins.kind == Instruction::Kind::kAllReduce || ins.kind == Instruction::Kind::kAllGather ||
+                 ins.kind == Instruction::Kind::kBroadcast))
+    throw Error("a plan over several devices ran without a communicator");
+  switch (ins.kind) {
+    case Instruction::Kind::kAllReduce: {
+      const DataType t = need_type();
+      PhysicalBlock& m = block(b);
+      CollectivePart p;
+      p.kind = CollectiveKind::kAllReduce;
+      p.type = t;
+      p.op = ReduceOp::kSum;
+      p.send = m.data();
+      p.recv = m.data();
+      p.count = b.bytes() / size_of(t);
+      comm_->run_in_stream(rank, p);
+      break;
+    }
+    case Instruction::Kind::kAllGather: {
+      // Rows travel as 8-, 4- or 2-byte words, whichever divides a row.
+      const uint64_t row = info.row_bytes;
+      const DataType unit = row % 8 == 0 ? DataType::kInt64 : row % 4 == 0 ? DataType::kInt32 : DataType::kFloat16;
+      const uint64_t rows = b.bytes() / row;
+      std::vector<uint64_t> counts;
+      for (int r = 0; r < comm_->size(); ++r)
+        counts.push_back(split_rows(static_cast<int64_t>(rows), comm_->size(), r).count * row / size_of(unit));
+      PhysicalBlock& local = block(b);
+      auto full = device.allocate(b.bytes());
+      CollectivePart p;
+      p.kind = CollectiveKind::kAllGather;
+      p.type = unit;
+      p.send = local.data();
+      p.recv = full->data();
+      p.counts = counts;
+      comm_->run_in_stream(rank, p);
+      b.bind(rank, std::move(full));
+      break;
+    }
+    case Instruction::Kind::kBroadcast: {
+      if (!b.memory(rank)) b.bind(rank, device.allocate(b.bytes()));
+      PhysicalBlock& m = block(b);
+      // Bytes travel as 2-byte words; an odd count (a bool scalar) goes through a padded bounce buffer.
+      const uint64_t padded = (b.bytes() + 1) / 2 * 2;
+      std::unique_ptr<PhysicalBlock> bounce;
+      void* data = m.data();
+      if (padded != b.bytes()) {
+        bounce = device.allocate(padded);
+        std::memcpy(bounce->data(), m.data(), b.bytes());
+        data = bounce->data();
+      }
+      CollectivePart p;
+      p.kind = CollectiveKind::kBroadcast;
+      p.type = DataType::kFloat16;
+      p.count = padded / 2;
+      p.send = data;
+      p.recv = data;
+      p.peer = 0;
+      comm_->run_in_stream(rank, p);
+      if (bounce) std::memcpy(m.data(), data, b.bytes());
+      break;
+    }
+    case Instruction::Kind::kScale: {
+      PhysicalBlock& m = block(b);
+      const DataType t = need_type();
+      scale_elements(t, m.data(), m.bytes() / size_of(t), program.factors.at(ins.aux));
+      break;
+    }
+    case Instruction::Kind::kKeepRows: {
+      const uint64_t row = info.row_bytes;
+      const RowRange r = split_rows(static_cast<int64_t>(b.bytes() / row), comm_ ? comm_->size() : 1, rank);
+      auto mine = device.allocate(r.count * row);
+      std::memcpy(mine->data(), static_cast<const char*>(block(b).data()) + r.begin * row, r.count * row);
+      b.bind(rank, std::move(mine));
+      break;
+    }
+    case Instruction::Kind::kMultiply:
+    case Instruction::Kind::kDivide: {
+      Buffer& other = *step.bindings[ins.aux];
+      combine_scalars(need_type(), block(b).data(), block(other).data(),
+                      ins.kind == Instruction::Kind::kMultiply ? ScalarOp::kMultiply : ScalarOp::kDivide);
+      break;
+    }
+    default: throw Error("unknown instruction");
   }
 }
 

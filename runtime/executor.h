@@ -4,6 +4,7 @@
 #include <memory>
 #include <vector>
 
+#include "runtime/communicator.h"
 #include "runtime/device.h"
 #include "runtime/graph/canonical_graph.h"
 #include "runtime/kernel_provider.h"
@@ -22,14 +23,20 @@ class Executor {
   Executor(std::vector<PhysicalDevice*> devices, KernelProvider* provider) : devices_(std::move(devices)),
                                                                            provider_(provider) {}
   void set_provider(KernelProvider* provider) { provider_ = provider; }
+  // The collectives of plans over several devices (rank r = devices[r]).
+  void set_communicator(Communicator* comm) { comm_ = comm; }
   // Enqueues every program of the step on its device.
   void submit(StepExecution step);
   // Runs one program to the end on the calling thread (the device's stream calls this).
   void run_program(const StepExecution& step, const DeviceProgram& program);
 
  private:
+  void run_collective(const StepExecution& step, const DeviceProgram& program, const Instruction& ins,
+                      PhysicalDevice& device);
+
   std::vector<PhysicalDevice*> devices_;
   KernelProvider* provider_;
+  Communicator* comm_ = nullptr;
 };
 
 // Marks the outputs of nodes [first, end) as failed with `why` (also used when a step is not run at all).

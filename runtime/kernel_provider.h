@@ -6,13 +6,20 @@
 
 #include "runtime/device.h"
 #include "runtime/graph/step_graph.h"
+#include "runtime/program.h"
 
 namespace moreh::runtime {
 
 class LaunchContext {
  public:
-  LaunchContext(PhysicalDevice& device, const Node& node) : device_(device), node_(node) {}
+  // `local`: the device's part of a node split by rows (node's refs are then already the local ones).
+  LaunchContext(PhysicalDevice& device, const Node& node, const LocalLaunch* local = nullptr)
+      : device_(device), node_(node), local_(local) {}
   PhysicalDevice& device() const { return device_; }
+  // Under batch splitting: this device's rows of the batch; host data a node copies in (x.to("moreh"))
+  // is cut to them, and random ops draw the whole batch's numbers and keep these rows, so a split step
+  // draws what one device would.
+  const LocalLaunch* local() const { return local_; }
   // The memory behind an input; throws if the buffer is unavailable (an earlier step failed).
   PhysicalBlock& input_memory(size_t input_index) const;
   // Binds the memory a kernel produced (or the provider allocated) to a fresh output.
@@ -21,6 +28,7 @@ class LaunchContext {
  private:
   PhysicalDevice& device_;
   const Node& node_;
+  const LocalLaunch* local_;
 };
 
 class KernelProvider {

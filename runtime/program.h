@@ -4,6 +4,10 @@
 #include <string>
 #include <vector>
 
+#include "runtime/data_type.h"
+#include "runtime/graph/step_graph.h"
+#include "runtime/placement.h"
+
 namespace moreh::runtime {
 
 struct Instruction {
@@ -11,15 +15,47 @@ struct Instruction {
     kAllocate,  // bind fresh memory to a buffer slot read before anything in the step writes it
     kLaunch,    // run node `index` of the step graph
     kRelease,   // the slot's last use has passed and the script no longer holds it
+    // With several devices (every device's program has the same instructions; `index` is a slot):
+    kAllReduce,  // sum the slot's partial values over the devices (kPartial -> kReplicate)
+    kAllGather,  // gather the slot's rows from every device (kShard -> kReplicate)
+    kBroadcast,  // copy device 0's value to every device (kHome/kLocal -> kReplicate)
+    kScale,      // multiply the slot's elements by factors[aux] (a device's share of a mean)
+    kMultiply,   // scalar slot *= scalar slot `aux` (a local mean loss back to a local sum)
+    kDivide,     // scalar slot /= scalar slot `aux` (the summed loss over the summed weight)
+    kKeepRows,   // keep only this device's rows of a replicated slot (kReplicate -> kShard, no traffic)
   };
   Kind kind;
   uint32_t index;
+  uint32_t aux = 0;  // kAllocate: sizes[aux] bytes; kLaunch: launches[aux - 1] (0: as recorded)
+};
+
+// A tensor as one device sees it under batch splitting: strides stay as recorded.
+struct LocalRef {
+  int64_t offset = 0;
+  Dims sizes;
+};
+
+// A node run on one device's part of the batch.
+struct LocalLaunch {
+  std::vector<LocalRef> inputs, outputs;
+  RowRange rows;            // this device's rows of the step's batch
+  int64_t batch_rows = 0;   // the whole batch
+  int input0_dim = -1;      // where input 0 is split (random ops draw the whole batch's numbers along it)
+};
+
+// What the collectives and host arithmetic need to know about a slot.
+struct SlotInfo {
+  std::optional<DataType> type;  // the element type, when the runtime can compute on it
+  uint64_t row_bytes = 0;        // kShard slots: bytes per row
 };
 
 struct DeviceProgram {
   int device = 0;
   std::vector<Instruction> code;
   uint64_t peak_bytes = 0;  // most bytes the program holds at once beyond what exists before it
+  std::vector<LocalLaunch> launches;
+  std::vector<uint64_t> sizes;
+  std::vector<double> factors;
 };
 
 struct Plan {
@@ -30,6 +66,18 @@ struct Plan {
   // The leading dimensions of the step's data inputs, most frequent first (scheduler/step_analysis.h).
   std::vector<int64_t> batch_sizes;
   std::string summary;  // one line for the log
+  // With several devices: where each slot's value lives after the step, what collectives need about it,
+  // the ops that had no sharding rule and ran replicated on gathered inputs, and the bytes each device
+  // sends in the step's collectives.
+  int num_devices = 1;
+  std::vector<Placement> final_placements;
+  std::vector<SlotInfo> slots;
+  uint64_t replicated_fallbacks = 0;
+  std::vector<std::string> fallback_ops;      // "aten::cumsum ×2"
+  std::vector<std::string> fallback_details;  // per node, why (filled when the log is at debug)
+  uint64_t collective_bytes_per_device = 0;
+  uint64_t work_bytes_per_device = 0;  // bytes the busiest device's kernels write (the cost model's work)
+  int64_t split_rows = 0;              // the batch split by rows (0: not split)
   // Steps that ran this plan. Only a step graph that recurs has per-step data: the first graph of a
   // script also uploads the model's parameters, which are host copies too. The engine's lock guards it.
   mutable uint64_t uses = 0;

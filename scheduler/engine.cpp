@@ -5,11 +5,16 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 
 #include "runtime/errors.h"
 #include "runtime/fork_guard.h"
+#include "runtime/elementwise_reduction.h"
+#include "runtime/host_communicator.h"
 #include "runtime/host_device.h"
+#include "runtime/rank_layout.h"
 #include "runtime/spdlog_logger.h"
+#include "scheduler/data_parallel_planner.h"
 #include "scheduler/planner.h"
 #include "scheduler/step_analysis.h"
 
@@ -30,13 +35,34 @@ std::chrono::milliseconds timeout_of(const Config& c) {
   return std::chrono::milliseconds(static_cast<int64_t>(std::min(c.sync_timeout_s, kMaxSeconds) * 1000.0));
 }
 
+// MOREH_LOG_LEVEL=trace: every compiled graph, a line per node (op, input slots and shapes, outputs).
+void trace_graph(const StepGraph& graph, const CanonicalGraph& canonical) {
+  const auto& nodes = graph.nodes();
+  for (size_t n = 0; n < nodes.size(); ++n) {
+    std::string ins, outs;
+    for (size_t i = 0; i < nodes[n].inputs.size(); ++i)
+      ins += fmt::format("{}s{}[{}]", i ? " " : "", canonical.node_inputs[n][i], fmt::join(nodes[n].inputs[i].sizes, "x"));
+    for (size_t k = 0; k < nodes[n].outputs.size(); ++k)
+      outs += fmt::format("{}s{}[{}]", k ? " " : "", canonical.node_outputs[n][k], fmt::join(nodes[n].outputs[k].sizes, "x"));
+    log().trace("  #{} {} ({}) -> ({}){}", n, op_name(nodes[n].op), ins, outs, nodes[n].host_input ? " host" : "");
+  }
+}
+
 }  // namespace
 
 Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devices)
     : config_(std::move(config)),
       devices_(std::move(devices)),
       executor_(raw(devices_), nullptr),
-      cache_(config_.graph_cache_size) {}
+      cache_(config_.graph_cache_size) {
+  if (devices_.size() > 1) {
+    constexpr double kMaxSeconds = 1e8;
+    communicator_ = std::make_unique<HostCommunicator>(
+        raw(devices_),
+        std::chrono::milliseconds(static_cast<int64_t>(std::min(config_.collective_timeout_s, kMaxSeconds) * 1000.0)));
+    executor_.set_communicator(communicator_.get());
+  }
+}
 
 Engine::~Engine() {
   try {
@@ -96,7 +122,7 @@ void Engine::stop_registry() {
 
 void Engine::set_kernel_provider(KernelProvider* provider) { executor_.set_provider(provider); }
 
-std::shared_ptr<Buffer> Engine::new_buffer(uint64_t bytes) { return std::make_shared<Buffer>(vm_, bytes); }
+std::shared_ptr<Buffer> Engine::new_buffer(uint64_t bytes) { return std::make_shared<Buffer>(vm_, bytes, static_cast<int>(devices_.size())); }
 
 void Engine::record(Node node) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
@@ -129,10 +155,19 @@ void Engine::flush_locked() {
   if (plan) {
     log().debug("Step graph {:016x} found in the plan cache ({} ops)", canonical.hash, plan->num_nodes);
   } else {
-    auto compiled = std::make_shared<Plan>(compile_plan(canonical));
-    compiled->batch_sizes = analyze_step(*graph, canonical).batch_sizes;
+    StepAnalysis analysis = analyze_step(*graph, canonical);
+    auto compiled = std::make_shared<Plan>(
+        devices_.size() == 1 ? compile_plan(canonical)
+                             : compile_data_parallel_plan(*graph, canonical, static_cast<int>(devices_.size()),
+                                                          analysis.batch_sizes));
+    compiled->batch_sizes = analysis.batch_sizes;
+    if (devices_.size() > 1) log_layout_once();
+    if (compiled->replicated_fallbacks > 0)
+      log().info("{} op(s) had no sharding rule and ran replicated on gathered inputs: {}",
+                 compiled->replicated_fallbacks, fmt::join(compiled->fallback_ops, ", "));
     log().info("Step graph {:016x} compiled in {:.3f} ms: {}", canonical.hash, compiled->compile_ms,
                compiled->summary);
+    if (log().should_log(spdlog::level::trace)) trace_graph(*graph, canonical);
     stats_.last_compile_ms = compiled->compile_ms;
     stats_.total_compile_ms += compiled->compile_ms;
     plan = compiled;
@@ -165,7 +200,51 @@ void Engine::flush_locked() {
       throw oom;
     }
   }
+  if (plan->num_devices > 1) {
+    // Where each buffer will be once this step has run: the next plan and host reads start from there.
+    for (size_t i = 0; i < canonical.bindings.size(); ++i) canonical.bindings[i]->set_placement(plan->final_placements[i]);
+    stats_.replicated_fallbacks += plan->replicated_fallbacks;
+    stats_.last_replicated_fallbacks = plan->replicated_fallbacks;
+  }
   executor_.submit(StepExecution{plan, graph, std::move(canonical.bindings)});
+}
+
+void Engine::log_layout_once() {
+  if (layout_logged_) return;
+  layout_logged_ = true;
+  std::vector<std::string> names;
+  for (const auto& d : devices_) names.push_back(d->name());
+  log().info("{}", device_count_line(static_cast<int>(devices_.size())));
+  for (const auto& line : rank_layout_lines({.dp = static_cast<int>(devices_.size())}, names)) log().info("{}", line);
+}
+
+void Engine::bring_home(Buffer& b) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  if (devices_.size() == 1) return;
+  const Placement p = b.placement();
+  if (p.kind == PlacementKind::kHome) return;
+  const int n = static_cast<int>(devices_.size());
+  if (p.kind == PlacementKind::kShard && b.has_memory()) {
+    // Gather the rows onto device 0 (host devices: the blocks are host memory).
+    auto full = devices_[0]->allocate(b.bytes());
+    const uint64_t row = b.bytes() / static_cast<uint64_t>(p.rows);
+    for (int d = 0; d < n; ++d) {
+      RowRange r = split_rows(p.rows, n, d);
+      if (r.count == 0) continue;
+      PhysicalBlock* m = b.memory(d);
+      if (!m) throw Error(fmt::format("buffer {} lost its rows on {}", b.id(), devices_[d]->name()));
+      std::memcpy(static_cast<char*>(full->data()) + r.begin * row, m->data(), r.count * row);
+    }
+    b.unbind_all();
+    b.bind(0, std::move(full));
+  } else if (p.kind == PlacementKind::kPartial && b.memory(0)) {
+    std::vector<const void*> parts;
+    for (int d = 0; d < n; ++d)
+      if (b.memory(d)) parts.push_back(b.memory(d)->data());
+    reduce_elements(p.type, ReduceOp::kSum, parts, b.memory(0)->data(), b.bytes() / size_of(p.type));
+  }
+  for (int d = 1; d < n; ++d) b.unbind(d);
+  b.set_placement({PlacementKind::kHome});
 }
 
 void Engine::synchronize() {

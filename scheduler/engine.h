@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "runtime/buffer.h"
+#include "runtime/communicator.h"
 #include "runtime/config.h"
 #include "runtime/device.h"
 #include "runtime/executor.h"
@@ -26,6 +27,8 @@ struct EngineStats {
   double last_compile_ms = 0, total_compile_ms = 0;
   // The batch size of the last flushed step if its graph recurs, else 0 (scheduler/step_analysis.h).
   int64_t last_batch_size = 0;
+  // With several devices: ops that had no sharding rule and ran replicated on gathered inputs.
+  uint64_t replicated_fallbacks = 0, last_replicated_fallbacks = 0;
 };
 
 class Engine {
@@ -61,11 +64,17 @@ class Engine {
   void note_eager_op();
 
   EngineStats stats() const;
+  // Makes device 0 hold b's whole value (gathering rows, summing partial values) and the only copy: for
+  // host reads and eager ops, which use device 0's memory. Call with the devices idle (after synchronize).
+  void bring_home(runtime::Buffer& b);
+  // Bytes the devices have sent in collectives since the engine started (0 with one device).
+  uint64_t collective_bytes() const { return communicator_ ? communicator_->total_bytes_sent() : 0; }
   void set_advanced_parallelization(bool enabled);
   bool advanced_parallelization() const;
 
  private:
   void flush_locked();
+  void log_layout_once();
 
   runtime::Config config_;
   runtime::VirtualMemory vm_;
@@ -78,6 +87,8 @@ class Engine {
   std::exception_ptr deferred_error_;  // a failed step noticed while a flush waited for memory
   bool advanced_parallelization_ = false;
   std::unique_ptr<runtime::ProcessRegistry> registry_;
+  std::unique_ptr<runtime::Communicator> communicator_;
+  bool layout_logged_ = false;
 };
 
 }  // namespace moreh::scheduler

@@ -24,6 +24,9 @@ struct StepAnalysis {
   // first appearance; batch_size is the first (0 when the step has no data input).
   std::vector<int64_t> batch_sizes;
   int64_t batch_size = 0;
+  // The rows batch splitting divides: batch_size, unless every host copy of the step is state being set
+  // up (parameters uploaded and then updated in the same graph), which is never split: then 0.
+  int64_t split_rows = 0;
 };
 
 StepAnalysis analyze_step(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical);

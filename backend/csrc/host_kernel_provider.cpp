@@ -18,7 +18,7 @@ bool is_native_dropout(const c10::OperatorHandle& op) {
 
 // native_dropout has no generator argument (the CPU kernel would draw from the global CPU generator),
 // so moreh draws the mask itself from the node's seed, with CPU's formula.
-void native_dropout(torch::jit::Stack& stack, uint64_t seed) {
+void native_dropout(torch::jit::Stack& stack, uint64_t seed, const runtime::LocalLaunch* local) {
   at::Tensor input = stack[0].toTensor();
   double p = stack[1].toDouble();
   std::optional<bool> train = stack[2].toOptional<bool>();
@@ -32,7 +32,18 @@ void native_dropout(torch::jit::Stack& stack, uint64_t seed) {
   double keep = 1.0 - p;
   double scale = keep == 0 ? 0.0 : 1.0 / keep;
   auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  at::Tensor mask = at::empty_like(input, at::MemoryFormat::Contiguous).bernoulli_(keep, gen);
+  at::Tensor mask;
+  if (local && local->input0_dim >= 0 && local->rows.count > 0) {
+    // Split by rows: draw the whole batch's mask, as one device would, and keep this device's rows.
+    const int dim = local->input0_dim;
+    const int64_t per_row = input.size(dim) / local->rows.count;
+    std::vector<int64_t> whole(input.sizes().begin(), input.sizes().end());
+    whole[dim] = per_row * local->batch_rows;
+    mask = at::empty(whole, input.options()).bernoulli_(keep, gen).narrow(dim, local->rows.begin * per_row,
+                                                                          input.size(dim));
+  } else {
+    mask = at::empty_like(input, at::MemoryFormat::Contiguous).bernoulli_(keep, gen);
+  }
   at::Tensor out = input.mul(mask).mul_(scale);
   stack.emplace_back(out);
   stack.emplace_back(mask.to(at::kBool));
@@ -49,6 +60,7 @@ class HostKernelProvider final : public runtime::KernelProvider {
       if (a.isTensorList()) a = a.toTensorList().copy();
       else if (a.isOptionalTensorList()) a = a.toOptionalTensorList().copy();
     }
+    std::vector<const void*>& input_data_ = input_data();
     input_data_.clear();
     for (size_t i = 0; i < p.inputs.size(); ++i) {
       runtime::PhysicalBlock& block = ctx.input_memory(i);
@@ -61,6 +73,13 @@ class HostKernelProvider final : public runtime::KernelProvider {
       else a.toOptionalTensorList().set(slot.elem, std::optional<at::Tensor>(t));
     }
     if (p.seeded && p.generator_arg >= 0) stack[p.generator_arg] = at::make_generator<at::CPUGeneratorImpl>(p.seed);
+    if (node.host_input && ctx.local()) {
+      // x.to("moreh") split by rows: this device copies its rows of the host tensor.
+      const runtime::RowRange rows = ctx.local()->rows;
+      for (auto& a : stack)
+        if (a.isTensor() && a.toTensor().defined() && a.toTensor().dim() > 0 && a.toTensor().size(0) == ctx.local()->batch_rows)
+          a = a.toTensor().narrow(0, rows.begin, rows.count);
+    }
 
     {
       // Kernels may run on the script's thread (when it waits for the device): keep its autocast and
@@ -69,7 +88,7 @@ class HostKernelProvider final : public runtime::KernelProvider {
       c10::impl::ExcludeDispatchKeyGuard no_modes(c10::autocast_dispatch_keyset |
                                                   c10::DispatchKeySet({c10::DispatchKey::Python,
                                                                        c10::DispatchKey::PythonTLSSnapshot}));
-      if (p.seeded && p.generator_arg < 0 && is_native_dropout(p.op)) native_dropout(stack, p.seed);
+      if (p.seeded && p.generator_arg < 0 && is_native_dropout(p.op)) native_dropout(stack, p.seed, ctx.local());
       else p.op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::CPU), &stack);
     }
 
@@ -83,7 +102,14 @@ class HostKernelProvider final : public runtime::KernelProvider {
   }
 
  private:
+  // The inputs' memory of the launch running on this thread (each device's stream launches on its own).
+  static std::vector<const void*>& input_data() {
+    thread_local std::vector<const void*> data;
+    return data;
+  }
+
   void bind(const runtime::LaunchContext& ctx, size_t k, const runtime::TensorRef& ref, const at::Tensor& r) {
+    const std::vector<const void*>& input_data_ = input_data();
     const uint64_t bytes = ref.buffer->bytes();
     bool adoptable = r.defined() && r.device().is_cpu() && r.scalar_type() == static_cast<c10::ScalarType>(ref.dtype) &&
                      r.storage_offset() == ref.offset && r.sizes().equals({ref.sizes.data(), ref.sizes.size()}) &&
@@ -112,7 +138,6 @@ class HostKernelProvider final : public runtime::KernelProvider {
     ctx.bind_output(k, std::move(block));
   }
 
-  std::vector<const void*> input_data_;  // one launch at a time per device stream
 };
 
 }  // namespace

@@ -239,6 +239,7 @@ const OpTraits& traits_of(const c10::OperatorHandle& op) {
   if (it != table.end()) return it->second;
   OpTraits t;
   t.id = runtime::intern_op(c10::toString(op.schema().operator_name()));
+  runtime::set_op_facts(t.id, runtime::OpFacts{op.hasTag(at::Tag::pointwise), op.hasTag(at::Tag::nondeterministic_seeded)});
   t.data_dependence = data_dependence_of(op);
   t.has_meta = has_meta(op);
   t.has_cpu = has_cpu(op);
@@ -434,6 +435,7 @@ void lazy_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::ji
     check_device(t, op);
     if (is_moreh(t)) {
       payload->inputs.push_back({static_cast<uint16_t>(arg), elem});
+      node.input_args.push_back(static_cast<uint8_t>(arg));
       // Conjugate/negative views reach conj-aware kernels (mm) with the bit set; the recorded ref has
       // no bit, so record the resolved values instead (written arguments never carry a bit).
       moreh_inputs.push_back(!tr.writes[arg] && (t.is_conj() || t.is_neg()) ? at::resolve_neg(at::resolve_conj(t)) : t);
@@ -475,14 +477,17 @@ void lazy_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::ji
       key_value(key, a, true);
       payload->args.emplace_back(c10::Device(c10::kCPU));
       node.attrs.push_back(std::string("device"));
+      node.attr_args.push_back(static_cast<uint8_t>(i));
     } else if (static_cast<int>(i) == tr.generator_arg) {
       payload->generator_arg = static_cast<int>(i);
       payload->args.emplace_back(c10::IValue());
       node.attrs.push_back(runtime::Seed{});
+      node.attr_args.push_back(static_cast<uint8_t>(i));
     } else {
       key_value(key, a, !tr.reads_tensors);
       payload->args.push_back(a);
       node.attrs.push_back(to_attribute(a));
+      node.attr_args.push_back(static_cast<uint8_t>(i));
     }
   }
   if (tr.seeded) {
@@ -518,6 +523,7 @@ void lazy_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::ji
       case OutSpec::Kind::kFresh: {
         at::Tensor out = new_moreh_tensor(o.nbytes, o.sizes, o.strides, o.offset, o.dtype);
         node.outputs.push_back(make_ref(out));
+        node.output_rets.push_back(static_cast<uint8_t>(ret));
         payload->outputs.push_back({ret, elem});
         return out;
       }

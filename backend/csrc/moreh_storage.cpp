@@ -138,6 +138,7 @@ at::Tensor materialized_cpu_view(const at::Tensor& t) {
   synchronize_device();
   runtime::TensorRef ref = make_ref(t);
   if (auto why = ref.buffer->failure()) TORCH_CHECK(false, "this moreh tensor's value is unavailable: ", *why);
+  translating_errors([&] { engine().bring_home(*ref.buffer); });  // rows or partial sums on several devices
   if (!ref.buffer->memory()) {
     translating_errors([&] { ref.buffer->bind(engine().device(0).allocate(ref.buffer->bytes())); });
   }

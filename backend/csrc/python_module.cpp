@@ -7,6 +7,7 @@
 #include "backend/csrc/host_kernel_provider.h"
 #include "backend/csrc/lazy_fallback.h"
 #include "backend/csrc/moreh_storage.h"
+#include "runtime/data_type.h"
 #include "runtime/errors.h"
 #include "runtime/fork_guard.h"
 #include "runtime/logging.h"
@@ -17,6 +18,13 @@ using namespace moreh;
 namespace {
 
 void init() {
+  // The element types the runtime reduces and scales itself (collectives, shares of a mean).
+  runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::Float), runtime::DataType::kFloat32);
+  runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::Double), runtime::DataType::kFloat64);
+  runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::BFloat16), runtime::DataType::kBFloat16);
+  runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::Half), runtime::DataType::kFloat16);
+  runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::Long), runtime::DataType::kInt64);
+  runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::Int), runtime::DataType::kInt32);
   auto& e = backend::engine();  // reads MOREH_* (a malformed value raises here, naming it)
   e.set_kernel_provider(&backend::host_kernel_provider());
   backend::register_recorded_composites();
@@ -27,6 +35,9 @@ py::dict stats() {
   py::dict d;
   d["recorded_ops"] = s.recorded_ops;
   d["eager_ops"] = s.eager_ops;
+  d["replicated_fallbacks"] = s.replicated_fallbacks;
+  d["last_replicated_fallbacks"] = s.last_replicated_fallbacks;
+  d["collective_bytes"] = backend::engine().collective_bytes();
   d["flushes"] = s.flushes;
   d["cache_hits"] = s.cache_hits;
   d["cache_misses"] = s.cache_misses;

@@ -115,6 +115,11 @@ CanonicalGraph CanonicalGraph::build(const StepGraph& graph) {
     hs.word(cb.bytes);
     hs.word(static_cast<uint64_t>(cb.origin));
     hs.word(cb.live_after);
+    if (cb.origin == BufferOrigin::kMaterialized) {  // where it lives decides the collectives the plan needs
+      const Placement& p = g.bindings[i]->placement();
+      hs.word(static_cast<uint64_t>(p.kind));
+      hs.word(static_cast<uint64_t>(p.rows));
+    }
   }
   g.hash = hs.done();
   return g;

@@ -40,6 +40,15 @@ using OpId = uint32_t;
 OpId intern_op(std::string_view name);
 const std::string& op_name(OpId id);
 
+// What the recorder knows about an operator from its schema (torch's tags), for the scheduler's sharding
+// rules; set when the recorder first meets the operator.
+struct OpFacts {
+  bool pointwise = false;  // elementwise over broadcast inputs (torch's `pointwise` tag)
+  bool seeded = false;     // draws random numbers (`nondeterministic_seeded`)
+};
+void set_op_facts(OpId id, OpFacts facts);
+OpFacts op_facts(OpId id);
+
 // What the kernel provider needs to run a node; opaque to the runtime and the scheduler.
 struct KernelPayload {
   virtual ~KernelPayload() = default;
@@ -57,7 +66,18 @@ struct Node {
   // The node copies host data into its written input (`x.to("moreh")`): that buffer is one of the
   // step's data inputs, whose leading dimension is the batch (DESIGN.md §2.5, analysis).
   bool host_input = false;
+  // Where inputs, attributes and outputs sit in the operator's schema: input i is argument input_args[i],
+  // attribute j is argument attr_args[j], output k is return output_rets[k]. The sharding rules read
+  // arguments by their schema position.
+  boost::container::small_vector<uint8_t, 4> input_args, attr_args, output_rets;
   std::shared_ptr<const KernelPayload> payload;
+
+  // The attribute for schema argument `arg` (nullptr when that argument is a tensor or out of range).
+  const Attribute* attr_of_arg(int arg) const;
+  // The first input that is schema argument `arg`, or -1.
+  int input_of_arg(int arg) const;
+  // The output that is schema return `ret`, or -1 (an undefined result has no output).
+  int output_of_ret(int ret) const;
 };
 
 class StepGraph {

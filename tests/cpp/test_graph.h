@@ -39,6 +39,10 @@ inline Node node(std::string_view op, std::vector<TensorRef> inputs, std::vector
   n.inputs = std::move(inputs);
   n.outputs = std::move(outputs);
   for (uint16_t w : written) n.written.push_back(w);
+  // Schema positions as if the op took its tensors first, then its attributes, and returned its outputs.
+  for (size_t i = 0; i < n.inputs.size(); ++i) n.input_args.push_back(static_cast<uint8_t>(i));
+  for (size_t j = 0; j < n.attrs.size(); ++j) n.attr_args.push_back(static_cast<uint8_t>(n.inputs.size() + j));
+  for (size_t k = 0; k < n.outputs.size(); ++k) n.output_rets.push_back(static_cast<uint8_t>(k));
   return n;
 }
 

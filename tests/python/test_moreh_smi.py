@@ -11,7 +11,8 @@ import pytest
 from conftest import ROOT
 from tools_helpers import run_tool, tool_env
 
-# Holds a 16 MiB tensor on moreh until its stdin closes, then exits normally.
+# Holds a 16 MiB tensor on moreh until its stdin closes, then exits normally. The tensor is made on the
+# device, so every physical device of the flavor holds a replica (16 MiB each).
 HOLDER = """
 import sys, torch
 x = torch.ones(4 << 20, device="moreh")
@@ -74,10 +75,10 @@ def test_lists_a_running_process_and_drops_it_when_it_exits(tmp_path, holder):
     proc = holder(MOREH_FLAVOR="Medium.128GB", MOREH_HOST_MEMORY_CAPACITY="1GiB")
     entry = wait_for(lambda: listed(tmp_path, proc.pid), "the holder in moreh-smi")
     assert entry["flavor"] == "Medium.128GB" and entry["memory_total"] == 2 << 30
-    wait_for(lambda: (listed(tmp_path, proc.pid) or {}).get("memory_used", 0) >= 16 << 20, "its 16 MiB")
+    wait_for(lambda: (listed(tmp_path, proc.pid) or {}).get("memory_used", 0) >= 32 << 20, "its 2 × 16 MiB")
     table = run_tool("moreh_smi", config_dir=tmp_path).stdout
     row = next(line for line in table.splitlines() if f"  {proc.pid}  " in line)
-    assert "-c" in row and "16 MiB" in row
+    assert "-c" in row and "32 MiB" in row  # replicated on both devices of Medium.128GB
     assert (tmp_path / "run" / f"{proc.pid}.json").exists()
     proc.stdin.close()  # a normal exit: the process removes its own entry
     assert proc.wait(timeout=60) == 0, proc.stderr.read()
@@ -101,8 +102,11 @@ def test_physical_devices_and_json(tmp_path, holder):
     proc = holder(MOREH_FLAVOR="Large.256GB", MOREH_HOST_MEMORY_CAPACITY="512MiB")
     wait_for(lambda: listed(tmp_path, proc.pid), "the holder in moreh-smi")
     env = {"MOREH_FLAVOR": "Large.256GB", "MOREH_HOST_MEMORY_CAPACITY": "512MiB"}
-    facts = wait_for(lambda: (lambda f: f["physical_devices"][0]["memory_used"] >= 16 << 20 and f)(
-        smi_json(tmp_path, **env)), "its 16 MiB on device 0")
+    def replicated():
+        f = smi_json(tmp_path, **env)
+        return f if all(d["memory_used"] >= 16 << 20 for d in f["physical_devices"]) else None
+
+    facts = wait_for(replicated, "its 16 MiB on every device")
     assert facts["device"]["flavor"] == "Large.256GB" and facts["device"]["num_physical_devices"] == 4
     assert facts["device"]["memory_total"] == 4 * (512 << 20)
     assert [d["index"] for d in facts["physical_devices"]] == [0, 1, 2, 3]
@@ -113,4 +117,4 @@ def test_physical_devices_and_json(tmp_path, holder):
     rows = [line for line in out if line.startswith("|  ") and "MiB /" in line]
     assert len(rows) == 4 and all(r.split("|")[7].strip().endswith(" / 512 MiB") for r in rows)
     assert rows[0].split("|")[2].strip() == f"{os.uname().nodename}:0"
-    assert rows[0].split("|")[7].strip() == "16 MiB / 512 MiB"  # the planner still places steps on device 0
+    assert all(r.split("|")[7].strip() == "16 MiB / 512 MiB" for r in rows)  # a replica on every device

@@ -1,0 +1,153 @@
+#include "scheduler/data_parallel_planner.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include "runtime/data_type.h"
+#include "runtime/virtual_memory.h"
+#include "test_graph.h"
+
+namespace moreh::scheduler {
+namespace {
+
+using moreh::testing::node;
+using moreh::testing::ref;
+using runtime::Buffer;
+using runtime::CanonicalGraph;
+using runtime::Instruction;
+using runtime::PlacementKind;
+using runtime::StepGraph;
+using runtime::TensorRef;
+using Kind = Instruction::Kind;
+
+TensorRef shaped(std::shared_ptr<Buffer> b, runtime::Dims sizes) {
+  TensorRef r = ref(std::move(b));
+  r.sizes = sizes;
+  r.strides.assign(sizes.size(), 1);
+  for (size_t i = sizes.size(); i-- > 1;) r.strides[i - 1] = r.strides[i] * sizes[i];
+  return r;
+}
+
+TensorRef transposed(TensorRef r) {
+  std::swap(r.sizes[0], r.sizes[1]);
+  std::swap(r.strides[0], r.strides[1]);
+  return r;
+}
+
+size_t count(const runtime::DeviceProgram& p, Kind k) {
+  return static_cast<size_t>(std::count_if(p.code.begin(), p.code.end(), [&](const Instruction& i) { return i.kind == k; }));
+}
+
+class DataParallelPlannerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    runtime::register_data_type(6, runtime::DataType::kFloat32);
+    runtime::set_op_facts(runtime::intern_op("aten::relu"), {.pointwise = true});
+  }
+  runtime::VirtualMemory vm;
+  std::shared_ptr<Buffer> buffer(uint64_t bytes, bool defined, int devices) {
+    auto b = std::make_shared<Buffer>(vm, bytes, devices);
+    if (defined) {
+      b->mark_defined();
+      b->set_placement({PlacementKind::kReplicate});
+    }
+    return b;
+  }
+  runtime::Node upload(const std::shared_ptr<Buffer>& dst, runtime::Dims sizes) {
+    runtime::Node n = node("aten::copy_", {shaped(dst, sizes)}, {}, {0});
+    n.host_input = true;
+    return n;
+  }
+};
+
+// x [8,4] uploaded, h = relu(x @ w), gw = x^T @ h: the batch splits through mm and relu, and the weight
+// gradient (a contraction over the batch) is a partial sum, all-reduced before the in-place update.
+TEST_F(DataParallelPlannerTest, SplitsTheBatchAndAllReducesTheWeightGradient) {
+  const int n = 2;
+  auto w = buffer(4 * 16, true, n);
+  auto x = buffer(4 * 32, false, n);
+  auto h = buffer(4 * 32, false, n);
+  auto r = buffer(4 * 32, false, n);
+  auto gw = buffer(4 * 16, false, n);
+  StepGraph g;
+  g.append(upload(x, {8, 4}));
+  g.append(node("aten::mm", {shaped(x, {8, 4}), shaped(w, {4, 4})}, {shaped(h, {8, 4})}));
+  g.append(node("aten::relu", {shaped(h, {8, 4})}, {shaped(r, {8, 4})}));
+  g.append(node("aten::mm", {transposed(shaped(x, {8, 4})), shaped(r, {8, 4})}, {shaped(gw, {4, 4})}));
+  g.append(node("aten::add_.Tensor", {shaped(w, {4, 4}), shaped(gw, {4, 4})}, {}, {0}));
+  h->release_frontend();
+  gw->release_frontend();
+  CanonicalGraph c = CanonicalGraph::build(g);
+  runtime::Plan plan = compile_data_parallel_plan(g, c, n, {8});
+  ASSERT_EQ(plan.programs.size(), 2u);
+  EXPECT_EQ(plan.split_rows, 8) << plan.summary;
+  EXPECT_EQ(plan.replicated_fallbacks, 0u);
+  for (const auto& p : plan.programs) {
+    EXPECT_EQ(count(p, Kind::kAllReduce), 1u);  // the weight gradient
+    EXPECT_EQ(count(p, Kind::kAllGather), 0u);
+    EXPECT_EQ(count(p, Kind::kLaunch), 5u);
+    // The upload and the three batch ops run on 4 of the 8 rows.
+    ASSERT_EQ(p.launches.size(), 4u);
+    EXPECT_EQ(p.launches[0].inputs[0].sizes[0], 4);
+    EXPECT_EQ(p.launches[1].outputs[0].sizes[0], 4);
+    EXPECT_EQ(p.launches[3].inputs[0].sizes[1], 4);  // x^T: the batch is its second dim
+  }
+  EXPECT_EQ(plan.programs[1].launches[0].rows.begin, 4);
+  // The ring's bytes for the 64-byte gradient: 2·(N−1)/N × 64.
+  EXPECT_EQ(plan.collective_bytes_per_device, 64u);
+  const auto slot_of = [&](const std::shared_ptr<Buffer>& b) {
+    return static_cast<size_t>(std::find(c.bindings.begin(), c.bindings.end(), b) - c.bindings.begin());
+  };
+  EXPECT_EQ(plan.final_placements[slot_of(x)].kind, PlacementKind::kShard);
+  EXPECT_EQ(plan.final_placements[slot_of(r)].kind, PlacementKind::kShard);
+  EXPECT_EQ(plan.final_placements[slot_of(w)].kind, PlacementKind::kReplicate);
+}
+
+// An op without a rule (cumsum along the batch) runs replicated on the gathered batch, and is counted.
+// (Four row-wise ops before it make splitting worth the gather in the cost model.)
+TEST_F(DataParallelPlannerTest, AnOpWithoutARuleGathersItsInputsAndIsCounted) {
+  const int n = 4;
+  const uint64_t bytes = 4 * 256 * 64;
+  std::vector<std::shared_ptr<Buffer>> v;
+  for (int i = 0; i < 6; ++i) v.push_back(buffer(bytes, false, n));
+  StepGraph g;
+  g.append(upload(v[0], {256, 64}));
+  for (int i = 0; i < 4; ++i) g.append(node("aten::relu", {shaped(v[i], {256, 64})}, {shaped(v[i + 1], {256, 64})}));
+  g.append(node("aten::cumsum", {shaped(v[4], {256, 64})}, {shaped(v[5], {256, 64})}, {}, {int64_t{0}}));
+  CanonicalGraph c = CanonicalGraph::build(g);
+  runtime::Plan plan = compile_data_parallel_plan(g, c, n, {256});
+  EXPECT_EQ(plan.split_rows, 256) << plan.summary;
+  EXPECT_EQ(plan.replicated_fallbacks, 1u);
+  ASSERT_EQ(plan.fallback_ops.size(), 1u);
+  EXPECT_NE(plan.fallback_ops[0].find("aten::cumsum"), std::string::npos);
+  for (const auto& p : plan.programs) EXPECT_EQ(count(p, Kind::kAllGather), 1u);
+}
+
+// Fewer rows than devices: nothing is split; every device runs the whole step.
+TEST_F(DataParallelPlannerTest, FewerRowsThanDevicesRunsReplicated) {
+  const int n = 4;
+  auto x = buffer(4 * 8, false, n);
+  auto y = buffer(4 * 8, false, n);
+  StepGraph g;
+  g.append(upload(x, {2, 4}));
+  g.append(node("aten::relu", {shaped(x, {2, 4})}, {shaped(y, {2, 4})}));
+  CanonicalGraph c = CanonicalGraph::build(g);
+  runtime::Plan plan = compile_data_parallel_plan(g, c, n, {2});
+  EXPECT_EQ(plan.split_rows, 0);
+  for (const auto& p : plan.programs) EXPECT_TRUE(p.launches.empty());
+}
+
+TEST(SplitRowsTest, FirstDevicesTakeTheRemainder) {
+  EXPECT_EQ(runtime::split_rows(5, 2, 0).count, 3);
+  EXPECT_EQ(runtime::split_rows(5, 2, 1).begin, 3);
+  EXPECT_EQ(runtime::split_rows(5, 4, 0).count, 2);
+  EXPECT_EQ(runtime::split_rows(5, 4, 3).begin, 4);
+  EXPECT_EQ(runtime::split_rows(5, 4, 3).count, 1);
+  EXPECT_EQ(runtime::split_rows(8, 4, 2).begin, 4);
+}
+
+}  // namespace
+}  // namespace moreh::scheduler

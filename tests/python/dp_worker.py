@@ -1,0 +1,122 @@
+"""Trains one of the test models on moreh in this process and saves what the data-parallel tests compare.
+
+Run as `python dp_worker.py KIND OUT` with MOREH_NUM_DEVICES set: the number of physical devices is fixed
+when the engine starts, so every device count needs its own process. OUT gets a torch.save of
+{"losses", "params", "stats", "buffers"}.
+"""
+import sys
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models import GPT, MLP
+from training_loop import run_training
+
+STEPS = 10
+
+
+def classification_batches(batch, d_in=32, classes=10, steps=STEPS):
+    g = torch.Generator().manual_seed(3)
+    return [(torch.randn(batch, d_in, generator=g), torch.randint(0, classes, (batch,), generator=g))
+            for _ in range(steps)]
+
+
+def token_batches(vocab, batch, seq, steps=STEPS):
+    g = torch.Generator().manual_seed(1)
+    return [(torch.randint(0, vocab, (batch, seq), generator=g),) for _ in range(steps)]
+
+
+def mlp(batch, dropout=0.0):
+    torch.manual_seed(0)
+    model = MLP(dropout=dropout)
+    loss = lambda m, x, y: F.cross_entropy(m(x), y)
+    return model, classification_batches(batch), loss, lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9)
+
+
+def mlp_mse(batch):
+    torch.manual_seed(0)
+    model = MLP(d_out=4)
+    g = torch.Generator().manual_seed(5)
+    batches = [(torch.randn(batch, 32, generator=g), torch.randn(batch, 4, generator=g)) for _ in range(STEPS)]
+    return model, batches, lambda m, x, y: F.mse_loss(m(x), y), lambda p: torch.optim.Adam(p, lr=1e-2)
+
+
+def gpt(batch, dropout=0.0):
+    torch.manual_seed(0)
+    model = GPT(dropout=dropout)
+    batches = [(x[:, :-1], x[:, 1:]) for (x,) in token_batches(96, batch, 33)]
+    return model, batches, lambda m, x, y: m(x, y)[1], lambda p: torch.optim.AdamW(p, lr=1e-3)
+
+
+def hf(kind, batch):
+    import transformers
+
+    torch.manual_seed(0)
+    if kind == "gpt2":
+        cfg = transformers.GPT2Config(vocab_size=256, n_positions=64, n_embd=128, n_layer=2, n_head=4,
+                                      resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
+        model = transformers.GPT2LMHeadModel(cfg)
+    else:
+        cfg = transformers.LlamaConfig(vocab_size=256, hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+        model = transformers.LlamaForCausalLM(cfg)
+    loss = lambda m, ids: m(input_ids=ids, labels=ids).loss
+    return model, token_batches(256, batch, 32), loss, lambda p: torch.optim.AdamW(p, lr=1e-3)
+
+
+class ConvNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn(self.conv(x))), 2)
+        return F.log_softmax(self.fc(x.flatten(1)), dim=1)
+
+
+def convnet(batch):
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(4)
+    batches = [(torch.randn(batch, 3, 8, 8, generator=g), torch.randint(0, 10, (batch,), generator=g))
+               for _ in range(STEPS)]
+    return ConvNet(), batches, lambda m, x, y: F.nll_loss(m(x), y), lambda p: torch.optim.SGD(p, lr=0.05)
+
+
+def build(kind):
+    name, _, arg = kind.partition(":")
+    batch = int(arg) if arg else 8
+    if name == "mlp":
+        return mlp(batch)
+    if name == "mlp_dropout":
+        return mlp(batch, dropout=0.3)
+    if name == "mlp_mse":
+        return mlp_mse(batch)
+    if name == "gpt":
+        return gpt(batch)
+    if name == "gpt_dropout":
+        return gpt(batch, dropout=0.1)
+    if name in ("gpt2", "llama"):
+        return hf(name, batch)
+    if name == "convnet":
+        return convnet(batch)
+    if name == "cumsum":  # an op with no sharding rule along the batch: runs replicated, still correct
+        model, batches, _, opt = mlp(batch)
+        return model, batches, lambda m, x, y: m(x).cumsum(0).square().mean() * 1e-2 + F.cross_entropy(m(x), y), opt
+    raise SystemExit(f"unknown model {kind}")
+
+
+def main():
+    kind, out = sys.argv[1], sys.argv[2]
+    torch.moreh.manual_seed(0)
+    model, batches, loss_fn, make_optimizer = build(kind)
+    losses, params = run_training(model, "moreh", batches, loss_fn, make_optimizer)
+    buffers = {n: b.detach().cpu() for n, b in model.named_buffers()}
+    torch.save({"losses": losses, "params": params, "buffers": buffers, "stats": torch.moreh.graph_stats(),
+                "log_file": torch.moreh.log_file()}, out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Batch splitting over N host devices (MOREH_NUM_DEVICES): the same training as on one device.
+
+Each device count needs its own process (the engine's devices are fixed when it starts), so the models
+train in dp_worker.py subprocesses. The reference is the N = 1 run, as Alpa's tutorial checks a parallel
+run against the single-device one. Losses match to fp32 rounding; parameters to 1e-4: the sums are
+taken in another order (per-device partial sums, then an all-reduce), and Adam turns the rounding noise
+of gradients that are zero in exact arithmetic (a key bias under softmax) into steps of up to lr.
+"""
+import copy
+import functools
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@functools.lru_cache(maxsize=None)
+def train(kind, devices, tmp="/tmp"):
+    out = os.path.join(tmp, f"moreh-dp-{os.getpid()}-{kind.replace(':', '_')}-{devices}.pt")
+    env = dict(os.environ, MOREH_NUM_DEVICES=str(devices), PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("MOREH_FLAVOR", None)
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "dp_worker.py"), kind, out], env=env, cwd=HERE,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{kind} on {devices} devices failed:\n{proc.stderr[-4000:]}"
+    result = torch.load(out)
+    os.remove(out)
+    return result
+
+
+def assert_same(ref, got, loss_rel=1e-5, rtol=1e-4, atol=1e-4):
+    assert len(ref["losses"]) == len(got["losses"])
+    for step, (a, b) in enumerate(zip(ref["losses"], got["losses"])):
+        assert abs(a - b) <= loss_rel * abs(a), f"step {step}: 1 device {a} vs {b}"
+    for name, p in ref["params"].items():
+        torch.testing.assert_close(got["params"][name], p, rtol=rtol, atol=atol, msg=name)
+
+
+# kind:batch. mlp:5 and mlp_mse:6 do not divide evenly by 2 or 4 (5 = 3 + 2 = 2 + 1 + 1 + 1).
+MODELS = ["mlp:5", "mlp_mse:6", "gpt:8", "mlp_dropout:8", "gpt_dropout:4"]
+HF_MODELS = ["gpt2:4", "llama:4"]
+
+
+@pytest.mark.parametrize("devices", [2, 4])
+@pytest.mark.parametrize("kind", MODELS + HF_MODELS)
+def test_split_batch_trains_like_one_device(kind, devices):
+    if kind in HF_MODELS:
+        pytest.importorskip("transformers")
+    ref, got = train(kind, 1), train(kind, devices)
+    assert_same(ref, got)
+    assert got["stats"]["collective_bytes"] > 0  # gradients were all-reduced
+    assert got["stats"]["replicated_fallbacks"] == 0
+
+
+def test_an_op_without_a_rule_runs_replicated_and_is_counted():
+    ref, got = train("cumsum:64", 1), train("cumsum:64", 2)
+    assert_same(ref, got)
+    assert got["stats"]["replicated_fallbacks"] > 0
+    with open(got["log_file"]) as f:
+        log = f.read()
+    assert "had no sharding rule and ran replicated on gathered inputs: aten::cumsum" in log
+
+
+def test_rank_layout_and_device_count_are_logged():
+    got = train("mlp:8", 4)
+    with open(got["log_file"]) as f:
+        log = f.read()
+    assert "The number of devices is 4." in log
+    for r in range(4):
+        assert f"[{r}/3]: [dp:{r}/3] host:{r}" in log
+
+
+def ddp_reference(devices, batch):
+    """What DistributedDataParallel computes for the worker's convnet: each device normalizes its own rows
+    with its own batch statistics; running statistics are device 0's (DDP broadcasts rank 0's buffers);
+    the gradient is that of the mean loss over the whole batch."""
+    sys.path.insert(0, HERE)
+    import dp_worker
+
+    model, batches, _, make_opt = dp_worker.convnet(batch)
+    opt = make_opt(model.parameters())
+    losses = []
+    for x, y in batches:
+        start = {k: v.clone() for k, v in model.named_buffers()}
+        total, kept = 0.0, None
+        for i, rows in enumerate(torch.tensor_split(torch.arange(batch), devices)):
+            with torch.no_grad():
+                for k, v in model.named_buffers():
+                    v.copy_(start[k])
+            part = F.nll_loss(model(x[rows]), y[rows]) * (len(rows) / batch)
+            part.backward()
+            total += part.item()
+            if i == 0:
+                kept = {k: v.clone() for k, v in model.named_buffers()}
+        with torch.no_grad():
+            for k, v in model.named_buffers():
+                v.copy_(kept[k])
+        losses.append(total)
+        opt.step()
+        opt.zero_grad()
+    return losses, {n: p.detach() for n, p in model.named_parameters()}, {n: b for n, b in model.named_buffers()}
+
+
+@pytest.mark.parametrize("devices,batch", [(2, 8), (4, 6)])
+def test_batch_norm_has_per_device_statistics_like_ddp(devices, batch):
+    losses, params, buffers = ddp_reference(devices, batch)
+    got = train(f"convnet:{batch}", devices)
+    for a, b in zip(losses, got["losses"]):
+        assert abs(a - b) <= 1e-5 * abs(a)
+    for name, p in params.items():
+        torch.testing.assert_close(got["params"][name], p, rtol=1e-4, atol=1e-5, msg=name)
+    for name, b in buffers.items():
+        torch.testing.assert_close(got["buffers"][name], b, rtol=1e-4, atol=1e-5, msg=name)
+    assert got["stats"]["replicated_fallbacks"] == 0
