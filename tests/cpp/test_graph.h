@@ -46,4 +46,20 @@ inline Node node(std::string_view op, std::vector<TensorRef> inputs, std::vector
   return n;
 }
 
+// A contiguous float32 view of `sizes` over the buffer.
+inline TensorRef shaped(std::shared_ptr<Buffer> b, Dims sizes) {
+  TensorRef r = ref(std::move(b));
+  r.sizes = sizes;
+  r.strides.assign(sizes.size(), 1);
+  for (size_t i = sizes.size(); i-- > 1;) r.strides[i - 1] = r.strides[i] * sizes[i];
+  return r;
+}
+
+// x.to("moreh"): a host copy into the buffer, viewed with `sizes`.
+inline Node upload(const std::shared_ptr<Buffer>& dst, Dims sizes) {
+  Node n = node("aten::copy_", {shaped(dst, sizes)}, {}, {0});
+  n.host_input = true;
+  return n;
+}
+
 }  // namespace moreh::testing

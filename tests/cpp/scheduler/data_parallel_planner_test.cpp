@@ -15,6 +15,8 @@ namespace {
 
 using moreh::testing::node;
 using moreh::testing::ref;
+using moreh::testing::shaped;
+using moreh::testing::upload;
 using runtime::Buffer;
 using runtime::CanonicalGraph;
 using runtime::Instruction;
@@ -23,13 +25,6 @@ using runtime::StepGraph;
 using runtime::TensorRef;
 using Kind = Instruction::Kind;
 
-TensorRef shaped(std::shared_ptr<Buffer> b, runtime::Dims sizes) {
-  TensorRef r = ref(std::move(b));
-  r.sizes = sizes;
-  r.strides.assign(sizes.size(), 1);
-  for (size_t i = sizes.size(); i-- > 1;) r.strides[i - 1] = r.strides[i] * sizes[i];
-  return r;
-}
 
 TensorRef transposed(TensorRef r) {
   std::swap(r.sizes[0], r.sizes[1]);
@@ -55,11 +50,6 @@ class DataParallelPlannerTest : public ::testing::Test {
       b->set_placement({PlacementKind::kReplicate});
     }
     return b;
-  }
-  runtime::Node upload(const std::shared_ptr<Buffer>& dst, runtime::Dims sizes) {
-    runtime::Node n = node("aten::copy_", {shaped(dst, sizes)}, {}, {0});
-    n.host_input = true;
-    return n;
   }
 };
 

@@ -13,18 +13,13 @@ namespace {
 
 using moreh::testing::node;
 using moreh::testing::ref;
+using moreh::testing::shaped;
+using moreh::testing::upload;
 using runtime::Buffer;
 using runtime::CanonicalGraph;
 using runtime::StepGraph;
 using runtime::TensorRef;
 
-TensorRef shaped(std::shared_ptr<Buffer> b, runtime::Dims sizes) {
-  TensorRef r = ref(std::move(b));
-  r.sizes = sizes;
-  r.strides.assign(sizes.size(), 1);
-  for (size_t i = sizes.size(); i-- > 1;) r.strides[i - 1] = r.strides[i] * sizes[i];
-  return r;
-}
 
 class StepAnalysisTest : public ::testing::Test {
  protected:
@@ -33,12 +28,6 @@ class StepAnalysisTest : public ::testing::Test {
     auto b = std::make_shared<Buffer>(vm, bytes);
     if (defined) b->mark_defined();
     return b;
-  }
-  // x.to("moreh"): a host copy into an empty buffer of the given shape.
-  runtime::Node upload(const std::shared_ptr<Buffer>& dst, runtime::Dims sizes) {
-    runtime::Node n = node("aten::copy_", {shaped(dst, sizes)}, {}, {0});
-    n.host_input = true;
-    return n;
   }
 };
 
