@@ -32,6 +32,7 @@ namespace moreh::runtime::cuda {
   X(MemFree, cuMemFree)                                     \
   X(MemHostAlloc, cuMemHostAlloc)                           \
   X(MemFreeHost, cuMemFreeHost)                             \
+  X(MemcpyAsync, cuMemcpyAsync)                             \
   X(MemcpyHtoDAsync, cuMemcpyHtoDAsync)                     \
   X(MemcpyDtoHAsync, cuMemcpyDtoHAsync)                     \
   X(MemcpyDtoDAsync, cuMemcpyDtoDAsync)                     \
