@@ -1,143 +1,23 @@
 #include "backend/csrc/host_kernel_provider.h"
 
-#include <ATen/ATen.h>
 #include <ATen/CPUGeneratorImpl.h>
-#include <ATen/Parallel.h>
-#include <c10/core/impl/LocalDispatchKeySet.h>
 
-#include "backend/csrc/aten_payload.h"
+#include "backend/csrc/aten_kernel_provider.h"
 #include "backend/csrc/moreh_storage.h"
 
 namespace moreh::backend {
 namespace {
 
-bool is_native_dropout(const c10::OperatorHandle& op) {
-  static const auto id = c10::Dispatcher::singleton().findSchemaOrThrow("aten::native_dropout", "").operator_name();
-  return op.operator_name() == id;
-}
-
-// native_dropout has no generator argument (the CPU kernel would draw from the global CPU generator),
-// so moreh draws the mask itself from the node's seed, with CPU's formula.
-void native_dropout(torch::jit::Stack& stack, uint64_t seed, const runtime::LocalLaunch* local) {
-  at::Tensor input = stack[0].toTensor();
-  double p = stack[1].toDouble();
-  std::optional<bool> train = stack[2].toOptional<bool>();
-  torch::jit::drop(stack, 3);
-  if (input.numel() == 0 || (train && !*train)) {
-    at::Tensor out = input.clone();
-    stack.emplace_back(out);
-    stack.emplace_back(at::ones_like(input, input.options().dtype(at::kBool)));
-    return;
+class HostKernelProvider final : public AtenKernelProvider {
+ protected:
+  c10::DispatchKey dispatch_key() const override { return c10::DispatchKey::CPU; }
+  c10::Device torch_device(const runtime::PhysicalDevice&) const override { return c10::Device(c10::kCPU); }
+  at::Tensor view(runtime::PhysicalBlock& block, const runtime::TensorRef& ref) const override {
+    return cpu_view(block, ref);
   }
-  double keep = 1.0 - p;
-  double scale = keep == 0 ? 0.0 : 1.0 / keep;
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
-  at::Tensor mask;
-  if (local && local->input0_dim >= 0 && local->rows.count > 0) {
-    // Split by rows: draw the whole batch's mask, as one device would, and keep this device's rows.
-    const int dim = local->input0_dim;
-    const int64_t per_row = input.size(dim) / local->rows.count;
-    std::vector<int64_t> whole(input.sizes().begin(), input.sizes().end());
-    whole[dim] = per_row * local->batch_rows;
-    mask = at::empty(whole, input.options()).bernoulli_(keep, gen).narrow(dim, local->rows.begin * per_row,
-                                                                          input.size(dim));
-  } else {
-    mask = at::empty_like(input, at::MemoryFormat::Contiguous).bernoulli_(keep, gen);
+  at::Generator generator(uint64_t seed, const runtime::PhysicalDevice&) const override {
+    return at::make_generator<at::CPUGeneratorImpl>(seed);
   }
-  at::Tensor out = input.mul(mask).mul_(scale);
-  stack.emplace_back(out);
-  stack.emplace_back(mask.to(at::kBool));
-}
-
-class HostKernelProvider final : public runtime::KernelProvider {
- public:
-  void launch(const runtime::Node& node, const runtime::LaunchContext& ctx) override {
-    thread_local bool threads_ready = (at::init_num_threads(), true);
-    (void)threads_ready;
-    const auto& p = static_cast<const AtenPayload&>(*node.payload);
-    torch::jit::Stack stack(p.args.begin(), p.args.end());
-    for (auto& a : stack) {  // lists are shared by reference: give this launch its own
-      if (a.isTensorList()) a = a.toTensorList().copy();
-      else if (a.isOptionalTensorList()) a = a.toOptionalTensorList().copy();
-    }
-    std::vector<const void*>& input_data_ = input_data();
-    input_data_.clear();
-    for (size_t i = 0; i < p.inputs.size(); ++i) {
-      runtime::PhysicalBlock& block = ctx.input_memory(i);
-      input_data_.push_back(block.data());
-      at::Tensor t = cpu_view(block, node.inputs[i]);
-      const auto& slot = p.inputs[i];
-      c10::IValue& a = stack[slot.arg];
-      if (slot.elem < 0) a = std::move(t);
-      else if (a.isTensorList()) a.toTensorList().set(slot.elem, t);
-      else a.toOptionalTensorList().set(slot.elem, std::optional<at::Tensor>(t));
-    }
-    if (p.seeded && p.generator_arg >= 0) stack[p.generator_arg] = at::make_generator<at::CPUGeneratorImpl>(p.seed);
-    if (node.host_input && ctx.local()) {
-      // x.to("moreh") split by rows: this device copies its rows of the host tensor.
-      const runtime::RowRange rows = ctx.local()->rows;
-      for (auto& a : stack)
-        if (a.isTensor() && a.toTensor().defined() && a.toTensor().dim() > 0 && a.toTensor().size(0) == ctx.local()->batch_rows)
-          a = a.toTensor().narrow(0, rows.begin, rows.count);
-    }
-
-    {
-      // Kernels may run on the script's thread (when it waits for the device): keep its autocast and
-      // Python modes away from the ops the kernels call.
-      at::AutoDispatchBelowADInplaceOrView guard;
-      c10::impl::ExcludeDispatchKeyGuard no_modes(c10::autocast_dispatch_keyset |
-                                                  c10::DispatchKeySet({c10::DispatchKey::Python,
-                                                                       c10::DispatchKey::PythonTLSSnapshot}));
-      if (p.seeded && p.generator_arg < 0 && is_native_dropout(p.op)) native_dropout(stack, p.seed, ctx.local());
-      else p.op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::CPU), &stack);
-    }
-
-    const size_t r = p.op.schema().returns().size();
-    for (size_t k = 0; k < p.outputs.size(); ++k) {
-      const auto& slot = p.outputs[k];
-      const c10::IValue& v = stack[stack.size() - r + slot.ret];
-      at::Tensor result = slot.elem < 0 ? v.toTensor() : v.toTensorList().get(slot.elem);
-      bind(ctx, k, node.outputs[k], result);
-    }
-  }
-
- private:
-  // The inputs' memory of the launch running on this thread (each device's stream launches on its own).
-  static std::vector<const void*>& input_data() {
-    thread_local std::vector<const void*> data;
-    return data;
-  }
-
-  void bind(const runtime::LaunchContext& ctx, size_t k, const runtime::TensorRef& ref, const at::Tensor& r) {
-    const std::vector<const void*>& input_data_ = input_data();
-    const uint64_t bytes = ref.buffer->bytes();
-    bool adoptable = r.defined() && r.device().is_cpu() && r.scalar_type() == static_cast<c10::ScalarType>(ref.dtype) &&
-                     r.storage_offset() == ref.offset && r.sizes().equals({ref.sizes.data(), ref.sizes.size()}) &&
-                     r.strides().equals({ref.strides.data(), ref.strides.size()}) && r.storage().nbytes() >= bytes &&
-                     r.storage().data() != nullptr &&
-                     std::find(input_data_.begin(), input_data_.end(), r.storage().data()) == input_data_.end();
-    if (adoptable) {
-      auto owner = std::make_shared<c10::Storage>(r.storage());
-      auto block = ctx.device().adopt(owner->mutable_data(), owner->nbytes(), owner);
-      block->provider_view() = owner;
-      ctx.bind_output(k, std::move(block));
-      return;
-    }
-    // The kernel chose another layout than its meta kernel: copy into the recorded one.
-    auto block = ctx.device().allocate(bytes);
-    at::Tensor dst = cpu_view(*block, ref);
-    if (r.defined() && r.sizes() == dst.sizes()) {
-      dst.copy_(r);
-    } else if (!r.defined() || r.numel() == 0) {
-      // Meta and CPU kernels disagree on an unused result (eval-mode batch norm's saved statistics are
-      // sized by Meta and empty on CPU): the recorded tensor exists and holds zeros.
-      dst.zero_();
-    } else {
-      TORCH_CHECK(false, "the CPU kernel returned shape ", r.sizes(), " where its Meta kernel promised ", dst.sizes());
-    }
-    ctx.bind_output(k, std::move(block));
-  }
-
 };
 
 }  // namespace
