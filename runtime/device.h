@@ -75,7 +75,7 @@ class PhysicalDevice {
   uint64_t allocations() const { return allocations_.load(); }
   uint64_t adoptions() const { return adoptions_.load(); }
   // Nanoseconds the stream has spent running work since the device started (utilization, moreh-smi).
-  uint64_t busy_ns() const { return busy_ns_.load(std::memory_order_relaxed); }
+  virtual uint64_t busy_ns() const = 0;
 
   // New device memory; throws OutOfMemoryError past the capacity.
   virtual std::unique_ptr<PhysicalBlock> allocate(uint64_t bytes) = 0;
@@ -91,8 +91,22 @@ class PhysicalDevice {
   // Memory the device keeps for reuse (not counted as used), and giving it back.
   virtual uint64_t cached_bytes() const { return 0; }
   virtual void release_cached() {}
-  // An event after everything submitted so far.
-  std::shared_ptr<Event> record_event();
+  // An event after everything submitted so far. The default completes it when the stream's worker reaches
+  // it; a GPU completes it when the GPU does.
+  virtual std::shared_ptr<Event> record_event();
+
+  // Copies. Addresses are this device's memory or host memory; on a GPU also another GPU's memory.
+  // Whether the host may dereference this device's memory directly (HostDevice: yes; a GPU: no).
+  virtual bool host_accessible() const = 0;
+  // From work running on this device's stream (inside a submitted item): ordered after the work enqueued
+  // before it; may return before the copy is done (a GPU runs it asynchronously), so both ranges must stay
+  // valid until the stream reaches it.
+  virtual void copy_in_stream(void* dst, const void* src, uint64_t bytes) = 0;
+  virtual void zero_in_stream(void* dst, uint64_t bytes) = 0;
+  // Synchronous copies between host memory and this device's memory, from any thread, once the work that
+  // produced (read) or uses (write) the memory has been synchronized. Complete on return.
+  virtual void read(void* host_dst, const void* src, uint64_t bytes) = 0;
+  virtual void write(void* dst, const void* host_src, uint64_t bytes) = 0;
   // Host memory this device copies to and from directly (tensor.pin_memory()). Shared: blocks in use
   // keep it alive.
   virtual std::shared_ptr<PinnedHostMemory> pinned_host_memory() = 0;
@@ -108,7 +122,7 @@ class PhysicalDevice {
   std::atomic<uint64_t> used_{0}, peak_{0};
 
  protected:
-  std::atomic<uint64_t> allocations_{0}, adoptions_{0}, busy_ns_{0};
+  std::atomic<uint64_t> allocations_{0}, adoptions_{0};
 };
 
 }  // namespace moreh::runtime

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 
 #include "runtime/errors.h"
@@ -10,18 +11,13 @@
 namespace moreh::runtime {
 
 HostDevice::HostDevice(int index, uint64_t capacity)
-    : PhysicalDevice(index, capacity), cache_(std::make_shared<BlockCache>()), worker_([this] { run(); }) {
+    : PhysicalDevice(index, capacity),
+      cache_(std::make_shared<BlockCache>()),
+      queue_("host:" + std::to_string(index)) {
   cache_->limit = std::min<uint64_t>(capacity / 4, 4ull << 30);
 }
 
-HostDevice::~HostDevice() {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stopping_ = true;
-  }
-  work_ready_.notify_all();
-  if (worker_.joinable()) worker_.join();
-}
+HostDevice::~HostDevice() = default;  // the queue runs what is left before the cache goes
 
 std::string HostDevice::name() const { return "host:" + std::to_string(index()); }
 
@@ -86,77 +82,24 @@ uint64_t HostDevice::cached_bytes() const {
   return cache_->bytes;
 }
 
-void HostDevice::submit(std::function<void()> work) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    queue_.push_back(std::move(work));
-    ++submitted_;
-  }
-  work_ready_.notify_one();
+void HostDevice::submit(std::function<void()> work) { queue_.submit(std::move(work)); }
+
+void HostDevice::synchronize(std::chrono::milliseconds timeout) { queue_.synchronize(timeout); }
+
+void HostDevice::copy_in_stream(void* dst, const void* src, uint64_t bytes) {
+  if (bytes) std::memmove(dst, src, bytes);
 }
 
-bool HostDevice::busy() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return completed_ != submitted_;
+void HostDevice::zero_in_stream(void* dst, uint64_t bytes) {
+  if (bytes) std::memset(dst, 0, bytes);
 }
 
-void HostDevice::synchronize(std::chrono::milliseconds timeout) {
-  std::unique_lock<std::mutex> lock(mu_);
-  const uint64_t target = submitted_;
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (completed_ < target) {
-    if (run_one(lock)) continue;
-    if (work_done_.wait_until(lock, deadline) == std::cv_status::timeout && completed_ < target)
-      throw TimeoutError(name() + ": submitted work did not finish within " + std::to_string(timeout.count()) +
-                         " ms (MOREH_SYNC_TIMEOUT)");
-  }
-  if (error_) {
-    auto e = error_;
-    error_ = nullptr;
-    std::rethrow_exception(e);
-  }
+void HostDevice::read(void* host_dst, const void* src, uint64_t bytes) {
+  if (bytes) std::memmove(host_dst, src, bytes);
 }
 
-bool HostDevice::run_one(std::unique_lock<std::mutex>& lock) {
-  if (running_ || queue_.empty()) return false;
-  std::function<void()> work = std::move(queue_.front());
-  queue_.pop_front();
-  running_ = true;
-  lock.unlock();
-  std::exception_ptr failure;
-  const auto started = std::chrono::steady_clock::now();  // an item is a whole step's program: cheap
-  try {
-    work();
-  } catch (...) {
-    failure = std::current_exception();
-  }
-  busy_ns_.fetch_add(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count(),
-      std::memory_order_relaxed);
-  work = nullptr;  // release captured state before reporting completion
-  lock.lock();
-  if (failure && !error_) error_ = failure;
-  running_ = false;
-  ++completed_;
-  work_done_.notify_all();
-  work_ready_.notify_all();
-  return true;
-}
-
-void HostDevice::run() {
-  // After new work arrives the worker waits a moment: a script that waits for the device right away
-  // (a host read after the optimizer step) runs the step on its own thread, like eager PyTorch, and one
-  // that goes on recording gets the step run here. Two threads taking turns at running kernels would
-  // make two OpenMP teams compete for the cores.
-  constexpr auto kGrace = std::chrono::milliseconds(2);
-  std::unique_lock<std::mutex> lock(mu_);
-  for (;;) {
-    work_ready_.wait(lock, [&] { return stopping_ || (!queue_.empty() && !running_); });
-    if (stopping_ && queue_.empty()) return;
-    const uint64_t seen = completed_;
-    work_ready_.wait_for(lock, kGrace, [&] { return stopping_ || completed_ != seen; });
-    run_one(lock);
-  }
+void HostDevice::write(void* dst, const void* host_src, uint64_t bytes) {
+  if (bytes) std::memmove(dst, host_src, bytes);
 }
 
 }  // namespace moreh::runtime

@@ -1,17 +1,12 @@
-// A GPU stand-in in CPU memory: a capacity, an in-order stream of work run by a worker thread, bounded
-// waits. A thread that waits for the stream runs the queued work itself (one runner at a time, so order
-// holds): a script that waits every step runs kernels on its own thread, as in eager mode, and the
-// worker runs them while the script goes on recording.
+// A GPU stand-in in CPU memory: a capacity, an in-order stream of work run by a worker thread (a
+// WorkQueue: a thread that waits for the stream runs the queued work itself), bounded waits.
 #pragma once
-#include <condition_variable>
-#include <deque>
-#include <exception>
-#include <mutex>
 #include <map>
-#include <thread>
+#include <mutex>
 #include <vector>
 
 #include "runtime/device.h"
+#include "runtime/work_queue.h"
 
 namespace moreh::runtime {
 
@@ -25,7 +20,15 @@ class HostDevice final : public PhysicalDevice {
   std::unique_ptr<PhysicalBlock> allocate(uint64_t bytes) override;
   void submit(std::function<void()> work) override;
   void synchronize(std::chrono::milliseconds timeout) override;
-  bool busy() const override;
+  bool busy() const override { return queue_.busy(); }
+  uint64_t busy_ns() const override { return queue_.busy_ns(); }
+
+  // Host memory: the host reads and writes it directly; copies are memmove/memset on the calling thread.
+  bool host_accessible() const override { return true; }
+  void copy_in_stream(void* dst, const void* src, uint64_t bytes) override;
+  void zero_in_stream(void* dst, uint64_t bytes) override;
+  void read(void* host_dst, const void* src, uint64_t bytes) override;
+  void write(void* dst, const void* host_src, uint64_t bytes) override;
 
   // Freed blocks are kept for reuse by size (steps allocate the same sizes every time), up to a bound;
   // they do not count as used memory. release_cached() gives them back to the system.
@@ -36,10 +39,6 @@ class HostDevice final : public PhysicalDevice {
   std::shared_ptr<PinnedHostMemory> pinned_host_memory() override { return pinned_; }
 
  private:
-  void run();
-  // Runs the next queued item if nobody else is running one; `lock` is held on entry and exit.
-  bool run_one(std::unique_lock<std::mutex>& lock);
-
   struct BlockCache {
     std::mutex mu;
     std::map<uint64_t, std::vector<void*>> free;  // rounded size -> blocks
@@ -53,14 +52,7 @@ class HostDevice final : public PhysicalDevice {
   std::atomic<uint64_t> cache_hits_{0};
   std::shared_ptr<PinnedHostMemory> pinned_ = std::make_shared<HostPinnedMemory>();
 
-  mutable std::mutex mu_;
-  std::condition_variable work_ready_, work_done_;
-  std::deque<std::function<void()>> queue_;
-  uint64_t submitted_ = 0, completed_ = 0;
-  std::exception_ptr error_;
-  bool stopping_ = false;
-  bool running_ = false;  // an item is being run (by the worker or a waiting thread)
-  std::thread worker_;
+  WorkQueue queue_;  // last: its worker runs items that use the members above
 };
 
 }  // namespace moreh::runtime

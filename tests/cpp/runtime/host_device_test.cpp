@@ -316,3 +316,29 @@ TEST(HostDeviceCacheTest, DestroyingTheDeviceFreesItsCache) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(HostDeviceCopyTest, HostMemoryIsCopiedWithMemcpy) {
+  moreh::runtime::HostDevice device(0, 1 << 20);
+  EXPECT_TRUE(device.host_accessible());
+  auto a = device.allocate(64), b = device.allocate(64);
+  const std::vector<unsigned char> pattern = [] {
+    std::vector<unsigned char> v(64);
+    for (int i = 0; i < 64; ++i) v[i] = static_cast<unsigned char>(i * 3 + 1);
+    return v;
+  }();
+  device.write(a->data(), pattern.data(), 64);
+  device.submit([&] { device.copy_in_stream(b->data(), a->data(), 64); });
+  device.synchronize(std::chrono::seconds(5));
+  std::vector<unsigned char> back(64);
+  device.read(back.data(), b->data(), 64);
+  EXPECT_EQ(back, pattern);
+  device.submit([&] { device.zero_in_stream(b->data(), 32); });
+  device.synchronize(std::chrono::seconds(5));
+  device.read(back.data(), b->data(), 64);
+  for (int i = 0; i < 64; ++i) EXPECT_EQ(back[i], i < 32 ? 0 : pattern[i]) << i;
+  device.read(nullptr, nullptr, 0);  // nothing to copy: no pointer is touched
+}
+
+}  // namespace
