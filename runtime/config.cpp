@@ -127,6 +127,22 @@ Config Config::from_env() {
   c.collective_timeout_s = c.sync_timeout_s;
   if (const char* v = env("MOREH_COLLECTIVE_TIMEOUT"))
     c.collective_timeout_s = parse_var("MOREH_COLLECTIVE_TIMEOUT", v, "a positive number of seconds", parse_seconds);
+  if (const char* v = env("MOREH_DEVICE_KIND")) {
+    c.device_kind = parse_var("MOREH_DEVICE_KIND", v, "auto, cuda or host", [](std::string_view s) {
+      if (s == "auto") return DeviceKindChoice::kAuto;
+      if (s == "cuda") return DeviceKindChoice::kCuda;
+      if (s == "host") return DeviceKindChoice::kHost;
+      throw std::invalid_argument("device kind");
+    });
+  }
+  if (const char* v = env("MOREH_CUDA_MEMORY_FRACTION")) {
+    c.cuda_memory_fraction = parse_var("MOREH_CUDA_MEMORY_FRACTION", v, "a number in (0, 1]", [](std::string_view s) {
+      size_t used = 0;
+      double d = std::stod(std::string(s), &used);
+      if (used != s.size() || !(d > 0) || d > 1) throw std::invalid_argument("fraction");
+      return d;
+    });
+  }
   return c;
 }
 

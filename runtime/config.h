@@ -8,6 +8,10 @@
 
 namespace moreh::runtime {
 
+// Which physical devices stand behind the virtual one: CUDA GPUs when the driver finds some (auto), only
+// GPUs (cuda: an error without them), or host devices.
+enum class DeviceKindChoice { kAuto, kCuda, kHost };
+
 struct Config {
   std::string log_level = "info";        // MOREH_LOG_LEVEL
   std::string log_file;                  // MOREH_LOG_FILE (default: ~/.moreh/logs/moreh-<pid>.log)
@@ -19,6 +23,8 @@ struct Config {
   uint64_t graph_cache_size = 256;       // MOREH_GRAPH_CACHE_SIZE
   double sync_timeout_s = 1800.0;        // MOREH_SYNC_TIMEOUT
   double collective_timeout_s = 1800.0;  // MOREH_COLLECTIVE_TIMEOUT (default: MOREH_SYNC_TIMEOUT's value)
+  DeviceKindChoice device_kind = DeviceKindChoice::kAuto;  // MOREH_DEVICE_KIND: auto, cuda or host
+  double cuda_memory_fraction = 0.9;     // MOREH_CUDA_MEMORY_FRACTION: share of each GPU's memory moreh may use
 
   // Reads the environment; a malformed value throws ConfigError naming the variable.
   static Config from_env();

@@ -67,4 +67,14 @@ std::unique_ptr<PhysicalBlock> PhysicalDevice::adopt(void* data, uint64_t bytes,
   return std::make_unique<PhysicalBlock>(*this, data, bytes, std::move(owner));
 }
 
+void PhysicalDevice::scale_in_stream(DataType type, void* data, uint64_t count, double factor) {
+  if (!host_accessible()) throw Error(name() + " cannot scale its memory on the host");
+  scale_elements(type, data, count, factor);
+}
+
+void PhysicalDevice::combine_scalars_in_stream(DataType type, void* x, const void* y, ScalarOp op) {
+  if (!host_accessible()) throw Error(name() + " cannot combine scalars in its memory on the host");
+  combine_scalars(type, x, y, op);
+}
+
 }  // namespace moreh::runtime

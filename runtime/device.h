@@ -10,6 +10,8 @@
 #include <memory>
 #include <string>
 
+#include "runtime/data_type.h"
+#include "runtime/host_arithmetic.h"
 #include "runtime/pinned_host_memory.h"
 
 namespace moreh::runtime {
@@ -107,6 +109,11 @@ class PhysicalDevice {
   // produced (read) or uses (write) the memory has been synchronized. Complete on return.
   virtual void read(void* host_dst, const void* src, uint64_t bytes) = 0;
   virtual void write(void* dst, const void* host_src, uint64_t bytes) = 0;
+  // The plan's own arithmetic between kernels (runtime/host_arithmetic.h), from work on this device's
+  // stream: data[i] *= factor, and *x = *x (*|/) *y for two scalars. Devices whose memory the host reaches
+  // do it on the host; a GPU runs a kernel.
+  virtual void scale_in_stream(DataType type, void* data, uint64_t count, double factor);
+  virtual void combine_scalars_in_stream(DataType type, void* x, const void* y, ScalarOp op);
   // Host memory this device copies to and from directly (tensor.pin_memory()). Shared: blocks in use
   // keep it alive.
   virtual std::shared_ptr<PinnedHostMemory> pinned_host_memory() = 0;

@@ -152,7 +152,7 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
       void* data = m.data();
       if (padded != b.bytes()) {
         bounce = device.allocate(padded);
-        std::memcpy(bounce->data(), m.data(), b.bytes());
+        device.copy_in_stream(bounce->data(), m.data(), b.bytes());
         data = bounce->data();
       }
       CollectivePart p;
@@ -163,28 +163,28 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
       p.recv = data;
       p.peer = 0;
       comm_->run_in_stream(rank, p);
-      if (bounce) std::memcpy(m.data(), data, b.bytes());
+      if (bounce) device.copy_in_stream(m.data(), data, b.bytes());
       break;
     }
     case Instruction::Kind::kScale: {
       PhysicalBlock& m = block(b);
       const DataType t = need_type();
-      scale_elements(t, m.data(), m.bytes() / size_of(t), program.factors.at(ins.aux));
+      device.scale_in_stream(t, m.data(), m.bytes() / size_of(t), program.factors.at(ins.aux));
       break;
     }
     case Instruction::Kind::kKeepRows: {
       const uint64_t row = info.row_bytes;
       const RowRange r = split_rows(static_cast<int64_t>(b.bytes() / row), comm_ ? comm_->size() : 1, rank);
       auto mine = device.allocate(r.count * row);
-      std::memcpy(mine->data(), static_cast<const char*>(block(b).data()) + r.begin * row, r.count * row);
+      device.copy_in_stream(mine->data(), static_cast<const char*>(block(b).data()) + r.begin * row, r.count * row);
       b.bind(rank, std::move(mine));
       break;
     }
     case Instruction::Kind::kMultiply:
     case Instruction::Kind::kDivide: {
       Buffer& other = *step.bindings[ins.aux];
-      combine_scalars(need_type(), block(b).data(), block(other).data(),
-                      ins.kind == Instruction::Kind::kMultiply ? ScalarOp::kMultiply : ScalarOp::kDivide);
+      device.combine_scalars_in_stream(need_type(), block(b).data(), block(other).data(),
+                                       ins.kind == Instruction::Kind::kMultiply ? ScalarOp::kMultiply : ScalarOp::kDivide);
       break;
     }
     default: throw Error("unknown instruction");

@@ -11,7 +11,7 @@
 #include "runtime/fork_guard.h"
 #include "runtime/elementwise_reduction.h"
 #include "runtime/host_communicator.h"
-#include "runtime/host_device.h"
+#include "runtime/physical_devices.h"
 #include "runtime/rank_layout.h"
 #include "runtime/spdlog_logger.h"
 #include "scheduler/data_parallel_planner.h"
@@ -71,17 +71,25 @@ Engine::~Engine() {
   }
 }
 
+std::atomic<bool>& Engine::cuda_kernels_flag() {
+  static std::atomic<bool> flag{false};
+  return flag;
+}
+
 Engine& Engine::global() {
   static Engine* engine = [] {
     Config config = Config::from_env();
     init_logging(config);
     install_fork_guard();  // the devices start threads: a forked child must not use them
-    std::vector<std::unique_ptr<PhysicalDevice>> devices;
-    for (int i = 0; i < config.flavor.num_devices; ++i)
-      devices.push_back(std::make_unique<HostDevice>(i, config.host_memory_capacity));
-    log().debug("moreh engine: flavor {} (from {}): {} host device(s), {} bytes each", config.flavor.name,
-                config.flavor_source, devices.size(), config.host_memory_capacity);
-    auto* made = new Engine(std::move(config), std::move(devices));  // lives for the process
+    DeviceChoice choice = make_physical_devices(config, cuda_kernels_available());
+    if (!choice.fallback_reason.empty())
+      log().info("moreh: no CUDA device is used ({}); {} host device(s) stand in", choice.fallback_reason,
+                 choice.devices.size());
+    std::vector<std::string> names;
+    for (const auto& d : choice.devices) names.push_back(d->name());
+    log().debug("moreh engine: flavor {} (from {}): {}, {} bytes each", config.flavor.name, config.flavor_source,
+                fmt::join(names, ", "), choice.devices.front()->capacity());
+    auto* made = new Engine(std::move(config), std::move(choice.devices));  // lives for the process
     made->start_registry();
     return made;
   }();
@@ -224,24 +232,44 @@ void Engine::bring_home(Buffer& b) {
   const Placement p = b.placement();
   if (p.kind == PlacementKind::kHome) return;
   const int n = static_cast<int>(devices_.size());
+  // Host devices' blocks are host memory; a CUDA device's are read and written through its copies.
+  auto host_bytes = [&](int d, PhysicalBlock& m, uint64_t offset, uint64_t bytes, std::vector<char>& staging) {
+    if (devices_[d]->host_accessible()) return static_cast<const char*>(m.data()) + offset;
+    staging.resize(bytes);
+    devices_[d]->read(staging.data(), static_cast<const char*>(m.data()) + offset, bytes);
+    return static_cast<const char*>(staging.data());
+  };
+  PhysicalDevice& home = *devices_[0];
   if (p.kind == PlacementKind::kShard && b.has_memory()) {
-    // Gather the rows onto device 0 (host devices: the blocks are host memory).
-    auto full = devices_[0]->allocate(b.bytes());
+    // Gather the rows onto device 0.
+    auto full = home.allocate(b.bytes());
     const uint64_t row = b.bytes() / static_cast<uint64_t>(p.rows);
+    std::vector<char> staging;
     for (int d = 0; d < n; ++d) {
       RowRange r = split_rows(p.rows, n, d);
       if (r.count == 0) continue;
       PhysicalBlock* m = b.memory(d);
       if (!m) throw Error(fmt::format("buffer {} lost its rows on {}", b.id(), devices_[d]->name()));
-      std::memcpy(static_cast<char*>(full->data()) + r.begin * row, m->data(), r.count * row);
+      const char* src = host_bytes(d, *m, 0, r.count * row, staging);
+      char* dst = static_cast<char*>(full->data()) + r.begin * row;
+      if (home.host_accessible()) std::memcpy(dst, src, r.count * row);
+      else home.write(dst, src, r.count * row);
     }
     b.unbind_all();
     b.bind(0, std::move(full));
   } else if (p.kind == PlacementKind::kPartial && b.memory(0)) {
+    const uint64_t bytes = b.bytes();
+    std::vector<std::vector<char>> staging(n);
     std::vector<const void*> parts;
     for (int d = 0; d < n; ++d)
-      if (b.memory(d)) parts.push_back(b.memory(d)->data());
-    reduce_elements(p.type, ReduceOp::kSum, parts, b.memory(0)->data(), b.bytes() / size_of(p.type));
+      if (b.memory(d)) parts.push_back(host_bytes(d, *b.memory(d), 0, bytes, staging[d]));
+    if (home.host_accessible()) {
+      reduce_elements(p.type, ReduceOp::kSum, parts, b.memory(0)->data(), bytes / size_of(p.type));
+    } else {
+      std::vector<char> sum(bytes);
+      reduce_elements(p.type, ReduceOp::kSum, parts, sum.data(), bytes / size_of(p.type));
+      home.write(b.memory(0)->data(), sum.data(), bytes);
+    }
   }
   for (int d = 1; d < n; ++d) b.unbind(d);
   b.set_placement({PlacementKind::kHome});

@@ -1,6 +1,7 @@
 // The engine behind the virtual device: it owns the pending step graph, flushes it at step boundaries
 // (canonicalize -> plan cache or compile -> submit to the devices), and answers memory questions.
 #pragma once
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -37,6 +38,10 @@ class Engine {
   ~Engine();
   // The process's engine, made on first use from the environment (a malformed MOREH_* throws ConfigError).
   static Engine& global();
+  // Whether the kernel provider can run CUDA devices (the backend's torch has CUDA): set before the first
+  // global() so that the engine may choose GPUs.
+  static void set_cuda_kernels_available(bool available) { cuda_kernels_flag().store(available); }
+  static bool cuda_kernels_available() { return cuda_kernels_flag().load(); }
 
   const runtime::Config& config() const { return config_; }
   void set_kernel_provider(runtime::KernelProvider* provider);
@@ -89,6 +94,7 @@ class Engine {
   std::unique_ptr<runtime::ProcessRegistry> registry_;
   std::unique_ptr<runtime::Communicator> communicator_;
   bool layout_logged_ = false;
+  static std::atomic<bool>& cuda_kernels_flag();
 };
 
 }  // namespace moreh::scheduler

@@ -172,11 +172,8 @@ void run_eagerly(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   }
   const size_t r = schema.returns().size();
   auto adopt = [&](const at::Tensor& src, const std::shared_ptr<runtime::Buffer>& buffer) {
-    auto owner = std::make_shared<c10::Storage>(src.storage());
     try {
-      auto block = engine().device(0).adopt(src.storage().mutable_data(), src.storage().nbytes(), owner);
-      block->provider_view() = owner;
-      buffer->bind(std::move(block));
+      bind_cpu_storage(*buffer, src.storage());
     } catch (const runtime::OutOfMemoryError& e) {
       TORCH_CHECK_WITH(OutOfMemoryError, false, e.what());
     }
@@ -184,7 +181,7 @@ void run_eagerly(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   };
   for (auto& [m, stand_in] : written) {
     if (stand_in.sizes() == m.sizes() && stand_in.strides() == m.strides()) {
-      materialized_cpu_view(m).copy_(stand_in);
+      store_from_cpu(m, stand_in);
     } else {  // the kernel resized it: m takes a new buffer holding the kernel's memory
       c10::Storage storage(c10::Storage::use_byte_size_t(), stand_in.storage().nbytes(), moreh_allocator(), true);
       adopt(stand_in, buffer_of(storage));

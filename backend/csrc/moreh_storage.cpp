@@ -142,7 +142,57 @@ at::Tensor materialized_cpu_view(const at::Tensor& t) {
   if (!ref.buffer->memory()) {
     translating_errors([&] { ref.buffer->bind(engine().device(0).allocate(ref.buffer->bytes())); });
   }
-  return cpu_view(*ref.buffer->memory(), ref);
+  runtime::PhysicalBlock& block = *ref.buffer->memory();
+  if (block.device().host_accessible()) return cpu_view(block, ref);
+  // Device memory: a host copy of the bytes the view spans, viewed with the tensor's geometry.
+  const int64_t item = static_cast<int64_t>(c10::elementSize(static_cast<c10::ScalarType>(ref.dtype)));
+  int64_t last = 0;  // the farthest element from the view's first, in elements
+  bool empty = false;
+  for (size_t d = 0; d < ref.sizes.size(); ++d) {
+    if (ref.sizes[d] == 0) empty = true;
+    last += (ref.sizes[d] - 1) * std::max<int64_t>(ref.strides[d], 0);
+  }
+  const int64_t span = empty ? 0 : (last + 1) * item;
+  c10::Storage host(c10::Storage::use_byte_size_t(), span, c10::GetDefaultCPUAllocator(), false);
+  if (span > 0) {
+    translating_errors([&] {
+      block.device().read(host.mutable_data(), static_cast<const char*>(block.data()) + ref.offset * item,
+                          static_cast<uint64_t>(span));
+    });
+  }
+  auto copy = at::detail::make_tensor<c10::TensorImpl>(std::move(host), c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                                       c10::scalarTypeToTypeMeta(static_cast<c10::ScalarType>(ref.dtype)));
+  copy.unsafeGetTensorImpl()->set_sizes_and_strides(c10::IntArrayRef(ref.sizes.data(), ref.sizes.size()),
+                                                    c10::IntArrayRef(ref.strides.data(), ref.strides.size()), 0);
+  return copy;
+}
+
+void store_from_cpu(const at::Tensor& t, const at::Tensor& src) {
+  at::Tensor host = materialized_cpu_view(t);
+  host.copy_(src);
+  runtime::TensorRef ref = make_ref(t);
+  runtime::PhysicalBlock& block = *ref.buffer->memory();
+  if (block.device().host_accessible()) return;  // host was the memory itself
+  const int64_t item = static_cast<int64_t>(c10::elementSize(static_cast<c10::ScalarType>(ref.dtype)));
+  if (host.storage().nbytes() == 0) return;
+  translating_errors([&] {
+    block.device().write(static_cast<char*>(block.data()) + ref.offset * item, host.storage().data(),
+                         host.storage().nbytes());
+  });
+}
+
+void bind_cpu_storage(runtime::Buffer& buffer, const c10::Storage& storage) {
+  runtime::PhysicalDevice& device = engine().device(0);
+  if (device.host_accessible()) {
+    auto owner = std::make_shared<c10::Storage>(storage);
+    auto block = device.adopt(owner->mutable_data(), owner->nbytes(), owner);
+    block->provider_view() = owner;
+    buffer.bind(std::move(block));
+    return;
+  }
+  auto block = device.allocate(std::max<uint64_t>(storage.nbytes(), buffer.bytes()));
+  if (storage.nbytes() > 0) device.write(block->data(), storage.data(), storage.nbytes());
+  buffer.bind(std::move(block));
 }
 
 void flush_step() {

@@ -35,9 +35,15 @@ void resize_storage_bytes(const c10::Storage& storage, size_t nbytes);
 
 // A CPU tensor over physical memory with a ref's geometry (no copy).
 at::Tensor cpu_view(runtime::PhysicalBlock& block, const runtime::TensorRef& ref);
-// Flushes and waits, then returns a CPU tensor aliasing the moreh tensor's physical memory. Memory of a
-// buffer that nothing ever wrote is allocated (uninitialized, like torch.empty).
+// Flushes and waits, then returns a CPU tensor with the moreh tensor's value: on host devices it aliases
+// the physical memory, on CUDA devices it is a copy (write through store_from_cpu). Memory of a buffer
+// that nothing ever wrote is allocated (uninitialized, like torch.empty).
 at::Tensor materialized_cpu_view(const at::Tensor& t);
+// Writes a CPU tensor's values into a moreh tensor's physical memory (same shape), after materializing it.
+void store_from_cpu(const at::Tensor& t, const at::Tensor& src);
+// Binds a CPU storage's bytes as `buffer`'s memory on the first device: adopted where the device is
+// host memory, uploaded otherwise. Throws runtime::OutOfMemoryError.
+void bind_cpu_storage(runtime::Buffer& buffer, const c10::Storage& storage);
 
 // Engine calls that translate runtime errors into PyTorch's (OUT_OF_MEMORY -> torch.OutOfMemoryError).
 void flush_step();

@@ -5,6 +5,9 @@
 
 #include "backend/csrc/device_hooks.h"
 #include "backend/csrc/host_kernel_provider.h"
+#ifdef MOREH_TORCH_CUDA
+#include "backend/csrc/cuda_kernel_provider.h"
+#endif
 #include "backend/csrc/lazy_fallback.h"
 #include "backend/csrc/moreh_storage.h"
 #include "runtime/data_type.h"
@@ -25,8 +28,16 @@ void init() {
   runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::Half), runtime::DataType::kFloat16);
   runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::Long), runtime::DataType::kInt64);
   runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::Int), runtime::DataType::kInt32);
+#ifdef MOREH_TORCH_CUDA
+  scheduler::Engine::set_cuda_kernels_available(true);
+#endif
   auto& e = backend::engine();  // reads MOREH_* (a malformed value raises here, naming it)
+#ifdef MOREH_TORCH_CUDA
+  if (e.device(0).kind() == runtime::DeviceKind::kCuda) e.set_kernel_provider(&backend::cuda_kernel_provider());
+  else e.set_kernel_provider(&backend::host_kernel_provider());
+#else
   e.set_kernel_provider(&backend::host_kernel_provider());
+#endif
   backend::register_recorded_composites();
 }
 

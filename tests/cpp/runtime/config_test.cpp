@@ -48,7 +48,7 @@ class ConfigEnvTest : public ::testing::Test {
   static constexpr const char* kVars[] = {"MOREH_LOG_LEVEL",        "MOREH_LOG_FILE",        "MOREH_HOST_MEMORY_CAPACITY",
                                           "MOREH_MAX_PENDING_OPS",  "MOREH_GRAPH_CACHE_SIZE", "MOREH_SYNC_TIMEOUT",
                                           "MOREH_FLAVOR",           "MOREH_NUM_DEVICES",     "MOREH_CONFIG_DIR",
-                                          "MOREH_COLLECTIVE_TIMEOUT"};
+                                          "MOREH_COLLECTIVE_TIMEOUT", "MOREH_DEVICE_KIND",    "MOREH_CUDA_MEMORY_FRACTION"};
 
   void SetUp() override {
     for (const char* v : kVars) {
@@ -178,6 +178,30 @@ TEST_F(ConfigEnvTest, CollectiveTimeoutDefaultsToTheSyncTimeoutAndCanBeSetApart)
     setenv("MOREH_COLLECTIVE_TIMEOUT", bad, 1);
     std::string what = config_error_text();
     EXPECT_NE(what.find("MOREH_COLLECTIVE_TIMEOUT"), std::string::npos) << bad << ": " << what;
+  }
+}
+
+TEST_F(ConfigEnvTest, DeviceKindAndCudaMemoryFraction) {
+  Config c = Config::from_env();
+  EXPECT_EQ(c.device_kind, DeviceKindChoice::kAuto);
+  EXPECT_DOUBLE_EQ(c.cuda_memory_fraction, 0.9);
+  setenv("MOREH_DEVICE_KIND", "host", 1);
+  setenv("MOREH_CUDA_MEMORY_FRACTION", "0.5", 1);
+  c = Config::from_env();
+  EXPECT_EQ(c.device_kind, DeviceKindChoice::kHost);
+  EXPECT_DOUBLE_EQ(c.cuda_memory_fraction, 0.5);
+  setenv("MOREH_DEVICE_KIND", "cuda", 1);
+  EXPECT_EQ(Config::from_env().device_kind, DeviceKindChoice::kCuda);
+  for (const char* bad : {"gpu", "CUDA ", "hosts"}) {
+    setenv("MOREH_DEVICE_KIND", bad, 1);
+    std::string what = config_error_text();
+    EXPECT_NE(what.find("MOREH_DEVICE_KIND"), std::string::npos) << bad << ": " << what;
+  }
+  setenv("MOREH_DEVICE_KIND", "auto", 1);
+  for (const char* bad : {"0", "1.5", "-0.1", "half"}) {
+    setenv("MOREH_CUDA_MEMORY_FRACTION", bad, 1);
+    std::string what = config_error_text();
+    EXPECT_NE(what.find("MOREH_CUDA_MEMORY_FRACTION"), std::string::npos) << bad << ": " << what;
   }
 }
 

@@ -1,0 +1,25 @@
+// The physical devices behind the virtual one, chosen at start: the flavor's N logical devices placed on
+// the CUDA GPUs the driver finds (round robin; logical devices that share a GPU split its memory share),
+// or N host devices where there is no GPU, the kernels for one are missing, or MOREH_DEVICE_KIND=host.
+#pragma once
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/config.h"
+#include "runtime/device.h"
+
+namespace moreh::runtime {
+
+struct DeviceChoice {
+  std::vector<std::unique_ptr<PhysicalDevice>> devices;
+  // Why host devices stand in for GPUs under MOREH_DEVICE_KIND=auto (empty when GPUs were taken or
+  // host devices were asked for); logged once at start.
+  std::string fallback_reason;
+};
+
+// `cuda_kernels`: whether the kernel provider can run nodes on CUDA devices (the backend's torch has
+// CUDA). Throws ConfigError under MOREH_DEVICE_KIND=cuda when no GPU can be used, saying why.
+DeviceChoice make_physical_devices(const Config& config, bool cuda_kernels);
+
+}  // namespace moreh::runtime

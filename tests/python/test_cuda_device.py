@@ -1,0 +1,128 @@
+"""CUDA physical devices: moreh on a GPU matches native PyTorch CUDA eager; without one, moreh says once why
+it uses host devices. The GPU tests run where torch has CUDA and a GPU is present (tools/gpu-check.sh); the
+fallback tests run everywhere else."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models import GPT, MLP
+
+ON_GPU = torch.cuda.is_available() and torch.moreh.get_device_properties().physical_device.startswith("cuda")
+needs_gpu = pytest.mark.skipif(not ON_GPU, reason="moreh runs on host devices here (no CUDA GPU or no CUDA torch)")
+needs_no_gpu = pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+
+
+@needs_no_gpu
+def test_without_a_gpu_moreh_says_once_that_host_devices_stand_in(moreh_subprocess):
+    p = moreh_subprocess("import torch; torch.ones(2, device='moreh').sum().item()",
+                         env={"MOREH_LOG_LEVEL": "info", "MOREH_DEVICE_KIND": "auto"})
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.count("no CUDA device is used") == 1, p.stderr
+    assert "host device(s) stand in" in p.stderr
+
+
+@needs_no_gpu
+def test_asking_for_cuda_without_a_gpu_is_a_clear_error(moreh_subprocess):
+    p = moreh_subprocess("import torch; torch.ones(2, device='moreh')", env={"MOREH_DEVICE_KIND": "cuda"})
+    assert p.returncode != 0
+    assert "MOREH_DEVICE_KIND=cuda, but no CUDA device can be used" in p.stderr, p.stderr
+
+
+def test_host_kind_never_mentions_cuda(moreh_subprocess):
+    p = moreh_subprocess("import torch; print(torch.moreh.get_device_properties().physical_device)",
+                         env={"MOREH_LOG_LEVEL": "info", "MOREH_DEVICE_KIND": "host"})
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip().startswith("host")
+    assert "CUDA" not in p.stderr
+
+
+def batches(steps, vocab=96):
+    g = torch.Generator().manual_seed(7)
+    for _ in range(steps):
+        yield torch.randint(0, vocab, (4, 32), generator=g), torch.randint(0, vocab, (4, 32), generator=g)
+
+
+def train(model, device, steps, fused):
+    model = copy.deepcopy(model).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=fused, foreach=None if fused else True)
+    losses = []
+    for x, y in batches(steps):
+        _, loss = model(x.to(device), y.to(device))
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(loss.detach())
+    return [l.item() for l in losses], {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+@needs_gpu
+@pytest.mark.parametrize("fused", [False, True])
+def test_gpt_training_matches_native_cuda(fused):
+    torch.manual_seed(0)
+    model = GPT(vocab=96, block_size=32, d_model=64, n_head=2, n_layer=2, dropout=0.0)
+    ref_losses, ref_params = train(model, "cuda", 10, fused)
+    losses, params = train(model, "moreh", 10, fused)
+    assert losses == pytest.approx(ref_losses, rel=1e-4)
+    for k in ref_params:
+        torch.testing.assert_close(params[k], ref_params[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+@needs_gpu
+def test_bf16_autocast_matches_native_cuda():
+    torch.manual_seed(0)
+    model = MLP(32, 64, 10)
+    x, y = torch.randn(16, 32), torch.randint(0, 10, (16,))
+    out = {}
+    for dev in ("cuda", "moreh"):
+        m = copy.deepcopy(model).to(dev)
+        with torch.autocast(device_type=dev, dtype=torch.bfloat16):
+            loss = F.cross_entropy(m(x.to(dev)), y.to(dev))
+        loss.backward()
+        out[dev] = (loss.item(), next(m.parameters()).grad.cpu())
+    assert out["moreh"][0] == pytest.approx(out["cuda"][0], rel=1e-2)
+    torch.testing.assert_close(out["moreh"][1], out["cuda"][1], rtol=2e-2, atol=1e-3)
+
+
+@needs_gpu
+def test_host_reads_writes_and_eager_ops_on_gpu_memory():
+    a = torch.arange(12.0).reshape(3, 4)
+    m = a.to("moreh")
+    assert torch.equal(m.cpu(), a)
+    assert torch.equal(m.t().contiguous().cpu(), a.t())  # a strided view read back
+    assert m[1, 2].item() == 6.0
+    m[0].fill_(-1)  # a write into part of the buffer
+    assert torch.equal(m.cpu()[0], torch.full((4,), -1.0))
+    assert torch.equal(m.cpu()[1:], a[1:])
+    # nonzero is data-dependent: it runs eagerly on a host copy and its result goes back to the GPU
+    nz = torch.nonzero(m > 5)
+    assert torch.equal(nz.cpu(), torch.nonzero(m.cpu() > 5))
+    assert torch.equal((nz * 2).cpu(), torch.nonzero(m.cpu() > 5) * 2)
+
+
+@needs_gpu
+def test_device_reports_the_gpu_and_its_memory():
+    props = torch.moreh.get_device_properties()
+    assert props.physical_device.startswith("cuda")
+    free, total = torch.moreh.mem_get_info()
+    gpu_total = torch.cuda.get_device_properties(0).total_memory
+    assert 0 < total <= gpu_total
+    assert 0 <= free <= total
+
+
+@needs_gpu
+def test_out_of_memory_on_a_gpu_share_is_torch_out_of_memory(moreh_subprocess):
+    code = (
+        "import torch\n"
+        "x = torch.ones(8, device='moreh')\n"
+        "try:\n"
+        "    y = torch.empty(1 << 40, dtype=torch.uint8, device='moreh').fill_(1); y.sum().item()\n"
+        "except torch.OutOfMemoryError as e:\n"
+        "    print('OOM', 'OUT_OF_MEMORY' in str(e))\n"
+        "print('after', x.sum().item())\n"
+    )
+    p = moreh_subprocess(code)
+    assert p.returncode == 0, p.stderr
+    assert "OOM True" in p.stdout, p.stdout + p.stderr
+    assert "after 8.0" in p.stdout
