@@ -55,6 +55,9 @@ Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devic
       devices_(std::move(devices)),
       executor_(raw(devices_), nullptr),
       cache_(config_.graph_cache_size) {
+  if (devices_.size() > 1 && !devices_[0]->host_accessible())
+    throw ConfigError(fmt::format("{} logical devices on CUDA GPUs need a CUDA communicator, which this build lacks; "
+                                  "use MOREH_NUM_DEVICES=1 or MOREH_DEVICE_KIND=host", devices_.size()));
   if (devices_.size() > 1) {
     constexpr double kMaxSeconds = 1e8;
     communicator_ = std::make_unique<HostCommunicator>(
