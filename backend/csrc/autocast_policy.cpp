@@ -10,11 +10,15 @@
 // which asks log_softmax for the input's own dtype and so takes the log-softmax in bf16).
 #include <ATen/autocast_mode.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 namespace moreh::backend {
 namespace {
 
 // The lists name their argument types unqualified (they are written for namespace at).
+#if TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR < 13
+using at::DimnameList;  // torch 2.11's lists still name norm's named-dimension overload
+#endif
 using at::IntArrayRef;
 using at::Scalar;
 using at::ScalarType;
