@@ -73,8 +73,11 @@ Loaded load() {
     failures.push_back(e ? e : path + ": cannot be loaded");
   }
   if (!lib) {
-    l.reason = fmt::format("NVRTC not found ({}); set MOREH_NVRTC_LIBRARY to libnvrtc.so's path",
-                           fmt::join(failures, "; "));
+    const char* configured = std::getenv("MOREH_NVRTC_LIBRARY");
+    l.reason = configured && *configured
+                   ? fmt::format("MOREH_NVRTC_LIBRARY cannot be loaded ({})", fmt::join(failures, "; "))
+                   : fmt::format("NVRTC not found ({}); set MOREH_NVRTC_LIBRARY to libnvrtc.so's path",
+                                 fmt::join(failures, "; "));
     return l;
   }
   // The library stays loaded for the process.
