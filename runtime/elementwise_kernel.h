@@ -86,7 +86,8 @@ struct ElementwiseNode {
 using ElementwiseScalar = std::variant<double, int64_t>;
 
 // What one launch needs besides the kernel's structure. Pointers are device pointers for a GPU launch and
-// host pointers for the reference evaluator.
+// host pointers for the reference evaluator. An output may be the very buffer of a contiguous input with the
+// same element size (in place: each element is read before it is written); no other overlap is allowed.
 struct ElementwiseArguments {
   uint64_t count = 0;                          // elements of every output
   std::vector<int64_t> sizes;                  // the output's shape; strided kernels only: rank() sizes, product count
