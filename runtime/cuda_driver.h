@@ -26,6 +26,7 @@ namespace moreh::runtime::cuda {
   X(DevicePrimaryCtxRelease, cuDevicePrimaryCtxRelease)     \
   X(CtxSetCurrent, cuCtxSetCurrent)                         \
   X(CtxGetCurrent, cuCtxGetCurrent)                         \
+  X(CtxGetDevice, cuCtxGetDevice)                           \
   X(CtxEnablePeerAccess, cuCtxEnablePeerAccess)             \
   X(MemGetInfo, cuMemGetInfo)                               \
   X(MemAlloc, cuMemAlloc)                                   \

@@ -1,6 +1,9 @@
 #include "runtime/elementwise_reduction.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <stdexcept>
 #include <type_traits>
 
 #include "runtime/low_precision_float.h"
@@ -114,7 +117,9 @@ void reduce_elements(DataType type, ReduceOp op, std::span<const void* const> in
     case DataType::kFloat16: return reduce_typed<DataType::kFloat16>(op, inputs, out, count);
     case DataType::kInt64: return reduce_typed<DataType::kInt64>(op, inputs, out, count);
     case DataType::kInt32: return reduce_typed<DataType::kInt32>(op, inputs, out, count);
+    case DataType::kBool: break;
   }
+  throw std::invalid_argument(fmt::format("cannot reduce {} elements", name_of(type)));
 }
 
 }  // namespace moreh::runtime

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <stdexcept>
 #include <vector>
 
 #include "runtime/low_precision_float.h"
@@ -53,6 +54,14 @@ TEST(ElementwiseReductionTest, InPlaceAcrossBlocksAndIntegerAverageTruncates) {
   const void* inputs[] = {a.data(), b.data()};
   reduce_elements(DataType::kInt32, ReduceOp::kAvg, inputs, a.data(), 3000);
   for (int i = 0; i < 3000; ++i) ASSERT_EQ(a[i], (-i - 1) / 2) << i;
+}
+
+TEST(ElementwiseReductionTest, BoolIsNotReducible) {
+  EXPECT_FALSE(is_reducible(DataType::kBool));
+  EXPECT_EQ(size_of(DataType::kBool), 1u);
+  std::vector<uint8_t> a{1}, out(1);
+  const void* inputs[] = {a.data()};
+  EXPECT_THROW(reduce_elements(DataType::kBool, ReduceOp::kSum, inputs, out.data(), 1), std::invalid_argument);
 }
 
 }  // namespace

@@ -54,6 +54,7 @@ void store(DataType t, void* base, uint64_t i, double v) {
     case DataType::kFloat16: static_cast<uint16_t*>(base)[i] = float_to_float16(static_cast<float>(v)); break;
     case DataType::kInt64: static_cast<int64_t*>(base)[i] = static_cast<int64_t>(v); break;
     case DataType::kInt32: static_cast<int32_t*>(base)[i] = static_cast<int32_t>(v); break;
+    case DataType::kBool: static_cast<uint8_t*>(base)[i] = v != 0; break;
   }
 }
 
@@ -65,6 +66,7 @@ double load(DataType t, const void* base, uint64_t i) {
     case DataType::kFloat16: return float16_to_float(static_cast<const uint16_t*>(base)[i]);
     case DataType::kInt64: return static_cast<double>(static_cast<const int64_t*>(base)[i]);
     case DataType::kInt32: return static_cast<const int32_t*>(base)[i];
+    case DataType::kBool: return static_cast<const uint8_t*>(base)[i];
   }
   return 0;
 }

@@ -1,0 +1,22 @@
+// The fused elementwise kernels collectives need when logical devices share one GPU: scaling a buffer in
+// place (averages, a device's share of the batch) and summing peers' buffers. Each computes exactly as its
+// host counterpart (scale_elements, reduce_elements with kSum), so a GPU result matches the host's bits.
+#pragma once
+#include "runtime/elementwise_kernel.h"
+
+namespace moreh::runtime {
+
+// Up to this many inputs per sum kernel (longer sums chain kernels, accumulating into the output).
+inline constexpr int kMaxSumKernelInputs = 8;
+
+// x *= factor, in place: input 0 and output 0 are the same buffer (contiguous, any count); scalar 0 is the
+// factor (pass a double). A factor of 0 writes zeros, even over NaN. float32 multiplies in float; float64,
+// float16 and bfloat16 in double, rounding once (as scale_elements); integers in double, truncating (exact
+// while |x| < 2^53). Every reducible type.
+ElementwiseKernel scale_in_place_kernel(DataType type);
+
+// out = in0 + in1 + ... + in(k-1), added in that order: float16 and bfloat16 accumulate in float and round
+// once, integers wrap (as reduce_elements). `out` may be one of the inputs. 1 <= k <= kMaxSumKernelInputs.
+ElementwiseKernel sum_kernel(DataType type, int k);
+
+}  // namespace moreh::runtime

@@ -1,0 +1,99 @@
+// Compiled fused elementwise kernels: compiled with NVRTC once per (kernel structure, compute capability),
+// loaded once per CUDA context, launched with cuLaunchKernel. Thread-safe. Built with CUDA and NVRTC.
+#pragma once
+#include <cuda.h>
+
+#include <cstdint>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "runtime/elementwise_kernel.h"
+#include "runtime/nvrtc.h"
+
+namespace moreh::runtime::cuda {
+
+// A grid for a grid-stride elementwise kernel: kElementwiseBlockSize threads per block, enough blocks for
+// every element but at most kBlocksPerSm per SM (each thread then loops).
+struct LaunchShape {
+  unsigned blocks = 0;
+  unsigned threads = 0;
+};
+inline constexpr unsigned kBlocksPerSm = 8;  // 2048 resident threads per SM at 256 threads per block
+LaunchShape elementwise_launch_shape(uint64_t count, int sm_count);
+
+// What NVRTC is asked for on a device of compute capability `capability` (90 for 9.0), given the
+// architectures NVRTC knows (ascending): a cubin when it knows the device's, else PTX for the newest one
+// below it (the driver compiles that PTX for the device). Throws Error when NVRTC knows none that old.
+struct CompileTarget {
+  int arch = 0;
+  NvrtcOutput output = NvrtcOutput::kCubin;
+};
+CompileTarget compile_target(int capability, const std::vector<int>& nvrtc_architectures);
+
+class KernelCache {
+ public:
+  struct Stats {
+    uint64_t hits = 0;                // function() calls that compiled nothing
+    uint64_t misses = 0;              // compiles (one per kernel structure and architecture)
+    uint64_t loads = 0;               // cuModuleLoadData calls (one per compile target and context)
+    double compile_milliseconds = 0;  // NVRTC's time over every compile
+  };
+
+  KernelCache() = default;
+  KernelCache(const KernelCache&) = delete;
+  KernelCache& operator=(const KernelCache&) = delete;
+  // Modules stay loaded until their context goes (call release_context before destroying one).
+  ~KernelCache() = default;
+
+  // The process's cache.
+  static KernelCache& instance();
+
+  // `kernel`'s function in the calling thread's current CUDA context: compiled (NVRTC) when no kernel of
+  // its structure was compiled for the context's device's architecture, loaded when not yet in this
+  // context. Throws Error (no current context, NVRTC unavailable, a driver error) or NvrtcError.
+  CUfunction function(const ElementwiseKernel& kernel);
+
+  // Launches `kernel` over `args` on `stream` (asynchronous) in the current context; nothing when
+  // args.count is 0. Throws std::invalid_argument when `args` do not fit the kernel.
+  void launch(const ElementwiseKernel& kernel, CUstream stream, const ElementwiseArguments& args);
+
+  // Unloads the modules loaded in `context` and forgets them (before the context is destroyed).
+  void release_context(CUcontext context);
+
+  Stats stats() const;
+
+ private:
+  struct Binary {
+    std::string key;  // the kernel's full key: a hash collision is an error, not a wrong kernel
+    std::string name;
+    std::shared_future<std::shared_ptr<const NvrtcResult>> result;
+  };
+  struct Loaded {
+    std::string key;
+    CUmodule module = nullptr;
+    CUfunction function = nullptr;
+  };
+  struct Device {
+    int capability = 0;
+    int sm_count = 0;
+    CompileTarget target;
+  };
+
+  const Device& device(CUdevice dev);
+  // The binary for (key, target), compiling it in this thread when nobody has.
+  std::shared_ptr<const NvrtcResult> binary(const ElementwiseKernel& kernel, const std::string& key, uint64_t hash,
+                                            const CompileTarget& target, bool& compiled);
+
+  mutable std::mutex mutex_;
+  std::map<std::pair<uint64_t, int>, Binary> binaries_;                  // (hash, arch)
+  std::map<std::tuple<CUcontext, uint64_t, int>, Loaded> functions_;     // (context, hash, arch)
+  std::map<CUdevice, Device> devices_;
+  Stats stats_;
+};
+
+}  // namespace moreh::runtime::cuda
