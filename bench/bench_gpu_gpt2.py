@@ -148,6 +148,8 @@ def run(device, dtype, base_model, batches, cfg, args, budget_s=None):
     """Trains a copy of base_model on `device`; returns a dict of timings and losses."""
     dev_type = torch.device(device).type
     bf16 = dtype == "bf16"
+    if dev_type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     t_setup = time.perf_counter()
     model = copy.deepcopy(base_model).to(device)
     model.train()

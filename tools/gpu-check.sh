@@ -36,8 +36,10 @@
 # back at most 8. Every phase runs even after one fails; exit status 1 if any failed or timed out.
 #
 # Time: each phase has a timeout, and all phases together stay inside GPU_CHECK_BUDGET seconds (default
-# 540), so the whole call ends well inside the device tool's 600 s limit. Override a phase's timeout with
-# e.g. GPU_CHECK_TIMEOUT_BUILD=300. Other knobs: PYTEST_ARGS (extra pytest arguments), BENCH_ARGS
+# 540), so the whole call ends well inside the device tool's 600 s limit; a phase's timeout also keeps
+# back a few seconds for each selected phase after it (RESERVE), so a slow one cannot starve the bench.
+# A timed-out phase gets SIGINT first: pytest prints the test it was stuck in, python its traceback.
+# Override a phase's timeout with e.g. GPU_CHECK_TIMEOUT_BUILD=300. Other knobs: PYTEST_ARGS (extra pytest arguments), BENCH_ARGS
 # (replaces the bench's arguments), MOREH_GPU_HEADER_ONLY / MOREH_GPU_GTEST_FROM_SOURCE = auto|0|1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -222,8 +224,8 @@ phase_build() {
   if [ "$gtest_src" = 1 ]; then
     cmake -S "$PREFIX/usr/src/googletest" -B "$BUILD/gtest-build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
       -DBUILD_GMOCK=OFF -DINSTALL_GTEST=ON -DCMAKE_INSTALL_PREFIX="$BUILD/gtest-prefix" -DCMAKE_INSTALL_LIBDIR=lib \
-      -DCMAKE_POSITION_INDEPENDENT_CODE=ON >/dev/null || return 1
-    cmake --build "$BUILD/gtest-build" --target install -j "$(nproc)" >/dev/null || return 1
+      -DCMAKE_POSITION_INDEPENDENT_CODE=ON -DCMAKE_POLICY_VERSION_MINIMUM=3.5 || return 1
+    cmake --build "$BUILD/gtest-build" --target install -j "$(nproc)" || return 1
     gtest_dir=$BUILD/gtest-prefix/lib/cmake/GTest
   fi
 
@@ -244,7 +246,7 @@ phase_build() {
   cmake -S "$ROOT" -B "$CMAKE_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_PREFIX_PATH="$PREFIX/usr;$cmake_dir" \
     -Dspdlog_DIR="$spdlog_dir" -Dfmt_DIR="$fmt_dir" -DBoost_DIR="$boost_dir" -DGTest_DIR="$gtest_dir" \
-    -DPython3_EXECUTABLE="$py" "${cuda_args[@]}" || return 1
+    -DPython3_EXECUTABLE="$py" -DCMAKE_POLICY_VERSION_MINIMUM=3.5 "${cuda_args[@]}" || return 1
   grep -E '^(spdlog_DIR|fmt_DIR|Boost_DIR|GTest_DIR|Torch_DIR|MOREH_WITH_CUDA|CUDAToolkit_ROOT|Python3_EXECUTABLE|CMAKE_CXX_COMPILER):' \
     "$CMAKE_BUILD/CMakeCache.txt"
   cmake --build "$CMAKE_BUILD" -j "$(nproc)" || return 1
@@ -331,7 +333,7 @@ phase_bench() {
   local args
   if [ -n "${BENCH_ARGS:-}" ]; then args=$BENCH_ARGS
   elif [ "$LOCAL" = 1 ]; then args="--tiny --baseline-device cpu --steps 3 --warmup 1"
-  else args="--dtype both --batch 8 --steps 10 --warmup 3 --moreh-budget-s 75"
+  else args="--dtype both --batch 8 --steps 20 --warmup 3 --moreh-budget-s 75"
   fi
   # shellcheck disable=SC2086
   python3 bench/bench_gpu_gpt2.py $args --json "$RESULTS/bench.json"
@@ -351,7 +353,7 @@ ALL="env unpack build install ctest pytest dp bench"
 for a in "$@"; do
   case $a in
     --local | --dry-run) LOCAL=1 ;;
-    -h | --help) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     all) PHASES+=($ALL) ;;
     tests) PHASES+=(ctest pytest dp) ;;
     env | unpack | build | install | ctest | pytest | dp | bench) PHASES+=("$a") ;;
