@@ -18,8 +18,10 @@ though the causal mask lets flash attention skip half of it (so MFU reads slight
 alike). fp32 runs are also measured against the bf16 peak, so their MFU reads low.
 
 Batches are staged on each device before the steps (the timed loop measures training, not host copies).
-Runs in this order: matmul peak, every native run, then every moreh run, so that the native numbers are
-printed (and written to --json) even if moreh fails; a moreh exception is printed and recorded. When
+moreh is loaded with `import torch_moreh` inside a try (the bench turns off the autoload at `import
+torch`), then run in this order: matmul peak, every native run, every moreh run, so that the native
+numbers are printed (and written to --json) even if moreh fails to start or run; a moreh exception is
+printed and recorded. When
 moreh's steps would take longer than --moreh-budget-s (e.g. moreh on host devices), its warm-up and timed
 steps are cut to fit and the JSON says so.
 
@@ -37,9 +39,15 @@ import sys
 import time
 import traceback
 
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
+# moreh is loaded by `import torch_moreh` in main(), inside a try, not by `import torch`: a moreh that fails
+# to start then cannot take the native numbers with it. It must still load before the first backward pass
+# (PyTorch's autograd engine sizes its per-device queues then; a device registered later fails an
+# internal assert in engine.cpp), so it is loaded before the native runs, and its engine sits idle during them.
+os.environ["TORCH_DEVICE_BACKEND_AUTOLOAD"] = "0"
+
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 CONFIGS = {
     "gpt2-small": dict(n_layer=12, d_model=768, n_head=12, seq=1024, vocab=50257, batch=8),
@@ -242,6 +250,7 @@ def main():
     p.add_argument("--peak-size", type=int, default=None, help="matmul size for the peak (default 8192; cpu 1024)")
     p.add_argument("--tf32", action="store_true", help="let native fp32 matmuls use TF32 (PyTorch's default: off)")
     p.add_argument("--json", default=None, help="write the results here (rewritten after every run)")
+    p.add_argument("--moreh-load-error", default=None, help=argparse.SUPPRESS)  # set by the re-run without moreh
     args = p.parse_args()
     if args.warmup < 1 or args.steps < 1:
         p.error("--warmup and --steps must be at least 1")
@@ -255,6 +264,18 @@ def main():
     if args.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
     dtypes = ["fp32", "bf16"] if args.dtype == "both" else [args.dtype]
+
+    if not args.no_moreh:
+        try:
+            import torch_moreh  # noqa: F401  starts moreh's engine (devices: MOREH_DEVICE_KIND, MOREH_NUM_DEVICES)
+        except Exception as e:  # noqa: BLE001
+            # A half-loaded backend (PrivateUse1 hooks registered, no torch.moreh) breaks torch.optim on every
+            # device, so the native runs go on in a fresh process without moreh, which records this error.
+            traceback.print_exc()
+            print("moreh failed to load: running the native part again without it", flush=True)
+            sys.stdout.flush()
+            os.execv(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:], "--no-moreh",
+                                      "--moreh-load-error", f"{type(e).__name__}: {e}"])
 
     torch.manual_seed(0)
     model = GPT(cfg["vocab"], cfg["seq"], cfg["d_model"], cfg["n_head"], cfg["n_layer"])
@@ -278,6 +299,8 @@ def main():
                 "MOREH_NUM_DEVICES": os.environ.get("MOREH_NUM_DEVICES")},
         "runs": [], "errors": [], "warnings": [],
     }
+    if args.moreh_load_error:
+        result["errors"].append(f"moreh unavailable: {args.moreh_load_error}")
     if base.startswith("cuda"):
         result["env"]["gpu"] = torch.cuda.get_device_name(0)
 
@@ -319,7 +342,6 @@ def main():
     if not args.no_moreh:
         try:
             torch.device("moreh")
-            _ = torch.moreh  # the backend must be loaded
             phys = torch.moreh.physical_devices()
             result["env"]["moreh_physical_devices"] = [d.get("name") for d in phys]
             result["env"]["moreh_flavor"] = list(torch.moreh.flavor())

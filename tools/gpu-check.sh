@@ -39,8 +39,9 @@
 # 540), so the whole call ends well inside the device tool's 600 s limit; a phase's timeout also keeps
 # back a few seconds for each selected phase after it (RESERVE), so a slow one cannot starve the bench.
 # A timed-out phase gets SIGINT first: pytest prints the test it was stuck in, python its traceback.
-# Override a phase's timeout with e.g. GPU_CHECK_TIMEOUT_BUILD=300. Other knobs: PYTEST_ARGS (extra pytest arguments), BENCH_ARGS
-# (replaces the bench's arguments), MOREH_GPU_HEADER_ONLY / MOREH_GPU_GTEST_FROM_SOURCE = auto|0|1.
+# Override a phase's timeout with e.g. GPU_CHECK_TIMEOUT_BUILD=300. Other knobs: PYTEST_ARGS (extra
+# pytest arguments), BENCH_ARGS (replaces the bench's arguments), MOREH_GPU_HEADER_ONLY /
+# MOREH_GPU_GTEST_FROM_SOURCE = auto|0|1, MOREH_DEVICE_KIND (default cuda there).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -55,6 +56,7 @@ PREFIX=$BUILD/prefix
 MULTIARCH_LIB=$PREFIX/usr/lib/x86_64-linux-gnu
 CMAKE_BUILD=$BUILD/moreh
 export BUILD PREFIX MULTIARCH_LIB CMAKE_BUILD
+CXX_BIN=${CXX:-$(command -v c++ || command -v g++ || echo c++)}   # for the probes (CMake finds its own)
 
 # The foundation training suites (one logical device): training and AMP against CPU eager, everyday
 # features, lazy recording, plan cache, checkpoints, device module/autoload, data loading, out-of-memory,
@@ -157,7 +159,7 @@ int main() {
   return fmt::format("{}", 42) == "42" ? 0 : 1;
 }
 EOF
-  (cd "$d" && c++ -std=c++20 -DSPDLOG_SHARED_LIB -DSPDLOG_COMPILED_LIB -DSPDLOG_FMT_EXTERNAL -DFMT_SHARED \
+  (cd "$d" && $CXX_BIN -std=c++20 -DSPDLOG_SHARED_LIB -DSPDLOG_COMPILED_LIB -DSPDLOG_FMT_EXTERNAL -DFMT_SHARED \
      -isystem "$PREFIX/usr/include" spdlog_probe.cpp -o spdlog_probe -L"$MULTIARCH_LIB" -lspdlog -lfmt -pthread \
      && LD_LIBRARY_PATH="$MULTIARCH_LIB" ./spdlog_probe && grep -q "\[1, 2, 3\]" probe.log)
 }
@@ -168,7 +170,7 @@ probe_gtest_static() {
 #include <gtest/gtest.h>
 TEST(Probe, Links) { EXPECT_EQ(1 + 1, 2); }
 EOF
-  (cd "$d" && c++ -std=c++20 -isystem "$PREFIX/usr/include" gtest_probe.cpp -o gtest_probe \
+  (cd "$d" && $CXX_BIN -std=c++20 -isystem "$PREFIX/usr/include" gtest_probe.cpp -o gtest_probe \
      "$MULTIARCH_LIB/libgtest_main.a" "$MULTIARCH_LIB/libgtest.a" -pthread && ./gtest_probe --gtest_brief=1)
 }
 
