@@ -37,6 +37,13 @@ $PY -c "import transformers, sys; sys.exit(transformers.__version__ != '5.23.0')
   $PY -m pip install -q transformers==5.23.0
 }
 
+# NVRTC (the runtime compiler of moreh's generated CUDA kernels): its header for the build, and the library
+# for the tests that compile every generated kernel (no GPU needed for that).
+$PY -m pip show nvidia-cuda-nvrtc >/dev/null 2>&1 || {
+  echo "[setup] pip install nvidia-cuda-nvrtc==13.5.37"
+  $PY -m pip install -q nvidia-cuda-nvrtc==13.5.37
+}
+
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython3_EXECUTABLE="$(command -v $PY)" >/dev/null
 cmake --build build
 
