@@ -251,7 +251,17 @@ def main():
     p.add_argument("--tf32", action="store_true", help="let native fp32 matmuls use TF32 (PyTorch's default: off)")
     p.add_argument("--json", default=None, help="write the results here (rewritten after every run)")
     p.add_argument("--moreh-load-error", default=None, help=argparse.SUPPRESS)  # set by the re-run without moreh
+    p.add_argument("--only-moreh", action="store_true", help=argparse.SUPPRESS)  # the child process's part
+    p.add_argument("--peak-tflops", type=float, default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
+    # PyTorch's autograd engine takes one accelerator per process: with moreh (PrivateUse1) loaded, backward on
+    # native CUDA tensors fails an internal assert (torch 2.11). So the native runs happen here without moreh,
+    # and moreh's runs in a child process of this one (same arguments, same seed and data), whose results are
+    # merged into this run's table and JSON.
+    child_argv = [a for a in sys.argv[1:]]
+    spawn_moreh = not args.no_moreh and not args.only_moreh and args.baseline_device.startswith("cuda")
+    if spawn_moreh:
+        args.no_moreh = True
     if args.warmup < 1 or args.steps < 1:
         p.error("--warmup and --steps must be at least 1")
 
@@ -316,7 +326,7 @@ def main():
           f"{args.warmup} warm-up + {args.steps} timed steps", flush=True)
 
     peak_n = args.peak_size or (8192 if base.startswith("cuda") else 1024)
-    peak = measure_peak(base, peak_n)
+    peak = args.peak_tflops if args.peak_tflops else measure_peak(base, peak_n)
     result["peak_tflops"] = peak
     result["peak_how"] = f"bf16 torch.matmul {peak_n}^3 on {base}, random data, 3 warm-ups, mean of 10"
     print(f"peak: {peak:.1f} TFLOP/s ({result['peak_how']})", flush=True)
@@ -331,7 +341,7 @@ def main():
         result["runs"].append(r)
         save()
 
-    for dtype in dtypes:
+    for dtype in dtypes if not args.only_moreh else []:
         try:
             record(run(base, dtype, model, batches, cfg, args))
         except Exception as e:  # noqa: BLE001
@@ -362,6 +372,29 @@ def main():
                 traceback.print_exc()
                 result["errors"].append(f"moreh {dtype}: {type(e).__name__}: {e}")
                 record({"device": "moreh", "dtype": dtype, "ok": False, "error": f"{type(e).__name__}: {e}"})
+
+    if spawn_moreh:
+        import subprocess
+        import tempfile
+        child_json = os.path.join(tempfile.mkdtemp(prefix="bench-moreh-"), "moreh.json")
+        cmd = [sys.executable, os.path.abspath(__file__), *child_argv, "--only-moreh", "--peak-tflops", str(peak),
+               "--json", child_json]
+        print(f"moreh runs in a child process: {' '.join(cmd[1:])}", flush=True)
+        rc = subprocess.call(cmd)
+        if os.path.exists(child_json):
+            with open(child_json) as f:
+                child = json.load(f)
+            for r in child.get("runs", []):
+                if r.get("device") == "moreh":
+                    result["runs"].append(r)
+            result["errors"] += child.get("errors", [])
+            result["warnings"] += child.get("warnings", [])
+            for k in ("moreh_physical_devices", "moreh_flavor"):
+                if k in child.get("env", {}):
+                    result["env"][k] = child["env"][k]
+        if rc != 0:
+            result["errors"].append(f"the moreh child process exited with {rc}")
+        save()
 
     # Comparison.
     by = {(r["device"], r["dtype"]): r for r in result["runs"]}

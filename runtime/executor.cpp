@@ -24,8 +24,11 @@ void LaunchContext::bind_output(size_t i, std::unique_ptr<PhysicalBlock> block) 
 void mark_step_failed(const StepGraph& graph, size_t first, const std::string& why) {
   auto text = std::make_shared<const std::string>(why);
   const auto& nodes = graph.nodes();
-  for (size_t i = first; i < nodes.size(); ++i)
+  for (size_t i = first; i < nodes.size(); ++i) {
     for (const auto& out : nodes[i].outputs) out.buffer->set_failure(text);
+    // A buffer first written in place here (torch.ones: empty, then fill_) has no earlier value to keep.
+    for (uint16_t w : nodes[i].initializes) nodes[i].inputs[w].buffer->set_failure(text);
+  }
 }
 
 void Executor::submit(StepExecution step) {

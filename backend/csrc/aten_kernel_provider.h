@@ -23,6 +23,10 @@ class AtenKernelProvider : public runtime::KernelProvider {
   virtual at::Tensor view(runtime::PhysicalBlock& block, const runtime::TensorRef& ref) const = 0;
   // A fresh generator of the device's kind seeded with `seed` (the node's Seed attribute).
   virtual at::Generator generator(uint64_t seed, const runtime::PhysicalDevice& d) const = 0;
+  // A host tensor the recorded call holds as an argument (an upload's source, an index built on the CPU),
+  // as the device's kernels take it: host kernels use it as is, CUDA kernels want non-scalar tensors on
+  // the GPU. Called inside on_device().
+  virtual at::Tensor host_argument(const at::Tensor& t, const runtime::PhysicalDevice&) const { return t; }
   // Runs `kernels` with the calling thread set up for d (CUDA: its device and the runtime's stream).
   virtual void on_device(runtime::PhysicalDevice& d, const std::function<void()>& kernels) const { kernels(); }
 

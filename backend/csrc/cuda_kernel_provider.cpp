@@ -40,6 +40,9 @@ class CudaKernelProvider final : public AtenKernelProvider {
     g.set_current_seed(seed);
     return g;
   }
+  at::Tensor host_argument(const at::Tensor& t, const runtime::PhysicalDevice& d) const override {
+    return t.dim() == 0 ? t : t.to(torch_device(d));  // 0-dim host tensors are scalars to CUDA kernels
+  }
   void on_device(runtime::PhysicalDevice& d, const std::function<void()>& kernels) const override {
     const auto& cuda = as_cuda(d);
     const auto index = static_cast<c10::DeviceIndex>(cuda.ordinal());

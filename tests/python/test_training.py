@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from models import GPT, MLP
 
 STEPS = 20
+ON_GPU = torch.moreh.get_device_properties().physical_device.startswith("cuda")
 
 
 def make_optimizer(kind, params):
@@ -63,10 +64,12 @@ def test_training_matches_cpu(kind, optimizer_kind):
     model = build(kind)
     ref_losses, ref_params = train(kind, copy.deepcopy(model), "cpu", optimizer_kind)
     losses, params = train(kind, model, "moreh", optimizer_kind)
+    # On a GPU moreh runs CUDA kernels, which sum in another order than CPU's: a looser bound there.
+    rtol, atol = (1e-4, 1e-5) if ON_GPU else (1e-5, 1e-6)
     for step, (a, b) in enumerate(zip(ref_losses, losses)):
-        assert abs(a - b) <= 1e-5 * abs(a), f"step {step}: cpu {a} vs moreh {b}"
+        assert abs(a - b) <= rtol * abs(a), f"step {step}: cpu {a} vs moreh {b}"
     for a, b in zip(ref_params, params):
-        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(b, a, rtol=rtol, atol=atol)
 
 
 def test_training_actually_learns_on_moreh():
