@@ -412,8 +412,14 @@ void lazy_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::ji
     run_eagerly(op, stack);
     return;
   }
-  TORCH_CHECK_NOT_IMPLEMENTED(tr.has_cpu, "moreh does not support ", schema.operator_name(),
-                              ": it has no CPU kernel for moreh's host devices to run");
+  static const bool on_cuda = engine().device(0).kind() == runtime::DeviceKind::kCuda;
+  if (on_cuda) {
+    TORCH_CHECK_NOT_IMPLEMENTED(has_key(op, DispatchKey::CUDA) || has_composite(op), "moreh does not support ",
+                                schema.operator_name(), ": it has no CUDA kernel for moreh's CUDA devices to run");
+  } else {
+    TORCH_CHECK_NOT_IMPLEMENTED(tr.has_cpu, "moreh does not support ", schema.operator_name(),
+                                ": it has no CPU kernel for moreh's host devices to run");
+  }
 
   const size_t n = schema.arguments().size();
   const size_t base = stack->size() - n;

@@ -26,6 +26,9 @@ def run_training(model, device, batches, loss_fn, make_optimizer, scheduler_fn=N
 def assert_same_training(ref, got, rel=1e-5, atol=1e-6):
     """`ref` and `got` are run_training results: losses within `rel` relative, parameters allclose."""
     (ref_losses, ref_params), (losses, params) = ref, got
+    if torch.moreh.get_device_properties().physical_device.startswith("cuda"):
+        # CUDA kernels sum in another order than CPU's: a looser bound when moreh runs on a GPU.
+        rel, atol = max(rel, 1e-4), max(atol, 1e-5)
     assert len(ref_losses) == len(losses)
     for step, (a, b) in enumerate(zip(ref_losses, losses)):
         assert abs(a - b) <= rel * abs(a), f"step {step}: cpu {a} vs moreh {b}"
