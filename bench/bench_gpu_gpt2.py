@@ -427,7 +427,8 @@ def main():
         if m:
             print(f"moreh {r['dtype']} per timed step: {m.get('recorded_ops', 0):.0f} recorded ops, "
                   f"{m.get('eager_ops', 0):.0f} eager (flush) ops, {m.get('flushes', 0):.1f} step graphs, "
-                  f"plan cache {m.get('cache_hits', 0):.1f} hits / {m.get('cache_misses', 0):.1f} misses")
+                  f"plan cache {m.get('cache_hits', 0):.1f} hits / {m.get('cache_misses', 0):.1f} misses, "
+                  f"replay on the host {m.get('replay_host_ms', 0):.1f} ms")
     if any(r.get("note") for r in result["runs"]):
         print("* timed steps cut to the budget (see the run's note)")
     print(f"peak {peak:.1f} TFLOP/s; FLOPs/token = 6*N + 12*n_layer*d_model*seq = {flops_per_token:.4g}")

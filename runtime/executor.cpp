@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <cstring>
 
 #include "runtime/errors.h"
@@ -40,6 +41,16 @@ void Executor::submit(StepExecution step) {
 }
 
 void Executor::run_program(const StepExecution& step, const DeviceProgram& program) {
+  const auto started = std::chrono::steady_clock::now();
+  struct Timer {
+    std::atomic<uint64_t>& total;
+    std::chrono::steady_clock::time_point started;
+    ~Timer() {
+      total.fetch_add(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now() - started).count()),
+                      std::memory_order_relaxed);
+    }
+  } timer{replay_ns_, started};
   PhysicalDevice& device = *devices_.at(program.device);
   const auto& nodes = step.graph->nodes();
   uint32_t next_node = 0;  // the first node not yet run: a failure marks it and everything after

@@ -1,6 +1,7 @@
 // Runs a plan's programs on their devices' streams. Nothing here waits: errors surface at the next
 // synchronize, and the buffers the failed step should have produced carry the failure.
 #pragma once
+#include <atomic>
 #include <memory>
 #include <vector>
 
@@ -29,6 +30,9 @@ class Executor {
   void submit(StepExecution step);
   // Runs one program to the end on the calling thread (the device's stream calls this).
   void run_program(const StepExecution& step, const DeviceProgram& program);
+  // Nanoseconds the devices' streams have spent running programs on the host (issuing kernels and
+  // collectives, summed over devices): with GPUs, the host cost of replaying steps.
+  uint64_t replay_ns() const { return replay_ns_.load(std::memory_order_relaxed); }
 
  private:
   void run_collective(const StepExecution& step, const DeviceProgram& program, const Instruction& ins,
@@ -37,6 +41,7 @@ class Executor {
   std::vector<PhysicalDevice*> devices_;
   KernelProvider* provider_;
   Communicator* comm_ = nullptr;
+  std::atomic<uint64_t> replay_ns_{0};
 };
 
 // Marks the outputs of nodes [first, end) as failed with `why` (also used when a step is not run at all).

@@ -73,6 +73,7 @@ class Engine {
   // host reads and eager ops, which use device 0's memory. Call with the devices idle (after synchronize).
   void bring_home(runtime::Buffer& b);
   // Bytes the devices have sent in collectives since the engine started (0 with one device).
+  double replay_host_ms() const { return static_cast<double>(executor_.replay_ns()) / 1e6; }
   uint64_t collective_bytes() const { return communicator_ ? communicator_->total_bytes_sent() : 0; }
   void set_advanced_parallelization(bool enabled);
   bool advanced_parallelization() const;

@@ -161,7 +161,7 @@ bool has_compatible_shallow_copy_type(const at::Tensor& self, const at::Tensor& 
 // scaled_dot_product_attention asks the device which fused kernel to use. On host devices moreh answers
 // what CPU eager answers, so both run the same kernels (and match bit for bit). On CUDA devices the CPU
 // kernel does not exist: memory-efficient attention where its CUDA kernel takes the inputs (float types,
-// head size a multiple of 8, no grouped-query broadcast), else the math decomposition.
+// head size a multiple of 8, no grouped-query broadcast, no dropout), else the math decomposition.
 int64_t fused_sdp_choice(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          const std::optional<at::Tensor>& mask, double dropout_p, bool is_causal,
                          std::optional<double> scale, bool enable_gqa) {
@@ -173,7 +173,9 @@ int64_t fused_sdp_choice(const at::Tensor& q, const at::Tensor& k, const at::Ten
     const bool shapes = q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && q.size(-1) % 8 == 0 &&
                         v.size(-1) % 8 == 0 && q.size(1) == k.size(1) && k.size(1) == v.size(1);
     const bool mask_ok = !mask || mask->scalar_type() == q.scalar_type() || mask->scalar_type() == at::kBool;
-    return floating && same && shapes && mask_ok && !enable_gqa ? kEfficientAttention : kMath;
+    // With dropout the CUDA kernel keeps its RNG state in host tensors that a recorded graph would hold on
+    // the device: the math path's dropout draws from moreh's seeded generator instead.
+    return floating && same && shapes && mask_ok && !enable_gqa && dropout_p == 0.0 ? kEfficientAttention : kMath;
   }
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("aten::_fused_sdp_choice", "")

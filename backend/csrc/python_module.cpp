@@ -49,6 +49,7 @@ py::dict stats() {
   d["replicated_fallbacks"] = s.replicated_fallbacks;
   d["last_replicated_fallbacks"] = s.last_replicated_fallbacks;
   d["collective_bytes"] = backend::engine().collective_bytes();
+  d["replay_host_ms"] = backend::engine().replay_host_ms();
   d["flushes"] = s.flushes;
   d["cache_hits"] = s.cache_hits;
   d["cache_misses"] = s.cache_misses;
