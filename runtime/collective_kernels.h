@@ -3,6 +3,8 @@
 // host counterpart (scale_elements, reduce_elements with kSum), so a GPU result matches the host's bits.
 #pragma once
 #include "runtime/elementwise_kernel.h"
+#include "runtime/elementwise_reduction.h"
+#include "runtime/host_arithmetic.h"
 
 namespace moreh::runtime {
 
@@ -18,5 +20,19 @@ ElementwiseKernel scale_in_place_kernel(DataType type);
 // out = in0 + in1 + ... + in(k-1), added in that order: float16 and bfloat16 accumulate in float and round
 // once, integers wrap (as reduce_elements). `out` may be one of the inputs. 1 <= k <= kMaxSumKernelInputs.
 ElementwiseKernel sum_kernel(DataType type, int k);
+
+// Up to this many inputs per reduce kernel: the most ranks one GPU's communicator reduces in one launch.
+inline constexpr int kMaxReduceKernelInputs = 16;
+
+// out = in0 op in1 op ... op in(k-1), combined in that order, as reduce_elements computes it: float16 and
+// bfloat16 accumulate in float and round once; integer sums and products wrap; max and min propagate NaN;
+// kAvg divides the sum by k (integers through double, truncating toward zero: exact while |sum| < 2^53).
+// `out` may be one of the inputs. 1 <= k <= kMaxReduceKernelInputs.
+ElementwiseKernel reduce_kernel(DataType type, ReduceOp op, int k);
+
+// One element: x = x * y (0 when y is 0) or x / y, computed in double and stored as `type` (through float
+// for float16 and bfloat16), as combine_scalars. Input 0 and output 0 are x (in place), input 1 is y.
+// Floating types only.
+ElementwiseKernel combine_scalars_kernel(DataType type, ScalarOp op);
 
 }  // namespace moreh::runtime

@@ -4,12 +4,17 @@
 
 #include <array>
 #include <mutex>
+#include <stdexcept>
 #include <thread>
 
+#include "runtime/collective_kernels.h"
 #include "runtime/cuda_driver.h"
 #include "runtime/cuda_pinned_memory.h"
 #include "runtime/errors.h"
 #include "runtime/spdlog_logger.h"
+#ifdef MOREH_WITH_NVRTC
+#include "runtime/kernel_cache.h"
+#endif
 
 namespace moreh::runtime {
 
@@ -269,5 +274,53 @@ void CudaDevice::copy_now(void* dst, const void* src, uint64_t bytes) {
 void CudaDevice::read(void* host_dst, const void* src, uint64_t bytes) { copy_now(host_dst, src, bytes); }
 
 void CudaDevice::write(void* dst, const void* host_src, uint64_t bytes) { copy_now(dst, host_src, bytes); }
+
+namespace {
+
+bool floating(DataType type) {
+  return type == DataType::kFloat32 || type == DataType::kFloat64 || type == DataType::kBFloat16 ||
+         type == DataType::kFloat16;
+}
+
+}  // namespace
+
+void CudaDevice::scale_in_stream(DataType type, void* data, uint64_t count, double factor) {
+  if (!floating(type)) throw std::invalid_argument("host arithmetic on " + std::string(name_of(type)));
+  if (count == 0) return;
+#ifdef MOREH_WITH_NVRTC
+  ScopedContext scope(context_->get());
+  if (factor == 0) {  // zeros, even over NaN, without a kernel (as scale_elements does)
+    check(require_driver().MemsetD8Async(device_pointer(data), 0, count * size_of(type), stream_), "cuMemsetD8Async");
+    return;
+  }
+  ElementwiseArguments args;
+  args.count = count;
+  args.inputs = {data};
+  args.scalars = {factor};
+  args.outputs = {data};
+  cuda::KernelCache::instance().launch(scale_in_place_kernel(type), stream_, args);
+#else
+  (void)data;
+  (void)factor;
+  throw Error(name_ + ": scaling device memory needs a generated kernel, and this build has no NVRTC");
+#endif
+}
+
+void CudaDevice::combine_scalars_in_stream(DataType type, void* x, const void* y, ScalarOp op) {
+  if (!floating(type)) throw std::invalid_argument("host arithmetic on " + std::string(name_of(type)));
+#ifdef MOREH_WITH_NVRTC
+  ScopedContext scope(context_->get());
+  ElementwiseArguments args;
+  args.count = 1;
+  args.inputs = {x, y};
+  args.outputs = {x};
+  cuda::KernelCache::instance().launch(combine_scalars_kernel(type, op), stream_, args);
+#else
+  (void)x;
+  (void)y;
+  (void)op;
+  throw Error(name_ + ": combining scalars in device memory needs a generated kernel, and this build has no NVRTC");
+#endif
+}
 
 }  // namespace moreh::runtime

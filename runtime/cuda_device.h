@@ -60,6 +60,11 @@ class CudaDevice final : public PhysicalDevice {
   // and waits for the copy, bounded by wait_timeout.
   void read(void* host_dst, const void* src, uint64_t bytes) override;
   void write(void* dst, const void* host_src, uint64_t bytes) override;
+  // The plan's arithmetic as generated kernels on stream() (runtime/collective_kernels.h, compiled by
+  // NVRTC through cuda::KernelCache), from work on this device's stream. Same results as scale_elements
+  // and combine_scalars (floating types). Throw Error in a build without NVRTC.
+  void scale_in_stream(DataType type, void* data, uint64_t count, double factor) override;
+  void combine_scalars_in_stream(DataType type, void* x, const void* y, ScalarOp op) override;
 
   CUstream stream() const { return stream_; }
   CUcontext context() const { return context_->get(); }

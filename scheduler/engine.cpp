@@ -11,6 +11,9 @@
 #include "runtime/fork_guard.h"
 #include "runtime/elementwise_reduction.h"
 #include "runtime/host_communicator.h"
+#ifdef MOREH_WITH_CUDA
+#include "runtime/cuda_communicator.h"
+#endif
 #include "runtime/physical_devices.h"
 #include "runtime/rank_layout.h"
 #include "runtime/spdlog_logger.h"
@@ -55,14 +58,21 @@ Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devic
       devices_(std::move(devices)),
       executor_(raw(devices_), nullptr),
       cache_(config_.graph_cache_size) {
-  if (devices_.size() > 1 && !devices_[0]->host_accessible())
-    throw ConfigError(fmt::format("{} logical devices on CUDA GPUs need a CUDA communicator, which this build lacks; "
-                                  "use MOREH_NUM_DEVICES=1 or MOREH_DEVICE_KIND=host", devices_.size()));
   if (devices_.size() > 1) {
     constexpr double kMaxSeconds = 1e8;
-    communicator_ = std::make_unique<HostCommunicator>(
-        raw(devices_),
-        std::chrono::milliseconds(static_cast<int64_t>(std::min(config_.collective_timeout_s, kMaxSeconds) * 1000.0)));
+    const std::chrono::milliseconds timeout(
+        static_cast<int64_t>(std::min(config_.collective_timeout_s, kMaxSeconds) * 1000.0));
+    if (devices_[0]->kind() == DeviceKind::kCuda) {
+#ifdef MOREH_WITH_CUDA
+      // Logical devices sharing one GPU: device-local copies and reductions ordered by CUDA events.
+      communicator_ = std::make_unique<CudaCommunicator>(raw(devices_), timeout);
+#else
+      throw ConfigError(fmt::format("{} logical devices on CUDA GPUs need a CUDA communicator, which this build "
+                                    "lacks; use MOREH_NUM_DEVICES=1 or MOREH_DEVICE_KIND=host", devices_.size()));
+#endif
+    } else {
+      communicator_ = std::make_unique<HostCommunicator>(raw(devices_), timeout);
+    }
     executor_.set_communicator(communicator_.get());
   }
 }
