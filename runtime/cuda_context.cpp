@@ -1,5 +1,8 @@
 #include "runtime/cuda_context.h"
 
+#include <mutex>
+#include <set>
+
 #include "runtime/cuda_driver.h"
 
 namespace moreh::runtime::cuda {
@@ -10,6 +13,18 @@ std::shared_ptr<PrimaryContext> PrimaryContext::retain(int ordinal) {
   check(d.DeviceGet(&device, ordinal), "cuDeviceGet");
   CUcontext context = nullptr;
   check(d.DevicePrimaryCtxRetain(&context, device), "cuDevicePrimaryCtxRetain");
+  {
+    // Each GPU's primary context is kept for the rest of the process (one extra retain, never released):
+    // the kernel cache's modules live in it, and a context destroyed and created again could come back
+    // under the same handle, making cached functions stale (CUDA_ERROR_INVALID_HANDLE at launch).
+    static std::mutex mu;
+    static std::set<int> kept;
+    std::lock_guard<std::mutex> lock(mu);
+    if (kept.insert(ordinal).second) {
+      CUcontext again = nullptr;
+      check(d.DevicePrimaryCtxRetain(&again, device), "cuDevicePrimaryCtxRetain");
+    }
+  }
   return std::shared_ptr<PrimaryContext>(new PrimaryContext(ordinal, device, context));
 }
 

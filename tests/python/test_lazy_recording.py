@@ -104,6 +104,10 @@ def test_pending_op_cap_flushes():
     assert proc.returncode == 0, proc.stderr
 
 
+# On a GPU the out-of-bounds index is a device-side assert, which leaves the CUDA context unusable for the
+# rest of the process (as in native PyTorch): there the error names the device, not the op.
+@pytest.mark.skipif(torch.moreh.get_device_properties().physical_device.startswith("cuda"),
+                    reason="a device-side assert poisons the CUDA context for the rest of the process")
 def test_a_failing_kernel_raises_at_the_boundary_and_names_the_op():
     emb = torch.nn.Embedding(4, 2).to("moreh")
     bad = torch.tensor([7]).to("moreh")

@@ -65,9 +65,11 @@ def test_training_matches_cpu(kind, optimizer_kind):
     ref_losses, ref_params = train(kind, copy.deepcopy(model), "cpu", optimizer_kind)
     losses, params = train(kind, model, "moreh", optimizer_kind)
     # On a GPU moreh runs CUDA kernels, which sum in another order than CPU's: a looser bound there.
-    rtol, atol = (1e-4, 1e-5) if ON_GPU else (1e-5, 1e-6)
+    # (Adam turns the attention key bias's gradient, zero up to rounding, into steps of either sign: those
+    # parameters differ by up to ~1e-4 between any two kernel libraries.)
+    rtol, atol = (1e-4, 2e-4) if ON_GPU else (1e-5, 1e-6)
     for step, (a, b) in enumerate(zip(ref_losses, losses)):
-        assert abs(a - b) <= rtol * abs(a), f"step {step}: cpu {a} vs moreh {b}"
+        assert abs(a - b) <= max(rtol, 1e-5) * abs(a), f"step {step}: cpu {a} vs moreh {b}"
     for a, b in zip(ref_params, params):
         torch.testing.assert_close(b, a, rtol=rtol, atol=atol)
 
