@@ -11,21 +11,13 @@
 
 #include "runtime/elementwise_reference.h"
 #include "runtime/low_precision_float.h"
+#include "runtime/collective_test_values.h"
 
 namespace moreh::runtime {
 namespace {
 
-void put(DataType t, void* base, uint64_t i, double v) {
-  switch (t) {
-    case DataType::kFloat32: static_cast<float*>(base)[i] = static_cast<float>(v); break;
-    case DataType::kFloat64: static_cast<double*>(base)[i] = v; break;
-    case DataType::kBFloat16: static_cast<uint16_t*>(base)[i] = float_to_bfloat16(static_cast<float>(v)); break;
-    case DataType::kFloat16: static_cast<uint16_t*>(base)[i] = float_to_float16(static_cast<float>(v)); break;
-    case DataType::kInt64: static_cast<int64_t*>(base)[i] = static_cast<int64_t>(v); break;
-    case DataType::kInt32: static_cast<int32_t*>(base)[i] = static_cast<int32_t>(v); break;
-    case DataType::kBool: static_cast<uint8_t*>(base)[i] = v != 0; break;
-  }
-}
+using namespace test_values;
+
 
 TEST(CollectiveKernelsTest, ReduceKernelMatchesReduceElementsBitForBit) {
   const DataType types[] = {DataType::kFloat32, DataType::kFloat64, DataType::kBFloat16,
@@ -45,7 +37,7 @@ TEST(CollectiveKernelsTest, ReduceKernelMatchesReduceElementsBitForBit) {
             if (t == DataType::kInt64 || t == DataType::kInt32) v = std::trunc(v * 3);
             if (i == 5 && r == k / 2 && t != DataType::kInt64 && t != DataType::kInt32)
               v = std::numeric_limits<double>::quiet_NaN();
-            put(t, in[r].data(), i, v);
+            store(t, in[r].data(), i, v);
           }
           ptrs.push_back(in[r].data());
         }
@@ -77,9 +69,9 @@ TEST(CollectiveKernelsTest, CombineScalarsKernelMatchesCombineScalars) {
       for (double a : values)
         for (double b : values) {
           uint64_t x_want = 0, x_got = 0, y = 0;
-          put(t, &x_want, 0, a);
-          put(t, &x_got, 0, a);
-          put(t, &y, 0, b);
+          store(t, &x_want, 0, a);
+          store(t, &x_got, 0, a);
+          store(t, &y, 0, b);
           combine_scalars(t, &x_want, &y, op);
           ElementwiseArguments args;
           args.count = 1;
