@@ -369,6 +369,25 @@ std::optional<ShardDecision> attention(const Node& n, const BatchDims& b, bool b
   return d;
 }
 
+// Memory-efficient attention (what SDPA takes on CUDA devices):
+//   forward  (q, k, v, attn_bias?, compute_log_sumexp, dropout_p, is_causal) -> (out, logsumexp,
+//            philox_seed, philox_offset)
+//   backward (grad_out, q, k, v, attn_bias?, out, logsumexp, philox_seed, philox_offset, dropout_p,
+//            grad_input_mask, is_causal) -> (dq, dk, dv[, dbias])
+// Rows of the batch are independent without dropout (whose RNG offsets span the whole batch) and without
+// a bias (kept replicated for simplicity). The RNG state outputs are per-device values, used as they are.
+std::optional<ShardDecision> efficient_attention(const Node& n, const BatchDims& b, bool backward) {
+  const int dropout_arg = backward ? 9 : 5, bias_arg = backward ? 4 : 3;
+  if (step_value_arg(n, dropout_arg) != 0 || n.input_of_arg(bias_arg) >= 0) return std::nullopt;
+  const std::vector<int> args = backward ? std::vector<int>{0, 1, 2, 3, 5, 6} : std::vector<int>{0, 1, 2};
+  auto d = same_rows(n, b, args, {}, backward ? std::vector<int>{} : std::vector<int>{2, 3});
+  if (!d || batch_of_arg(n, b, backward ? 1 : 0) != 0) return std::nullopt;
+  if (backward)
+    for (int arg : {7, 8})
+      if (int i = n.input_of_arg(arg); i >= 0) d->inputs[i] = {false, -1};
+  return d;
+}
+
 // native_batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps) in training:
 // per-device statistics, as DistributedDataParallel without SyncBatchNorm (docs/DATA_PARALLEL.md).
 std::optional<ShardDecision> batch_norm(const Node& n, const BatchDims& b) {
@@ -426,6 +445,10 @@ const std::unordered_map<std::string, Rule>& rules() {
        [](const Node& n, const BatchDims& b) { return attention(n, b, false); }},
       {"aten::_scaled_dot_product_flash_attention_for_cpu_backward",
        [](const Node& n, const BatchDims& b) { return attention(n, b, true); }},
+      {"aten::_scaled_dot_product_efficient_attention",
+       [](const Node& n, const BatchDims& b) { return efficient_attention(n, b, false); }},
+      {"aten::_scaled_dot_product_efficient_attention_backward",
+       [](const Node& n, const BatchDims& b) { return efficient_attention(n, b, true); }},
       {"aten::native_dropout", [](const Node& n, const BatchDims& b) { return pointwise(n, b); }},
       {"aten::native_dropout_backward", pointwise},
       {"aten::copy_", pointwise},

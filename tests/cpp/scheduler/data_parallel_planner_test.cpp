@@ -1,4 +1,5 @@
 #include "scheduler/data_parallel_planner.h"
+#include "scheduler/sharding_rules.h"
 
 #include <gtest/gtest.h>
 
@@ -94,6 +95,59 @@ TEST_F(DataParallelPlannerTest, SplitsTheBatchAndAllReducesTheWeightGradient) {
   EXPECT_EQ(plan.final_placements[slot_of(x)].kind, PlacementKind::kShard);
   EXPECT_EQ(plan.final_placements[slot_of(r)].kind, PlacementKind::kShard);
   EXPECT_EQ(plan.final_placements[slot_of(w)].kind, PlacementKind::kReplicate);
+}
+
+// Memory-efficient attention (SDPA on CUDA devices) splits by the batch, forward and backward, with no
+// collective: its RNG-state outputs are per-device values that the backward uses as they are.
+TEST_F(DataParallelPlannerTest, EfficientAttentionSplitsByTheBatch) {
+  const int n = 2;
+  const runtime::Dims qkv = {4, 2, 8, 8}, lse = {4, 2, 32};
+  const uint64_t qkv_bytes = 4 * 4 * 2 * 8 * 8, lse_bytes = 4 * 4 * 2 * 32;
+  auto q = buffer(qkv_bytes, false, n), k = buffer(qkv_bytes, false, n), v = buffer(qkv_bytes, false, n);
+  auto go = buffer(qkv_bytes, false, n), out = buffer(qkv_bytes, false, n), l = buffer(lse_bytes, false, n);
+  auto seed = buffer(8, false, n), offset = buffer(8, false, n);
+  auto dq = buffer(qkv_bytes, false, n), dk = buffer(qkv_bytes, false, n), dv = buffer(qkv_bytes, false, n);
+  StepGraph g;
+  for (const auto& b : {q, k, v, go}) g.append(upload(b, qkv));
+  runtime::Node fwd = node("aten::_scaled_dot_product_efficient_attention",
+                           {shaped(q, qkv), shaped(k, qkv), shaped(v, qkv)},
+                           {shaped(out, qkv), shaped(l, lse), shaped(seed, {}), shaped(offset, {})}, {},
+                           {true, runtime::StepValue{0.0}, true});
+  fwd.attr_args = {4, 5, 6};  // compute_log_sumexp, dropout_p, is_causal (no attn_bias)
+  g.append(std::move(fwd));
+  runtime::Node bwd = node("aten::_scaled_dot_product_efficient_attention_backward",
+                           {shaped(go, qkv), shaped(q, qkv), shaped(k, qkv), shaped(v, qkv), shaped(out, qkv),
+                            shaped(l, lse), shaped(seed, {}), shaped(offset, {})},
+                           {shaped(dq, qkv), shaped(dk, qkv), shaped(dv, qkv)}, {},
+                           {runtime::StepValue{0.0}, std::vector<int64_t>{1, 1, 1, 0}, true});
+  bwd.input_args = {0, 1, 2, 3, 5, 6, 7, 8};
+  bwd.attr_args = {9, 10, 11};
+  g.append(std::move(bwd));
+  for (const auto& b : {out, l, seed, offset}) b->release_frontend();
+  CanonicalGraph c = CanonicalGraph::build(g);
+  runtime::Plan plan = compile_data_parallel_plan(g, c, n, {4});
+  EXPECT_EQ(plan.split_rows, 4) << plan.summary;
+  EXPECT_EQ(plan.replicated_fallbacks, 0u) << plan.summary;
+  for (const auto& p : plan.programs) {
+    EXPECT_EQ(count(p, Kind::kAllGather), 0u);
+    EXPECT_EQ(count(p, Kind::kAllReduce), 0u);
+    EXPECT_EQ(count(p, Kind::kBroadcast), 0u);  // the RNG state stays per device
+    ASSERT_EQ(p.launches.size(), 6u);
+    EXPECT_EQ(p.launches[4].inputs[0].sizes[0], 2);   // q: 2 of the 4 rows
+    EXPECT_EQ(p.launches[4].outputs[1].sizes[0], 2);  // logsumexp
+    EXPECT_EQ(p.launches[5].outputs[2].sizes[0], 2);  // dv
+  }
+  // With dropout the rule declines (the RNG offsets span the whole batch): the attention runs replicated.
+  runtime::Node drop = node("aten::_scaled_dot_product_efficient_attention",
+                            {shaped(q, qkv), shaped(k, qkv), shaped(v, qkv)},
+                            {shaped(out, qkv), shaped(l, lse), shaped(seed, {}), shaped(offset, {})}, {},
+                            {true, runtime::StepValue{0.1}, true});
+  drop.attr_args = {4, 5, 6};
+  const BatchDims rows = {0, 0, 0};
+  EXPECT_FALSE(shard_rule(drop, rows).has_value());
+  drop.attrs[1] = runtime::StepValue{0.0};
+  ASSERT_TRUE(shard_rule(drop, rows).has_value());
+  EXPECT_EQ(shard_rule(drop, rows)->outputs[2].kind, OutputSpec::Kind::kLocal);
 }
 
 // An op without a rule (cumsum along the batch) runs replicated on the gathered batch, and is counted.
