@@ -7,6 +7,7 @@
 #include <set>
 
 #include "runtime/errors.h"
+#include "runtime/spdlog_logger.h"
 
 namespace moreh::runtime {
 
@@ -208,5 +209,53 @@ void Communicator::reset_traffic() {
 
 void Communicator::count_sent(int rank, uint64_t bytes) { bytes_sent_[rank].fetch_add(bytes); }
 void Communicator::count_completed(int rank) { operations_[rank].fetch_add(1); }
+
+void Communicator::fail_broken(std::unique_lock<std::mutex>& lock) {
+  const bool timed_out = broken_by_timeout_;
+  lock.unlock();
+  if (timed_out) throw TimeoutError(broken_reason());
+  throw CollectiveError(broken_reason());
+}
+
+void Communicator::break_with(std::unique_lock<std::mutex>& lock, const std::string& reason, bool timed_out) {
+  if (!mark_broken(reason)) fail_broken(lock);
+  broken_by_timeout_ = timed_out;
+  drop_pending();
+  changed_.notify_all();
+  lock.unlock();
+  log().error("{}", reason);
+  if (timed_out) throw TimeoutError(reason);
+  throw CollectiveError(reason);
+}
+
+void Communicator::wait_for_phase(std::unique_lock<std::mutex>& lock, std::vector<int>& phase_of_rank, int phase,
+                                  int rank, uint64_t seq, const CollectivePart& part,
+                                  std::chrono::milliseconds timeout) {
+  phase_of_rank[rank] = phase + 1;
+  changed_.notify_all();
+  auto behind = [&] {
+    std::vector<std::string> ranks;
+    for (int r = 0; r < size(); ++r)
+      if (phase_of_rank[r] <= phase) ranks.push_back(fmt::format("{} ({})", r, device(r).name()));
+    return ranks;
+  };
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!behind().empty()) {
+    if (broken()) fail_broken(lock);
+    if (changed_.wait_until(lock, deadline) == std::cv_status::timeout && !broken()) {
+      const auto missing = behind();
+      if (missing.empty()) break;
+      const std::string_view note = path_note();
+      break_with(lock,
+                 fmt::format("{} (collective #{} of a {}-rank communicator{}{}) timed out on rank {} ({}): rank{} {} "
+                             "did not {} within {} ms (MOREH_COLLECTIVE_TIMEOUT); a peer is dead or its stream is "
+                             "stuck",
+                             part.describe(), seq, size(), note.empty() ? "" : ", ", note, rank, device(rank).name(),
+                             missing.size() > 1 ? "s" : "", fmt::join(missing, ", "),
+                             phase == 0 ? "arrive" : "finish its part", timeout.count()),
+                 true);
+    }
+  }
+}
 
 }  // namespace moreh::runtime

@@ -11,10 +11,13 @@
 // CollectiveError, so a dead peer gives a clear error rather than a hang later.
 #pragma once
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "runtime/data_type.h"
@@ -112,6 +115,23 @@ class Communicator {
   bool mark_broken(std::string reason);
   void throw_if_broken() const;
 
+  // For implementations whose ranks meet on the host (HostCommunicator, CudaCommunicator): one lock and
+  // one wake-up for every meeting, and the bounded wait with its errors.
+  std::mutex mu_;
+  std::condition_variable changed_;
+  // Called with mu_ held when the communicator breaks: drops the meetings and messages in flight.
+  virtual void drop_pending() {}
+  // Said after "of a N-rank communicator" in a timeout ("same-GPU path"); empty for none.
+  virtual std::string_view path_note() const { return {}; }
+  // Fails the calling rank the way a peer broke the communicator (TimeoutError or CollectiveError).
+  [[noreturn]] void fail_broken(std::unique_lock<std::mutex>& lock);
+  // Breaks the communicator with `reason` (or fails as a peer already broke it), wakes every waiter, logs.
+  [[noreturn]] void break_with(std::unique_lock<std::mutex>& lock, const std::string& reason, bool timed_out);
+  // Marks rank as past `phase` of collective #seq and waits, at most `timeout`, until every rank is; a
+  // timeout breaks the communicator naming the ranks behind.
+  void wait_for_phase(std::unique_lock<std::mutex>& lock, std::vector<int>& phase_of_rank, int phase, int rank,
+                      uint64_t seq, const CollectivePart& part, std::chrono::milliseconds timeout);
+
  private:
   void validate(int rank, const CollectivePart& part) const;
 
@@ -120,6 +140,7 @@ class Communicator {
   std::atomic<bool> broken_{false};
   mutable std::mutex reason_mu_;
   std::string broken_reason_;
+  bool broken_by_timeout_ = false;  // guarded by mu_
 };
 
 }  // namespace moreh::runtime

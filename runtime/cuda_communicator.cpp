@@ -155,55 +155,19 @@ void CudaCommunicator::run_part(int rank, const CollectivePart& part) {
   count_completed(rank);
 }
 
-void CudaCommunicator::fail_broken(std::unique_lock<std::mutex>& lock) {
-  const bool timed_out = broken_by_timeout_;
-  lock.unlock();
-  if (timed_out) throw TimeoutError(broken_reason());
-  throw CollectiveError(broken_reason());
-}
-
-void CudaCommunicator::break_with(std::unique_lock<std::mutex>& lock, const std::string& reason, bool timed_out) {
-  if (!mark_broken(reason)) fail_broken(lock);
-  broken_by_timeout_ = timed_out;
+void CudaCommunicator::drop_pending() {
   meeting_.clear();
   for (auto& [pair, queue] : mail_)
     for (Message& m : queue)
       if (m.sent) require_driver().EventDestroy(m.sent);
   mail_.clear();
-  changed_.notify_all();
-  lock.unlock();
-  log().error("{}", reason);
-  if (timed_out) throw TimeoutError(reason);
-  throw CollectiveError(reason);
 }
 
 void CudaCommunicator::phase(std::unique_lock<std::mutex>& lock, Rendezvous& rv, int ph, int rank, uint64_t seq,
                              const CollectivePart& part) {
   const CUstream stream = cuda(rank).stream();
   rv.events[rank][ph] = record_on(stream);
-  rv.phase_of_rank[rank] = ph + 1;
-  changed_.notify_all();
-  auto behind = [&] {
-    std::vector<std::string> ranks;
-    for (int r = 0; r < size(); ++r)
-      if (rv.phase_of_rank[r] <= ph) ranks.push_back(fmt::format("{} ({})", r, device(r).name()));
-    return ranks;
-  };
-  const auto deadline = std::chrono::steady_clock::now() + timeout_;
-  while (!behind().empty()) {
-    if (broken()) fail_broken(lock);
-    if (changed_.wait_until(lock, deadline) == std::cv_status::timeout && !broken()) {
-      const auto missing = behind();
-      if (missing.empty()) break;
-      break_with(lock,
-                 fmt::format("{} (collective #{} of a {}-rank communicator, same-GPU path) timed out on rank {} ({}): "
-                             "rank{} {} did not {} within {} ms (MOREH_COLLECTIVE_TIMEOUT); a peer is dead or its "
-                             "stream is stuck",
-                             part.describe(), seq, size(), rank, device(rank).name(), missing.size() > 1 ? "s" : "",
-                             fmt::join(missing, ", "), ph == 0 ? "arrive" : "finish its part", timeout_.count()),
-                 true);
-    }
-  }
+  wait_for_phase(lock, rv.phase_of_rank, ph, rank, seq, part, timeout_);
   for (int p = 0; p < size(); ++p)
     if (p != rank) check(require_driver().StreamWaitEvent(stream, rv.events[p][ph], 0), "cuStreamWaitEvent");
 }

@@ -78,20 +78,17 @@ class CudaCommunicator final : public Communicator {
   void reduce(int rank, const CollectivePart& part, const std::vector<const void*>& inputs, void* out,
               uint64_t count);
   void reap_retired(bool wait);
-  [[noreturn]] void fail_broken(std::unique_lock<std::mutex>& lock);
-  [[noreturn]] void break_with(std::unique_lock<std::mutex>& lock, const std::string& reason, bool timed_out);
+  void drop_pending() override;
+  std::string_view path_note() const override { return "same-GPU path"; }
 
   std::chrono::milliseconds timeout_;
   CudaCollectivePath path_;
   CUcontext context_ = nullptr;
-  std::mutex mu_;
-  std::condition_variable changed_;
   std::vector<uint64_t> next_seq_;
   std::map<uint64_t, std::shared_ptr<Rendezvous>> meeting_;
   std::map<std::pair<int, int>, std::deque<Message>> mail_;
   std::map<std::pair<int, int>, uint64_t> recvs_;
   std::vector<Retired> retired_;
-  bool broken_by_timeout_ = false;
 };
 
 }  // namespace moreh::runtime

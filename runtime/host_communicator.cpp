@@ -61,50 +61,9 @@ void HostCommunicator::run_part(int rank, const CollectivePart& part) {
   count_completed(rank);
 }
 
-void HostCommunicator::fail_broken(std::unique_lock<std::mutex>& lock) {
-  // Another rank broke the communicator while this one waited: fail the same way, with its reason.
-  const bool timed_out = broken_by_timeout_;
-  lock.unlock();
-  if (timed_out) throw TimeoutError(broken_reason());
-  throw CollectiveError(broken_reason());
-}
-
-void HostCommunicator::break_with(std::unique_lock<std::mutex>& lock, const std::string& reason, bool timed_out) {
-  if (!mark_broken(reason)) fail_broken(lock);
-  broken_by_timeout_ = timed_out;
+void HostCommunicator::drop_pending() {
   meeting_.clear();
   mail_.clear();
-  changed_.notify_all();
-  lock.unlock();
-  log().error("{}", reason);
-  if (timed_out) throw TimeoutError(reason);
-  throw CollectiveError(reason);
-}
-
-void HostCommunicator::finish_phase(std::unique_lock<std::mutex>& lock, Rendezvous& rv, int phase, int rank,
-                                    uint64_t seq, const CollectivePart& part) {
-  rv.phase_of_rank[rank] = phase + 1;
-  changed_.notify_all();
-  auto behind = [&] {
-    std::vector<std::string> ranks;
-    for (int r = 0; r < size(); ++r)
-      if (rv.phase_of_rank[r] <= phase) ranks.push_back(fmt::format("{} ({})", r, device(r).name()));
-    return ranks;
-  };
-  const auto deadline = std::chrono::steady_clock::now() + timeout_;
-  while (!behind().empty()) {
-    if (broken()) fail_broken(lock);
-    if (changed_.wait_until(lock, deadline) == std::cv_status::timeout && !broken()) {
-      const auto missing = behind();
-      if (missing.empty()) break;
-      break_with(lock,
-                 fmt::format("{} (collective #{} of a {}-rank communicator) timed out on rank {} ({}): rank{} {} did "
-                             "not {} within {} ms (MOREH_COLLECTIVE_TIMEOUT); a peer is dead or its stream is stuck",
-                             part.describe(), seq, size(), rank, device(rank).name(), missing.size() > 1 ? "s" : "",
-                             fmt::join(missing, ", "), phase == 0 ? "arrive" : "finish its part", timeout_.count()),
-                 true);
-    }
-  }
 }
 
 void HostCommunicator::run_collective(int rank, const CollectivePart& part) {
@@ -134,7 +93,7 @@ void HostCommunicator::run_collective(int rank, const CollectivePart& part) {
   const std::shared_ptr<Rendezvous> rv = slot;
   rv->send[rank] = part.send;
   rv->recv[rank] = part.recv;
-  finish_phase(lock, *rv, 0, rank, seq, part);
+  wait_for_phase(lock, rv->phase_of_rank, 0, rank, seq, part, timeout_);
   meeting_.erase(seq);  // everyone has its pointer; the first rank past the meeting removes it
   lock.unlock();
 
@@ -146,7 +105,7 @@ void HostCommunicator::run_collective(int rank, const CollectivePart& part) {
       reduce_elements(part.type, part.op, inputs, at(part.recv, offsets[rank], es), chunks[rank]);
       count_sent(rank, (part.count - chunks[rank]) * es);
       lock.lock();
-      finish_phase(lock, *rv, 1, rank, seq, part);
+      wait_for_phase(lock, rv->phase_of_rank, 1, rank, seq, part, timeout_);
       lock.unlock();
       for (int c = 0; c < n; ++c)
         if (c != rank) copy_bytes(at(part.recv, offsets[c], es), at(rv->recv[c], offsets[c], es), chunks[c] * es);
@@ -177,7 +136,7 @@ void HostCommunicator::run_collective(int rank, const CollectivePart& part) {
   if (part.kind == CollectiveKind::kBarrier) return;
   // Peers read this rank's buffers until they are done: the part ends when every rank's has.
   lock.lock();
-  finish_phase(lock, *rv, 2, rank, seq, part);
+  wait_for_phase(lock, rv->phase_of_rank, 2, rank, seq, part, timeout_);
 }
 
 void HostCommunicator::run_send(int rank, const CollectivePart& part) {

@@ -64,20 +64,13 @@ class HostCommunicator final : public Communicator {
   void run_collective(int rank, const CollectivePart& part);
   void run_send(int rank, const CollectivePart& part);
   void run_recv(int rank, const CollectivePart& part);
-  // Marks rank as past `phase` and waits until every rank is; throws on timeout or a broken communicator.
-  void finish_phase(std::unique_lock<std::mutex>& lock, Rendezvous& rv, int phase, int rank, uint64_t seq,
-                    const CollectivePart& part);
-  [[noreturn]] void fail_broken(std::unique_lock<std::mutex>& lock);
-  [[noreturn]] void break_with(std::unique_lock<std::mutex>& lock, const std::string& reason, bool timed_out);
+  void drop_pending() override;
 
   std::chrono::milliseconds timeout_;
-  std::mutex mu_;
-  std::condition_variable changed_;
   std::vector<uint64_t> next_seq_;  // per rank: collectives started on its stream
   std::map<uint64_t, std::shared_ptr<Rendezvous>> meeting_;
   std::map<std::pair<int, int>, std::deque<Message>> mail_;  // (source, destination) -> sent, not yet received
   std::map<std::pair<int, int>, uint64_t> sends_, recvs_;    // per pair, to name the message in errors
-  bool broken_by_timeout_ = false;
 };
 
 }  // namespace moreh::runtime
