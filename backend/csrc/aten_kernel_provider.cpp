@@ -51,12 +51,6 @@ std::vector<const void*>& input_data() {
   return data;
 }
 
-bool is_input_slot(const AtenPayload& p, size_t arg) {
-  for (const auto& slot : p.inputs)
-    if (slot.arg == arg && slot.elem < 0) return true;
-  return false;
-}
-
 }  // namespace
 
 void AtenKernelProvider::launch(const runtime::Node& node, const runtime::LaunchContext& ctx) {
@@ -93,11 +87,10 @@ void AtenKernelProvider::launch(const runtime::Node& node, const runtime::Launch
   }
 
   on_device(ctx.device(), [&] {
-    for (size_t i = 0; i < stack.size(); ++i) {
-      c10::IValue& a = stack[i];
-      if (a.isTensor() && a.toTensor().defined() && a.toTensor().device().is_cpu() && !is_input_slot(p, i))
-        a = host_argument(a.toTensor(), ctx.device());
-    }
+    // The recorded arguments hold host tensors as themselves and moreh tensors as undefined placeholders.
+    for (size_t i = 0; i < p.args.size(); ++i)
+      if (p.args[i].isTensor() && p.args[i].toTensor().defined())
+        stack[i] = host_argument(stack[i].toTensor(), ctx.device());
     {
       // Kernels may run on the script's thread (when it waits for the device): keep its autocast and
       // Python modes away from the ops the kernels call.
