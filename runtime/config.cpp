@@ -135,6 +135,14 @@ Config Config::from_env() {
       throw std::invalid_argument("device kind");
     });
   }
+  if (const char* v = env("MOREH_FUSION")) {
+    c.fusion = parse_var("MOREH_FUSION", v, "auto, on or off", [](std::string_view s) {
+      if (s == "auto") return FusionChoice::kAuto;
+      if (s == "on") return FusionChoice::kOn;
+      if (s == "off") return FusionChoice::kOff;
+      throw std::invalid_argument("fusion");
+    });
+  }
   if (const char* v = env("MOREH_CUDA_MEMORY_FRACTION")) {
     c.cuda_memory_fraction = parse_var("MOREH_CUDA_MEMORY_FRACTION", v, "a number in (0, 1]", [](std::string_view s) {
       size_t used = 0;

@@ -12,6 +12,10 @@ namespace moreh::runtime {
 // GPUs (cuda: an error without them), or host devices.
 enum class DeviceKindChoice { kAuto, kCuda, kHost };
 
+// Whether chains of elementwise ops are fused into generated kernels: on GPUs only (auto), always (on: host
+// devices then run the fused kernels with the host evaluator, which tests use), or never.
+enum class FusionChoice { kAuto, kOn, kOff };
+
 struct Config {
   std::string log_level = "info";        // MOREH_LOG_LEVEL
   std::string log_file;                  // MOREH_LOG_FILE (default: ~/.moreh/logs/moreh-<pid>.log)
@@ -25,6 +29,7 @@ struct Config {
   double collective_timeout_s = 1800.0;  // MOREH_COLLECTIVE_TIMEOUT (default: MOREH_SYNC_TIMEOUT's value)
   DeviceKindChoice device_kind = DeviceKindChoice::kAuto;  // MOREH_DEVICE_KIND: auto, cuda or host
   double cuda_memory_fraction = 0.9;     // MOREH_CUDA_MEMORY_FRACTION: share of each GPU's memory moreh may use
+  FusionChoice fusion = FusionChoice::kAuto;  // MOREH_FUSION: auto, on or off
 
   // Reads the environment; a malformed value throws ConfigError naming the variable.
   static Config from_env();

@@ -323,4 +323,15 @@ void CudaDevice::combine_scalars_in_stream(DataType type, void* x, const void* y
 #endif
 }
 
+void CudaDevice::elementwise_in_stream(const ElementwiseKernel& kernel, const ElementwiseArguments& args) {
+#ifdef MOREH_WITH_NVRTC
+  ScopedContext scope(context_->get());
+  cuda::KernelCache::instance().launch(kernel, stream_, args);
+#else
+  (void)kernel;
+  (void)args;
+  throw Error(name_ + ": fused elementwise kernels need NVRTC, and this build has none");
+#endif
+}
+
 }  // namespace moreh::runtime

@@ -65,6 +65,7 @@ class CudaDevice final : public PhysicalDevice {
   // and combine_scalars (floating types). Throw Error in a build without NVRTC.
   void scale_in_stream(DataType type, void* data, uint64_t count, double factor) override;
   void combine_scalars_in_stream(DataType type, void* x, const void* y, ScalarOp op) override;
+  void elementwise_in_stream(const ElementwiseKernel& kernel, const ElementwiseArguments& args) override;
 
   CUstream stream() const { return stream_; }
   CUcontext context() const { return context_->get(); }

@@ -1,5 +1,6 @@
 #include "runtime/device.h"
 
+#include "runtime/elementwise_reference.h"
 #include "runtime/errors.h"
 
 namespace moreh::runtime {
@@ -70,6 +71,11 @@ std::unique_ptr<PhysicalBlock> PhysicalDevice::adopt(void* data, uint64_t bytes,
 void PhysicalDevice::scale_in_stream(DataType type, void* data, uint64_t count, double factor) {
   if (!host_accessible()) throw Error(name() + " cannot scale its memory on the host");
   scale_elements(type, data, count, factor);
+}
+
+void PhysicalDevice::elementwise_in_stream(const ElementwiseKernel& kernel, const ElementwiseArguments& args) {
+  if (!host_accessible()) throw Error(name() + " cannot run a generated kernel on the host");
+  evaluate_on_host(kernel, args);
 }
 
 void PhysicalDevice::combine_scalars_in_stream(DataType type, void* x, const void* y, ScalarOp op) {

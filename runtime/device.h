@@ -11,6 +11,7 @@
 #include <string>
 
 #include "runtime/data_type.h"
+#include "runtime/elementwise_kernel.h"
 #include "runtime/host_arithmetic.h"
 #include "runtime/pinned_host_memory.h"
 
@@ -114,6 +115,9 @@ class PhysicalDevice {
   // do it on the host; a GPU runs a kernel.
   virtual void scale_in_stream(DataType type, void* data, uint64_t count, double factor);
   virtual void combine_scalars_in_stream(DataType type, void* x, const void* y, ScalarOp op);
+  // A generated elementwise kernel over this device's memory, from work on its stream: the host evaluator
+  // (runtime/elementwise_reference.h) where the host reaches the memory, a compiled kernel on a GPU.
+  virtual void elementwise_in_stream(const ElementwiseKernel& kernel, const ElementwiseArguments& args);
   // Host memory this device copies to and from directly (tensor.pin_memory()). Shared: blocks in use
   // keep it alive.
   virtual std::shared_ptr<PinnedHostMemory> pinned_host_memory() = 0;

@@ -333,6 +333,7 @@ __device__ __forceinline__ float moreh_round_f16(float f) { return moreh_f16_to_
       case ElementwiseOp::kSqrt: return round_to(t, fn("sqrt"));
       case ElementwiseOp::kRsqrt: return round_to(t, fn("rsqrt"));
       case ElementwiseOp::kTanh: return round_to(t, fn("tanh"));
+      case ElementwiseOp::kErf: return round_to(t, fn("erf"));
       case ElementwiseOp::kSigmoid:
         return round_to(t, fmt::format("{0} / ({0} + {1}{2}(-{3}))", lit(1), "exp", is_float ? "f" : "", a));
       case ElementwiseOp::kRelu: return fmt::format("({0} < 0 ? ({1})0 : {0})", a, compute_type(t));

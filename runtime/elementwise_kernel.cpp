@@ -13,7 +13,7 @@
 namespace moreh::runtime {
 namespace {
 
-bool is_unary(ElementwiseOp op) { return op >= ElementwiseOp::kNeg && op <= ElementwiseOp::kSilu; }
+bool is_unary(ElementwiseOp op) { return op >= ElementwiseOp::kNeg && op <= ElementwiseOp::kErf; }
 bool is_binary(ElementwiseOp op) { return op >= ElementwiseOp::kAdd && op <= ElementwiseOp::kNe; }
 bool is_comparison(ElementwiseOp op) { return op >= ElementwiseOp::kLt && op <= ElementwiseOp::kNe; }
 
@@ -66,6 +66,7 @@ std::string_view name_of(ElementwiseOp op) {
     case ElementwiseOp::kGeluErf: return "gelu";
     case ElementwiseOp::kGeluTanh: return "gelu_tanh";
     case ElementwiseOp::kSilu: return "silu";
+    case ElementwiseOp::kErf: return "erf";
     case ElementwiseOp::kCast: return "cast";
     case ElementwiseOp::kAdd: return "add";
     case ElementwiseOp::kSub: return "sub";

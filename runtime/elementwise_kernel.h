@@ -33,7 +33,7 @@ enum class ElementwiseOp : uint8_t {
   kScalar,    // a kernel parameter, the same for every element
   kConstant,  // a literal compiled into the kernel (part of the key)
   // unary; kNeg, kAbs, kRelu on numbers, the rest on floating types
-  kNeg, kAbs, kExp, kLog, kSqrt, kRsqrt, kTanh, kSigmoid, kRelu, kGeluErf, kGeluTanh, kSilu,
+  kNeg, kAbs, kExp, kLog, kSqrt, kRsqrt, kTanh, kSigmoid, kRelu, kGeluErf, kGeluTanh, kSilu, kErf,
   kCast,  // to the node's type
   // binary, operands of one type; kDiv on floating types; kMaximum/kMinimum propagate NaN
   kAdd, kSub, kMul, kDiv, kMaximum, kMinimum,

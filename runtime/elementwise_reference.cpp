@@ -97,6 +97,7 @@ T math(ElementwiseOp op, T a) {
     case ElementwiseOp::kSqrt: return std::sqrt(a);
     case ElementwiseOp::kRsqrt: return one / std::sqrt(a);
     case ElementwiseOp::kTanh: return std::tanh(a);
+    case ElementwiseOp::kErf: return std::erf(a);
     case ElementwiseOp::kSigmoid: return one / (one + std::exp(-a));
     case ElementwiseOp::kGeluErf: return a * half * (one + std::erf(a * static_cast<T>(M_SQRT1_2)));
     case ElementwiseOp::kGeluTanh: {

@@ -84,6 +84,13 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
           next_node = ins.index + 1;
           break;
         }
+        case Instruction::Kind::kFused: {
+          const FusedLaunch& fused = program.fused.at(ins.index);
+          next_node = fused.nodes.front();
+          run_fused(nodes, fused, device);
+          next_node = fused.nodes.back() + 1;
+          break;
+        }
         case Instruction::Kind::kRelease:
           step.bindings[ins.index]->unbind(device.index());
           break;
@@ -102,6 +109,46 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
       throw Error(why);
     }
   }
+}
+
+namespace {
+
+// The memory behind a tensor reference on `device`, at the reference's offset.
+char* tensor_address(const TensorRef& ref, PhysicalDevice& device) {
+  const Buffer& b = *ref.buffer;
+  if (auto why = b.failure()) throw Error("this tensor's value is unavailable: " + *why);
+  PhysicalBlock* m = b.memory(device.index());
+  if (!m) throw Error(fmt::format("buffer {} has no memory on {}", b.id(), device.name()));
+  return static_cast<char*>(m->data()) + ref.offset * static_cast<int64_t>(ref.itemsize);
+}
+
+ElementwiseScalar scalar_value(const Attribute& a) {
+  if (const auto* v = std::get_if<StepValue>(&a)) return v->value;
+  if (const auto* i = std::get_if<int64_t>(&a)) return *i;
+  if (const auto* b = std::get_if<bool>(&a)) return static_cast<int64_t>(*b);
+  throw Error("a fused kernel's scalar is not a number");
+}
+
+}  // namespace
+
+void Executor::run_fused(const std::vector<Node>& nodes, const FusedLaunch& fused, PhysicalDevice& device) {
+  ElementwiseArguments args = fused.shape;
+  args.inputs.reserve(fused.inputs.size());
+  for (const auto& in : fused.inputs) args.inputs.push_back(tensor_address(nodes[in.node].inputs[in.index], device));
+  args.scalars.reserve(fused.scalars.size());
+  for (const auto& sc : fused.scalars) args.scalars.push_back(scalar_value(nodes[sc.node].attrs.at(sc.attr)));
+  args.outputs.reserve(fused.outputs.size());
+  for (const auto& out : fused.outputs) {
+    const Node& node = nodes[out.node];
+    if (out.fresh) {
+      const TensorRef& ref = node.outputs[out.index];
+      if (!ref.buffer->memory(device.index())) ref.buffer->bind(device.index(), device.allocate(ref.buffer->bytes()));
+      args.outputs.push_back(tensor_address(ref, device));
+    } else {
+      args.outputs.push_back(tensor_address(node.inputs[out.index], device));
+    }
+  }
+  device.elementwise_in_stream(*fused.kernel, args);
 }
 
 void Executor::run_collective(const StepExecution& step, const DeviceProgram& program, const Instruction& ins,

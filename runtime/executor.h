@@ -35,6 +35,7 @@ class Executor {
   uint64_t replay_ns() const { return replay_ns_.load(std::memory_order_relaxed); }
 
  private:
+  void run_fused(const std::vector<Node>& nodes, const FusedLaunch& fused, PhysicalDevice& device);
   void run_collective(const StepExecution& step, const DeviceProgram& program, const Instruction& ins,
                       PhysicalDevice& device);
 

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "runtime/data_type.h"
+#include "runtime/elementwise_kernel.h"
 #include "runtime/graph/step_graph.h"
 #include "runtime/placement.h"
 
@@ -23,6 +24,8 @@ struct Instruction {
     kMultiply,   // scalar slot *= scalar slot `aux` (a local mean loss back to a local sum)
     kDivide,     // scalar slot /= scalar slot `aux` (the summed loss over the summed weight)
     kKeepRows,   // keep only this device's rows of a replicated slot (kReplicate -> kShard, no traffic)
+    // One generated kernel in place of several elementwise nodes: fused[index] of the program.
+    kFused,
   };
   Kind kind;
   uint32_t index;
@@ -49,6 +52,27 @@ struct SlotInfo {
   uint64_t row_bytes = 0;        // kShard slots: bytes per row
 };
 
+// Several elementwise nodes of the step run as one generated kernel (scheduler/elementwise_fusion.h). Where
+// each kernel argument comes from is named by node, so a cached plan serves every step with its graph's hash:
+// the step's own buffers and per-step scalar values are read at launch.
+struct FusedLaunch {
+  struct Tensor {
+    uint32_t node = 0;
+    uint16_t index = 0;   // into the node's inputs (kernel inputs, and outputs written in place) or outputs
+    bool fresh = false;   // an output: the node's fresh output (the launch gives it memory), else a written input
+  };
+  struct Scalar {
+    uint32_t node = 0;
+    uint16_t attr = 0;    // into the node's attrs: a StepValue, an integer or a bool
+  };
+  std::shared_ptr<const ElementwiseKernel> kernel;
+  std::vector<Tensor> inputs;    // kernel input i reads this tensor
+  std::vector<Scalar> scalars;   // kernel scalar j
+  std::vector<Tensor> outputs;   // kernel output k writes this tensor
+  ElementwiseArguments shape;    // count, sizes and strides; pointers and scalars are filled at launch
+  std::vector<uint32_t> nodes;   // the nodes it stands for, ascending
+};
+
 struct DeviceProgram {
   int device = 0;
   std::vector<Instruction> code;
@@ -56,6 +80,7 @@ struct DeviceProgram {
   std::vector<LocalLaunch> launches;
   std::vector<uint64_t> sizes;
   std::vector<double> factors;
+  std::vector<FusedLaunch> fused;
 };
 
 struct Plan {
@@ -78,6 +103,8 @@ struct Plan {
   uint64_t collective_bytes_per_device = 0;
   uint64_t work_bytes_per_device = 0;  // bytes the busiest device's kernels write (the cost model's work)
   int64_t split_rows = 0;              // the batch split by rows (0: not split)
+  uint64_t fused_nodes = 0;            // nodes that run inside generated kernels
+  uint64_t launches = 0;               // kernels the program launches per step (fused ones count once)
   // Steps that ran this plan. Only a step graph that recurs has per-step data: the first graph of a
   // script also uploads the model's parameters, which are host copies too. The engine's lock guards it.
   mutable uint64_t uses = 0;

@@ -14,10 +14,14 @@
 #ifdef MOREH_WITH_CUDA
 #include "runtime/cuda_communicator.h"
 #endif
+#ifdef MOREH_WITH_NVRTC
+#include "runtime/nvrtc.h"
+#endif
 #include "runtime/physical_devices.h"
 #include "runtime/rank_layout.h"
 #include "runtime/spdlog_logger.h"
 #include "scheduler/data_parallel_planner.h"
+#include "scheduler/elementwise_fusion.h"
 #include "scheduler/planner.h"
 #include "scheduler/step_analysis.h"
 
@@ -51,6 +55,18 @@ void trace_graph(const StepGraph& graph, const CanonicalGraph& canonical) {
   }
 }
 
+// MOREH_FUSION: on GPUs fused kernels save launches and memory traffic; on host devices the evaluator that
+// runs them is slower than ATen's vectorized kernels, so auto leaves them to tests (on).
+bool fusion_wanted(FusionChoice choice, DeviceKind kind) {
+  if (choice == FusionChoice::kOff) return false;
+  if (kind == DeviceKind::kHost) return choice == FusionChoice::kOn;
+#ifdef MOREH_WITH_NVRTC
+  if (cuda::nvrtc_available()) return true;
+  log().warn("moreh: elementwise fusion is off: NVRTC cannot be loaded ({})", cuda::nvrtc_unavailable_reason());
+#endif
+  return false;
+}
+
 }  // namespace
 
 Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devices)
@@ -58,6 +74,7 @@ Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devic
       devices_(std::move(devices)),
       executor_(raw(devices_), nullptr),
       cache_(config_.graph_cache_size) {
+  fusion_enabled_ = fusion_wanted(config_.fusion, devices_.empty() ? DeviceKind::kHost : devices_[0]->kind());
   if (devices_.size() > 1) {
     constexpr double kMaxSeconds = 1e8;
     const std::chrono::milliseconds timeout(
@@ -177,10 +194,19 @@ void Engine::flush_locked() {
     log().debug("Step graph {:016x} found in the plan cache ({} ops)", canonical.hash, plan->num_nodes);
   } else {
     StepAnalysis analysis = analyze_step(*graph, canonical);
-    auto compiled = std::make_shared<Plan>(
-        devices_.size() == 1 ? compile_plan(canonical)
-                             : compile_data_parallel_plan(*graph, canonical, static_cast<int>(devices_.size()),
-                                                          analysis.batch_sizes));
+    std::shared_ptr<Plan> compiled;
+    if (devices_.size() == 1) {
+      const auto started = std::chrono::steady_clock::now();
+      std::optional<FusionResult> fusion;
+      if (fusion_enabled_) fusion = fuse_elementwise(*graph, canonical);
+      const double fusion_ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+      compiled = std::make_shared<Plan>(compile_plan(canonical, {}, fusion ? &*fusion : nullptr));
+      compiled->compile_ms += fusion_ms;
+    } else {
+      compiled = std::make_shared<Plan>(compile_data_parallel_plan(*graph, canonical, static_cast<int>(devices_.size()),
+                                                                   analysis.batch_sizes));
+    }
     compiled->batch_sizes = analysis.batch_sizes;
     if (devices_.size() > 1) log_layout_once();
     if (compiled->replicated_fallbacks > 0)
@@ -199,6 +225,8 @@ void Engine::flush_locked() {
   ++stats_.flushes;
   stats_.last_graph_ops = graph->size();
   stats_.last_graph_hash = canonical.hash;
+  stats_.last_launches = plan->launches ? plan->launches : graph->size();
+  stats_.last_fused_ops = plan->fused_nodes;
   // A recurring step's data inputs are its per-step data; MoAI warns when their batch sizes differ.
   if (++plan->uses == 2 && plan->batch_sizes.size() > 1)
     log().warn("Various batch size detected : {}", fmt::join(plan->batch_sizes, ", "));

@@ -30,6 +30,8 @@ struct EngineStats {
   int64_t last_batch_size = 0;
   // With several devices: ops that had no sharding rule and ran replicated on gathered inputs.
   uint64_t replicated_fallbacks = 0, last_replicated_fallbacks = 0;
+  // The last flushed step: kernels it launches, and nodes that ran inside fused elementwise kernels.
+  uint64_t last_launches = 0, last_fused_ops = 0;
 };
 
 class Engine {
@@ -77,6 +79,8 @@ class Engine {
   uint64_t collective_bytes() const { return communicator_ ? communicator_->total_bytes_sent() : 0; }
   void set_advanced_parallelization(bool enabled);
   bool advanced_parallelization() const;
+  // Whether single-device steps fuse their elementwise nodes (MOREH_FUSION; auto: on GPUs with NVRTC).
+  bool fusion_enabled() const { return fusion_enabled_; }
 
  private:
   void flush_locked();
@@ -95,6 +99,7 @@ class Engine {
   std::unique_ptr<runtime::ProcessRegistry> registry_;
   std::unique_ptr<runtime::Communicator> communicator_;
   bool layout_logged_ = false;
+  bool fusion_enabled_ = false;
   static std::atomic<bool>& cuda_kernels_flag();
 };
 

@@ -11,23 +11,30 @@ namespace moreh::scheduler {
 using runtime::BufferOrigin;
 using runtime::Instruction;
 
-runtime::Plan compile_plan(const runtime::CanonicalGraph& graph, const PlannerOptions& options) {
+runtime::Plan compile_plan(const runtime::CanonicalGraph& graph, const PlannerOptions& options,
+                           const FusionResult* fusion) {
   if (options.num_devices != 1)
     throw std::invalid_argument("compile_plan: only one physical device is supported in this build");
   auto start = std::chrono::steady_clock::now();
   const size_t num_nodes = graph.node_inputs.size();
   const size_t num_slots = graph.buffers.size();
 
-  // Last node that touches each slot.
+  if (fusion && (fusion->runs_at.size() != num_nodes || fusion->unstored.size() != num_slots))
+    throw std::invalid_argument("compile_plan: the fusion result is for another graph");
+  // Where each node runs: a fused node where its group's last node stood.
+  auto runs_at = [&](size_t n) -> int64_t { return fusion ? fusion->runs_at[n] : static_cast<int64_t>(n); };
+  auto stored = [&](uint32_t s) { return !fusion || !fusion->unstored[s]; };
+  // Last position that touches each slot.
   std::vector<int64_t> last_use(num_slots, -1);
   for (size_t n = 0; n < num_nodes; ++n) {
-    for (uint32_t s : graph.node_inputs[n]) last_use[s] = static_cast<int64_t>(n);
-    for (uint32_t s : graph.node_outputs[n]) last_use[s] = std::max<int64_t>(last_use[s], static_cast<int64_t>(n));
+    for (uint32_t s : graph.node_inputs[n]) last_use[s] = std::max(last_use[s], runs_at(n));
+    for (uint32_t s : graph.node_outputs[n]) last_use[s] = std::max(last_use[s], runs_at(n));
   }
-  // Slots to release after each node.
+  // Slots to release after each position.
   std::vector<std::vector<uint32_t>> release_after(num_nodes);
   for (size_t s = 0; s < num_slots; ++s)
-    if (!graph.buffers[s].live_after && last_use[s] >= 0) release_after[last_use[s]].push_back(static_cast<uint32_t>(s));
+    if (!graph.buffers[s].live_after && last_use[s] >= 0 && stored(static_cast<uint32_t>(s)))
+      release_after[last_use[s]].push_back(static_cast<uint32_t>(s));
 
   runtime::Plan plan;
   plan.graph_hash = graph.hash;
@@ -47,8 +54,17 @@ runtime::Plan compile_plan(const runtime::CanonicalGraph& graph, const PlannerOp
         ++allocations;
       }
     }
-    program.code.push_back({Instruction::Kind::kLaunch, static_cast<uint32_t>(n)});
-    for (uint32_t s : graph.node_outputs[n]) held += static_cast<int64_t>(graph.buffers[s].bytes);
+    const int32_t group = fusion ? fusion->group_of[n] : -1;
+    if (group < 0) {
+      program.code.push_back({Instruction::Kind::kLaunch, static_cast<uint32_t>(n)});
+      ++plan.launches;
+    } else if (fusion->runs_at[n] == n) {
+      program.code.push_back({Instruction::Kind::kFused, static_cast<uint32_t>(group)});
+      ++plan.launches;
+    }
+    // A group's values are held from where it runs; those it never stores take nothing.
+    for (uint32_t s : graph.node_outputs[n])
+      if (stored(s)) held += static_cast<int64_t>(graph.buffers[s].bytes);
     peak = std::max(peak, held);
     for (uint32_t s : release_after[n]) {
       program.code.push_back({Instruction::Kind::kRelease, s});
@@ -58,10 +74,17 @@ runtime::Plan compile_plan(const runtime::CanonicalGraph& graph, const PlannerOp
     }
   }
   program.peak_bytes = static_cast<uint64_t>(std::max<int64_t>(peak, 0));
+  if (fusion) {
+    program.fused = fusion->launches;
+    plan.fused_nodes = fusion->fused_nodes;
+  }
   plan.programs.push_back(std::move(program));
   plan.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   plan.summary = fmt::format("{} ops, {} buffers ({} allocated, {} released in the step), peak +{} bytes on device 0",
                              num_nodes, num_slots, allocations, releases, plan.programs[0].peak_bytes);
+  if (fusion && !fusion->launches.empty())
+    plan.summary += fmt::format("; {} elementwise ops fused into {} kernels ({} launches)", plan.fused_nodes,
+                                fusion->launches.size(), plan.launches);
   return plan;
 }
 

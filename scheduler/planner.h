@@ -4,6 +4,7 @@
 #pragma once
 #include "runtime/graph/canonical_graph.h"
 #include "runtime/program.h"
+#include "scheduler/elementwise_fusion.h"
 
 namespace moreh::scheduler {
 
@@ -11,6 +12,9 @@ struct PlannerOptions {
   int num_devices = 1;
 };
 
-runtime::Plan compile_plan(const runtime::CanonicalGraph& graph, const PlannerOptions& options = {});
+// With `fusion` (scheduler/elementwise_fusion.h), each group runs as one kFused instruction where its last
+// node stood; values it never stores take no memory.
+runtime::Plan compile_plan(const runtime::CanonicalGraph& graph, const PlannerOptions& options = {},
+                           const FusionResult* fusion = nullptr);
 
 }  // namespace moreh::scheduler

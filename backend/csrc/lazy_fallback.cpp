@@ -454,7 +454,14 @@ void lazy_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::ji
   for (size_t i = 0; i < n; ++i) {
     const c10::IValue& a = args[i];
     if (a.isTensor()) {
-      payload->args.emplace_back(take(a.toTensor(), i, -1));
+      const at::Tensor& t = a.toTensor();
+      payload->args.emplace_back(take(t, i, -1));
+      if (t.defined() && !is_moreh(t) && t.device().is_cpu() && t.dim() == 0 && !t.is_complex()) {
+        // A number given as a CPU tensor (x * 0.5 wraps 0.5 in one): step data the graph can see, like a
+        // Scalar argument (fused kernels take it as a parameter).
+        node.attrs.push_back(runtime::StepValue{t.item<double>()});
+        node.attr_args.push_back(static_cast<uint8_t>(i));
+      }
     } else if (a.isTensorList()) {
       auto list = a.toTensorList();
       key.add(list.size());

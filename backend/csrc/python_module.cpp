@@ -54,6 +54,9 @@ py::dict stats() {
   d["cache_hits"] = s.cache_hits;
   d["cache_misses"] = s.cache_misses;
   d["last_graph_ops"] = s.last_graph_ops;
+  d["last_launches"] = s.last_launches;
+  d["last_fused_ops"] = s.last_fused_ops;
+  d["fusion"] = backend::engine().fusion_enabled();
   d["last_graph_hash"] = s.last_graph_hash;
   d["last_compile_ms"] = s.last_compile_ms;
   d["total_compile_ms"] = s.total_compile_ms;

@@ -48,7 +48,8 @@ class ConfigEnvTest : public ::testing::Test {
   static constexpr const char* kVars[] = {"MOREH_LOG_LEVEL",        "MOREH_LOG_FILE",        "MOREH_HOST_MEMORY_CAPACITY",
                                           "MOREH_MAX_PENDING_OPS",  "MOREH_GRAPH_CACHE_SIZE", "MOREH_SYNC_TIMEOUT",
                                           "MOREH_FLAVOR",           "MOREH_NUM_DEVICES",     "MOREH_CONFIG_DIR",
-                                          "MOREH_COLLECTIVE_TIMEOUT", "MOREH_DEVICE_KIND",    "MOREH_CUDA_MEMORY_FRACTION"};
+                                          "MOREH_COLLECTIVE_TIMEOUT", "MOREH_DEVICE_KIND",    "MOREH_CUDA_MEMORY_FRACTION",
+                                          "MOREH_FUSION"};
 
   void SetUp() override {
     for (const char* v : kVars) {
@@ -178,6 +179,20 @@ TEST_F(ConfigEnvTest, CollectiveTimeoutDefaultsToTheSyncTimeoutAndCanBeSetApart)
     setenv("MOREH_COLLECTIVE_TIMEOUT", bad, 1);
     std::string what = config_error_text();
     EXPECT_NE(what.find("MOREH_COLLECTIVE_TIMEOUT"), std::string::npos) << bad << ": " << what;
+  }
+}
+
+TEST_F(ConfigEnvTest, Fusion) {
+  unsetenv("MOREH_FUSION");
+  EXPECT_EQ(Config::from_env().fusion, FusionChoice::kAuto);
+  setenv("MOREH_FUSION", "on", 1);
+  EXPECT_EQ(Config::from_env().fusion, FusionChoice::kOn);
+  setenv("MOREH_FUSION", "off", 1);
+  EXPECT_EQ(Config::from_env().fusion, FusionChoice::kOff);
+  for (const char* bad : {"1", "yes", "ON"}) {
+    setenv("MOREH_FUSION", bad, 1);
+    std::string what = config_error_text();
+    EXPECT_NE(what.find("MOREH_FUSION"), std::string::npos) << bad << ": " << what;
   }
 }
 

@@ -121,7 +121,8 @@ TEST(ElementwiseReferenceTest, ActivationsMatchTheirFormulas) {
     return out;
   };
   const auto gelu = run(ElementwiseOp::kGeluErf), gelu_tanh = run(ElementwiseOp::kGeluTanh), silu = run(ElementwiseOp::kSilu),
-             sigmoid = run(ElementwiseOp::kSigmoid), relu = run(ElementwiseOp::kRelu), rsqrt = run(ElementwiseOp::kRsqrt);
+             sigmoid = run(ElementwiseOp::kSigmoid), relu = run(ElementwiseOp::kRelu), rsqrt = run(ElementwiseOp::kRsqrt),
+             erf = run(ElementwiseOp::kErf);
   for (size_t i = 0; i < xs.size(); ++i) {
     const double x = xs[i];
     EXPECT_NEAR(gelu[i], 0.5 * x * (1 + std::erf(x / std::sqrt(2.0))), 1e-12);
@@ -130,6 +131,7 @@ TEST(ElementwiseReferenceTest, ActivationsMatchTheirFormulas) {
     EXPECT_NEAR(silu[i], x / (1 + std::exp(-x)), 1e-12);
     EXPECT_NEAR(sigmoid[i], 1 / (1 + std::exp(-x)), 1e-12);
     EXPECT_EQ(relu[i], x < 0 ? 0 : x);
+    EXPECT_NEAR(erf[i], std::erf(x), 1e-15);
     if (x > 0) {
       EXPECT_NEAR(rsqrt[i], 1 / std::sqrt(x), 1e-12);
     }

@@ -15,7 +15,8 @@ inline constexpr DataType kAllTypes[] = {DataType::kFloat32, DataType::kFloat16,
 inline constexpr ElementwiseOp kUnaryOps[] = {
     ElementwiseOp::kNeg,     ElementwiseOp::kAbs,  ElementwiseOp::kExp,     ElementwiseOp::kLog,
     ElementwiseOp::kSqrt,    ElementwiseOp::kRsqrt, ElementwiseOp::kTanh,   ElementwiseOp::kSigmoid,
-    ElementwiseOp::kRelu,    ElementwiseOp::kGeluErf, ElementwiseOp::kGeluTanh, ElementwiseOp::kSilu};
+    ElementwiseOp::kRelu,    ElementwiseOp::kGeluErf, ElementwiseOp::kGeluTanh, ElementwiseOp::kSilu,
+    ElementwiseOp::kErf};
 inline constexpr ElementwiseOp kBinaryOps[] = {
     ElementwiseOp::kAdd, ElementwiseOp::kSub, ElementwiseOp::kMul, ElementwiseOp::kDiv, ElementwiseOp::kMaximum,
     ElementwiseOp::kMinimum, ElementwiseOp::kLt, ElementwiseOp::kLe, ElementwiseOp::kGt, ElementwiseOp::kGe,
