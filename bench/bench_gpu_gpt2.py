@@ -220,6 +220,8 @@ def run(device, dtype, base_model, batches, cfg, args, budget_s=None):
         out["note"] = note
     if dev_type == "cuda":
         out["max_memory_allocated_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30
+    if stats1:
+        out["moreh_graph"] = {k: stats1.get(k) for k in ("last_graph_ops", "last_launches", "last_fused_ops", "fusion")}
     if stats0 and stats1:
         # Counters only (the last_* entries describe one graph, pending_ops is a level).
         out["moreh_per_step"] = {k: (stats1[k] - stats0[k]) / steps for k in stats1
@@ -247,6 +249,8 @@ def main():
     p.add_argument("--no-moreh", action="store_true", help="only the native runs")
     p.add_argument("--moreh-budget-s", type=float, default=None,
                    help="fit each moreh run's warm-up and timed steps into about this many seconds (fewer steps)")
+    p.add_argument("--moreh-unfused", action="store_true",
+                   help="also run moreh with elementwise fusion off (row moreh-nf): fusion's own effect, same process")
     p.add_argument("--peak-size", type=int, default=None, help="matmul size for the peak (default 8192; cpu 1024)")
     p.add_argument("--tf32", action="store_true", help="let native fp32 matmuls use TF32 (PyTorch's default: off)")
     p.add_argument("--json", default=None, help="write the results here (rewritten after every run)")
@@ -365,13 +369,23 @@ def main():
             traceback.print_exc()
             result["errors"].append(f"moreh unavailable: {type(e).__name__}: {e}")
             moreh_ok = False
+        variants = [("moreh", None)] + ([("moreh-nf", False)] if args.moreh_unfused else [])
         for dtype in dtypes if moreh_ok else []:
-            try:
-                record(run("moreh", dtype, model, batches, cfg, args, budget_s=args.moreh_budget_s))
-            except Exception as e:  # noqa: BLE001
-                traceback.print_exc()
-                result["errors"].append(f"moreh {dtype}: {type(e).__name__}: {e}")
-                record({"device": "moreh", "dtype": dtype, "ok": False, "error": f"{type(e).__name__}: {e}"})
+            for label, fusion in variants:
+                try:
+                    if fusion is not None:
+                        import torch_moreh
+                        torch_moreh._C._set_fusion(fusion)
+                    r = run("moreh", dtype, model, batches, cfg, args, budget_s=args.moreh_budget_s)
+                    r["device"] = label
+                    record(r)
+                except Exception as e:  # noqa: BLE001
+                    traceback.print_exc()
+                    result["errors"].append(f"{label} {dtype}: {type(e).__name__}: {e}")
+                    record({"device": label, "dtype": dtype, "ok": False, "error": f"{type(e).__name__}: {e}"})
+                finally:
+                    if fusion is not None:
+                        torch_moreh._C._set_fusion(not fusion)
 
     if spawn_moreh:
         import subprocess
@@ -385,7 +399,7 @@ def main():
             with open(child_json) as f:
                 child = json.load(f)
             for r in child.get("runs", []):
-                if r.get("device") == "moreh":
+                if r.get("device", "").startswith("moreh"):
                     result["runs"].append(r)
             result["errors"] += child.get("errors", [])
             result["warnings"] += child.get("warnings", [])
@@ -402,7 +416,7 @@ def main():
     print()
     print(f"{'dtype':<5} {'device':<7} {'ms/step':>9} {'tokens/s':>10} {'MFU':>6} {'first ms':>9} {'loss@1':>8}")
     for dtype in dtypes:
-        for dev in (base, "moreh"):
+        for dev in (base, "moreh", "moreh-nf"):
             r = by.get((dev, dtype))
             if r is None:
                 continue
@@ -422,10 +436,19 @@ def main():
             result["comparison"][dtype] = c
             print(f"{dtype}: moreh/{base} tokens/s = {c['ratio_tokens_per_s']:.3f} (target >= 1.0); loss at step 1: "
                   f"relative difference {c['first_loss_rel_diff']:.2e}, largest over {n} steps {c['max_loss_rel_diff']:.2e}")
+    for dtype in dtypes:
+        a, b = by.get(("moreh-nf", dtype)), by.get(("moreh", dtype))
+        if a and b and a["ok"] and b["ok"]:
+            result["comparison"].setdefault(dtype, {})["fusion_speedup"] = b["tokens_per_s"] / a["tokens_per_s"]
+            print(f"{dtype}: moreh with fusion / without: tokens/s = {b['tokens_per_s'] / a['tokens_per_s']:.3f}")
     for r in result["runs"]:
+        g = r.get("moreh_graph")
+        if g and g.get("last_graph_ops"):
+            print(f"{r['device']} {r['dtype']} step graph: {g['last_graph_ops']} ops, {g['last_launches']} launches "
+                  f"({g['last_fused_ops']} ops in fused kernels; fusion {'on' if g['fusion'] else 'off'})")
         m = r.get("moreh_per_step")
         if m:
-            print(f"moreh {r['dtype']} per timed step: {m.get('recorded_ops', 0):.0f} recorded ops, "
+            print(f"{r['device']} {r['dtype']} per timed step: {m.get('recorded_ops', 0):.0f} recorded ops, "
                   f"{m.get('eager_ops', 0):.0f} eager (flush) ops, {m.get('flushes', 0):.1f} step graphs, "
                   f"plan cache {m.get('cache_hits', 0):.1f} hits / {m.get('cache_misses', 0):.1f} misses, "
                   f"replay on the host {m.get('replay_host_ms', 0):.1f} ms")

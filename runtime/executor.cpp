@@ -158,7 +158,8 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
   Buffer& b = *step.bindings[ins.index];
   const SlotInfo& info = plan.slots.at(ins.index);
   auto need_type = [&]() {
-    if (!info.type) throw Error(fmt::format("buffer {} has an element type the runtime cannot reduce", b.id()));
+    if (!info.type || !is_reducible(*info.type))
+      throw Error(fmt::format("buffer {} has an element type the runtime cannot reduce", b.id()));
     return *info.type;
   };
   auto block = [&](Buffer& x) -> PhysicalBlock& {

@@ -189,7 +189,9 @@ void Engine::flush_locked() {
   pending_ = StepGraph();
   CanonicalGraph canonical = CanonicalGraph::build(*graph);
 
-  std::shared_ptr<const Plan> plan = cache_.find(canonical.hash);
+  // A graph planned with and without fusion has two plans: the key says which.
+  const uint64_t plan_key = fusion_enabled_ ? canonical.hash ^ 0x9e3779b97f4a7c15ull : canonical.hash;
+  std::shared_ptr<const Plan> plan = cache_.find(plan_key);
   if (plan) {
     log().debug("Step graph {:016x} found in the plan cache ({} ops)", canonical.hash, plan->num_nodes);
   } else {
@@ -218,7 +220,7 @@ void Engine::flush_locked() {
     stats_.last_compile_ms = compiled->compile_ms;
     stats_.total_compile_ms += compiled->compile_ms;
     plan = compiled;
-    cache_.insert(canonical.hash, plan);
+    cache_.insert(plan_key, plan);
   }
   stats_.cache_hits = cache_.hits();
   stats_.cache_misses = cache_.misses();
@@ -345,6 +347,19 @@ EngineStats Engine::stats() const {
 void Engine::set_advanced_parallelization(bool enabled) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   advanced_parallelization_ = enabled;
+}
+
+bool Engine::fusion_enabled() const {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  return fusion_enabled_;
+}
+
+void Engine::set_fusion_enabled(bool enabled) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  if (enabled && !fusion_wanted(FusionChoice::kOn, devices_[0]->kind()))
+    throw Error("fused elementwise kernels need NVRTC on " + devices_[0]->name() + ", and it cannot be loaded");
+  flush_locked();  // what was recorded so far is planned as it was recorded
+  fusion_enabled_ = enabled;
 }
 
 bool Engine::advanced_parallelization() const {

@@ -80,7 +80,10 @@ class Engine {
   void set_advanced_parallelization(bool enabled);
   bool advanced_parallelization() const;
   // Whether single-device steps fuse their elementwise nodes (MOREH_FUSION; auto: on GPUs with NVRTC).
-  bool fusion_enabled() const { return fusion_enabled_; }
+  bool fusion_enabled() const;
+  // Turns fusion on or off from here on (flushes first); plans with and without it are cached apart.
+  // Throws Error when the devices cannot run fused kernels (a GPU without NVRTC).
+  void set_fusion_enabled(bool enabled);
 
  private:
   void flush_locked();

@@ -28,6 +28,7 @@ void init() {
   runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::Half), runtime::DataType::kFloat16);
   runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::Long), runtime::DataType::kInt64);
   runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::Int), runtime::DataType::kInt32);
+  runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::Bool), runtime::DataType::kBool);
 #ifdef MOREH_TORCH_CUDA
   scheduler::Engine::set_cuda_kernels_available(true);
 #endif
@@ -153,6 +154,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return py::reinterpret_steal<py::object>(THPGenerator_initDefaultGenerator(backend::default_generator()));
   });
   m.def("_set_advanced_parallelization", [](bool on) { backend::engine().set_advanced_parallelization(on); });
+  m.def("_set_fusion", [](bool on) {
+    py::gil_scoped_release nogil;
+    backend::engine().set_fusion_enabled(on);
+  });
   m.def("_advanced_parallelization", [] { return backend::engine().advanced_parallelization(); });
   m.def("_log", [](const std::string& level, const std::string& msg) {
     runtime::log_message(runtime::parse_log_level(level), msg);
