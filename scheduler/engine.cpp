@@ -43,15 +43,22 @@ std::chrono::milliseconds timeout_of(const Config& c) {
 }
 
 // MOREH_LOG_LEVEL=trace: every compiled graph, a line per node (op, input slots and shapes, outputs).
-void trace_graph(const StepGraph& graph, const CanonicalGraph& canonical) {
+void trace_graph(const StepGraph& graph, const CanonicalGraph& canonical, const Plan& plan) {
   const auto& nodes = graph.nodes();
+  std::vector<int> fused_in(nodes.size(), -1);  // node -> its fused kernel
+  if (plan.programs.size() == 1) {
+    const auto& fused = plan.programs[0].fused;
+    for (size_t k = 0; k < fused.size(); ++k)
+      for (uint32_t n : fused[k].nodes) fused_in[n] = static_cast<int>(k);
+  }
   for (size_t n = 0; n < nodes.size(); ++n) {
     std::string ins, outs;
     for (size_t i = 0; i < nodes[n].inputs.size(); ++i)
       ins += fmt::format("{}s{}[{}]", i ? " " : "", canonical.node_inputs[n][i], fmt::join(nodes[n].inputs[i].sizes, "x"));
     for (size_t k = 0; k < nodes[n].outputs.size(); ++k)
       outs += fmt::format("{}s{}[{}]", k ? " " : "", canonical.node_outputs[n][k], fmt::join(nodes[n].outputs[k].sizes, "x"));
-    log().trace("  #{} {} ({}) -> ({}){}", n, op_name(nodes[n].op), ins, outs, nodes[n].host_input ? " host" : "");
+    log().trace("  #{} {} ({}) -> ({}){}{}", n, op_name(nodes[n].op), ins, outs, nodes[n].host_input ? " host" : "",
+                fused_in[n] >= 0 ? fmt::format(" [fused {}]", fused_in[n]) : std::string());
   }
 }
 
@@ -216,7 +223,7 @@ void Engine::flush_locked() {
                  compiled->replicated_fallbacks, fmt::join(compiled->fallback_ops, ", "));
     log().info("Step graph {:016x} compiled in {:.3f} ms: {}", canonical.hash, compiled->compile_ms,
                compiled->summary);
-    if (log().should_log(spdlog::level::trace)) trace_graph(*graph, canonical);
+    if (log().should_log(spdlog::level::trace)) trace_graph(*graph, canonical, *compiled);
     stats_.last_compile_ms = compiled->compile_ms;
     stats_.total_compile_ms += compiled->compile_ms;
     plan = compiled;
@@ -227,6 +234,7 @@ void Engine::flush_locked() {
   ++stats_.flushes;
   stats_.last_graph_ops = graph->size();
   stats_.last_graph_hash = canonical.hash;
+  last_plan_ = plan;
   stats_.last_launches = plan->launches ? plan->launches : graph->size();
   stats_.last_fused_ops = plan->fused_nodes;
   // A recurring step's data inputs are its per-step data; MoAI warns when their batch sizes differ.
@@ -347,6 +355,11 @@ EngineStats Engine::stats() const {
 void Engine::set_advanced_parallelization(bool enabled) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   advanced_parallelization_ = enabled;
+}
+
+std::shared_ptr<const Plan> Engine::last_plan() const {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  return last_plan_;
 }
 
 bool Engine::fusion_enabled() const {

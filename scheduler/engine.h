@@ -81,6 +81,8 @@ class Engine {
   bool advanced_parallelization() const;
   // Whether single-device steps fuse their elementwise nodes (MOREH_FUSION; auto: on GPUs with NVRTC).
   bool fusion_enabled() const;
+  // The plan of the last flushed step (nullptr before any).
+  std::shared_ptr<const runtime::Plan> last_plan() const;
   // Turns fusion on or off from here on (flushes first); plans with and without it are cached apart.
   // Throws Error when the devices cannot run fused kernels (a GPU without NVRTC).
   void set_fusion_enabled(bool enabled);
@@ -97,6 +99,7 @@ class Engine {
   runtime::StepGraph pending_;
   PlanCache cache_;
   EngineStats stats_;
+  std::shared_ptr<const runtime::Plan> last_plan_;
   std::exception_ptr deferred_error_;  // a failed step noticed while a flush waited for memory
   bool advanced_parallelization_ = false;
   std::unique_ptr<runtime::ProcessRegistry> registry_;

@@ -14,6 +14,9 @@
 #include "runtime/errors.h"
 #include "runtime/fork_guard.h"
 #include "runtime/logging.h"
+#ifdef MOREH_WITH_NVRTC
+#include "runtime/nvrtc.h"
+#endif
 
 namespace py = pybind11;
 using namespace moreh;
@@ -67,6 +70,60 @@ py::dict stats() {
   d["device_allocations"] = backend::engine().device(0).allocations();
   d["device_adoptions"] = backend::engine().device(0).adoptions();
   return d;
+}
+
+// The fused kernels of the last step's plan: their size, and their kernel parameters' bytes at launch.
+py::list fused_kernels() {
+  py::list out;
+  auto plan = backend::engine().last_plan();
+  if (!plan) return out;
+  for (const auto& program : plan->programs) {
+    for (const auto& f : program.fused) {
+      runtime::ElementwiseArguments args = f.shape;  // any non-null pointers: only the parameters' layout counts
+      static char dummy;
+      args.inputs.assign(f.inputs.size(), &dummy);
+      args.outputs.assign(f.outputs.size(), &dummy);
+      for (runtime::DataType t : f.kernel->scalars())
+        args.scalars.push_back(runtime::is_floating_point(t) ? runtime::ElementwiseScalar(0.0)
+                                                              : runtime::ElementwiseScalar(int64_t{0}));
+      auto params = f.kernel->parameters(args);
+      size_t bytes = 0;
+      for (size_t i = 0; i < params.count(); ++i) bytes = (bytes + 7) / 8 * 8 + params.size_of(i);
+      py::dict d;
+      d["name"] = f.kernel->function_name();
+      d["nodes"] = f.nodes.size();
+      d["inputs"] = f.inputs.size();
+      d["outputs"] = f.outputs.size();
+      d["scalars"] = f.scalars.size();
+      d["parameter_bytes"] = bytes;
+      d["source"] = f.kernel->source();
+      out.append(d);
+    }
+  }
+  return out;
+}
+
+// Compiles the last plan's fused kernels with NVRTC for compute capability `arch` (PTX; no GPU needed):
+// the milliseconds of each compile.
+py::list compile_fused_kernels(int arch) {
+  py::list out;
+#ifdef MOREH_WITH_NVRTC
+  auto plan = backend::engine().last_plan();
+  if (!plan) return out;
+  for (const auto& program : plan->programs) {
+    for (const auto& f : program.fused) {
+      py::gil_scoped_release nogil;
+      auto r = runtime::cuda::nvrtc_compile(f.kernel->source(), f.kernel->function_name(), arch,
+                                            runtime::cuda::NvrtcOutput::kPtx);
+      py::gil_scoped_acquire gil;
+      out.append(r.milliseconds);
+    }
+  }
+#else
+  (void)arch;
+  throw std::runtime_error("this build of moreh has no NVRTC");
+#endif
+  return out;
 }
 
 }  // namespace
@@ -154,6 +211,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     return py::reinterpret_steal<py::object>(THPGenerator_initDefaultGenerator(backend::default_generator()));
   });
   m.def("_set_advanced_parallelization", [](bool on) { backend::engine().set_advanced_parallelization(on); });
+  m.def("_fused_kernels", &fused_kernels);
+  m.def("_compile_fused_kernels", &compile_fused_kernels);
   m.def("_set_fusion", [](bool on) {
     py::gil_scoped_release nogil;
     backend::engine().set_fusion_enabled(on);

@@ -115,9 +115,16 @@ def train(dev, steps=4):
 lc, pc = train("cpu")
 lm, pm = train("moreh")
 s = torch_moreh._C._stats()
+kernels = torch_moreh._C._fused_kernels()
+try:
+    compiled = len(torch_moreh._C._compile_fused_kernels(90))
+except RuntimeError as e:
+    compiled = str(e)
 gpu = torch.moreh.get_device_properties().physical_device.startswith("cuda")
 print(json.dumps({"cpu": lc, "moreh": lm, "gpu": gpu, "param_diff": max((a - b).abs().max().item() for a, b in zip(pc, pm)),
-                  "ops": s["last_graph_ops"], "launches": s["last_launches"], "fused": s["last_fused_ops"]}))
+                  "ops": s["last_graph_ops"], "launches": s["last_launches"], "fused": s["last_fused_ops"],
+                  "kernels": len(kernels), "compiled": compiled,
+                  "max_parameter_bytes": max(k["parameter_bytes"] for k in kernels)}))
 '''
 
 
@@ -133,6 +140,11 @@ def test_gpt_training_with_fusion_matches_cpu(dtype):
     # The optimizer's per-parameter updates and the activations' pieces fuse: far fewer launches than ops.
     assert out["fused"] > out["ops"] // 2
     assert out["launches"] < out["ops"] // 2
+    # Every kernel of the real step compiles for an H100 (NVRTC, no GPU needed) and fits CUDA's 4 KiB of
+    # kernel parameters.
+    assert out["max_parameter_bytes"] <= 4096
+    if out["compiled"] != "this build of moreh has no NVRTC":
+        assert out["compiled"] == out["kernels"], out["compiled"]
 
 
 MEMORY_SCRIPT = r'''
