@@ -334,4 +334,16 @@ void CudaDevice::elementwise_in_stream(const ElementwiseKernel& kernel, const El
 #endif
 }
 
+void CudaDevice::prepare_elementwise(std::shared_ptr<const ElementwiseKernel> kernel) {
+#ifdef MOREH_WITH_NVRTC
+  if (!cuda::nvrtc_available()) return;  // the launch reports it
+  CUdevice dev = 0;
+  check(require_driver().DeviceGet(&dev, ordinal()), "cuDeviceGet");
+  auto& cache = cuda::KernelCache::instance();
+  cache.prepare(std::move(kernel), cache.target_of(dev));
+#else
+  (void)kernel;
+#endif
+}
+
 }  // namespace moreh::runtime

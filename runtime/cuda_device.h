@@ -66,6 +66,7 @@ class CudaDevice final : public PhysicalDevice {
   void scale_in_stream(DataType type, void* data, uint64_t count, double factor) override;
   void combine_scalars_in_stream(DataType type, void* x, const void* y, ScalarOp op) override;
   void elementwise_in_stream(const ElementwiseKernel& kernel, const ElementwiseArguments& args) override;
+  void prepare_elementwise(std::shared_ptr<const ElementwiseKernel> kernel) override;
 
   CUstream stream() const { return stream_; }
   CUcontext context() const { return context_->get(); }

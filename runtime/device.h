@@ -118,6 +118,9 @@ class PhysicalDevice {
   // A generated elementwise kernel over this device's memory, from work on its stream: the host evaluator
   // (runtime/elementwise_reference.h) where the host reaches the memory, a compiled kernel on a GPU.
   virtual void elementwise_in_stream(const ElementwiseKernel& kernel, const ElementwiseArguments& args);
+  // A kernel a plan will launch: a GPU starts compiling it now, in the background (the host evaluator needs
+  // nothing).
+  virtual void prepare_elementwise(std::shared_ptr<const ElementwiseKernel> kernel) { (void)kernel; }
   // Host memory this device copies to and from directly (tensor.pin_memory()). Shared: blocks in use
   // keep it alive.
   virtual std::shared_ptr<PinnedHostMemory> pinned_host_memory() = 0;

@@ -146,6 +146,7 @@ ElementwiseKernel::ElementwiseKernel(int rank) : rank_(rank) {
 }
 
 ElementwiseValue ElementwiseKernel::add_node(ElementwiseNode node) {
+  if (frozen_) throw std::logic_error("a frozen elementwise kernel takes no more nodes");
   nodes_.push_back(node);
   return static_cast<ElementwiseValue>(nodes_.size() - 1);
 }
@@ -162,6 +163,7 @@ bool ElementwiseKernel::contiguous() const {
 }
 
 ElementwiseValue ElementwiseKernel::input(DataType type, InputLayout layout) {
+  if (frozen_) throw std::logic_error("a frozen elementwise kernel takes no more inputs");
   if (layout.strided) {
     if (rank_ == 0) throw std::invalid_argument("a strided elementwise input needs a kernel of rank >= 1");
     if (rank_ < 32 && (layout.broadcast >> rank_) != 0) {
@@ -177,6 +179,7 @@ ElementwiseValue ElementwiseKernel::input(DataType type, InputLayout layout) {
 }
 
 ElementwiseValue ElementwiseKernel::scalar(DataType type) {
+  if (frozen_) throw std::logic_error("a frozen elementwise kernel takes no more scalars");
   ElementwiseNode node{ElementwiseOp::kScalar, type};
   node.index = static_cast<uint32_t>(scalars_.size());
   scalars_.push_back(type);
@@ -257,6 +260,7 @@ ElementwiseValue ElementwiseKernel::cast(ElementwiseValue x, DataType type) {
 
 size_t ElementwiseKernel::output(ElementwiseValue value) {
   require_value(value);
+  if (frozen_) throw std::logic_error("a frozen elementwise kernel takes no more outputs");
   outputs_.push_back(value);
   return outputs_.size() - 1;
 }
@@ -266,7 +270,16 @@ size_t ElementwiseKernel::output(ElementwiseValue value, DataType type) {
   return output(type_of(value) == type ? value : cast(value, type));
 }
 
-std::string ElementwiseKernel::key() const {
+std::string ElementwiseKernel::key() const { return frozen_ ? frozen_key_ : build_key(); }
+
+void ElementwiseKernel::freeze() {
+  if (frozen_) return;
+  frozen_key_ = build_key();
+  frozen_hash_ = fnv1a(frozen_key_);
+  frozen_ = true;
+}
+
+std::string ElementwiseKernel::build_key() const {
   std::string k = fmt::format("ew1|r{}|", rank());
   for (const ElementwiseNode& n : nodes_) {
     switch (n.op) {
@@ -294,7 +307,7 @@ std::string ElementwiseKernel::key() const {
   return k;
 }
 
-uint64_t ElementwiseKernel::hash() const { return fnv1a(key()); }
+uint64_t ElementwiseKernel::hash() const { return frozen_ ? frozen_hash_ : fnv1a(build_key()); }
 
 std::string ElementwiseKernel::function_name() const { return fmt::format("moreh_ew_{:016x}", hash()); }
 

@@ -159,10 +159,14 @@ class ElementwiseKernel {
   DataType type_of(ElementwiseValue value) const { return nodes_.at(value).type; }
 
   // The structure as text: ops, types, constants, layouts, rank; never sizes, strides or pointers. Built
-  // on each call (hold on to hash() where it is needed often).
+  // on each call until freeze() (hold on to hash() where it is needed often).
   std::string key() const;
   // 64-bit FNV-1a of key().
   uint64_t hash() const;
+  // Fixes the structure (a kernel a plan launches every step): key() and hash() are computed once, and the
+  // builders throw std::logic_error from here on.
+  void freeze();
+  bool frozen() const { return frozen_; }
   // "moreh_ew_<16 hex digits of hash()>": the generated kernel's extern "C" name.
   std::string function_name() const;
   // The CUDA C source of the kernel (no headers needed): an extern "C" __global__ function named
@@ -182,7 +186,12 @@ class ElementwiseKernel {
   ElementwiseValue add_node(ElementwiseNode node);
   void require_value(ElementwiseValue v) const;
 
+  std::string build_key() const;
+
   int rank_;
+  bool frozen_ = false;
+  std::string frozen_key_;
+  uint64_t frozen_hash_ = 0;
   std::vector<ElementwiseNode> nodes_;
   std::vector<ElementwiseInput> inputs_;
   std::vector<DataType> scalars_;

@@ -94,6 +94,47 @@ std::shared_ptr<const NvrtcResult> KernelCache::binary(const ElementwiseKernel& 
   return result.get();
 }
 
+void KernelCache::prepare(std::shared_ptr<const ElementwiseKernel> kernel, const CompileTarget& target) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (binaries_.count({kernel->hash(), target.arch})) return;  // compiled, or being compiled
+  prepare_queue_.emplace_back(std::move(kernel), target);
+  if (prepare_threads_ < kPrepareThreads && prepare_threads_ < prepare_queue_.size() + prepare_running_) {
+    ++prepare_threads_;
+    std::thread([this] { prepare_worker(); }).detach();
+  }
+  prepare_changed_.notify_all();
+}
+
+void KernelCache::prepare_worker() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    if (prepare_queue_.empty()) {  // nothing left: the thread ends (a later prepare starts another)
+      --prepare_threads_;
+      prepare_changed_.notify_all();
+      return;
+    }
+    auto [kernel, target] = std::move(prepare_queue_.front());
+    prepare_queue_.pop_front();
+    ++prepare_running_;
+    lock.unlock();
+    try {
+      bool compiled = false;
+      binary(*kernel, kernel->key(), kernel->hash(), target, compiled);
+    } catch (const std::exception& e) {  // kept in the binary's future: the launch that needs it throws it
+      log().debug("preparing fused kernel {} failed: {}", kernel->function_name(), e.what());
+    }
+    lock.lock();
+    --prepare_running_;
+    prepare_changed_.notify_all();
+  }
+}
+
+bool KernelCache::wait_prepared(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  // Also until the workers have ended: a cache may be destroyed once this returns.
+  return prepare_changed_.wait_for(lock, timeout, [&] { return prepare_queue_.empty() && prepare_threads_ == 0; });
+}
+
 CUfunction KernelCache::function(const ElementwiseKernel& kernel) {
   const Driver& d = require_driver();
   CUcontext context = nullptr;

@@ -4,11 +4,15 @@
 #include <cuda.h>
 
 #include <cstdint>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <future>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <tuple>
 #include <vector>
 
@@ -58,6 +62,17 @@ class KernelCache {
   // context. Throws Error (no current context, NVRTC unavailable, a driver error) or NvrtcError.
   CUfunction function(const ElementwiseKernel& kernel);
 
+  // Starts compiling `kernel` for `target` on a background thread (at most kPrepareThreads at once) when no
+  // kernel of its structure was compiled or is being compiled for it: a plan's kernels compile side by side
+  // before its first step launches them, and function() then waits for (or reuses) that compile. Needs NVRTC,
+  // not a GPU. A failed compile is reported by the function() call that needs it.
+  static constexpr unsigned kPrepareThreads = 4;
+  void prepare(std::shared_ptr<const ElementwiseKernel> kernel, const CompileTarget& target);
+  // Waits until no prepared compile is pending or running and the workers have ended; false past `timeout`.
+  bool wait_prepared(std::chrono::milliseconds timeout);
+  // The target kernels compile for on device `dev` (its capability against NVRTC's architectures).
+  CompileTarget target_of(CUdevice dev) { return device(dev).target; }
+
   // Launches `kernel` over `args` on `stream` (asynchronous) in the current context; nothing when
   // args.count is 0. Throws std::invalid_argument when `args` do not fit the kernel.
   void launch(const ElementwiseKernel& kernel, CUstream stream, const ElementwiseArguments& args);
@@ -89,7 +104,13 @@ class KernelCache {
   std::shared_ptr<const NvrtcResult> binary(const ElementwiseKernel& kernel, const std::string& key, uint64_t hash,
                                             const CompileTarget& target, bool& compiled);
 
+  void prepare_worker();
+
   mutable std::mutex mutex_;
+  std::condition_variable prepare_changed_;
+  std::deque<std::pair<std::shared_ptr<const ElementwiseKernel>, CompileTarget>> prepare_queue_;
+  unsigned prepare_threads_ = 0;  // workers alive (detached: the cache is never destroyed)
+  unsigned prepare_running_ = 0;  // compiles a worker is doing now
   std::map<std::pair<uint64_t, int>, Binary> binaries_;                  // (hash, arch)
   std::map<std::tuple<CUcontext, uint64_t, int>, Loaded> functions_;     // (context, hash, arch)
   std::map<CUdevice, Device> devices_;

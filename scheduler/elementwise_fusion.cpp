@@ -285,6 +285,7 @@ class Fuser {
       shape.sizes.assign(g.shape.begin(), g.shape.end());
       shape.strides = std::move(g.input_strides);
     }
+    g.kernel->freeze();  // launched every step: its key and hash are computed once
     g.launch.kernel = std::shared_ptr<const ElementwiseKernel>(std::move(g.kernel));
     const auto index = static_cast<int32_t>(result_.launches.size());
     const uint32_t last = g.launch.nodes.back();

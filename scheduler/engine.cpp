@@ -224,6 +224,9 @@ void Engine::flush_locked() {
     log().info("Step graph {:016x} compiled in {:.3f} ms: {}", canonical.hash, compiled->compile_ms,
                compiled->summary);
     if (log().should_log(spdlog::level::trace)) trace_graph(*graph, canonical, *compiled);
+    // A GPU compiles the plan's fused kernels in the background while the step is submitted.
+    for (const auto& program : compiled->programs)
+      for (const auto& f : program.fused) devices_.at(program.device)->prepare_elementwise(f.kernel);
     stats_.last_compile_ms = compiled->compile_ms;
     stats_.total_compile_ms += compiled->compile_ms;
     plan = compiled;

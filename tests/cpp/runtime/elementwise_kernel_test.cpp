@@ -40,6 +40,24 @@ TEST(ElementwiseKernelTest, NameComesFromTheKeysHash) {
   EXPECT_EQ(src.find("#include"), std::string::npos) << "the source must need no header";
 }
 
+TEST(ElementwiseKernelTest, AFrozenKernelKeepsItsKeyAndTakesNothingMore) {
+  ElementwiseKernel k = bias_gelu(true);
+  const std::string key = k.key();
+  const uint64_t hash = k.hash();
+  k.freeze();
+  EXPECT_TRUE(k.frozen());
+  EXPECT_EQ(k.key(), key);
+  EXPECT_EQ(k.hash(), hash);
+  const size_t nodes = k.nodes().size(), inputs = k.inputs().size();
+  EXPECT_THROW(k.input(DataType::kFloat32), std::logic_error);
+  EXPECT_THROW(k.scalar(DataType::kFloat32), std::logic_error);
+  EXPECT_THROW(k.unary(ElementwiseOp::kExp, 0), std::logic_error);
+  EXPECT_THROW(k.output(0), std::logic_error);
+  EXPECT_EQ(k.nodes().size(), nodes);
+  EXPECT_EQ(k.inputs().size(), inputs);
+  EXPECT_EQ(k.key(), key);
+}
+
 TEST(ElementwiseKernelTest, LayoutsAndRankChangeTheKey) {
   const std::string contiguous = bias_gelu(false).key(), broadcast = bias_gelu(true).key();
   EXPECT_NE(contiguous, broadcast);

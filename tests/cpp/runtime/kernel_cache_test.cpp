@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "runtime/collective_kernels.h"
@@ -16,6 +17,7 @@
 #include "runtime/elementwise_reference.h"
 #include "runtime/host_arithmetic.h"
 #include "runtime/low_precision_float.h"
+#include "runtime/nvrtc.h"
 
 namespace moreh::runtime::cuda {
 namespace {
@@ -26,6 +28,30 @@ TEST(KernelCacheTest, LaunchShapeCapsBlocksBySmCount) {
   EXPECT_EQ(elementwise_launch_shape(256 * 10 + 1, 132).blocks, 11u);
   EXPECT_EQ(elementwise_launch_shape(uint64_t{1} << 40, 132).blocks, 132u * kBlocksPerSm);
   EXPECT_EQ(elementwise_launch_shape(0, 0).blocks, 1u);
+}
+
+TEST(KernelCacheTest, PrepareCompilesInTheBackgroundOncePerStructureAndTarget) {
+  if (!nvrtc_available()) GTEST_SKIP() << "NVRTC cannot be loaded: " << nvrtc_unavailable_reason();
+  std::vector<std::shared_ptr<const ElementwiseKernel>> kernels;
+  for (ElementwiseOp op : {ElementwiseOp::kExp, ElementwiseOp::kTanh, ElementwiseOp::kSigmoid}) {
+    auto k = std::make_shared<ElementwiseKernel>();
+    k->output(k->unary(op, k->input(DataType::kFloat32)));
+    k->freeze();
+    kernels.push_back(k);
+  }
+  KernelCache cache;  // no driver or GPU needed: NVRTC compiles PTX for a named architecture
+  const CompileTarget sm90{90, NvrtcOutput::kPtx};
+  for (const auto& k : kernels) cache.prepare(k, sm90);
+  cache.prepare(kernels[0], sm90);  // queued twice: still one compile
+  ASSERT_TRUE(cache.wait_prepared(std::chrono::seconds(120)));
+  EXPECT_EQ(cache.stats().misses, 3u);
+  EXPECT_GT(cache.stats().compile_milliseconds, 0.0);
+  cache.prepare(kernels[1], sm90);  // compiled already: nothing to do
+  ASSERT_TRUE(cache.wait_prepared(std::chrono::seconds(120)));
+  EXPECT_EQ(cache.stats().misses, 3u);
+  cache.prepare(kernels[1], CompileTarget{80, NvrtcOutput::kPtx});  // another architecture compiles again
+  ASSERT_TRUE(cache.wait_prepared(std::chrono::seconds(120)));
+  EXPECT_EQ(cache.stats().misses, 4u);
 }
 
 TEST(KernelCacheTest, CompileTargetFallsBackToPtxForNewerDevices) {
