@@ -135,6 +135,8 @@ Config Config::from_env() {
       throw std::invalid_argument("device kind");
     });
   }
+  c.kernel_cache_dir = c.config_dir + "/kernels";
+  if (const char* v = env("MOREH_KERNEL_CACHE_DIR")) c.kernel_cache_dir = std::string(v) == "off" ? "" : v;
   if (const char* v = env("MOREH_FUSION")) {
     c.fusion = parse_var("MOREH_FUSION", v, "auto, on or off", [](std::string_view s) {
       if (s == "auto") return FusionChoice::kAuto;

@@ -2,7 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <string_view>
 
 #include "runtime/cuda_driver.h"
 #include "runtime/spdlog_logger.h"
@@ -78,8 +84,13 @@ std::shared_ptr<const NvrtcResult> KernelCache::binary(const ElementwiseKernel& 
   }
   if (compiled) {  // outside the lock: other kernels compile and launch meanwhile; this one's users wait
     try {
+      if (auto kept = read_from_disk(key, hash, target)) {
+        promise.set_value(std::move(kept));
+        return result.get();
+      }
       auto r = std::make_shared<NvrtcResult>(
           nvrtc_compile(kernel.source(), name + ".cu", target.arch, target.output));
+      write_to_disk(key, hash, target, *r);
       log().debug("compiled fused kernel {} for {}_{} in {:.1f} ms: {}", name,
                   target.output == NvrtcOutput::kCubin ? "sm" : "compute", target.arch, r->milliseconds, key);
       {
@@ -92,6 +103,69 @@ std::shared_ptr<const NvrtcResult> KernelCache::binary(const ElementwiseKernel& 
     }
   }
   return result.get();
+}
+
+void KernelCache::set_disk_dir(std::string dir) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  disk_dir_ = std::move(dir);
+}
+
+std::string KernelCache::disk_path(uint64_t hash, const CompileTarget& target) const {
+  return fmt::format("{}/{:016x}-{}_{}.bin", disk_dir_, hash, target.output == NvrtcOutput::kCubin ? "sm" : "compute",
+                     target.arch);
+}
+
+// A kept binary: "moreh-kernel 1\n", the key's length and the key, then the binary.
+static constexpr std::string_view kDiskMagic = "moreh-kernel 1\n";
+
+std::shared_ptr<const NvrtcResult> KernelCache::read_from_disk(const std::string& key, uint64_t hash,
+                                                                const CompileTarget& target) {
+  std::string path;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (disk_dir_.empty()) return nullptr;
+    path = disk_path(hash, target);
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return nullptr;
+  std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string head = fmt::format("{}{}\n{}", kDiskMagic, key.size(), key);
+  if (content.size() <= head.size() || content.compare(0, head.size(), head) != 0) {
+    log().debug("kept kernel {} is not this kernel's (or is damaged): compiling it again", path);
+    return nullptr;
+  }
+  auto r = std::make_shared<NvrtcResult>();
+  r->binary.assign(content.begin() + static_cast<std::ptrdiff_t>(head.size()), content.end());
+  r->output = target.output;
+  r->arch = target.arch;
+  std::lock_guard<std::mutex> lock(mutex_);
+  ++stats_.disk_hits;
+  return r;
+}
+
+void KernelCache::write_to_disk(const std::string& key, uint64_t hash, const CompileTarget& target,
+                                const NvrtcResult& r) {
+  std::string path;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (disk_dir_.empty()) return;
+    path = disk_path(hash, target);
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  const std::string tmp = fmt::format("{}.{}.tmp", path, static_cast<uint64_t>(::getpid()));
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << kDiskMagic << key.size() << '\n' << key;
+    out.write(r.binary.data(), static_cast<std::streamsize>(r.binary.size()));
+    if (!out) {
+      log().debug("could not keep fused kernel in {}", path);
+      std::filesystem::remove(tmp, ec);
+      return;
+    }
+  }
+  std::filesystem::rename(tmp, path, ec);  // whole or not at all, whoever else writes it
+  if (ec) std::filesystem::remove(tmp, ec);
 }
 
 void KernelCache::prepare(std::shared_ptr<const ElementwiseKernel> kernel, const CompileTarget& target) {

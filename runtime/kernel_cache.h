@@ -46,6 +46,7 @@ class KernelCache {
     uint64_t misses = 0;              // compiles (one per kernel structure and architecture)
     uint64_t loads = 0;               // cuModuleLoadData calls (one per compile target and context)
     double compile_milliseconds = 0;  // NVRTC's time over every compile
+    uint64_t disk_hits = 0;           // compiles saved by a binary an earlier process wrote (set_disk_dir)
   };
 
   KernelCache() = default;
@@ -56,6 +57,11 @@ class KernelCache {
 
   // The process's cache.
   static KernelCache& instance();
+
+  // Where compiled binaries are kept across processes ("" : nowhere, the default): a compile first looks
+  // for <dir>/<hash>-<target>.bin holding the kernel's full key, and writes it after compiling (atomically;
+  // a directory that cannot be written only costs the saving).
+  void set_disk_dir(std::string dir);
 
   // `kernel`'s function in the calling thread's current CUDA context: compiled (NVRTC) when no kernel of
   // its structure was compiled for the context's device's architecture, loaded when not yet in this
@@ -105,6 +111,10 @@ class KernelCache {
                                             const CompileTarget& target, bool& compiled);
 
   void prepare_worker();
+  // The binary an earlier process wrote for (key, target), if there is one and it is this kernel's.
+  std::shared_ptr<const NvrtcResult> read_from_disk(const std::string& key, uint64_t hash, const CompileTarget& target);
+  void write_to_disk(const std::string& key, uint64_t hash, const CompileTarget& target, const NvrtcResult& r);
+  std::string disk_path(uint64_t hash, const CompileTarget& target) const;
 
   mutable std::mutex mutex_;
   std::condition_variable prepare_changed_;
@@ -114,6 +124,7 @@ class KernelCache {
   std::map<std::pair<uint64_t, int>, Binary> binaries_;                  // (hash, arch)
   std::map<std::tuple<CUcontext, uint64_t, int>, Loaded> functions_;     // (context, hash, arch)
   std::map<CUdevice, Device> devices_;
+  std::string disk_dir_;
   Stats stats_;
 };
 

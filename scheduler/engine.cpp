@@ -15,6 +15,7 @@
 #include "runtime/cuda_communicator.h"
 #endif
 #ifdef MOREH_WITH_NVRTC
+#include "runtime/kernel_cache.h"
 #include "runtime/nvrtc.h"
 #endif
 #include "runtime/physical_devices.h"
@@ -82,6 +83,10 @@ Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devic
       executor_(raw(devices_), nullptr),
       cache_(config_.graph_cache_size) {
   fusion_enabled_ = fusion_wanted(config_.fusion, devices_.empty() ? DeviceKind::kHost : devices_[0]->kind());
+#ifdef MOREH_WITH_NVRTC
+  if (!devices_.empty() && devices_[0]->kind() == DeviceKind::kCuda)
+    cuda::KernelCache::instance().set_disk_dir(config_.kernel_cache_dir);  // kernels compiled by earlier runs
+#endif
   if (devices_.size() > 1) {
     constexpr double kMaxSeconds = 1e8;
     const std::chrono::milliseconds timeout(

@@ -49,7 +49,7 @@ class ConfigEnvTest : public ::testing::Test {
                                           "MOREH_MAX_PENDING_OPS",  "MOREH_GRAPH_CACHE_SIZE", "MOREH_SYNC_TIMEOUT",
                                           "MOREH_FLAVOR",           "MOREH_NUM_DEVICES",     "MOREH_CONFIG_DIR",
                                           "MOREH_COLLECTIVE_TIMEOUT", "MOREH_DEVICE_KIND",    "MOREH_CUDA_MEMORY_FRACTION",
-                                          "MOREH_FUSION"};
+                                          "MOREH_FUSION", "MOREH_KERNEL_CACHE_DIR"};
 
   void SetUp() override {
     for (const char* v : kVars) {
@@ -180,6 +180,16 @@ TEST_F(ConfigEnvTest, CollectiveTimeoutDefaultsToTheSyncTimeoutAndCanBeSetApart)
     std::string what = config_error_text();
     EXPECT_NE(what.find("MOREH_COLLECTIVE_TIMEOUT"), std::string::npos) << bad << ": " << what;
   }
+}
+
+TEST_F(ConfigEnvTest, KernelCacheDir) {
+  unsetenv("MOREH_KERNEL_CACHE_DIR");
+  Config c = Config::from_env();
+  EXPECT_EQ(c.kernel_cache_dir, c.config_dir + "/kernels");
+  setenv("MOREH_KERNEL_CACHE_DIR", "/tmp/somewhere", 1);
+  EXPECT_EQ(Config::from_env().kernel_cache_dir, "/tmp/somewhere");
+  setenv("MOREH_KERNEL_CACHE_DIR", "off", 1);
+  EXPECT_EQ(Config::from_env().kernel_cache_dir, "");
 }
 
 TEST_F(ConfigEnvTest, Fusion) {
