@@ -27,8 +27,11 @@ def assert_same_training(ref, got, rel=1e-5, atol=1e-6):
     """`ref` and `got` are run_training results: losses within `rel` relative, parameters allclose."""
     (ref_losses, ref_params), (losses, params) = ref, got
     if torch.moreh.get_device_properties().physical_device.startswith("cuda"):
-        # CUDA kernels sum in another order than CPU's: a looser bound when moreh runs on a GPU.
-        rel, atol = max(rel, 1e-4), max(atol, 1e-5)
+        # CUDA kernels (and fused ones, which round as CUDA's do) sum in another order than CPU's: a looser
+        # bound when moreh runs on a GPU. Adam turns a gradient that is zero up to rounding (a bias before a
+        # norm, attention's key bias) into steps of either sign, so such parameters differ by up to ~1e-4
+        # between any two kernel libraries (the bound test_training.py uses on GPUs).
+        rel, atol = max(rel, 1e-4), max(atol, 2e-4)
     assert len(ref_losses) == len(losses)
     for step, (a, b) in enumerate(zip(ref_losses, losses)):
         assert abs(a - b) <= rel * abs(a), f"step {step}: cpu {a} vs moreh {b}"
