@@ -211,3 +211,88 @@ print(json.dumps(res))
     assert on1 and not off and on2
     assert fused1 == 4 and launches1 == 1 and fused0 == 0 and launches0 == ops0 == 4 and fused2 == 4
     assert max(abs(a - b) for a, b in zip(y1, y0)) < 1e-6 and y1 == y2
+
+
+# Random programs of elementwise ops, in place and not, over views, with unfused ops between: the grouping's
+# ordering rules (a group runs where its last node stood) must give eager's values for every tensor kept.
+FUZZ_SCRIPT = r'''
+import json, random, torch, torch_moreh
+rng = random.Random(SEED)
+def program(r):
+    shapes = [(4, 6), (6,), (3, 4, 6)]
+    shape_of, lines = {}, []
+    def var():
+        return r.choice(list(shape_of))
+    def into(a):  # a tensor that broadcasts into a's shape (for in-place ops on a)
+        fits = [n for n, s in shape_of.items() if len(s) <= len(shape_of[a]) and shape_of[a][len(shape_of[a]) - len(s):] == s]
+        return r.choice(fits)
+    def wider(a, b):
+        return max(shape_of[a], shape_of[b], key=len)
+    for k in range(4):
+        s = shapes[k % 3] if k < 3 else r.choice(shapes)
+        lines.append(f"v{k} = (torch.arange({int(torch.tensor(s).prod())}, dtype=torch.float32).reshape({s}) * {r.uniform(-0.1, 0.1):.4f} + {r.uniform(-1, 1):.3f}).to(dev)")
+        shape_of[f"v{k}"] = s
+    for step in range(r.randint(8, 16)):
+        a, b = var(), var()
+        kind = r.randrange(9)
+        n = f"t{step}"
+        if kind == 0:
+            lines.append(f"{n} = ({a} * {r.uniform(0.5, 1.5):.3f} + {b}).tanh()")
+        elif kind == 1:
+            lines.append(f"{n} = torch.where({a} > 0, {a}, {b} * 0.5) - {b}.sigmoid()")
+        elif kind == 2:
+            lines.append(f"{a}.mul_({r.uniform(0.5, 1.5):.3f}).add_({into(a)}, alpha={r.uniform(-1, 1):.3f})")
+            continue
+        elif kind == 3:
+            b = into(a)
+            lines.append(f"{a}.addcmul_({b}, {b}, value={r.uniform(-0.5, 0.5):.3f})")
+            continue
+        elif kind == 4:  # a window of a tensor written in place
+            lines.append(f"{a}.view(-1)[:3].mul_(-2.0)")
+            continue
+        elif kind == 5:  # an unfused op reads in between
+            lines.append(f"{n} = {a} - {a}.sum() / 100 + {b}")
+        elif kind == 6:  # a transposed or broadcast read
+            lines.append(f"{n} = {a}.exp() * ({b}.transpose(-1, -2).contiguous().transpose(-1, -2) if {b}.dim() > 1 else {b})")
+        elif kind == 7:
+            lines.append(f"{a}.copy_({into(a)}.abs().sqrt())")
+            continue
+        else:
+            lines.append(f"{a}.clamp_(-2, 2)")
+            continue
+        shape_of[n] = wider(a, b)
+        if r.random() < 0.3 and len(shape_of) > 5:
+            victim = r.choice([x for x in shape_of if x.startswith("t")])
+            del shape_of[victim]
+            lines.append(f"del {victim}")
+    return lines, list(shape_of)
+bad = []
+fused = 0
+for p in range(PROGRAMS):
+    lines, names = program(rng)
+    outs = {}
+    for dev in ("cpu", "moreh"):
+        env = {"torch": torch, "dev": dev}
+        try:
+            exec("\n".join(lines), env)
+            outs[dev] = [env[n].cpu() if n in env else None for n in names]
+        except Exception as e:  # shape mismatches of the random program: the same on both devices
+            outs[dev] = type(e).__name__
+    fused += torch_moreh._C._stats()["last_fused_ops"]
+    a, b = outs["cpu"], outs["moreh"]
+    if isinstance(a, str) or isinstance(b, str):
+        if a != b:
+            bad.append([p, "\n".join(lines), str(a)[:200], str(b)[:200]])
+        continue
+    for n, x, y in zip(names, a, b):
+        if x is not None and not torch.allclose(x, y, rtol=1e-5, atol=1e-5, equal_nan=True):
+            bad.append([p, "\n".join(lines), n, (x - y).abs().max().item()])
+            break
+print(json.dumps({"bad": bad[:3], "fused": fused}))
+'''
+
+
+def test_random_elementwise_programs_match_eager():
+    out = run_json(FUZZ_SCRIPT.replace("SEED", "7").replace("PROGRAMS", "150"), FUSED)
+    assert not out["bad"], out["bad"]
+    assert out["fused"] > 100
