@@ -458,9 +458,14 @@ void lazy_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::ji
       payload->args.emplace_back(take(t, i, -1));
       if (t.defined() && !is_moreh(t) && t.device().is_cpu() && t.dim() == 0 && !t.is_complex()) {
         // A number given as a CPU tensor (x * 0.5 wraps 0.5 in one): step data the graph can see, like a
-        // Scalar argument (fused kernels take it as a parameter).
-        node.attrs.push_back(runtime::StepValue{t.item<double>()});
-        node.attr_args.push_back(static_cast<uint8_t>(i));
+        // Scalar argument (fused kernels take it as a parameter). An integer a double does not hold exactly
+        // stays out of sight (its node then runs as ATen's kernel, never fused).
+        const c10::Scalar v = t.item();
+        constexpr int64_t kExact = int64_t{1} << 53;
+        if (!v.isIntegral(true) || (v.toLong() <= kExact && v.toLong() >= -kExact)) {
+          node.attrs.push_back(runtime::StepValue{v.toDouble()});
+          node.attr_args.push_back(static_cast<uint8_t>(i));
+        }
       }
     } else if (a.isTensorList()) {
       auto list = a.toTensorList();
