@@ -18,3 +18,21 @@ def disable_advanced_parallelization():
 
 def is_advanced_parallelization_enabled():
     return bool(_C._advanced_parallelization())
+
+
+def enable_fusion():
+    """Fuses the step's elementwise ops into generated kernels from the next step on (MOREH_FUSION=on).
+
+    On host devices the fused kernels run on the host evaluator, which is slower than ATen's CPU kernels:
+    the default (MOREH_FUSION=auto) fuses only on GPUs. Raises RuntimeError on a GPU without NVRTC.
+    """
+    _C._set_fusion(True)
+
+
+def disable_fusion():
+    """Runs every recorded op as its own kernel from the next step on (MOREH_FUSION=off)."""
+    _C._set_fusion(False)
+
+
+def is_fusion_enabled():
+    return bool(_C._stats()["fusion"])

@@ -205,7 +205,8 @@ import json, torch, torch_moreh
 x = torch.randn(64).to("moreh")
 res = []
 for on in (True, False, True):
-    torch_moreh._C._set_fusion(on)
+    (torch.moreh.option.enable_fusion if on else torch.moreh.option.disable_fusion)()
+    assert torch.moreh.option.is_fusion_enabled() == on
     y = ((x * 2 + 1).tanh() - x).cpu()
     s = torch_moreh._C._stats()
     res.append([s["fusion"], s["last_fused_ops"], s["last_launches"], s["last_graph_ops"], y.tolist()])
