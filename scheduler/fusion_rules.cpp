@@ -307,6 +307,57 @@ Result threshold_backward(FusionLowering& l) {
   return o.k.where(le, o.k.integer_constant(o.T, 0), o.k.cast(*dy, o.T));
 }
 
+// Logic on bool (bitwise_* of bool tensors; logical_* of any, as x != 0): and = where(a, b, false),
+// or = where(a, true, b), xor = a != b, not = a == false.
+enum class Logic { kAnd, kOr, kXor, kNot };
+
+FusionRule logic(Logic op, bool logical) {
+  return [op, logical](FusionLowering& l) -> Result {
+    Operands o(l);
+    auto as_bool = [&](int arg) -> std::optional<V> {
+      const auto t = o.tensor(arg);
+      if (!t) return std::nullopt;
+      const DataType type = o.k.type_of(*t);
+      if (type == DataType::kBool) return *t;
+      if (!logical) return std::nullopt;  // bitwise ops of integers: not in the IR
+      return o.k.binary(ElementwiseOp::kNe, *t, o.k.integer_constant(type, 0));
+    };
+    const auto a = as_bool(0);
+    if (!a) return std::nullopt;
+    const V no = o.k.integer_constant(DataType::kBool, 0), yes = o.k.integer_constant(DataType::kBool, 1);
+    if (op == Logic::kNot) return o.finish(o.k.binary(ElementwiseOp::kEq, *a, no));
+    const auto b = as_bool(1);
+    if (!b) return std::nullopt;
+    switch (op) {
+      case Logic::kAnd: return o.finish(o.k.where(*a, *b, no));
+      case Logic::kOr: return o.finish(o.k.where(*a, yes, *b));
+      default: return o.finish(o.k.binary(ElementwiseOp::kNe, *a, *b));
+    }
+  };
+}
+
+// leaky_relu: x > 0 ? x : x * slope; its backward: x > 0 ? grad : grad * slope (ATen's kernels).
+FusionRule leaky_relu(bool backward) {
+  return [backward](FusionLowering& l) -> Result {
+    Operands o(l);
+    const int x_arg = backward ? 1 : 0;
+    const auto x = o.value(x_arg), v = backward ? o.value(0) : x, slope = o.number(x_arg + 1, o.O);
+    if (!x || !v || !slope || !floating(o.T)) return std::nullopt;
+    const V positive = o.k.binary(ElementwiseOp::kGt, *x, o.c(0));
+    return o.finish(o.k.where(positive, *v, o.mul(*v, *slope)));
+  };
+}
+
+// hardtanh_backward: grad where min < self < max, else 0.
+Result hardtanh_backward(FusionLowering& l) {
+  Operands o(l);
+  const auto dy = o.tensor(0), x = o.value(1), lo = o.number(2, o.O), hi = o.number(3, o.O);
+  if (!dy || !x || !lo || !hi) return std::nullopt;
+  const V outside = o.k.where(o.k.binary(ElementwiseOp::kLe, *x, *lo), o.k.integer_constant(DataType::kBool, 1),
+                              o.k.binary(ElementwiseOp::kGe, *x, *hi));
+  return o.k.where(outside, o.k.integer_constant(o.T, 0), o.k.cast(*dy, o.T));
+}
+
 using Table = std::unordered_map<runtime::OpId, FusionRule>;
 
 void add(Table& t, std::initializer_list<const char*> names, const FusionRule& rule) {
@@ -365,6 +416,16 @@ Table build_table() {
   add(t, {"clamp", "clamp_", "clamp.out"}, clamp(1, 2));
   add(t, {"clamp_min", "clamp_min_", "clamp_min.out"}, clamp(1, -1));
   add(t, {"clamp_max", "clamp_max_", "clamp_max.out"}, clamp(-1, 1));
+  for (const auto& [name, op] : {std::pair{"and", Logic::kAnd}, {"or", Logic::kOr}, {"xor", Logic::kXor}}) {
+    add_forms(t, std::string("bitwise_") + name, "Tensor", logic(op, false));
+    add_forms(t, std::string("logical_") + name, "", logic(op, true));
+  }
+  add_forms(t, "bitwise_not", "", logic(Logic::kNot, false));
+  add_forms(t, "logical_not", "", logic(Logic::kNot, true));
+  add_forms(t, "leaky_relu", "", leaky_relu(false));
+  add(t, {"leaky_relu_backward", "leaky_relu_backward.grad_input"}, leaky_relu(true));
+  add_forms(t, "hardtanh", "", clamp(1, 2));
+  add(t, {"hardtanh_backward", "hardtanh_backward.grad_input"}, hardtanh_backward);
   add(t, {"_to_copy", "clone"}, convert(0));
   add(t, {"copy_"}, convert(1));
   add(t, {"fill_.Scalar"}, fill_scalar);

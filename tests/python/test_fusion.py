@@ -42,6 +42,9 @@ cases = {
     "float64": lambda x, y, z, b, s, mask, i: (x.double() * y.double()).exp() - 1,
     "in_place": lambda x, y, z, b, s, mask, i: x.clone().mul_(0.9).add_(y, alpha=-0.1).addcmul_(z, z, value=0.01),
     "copy_cast": lambda x, y, z, b, s, mask, i: torch.zeros(4, 5, dtype=torch.bfloat16, device=x.device).copy_(x * 2).float() + 1,
+    "logic": lambda x, y, z, b, s, mask, i: (((x > 0) & (y < 0)) | ~(z > 0.5)) ^ mask,
+    "logical": lambda x, y, z, b, s, mask, i: torch.logical_and(i, x > 0).logical_or(torch.logical_not(y > 1)),
+    "leaky_hardtanh": lambda x, y, z, b, s, mask, i: F.leaky_relu(x, 0.2) + F.hardtanh(y, -0.5, 0.5) * z,
     # 2**60 + 1 is not a double: that multiply runs as ATen's kernel, exactly; the rest still fuses
     "big_integer": lambda x, y, z, b, s, mask, i: (i * (2 ** 60 + 1) - i) * 2 + (i - 1) * 3,
 }
@@ -77,7 +80,8 @@ import json, torch, torch.nn.functional as F, torch_moreh
 torch.manual_seed(0)
 x = torch.randn(6, 7)
 def f(x):
-    return (F.gelu(x) + F.gelu(x, approximate="tanh") + torch.tanh(x) + torch.sigmoid(x) + F.silu(x) + F.relu(x) * x).sum()
+    return (F.gelu(x) + F.gelu(x, approximate="tanh") + torch.tanh(x) + torch.sigmoid(x) + F.silu(x) + F.relu(x) * x
+            + F.leaky_relu(x, 0.1) * 2 + F.hardtanh(x, -0.7, 0.6) * x).sum()
 res = {}
 for dev in ("cpu", "moreh"):
     t = x.to(dev).detach().requires_grad_()
