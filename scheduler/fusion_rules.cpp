@@ -4,6 +4,7 @@
 #include <initializer_list>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 namespace moreh::scheduler {
 
@@ -364,12 +365,14 @@ void add(Table& t, std::initializer_list<const char*> names, const FusionRule& r
   for (const char* name : names) t.emplace(runtime::intern_op(std::string("aten::") + name), rule);
 }
 
-// An op with its in-place and out= forms.
+// An op with its in-place and out= forms (a Tensor overload's out= form is ".out" for arithmetic, ".Tensor_out"
+// for comparisons and bitwise ops: both are registered, a name no op has is never looked up).
 void add_forms(Table& t, const std::string& name, const std::string& overload, const FusionRule& rule) {
   const std::string dot = overload.empty() ? "" : "." + overload;
-  const std::string out = overload.empty() || overload == "Tensor" ? ".out" : "." + overload + "_out";
-  for (const std::string& n : {name + dot, name + "_" + dot, name + out})
-    t.emplace(runtime::intern_op("aten::" + n), rule);
+  std::vector<std::string> names = {name + dot, name + "_" + dot};
+  if (overload.empty() || overload == "Tensor") names.push_back(name + ".out");
+  if (!overload.empty()) names.push_back(name + "." + overload + "_out");
+  for (const std::string& n : names) t.emplace(runtime::intern_op("aten::" + n), rule);
 }
 
 Table build_table() {

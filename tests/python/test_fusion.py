@@ -43,6 +43,7 @@ cases = {
     "in_place": lambda x, y, z, b, s, mask, i: x.clone().mul_(0.9).add_(y, alpha=-0.1).addcmul_(z, z, value=0.01),
     "copy_cast": lambda x, y, z, b, s, mask, i: torch.zeros(4, 5, dtype=torch.bfloat16, device=x.device).copy_(x * 2).float() + 1,
     "logic": lambda x, y, z, b, s, mask, i: (((x > 0) & (y < 0)) | ~(z > 0.5)) ^ mask,
+    "out_forms": lambda x, y, z, b, s, mask, i: torch.eq(x > 0, y > 0, out=torch.empty(4, 5, dtype=torch.bool, device=x.device)) & torch.mul(x, y, out=torch.empty(4, 5, device=x.device)).gt(0),
     "logical": lambda x, y, z, b, s, mask, i: torch.logical_and(i, x > 0).logical_or(torch.logical_not(y > 1)),
     "leaky_hardtanh": lambda x, y, z, b, s, mask, i: F.leaky_relu(x, 0.2) + F.hardtanh(y, -0.5, 0.5) * z,
     # 2**60 + 1 is not a double: that multiply runs as ATen's kernel, exactly; the rest still fuses
