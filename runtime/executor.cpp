@@ -113,13 +113,14 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
 
 namespace {
 
-// The memory behind a tensor reference on `device`, at the reference's offset.
-char* tensor_address(const TensorRef& ref, PhysicalDevice& device) {
+// The memory behind a tensor reference on `device`, at the reference's offset (or this device's, when the
+// launch covers its rows only).
+char* tensor_address(const TensorRef& ref, int64_t offset, PhysicalDevice& device) {
   const Buffer& b = *ref.buffer;
   if (auto why = b.failure()) throw Error("this tensor's value is unavailable: " + *why);
   PhysicalBlock* m = b.memory(device.index());
   if (!m) throw Error(fmt::format("buffer {} has no memory on {}", b.id(), device.name()));
-  return static_cast<char*>(m->data()) + ref.offset * static_cast<int64_t>(ref.itemsize);
+  return static_cast<char*>(m->data()) + (offset >= 0 ? offset : ref.offset) * static_cast<int64_t>(ref.itemsize);
 }
 
 ElementwiseScalar scalar_value(const Attribute& a) {
@@ -134,7 +135,8 @@ ElementwiseScalar scalar_value(const Attribute& a) {
 void Executor::run_fused(const std::vector<Node>& nodes, const FusedLaunch& fused, PhysicalDevice& device) {
   ElementwiseArguments args = fused.shape;
   args.inputs.reserve(fused.inputs.size());
-  for (const auto& in : fused.inputs) args.inputs.push_back(tensor_address(nodes[in.node].inputs[in.index], device));
+  for (const auto& in : fused.inputs)
+    args.inputs.push_back(tensor_address(nodes[in.node].inputs[in.index], in.offset, device));
   args.scalars.reserve(fused.scalars.size());
   for (const auto& sc : fused.scalars) args.scalars.push_back(scalar_value(nodes[sc.node].attrs.at(sc.attr)));
   args.outputs.reserve(fused.outputs.size());
@@ -143,9 +145,9 @@ void Executor::run_fused(const std::vector<Node>& nodes, const FusedLaunch& fuse
     if (out.fresh) {
       const TensorRef& ref = node.outputs[out.index];
       if (!ref.buffer->memory(device.index())) ref.buffer->bind(device.index(), device.allocate(ref.buffer->bytes()));
-      args.outputs.push_back(tensor_address(ref, device));
+      args.outputs.push_back(tensor_address(ref, out.offset, device));
     } else {
-      args.outputs.push_back(tensor_address(node.inputs[out.index], device));
+      args.outputs.push_back(tensor_address(node.inputs[out.index], out.offset, device));
     }
   }
   device.elementwise_in_stream(*fused.kernel, args);

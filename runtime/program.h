@@ -60,6 +60,7 @@ struct FusedLaunch {
     uint32_t node = 0;
     uint16_t index = 0;   // into the node's inputs (kernel inputs, and outputs written in place) or outputs
     bool fresh = false;   // an output: the node's fresh output (the launch gives it memory), else a written input
+    int64_t offset = -1;  // >= 0: this device's offset in place of the node's (a launch on its rows of the batch)
   };
   struct Scalar {
     uint32_t node = 0;

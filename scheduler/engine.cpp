@@ -23,6 +23,7 @@
 #include "runtime/spdlog_logger.h"
 #include "scheduler/data_parallel_planner.h"
 #include "scheduler/elementwise_fusion.h"
+#include "scheduler/program_fusion.h"
 #include "scheduler/planner.h"
 #include "scheduler/step_analysis.h"
 
@@ -220,6 +221,15 @@ void Engine::flush_locked() {
     } else {
       compiled = std::make_shared<Plan>(compile_data_parallel_plan(*graph, canonical, static_cast<int>(devices_.size()),
                                                                    analysis.batch_sizes));
+      if (fusion_enabled_) {
+        const auto started = std::chrono::steady_clock::now();
+        fuse_device_programs(*graph, canonical, *compiled);
+        compiled->compile_ms +=
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+        if (compiled->fused_nodes > 0)
+          compiled->summary += fmt::format("; {} elementwise ops fused per device ({} launches on device 0)",
+                                           compiled->fused_nodes, compiled->launches);
+      }
     }
     compiled->batch_sizes = analysis.batch_sizes;
     if (devices_.size() > 1) log_layout_once();

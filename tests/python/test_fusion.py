@@ -137,9 +137,10 @@ print(json.dumps({"cpu": lc, "moreh": lm, "gpu": gpu, "param_diff": max((a - b).
 '''
 
 
-@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-def test_gpt_training_with_fusion_matches_cpu(dtype):
-    out = run_json(TRAIN_SCRIPT.replace("BF16", str(dtype == "bf16")), FUSED)
+@pytest.mark.parametrize("dtype,devices", [("fp32", 1), ("bf16", 1), ("fp32", 2)])
+def test_gpt_training_with_fusion_matches_cpu(dtype, devices):
+    # With 2 devices the batch is split by rows and each device's program is fused (scheduler/program_fusion.h).
+    out = run_json(TRAIN_SCRIPT.replace("BF16", str(dtype == "bf16")), dict(FUSED, MOREH_NUM_DEVICES=str(devices)))
     rel, atol = (1e-5, 2e-5) if dtype == "fp32" else (1e-3, 2e-3)
     if out["gpu"]:  # CUDA's kernels (matmuls, reductions) sum in other orders than CPU's
         rel, atol = max(rel, 1e-4), max(atol, 2e-4)
@@ -302,7 +303,9 @@ print(json.dumps({"bad": bad[:3], "fused": fused}))
 '''
 
 
-def test_random_elementwise_programs_match_eager():
-    out = run_json(FUZZ_SCRIPT.replace("SEED", "7").replace("PROGRAMS", "150"), FUSED)
+@pytest.mark.parametrize("devices", [1, 2])
+def test_random_elementwise_programs_match_eager(devices):
+    out = run_json(FUZZ_SCRIPT.replace("SEED", str(6 + devices)).replace("PROGRAMS", "150"),
+                   dict(FUSED, MOREH_NUM_DEVICES=str(devices)))
     assert not out["bad"], out["bad"]
     assert out["fused"] > 100
