@@ -137,6 +137,8 @@ Config Config::from_env() {
   }
   c.kernel_cache_dir = c.config_dir + "/kernels";
   if (const char* v = env("MOREH_KERNEL_CACHE_DIR")) c.kernel_cache_dir = std::string(v) == "off" ? "" : v;
+  if (const char* v = env("MOREH_FUSION_MIN_OPS"))
+    c.fusion_min_ops = parse_var("MOREH_FUSION_MIN_OPS", v, "a positive integer", parse_count);
   if (const char* v = env("MOREH_FUSION")) {
     c.fusion = parse_var("MOREH_FUSION", v, "auto, on or off", [](std::string_view s) {
       if (s == "auto") return FusionChoice::kAuto;

@@ -30,6 +30,7 @@ struct Config {
   DeviceKindChoice device_kind = DeviceKindChoice::kAuto;  // MOREH_DEVICE_KIND: auto, cuda or host
   double cuda_memory_fraction = 0.9;     // MOREH_CUDA_MEMORY_FRACTION: share of each GPU's memory moreh may use
   FusionChoice fusion = FusionChoice::kAuto;  // MOREH_FUSION: auto, on or off
+  uint64_t fusion_min_ops = 2;           // MOREH_FUSION_MIN_OPS: smallest group that becomes a kernel
   std::string kernel_cache_dir;          // MOREH_KERNEL_CACHE_DIR (default <config_dir>/kernels; "off": none)
 
   // Reads the environment; a malformed value throws ConfigError naming the variable.

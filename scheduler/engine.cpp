@@ -213,7 +213,7 @@ void Engine::flush_locked() {
     if (devices_.size() == 1) {
       const auto started = std::chrono::steady_clock::now();
       std::optional<FusionResult> fusion;
-      if (fusion_enabled_) fusion = fuse_elementwise(*graph, canonical);
+      if (fusion_enabled_) fusion = fuse_elementwise(*graph, canonical, fusion_limits());
       const double fusion_ms =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
       compiled = std::make_shared<Plan>(compile_plan(canonical, {}, fusion ? &*fusion : nullptr));
@@ -223,7 +223,7 @@ void Engine::flush_locked() {
                                                                    analysis.batch_sizes));
       if (fusion_enabled_) {
         const auto started = std::chrono::steady_clock::now();
-        fuse_device_programs(*graph, canonical, *compiled);
+        fuse_device_programs(*graph, canonical, *compiled, fusion_limits());
         compiled->compile_ms +=
             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
         if (compiled->fused_nodes > 0)
@@ -373,6 +373,12 @@ EngineStats Engine::stats() const {
 void Engine::set_advanced_parallelization(bool enabled) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   advanced_parallelization_ = enabled;
+}
+
+FusionLimits Engine::fusion_limits() const {
+  FusionLimits limits;
+  limits.min_nodes = static_cast<size_t>(config_.fusion_min_ops);
+  return limits;
 }
 
 std::shared_ptr<const Plan> Engine::last_plan() const {

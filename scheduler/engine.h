@@ -14,6 +14,7 @@
 #include "runtime/graph/step_graph.h"
 #include "runtime/process_registry.h"
 #include "runtime/virtual_memory.h"
+#include "scheduler/elementwise_fusion.h"
 #include "scheduler/plan_cache.h"
 
 namespace moreh::scheduler {
@@ -89,6 +90,7 @@ class Engine {
 
  private:
   void flush_locked();
+  FusionLimits fusion_limits() const;
   void log_layout_once();
 
   runtime::Config config_;

@@ -309,3 +309,14 @@ def test_random_elementwise_programs_match_eager(devices):
                    dict(FUSED, MOREH_NUM_DEVICES=str(devices)))
     assert not out["bad"], out["bad"]
     assert out["fused"] > 100
+
+
+@pytest.mark.parametrize("min_ops,fused", [("2", 0), ("1", 1)])
+def test_single_ops_become_kernels_only_when_asked(min_ops, fused):
+    out = run_json(r'''
+import json, torch, torch_moreh
+x = torch.randn(5, 3)
+y = x.to("moreh").exp().cpu()
+print(json.dumps([torch_moreh._C._stats()["last_fused_ops"], (y - x.exp()).abs().max().item()]))
+''', dict(FUSED, MOREH_FUSION_MIN_OPS=min_ops))
+    assert out[0] == fused and out[1] < 1e-6

@@ -49,7 +49,8 @@ class ConfigEnvTest : public ::testing::Test {
                                           "MOREH_MAX_PENDING_OPS",  "MOREH_GRAPH_CACHE_SIZE", "MOREH_SYNC_TIMEOUT",
                                           "MOREH_FLAVOR",           "MOREH_NUM_DEVICES",     "MOREH_CONFIG_DIR",
                                           "MOREH_COLLECTIVE_TIMEOUT", "MOREH_DEVICE_KIND",    "MOREH_CUDA_MEMORY_FRACTION",
-                                          "MOREH_FUSION", "MOREH_KERNEL_CACHE_DIR"};
+                                          "MOREH_FUSION", "MOREH_KERNEL_CACHE_DIR",
+                                          "MOREH_FUSION_MIN_OPS"};
 
   void SetUp() override {
     for (const char* v : kVars) {
@@ -203,6 +204,15 @@ TEST_F(ConfigEnvTest, Fusion) {
     setenv("MOREH_FUSION", bad, 1);
     std::string what = config_error_text();
     EXPECT_NE(what.find("MOREH_FUSION"), std::string::npos) << bad << ": " << what;
+  }
+  unsetenv("MOREH_FUSION");
+  EXPECT_EQ(Config::from_env().fusion_min_ops, 2u);
+  setenv("MOREH_FUSION_MIN_OPS", "1", 1);
+  EXPECT_EQ(Config::from_env().fusion_min_ops, 1u);
+  for (const char* bad : {"0", "-1", "two"}) {
+    setenv("MOREH_FUSION_MIN_OPS", bad, 1);
+    std::string what = config_error_text();
+    EXPECT_NE(what.find("MOREH_FUSION_MIN_OPS"), std::string::npos) << bad << ": " << what;
   }
 }
 
