@@ -167,6 +167,8 @@ class ElementwiseKernel {
   // builders throw std::logic_error from here on.
   void freeze();
   bool frozen() const { return frozen_; }
+  // A frozen kernel's key, without building or copying it (for per-launch lookups); empty before freeze().
+  const std::string& frozen_key() const { return frozen_key_; }
   // "moreh_ew_<16 hex digits of hash()>": the generated kernel's extern "C" name.
   std::string function_name() const;
   // The CUDA C source of the kernel (no headers needed): an extern "C" __global__ function named

@@ -217,7 +217,8 @@ CUfunction KernelCache::function(const ElementwiseKernel& kernel) {
   CUdevice dev = 0;
   check(d.CtxGetDevice(&dev), "cuCtxGetDevice");
   const Device& info = device(dev);
-  const std::string key = kernel.key();
+  std::string built;  // a plan's kernels are frozen: their key is neither built nor copied per launch
+  const std::string& key = kernel.frozen() ? kernel.frozen_key() : (built = kernel.key());
   const uint64_t hash = kernel.hash();
   const auto slot = std::make_tuple(context, hash, info.target.arch);
   {

@@ -48,6 +48,7 @@ TEST(ElementwiseKernelTest, AFrozenKernelKeepsItsKeyAndTakesNothingMore) {
   EXPECT_TRUE(k.frozen());
   EXPECT_EQ(k.key(), key);
   EXPECT_EQ(k.hash(), hash);
+  EXPECT_EQ(k.frozen_key(), key);
   const size_t nodes = k.nodes().size(), inputs = k.inputs().size();
   EXPECT_THROW(k.input(DataType::kFloat32), std::logic_error);
   EXPECT_THROW(k.scalar(DataType::kFloat32), std::logic_error);

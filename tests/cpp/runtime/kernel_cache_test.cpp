@@ -59,6 +59,16 @@ TEST(KernelCacheTest, PrepareCompilesInTheBackgroundOncePerStructureAndTarget) {
   EXPECT_EQ(cache.stats().misses, 4u);
 }
 
+// What a fresh cache (another process's) does for `kernel` with binaries kept in `dir`.
+KernelCache::Stats prepare_in_fresh_cache(const std::string& dir, std::shared_ptr<const ElementwiseKernel> kernel,
+                                          const CompileTarget& target) {
+  KernelCache cache;
+  cache.set_disk_dir(dir);
+  cache.prepare(std::move(kernel), target);
+  EXPECT_TRUE(cache.wait_prepared(std::chrono::seconds(120)));
+  return cache.stats();
+}
+
 TEST(KernelCacheTest, BinariesKeptOnDiskSaveTheNextProcessItsCompiles) {
   if (!nvrtc_available()) GTEST_SKIP() << "NVRTC cannot be loaded: " << nvrtc_unavailable_reason();
   const std::string dir = ::testing::TempDir() + "moreh-kernels-" + std::to_string(::getpid());
@@ -67,37 +77,22 @@ TEST(KernelCacheTest, BinariesKeptOnDiskSaveTheNextProcessItsCompiles) {
   k->output(k->unary(ElementwiseOp::kErf, k->input(DataType::kBFloat16)));
   k->freeze();
   const CompileTarget sm90{90, NvrtcOutput::kPtx};
-  {
-    KernelCache first;
-    first.set_disk_dir(dir);
-    first.prepare(k, sm90);
-    ASSERT_TRUE(first.wait_prepared(std::chrono::seconds(120)));
-    EXPECT_EQ(first.stats().disk_hits, 0u);
-    EXPECT_GT(first.stats().compile_milliseconds, 0.0);
-  }
+  const KernelCache::Stats first = prepare_in_fresh_cache(dir, k, sm90);
+  EXPECT_EQ(first.disk_hits, 0u);
+  EXPECT_GT(first.compile_milliseconds, 0.0);
   size_t files = 0;
   for (const auto& e : std::filesystem::directory_iterator(dir)) files += e.path().extension() == ".bin";
   EXPECT_EQ(files, 1u);
-  {
-    KernelCache second;  // another process's cache: reads the binary instead of compiling
-    second.set_disk_dir(dir);
-    second.prepare(k, sm90);
-    ASSERT_TRUE(second.wait_prepared(std::chrono::seconds(120)));
-    EXPECT_EQ(second.stats().disk_hits, 1u);
-    EXPECT_EQ(second.stats().compile_milliseconds, 0.0);
-  }
+  const KernelCache::Stats second = prepare_in_fresh_cache(dir, k, sm90);  // reads the binary instead of compiling
+  EXPECT_EQ(second.disk_hits, 1u);
+  EXPECT_EQ(second.compile_milliseconds, 0.0);
   // A file that is not this kernel's (a damaged one, or a hash shared by another structure) is compiled over.
   for (const auto& e : std::filesystem::directory_iterator(dir)) {
     std::ofstream(e.path(), std::ios::binary | std::ios::trunc) << "moreh-kernel 1\n3\nabcgarbage";
   }
-  {
-    KernelCache third;
-    third.set_disk_dir(dir);
-    third.prepare(k, sm90);
-    ASSERT_TRUE(third.wait_prepared(std::chrono::seconds(120)));
-    EXPECT_EQ(third.stats().disk_hits, 0u);
-    EXPECT_GT(third.stats().compile_milliseconds, 0.0);
-  }
+  const KernelCache::Stats third = prepare_in_fresh_cache(dir, k, sm90);
+  EXPECT_EQ(third.disk_hits, 0u);
+  EXPECT_GT(third.compile_milliseconds, 0.0);
   std::filesystem::remove_all(dir);
 }
 
