@@ -60,6 +60,36 @@ double ring_all_reduce_bytes_per_rank(uint64_t bytes, int ranks) {
   return 2.0 * (ranks - 1) / ranks * static_cast<double>(bytes);
 }
 
+std::vector<uint64_t> offsets_of(const std::vector<uint64_t>& counts) {
+  std::vector<uint64_t> offsets(counts.size(), 0);
+  std::exclusive_scan(counts.begin(), counts.end(), offsets.begin(), uint64_t{0});
+  return offsets;
+}
+
+std::vector<uint64_t> even_chunks(uint64_t count, int n) {
+  std::vector<uint64_t> chunks(n, count / n);
+  for (uint64_t c = 0; c < count % n; ++c) ++chunks[c];
+  return chunks;
+}
+
+uint64_t ring_bytes_sent(const CollectivePart& part, int rank, int n) {
+  const uint64_t es = size_of(part.type);
+  switch (part.kind) {
+    case CollectiveKind::kAllReduce: {
+      const uint64_t mine = even_chunks(part.count, n)[rank];
+      return (part.count - mine) * es + mine * es * (n - 1);
+    }
+    case CollectiveKind::kReduceScatter:
+      return (std::accumulate(part.counts.begin(), part.counts.end(), uint64_t{0}) - part.counts[rank]) * es;
+    case CollectiveKind::kAllGather: return part.counts[rank] * es * (n - 1);
+    case CollectiveKind::kBroadcast: return rank == part.peer ? part.count * es * (n - 1) : 0;
+    case CollectiveKind::kSend: return part.count * es;
+    case CollectiveKind::kRecv:
+    case CollectiveKind::kBarrier: return 0;
+  }
+  return 0;
+}
+
 Communicator::Communicator(std::vector<PhysicalDevice*> devices)
     : devices_(std::move(devices)),
       bytes_sent_(new std::atomic<uint64_t>[devices_.size()]),

@@ -66,6 +66,15 @@ struct CollectiveTraffic {
 // `ranks` ranks: 2·(N−1)/N · bytes. The planner's cost model and bench report against this ideal.
 double ring_all_reduce_bytes_per_rank(uint64_t bytes, int ranks);
 
+// Where each rank's slice starts, in elements, for slices laid out in rank order.
+std::vector<uint64_t> offsets_of(const std::vector<uint64_t>& counts);
+// all_reduce's chunks: N nearly equal pieces, the first count % N one element longer.
+std::vector<uint64_t> even_chunks(uint64_t count, int n);
+// Bytes rank's part puts on the wire under the ring algorithms every communicator counts by: all_reduce
+// reduces its chunk and sends it to N−1 peers after sending the rest, reduce_scatter sends every slice but
+// its own, all_gather sends its slice to N−1 peers, broadcast's root sends to N−1 peers, send its message.
+uint64_t ring_bytes_sent(const CollectivePart& part, int rank, int ranks);
+
 class Communicator {
  public:
   // Distinct devices, one per rank; throws ConfigError otherwise.

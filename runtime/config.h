@@ -32,6 +32,11 @@ struct Config {
   FusionChoice fusion = FusionChoice::kAuto;  // MOREH_FUSION: auto, on or off
   uint64_t fusion_min_ops = 2;           // MOREH_FUSION_MIN_OPS: smallest group that becomes a kernel
   std::string kernel_cache_dir;          // MOREH_KERNEL_CACHE_DIR (default <config_dir>/kernels; "off": none)
+  std::string nccl_library;              // MOREH_NCCL_LIBRARY: NCCL for logical devices on distinct GPUs
+                                         // (unset: libnccl.so.2; see nccl_library_name())
+
+  // The NCCL to load: MOREH_NCCL_LIBRARY, or libnccl.so.2.
+  std::string nccl_library_name() const { return nccl_library.empty() ? "libnccl.so.2" : nccl_library; }
 
   // Reads the environment; a malformed value throws ConfigError naming the variable.
   static Config from_env();

@@ -27,18 +27,6 @@ namespace {
 
 constexpr int kPhases = 3;  // met (inputs ready), reduced (all_reduce's chunks), done (peers finished reading)
 
-std::vector<uint64_t> offsets_of(const std::vector<uint64_t>& counts) {
-  std::vector<uint64_t> offsets(counts.size(), 0);
-  std::exclusive_scan(counts.begin(), counts.end(), offsets.begin(), uint64_t{0});
-  return offsets;
-}
-
-std::vector<uint64_t> even_chunks(uint64_t count, int n) {
-  std::vector<uint64_t> chunks(n, count / n);
-  for (uint64_t c = 0; c < count % n; ++c) ++chunks[c];
-  return chunks;
-}
-
 const std::byte* at(const void* p, uint64_t elements, uint64_t element_size) {
   return static_cast<const std::byte*>(p) + elements * element_size;
 }
@@ -110,8 +98,8 @@ CudaCommunicator::CudaCommunicator(std::vector<PhysicalDevice*> devices, std::ch
   }
   path_ = choose_cuda_collective_path(ordinals);
   if (path_ == CudaCollectivePath::kNccl)
-    throw ConfigError(fmt::format("{} ranks on distinct GPUs ({}) need NCCL collectives, which are not built yet; "
-                                  "use logical devices on one GPU (MOREH_NUM_DEVICES with one visible GPU)",
+    throw ConfigError(fmt::format("{} ranks on distinct GPUs ({}): the same-GPU communicator serves ranks that share "
+                                  "one GPU; ranks on distinct GPUs use NCCL (NcclCommunicator)",
                                   size(), fmt::join(ordinals, ", ")));
   if (path_ == CudaCollectivePath::kMixed)
     throw ConfigError(fmt::format("ranks on GPUs [{}]: a CUDA communicator needs every rank on one GPU (same-GPU "

@@ -13,8 +13,8 @@
 // send copies into a staging block on the sender's stream (eager, so a later change to the buffer does
 // not reach the receiver) which the receiver's stream copies out of once the sender's event has passed.
 //
-// Distinct GPUs (one rank per GPU) would use NCCL; that path is not built yet: the constructor refuses it
-// with a ConfigError, as it does a mix of shared and distinct GPUs.
+// Distinct GPUs (one rank per GPU) use NCCL (runtime/nccl_communicator.h): the constructor refuses them
+// with a ConfigError, as it does a mix of shared and distinct GPUs, which neither path serves.
 #pragma once
 #include <cuda.h>
 

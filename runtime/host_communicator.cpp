@@ -12,20 +12,6 @@
 namespace moreh::runtime {
 namespace {
 
-// Where each rank's slice starts, in elements, for slices laid out in rank order.
-std::vector<uint64_t> offsets_of(const std::vector<uint64_t>& counts) {
-  std::vector<uint64_t> offsets(counts.size(), 0);
-  std::exclusive_scan(counts.begin(), counts.end(), offsets.begin(), uint64_t{0});
-  return offsets;
-}
-
-// all_reduce's chunks: N nearly equal pieces, the first count % N one element longer.
-std::vector<uint64_t> even_chunks(uint64_t count, int n) {
-  std::vector<uint64_t> chunks(n, count / n);
-  for (uint64_t c = 0; c < count % n; ++c) ++chunks[c];
-  return chunks;
-}
-
 const std::byte* at(const void* p, uint64_t elements, uint64_t element_size) {
   return static_cast<const std::byte*>(p) + elements * element_size;
 }

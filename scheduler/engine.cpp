@@ -11,8 +11,10 @@
 #include "runtime/fork_guard.h"
 #include "runtime/elementwise_reduction.h"
 #include "runtime/host_communicator.h"
+#include "runtime/nccl_communicator.h"
 #ifdef MOREH_WITH_CUDA
 #include "runtime/cuda_communicator.h"
+#include "runtime/cuda_device.h"
 #endif
 #ifdef MOREH_WITH_NVRTC
 #include "runtime/kernel_cache.h"
@@ -76,6 +78,16 @@ bool fusion_wanted(FusionChoice choice, DeviceKind kind) {
   return false;
 }
 
+// A MOREH_NCCL_LIBRARY that moves host memory (the tests' stand-in for NCCL) serves host devices too: how the
+// NCCL path runs whole training steps without GPUs. Null when the variable is unset or names a real NCCL.
+std::shared_ptr<const nccl::Library> host_memory_nccl(const Config& config) {
+  if (config.nccl_library.empty()) return nullptr;
+  auto library = nccl::Library::load(config.nccl_library);
+  if (!library->host_memory()) return nullptr;
+  log().info("moreh: host devices use the NCCL path through {}, a host-memory stand-in", library->name());
+  return library;
+}
+
 }  // namespace
 
 Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devices)
@@ -94,12 +106,22 @@ Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devic
         static_cast<int64_t>(std::min(config_.collective_timeout_s, kMaxSeconds) * 1000.0));
     if (devices_[0]->kind() == DeviceKind::kCuda) {
 #ifdef MOREH_WITH_CUDA
-      // Logical devices sharing one GPU: device-local copies and reductions ordered by CUDA events.
-      communicator_ = std::make_unique<CudaCommunicator>(raw(devices_), timeout);
+      std::vector<int> ordinals;
+      for (auto& d : devices_) ordinals.push_back(static_cast<CudaDevice&>(*d).ordinal());
+      if (choose_cuda_collective_path(ordinals) == CudaCollectivePath::kNccl) {
+        // One logical device per GPU: NCCL (under torch with CUDA, the libnccl torch already loaded).
+        communicator_ = std::make_unique<NcclCommunicator>(raw(devices_), timeout,
+                                                           nccl::Library::load(config_.nccl_library_name()));
+      } else {
+        // Logical devices sharing one GPU: device-local copies and reductions ordered by CUDA events.
+        communicator_ = std::make_unique<CudaCommunicator>(raw(devices_), timeout);
+      }
 #else
       throw ConfigError(fmt::format("{} logical devices on CUDA GPUs need a CUDA communicator, which this build "
                                     "lacks; use MOREH_NUM_DEVICES=1 or MOREH_DEVICE_KIND=host", devices_.size()));
 #endif
+    } else if (auto stand_in = host_memory_nccl(config_)) {
+      communicator_ = std::make_unique<NcclCommunicator>(raw(devices_), timeout, std::move(stand_in));
     } else {
       communicator_ = std::make_unique<HostCommunicator>(raw(devices_), timeout);
     }

@@ -19,11 +19,19 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+# The C++ tests' host-memory stand-in for NCCL (tests/cpp/runtime/fake_nccl.cpp), built by tools/setup.sh.
+FAKE_NCCL = os.path.join(HERE, "..", "..", "build", "tests", "cpp", "libmoreh_fake_nccl.so")
+
+
 @functools.lru_cache(maxsize=None)
-def train(kind, devices, tmp="/tmp"):
-    out = os.path.join(tmp, f"moreh-dp-{os.getpid()}-{kind.replace(':', '_')}-{devices}.pt")
+def train(kind, devices, tmp="/tmp", nccl=False):
+    out = os.path.join(tmp, f"moreh-dp-{os.getpid()}-{kind.replace(':', '_')}-{devices}{'-nccl' if nccl else ''}.pt")
     env = dict(os.environ, MOREH_NUM_DEVICES=str(devices), PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("MOREH_FLAVOR", None)
+    env.pop("MOREH_NCCL_LIBRARY", None)
+    if nccl:
+        assert os.path.exists(FAKE_NCCL), f"{FAKE_NCCL} is missing: run tools/setup.sh"
+        env["MOREH_NCCL_LIBRARY"] = os.path.abspath(FAKE_NCCL)
     proc = subprocess.run([sys.executable, os.path.join(HERE, "dp_worker.py"), kind, out], env=env, cwd=HERE,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{kind} on {devices} devices failed:\n{proc.stderr[-4000:]}"
@@ -54,6 +62,20 @@ def test_split_batch_trains_like_one_device(kind, devices):
     assert_same(ref, got)
     assert got["stats"]["collective_bytes"] > 0  # gradients were all-reduced
     assert got["stats"]["replicated_fallbacks"] == 0
+
+
+# The NCCL path (one NCCL rank per GPU) drives NCCL as the plans' collectives need it: uneven batches
+# become grouped broadcasts / reduces, every collective meets on the host first. Here it runs over the
+# fake NCCL on host devices, which enforces NCCL's calling rules (matching arguments on every rank).
+@pytest.mark.parametrize("kind,devices", [("mlp:5", 2), ("gpt:8", 2), ("mlp_mse:6", 4)])
+def test_split_batch_over_the_nccl_path_trains_like_one_device(kind, devices):
+    ref, got = train(kind, 1), train(kind, devices, nccl=True)
+    assert_same(ref, got)
+    assert got["stats"]["collective_bytes"] > 0
+    with open(got["log_file"]) as f:
+        log = f.read()
+    assert "host devices use the NCCL path through" in log
+    assert f"connects {devices} ranks on host devices" in log
 
 
 def test_an_op_without_a_rule_runs_replicated_and_is_counted():

@@ -1,8 +1,14 @@
 // Element values for the collectives tests (host and same-GPU communicators, the reduce kernels): small
 // integers every dtype holds exactly, and the reduction of them over n ranks as the dtype stores it.
 #pragma once
+#include <gtest/gtest.h>
+
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
 
 #include "runtime/data_type.h"
 #include "runtime/elementwise_reduction.h"
@@ -62,6 +68,29 @@ inline double expected(DataType t, ReduceOp op, int n, uint64_t i) {
   uint64_t bits = 0;
   store(t, &bits, 0, acc);
   return load(t, &bits, 0);
+}
+
+// Slice sizes for the uneven reduce_scatter / all_gather tests: 3, 1, 6, 4, 2, 0, 5, 3 elements.
+inline std::vector<uint64_t> uneven_counts(int n) {
+  std::vector<uint64_t> counts;
+  for (int r = 0; r < n; ++r) counts.push_back((r * 5 + 3) % 7);
+  return counts;
+}
+
+// Whether elements [begin, begin + count) of `data` are want(0), want(1), ...
+inline ::testing::AssertionResult holds(DataType t, const void* data, uint64_t begin, uint64_t count,
+                                        const std::function<double(uint64_t)>& want, const std::string& what) {
+  for (uint64_t i = 0; i < count; ++i) {
+    const double got = load(t, data, begin + i), w = want(i);
+    if (got != w)
+      return ::testing::AssertionFailure() << what << " " << name_of(t) << ": element " << i << " is " << got
+                                           << ", expected " << w;
+  }
+  return ::testing::AssertionSuccess();
+}
+inline ::testing::AssertionResult holds(DataType t, const std::vector<std::byte>& data, uint64_t begin, uint64_t count,
+                                        const std::function<double(uint64_t)>& want, const std::string& what) {
+  return holds(t, data.data(), begin, count, want, what);
 }
 
 }  // namespace moreh::runtime::test_values

@@ -50,7 +50,7 @@ class ConfigEnvTest : public ::testing::Test {
                                           "MOREH_FLAVOR",           "MOREH_NUM_DEVICES",     "MOREH_CONFIG_DIR",
                                           "MOREH_COLLECTIVE_TIMEOUT", "MOREH_DEVICE_KIND",    "MOREH_CUDA_MEMORY_FRACTION",
                                           "MOREH_FUSION", "MOREH_KERNEL_CACHE_DIR",
-                                          "MOREH_FUSION_MIN_OPS"};
+                                          "MOREH_FUSION_MIN_OPS", "MOREH_NCCL_LIBRARY"};
 
   void SetUp() override {
     for (const char* v : kVars) {
@@ -191,6 +191,20 @@ TEST_F(ConfigEnvTest, KernelCacheDir) {
   EXPECT_EQ(Config::from_env().kernel_cache_dir, "/tmp/somewhere");
   setenv("MOREH_KERNEL_CACHE_DIR", "off", 1);
   EXPECT_EQ(Config::from_env().kernel_cache_dir, "");
+}
+
+TEST_F(ConfigEnvTest, NcclLibrary) {
+  EXPECT_EQ(Config::from_env().nccl_library, "");
+  EXPECT_EQ(Config::from_env().nccl_library_name(), "libnccl.so.2");
+  setenv("MOREH_NCCL_LIBRARY", "/opt/nccl/lib/libnccl.so.2", 1);
+  EXPECT_EQ(Config::from_env().nccl_library_name(), "/opt/nccl/lib/libnccl.so.2");
+  setenv("MOREH_NCCL_LIBRARY", "", 1);
+  try {
+    Config::from_env();
+    ADD_FAILURE() << "an empty MOREH_NCCL_LIBRARY was taken";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("MOREH_NCCL_LIBRARY"), std::string::npos) << e.what();
+  }
 }
 
 TEST_F(ConfigEnvTest, Fusion) {

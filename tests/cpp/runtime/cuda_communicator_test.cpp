@@ -57,16 +57,6 @@ std::string gpu_unavailable() {
     if (!why.empty()) GTEST_SKIP() << why;                            \
   } while (0)
 
-
-
-
-
-std::vector<uint64_t> uneven_counts(int n) {
-  std::vector<uint64_t> counts;
-  for (int r = 0; r < n; ++r) counts.push_back((r * 5 + 3) % 7);
-  return counts;
-}
-
 // N logical devices on GPU 0 and a communicator over them. Buffers are filled and read through the host.
 struct Group {
   std::vector<std::unique_ptr<CudaDevice>> devices;
@@ -107,17 +97,6 @@ struct Group {
     return host;
   }
 };
-
-::testing::AssertionResult holds(DataType t, const std::vector<std::byte>& data, uint64_t begin, uint64_t count,
-                                 const std::function<double(uint64_t)>& want, const std::string& what) {
-  for (uint64_t i = 0; i < count; ++i) {
-    const double got = load(t, data.data(), begin + i), w = want(i);
-    if (got != w)
-      return ::testing::AssertionFailure() << what << " " << name_of(t) << ": element " << i << " is " << got
-                                           << ", expected " << w;
-  }
-  return ::testing::AssertionSuccess();
-}
 
 std::byte* offset(void* p, uint64_t elements, DataType t) { return static_cast<std::byte*>(p) + elements * size_of(t); }
 

@@ -49,27 +49,6 @@ struct Group {
   }
 };
 
-
-
-
-
-::testing::AssertionResult holds(DataType t, const void* data, uint64_t begin, uint64_t count,
-                                 const std::function<double(uint64_t)>& want, const std::string& what) {
-  for (uint64_t i = 0; i < count; ++i) {
-    const double got = load(t, data, begin + i), w = want(i);
-    if (got != w)
-      return ::testing::AssertionFailure() << what << " " << name_of(t) << ": element " << i << " is " << got
-                                           << ", expected " << w;
-  }
-  return ::testing::AssertionSuccess();
-}
-
-std::vector<uint64_t> uneven_counts(int n) {
-  std::vector<uint64_t> counts;
-  for (int r = 0; r < n; ++r) counts.push_back((r * 5 + 3) % 7);  // 0 for rank 5
-  return counts;
-}
-
 class CollectivesTest : public ::testing::TestWithParam<int> {};
 
 TEST_P(CollectivesTest, AllReduceEveryOpAndTypeInAndOutOfPlace) {
