@@ -302,6 +302,12 @@ phase_install() {
 
 phase_ctest() {
   python_env
+  # The real NCCL for NcclGpuTest (one rank per GPU): pip's nvidia-nccl beside torch, unless set.
+  if [ -z "${MOREH_NCCL_LIBRARY:-}" ]; then
+    local nccl
+    nccl=$(TORCH_DEVICE_BACKEND_AUTOLOAD=0 python3 -c "import nvidia.nccl as n, os; print(os.path.join(list(n.__path__)[0], 'lib', 'libnccl.so.2'))" 2>/dev/null || true)
+    if [ -f "$nccl" ]; then export MOREH_NCCL_LIBRARY=$nccl; echo "MOREH_NCCL_LIBRARY=$nccl"; fi
+  fi
   local bin=$CMAKE_BUILD/tests/cpp/moreh_cpp_tests
   [ -x "$bin" ] || { echo "$bin is not built (phase build)"; return 1; }
   (cd "$CMAKE_BUILD/tests/cpp" && "$bin" --gtest_brief=1 --gtest_output="xml:$LOGDIR/gtest.xml")
@@ -322,6 +328,7 @@ phase_pytest() {
 
 phase_dp() {
   python_env
+  export MOREH_TEST_FAKE_NCCL=$CMAKE_BUILD/tests/cpp/libmoreh_fake_nccl.so
   export MOREH_NUM_DEVICES=2
   # shellcheck disable=SC2046,SC2086
   python3 -m pytest tests/python/test_data_parallel.py -v -p no:cacheprovider -rfE --durations=10 \

@@ -19,16 +19,21 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-# The C++ tests' host-memory stand-in for NCCL (tests/cpp/runtime/fake_nccl.cpp), built by tools/setup.sh.
-FAKE_NCCL = os.path.join(HERE, "..", "..", "build", "tests", "cpp", "libmoreh_fake_nccl.so")
+# The C++ tests' host-memory stand-in for NCCL (tests/cpp/runtime/fake_nccl.cpp), built by tools/setup.sh
+# (MOREH_TEST_FAKE_NCCL where the build is elsewhere, as in tools/gpu-check.sh).
+FAKE_NCCL = os.environ.get("MOREH_TEST_FAKE_NCCL") or os.path.join(HERE, "..", "..", "build", "tests", "cpp",
+                                                                    "libmoreh_fake_nccl.so")
 
 
 @functools.lru_cache(maxsize=None)
-def train(kind, devices, tmp="/tmp", nccl=False):
-    out = os.path.join(tmp, f"moreh-dp-{os.getpid()}-{kind.replace(':', '_')}-{devices}{'-nccl' if nccl else ''}.pt")
+def train(kind, devices, tmp="/tmp", nccl=False, device_kind=None):
+    tag = ("-nccl" if nccl else "") + (f"-{device_kind}" if device_kind else "")
+    out = os.path.join(tmp, f"moreh-dp-{os.getpid()}-{kind.replace(':', '_')}-{devices}{tag}.pt")
     env = dict(os.environ, MOREH_NUM_DEVICES=str(devices), PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("MOREH_FLAVOR", None)
     env.pop("MOREH_NCCL_LIBRARY", None)
+    if device_kind:
+        env["MOREH_DEVICE_KIND"] = device_kind
     if nccl:
         assert os.path.exists(FAKE_NCCL), f"{FAKE_NCCL} is missing: run tools/setup.sh"
         env["MOREH_NCCL_LIBRARY"] = os.path.abspath(FAKE_NCCL)
@@ -69,7 +74,8 @@ def test_split_batch_trains_like_one_device(kind, devices):
 # fake NCCL on host devices, which enforces NCCL's calling rules (matching arguments on every rank).
 @pytest.mark.parametrize("kind,devices", [("mlp:5", 2), ("gpt:8", 2), ("mlp_mse:6", 4)])
 def test_split_batch_over_the_nccl_path_trains_like_one_device(kind, devices):
-    ref, got = train(kind, 1), train(kind, devices, nccl=True)
+    # Host devices on a GPU machine too: the stand-in moves host memory.
+    ref, got = train(kind, 1, device_kind="host"), train(kind, devices, nccl=True, device_kind="host")
     assert_same(ref, got)
     assert got["stats"]["collective_bytes"] > 0
     with open(got["log_file"]) as f:
