@@ -215,6 +215,13 @@ bool Communicator::mark_broken(std::string reason) {
   return true;
 }
 
+void Communicator::interrupt(const std::string& reason) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!mark_broken(reason)) return;
+  drop_pending();
+  changed_.notify_all();
+}
+
 void Communicator::throw_if_broken() const {
   if (broken_.load()) throw CollectiveError("the communicator is broken and runs no more collectives: " + broken_reason());
 }

@@ -106,6 +106,9 @@ class Communicator {
   void barrier(int rank);
 
   bool broken() const { return broken_.load(); }
+  // Breaks the communicator from outside (a composite whose other half failed): parts waiting for their
+  // peers fail at once with CollectiveError carrying `reason`, as do later ones. No-op when already broken.
+  void interrupt(const std::string& reason);
   // Why the communicator broke ("" while it works).
   std::string broken_reason() const;
 

@@ -137,10 +137,7 @@ Config Config::from_env() {
   }
   c.kernel_cache_dir = c.config_dir + "/kernels";
   if (const char* v = env("MOREH_KERNEL_CACHE_DIR")) c.kernel_cache_dir = std::string(v) == "off" ? "" : v;
-  if (const char* v = env("MOREH_NCCL_LIBRARY")) {
-    if (!*v) throw ConfigError("MOREH_NCCL_LIBRARY is empty; expected the path or soname of NCCL (default libnccl.so.2)");
-    c.nccl_library = v;
-  }
+  if (const char* v = env("MOREH_NCCL_LIBRARY")) c.nccl_library = v;
   if (const char* v = env("MOREH_FUSION_MIN_OPS"))
     c.fusion_min_ops = parse_var("MOREH_FUSION_MIN_OPS", v, "a positive integer", parse_count);
   if (const char* v = env("MOREH_FUSION")) {

@@ -14,7 +14,8 @@
 // not reach the receiver) which the receiver's stream copies out of once the sender's event has passed.
 //
 // Distinct GPUs (one rank per GPU) use NCCL (runtime/nccl_communicator.h): the constructor refuses them
-// with a ConfigError, as it does a mix of shared and distinct GPUs, which neither path serves.
+// with a ConfigError, as it does a mix of shared and distinct GPUs (runtime/hierarchical_communicator.h
+// composes the two paths for those).
 #pragma once
 #include <cuda.h>
 

@@ -15,6 +15,14 @@
 
 namespace moreh::runtime {
 
+std::vector<int> place_logical_devices(int n, int gpus) {
+  std::vector<int> gpu_of;
+  if (n <= 0 || gpus <= 0) return gpu_of;
+  for (int k = 0; k < gpus; ++k)
+    for (int i = 0; i < n / gpus + (k < n % gpus ? 1 : 0); ++i) gpu_of.push_back(k);
+  return gpu_of;
+}
+
 DeviceChoice make_physical_devices(const Config& config, bool cuda_kernels) {
   DeviceChoice choice;
   const int n = config.flavor.num_devices;
@@ -34,14 +42,14 @@ DeviceChoice make_physical_devices(const Config& config, bool cuda_kernels) {
       if (gpus.empty() && why.empty()) why = "the CUDA driver reports no GPU";
     }
     if (!gpus.empty()) {
-      const int g = static_cast<int>(gpus.size());
+      const std::vector<int> gpu_of = place_logical_devices(n, static_cast<int>(gpus.size()));
       std::map<int, int> sharing;  // GPU -> logical devices on it
-      for (int i = 0; i < n; ++i) ++sharing[i % g];
+      for (int i = 0; i < n; ++i) ++sharing[gpu_of[i]];
       for (int i = 0; i < n; ++i) {
-        const cuda::GpuInfo& gpu = gpus[i % g];
+        const cuda::GpuInfo& gpu = gpus[gpu_of[i]];
         const uint64_t share = static_cast<uint64_t>(static_cast<double>(gpu.total_memory) *
                                                      config.cuda_memory_fraction) /
-                               static_cast<uint64_t>(sharing[i % g]);
+                               static_cast<uint64_t>(sharing[gpu_of[i]]);
         choice.devices.push_back(std::make_unique<CudaDevice>(i, gpu.ordinal, share, wait_timeout));
       }
       return choice;

@@ -10,6 +10,7 @@
 #include "runtime/errors.h"
 #include "runtime/fork_guard.h"
 #include "runtime/elementwise_reduction.h"
+#include "runtime/hierarchical_communicator.h"
 #include "runtime/host_communicator.h"
 #include "runtime/nccl_communicator.h"
 #ifdef MOREH_WITH_CUDA
@@ -108,10 +109,26 @@ Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devic
 #ifdef MOREH_WITH_CUDA
       std::vector<int> ordinals;
       for (auto& d : devices_) ordinals.push_back(static_cast<CudaDevice&>(*d).ordinal());
-      if (choose_cuda_collective_path(ordinals) == CudaCollectivePath::kNccl) {
+      const CudaCollectivePath path = choose_cuda_collective_path(ordinals);
+      if (path == CudaCollectivePath::kNccl) {
         // One logical device per GPU: NCCL (under torch with CUDA, the libnccl torch already loaded).
         communicator_ = std::make_unique<NcclCommunicator>(raw(devices_), timeout,
                                                            nccl::Library::load(config_.nccl_library_name()));
+      } else if (path == CudaCollectivePath::kMixed) {
+        // More logical devices than GPUs, on several GPUs: the same-GPU path within each GPU, NCCL between
+        // the GPUs' first ranks (runtime/physical_devices.cpp keeps a GPU's ranks neighbours).
+        std::vector<int> group_of;
+        for (size_t r = 0; r < ordinals.size(); ++r)
+          group_of.push_back(r == 0 ? 0 : group_of.back() + (ordinals[r] != ordinals[r - 1] ? 1 : 0));
+        auto library = nccl::Library::load(config_.nccl_library_name());
+        communicator_ = std::make_unique<HierarchicalCommunicator>(
+            raw(devices_), group_of,
+            [timeout](std::vector<PhysicalDevice*> d) -> std::unique_ptr<Communicator> {
+              return std::make_unique<CudaCommunicator>(std::move(d), timeout);
+            },
+            [timeout, library](std::vector<PhysicalDevice*> d) -> std::unique_ptr<Communicator> {
+              return std::make_unique<NcclCommunicator>(std::move(d), timeout, library);
+            });
       } else {
         // Logical devices sharing one GPU: device-local copies and reductions ordered by CUDA events.
         communicator_ = std::make_unique<CudaCommunicator>(raw(devices_), timeout);
