@@ -85,6 +85,7 @@ NcclCommunicator::NcclCommunicator(std::vector<PhysicalDevice*> devices, std::ch
                                   library_->name()));
   }
 
+  for (int r = 0; r < size(); ++r) barrier_word_.push_back(device(r).allocate(sizeof(float)));
   comms_.assign(size(), nullptr);
   int result = nccl::kSuccess;
   {
@@ -104,7 +105,6 @@ NcclCommunicator::NcclCommunicator(std::vector<PhysicalDevice*> devices, std::ch
                                   fmt::join(ordinals, ", "), nccl::version_string(library_->version()),
                                   library_->name(), library_->describe(result, nullptr)));
   }
-  for (int r = 0; r < size(); ++r) barrier_word_.push_back(device(r).allocate(sizeof(float)));
   log().info("moreh: NCCL {} ({}) connects {} ranks on {} [{}]", nccl::version_string(library_->version()),
              library_->name(), size(), kind == DeviceKind::kCuda ? "GPUs" : "host devices", fmt::join(ordinals, ", "));
 }
