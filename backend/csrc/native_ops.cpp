@@ -201,6 +201,11 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   // Composites that call a device's DispatchStub directly (moreh has none): recorded whole.
   m.impl("conj_physical_", torch::CppFunction::makeFromBoxedFunction<&lazy_fallback>());
   m.impl("_conj_physical", torch::CppFunction::makeFromBoxedFunction<&lazy_fallback>());
+  // clip_grad_norm_'s norms of every gradient: recorded as one node, so that a GPU runs ATen's multi-tensor
+  // kernel (two launches) instead of one reduction per parameter; host devices run CPU's per-tensor loop,
+  // as CPU eager does. (It has no CPU kernel, only the composite, so it is not among the recorded
+  // composites.)
+  m.impl("_foreach_norm.Scalar", torch::CppFunction::makeFromBoxedFunction<&lazy_fallback>());
   m.impl("_copy_from", TORCH_FN(copy_from));
   m.impl("_copy_from_and_resize", TORCH_FN(copy_from_and_resize));
   m.impl("_local_scalar_dense", TORCH_FN(local_scalar_dense));

@@ -81,6 +81,20 @@ def test_clip_grad_norm_foreach_matches_cpu():
         torch.testing.assert_close(b, a)
 
 
+@pytest.mark.parametrize("ord", [2.0, float("inf"), 1.0])
+def test_foreach_norm_is_one_recorded_op_and_matches_cpu(ord):
+    # clip_grad_norm_'s per-gradient norms: one node (a GPU runs ATen's multi-tensor kernel), not one per tensor.
+    cpu = [torch.randn(s) for s in [(4, 3), (3,), (5, 5), (7,)]]
+    grads = [g.to("moreh") for g in cpu]
+    torch.moreh.synchronize()
+    before = torch.moreh.graph_stats()["recorded_ops"]
+    norms = torch._foreach_norm(grads, ord)
+    torch.moreh.synchronize()  # ops are counted when their step graph runs
+    assert torch.moreh.graph_stats()["recorded_ops"] - before == 1
+    for got, want in zip(norms, torch._foreach_norm(cpu, ord)):
+        assert torch.equal(got.cpu(), want)
+
+
 @pytest.mark.parametrize("kind", ["step", "cosine", "onecycle"])
 def test_lr_schedulers_match_cpu(kind):
     def scheduler(opt):
