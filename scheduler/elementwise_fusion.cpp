@@ -180,8 +180,9 @@ class Fuser {
 
   FusionResult run() {
     for (size_t n = 0; n < nodes_.size(); ++n) visit(static_cast<uint32_t>(n));
-    for (auto& g : open_) close(*g);
+    for (auto& g : open_) close(*g, false);
     open_.clear();
+    if (limits_.early_groups) hoist();
     return std::move(result_);
   }
 
@@ -196,12 +197,12 @@ class Fuser {
     }
     for (size_t i = open_.size(); i-- > 0;) {
       if (open_[i].get() == target || !open_[i]->conflicts_with(node)) continue;
-      close(*open_[i]);
+      close(*open_[i], false);
       open_.erase(open_.begin() + static_cast<std::ptrdiff_t>(i));
     }
     if (!c) return;
     if (target && !target->admits(node, *c, limits_)) {
-      close(*target);
+      close(*target, false);
       std::erase_if(open_, [&](const auto& g) { return g.get() == target; });
       target = nullptr;
     }
@@ -264,7 +265,59 @@ class Fuser {
     return v;
   }
 
-  void close(Group& g) {
+  // The early groups, after the pass above: nodes it left alone that may run before their place.
+  void hoist() {
+    // Per buffer, the first node that writes (or produces) it and the first that touches it at all.
+    std::unordered_map<const Buffer*, uint32_t> first_write, first_touch;
+    for (uint32_t n = 0; n < nodes_.size(); ++n) {
+      const Node& node = nodes_[n];
+      for (const TensorRef& in : node.inputs) first_touch.try_emplace(in.buffer.get(), n);
+      for (uint16_t w : node.written) first_write.try_emplace(node.inputs[w].buffer.get(), n);
+      for (const TensorRef& out : node.outputs) {
+        first_write.try_emplace(out.buffer.get(), n);
+        first_touch.try_emplace(out.buffer.get(), n);
+      }
+    }
+    auto before = [](const std::unordered_map<const Buffer*, uint32_t>& first, const Buffer* b, uint32_t n) {
+      auto it = first.find(b);
+      return it != first.end() && it->second < n;
+    };
+    std::vector<std::unique_ptr<Group>> groups;  // one open group per shape
+    for (uint32_t n = 0; n < nodes_.size(); ++n) {
+      if (result_.group_of[n] >= 0) continue;
+      const Node& node = nodes_[n];
+      const auto c = candidate_of(node);
+      if (!c) continue;
+      bool movable = true;
+      for (size_t i = 0; i < node.inputs.size() && movable; ++i) {
+        const Buffer* b = node.inputs[i].buffer.get();
+        const bool result = !c->fresh && i == c->index;
+        const uint32_t slot = canonical_.node_inputs[n][i];
+        // What it reads holds its value from the start (and has memory); what it writes in place, nothing
+        // before it touched.
+        movable = result ? !before(first_touch, b, n)
+                         : !before(first_write, b, n) &&
+                               canonical_.buffers[slot].origin != runtime::BufferOrigin::kUnmaterialized;
+      }
+      if (!movable) continue;
+      Group* target = nullptr;
+      for (auto& g : groups)
+        if (g->shape == c->result->sizes) target = g.get();
+      if (target && !target->admits(node, *c, limits_)) {
+        close(*target, true);
+        std::erase_if(groups, [&](const auto& g) { return g.get() == target; });
+        target = nullptr;
+      }
+      if (!target) {
+        groups.push_back(std::make_unique<Group>(c->result->sizes));
+        target = groups.back().get();
+      }
+      join(*target, n, *c);
+    }
+    for (auto& g : groups) close(*g, true);
+  }
+
+  void close(Group& g, bool early) {
     if (g.broken || g.launch.nodes.size() < limits_.min_nodes) return;
     std::vector<uint32_t> unstored;
     for (const auto& w : g.written) {
@@ -288,10 +341,10 @@ class Fuser {
     g.kernel->freeze();  // launched every step: its key and hash are computed once
     g.launch.kernel = std::shared_ptr<const ElementwiseKernel>(std::move(g.kernel));
     const auto index = static_cast<int32_t>(result_.launches.size());
-    const uint32_t last = g.launch.nodes.back();
+    const uint32_t at = early ? g.launch.nodes.front() : g.launch.nodes.back();
     for (uint32_t m : g.launch.nodes) {
       result_.group_of[m] = index;
-      result_.runs_at[m] = last;
+      result_.runs_at[m] = at;
     }
     result_.fused_nodes += g.launch.nodes.size();
     result_.launches.push_back(std::move(g.launch));

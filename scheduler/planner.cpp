@@ -21,7 +21,7 @@ runtime::Plan compile_plan(const runtime::CanonicalGraph& graph, const PlannerOp
 
   if (fusion && (fusion->runs_at.size() != num_nodes || fusion->unstored.size() != num_slots))
     throw std::invalid_argument("compile_plan: the fusion result is for another graph");
-  // Where each node runs: a fused node where its group's last node stood.
+  // Where each node runs: a fused node where its group's last node stood (an early group's: its first).
   auto runs_at = [&](size_t n) -> int64_t { return fusion ? fusion->runs_at[n] : static_cast<int64_t>(n); };
   auto stored = [&](uint32_t s) { return !fusion || !fusion->unstored[s]; };
   // Last position that touches each slot.
@@ -42,18 +42,25 @@ runtime::Plan compile_plan(const runtime::CanonicalGraph& graph, const PlannerOp
   runtime::DeviceProgram program;
   program.device = 0;
   program.code.reserve(num_nodes * 2);
+  // The nodes whose memory comes at each position: a node's own, or an early group's first (which runs
+  // nodes from later on); a group that runs later is counted from its nodes' places, a bound from above.
+  std::vector<std::vector<uint32_t>> starting_at(num_nodes);
+  for (size_t n = 0; n < num_nodes; ++n)
+    starting_at[static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(n), runs_at(n)))].push_back(
+        static_cast<uint32_t>(n));
   std::vector<bool> allocated(num_slots, false);
   int64_t held = 0, peak = 0;
   uint64_t releases = 0, allocations = 0;
   for (size_t n = 0; n < num_nodes; ++n) {
-    for (uint32_t s : graph.node_inputs[n]) {
-      if (graph.buffers[s].origin == BufferOrigin::kUnmaterialized && !allocated[s]) {
-        allocated[s] = true;
-        program.code.push_back({Instruction::Kind::kAllocate, s});
-        held += static_cast<int64_t>(graph.buffers[s].bytes);
-        ++allocations;
+    for (uint32_t k : starting_at[n])
+      for (uint32_t s : graph.node_inputs[k]) {
+        if (graph.buffers[s].origin == BufferOrigin::kUnmaterialized && !allocated[s]) {
+          allocated[s] = true;
+          program.code.push_back({Instruction::Kind::kAllocate, s});
+          held += static_cast<int64_t>(graph.buffers[s].bytes);
+          ++allocations;
+        }
       }
-    }
     const int32_t group = fusion ? fusion->group_of[n] : -1;
     if (group < 0) {
       program.code.push_back({Instruction::Kind::kLaunch, static_cast<uint32_t>(n)});
@@ -63,8 +70,9 @@ runtime::Plan compile_plan(const runtime::CanonicalGraph& graph, const PlannerOp
       ++plan.launches;
     }
     // A group's values are held from where it runs; those it never stores take nothing.
-    for (uint32_t s : graph.node_outputs[n])
-      if (stored(s)) held += static_cast<int64_t>(graph.buffers[s].bytes);
+    for (uint32_t k : starting_at[n])
+      for (uint32_t s : graph.node_outputs[k])
+        if (stored(s)) held += static_cast<int64_t>(graph.buffers[s].bytes);
     peak = std::max(peak, held);
     for (uint32_t s : release_after[n]) {
       program.code.push_back({Instruction::Kind::kRelease, s});

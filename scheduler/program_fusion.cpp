@@ -81,7 +81,10 @@ void fuse_device_programs(const runtime::StepGraph& graph, const runtime::Canoni
   for (auto& program : plan.programs) {
     const DeviceGraph g = device_graph(graph, canonical, program);
     const runtime::CanonicalGraph local_cg = runtime::CanonicalGraph::build(g.graph);
-    FusionResult r = fuse_elementwise(g.graph, local_cg, limits);
+    // A device's program allocates and releases as it goes: its groups run where their last node stood.
+    FusionLimits program_limits = limits;
+    program_limits.early_groups = false;
+    FusionResult r = fuse_elementwise(g.graph, local_cg, program_limits);
     const size_t code_size = program.code.size();
     std::vector<int32_t> fused_at(code_size, -1);
     std::vector<bool> skip(code_size, false);

@@ -320,3 +320,28 @@ y = x.to("moreh").exp().cpu()
 print(json.dumps([torch_moreh._C._stats()["last_fused_ops"], (y - x.exp()).abs().max().item()]))
 ''', dict(FUSED, MOREH_FUSION_MIN_OPS=min_ops))
     assert out[0] == fused and out[1] < 1e-6
+
+
+# Under autocast every Linear casts its weight to bfloat16 right before its matmul: no chain forms, but the
+# weights hold their values from the step's start, so the casts of one shape run as one early kernel.
+def test_autocast_weight_casts_of_one_shape_share_one_kernel():
+    out = run_json(r'''
+import json, torch, torch_moreh
+torch.manual_seed(0)
+model = torch.nn.Sequential(*[torch.nn.Linear(16, 16, bias=False) for _ in range(4)])
+x = torch.randn(8, 16)
+with torch.autocast("cpu", dtype=torch.bfloat16):
+    ref = model(x).float()
+model.to("moreh")
+xm = x.to("moreh")
+torch.moreh.synchronize()
+with torch.autocast("moreh", dtype=torch.bfloat16):
+    got = model(xm).float()
+got = got.cpu()
+s = torch_moreh._C._stats()
+print(json.dumps({"fused": s["last_fused_ops"], "launches": s["last_launches"], "ops": s["last_graph_ops"],
+                  "err": (got - ref).abs().max().item(), "scale": ref.abs().max().item()}))
+''', FUSED)
+    assert out["fused"] == 4, out     # the four weight casts, in one kernel
+    assert out["launches"] == out["ops"] - 3, out
+    assert out["err"] <= 1e-2 * out["scale"], out

@@ -237,6 +237,58 @@ TEST_F(FusionTest, AnOptimizerGroupCompilesWithNvrtc) {
 }
 #endif
 
+// Autocast's weight casts: each read by the matmul right after it, so no chain forms; what they read holds its
+// value from the step's start, so one kernel runs them all where the first stood.
+TEST_F(FusionTest, CastsOfUnwrittenValuesShareAnEarlyKernelWhereTheFirstStood) {
+  auto x = buf(16), w1 = buf(16), w2 = buf(16), w3 = buf(16), d1 = buf(16), d2 = buf(16), d3 = buf(16);
+  auto y1 = buf(16), y2 = buf(16), y3 = buf(16);
+  StepGraph g;
+  g.append(op("aten::neg", {shaped(w1, {4, 4})}, {shaped(d1, {4, 4})}));                 // 0
+  g.append(op("aten::mm", {shaped(x, {4, 4}), shaped(d1, {4, 4})}, {shaped(y1, {4, 4})}));  // 1
+  g.append(op("aten::neg", {shaped(w2, {4, 4})}, {shaped(d2, {4, 4})}));                 // 2
+  g.append(op("aten::mm", {shaped(y1, {4, 4}), shaped(d2, {4, 4})}, {shaped(y2, {4, 4})}));  // 3
+  g.append(op("aten::neg", {shaped(w3, {4, 4})}, {shaped(d3, {4, 4})}));                 // 4
+  g.append(op("aten::mm", {shaped(y2, {4, 4}), shaped(d3, {4, 4})}, {shaped(y3, {4, 4})}));  // 5
+  const FusionResult r = fuse(g);
+  ASSERT_EQ(r.launches.size(), 1u);
+  EXPECT_EQ(r.launches[0].nodes, (std::vector<uint32_t>{0, 2, 4}));
+  EXPECT_EQ(r.runs_at[0], 0u);
+  EXPECT_EQ(r.runs_at[2], 0u);
+  EXPECT_EQ(r.runs_at[4], 0u);
+  EXPECT_EQ(r.launches[0].outputs.size(), 3u);  // each cast is read by its matmul: all stored
+
+  // The plan: the kernel first, then the three matmuls; the casts' memory held from the kernel on.
+  const runtime::Plan plan = compile_plan(canonical_, {}, &r);
+  std::vector<Kind> kinds;
+  for (const auto& i : plan.programs[0].code)
+    if (i.kind == Kind::kFused || i.kind == Kind::kLaunch) kinds.push_back(i.kind);
+  EXPECT_EQ(kinds, (std::vector<Kind>{Kind::kFused, Kind::kLaunch, Kind::kLaunch, Kind::kLaunch}));
+  EXPECT_EQ(plan.launches, 4u);
+  const runtime::Plan unfused = compile_plan(canonical_);
+  EXPECT_EQ(unfused.launches, 6u);
+  EXPECT_GE(plan.programs[0].peak_bytes, 3 * 64u + 64u);  // d1..d3 from the start, and a matmul's result
+
+  FusionLimits off;
+  off.early_groups = false;
+  EXPECT_TRUE(fuse(g, off).launches.empty());
+}
+
+// A node whose input an earlier node wrote, or whose in-place result an earlier node read, stays in place.
+TEST_F(FusionTest, AValueWrittenBeforeTheNodeKeepsItFromMovingEarly) {
+  auto x = buf(16), w1 = buf(16), w2 = buf(16), d1 = buf(16), d2 = buf(16), y1 = buf(16), y2 = buf(16);
+  auto acc = buf(16);
+  StepGraph g;
+  g.append(op("aten::neg", {shaped(w1, {4, 4})}, {shaped(d1, {4, 4})}));                      // 0: movable
+  g.append(op("aten::mm", {shaped(x, {4, 4}), shaped(d1, {4, 4})}, {shaped(y1, {4, 4})}));     // 1
+  g.append(op("aten::addmm_", {shaped(w2, {4, 4}), shaped(x, {4, 4}), shaped(y1, {4, 4})}, {}, {}, {0}));  // 2: writes w2
+  g.append(op("aten::neg", {shaped(w2, {4, 4})}, {shaped(d2, {4, 4})}));                      // 3: reads w2
+  g.append(op("aten::mm", {shaped(x, {4, 4}), shaped(d2, {4, 4})}, {shaped(y2, {4, 4})}));     // 4
+  g.append(op("aten::addmm_", {shaped(x, {4, 4}), shaped(y2, {4, 4}), shaped(acc, {4, 4})}, {}, {}, {0}));  // 5: reads acc
+  g.append(op("aten::neg_", {shaped(acc, {4, 4})}, {}, {}, {0}));                              // 6: acc read at 5
+  const FusionResult r = fuse(g);
+  EXPECT_TRUE(r.launches.empty()) << "nodes 3 and 6 must stay where they are, leaving node 0 alone";
+}
+
 // End to end on a host device: the engine fuses (MOREH_FUSION=on), the executor runs the group with the host
 // evaluator, and the values are plain arithmetic's.
 TEST(FusedExecutionTest, AnEngineRunsAFusedStepOnAHostDevice) {
