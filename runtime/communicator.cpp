@@ -265,6 +265,16 @@ void Communicator::break_with(std::unique_lock<std::mutex>& lock, const std::str
   throw CollectiveError(reason);
 }
 
+void Communicator::require_same(std::unique_lock<std::mutex>& lock, uint64_t seq, int rank, const CollectivePart& part,
+                                int first_rank, const CollectivePart& first) {
+  if (first.matches(part)) return;
+  break_with(lock,
+             fmt::format("collective #{}: rank {} issued {} where rank {} issued {}; every rank must issue the same "
+                         "collectives in the same order",
+                         seq, rank, part.describe(), first_rank, first.describe()),
+             false);
+}
+
 void Communicator::wait_for_phase(std::unique_lock<std::mutex>& lock, std::vector<int>& phase_of_rank, int phase,
                                   int rank, uint64_t seq, const CollectivePart& part,
                                   std::chrono::milliseconds timeout) {

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -74,6 +75,14 @@ std::vector<uint64_t> even_chunks(uint64_t count, int n);
 // reduces its chunk and sends it to N−1 peers after sending the rest, reduce_scatter sends every slice but
 // its own, all_gather sends its slice to N−1 peers, broadcast's root sends to N−1 peers, send its message.
 uint64_t ring_bytes_sent(const CollectivePart& part, int rank, int ranks);
+
+// The address of element `elements` of a buffer of `element_size`-byte elements.
+inline const std::byte* element_at(const void* p, uint64_t elements, uint64_t element_size) {
+  return static_cast<const std::byte*>(p) + elements * element_size;
+}
+inline std::byte* element_at(void* p, uint64_t elements, uint64_t element_size) {
+  return static_cast<std::byte*>(p) + elements * element_size;
+}
 
 class Communicator {
  public:
@@ -139,6 +148,10 @@ class Communicator {
   [[noreturn]] void fail_broken(std::unique_lock<std::mutex>& lock);
   // Breaks the communicator with `reason` (or fails as a peer already broke it), wakes every waiter, logs.
   [[noreturn]] void break_with(std::unique_lock<std::mutex>& lock, const std::string& reason, bool timed_out);
+  // Breaks the communicator (CollectiveError naming both) when rank's part of collective #seq is not the
+  // collective `first_rank` issued as `first`.
+  void require_same(std::unique_lock<std::mutex>& lock, uint64_t seq, int rank, const CollectivePart& part,
+                    int first_rank, const CollectivePart& first);
   // Marks rank as past `phase` of collective #seq and waits, at most `timeout`, until every rank is; a
   // timeout breaks the communicator naming the ranks behind.
   void wait_for_phase(std::unique_lock<std::mutex>& lock, std::vector<int>& phase_of_rank, int phase, int rank,

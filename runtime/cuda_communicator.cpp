@@ -27,13 +27,6 @@ namespace {
 
 constexpr int kPhases = 3;  // met (inputs ready), reduced (all_reduce's chunks), done (peers finished reading)
 
-const std::byte* at(const void* p, uint64_t elements, uint64_t element_size) {
-  return static_cast<const std::byte*>(p) + elements * element_size;
-}
-std::byte* at(void* p, uint64_t elements, uint64_t element_size) {
-  return static_cast<std::byte*>(p) + elements * element_size;
-}
-
 CUevent record_on(CUstream stream) {
   const cuda::Driver& d = require_driver();
   CUevent event = nullptr;
@@ -194,12 +187,8 @@ void CudaCommunicator::run_collective(int rank, const CollectivePart& part) {
     slot->recv.assign(n, nullptr);
     slot->phase_of_rank.assign(n, 0);
     slot->events.assign(n, std::array<CUevent, kPhases>{});
-  } else if (!slot->first.matches(part)) {
-    break_with(lock,
-               fmt::format("collective #{}: rank {} issued {} where rank {} issued {}; every rank must issue the same "
-                           "collectives in the same order",
-                           seq, rank, part.describe(), slot->first_rank, slot->first.describe()),
-               false);
+  } else {
+    require_same(lock, seq, rank, part, slot->first_rank, slot->first);
   }
   const std::shared_ptr<Rendezvous> rv = slot;
   rv->send[rank] = part.send;
@@ -218,21 +207,21 @@ void CudaCommunicator::run_collective(int rank, const CollectivePart& part) {
       case CollectiveKind::kAllReduce: {
         const std::vector<uint64_t> chunks = even_chunks(part.count, n), offsets = offsets_of(chunks);
         std::vector<const void*> inputs(n);
-        for (int k = 0; k < n; ++k) inputs[k] = at(rv->send[k], offsets[rank], es);
-        reduce(rank, part, inputs, at(part.recv, offsets[rank], es), chunks[rank]);
+        for (int k = 0; k < n; ++k) inputs[k] = element_at(rv->send[k], offsets[rank], es);
+        reduce(rank, part, inputs, element_at(part.recv, offsets[rank], es), chunks[rank]);
         count_sent(rank, (part.count - chunks[rank]) * es);
         lock.lock();
         phase(lock, *rv, 1, rank, seq, part);
         lock.unlock();
         for (int c = 0; c < n; ++c)
-          if (c != rank) copy(at(part.recv, offsets[c], es), at(rv->recv[c], offsets[c], es), chunks[c] * es);
+          if (c != rank) copy(element_at(part.recv, offsets[c], es), element_at(rv->recv[c], offsets[c], es), chunks[c] * es);
         count_sent(rank, chunks[rank] * es * (n - 1));
         break;
       }
       case CollectiveKind::kReduceScatter: {
         const std::vector<uint64_t> offsets = offsets_of(part.counts);
         std::vector<const void*> inputs(n);
-        for (int k = 0; k < n; ++k) inputs[k] = at(rv->send[k], offsets[rank], es);
+        for (int k = 0; k < n; ++k) inputs[k] = element_at(rv->send[k], offsets[rank], es);
         reduce(rank, part, inputs, part.recv, part.counts[rank]);
         const uint64_t total = offsets.back() + part.counts.back();
         count_sent(rank, (total - part.counts[rank]) * es);
@@ -240,7 +229,7 @@ void CudaCommunicator::run_collective(int rank, const CollectivePart& part) {
       }
       case CollectiveKind::kAllGather: {
         const std::vector<uint64_t> offsets = offsets_of(part.counts);
-        for (int c = 0; c < n; ++c) copy(at(part.recv, offsets[c], es), rv->send[c], part.counts[c] * es);
+        for (int c = 0; c < n; ++c) copy(element_at(part.recv, offsets[c], es), rv->send[c], part.counts[c] * es);
         count_sent(rank, part.counts[rank] * es * (n - 1));
         break;
       }

@@ -9,14 +9,6 @@
 
 namespace moreh::runtime {
 
-namespace {
-
-std::byte* at(void* p, uint64_t elements, uint64_t element_size) {
-  return static_cast<std::byte*>(p) + elements * element_size;
-}
-
-}  // namespace
-
 HierarchicalCommunicator::HierarchicalCommunicator(std::vector<PhysicalDevice*> devices, std::vector<int> group_of_rank,
                                                    const Factory& local, const Factory& cross)
     : Communicator(std::move(devices)), group_of_rank_(std::move(group_of_rank)) {
@@ -143,11 +135,11 @@ void HierarchicalCommunicator::compose(int rank, const CollectivePart& part) {
       group_reduce(part.send, scratch->data(), total);
       CollectivePart p = sub(CollectiveKind::kReduceScatter);
       p.send = scratch->data();
-      p.recv = at(scratch->data(), goffsets[g], es);
+      p.recv = element_at(scratch->data(), goffsets[g], es);
       p.counts = gcounts;
       run_cross(p);
-      from_leader(at(scratch->data(), goffsets[g], es), gcounts[g]);
-      copy(part.recv, at(scratch->data(), offsets[rank], es), part.counts[rank] * es);
+      from_leader(element_at(scratch->data(), goffsets[g], es), gcounts[g]);
+      copy(part.recv, element_at(scratch->data(), offsets[rank], es), part.counts[rank] * es);
       if (avg && part.counts[rank] != 0) dev.scale_in_stream(part.type, part.recv, part.counts[rank], 1.0 / size());
       return;  // the scratch block is freed in stream order: later work on this stream reuses it safely
     }
@@ -156,7 +148,7 @@ void HierarchicalCommunicator::compose(int rank, const CollectivePart& part) {
       const uint64_t total = offsets.back() + part.counts.back();
       if (total == 0) return;
       const int first = first_of_group_[g];
-      void* block = at(part.recv, offsets[first], es);
+      void* block = element_at(part.recv, offsets[first], es);
       if (local) {
         CollectivePart p = sub(CollectiveKind::kAllGather);
         p.send = part.send;
@@ -164,7 +156,7 @@ void HierarchicalCommunicator::compose(int rank, const CollectivePart& part) {
         p.counts.assign(part.counts.begin() + first, part.counts.begin() + first + size_of_group_[g]);
         local->run_in_stream(lr, p);
       } else {
-        copy(at(part.recv, offsets[rank], es), part.send, part.counts[rank] * es);
+        copy(element_at(part.recv, offsets[rank], es), part.send, part.counts[rank] * es);
       }
       CollectivePart p = sub(CollectiveKind::kAllGather);
       p.send = block;

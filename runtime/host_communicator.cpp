@@ -12,13 +12,6 @@
 namespace moreh::runtime {
 namespace {
 
-const std::byte* at(const void* p, uint64_t elements, uint64_t element_size) {
-  return static_cast<const std::byte*>(p) + elements * element_size;
-}
-std::byte* at(void* p, uint64_t elements, uint64_t element_size) {
-  return static_cast<std::byte*>(p) + elements * element_size;
-}
-
 void copy_bytes(void* dst, const void* src, uint64_t bytes) {
   if (bytes != 0 && dst != src) std::memcpy(dst, src, bytes);
 }
@@ -69,12 +62,8 @@ void HostCommunicator::run_collective(int rank, const CollectivePart& part) {
     slot->send.assign(n, nullptr);
     slot->recv.assign(n, nullptr);
     slot->phase_of_rank.assign(n, 0);
-  } else if (!slot->first.matches(part)) {
-    break_with(lock,
-               fmt::format("collective #{}: rank {} issued {} where rank {} issued {}; every rank must issue the same "
-                           "collectives in the same order",
-                           seq, rank, part.describe(), slot->first_rank, slot->first.describe()),
-               false);
+  } else {
+    require_same(lock, seq, rank, part, slot->first_rank, slot->first);
   }
   const std::shared_ptr<Rendezvous> rv = slot;
   rv->send[rank] = part.send;
@@ -87,21 +76,21 @@ void HostCommunicator::run_collective(int rank, const CollectivePart& part) {
     case CollectiveKind::kAllReduce: {
       const std::vector<uint64_t> chunks = even_chunks(part.count, n), offsets = offsets_of(chunks);
       std::vector<const void*> inputs(n);
-      for (int k = 0; k < n; ++k) inputs[k] = at(rv->send[k], offsets[rank], es);
-      reduce_elements(part.type, part.op, inputs, at(part.recv, offsets[rank], es), chunks[rank]);
+      for (int k = 0; k < n; ++k) inputs[k] = element_at(rv->send[k], offsets[rank], es);
+      reduce_elements(part.type, part.op, inputs, element_at(part.recv, offsets[rank], es), chunks[rank]);
       count_sent(rank, (part.count - chunks[rank]) * es);
       lock.lock();
       wait_for_phase(lock, rv->phase_of_rank, 1, rank, seq, part, timeout_);
       lock.unlock();
       for (int c = 0; c < n; ++c)
-        if (c != rank) copy_bytes(at(part.recv, offsets[c], es), at(rv->recv[c], offsets[c], es), chunks[c] * es);
+        if (c != rank) copy_bytes(element_at(part.recv, offsets[c], es), element_at(rv->recv[c], offsets[c], es), chunks[c] * es);
       count_sent(rank, chunks[rank] * es * (n - 1));
       break;
     }
     case CollectiveKind::kReduceScatter: {
       const std::vector<uint64_t> offsets = offsets_of(part.counts);
       std::vector<const void*> inputs(n);
-      for (int k = 0; k < n; ++k) inputs[k] = at(rv->send[k], offsets[rank], es);
+      for (int k = 0; k < n; ++k) inputs[k] = element_at(rv->send[k], offsets[rank], es);
       reduce_elements(part.type, part.op, inputs, part.recv, part.counts[rank]);
       const uint64_t total = offsets.back() + part.counts.back();
       count_sent(rank, (total - part.counts[rank]) * es);
@@ -109,7 +98,7 @@ void HostCommunicator::run_collective(int rank, const CollectivePart& part) {
     }
     case CollectiveKind::kAllGather: {
       const std::vector<uint64_t> offsets = offsets_of(part.counts);
-      for (int c = 0; c < n; ++c) copy_bytes(at(part.recv, offsets[c], es), rv->send[c], part.counts[c] * es);
+      for (int c = 0; c < n; ++c) copy_bytes(element_at(part.recv, offsets[c], es), rv->send[c], part.counts[c] * es);
       count_sent(rank, part.counts[rank] * es * (n - 1));
       break;
     }

@@ -20,13 +20,6 @@ namespace moreh::runtime {
 
 namespace {
 
-const std::byte* at(const void* p, uint64_t elements, uint64_t element_size) {
-  return static_cast<const std::byte*>(p) + elements * element_size;
-}
-std::byte* at(void* p, uint64_t elements, uint64_t element_size) {
-  return static_cast<std::byte*>(p) + elements * element_size;
-}
-
 bool reduces(CollectiveKind kind) { return kind == CollectiveKind::kAllReduce || kind == CollectiveKind::kReduceScatter; }
 
 bool all_equal(const std::vector<uint64_t>& counts) {
@@ -176,12 +169,8 @@ uint64_t NcclCommunicator::meet(int rank, const CollectivePart& part) {
     slot->first = part;
     slot->first_rank = rank;
     slot->phase_of_rank.assign(size(), 0);
-  } else if (!slot->first.matches(part)) {
-    break_with(lock,
-               fmt::format("collective #{}: rank {} issued {} where rank {} issued {}; every rank must issue the same "
-                           "collectives in the same order",
-                           seq, rank, part.describe(), slot->first_rank, slot->first.describe()),
-               false);
+  } else {
+    require_same(lock, seq, rank, part, slot->first_rank, slot->first);
   }
   const std::shared_ptr<Meeting> meeting = slot;
   wait_for_phase(lock, meeting->phase_of_rank, 0, rank, seq, part, timeout_);
@@ -278,7 +267,7 @@ void NcclCommunicator::issue(int rank, const CollectivePart& part, uint64_t seq)
       const std::vector<uint64_t> offsets = offsets_of(part.counts);
       // Slice c reduced onto rank c; the others' receive buffer is unused, so their own slice stands in.
       grouped("ncclReduce", [&](int c) {
-        const void* in = at(part.send, offsets[c], es);
+        const void* in = element_at(part.send, offsets[c], es);
         void* out = c == rank ? part.recv : const_cast<std::byte*>(static_cast<const std::byte*>(in));
         return api.Reduce(in, out, part.counts[c], t, op, c, comm, s);
       });
@@ -292,7 +281,7 @@ void NcclCommunicator::issue(int rank, const CollectivePart& part, uint64_t seq)
       }
       const std::vector<uint64_t> offsets = offsets_of(part.counts);
       grouped("ncclBroadcast", [&](int c) {
-        void* slice = at(part.recv, offsets[c], es);
+        void* slice = element_at(part.recv, offsets[c], es);
         return api.Broadcast(c == rank ? part.send : slice, slice, part.counts[c], t, c, comm, s);
       });
       break;

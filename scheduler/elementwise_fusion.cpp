@@ -187,30 +187,37 @@ class Fuser {
   }
 
  private:
+  static Group* of_shape(const std::vector<std::unique_ptr<Group>>& groups, const Dims& shape) {
+    for (auto& g : groups)
+      if (g->shape == shape) return g.get();
+    return nullptr;
+  }
+
   void visit(uint32_t n) {
     const Node& node = nodes_[n];
     const auto c = candidate_of(node);
-    Group* target = nullptr;
-    if (c) {
-      for (auto& g : open_)
-        if (g->shape == c->result->sizes) target = g.get();
-    }
+    Group* const target = c ? of_shape(open_, c->result->sizes) : nullptr;
     for (size_t i = open_.size(); i-- > 0;) {
       if (open_[i].get() == target || !open_[i]->conflicts_with(node)) continue;
       close(*open_[i], false);
       open_.erase(open_.begin() + static_cast<std::ptrdiff_t>(i));
     }
-    if (!c) return;
-    if (target && !target->admits(node, *c, limits_)) {
-      close(*target, false);
-      std::erase_if(open_, [&](const auto& g) { return g.get() == target; });
+    if (c) add(open_, target, n, *c, false);
+  }
+
+  // Joins n to `target` (its shape's open group among `groups`, or null); a full group is closed first and a
+  // new one started.
+  void add(std::vector<std::unique_ptr<Group>>& groups, Group* target, uint32_t n, const Candidate& c, bool early) {
+    if (target && !target->admits(nodes_[n], c, limits_)) {
+      close(*target, early);
+      std::erase_if(groups, [&](const auto& g) { return g.get() == target; });
       target = nullptr;
     }
     if (!target) {
-      open_.push_back(std::make_unique<Group>(c->result->sizes));
-      target = open_.back().get();
+      groups.push_back(std::make_unique<Group>(c.result->sizes));
+      target = groups.back().get();
     }
-    join(*target, n, *c);
+    join(*target, n, c);
   }
 
   void join(Group& g, uint32_t n, const Candidate& c) {
@@ -300,19 +307,7 @@ class Fuser {
                                canonical_.buffers[slot].origin != runtime::BufferOrigin::kUnmaterialized;
       }
       if (!movable) continue;
-      Group* target = nullptr;
-      for (auto& g : groups)
-        if (g->shape == c->result->sizes) target = g.get();
-      if (target && !target->admits(node, *c, limits_)) {
-        close(*target, true);
-        std::erase_if(groups, [&](const auto& g) { return g.get() == target; });
-        target = nullptr;
-      }
-      if (!target) {
-        groups.push_back(std::make_unique<Group>(c->result->sizes));
-        target = groups.back().get();
-      }
-      join(*target, n, *c);
+      add(groups, of_shape(groups, c->result->sizes), n, *c, true);
     }
     for (auto& g : groups) close(*g, true);
   }

@@ -16,6 +16,11 @@
 
 namespace moreh::runtime::test_values {
 
+// The types and ops every collective test covers.
+constexpr DataType kTypes[] = {DataType::kFloat32, DataType::kFloat64, DataType::kBFloat16,
+                               DataType::kFloat16, DataType::kInt64,   DataType::kInt32};
+constexpr ReduceOp kOps[] = {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin, ReduceOp::kProd};
+
 inline void store(DataType t, void* base, uint64_t i, double v) {
   switch (t) {
     case DataType::kFloat32: static_cast<float*>(base)[i] = static_cast<float>(v); break;

@@ -34,9 +34,6 @@ using namespace test_values;
 
 using namespace std::chrono_literals;
 constexpr std::chrono::milliseconds kWait = 20s;
-constexpr DataType kTypes[] = {DataType::kFloat32, DataType::kFloat64, DataType::kBFloat16,
-                               DataType::kFloat16, DataType::kInt64,   DataType::kInt32};
-constexpr ReduceOp kOps[] = {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin, ReduceOp::kProd};
 
 // Why GPU tests cannot run here, or "".
 std::string gpu_unavailable() {

@@ -14,7 +14,7 @@
 #include <thread>
 #include <vector>
 
-#include "runtime/collective_test_values.h"
+#include "runtime/host_collective_group.h"
 #include "runtime/errors.h"
 #include "runtime/host_communicator.h"
 #include "runtime/host_device.h"
@@ -25,10 +25,6 @@ namespace {
 
 using namespace test_values;
 using namespace std::chrono_literals;
-constexpr std::chrono::milliseconds kWait = 5s;
-constexpr DataType kTypes[] = {DataType::kFloat32, DataType::kFloat64, DataType::kBFloat16,
-                               DataType::kFloat16, DataType::kInt64,   DataType::kInt32};
-constexpr ReduceOp kOps[] = {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin, ReduceOp::kProd};
 
 struct Layout {
   std::vector<int> sizes;  // ranks per group
@@ -42,143 +38,50 @@ struct Layout {
 
 void PrintTo(const Layout& layout, std::ostream* os) { *os << layout.name(); }
 
-struct Group {
-  std::vector<std::unique_ptr<HostDevice>> devices;
-  std::unique_ptr<HierarchicalCommunicator> comm;
-  int n = 0;
-
-  explicit Group(const Layout& layout, std::chrono::milliseconds timeout = kWait) {
-    std::vector<PhysicalDevice*> raw;
+// Host devices grouped as `layout` says, and a hierarchical communicator over them.
+struct Group : HostGroup {
+  explicit Group(const Layout& layout, std::chrono::milliseconds timeout = kWait) : HostGroup(ranks(layout)) {
     std::vector<int> group_of;
-    for (size_t g = 0; g < layout.sizes.size(); ++g)
-      for (int i = 0; i < layout.sizes[g]; ++i) {
-        devices.push_back(std::make_unique<HostDevice>(n++, 1ull << 30));
-        raw.push_back(devices.back().get());
-        group_of.push_back(static_cast<int>(g));
-      }
+    for (size_t g = 0; g < layout.sizes.size(); ++g) group_of.insert(group_of.end(), layout.sizes[g], static_cast<int>(g));
     auto host = [timeout](std::vector<PhysicalDevice*> d) -> std::unique_ptr<Communicator> {
       return std::make_unique<HostCommunicator>(std::move(d), timeout);
     };
     auto nccl = [timeout](std::vector<PhysicalDevice*> d) -> std::unique_ptr<Communicator> {
       return std::make_unique<NcclCommunicator>(std::move(d), timeout, nccl::Library::load(MOREH_FAKE_NCCL_LIBRARY));
     };
-    comm = std::make_unique<HierarchicalCommunicator>(raw, group_of, host,
+    comm = std::make_unique<HierarchicalCommunicator>(raw(), group_of, host,
                                                       layout.nccl ? HierarchicalCommunicator::Factory(nccl) : host);
   }
-  ~Group() {
-    for (auto& d : devices) {
-      try {
-        d->synchronize(kWait);
-      } catch (...) {
-      }
-    }
-    comm.reset();
-  }
-  void synchronize() {
-    for (auto& d : devices) d->synchronize(kWait);
-  }
-  std::unique_ptr<PhysicalBlock> allocate(int rank, uint64_t bytes, unsigned char fill = 0xcd) {
-    auto block = devices[rank]->allocate(std::max<uint64_t>(bytes, 1));
-    std::memset(block->data(), fill, block->bytes());
-    return block;
-  }
+  static int ranks(const Layout& layout) { return std::accumulate(layout.sizes.begin(), layout.sizes.end(), 0); }
 };
-
-// avg is a sum scaled by 1/N here, where the flat communicators divide: the same to a rounding.
-::testing::AssertionResult close_to(DataType t, const void* data, uint64_t count, ReduceOp op, int n,
-                                    const std::string& what) {
-  if (op != ReduceOp::kAvg) return holds(t, data, 0, count, [&](uint64_t i) { return expected(t, op, n, i); }, what);
-  const double tolerance = t == DataType::kBFloat16 ? 8e-3 : t == DataType::kFloat16 ? 1e-3 : 1e-6;
-  for (uint64_t i = 0; i < count; ++i) {
-    const double got = load(t, data, i), want = expected(t, op, n, i);
-    if (std::abs(got - want) > tolerance * std::max(1.0, std::abs(want)))
-      return ::testing::AssertionFailure() << what << " " << name_of(t) << ": element " << i << " is " << got
-                                           << ", expected " << want;
-  }
-  return ::testing::AssertionSuccess();
-}
 
 class HierarchicalTest : public ::testing::TestWithParam<Layout> {};
 
+// avg is a sum scaled by 1/N here, where the flat communicators divide: the same to a rounding.
 TEST_P(HierarchicalTest, AllReduceEveryOpAndTypeInAndOutOfPlace) {
   Group g(GetParam());
-  const int n = g.n;
   for (DataType t : kTypes)
     for (ReduceOp op : kOps) {
       if (op == ReduceOp::kAvg && !is_floating_point(t)) continue;
-      for (bool in_place : {false, true}) {
-        const uint64_t count = 37, es = size_of(t);
-        std::vector<std::unique_ptr<PhysicalBlock>> send, recv;
-        for (int r = 0; r < n; ++r) {
-          send.push_back(g.allocate(r, count * es));
-          for (uint64_t i = 0; i < count; ++i) store(t, send[r]->data(), i, value(op, r, i));
-          recv.push_back(in_place ? nullptr : g.allocate(r, count * es));
-        }
-        for (int r = 0; r < n; ++r)
-          g.comm->all_reduce(r, send[r]->data(), in_place ? send[r]->data() : recv[r]->data(), count, t, op);
-        g.synchronize();
-        for (int r = 0; r < n; ++r)
-          EXPECT_TRUE(close_to(t, in_place ? send[r]->data() : recv[r]->data(), count, op, n,
-                               std::string(name_of(op)) + (in_place ? " in place" : "") + " rank " + std::to_string(r)));
-      }
+      const double avg_tolerance = t == DataType::kBFloat16 ? 8e-3 : t == DataType::kFloat16 ? 1e-3 : 1e-6;
+      for (bool in_place : {false, true}) check_all_reduce(g, t, op, 37, in_place, avg_tolerance);
     }
 }
 
 TEST_P(HierarchicalTest, ReduceScatterUnevenInAndOutOfPlace) {
   Group g(GetParam());
-  const int n = g.n;
-  const std::vector<uint64_t> counts = uneven_counts(n), offsets = offsets_of(counts);
-  const uint64_t total = offsets.back() + counts.back();
   for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax})
-    for (bool in_place : {false, true}) {
-      const DataType t = DataType::kFloat32;
-      std::vector<std::unique_ptr<PhysicalBlock>> send, recv;
-      for (int r = 0; r < n; ++r) {
-        send.push_back(g.allocate(r, total * 4));
-        for (uint64_t i = 0; i < total; ++i) store(t, send[r]->data(), i, value(op, r, i));
-        recv.push_back(g.allocate(r, counts[r] * 4));
-      }
-      for (int r = 0; r < n; ++r) {
-        void* out = in_place ? static_cast<std::byte*>(send[r]->data()) + offsets[r] * 4 : recv[r]->data();
-        g.comm->reduce_scatter(r, send[r]->data(), out, counts, t, op);
-      }
-      g.synchronize();
-      for (int r = 0; r < n; ++r)
-        EXPECT_TRUE(holds(t, in_place ? send[r]->data() : recv[r]->data(), in_place ? offsets[r] : 0, counts[r],
-                          [&](uint64_t i) { return expected(t, op, n, offsets[r] + i); },
-                          std::string(name_of(op)) + (in_place ? " in place" : "") + " rank " + std::to_string(r)));
-    }
+    for (bool in_place : {false, true}) check_reduce_scatter(g, uneven_counts(g.size()), DataType::kFloat32, op, in_place);
 }
 
 TEST_P(HierarchicalTest, AllGatherUnevenInAndOutOfPlace) {
   Group g(GetParam());
-  const int n = g.n;
-  const std::vector<uint64_t> counts = uneven_counts(n), offsets = offsets_of(counts);
-  const uint64_t total = offsets.back() + counts.back();
-  for (bool in_place : {false, true}) {
-    std::vector<std::unique_ptr<PhysicalBlock>> send, recv;
-    for (int r = 0; r < n; ++r) {
-      send.push_back(g.allocate(r, counts[r] * 8));
-      recv.push_back(g.allocate(r, total * 8));
-      void* mine = in_place ? static_cast<std::byte*>(recv[r]->data()) + offsets[r] * 8 : send[r]->data();
-      for (uint64_t i = 0; i < counts[r]; ++i) store(DataType::kInt64, mine, i, r * 100.0 + i);
-    }
-    for (int r = 0; r < n; ++r) {
-      const void* in = in_place ? static_cast<std::byte*>(recv[r]->data()) + offsets[r] * 8 : send[r]->data();
-      g.comm->all_gather(r, in, recv[r]->data(), counts, DataType::kInt64);
-    }
-    g.synchronize();
-    for (int r = 0; r < n; ++r)
-      for (int c = 0; c < n; ++c)
-        EXPECT_TRUE(holds(DataType::kInt64, recv[r]->data(), offsets[c], counts[c],
-                          [&](uint64_t i) { return c * 100.0 + i; },
-                          "slice " + std::to_string(c) + " on rank " + std::to_string(r) + (in_place ? " in place" : "")));
-  }
+  for (bool in_place : {false, true}) check_all_gather(g, uneven_counts(g.size()), DataType::kInt64, in_place);
 }
 
 TEST_P(HierarchicalTest, BroadcastFromEveryRootOutOfPlace) {
   Group g(GetParam());
-  const int n = g.n;
+  const int n = g.size();
   for (int root = 0; root < n; ++root) {
     std::vector<std::unique_ptr<PhysicalBlock>> src, dst;
     for (int r = 0; r < n; ++r) {
@@ -197,31 +100,7 @@ TEST_P(HierarchicalTest, BroadcastFromEveryRootOutOfPlace) {
 
 TEST_P(HierarchicalTest, BackToBackWithBarriersFromOneThreadPerRank) {
   Group g(GetParam());
-  const int n = g.n;
-  constexpr int kSteps = 10;
-  constexpr uint64_t kCount = 16;
-  std::vector<std::unique_ptr<PhysicalBlock>> x;
-  for (int r = 0; r < n; ++r) {
-    x.push_back(g.allocate(r, kCount * 8));
-    for (uint64_t i = 0; i < kCount; ++i) store(DataType::kInt64, x[r]->data(), i, r);
-  }
-  std::vector<std::thread> issuers;
-  for (int r = 0; r < n; ++r)
-    issuers.emplace_back([&, r] {
-      auto* p = static_cast<int64_t*>(x[r]->data());
-      for (int s = 0; s < kSteps; ++s) {
-        g.devices[r]->submit([p] {
-          for (uint64_t i = 0; i < kCount; ++i) p[i] += 1;
-        });
-        g.comm->all_reduce(r, p, p, kCount, DataType::kInt64, ReduceOp::kSum);
-        if (s % 3 == 0) g.comm->barrier(r);
-      }
-    });
-  for (auto& t : issuers) t.join();
-  g.synchronize();
-  int64_t v = n * (n - 1) / 2 + n;
-  for (int s = 1; s < kSteps; ++s) v = n * (v + 1);
-  for (int r = 0; r < n; ++r) EXPECT_EQ(static_cast<int64_t*>(x[r]->data())[0], v) << "rank " << r;
+  check_back_to_back_all_reduces(g, 10, 3);
 }
 
 INSTANTIATE_TEST_SUITE_P(Layouts, HierarchicalTest,
@@ -287,26 +166,8 @@ TEST(HierarchicalCommunicatorTest, IntegerAveragesAreRefused) {
 // that leader fail at once rather than after their own bound.
 TEST(HierarchicalCommunicatorTest, AMissingRankFailsEveryWaitingRankWithinOneBound) {
   Group g(Layout{{2, 2}}, 300ms);
-  std::vector<std::unique_ptr<PhysicalBlock>> a;
-  for (int r = 0; r < 4; ++r) a.push_back(g.allocate(r, 64, 0));
-  for (int r : {0, 1, 2}) g.comm->all_reduce(r, a[r]->data(), a[r]->data(), 16, DataType::kFloat32, ReduceOp::kSum);
-  const auto start = std::chrono::steady_clock::now();
-  int failed = 0;
-  for (int r : {0, 1, 2}) {
-    try {
-      g.devices[r]->synchronize(kWait);
-      ADD_FAILURE() << "rank " << r << " did not fail";
-    } catch (const TimeoutError& e) {
-      ++failed;
-      EXPECT_NE(std::string(e.what()).find("did not arrive within 300 ms"), std::string::npos) << e.what();
-    } catch (const CollectiveError& e) {
-      ++failed;
-      EXPECT_NE(std::string(e.what()).find("did not arrive within 300 ms"), std::string::npos) << e.what();
-    }
-  }
-  EXPECT_EQ(failed, 3);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 900ms) << "the ranks behind a failed step waited out a bound";
-  EXPECT_TRUE(g.comm->broken());
+  // Rank 2 times out waiting for rank 3 on their GPU; ranks 0 and 1, waiting behind it, are interrupted.
+  check_missing_rank_fails(g, 3, {"did not arrive within 300 ms"}, 900ms, true);
   EXPECT_THROW(g.comm->barrier(3), CollectiveError);
 }
 

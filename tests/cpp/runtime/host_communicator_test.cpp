@@ -13,7 +13,7 @@
 #include "runtime/errors.h"
 #include "runtime/host_device.h"
 #include "runtime/low_precision_float.h"
-#include "runtime/collective_test_values.h"
+#include "runtime/host_collective_group.h"
 
 namespace moreh::runtime {
 namespace {
@@ -21,31 +21,11 @@ namespace {
 using namespace test_values;
 
 using namespace std::chrono_literals;
-constexpr std::chrono::milliseconds kWait = 5s;
-constexpr DataType kTypes[] = {DataType::kFloat32, DataType::kFloat64, DataType::kBFloat16,
-                               DataType::kFloat16, DataType::kInt64,   DataType::kInt32};
-constexpr ReduceOp kOps[] = {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin, ReduceOp::kProd};
 
-// N host devices and a communicator over them.
-struct Group {
-  std::vector<std::unique_ptr<HostDevice>> devices;
-  std::unique_ptr<HostCommunicator> comm;
-
-  explicit Group(int n, std::chrono::milliseconds timeout = kWait) {
-    std::vector<PhysicalDevice*> raw;
-    for (int i = 0; i < n; ++i) {
-      devices.push_back(std::make_unique<HostDevice>(i, 1ull << 30));
-      raw.push_back(devices.back().get());
-    }
-    comm = std::make_unique<HostCommunicator>(raw, timeout);
-  }
-  void synchronize() {
-    for (auto& d : devices) d->synchronize(kWait);
-  }
-  std::unique_ptr<PhysicalBlock> allocate(int rank, uint64_t bytes, unsigned char fill = 0xcd) {
-    auto block = devices[rank]->allocate(bytes);
-    std::memset(block->data(), fill, bytes);
-    return block;
+// N host devices and a host communicator over them.
+struct Group : HostGroup {
+  explicit Group(int n, std::chrono::milliseconds timeout = kWait) : HostGroup(n) {
+    comm = std::make_unique<HostCommunicator>(raw(), timeout);
   }
 };
 
@@ -87,64 +67,16 @@ TEST_P(CollectivesTest, AllReduceEveryOpAndTypeInAndOutOfPlace) {
 }
 
 TEST_P(CollectivesTest, ReduceScatterUnevenCountsInAndOutOfPlace) {
-  const int n = GetParam();
-  Group g(n);
-  const std::vector<uint64_t> counts = uneven_counts(n);
-  std::vector<uint64_t> offsets(n);
-  std::exclusive_scan(counts.begin(), counts.end(), offsets.begin(), uint64_t{0});
-  const uint64_t total = std::accumulate(counts.begin(), counts.end(), uint64_t{0});
+  Group g(GetParam());
   for (DataType t : kTypes)
     for (ReduceOp op : kOps)
-      for (bool in_place : {false, true}) {
-        const uint64_t es = size_of(t);
-        std::vector<std::unique_ptr<PhysicalBlock>> send, recv;
-        for (int r = 0; r < n; ++r) {
-          send.push_back(g.allocate(r, total * es));
-          for (uint64_t i = 0; i < total; ++i) store(t, send[r]->data(), i, value(op, r, i));
-          recv.push_back(g.allocate(r, counts[r] * es));
-        }
-        for (int r = 0; r < n; ++r) {
-          void* out = in_place ? static_cast<std::byte*>(send[r]->data()) + offsets[r] * es : recv[r]->data();
-          g.comm->reduce_scatter(r, send[r]->data(), out, counts, t, op);
-        }
-        g.synchronize();
-        for (int r = 0; r < n; ++r) {
-          const void* out = in_place ? send[r]->data() : recv[r]->data();
-          EXPECT_TRUE(holds(t, out, in_place ? offsets[r] : 0, counts[r],
-                            [&](uint64_t i) { return expected(t, op, n, offsets[r] + i); },
-                            "reduce_scatter " + std::string(name_of(op)) + " rank " + std::to_string(r)));
-        }
-      }
+      for (bool in_place : {false, true}) check_reduce_scatter(g, uneven_counts(g.size()), t, op, in_place);
 }
 
 TEST_P(CollectivesTest, AllGatherUnevenCountsInAndOutOfPlace) {
-  const int n = GetParam();
-  Group g(n);
-  const std::vector<uint64_t> counts = uneven_counts(n);
-  std::vector<uint64_t> offsets(n);
-  std::exclusive_scan(counts.begin(), counts.end(), offsets.begin(), uint64_t{0});
-  const uint64_t total = std::accumulate(counts.begin(), counts.end(), uint64_t{0});
+  Group g(GetParam());
   for (DataType t : kTypes)
-    for (bool in_place : {false, true}) {
-      const uint64_t es = size_of(t);
-      std::vector<std::unique_ptr<PhysicalBlock>> send, recv;
-      for (int r = 0; r < n; ++r) {
-        recv.push_back(g.allocate(r, total * es));
-        send.push_back(g.allocate(r, counts[r] * es));
-        void* mine = in_place ? static_cast<std::byte*>(recv[r]->data()) + offsets[r] * es : send[r]->data();
-        for (uint64_t i = 0; i < counts[r]; ++i) store(t, mine, i, value(ReduceOp::kSum, r, i));
-      }
-      for (int r = 0; r < n; ++r) {
-        const void* mine = in_place ? static_cast<std::byte*>(recv[r]->data()) + offsets[r] * es : send[r]->data();
-        g.comm->all_gather(r, mine, recv[r]->data(), counts, t);
-      }
-      g.synchronize();
-      for (int r = 0; r < n; ++r)
-        for (int c = 0; c < n; ++c)
-          EXPECT_TRUE(holds(t, recv[r]->data(), offsets[c], counts[c],
-                            [&](uint64_t i) { return value(ReduceOp::kSum, c, i); },
-                            "all_gather slice " + std::to_string(c) + " on rank " + std::to_string(r)));
-    }
+    for (bool in_place : {false, true}) check_all_gather(g, uneven_counts(g.size()), t, in_place);
 }
 
 TEST_P(CollectivesTest, BroadcastFromEveryRoot) {
@@ -313,23 +245,10 @@ TEST(HostCommunicatorTest, BytesSentFollowTheRingFormula) {
 
 TEST(HostCommunicatorTest, ARankThatNeverArrivesTimesOutNamingItAndBreaksTheCommunicator) {
   Group g(3, 200ms);
-  std::vector<std::unique_ptr<PhysicalBlock>> a;
-  for (int r = 0; r < 3; ++r) a.push_back(g.allocate(r, 64, 0));
-  for (int r : {0, 1}) g.comm->all_reduce(r, a[r]->data(), a[r]->data(), 16, DataType::kFloat32, ReduceOp::kSum);
-  const auto start = std::chrono::steady_clock::now();
-  for (int r : {0, 1}) {
-    try {
-      g.devices[r]->synchronize(kWait);
-      ADD_FAILURE() << "rank " << r << " did not fail";
-    } catch (const TimeoutError& e) {
-      const std::string what = e.what();
-      EXPECT_NE(what.find("all_reduce(sum, float32, 16 elements)"), std::string::npos) << what;
-      EXPECT_NE(what.find("rank 2 (host:2) did not arrive within 200 ms"), std::string::npos) << what;
-      EXPECT_NE(what.find("MOREH_COLLECTIVE_TIMEOUT"), std::string::npos) << what;
-    }
-  }
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
-  EXPECT_TRUE(g.comm->broken());
+  check_missing_rank_fails(g, 2,
+                           {"all_reduce(sum, float32, 16 elements)", "rank 2 (host:2) did not arrive within 200 ms",
+                            "MOREH_COLLECTIVE_TIMEOUT"},
+                           2s);
   EXPECT_NE(g.comm->broken_reason().find("rank 2 (host:2)"), std::string::npos);
   // Later work fails at once with the reason rather than waiting again.
   try {
@@ -372,22 +291,7 @@ TEST(HostCommunicatorTest, ARecvWhoseSendNeverComesTimesOut) {
 
 TEST(HostCommunicatorTest, RanksIssuingDifferentCollectivesFailWithBoth) {
   Group g(2);
-  std::vector<std::unique_ptr<PhysicalBlock>> a;
-  for (int r = 0; r < 2; ++r) a.push_back(g.allocate(r, 64, 0));
-  g.comm->all_reduce(0, a[0]->data(), a[0]->data(), 4, DataType::kFloat32, ReduceOp::kSum);
-  g.comm->all_reduce(1, a[1]->data(), a[1]->data(), 5, DataType::kFloat32, ReduceOp::kSum);
-  for (int r = 0; r < 2; ++r) {
-    try {
-      g.devices[r]->synchronize(kWait);
-      ADD_FAILURE() << "rank " << r << " did not fail";
-    } catch (const CollectiveError& e) {
-      const std::string what = e.what();
-      EXPECT_NE(what.find("4 elements"), std::string::npos) << what;
-      EXPECT_NE(what.find("5 elements"), std::string::npos) << what;
-      EXPECT_NE(what.find("same order"), std::string::npos) << what;
-    }
-  }
-  EXPECT_TRUE(g.comm->broken());
+  check_different_collectives_fail(g);
 }
 
 TEST(HostCommunicatorTest, BadArgumentsAreConfigErrorsAtTheCall) {

@@ -16,7 +16,7 @@
 #include <thread>
 #include <vector>
 
-#include "runtime/collective_test_values.h"
+#include "runtime/host_collective_group.h"
 #include "runtime/errors.h"
 #include "runtime/host_device.h"
 #ifdef MOREH_WITH_CUDA
@@ -29,10 +29,6 @@ namespace {
 
 using namespace test_values;
 using namespace std::chrono_literals;
-constexpr std::chrono::milliseconds kWait = 5s;
-constexpr DataType kTypes[] = {DataType::kFloat32, DataType::kFloat64, DataType::kBFloat16,
-                               DataType::kFloat16, DataType::kInt64,   DataType::kInt32};
-constexpr ReduceOp kOps[] = {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin, ReduceOp::kProd};
 
 // The fake library's control functions.
 struct FakeControl {
@@ -61,35 +57,10 @@ FakeControl& fake() {
 std::shared_ptr<const nccl::Library> fake_library() { return nccl::Library::load(MOREH_FAKE_NCCL_LIBRARY); }
 
 // N host devices and an NCCL communicator over them (through the fake library).
-struct Group {
-  std::vector<std::unique_ptr<HostDevice>> devices;
-  std::unique_ptr<NcclCommunicator> comm;
-
-  explicit Group(int n, std::chrono::milliseconds timeout = kWait) {
+struct Group : HostGroup {
+  explicit Group(int n, std::chrono::milliseconds timeout = kWait) : HostGroup(n) {
     fake().reset();
-    std::vector<PhysicalDevice*> raw;
-    for (int i = 0; i < n; ++i) {
-      devices.push_back(std::make_unique<HostDevice>(i, 1ull << 30));
-      raw.push_back(devices.back().get());
-    }
-    comm = std::make_unique<NcclCommunicator>(raw, timeout, fake_library());
-  }
-  ~Group() {
-    for (auto& d : devices) {
-      try {
-        d->synchronize(kWait);
-      } catch (...) {
-      }
-    }
-    comm.reset();
-  }
-  void synchronize() {
-    for (auto& d : devices) d->synchronize(kWait);
-  }
-  std::unique_ptr<PhysicalBlock> allocate(int rank, uint64_t bytes, unsigned char fill = 0xcd) {
-    auto block = devices[rank]->allocate(std::max<uint64_t>(bytes, 1));
-    std::memset(block->data(), fill, block->bytes());
-    return block;
+    comm = std::make_unique<NcclCommunicator>(raw(), timeout, fake_library());
   }
 };
 
@@ -163,26 +134,10 @@ class NcclCollectivesTest : public ::testing::TestWithParam<int> {};
 TEST_P(NcclCollectivesTest, AllReduceEveryOpAndTypeInAndOutOfPlace) {
   const int n = GetParam();
   Group g(n);
-  for (DataType t : kTypes) {
-    const uint64_t es = size_of(t);
+  for (DataType t : kTypes)
     for (ReduceOp op : kOps)
       for (uint64_t count : {uint64_t{1}, uint64_t{37}})
-        for (bool in_place : {false, true}) {
-          std::vector<std::unique_ptr<PhysicalBlock>> send, recv;
-          for (int r = 0; r < n; ++r) {
-            send.push_back(g.allocate(r, count * es));
-            for (uint64_t i = 0; i < count; ++i) store(t, send[r]->data(), i, value(op, r, i));
-            recv.push_back(in_place ? nullptr : g.allocate(r, count * es));
-          }
-          for (int r = 0; r < n; ++r)
-            g.comm->all_reduce(r, send[r]->data(), in_place ? send[r]->data() : recv[r]->data(), count, t, op);
-          g.synchronize();
-          for (int r = 0; r < n; ++r)
-            EXPECT_TRUE(holds(t, in_place ? send[r]->data() : recv[r]->data(), 0, count,
-                              [&](uint64_t i) { return expected(t, op, n, i); },
-                              "all_reduce " + std::string(name_of(op)) + (in_place ? " in place" : "")));
-        }
-  }
+        for (bool in_place : {false, true}) check_all_reduce(g, t, op, count, in_place);
   EXPECT_EQ(fake().count("ncclAllReduce"), n * 6 * 5 * 2 * 2);
 }
 
@@ -191,30 +146,11 @@ TEST_P(NcclCollectivesTest, AllReduceEveryOpAndTypeInAndOutOfPlace) {
 TEST_P(NcclCollectivesTest, ReduceScatterEvenAndUnevenInAndOutOfPlace) {
   const int n = GetParam();
   Group g(n);
-  const DataType t = DataType::kFloat32;
-  const ReduceOp op = ReduceOp::kSum;
   int expected_reduces = 0;
   for (bool even : {true, false})
     for (bool in_place : {false, true}) {
       const std::vector<uint64_t> counts = even ? std::vector<uint64_t>(n, 5) : uneven_counts(n);
-      const std::vector<uint64_t> offsets = offsets_of(counts);
-      const uint64_t total = offsets.back() + counts.back();
-      std::vector<std::unique_ptr<PhysicalBlock>> send, recv;
-      for (int r = 0; r < n; ++r) {
-        send.push_back(g.allocate(r, total * 4));
-        for (uint64_t i = 0; i < total; ++i) store(t, send[r]->data(), i, value(op, r, i));
-        recv.push_back(g.allocate(r, counts[r] * 4));
-      }
-      for (int r = 0; r < n; ++r) {
-        void* out = in_place ? static_cast<std::byte*>(send[r]->data()) + offsets[r] * 4 : recv[r]->data();
-        g.comm->reduce_scatter(r, send[r]->data(), out, counts, t, op);
-      }
-      g.synchronize();
-      for (int r = 0; r < n; ++r)
-        EXPECT_TRUE(holds(t, in_place ? send[r]->data() : recv[r]->data(), in_place ? offsets[r] : 0, counts[r],
-                          [&](uint64_t i) { return expected(t, op, n, offsets[r] + i); },
-                          std::string(even ? "even" : "uneven") + (in_place ? " in place" : "") + " rank " +
-                              std::to_string(r)));
+      check_reduce_scatter(g, counts, DataType::kFloat32, ReduceOp::kSum, in_place);
       if (!even && n > 1)
         for (uint64_t c : counts) expected_reduces += c != 0 ? n : 0;
     }
@@ -226,29 +162,9 @@ TEST_P(NcclCollectivesTest, ReduceScatterEvenAndUnevenInAndOutOfPlace) {
 TEST_P(NcclCollectivesTest, AllGatherEvenAndUnevenInAndOutOfPlace) {
   const int n = GetParam();
   Group g(n);
-  const DataType t = DataType::kInt64;
   for (bool even : {true, false})
-    for (bool in_place : {false, true}) {
-      const std::vector<uint64_t> counts = even ? std::vector<uint64_t>(n, 4) : uneven_counts(n);
-      const std::vector<uint64_t> offsets = offsets_of(counts);
-      const uint64_t total = offsets.back() + counts.back();
-      std::vector<std::unique_ptr<PhysicalBlock>> send, recv;
-      for (int r = 0; r < n; ++r) {
-        send.push_back(g.allocate(r, counts[r] * 8));
-        recv.push_back(g.allocate(r, total * 8));
-        void* mine = in_place ? static_cast<std::byte*>(recv[r]->data()) + offsets[r] * 8 : send[r]->data();
-        for (uint64_t i = 0; i < counts[r]; ++i) store(t, mine, i, r * 100.0 + i);
-      }
-      for (int r = 0; r < n; ++r) {
-        const void* in = in_place ? static_cast<std::byte*>(recv[r]->data()) + offsets[r] * 8 : send[r]->data();
-        g.comm->all_gather(r, in, recv[r]->data(), counts, t);
-      }
-      g.synchronize();
-      for (int r = 0; r < n; ++r)
-        for (int c = 0; c < n; ++c)
-          EXPECT_TRUE(holds(t, recv[r]->data(), offsets[c], counts[c], [&](uint64_t i) { return c * 100.0 + i; },
-                            "slice " + std::to_string(c) + " on rank " + std::to_string(r)));
-    }
+    for (bool in_place : {false, true})
+      check_all_gather(g, even ? std::vector<uint64_t>(n, 4) : uneven_counts(n), DataType::kInt64, in_place);
   EXPECT_EQ(fake().count("ncclAllGather"), n * 2 + (n > 1 ? 0 : n * 2));
   if (n > 1) {
     EXPECT_GT(fake().count("ncclBroadcast"), 0);
@@ -301,32 +217,9 @@ TEST_P(NcclCollectivesTest, SendRecvAroundTheRingEvenRanksFirst) {
 }
 
 TEST_P(NcclCollectivesTest, BackToBackWithBarriersFromOneThreadPerRank) {
-  const int n = GetParam();
-  Group g(n);
+  Group g(GetParam());
   constexpr int kSteps = 12;
-  constexpr uint64_t kCount = 20;
-  std::vector<std::unique_ptr<PhysicalBlock>> x;
-  for (int r = 0; r < n; ++r) {
-    x.push_back(g.allocate(r, kCount * 8));
-    for (uint64_t i = 0; i < kCount; ++i) store(DataType::kInt64, x[r]->data(), i, r);
-  }
-  std::vector<std::thread> issuers;
-  for (int r = 0; r < n; ++r)
-    issuers.emplace_back([&, r] {
-      auto* p = static_cast<int64_t*>(x[r]->data());
-      for (int s = 0; s < kSteps; ++s) {
-        g.devices[r]->submit([p] {
-          for (uint64_t i = 0; i < kCount; ++i) p[i] += 1;
-        });
-        g.comm->all_reduce(r, p, p, kCount, DataType::kInt64, ReduceOp::kSum);
-        if (s % 4 == 0) g.comm->barrier(r);
-      }
-    });
-  for (auto& t : issuers) t.join();
-  g.synchronize();
-  int64_t v = n * (n - 1) / 2 + n;
-  for (int s = 1; s < kSteps; ++s) v = n * (v + 1);
-  for (int r = 0; r < n; ++r) EXPECT_EQ(static_cast<int64_t*>(x[r]->data())[kCount - 1], v) << "rank " << r;
+  check_back_to_back_all_reduces(g, kSteps, 4, 20);
   EXPECT_EQ(g.comm->traffic(0).operations, static_cast<uint64_t>(kSteps + 3));
 }
 
@@ -348,22 +241,7 @@ INSTANTIATE_TEST_SUITE_P(Ranks, NcclCollectivesTest, ::testing::Values(1, 2, 3, 
 TEST(NcclCommunicatorTest, ARankThatNeverArrivesTimesOutBeforeAnyNcclCall) {
   {
     Group g(3, 200ms);
-    std::vector<std::unique_ptr<PhysicalBlock>> a;
-    for (int r = 0; r < 3; ++r) a.push_back(g.allocate(r, 64, 0));
-    for (int r : {0, 1}) g.comm->all_reduce(r, a[r]->data(), a[r]->data(), 16, DataType::kFloat32, ReduceOp::kSum);
-    const auto start = std::chrono::steady_clock::now();
-    for (int r : {0, 1}) {
-      try {
-        g.devices[r]->synchronize(kWait);
-        ADD_FAILURE() << "rank " << r << " did not fail";
-      } catch (const TimeoutError& e) {
-        const std::string what = e.what();
-        EXPECT_NE(what.find("NCCL path"), std::string::npos) << what;
-        EXPECT_NE(what.find("rank 2 (host:2) did not arrive within 200 ms"), std::string::npos) << what;
-      }
-    }
-    EXPECT_LT(std::chrono::steady_clock::now() - start, 2s);
-    EXPECT_TRUE(g.comm->broken());
+    check_missing_rank_fails(g, 2, {"NCCL path", "rank 2 (host:2) did not arrive within 200 ms"}, 2s);
     EXPECT_EQ(fake().count("ncclAllReduce"), 0) << "no rank may reach NCCL without its peers";
     EXPECT_THROW(g.comm->barrier(2), CollectiveError);
   }
@@ -374,20 +252,7 @@ TEST(NcclCommunicatorTest, ARankThatNeverArrivesTimesOutBeforeAnyNcclCall) {
 
 TEST(NcclCommunicatorTest, RanksIssuingDifferentCollectivesFailWithBothBeforeNccl) {
   Group g(2);
-  std::vector<std::unique_ptr<PhysicalBlock>> a;
-  for (int r = 0; r < 2; ++r) a.push_back(g.allocate(r, 64, 0));
-  g.comm->all_reduce(0, a[0]->data(), a[0]->data(), 4, DataType::kFloat32, ReduceOp::kSum);
-  g.comm->all_reduce(1, a[1]->data(), a[1]->data(), 5, DataType::kFloat32, ReduceOp::kSum);
-  for (int r = 0; r < 2; ++r) {
-    try {
-      g.devices[r]->synchronize(kWait);
-      ADD_FAILURE() << "rank " << r << " did not fail";
-    } catch (const CollectiveError& e) {
-      const std::string what = e.what();
-      EXPECT_NE(what.find("4 elements"), std::string::npos) << what;
-      EXPECT_NE(what.find("5 elements"), std::string::npos) << what;
-    }
-  }
+  check_different_collectives_fail(g);
   EXPECT_EQ(fake().count("ncclAllReduce"), 0);
 }
 

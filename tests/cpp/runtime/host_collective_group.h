@@ -1,0 +1,221 @@
+// Host devices and a communicator over them, for the tests of the communicators that run on host devices
+// (HostCommunicator, NcclCommunicator over the fake NCCL, HierarchicalCommunicator), and the checks they
+// share.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "runtime/collective_test_values.h"
+#include "runtime/communicator.h"
+#include "runtime/errors.h"
+#include "runtime/host_device.h"
+
+namespace moreh::runtime::test_values {
+
+using namespace std::chrono_literals;
+constexpr std::chrono::milliseconds kWait = 5s;
+
+// N host devices; a test's group sets `comm`. Parts still queued when it goes are drained first.
+struct HostGroup {
+  std::vector<std::unique_ptr<HostDevice>> devices;
+  std::unique_ptr<Communicator> comm;
+
+  explicit HostGroup(int n) {
+    for (int i = 0; i < n; ++i) devices.push_back(std::make_unique<HostDevice>(i, 1ull << 30));
+  }
+  ~HostGroup() {
+    for (auto& d : devices) {
+      try {
+        d->synchronize(kWait);
+      } catch (...) {
+      }
+    }
+    comm.reset();
+  }
+  int size() const { return static_cast<int>(devices.size()); }
+  std::vector<PhysicalDevice*> raw() const {
+    std::vector<PhysicalDevice*> r;
+    for (auto& d : devices) r.push_back(d.get());
+    return r;
+  }
+  void synchronize() {
+    for (auto& d : devices) d->synchronize(kWait);
+  }
+  std::unique_ptr<PhysicalBlock> allocate(int rank, uint64_t bytes, unsigned char fill = 0xcd) {
+    auto block = devices[rank]->allocate(std::max<uint64_t>(bytes, 1));
+    std::memset(block->data(), fill, block->bytes());
+    return block;
+  }
+};
+
+// One all_reduce of `count` elements of `t` with `op`, in or out of place: every rank holds the reduction of
+// value(op, rank, i) over the ranks; an average to within `avg_tolerance` (relative) when it is not 0.
+inline void check_all_reduce(HostGroup& g, DataType t, ReduceOp op, uint64_t count, bool in_place,
+                             double avg_tolerance = 0) {
+  const int n = g.size();
+  const uint64_t es = size_of(t);
+  std::vector<std::unique_ptr<PhysicalBlock>> send, recv;
+  for (int r = 0; r < n; ++r) {
+    send.push_back(g.allocate(r, count * es));
+    for (uint64_t i = 0; i < count; ++i) store(t, send[r]->data(), i, value(op, r, i));
+    recv.push_back(in_place ? nullptr : g.allocate(r, count * es));
+  }
+  for (int r = 0; r < n; ++r)
+    g.comm->all_reduce(r, send[r]->data(), in_place ? send[r]->data() : recv[r]->data(), count, t, op);
+  g.synchronize();
+  const std::string what = "all_reduce " + std::string(name_of(op)) + (in_place ? " in place" : "");
+  for (int r = 0; r < n; ++r) {
+    const void* out = in_place ? send[r]->data() : recv[r]->data();
+    if (op != ReduceOp::kAvg || avg_tolerance == 0) {
+      EXPECT_TRUE(holds(t, out, 0, count, [&](uint64_t i) { return expected(t, op, n, i); },
+                        what + " rank " + std::to_string(r)));
+      continue;
+    }
+    for (uint64_t i = 0; i < count; ++i) {
+      const double got = load(t, out, i), want = expected(t, op, n, i);
+      EXPECT_LE(std::abs(got - want), avg_tolerance * std::max(1.0, std::abs(want)))
+          << what << " " << name_of(t) << " rank " << r << " element " << i;
+    }
+  }
+}
+
+// One reduce_scatter of `counts` slices of `t` with `op`, in or out of place: each rank's slice is the
+// reduction of value(op, rank, i) over the ranks.
+inline void check_reduce_scatter(HostGroup& g, const std::vector<uint64_t>& counts, DataType t, ReduceOp op,
+                                 bool in_place) {
+  const int n = g.size();
+  const uint64_t es = size_of(t);
+  const std::vector<uint64_t> offsets = offsets_of(counts);
+  const uint64_t total = offsets.back() + counts.back();
+  std::vector<std::unique_ptr<PhysicalBlock>> send, recv;
+  for (int r = 0; r < n; ++r) {
+    send.push_back(g.allocate(r, total * es));
+    for (uint64_t i = 0; i < total; ++i) store(t, send[r]->data(), i, value(op, r, i));
+    recv.push_back(g.allocate(r, counts[r] * es));
+  }
+  for (int r = 0; r < n; ++r) {
+    void* out = in_place ? element_at(send[r]->data(), offsets[r], es) : recv[r]->data();
+    g.comm->reduce_scatter(r, send[r]->data(), out, counts, t, op);
+  }
+  g.synchronize();
+  for (int r = 0; r < n; ++r)
+    EXPECT_TRUE(holds(t, in_place ? send[r]->data() : recv[r]->data(), in_place ? offsets[r] : 0, counts[r],
+                      [&](uint64_t i) { return expected(t, op, n, offsets[r] + i); },
+                      "reduce_scatter " + std::string(name_of(op)) + (in_place ? " in place" : "") + " rank " +
+                          std::to_string(r)));
+}
+
+// One all_gather of `counts` slices of `t`, in or out of place: every rank ends with every rank's slice.
+inline void check_all_gather(HostGroup& g, const std::vector<uint64_t>& counts, DataType t, bool in_place) {
+  const int n = g.size();
+  const uint64_t es = size_of(t);
+  const std::vector<uint64_t> offsets = offsets_of(counts);
+  const uint64_t total = offsets.back() + counts.back();
+  std::vector<std::unique_ptr<PhysicalBlock>> send, recv;
+  for (int r = 0; r < n; ++r) {
+    recv.push_back(g.allocate(r, total * es));
+    send.push_back(g.allocate(r, counts[r] * es));
+    void* mine = in_place ? element_at(recv[r]->data(), offsets[r], es) : send[r]->data();
+    for (uint64_t i = 0; i < counts[r]; ++i) store(t, mine, i, value(ReduceOp::kSum, r, i));
+  }
+  for (int r = 0; r < n; ++r) {
+    const void* mine = in_place ? element_at(recv[r]->data(), offsets[r], es) : send[r]->data();
+    g.comm->all_gather(r, mine, recv[r]->data(), counts, t);
+  }
+  g.synchronize();
+  for (int r = 0; r < n; ++r)
+    for (int c = 0; c < n; ++c)
+      EXPECT_TRUE(holds(t, recv[r]->data(), offsets[c], counts[c], [&](uint64_t i) { return value(ReduceOp::kSum, c, i); },
+                        "all_gather slice " + std::to_string(c) + " on rank " + std::to_string(r) +
+                            (in_place ? " in place" : "")));
+}
+
+// Two ranks issue all_reduces of 4 and 5 elements: both fail with a CollectiveError naming both.
+inline void check_different_collectives_fail(HostGroup& g) {
+  std::vector<std::unique_ptr<PhysicalBlock>> a;
+  for (int r = 0; r < 2; ++r) a.push_back(g.allocate(r, 64, 0));
+  g.comm->all_reduce(0, a[0]->data(), a[0]->data(), 4, DataType::kFloat32, ReduceOp::kSum);
+  g.comm->all_reduce(1, a[1]->data(), a[1]->data(), 5, DataType::kFloat32, ReduceOp::kSum);
+  for (int r = 0; r < 2; ++r) {
+    try {
+      g.devices[r]->synchronize(kWait);
+      ADD_FAILURE() << "rank " << r << " did not fail";
+    } catch (const CollectiveError& e) {
+      const std::string what = e.what();
+      EXPECT_NE(what.find("4 elements"), std::string::npos) << what;
+      EXPECT_NE(what.find("5 elements"), std::string::npos) << what;
+      EXPECT_NE(what.find("same order"), std::string::npos) << what;
+    }
+  }
+  EXPECT_TRUE(g.comm->broken());
+}
+
+// Each rank's own thread issues `steps` rounds of: +1 on its stream, an in-place int64 all_reduce(sum), and a
+// barrier every `barrier_every` rounds; every element ends as the sum those rounds make.
+inline void check_back_to_back_all_reduces(HostGroup& g, int steps, int barrier_every, uint64_t count = 16) {
+  const int n = g.size();
+  std::vector<std::unique_ptr<PhysicalBlock>> x;
+  for (int r = 0; r < n; ++r) {
+    x.push_back(g.allocate(r, count * 8));
+    for (uint64_t i = 0; i < count; ++i) store(DataType::kInt64, x[r]->data(), i, r);
+  }
+  std::vector<std::thread> issuers;
+  for (int r = 0; r < n; ++r)
+    issuers.emplace_back([&, r] {
+      auto* p = static_cast<int64_t*>(x[r]->data());
+      for (int s = 0; s < steps; ++s) {
+        g.devices[r]->submit([p, count] {
+          for (uint64_t i = 0; i < count; ++i) p[i] += 1;
+        });
+        g.comm->all_reduce(r, p, p, count, DataType::kInt64, ReduceOp::kSum);
+        if (s % barrier_every == 0) g.comm->barrier(r);
+      }
+    });
+  for (auto& t : issuers) t.join();
+  g.synchronize();
+  int64_t v = n * (n - 1) / 2 + n;
+  for (int s = 1; s < steps; ++s) v = n * (v + 1);
+  for (int r = 0; r < n; ++r)
+    for (uint64_t i = 0; i < count; ++i)
+      ASSERT_EQ(static_cast<int64_t*>(x[r]->data())[i], v) << "rank " << r << " element " << i;
+}
+
+// Every rank but `missing` issues an all_reduce of 16 floats; each fails within `bound` with a TimeoutError
+// (or, with `interrupted_too`, a CollectiveError from a communicator its peers' failure broke) whose text
+// has every one of `expected`.
+inline void check_missing_rank_fails(HostGroup& g, int missing, std::initializer_list<std::string> expected,
+                                     std::chrono::milliseconds bound, bool interrupted_too = false) {
+  std::vector<std::unique_ptr<PhysicalBlock>> a;
+  for (int r = 0; r < g.size(); ++r) a.push_back(g.allocate(r, 64, 0));
+  for (int r = 0; r < g.size(); ++r)
+    if (r != missing) g.comm->all_reduce(r, a[r]->data(), a[r]->data(), 16, DataType::kFloat32, ReduceOp::kSum);
+  const auto start = std::chrono::steady_clock::now();
+  auto check = [&](const std::string& what) {
+    for (const std::string& e : expected) EXPECT_NE(what.find(e), std::string::npos) << what;
+  };
+  for (int r = 0; r < g.size(); ++r) {
+    if (r == missing) continue;
+    try {
+      g.devices[r]->synchronize(kWait);
+      ADD_FAILURE() << "rank " << r << " did not fail";
+    } catch (const TimeoutError& e) {
+      check(e.what());
+    } catch (const CollectiveError& e) {
+      if (!interrupted_too) ADD_FAILURE() << "rank " << r << " failed without timing out: " << e.what();
+      check(e.what());
+    }
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, bound);
+  EXPECT_TRUE(g.comm->broken());
+}
+
+}  // namespace moreh::runtime::test_values
