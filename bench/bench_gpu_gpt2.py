@@ -27,6 +27,10 @@ steps are cut to fit and the JSON says so.
 
     python3 bench/bench_gpu_gpt2.py                              # on the GPU machine: fp32 and bf16
     python3 bench/bench_gpu_gpt2.py --tiny --baseline-device cpu # a smoke test on a machine without a GPU
+
+--profile N adds N steps under torch.profiler after each run's timed steps (bench/gpu_profile.py): GPU busy
+time per step against the profiled step's wall time, kernels and copies per step, the calls that made the
+host wait for the GPU, and the costliest kernels; which says whether a run is bound by the GPU or the host.
 """
 import argparse
 import copy
@@ -227,6 +231,11 @@ def run(device, dtype, base_model, batches, cfg, args, budget_s=None):
         out["moreh_per_step"] = {k: (stats1[k] - stats0[k]) / steps for k in stats1
                                  if isinstance(stats1[k], (int, float)) and k in stats0
                                  and not k.startswith("last_") and k != "pending_ops"}
+    if args.profile:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import gpu_profile
+
+        out["profile"] = gpu_profile.profile_steps(step, data, args.profile, lambda: synchronize(device))
     del model, opt, data, losses
     gc.collect()
     if dev_type == "cuda":
@@ -253,6 +262,8 @@ def main():
                    help="also run moreh with elementwise fusion off (row moreh-nf): fusion's own effect, same process")
     p.add_argument("--peak-size", type=int, default=None, help="matmul size for the peak (default 8192; cpu 1024)")
     p.add_argument("--tf32", action="store_true", help="let native fp32 matmuls use TF32 (PyTorch's default: off)")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="after each run's timed steps, N steps under torch.profiler: GPU busy time, kernels, syncs")
     p.add_argument("--json", default=None, help="write the results here (rewritten after every run)")
     p.add_argument("--moreh-load-error", default=None, help=argparse.SUPPRESS)  # set by the re-run without moreh
     p.add_argument("--only-moreh", action="store_true", help=argparse.SUPPRESS)  # the child process's part
@@ -268,6 +279,8 @@ def main():
         args.no_moreh = True
     if args.warmup < 1 or args.steps < 1:
         p.error("--warmup and --steps must be at least 1")
+    if args.profile < 0:
+        p.error("--profile must be 0 (off) or a number of steps")
 
     cfg = dict(CONFIGS["tiny" if args.tiny else "gpt2-small"])
     if args.batch:
@@ -342,6 +355,10 @@ def main():
             print(f"  {r['device']:>6} {r['dtype']}: {r['step_s'] * 1e3:9.1f} ms/step  {r['tokens_per_s']:10.0f} tokens/s  "
                   f"MFU {r['mfu'] * 100:5.1f}%  first step {r['first_step_s'] * 1e3:.0f} ms  loss@1 {r['losses'][0]:.4f}",
                   flush=True)
+            if r.get("profile"):
+                import gpu_profile
+
+                print("    profile: " + gpu_profile.describe(r["profile"]).replace("\n", "\n    "), flush=True)
         result["runs"].append(r)
         save()
 
@@ -372,9 +389,10 @@ def main():
         variants = [("moreh", None)] + ([("moreh-nf", False)] if args.moreh_unfused else [])
         for dtype in dtypes if moreh_ok else []:
             for label, fusion in variants:
+                import torch_moreh
+                fusion_before = torch_moreh._C._stats()["fusion"]  # MOREH_FUSION's choice for this device
                 try:
                     if fusion is not None:
-                        import torch_moreh
                         torch_moreh._C._set_fusion(fusion)
                     r = run("moreh", dtype, model, batches, cfg, args, budget_s=args.moreh_budget_s)
                     r["device"] = label
@@ -384,8 +402,7 @@ def main():
                     result["errors"].append(f"{label} {dtype}: {type(e).__name__}: {e}")
                     record({"device": label, "dtype": dtype, "ok": False, "error": f"{type(e).__name__}: {e}"})
                 finally:
-                    if fusion is not None:
-                        torch_moreh._C._set_fusion(not fusion)
+                    torch_moreh._C._set_fusion(fusion_before)
 
     if spawn_moreh:
         import subprocess
@@ -452,6 +469,13 @@ def main():
                   f"{m.get('eager_ops', 0):.0f} eager (flush) ops, {m.get('flushes', 0):.1f} step graphs, "
                   f"plan cache {m.get('cache_hits', 0):.1f} hits / {m.get('cache_misses', 0):.1f} misses, "
                   f"replay on the host {m.get('replay_host_ms', 0):.1f} ms")
+    for r in result["runs"]:
+        pr = r.get("profile")
+        if pr:
+            gpu = (f"GPU busy {pr['gpu_busy_ms']:.1f} ms of {pr.get('wall_ms', 0):.1f} ms, {pr['kernels']:.0f} kernels"
+                   if pr["gpu_events"] else f"no GPU events, {pr.get('wall_ms', 0):.1f} ms")
+            print(f"{r['device']} {r['dtype']} profiled step: {gpu}, "
+                  f"{sum(pr['synchronizing_calls'].values()):g} synchronizing calls")
     if any(r.get("note") for r in result["runs"]):
         print("* timed steps cut to the budget (see the run's note)")
     print(f"peak {peak:.1f} TFLOP/s; FLOPs/token = 6*N + 12*n_layer*d_model*seq = {flops_per_token:.4g}")

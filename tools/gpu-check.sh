@@ -22,7 +22,8 @@
 #   pytest     the foundation training suites, MOREH_NUM_DEVICES=1      (alias `tests` = ctest pytest dp)
 #   dp         tests/python/test_data_parallel.py, MOREH_NUM_DEVICES=2 (its cases start their own
 #              1/2/4-device workers)
-#   bench      bench/bench_gpu_gpt2.py: GPT-2 small, native CUDA eager vs moreh, fp32 and bf16
+#   bench      bench/bench_gpu_gpt2.py: GPT-2 small, native CUDA eager vs moreh, fp32 and bf16 (with and
+#              without fusion; 2 more steps each under torch.profiler: GPU busy time, kernels, syncs)
 #
 # On the GPU machine MOREH_DEVICE_KIND=cuda is exported unless set (moreh's logical devices on the GPU).
 # --local (alias --dry-run): for a CPU-only dev machine: the same phases, but -DMOREH_WITH_CUDA=AUTO (as
@@ -342,7 +343,7 @@ phase_bench() {
   local args
   if [ -n "${BENCH_ARGS:-}" ]; then args=$BENCH_ARGS
   elif [ "$LOCAL" = 1 ]; then args="--tiny --baseline-device cpu --steps 3 --warmup 1"
-  else args="--dtype both --batch 8 --steps 20 --warmup 3 --moreh-budget-s 60 --moreh-unfused"
+  else args="--dtype both --batch 8 --steps 20 --warmup 3 --moreh-budget-s 60 --moreh-unfused --profile 2"
   fi
   # shellcheck disable=SC2086
   python3 bench/bench_gpu_gpt2.py $args --json "$RESULTS/bench.json"
