@@ -369,24 +369,41 @@ std::optional<ShardDecision> attention(const Node& n, const BatchDims& b, bool b
   return d;
 }
 
-// Memory-efficient attention (what SDPA takes on CUDA devices):
+// The fused attention kernels SDPA takes on CUDA devices, forward and backward. Rows of the batch are
+// independent without dropout (whose RNG offsets span the whole batch) and without a bias (kept replicated
+// for simplicity). Their RNG-state outputs are per-device values that the backward uses as they are.
+struct FusedAttentionArgs {
+  int dropout, bias;                  // argument positions (bias -1: the op takes none)
+  std::vector<int> batch_args;        // arguments with the batch on dim 0 (the query first in a forward)
+  std::vector<int> local_rets;        // per-device results: RNG state, flash's empty debug mask
+  std::vector<int> per_device_args;   // the backward's RNG-state arguments
+  int query;                          // the query's argument
+};
+
+std::optional<ShardDecision> fused_attention(const Node& n, const BatchDims& b, const FusedAttentionArgs& a) {
+  if (step_value_arg(n, a.dropout) != 0 || (a.bias >= 0 && n.input_of_arg(a.bias) >= 0)) return std::nullopt;
+  auto d = same_rows(n, b, a.batch_args, {}, a.local_rets);
+  if (!d || batch_of_arg(n, b, a.query) != 0) return std::nullopt;
+  for (int arg : a.per_device_args)
+    if (int i = n.input_of_arg(arg); i >= 0) d->inputs[i] = {false, -1};
+  return d;
+}
+
+// Memory-efficient attention (float32 on CUDA devices, or before sm80):
 //   forward  (q, k, v, attn_bias?, compute_log_sumexp, dropout_p, is_causal) -> (out, logsumexp,
 //            philox_seed, philox_offset)
 //   backward (grad_out, q, k, v, attn_bias?, out, logsumexp, philox_seed, philox_offset, dropout_p,
 //            grad_input_mask, is_causal) -> (dq, dk, dv[, dbias])
-// Rows of the batch are independent without dropout (whose RNG offsets span the whole batch) and without
-// a bias (kept replicated for simplicity). The RNG state outputs are per-device values, used as they are.
-std::optional<ShardDecision> efficient_attention(const Node& n, const BatchDims& b, bool backward) {
-  const int dropout_arg = backward ? 9 : 5, bias_arg = backward ? 4 : 3;
-  if (step_value_arg(n, dropout_arg) != 0 || n.input_of_arg(bias_arg) >= 0) return std::nullopt;
-  const std::vector<int> args = backward ? std::vector<int>{0, 1, 2, 3, 5, 6} : std::vector<int>{0, 1, 2};
-  auto d = same_rows(n, b, args, {}, backward ? std::vector<int>{} : std::vector<int>{2, 3});
-  if (!d || batch_of_arg(n, b, backward ? 1 : 0) != 0) return std::nullopt;
-  if (backward)
-    for (int arg : {7, 8})
-      if (int i = n.input_of_arg(arg); i >= 0) d->inputs[i] = {false, -1};
-  return d;
-}
+const FusedAttentionArgs kEfficientForward{5, 3, {0, 1, 2}, {2, 3}, {}, 0};
+const FusedAttentionArgs kEfficientBackward{9, 4, {0, 1, 2, 3, 5, 6}, {}, {7, 8}, 1};
+// Flash attention (half types on sm80 and later; attention_choice.h):
+//   forward  (q, k, v, dropout_p, is_causal, return_debug_mask, scale) -> (out, logsumexp, cum_seq_q,
+//            cum_seq_k, max_q, max_k, rng_state, unused, debug_attn_mask)
+//   backward (grad_out, q, k, v, out, logsumexp, cum_seq_q, cum_seq_k, max_q, max_k, dropout_p, is_causal,
+//            philox_seed, philox_offset, scale) -> (dq, dk, dv)
+// The sequence lengths (max_q, max_k) do not change with the batch; cum_seq_* are undefined (no nesting).
+const FusedAttentionArgs kFlashForward{3, -1, {0, 1, 2}, {6, 7, 8}, {}, 0};
+const FusedAttentionArgs kFlashBackward{10, -1, {0, 1, 2, 3, 4, 5}, {}, {12, 13}, 1};
 
 // native_batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps) in training:
 // per-device statistics, as DistributedDataParallel without SyncBatchNorm (docs/DATA_PARALLEL.md).
@@ -446,9 +463,13 @@ const std::unordered_map<std::string, Rule>& rules() {
       {"aten::_scaled_dot_product_flash_attention_for_cpu_backward",
        [](const Node& n, const BatchDims& b) { return attention(n, b, true); }},
       {"aten::_scaled_dot_product_efficient_attention",
-       [](const Node& n, const BatchDims& b) { return efficient_attention(n, b, false); }},
+       [](const Node& n, const BatchDims& b) { return fused_attention(n, b, kEfficientForward); }},
       {"aten::_scaled_dot_product_efficient_attention_backward",
-       [](const Node& n, const BatchDims& b) { return efficient_attention(n, b, true); }},
+       [](const Node& n, const BatchDims& b) { return fused_attention(n, b, kEfficientBackward); }},
+      {"aten::_scaled_dot_product_flash_attention",
+       [](const Node& n, const BatchDims& b) { return fused_attention(n, b, kFlashForward); }},
+      {"aten::_scaled_dot_product_flash_attention_backward",
+       [](const Node& n, const BatchDims& b) { return fused_attention(n, b, kFlashBackward); }},
       {"aten::native_dropout", [](const Node& n, const BatchDims& b) { return pointwise(n, b); }},
       {"aten::native_dropout_backward", pointwise},
       {"aten::copy_", pointwise},

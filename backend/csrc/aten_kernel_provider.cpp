@@ -134,7 +134,9 @@ void AtenKernelProvider::bind(const runtime::LaunchContext& ctx, size_t k, const
   auto block = ctx.device().allocate(bytes);
   at::Tensor dst = view(*block, ref);
   if (r.defined() && r.sizes() == dst.sizes()) {
-    dst.copy_(r);
+    // A host result going to a GPU (a kernel that returns a CPU scalar): no blocking copy, whose stream
+    // synchronization would stop the replay until the GPU caught up. `r` is this kernel's own fresh tensor.
+    dst.copy_(r, /*non_blocking=*/r.device().is_cpu() && !dst.device().is_cpu());
   } else if (!r.defined() || r.numel() == 0) {
     // Meta and device kernels disagree on an unused result (eval-mode batch norm's saved statistics are
     // sized by Meta and empty on CPU): the recorded tensor exists and holds zeros.

@@ -1,6 +1,7 @@
 #include "backend/csrc/cuda_kernel_provider.h"
 
 #include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -41,7 +42,10 @@ class CudaKernelProvider final : public AtenKernelProvider {
     return g;
   }
   at::Tensor host_argument(const at::Tensor& t, const runtime::PhysicalDevice& d) const override {
-    return t.dim() == 0 ? t : t.to(torch_device(d));  // 0-dim host tensors are scalars to CUDA kernels
+    // 0-dim host tensors are scalars to CUDA kernels. The others (a recorded upload's snapshot, which the
+    // payload keeps and nobody writes) go over without a blocking copy's stream synchronization: the
+    // stream orders the copy before the kernels that read it, and the host need not wait for the GPU.
+    return t.dim() == 0 ? t : t.to(torch_device(d), /*non_blocking=*/true);
   }
   void on_device(runtime::PhysicalDevice& d, const std::function<void()>& kernels) const override {
     const auto& cuda = as_cuda(d);
@@ -54,6 +58,14 @@ class CudaKernelProvider final : public AtenKernelProvider {
 };
 
 }  // namespace
+
+int cuda_compute_capability(const runtime::PhysicalDevice& d) {
+  const int ordinal = as_cuda(d).ordinal();
+  int major = 0, minor = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, ordinal));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, ordinal));
+  return major * 10 + minor;
+}
 
 runtime::KernelProvider& cuda_kernel_provider() {
   static CudaKernelProvider provider;

@@ -7,4 +7,7 @@ namespace moreh::backend {
 
 runtime::KernelProvider& cuda_kernel_provider();
 
+// The GPU's compute capability as major * 10 + minor (H100: 90); `d` must be a CUDA device.
+int cuda_compute_capability(const runtime::PhysicalDevice& d);
+
 }  // namespace moreh::backend

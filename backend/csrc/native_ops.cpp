@@ -10,9 +10,13 @@
 #include <ATen/native/transformers/attention.h>
 #include <torch/library.h>
 
+#include "backend/csrc/attention_choice.h"
 #include "backend/csrc/layout_support.h"
 #include "backend/csrc/lazy_fallback.h"
 #include "backend/csrc/moreh_storage.h"
+#ifdef MOREH_TORCH_CUDA
+#include "backend/csrc/cuda_kernel_provider.h"
+#endif
 
 namespace moreh::backend {
 namespace {
@@ -159,24 +163,17 @@ bool has_compatible_shallow_copy_type(const at::Tensor& self, const at::Tensor& 
 }  // namespace
 
 // scaled_dot_product_attention asks the device which fused kernel to use. On host devices moreh answers
-// what CPU eager answers, so both run the same kernels (and match bit for bit). On CUDA devices the CPU
-// kernel does not exist: memory-efficient attention where its CUDA kernel takes the inputs (float types,
-// head size a multiple of 8, no grouped-query broadcast, no dropout), else the math decomposition.
+// what CPU eager answers, so both run the same kernels (and match bit for bit). On CUDA devices, what
+// native CUDA eager would choose where moreh can record it (attention_choice.h).
 int64_t fused_sdp_choice(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          const std::optional<at::Tensor>& mask, double dropout_p, bool is_causal,
                          std::optional<double> scale, bool enable_gqa) {
-  if (engine().device(0).kind() == runtime::DeviceKind::kCuda) {
-    constexpr int64_t kMath = 0, kEfficientAttention = 2;  // sdp::SDPBackend
-    const bool floating = q.scalar_type() == at::kFloat || q.scalar_type() == at::kHalf ||
-                          q.scalar_type() == at::kBFloat16;
-    const bool same = k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type();
-    const bool shapes = q.dim() == 4 && k.dim() == 4 && v.dim() == 4 && q.size(-1) % 8 == 0 &&
-                        v.size(-1) % 8 == 0 && q.size(1) == k.size(1) && k.size(1) == v.size(1);
-    const bool mask_ok = !mask || mask->scalar_type() == q.scalar_type() || mask->scalar_type() == at::kBool;
-    // With dropout the CUDA kernel keeps its RNG state in host tensors that a recorded graph would hold on
-    // the device: the math path's dropout draws from moreh's seeded generator instead.
-    return floating && same && shapes && mask_ok && !enable_gqa && dropout_p == 0.0 ? kEfficientAttention : kMath;
-  }
+#ifdef MOREH_TORCH_CUDA
+  const runtime::PhysicalDevice& device = engine().device(0);
+  if (device.kind() == runtime::DeviceKind::kCuda)
+    return static_cast<int64_t>(
+        cuda_attention_kernel(q, k, v, mask, dropout_p, is_causal, enable_gqa, cuda_compute_capability(device)));
+#endif
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("aten::_fused_sdp_choice", "")
                        .typed<int64_t(const at::Tensor&, const at::Tensor&, const at::Tensor&,

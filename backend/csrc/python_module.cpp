@@ -3,6 +3,7 @@
 #include <torch/extension.h>
 #include <unistd.h>
 
+#include "backend/csrc/attention_choice.h"
 #include "backend/csrc/device_hooks.h"
 #include "backend/csrc/host_kernel_provider.h"
 #ifdef MOREH_TORCH_CUDA
@@ -212,6 +213,14 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   });
   m.def("_set_advanced_parallelization", [](bool on) { backend::engine().set_advanced_parallelization(on); });
   m.def("_fused_kernels", &fused_kernels);
+  // The attention kernel moreh records on a CUDA device of the given compute capability (tests the rules
+  // anywhere: only the tensors' metadata is read).
+  m.def("_cuda_attention_kernel", [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                     const std::optional<at::Tensor>& mask, double dropout_p, bool is_causal,
+                                     bool enable_gqa, int compute_capability) {
+    return static_cast<int64_t>(
+        backend::cuda_attention_kernel(q, k, v, mask, dropout_p, is_causal, enable_gqa, compute_capability));
+  });
   m.def("_compile_fused_kernels", &compile_fused_kernels);
   m.def("_set_fusion", [](bool on) {
     py::gil_scoped_release nogil;

@@ -150,6 +150,61 @@ TEST_F(DataParallelPlannerTest, EfficientAttentionSplitsByTheBatch) {
   EXPECT_EQ(shard_rule(drop, rows)->outputs[2].kind, OutputSpec::Kind::kLocal);
 }
 
+// Flash attention (SDPA in half types on sm80+) splits the same way. Its results include two undefined
+// tensors and two sequence lengths (not outputs), the RNG state and an empty debug mask (per device).
+TEST_F(DataParallelPlannerTest, FlashAttentionSplitsByTheBatch) {
+  const int n = 2;
+  const runtime::Dims qkv = {4, 2, 8, 8}, lse = {4, 2, 8};
+  const uint64_t qkv_bytes = 4 * 4 * 2 * 8 * 8, lse_bytes = 4 * 4 * 2 * 8;
+  auto q = buffer(qkv_bytes, false, n), k = buffer(qkv_bytes, false, n), v = buffer(qkv_bytes, false, n);
+  auto go = buffer(qkv_bytes, false, n), out = buffer(qkv_bytes, false, n), l = buffer(lse_bytes, false, n);
+  auto rng = buffer(16, false, n), unused = buffer(8, false, n), debug = buffer(0, false, n);
+  auto dq = buffer(qkv_bytes, false, n), dk = buffer(qkv_bytes, false, n), dv = buffer(qkv_bytes, false, n);
+  StepGraph g;
+  for (const auto& b : {q, k, v, go}) g.append(upload(b, qkv));
+  auto forward = [&](double dropout) {
+    runtime::Node fwd = node("aten::_scaled_dot_product_flash_attention",
+                             {shaped(q, qkv), shaped(k, qkv), shaped(v, qkv)},
+                             {shaped(out, qkv), shaped(l, lse), shaped(rng, {2}), shaped(unused, {}), shaped(debug, {0})},
+                             {}, {runtime::StepValue{dropout}, true, false});
+    fwd.attr_args = {3, 4, 5};          // dropout_p, is_causal, return_debug_mask
+    fwd.output_rets = {0, 1, 6, 7, 8};  // out, logsumexp, rng_state, unused, debug_attn_mask
+    return fwd;
+  };
+  g.append(forward(0.0));
+  runtime::Node bwd = node("aten::_scaled_dot_product_flash_attention_backward",
+                           {shaped(go, qkv), shaped(q, qkv), shaped(k, qkv), shaped(v, qkv), shaped(out, qkv),
+                            shaped(l, lse), shaped(rng, {2}), shaped(unused, {})},
+                           {shaped(dq, qkv), shaped(dk, qkv), shaped(dv, qkv)}, {},
+                           {int64_t{8}, int64_t{8}, runtime::StepValue{0.0}, true});
+  bwd.input_args = {0, 1, 2, 3, 4, 5, 12, 13};
+  bwd.attr_args = {8, 9, 10, 11};  // max_q, max_k, dropout_p, is_causal
+  g.append(std::move(bwd));
+  for (const auto& b : {out, l, rng, unused, debug}) b->release_frontend();
+  CanonicalGraph c = CanonicalGraph::build(g);
+  runtime::Plan plan = compile_data_parallel_plan(g, c, n, {4});
+  EXPECT_EQ(plan.split_rows, 4) << plan.summary;
+  EXPECT_EQ(plan.replicated_fallbacks, 0u) << plan.summary;
+  for (const auto& p : plan.programs) {
+    EXPECT_EQ(count(p, Kind::kAllGather), 0u);
+    EXPECT_EQ(count(p, Kind::kAllReduce), 0u);
+    EXPECT_EQ(count(p, Kind::kBroadcast), 0u);  // the RNG state stays per device
+    ASSERT_EQ(p.launches.size(), 6u);
+    EXPECT_EQ(p.launches[4].inputs[0].sizes[0], 2);   // q: 2 of the 4 rows
+    EXPECT_EQ(p.launches[4].outputs[1].sizes[0], 2);  // logsumexp
+    EXPECT_EQ(p.launches[4].outputs[2].sizes[0], 2);  // the RNG state as it is: not a batch dim
+    EXPECT_EQ(p.launches[5].outputs[2].sizes[0], 2);  // dv
+  }
+  const BatchDims rows = {0, 0, 0};
+  runtime::Node drop = forward(0.1);
+  EXPECT_FALSE(shard_rule(drop, rows).has_value());  // dropout: replicated
+  runtime::Node plain = forward(0.0);
+  auto d = shard_rule(plain, rows);
+  ASSERT_TRUE(d.has_value());
+  ASSERT_EQ(d->outputs.size(), 5u);
+  for (size_t k : {2u, 3u, 4u}) EXPECT_EQ(d->outputs[k].kind, OutputSpec::Kind::kLocal) << k;
+}
+
 // An op without a rule (cumsum along the batch) runs replicated on the gathered batch, and is counted.
 // (Four row-wise ops before it make splitting worth the gather in the cost model.)
 TEST_F(DataParallelPlannerTest, AnOpWithoutARuleGathersItsInputsAndIsCounted) {
