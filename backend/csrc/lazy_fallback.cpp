@@ -329,8 +329,10 @@ OutSpec spec_of(const at::Tensor& m, const MetaTwins& twins, const std::vector<a
   return o;
 }
 
-// Runs the Meta kernel on meta twins of the arguments and describes what it returned. Returns false
-// when a return is not a tensor (such entries are not cached; `other` holds the values).
+// Runs the Meta kernel on meta twins of the arguments and describes what it returned. Integers and
+// booleans it returns are part of the entry (shape arithmetic: the key decides them). Returns false when a
+// return is something else (a float, a symbolic size: such entries are not cached); `other` holds the
+// values that are not tensors.
 bool infer_with_meta(const c10::OperatorHandle& op, const OpTraits& tr, const c10::IValue* args,
                      const std::vector<at::Tensor>& moreh_inputs, MetaEntry& entry, std::vector<c10::IValue>& other) {
   const auto& schema = op.schema();
@@ -388,7 +390,9 @@ bool infer_with_meta(const c10::OperatorHandle& op, const OpTraits& tr, const c1
       for (const at::Tensor& t : mr.toTensorList()) rs.items.push_back(spec_of(t, twins, moreh_inputs, schema));
     } else {
       other[j] = mr;
-      cacheable = false;
+      if (mr.isInt() || mr.isBool()) rs.value = mr;
+      else if (mr.isSymInt() && mr.toSymInt().maybe_as_int()) rs.value = c10::IValue(*mr.toSymInt().maybe_as_int());
+      else cacheable = false;
     }
   }
   return cacheable;
@@ -549,6 +553,8 @@ void lazy_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::ji
     const ReturnSpec& rs = entry->returns[j];
     if (!other.empty() && !other[j].isNone()) {
       results[j] = other[j];
+    } else if (!rs.value.isNone()) {
+      results[j] = rs.value;
     } else if (rs.is_list) {
       c10::List<at::Tensor> outs;
       for (size_t e = 0; e < rs.items.size(); ++e)

@@ -25,6 +25,9 @@ struct OutSpec {
 struct ReturnSpec {
   bool is_list = false;
   std::vector<OutSpec> items;
+  // A number the op returns (flash attention's sequence lengths): a Meta kernel computes it from what the
+  // key holds (sizes, integer arguments), so it is cached with the rest. None for tensors.
+  c10::IValue value;
 };
 
 struct MetaEntry {

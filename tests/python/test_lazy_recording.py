@@ -135,6 +135,27 @@ def test_conjugate_and_negative_views_keep_their_meaning():
         torch.testing.assert_close(am.conj().resolve_conj().cpu(), a.conj())
 
 
+_meta_calls = []
+_lib = torch.library.Library("moreh_recording_test", "DEF")
+_lib.define("doubled_and_rows(Tensor x) -> (Tensor, SymInt)")
+_lib.impl("doubled_and_rows", lambda x: (x * 2, x.shape[0] + 1), "CPU")
+_lib.impl("doubled_and_rows", lambda x: (_meta_calls.append(tuple(x.shape)), (torch.empty_like(x), x.shape[0] + 1))[1],
+          "Meta")
+
+
+def test_numbers_an_op_returns_come_from_the_meta_cache_too():
+    # Flash attention returns its sequence lengths as SymInts: the meta cache keeps them with the shapes,
+    # so only the first call on a shape runs the (Python) Meta kernel.
+    x = torch.arange(6.0).reshape(3, 2).to("moreh")
+    for _ in range(3):
+        y, n = torch.ops.moreh_recording_test.doubled_and_rows(x)
+        assert n == 4 and isinstance(n, int)
+        assert torch.equal(y.cpu(), torch.arange(6.0).reshape(3, 2) * 2)
+    z, m = torch.ops.moreh_recording_test.doubled_and_rows(torch.zeros(5, 2).to("moreh"))
+    assert m == 6 and z.shape == (5, 2)
+    assert _meta_calls == [(3, 2), (5, 2)]
+
+
 def test_exit_right_after_an_optimizer_step_is_clean():
     # The last step is still running when the script ends: moreh lets it finish before teardown
     # (without that, about half of these runs aborted in libtorch's teardown).
