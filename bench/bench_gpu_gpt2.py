@@ -468,7 +468,9 @@ def main():
             print(f"{r['device']} {r['dtype']} per timed step: {m.get('recorded_ops', 0):.0f} recorded ops, "
                   f"{m.get('eager_ops', 0):.0f} eager (flush) ops, {m.get('flushes', 0):.1f} step graphs, "
                   f"plan cache {m.get('cache_hits', 0):.1f} hits / {m.get('cache_misses', 0):.1f} misses, "
-                  f"replay on the host {m.get('replay_host_ms', 0):.1f} ms")
+                  f"replay on the host {m.get('replay_host_ms', 0):.1f} ms; blocks from moreh's pool "
+                  f"{m.get('device_allocations', 0):.0f}, kernel results adopted {m.get('device_adoptions', 0):.0f} "
+                  f"(a result in another layout than recorded is copied into a pool block)")
     for r in result["runs"]:
         pr = r.get("profile")
         if pr:
