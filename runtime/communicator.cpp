@@ -153,6 +153,21 @@ void Communicator::run_in_stream(int rank, const CollectivePart& part) {
   run_part(rank, part);
 }
 
+void Communicator::run_group_in_stream(int rank, const std::vector<CollectivePart>& parts) {
+  for (const CollectivePart& part : parts) {
+    validate(rank, part);
+    if (part.kind == CollectiveKind::kSend || part.kind == CollectiveKind::kRecv)
+      throw ConfigError(fmt::format("{} on rank {}: send and recv do not go in a group of collectives",
+                                    part.describe(), rank));
+  }
+  throw_if_broken();
+  if (!parts.empty()) run_group(rank, parts);
+}
+
+void Communicator::run_group(int rank, const std::vector<CollectivePart>& parts) {
+  for (const CollectivePart& part : parts) run_part(rank, part);
+}
+
 namespace {
 
 CollectivePart make_part(CollectiveKind kind, DataType type, const void* send, void* recv, uint64_t count, int peer) {

@@ -103,6 +103,11 @@ class Communicator {
   // Runs rank's part at the current point of device(rank)'s stream, for code that is itself running on
   // that stream (an executor's program); returns when the part is complete.
   void run_in_stream(int rank, const CollectivePart& part);
+  // Runs rank's `parts`, in order, at the current point of device(rank)'s stream, as one group: every rank
+  // passes the same collectives (no send/recv: ConfigError), and an implementation may meet its peers once
+  // and launch them together (NCCL: one meeting and one ncclGroupStart/End, so a step's gradient
+  // all-reduces cost one rendezvous instead of one each). The others run them one after the other.
+  void run_group_in_stream(int rank, const std::vector<CollectivePart>& parts);
 
   // Shorthands for enqueue().
   void all_reduce(int rank, const void* send, void* recv, uint64_t count, DataType type, ReduceOp op);
@@ -129,6 +134,8 @@ class Communicator {
   // The implementation's halves of enqueue() and run_in_stream(), called with validated arguments.
   virtual void enqueue_part(int rank, CollectivePart part) = 0;
   virtual void run_part(int rank, const CollectivePart& part) = 0;
+  // run_group_in_stream()'s half, with validated parts (at least one): by default one run_part() each.
+  virtual void run_group(int rank, const std::vector<CollectivePart>& parts);
 
   void count_sent(int rank, uint64_t bytes);
   void count_completed(int rank);

@@ -54,8 +54,21 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
   PhysicalDevice& device = *devices_.at(program.device);
   const auto& nodes = step.graph->nodes();
   uint32_t next_node = 0;  // the first node not yet run: a failure marks it and everything after
-  for (const Instruction& ins : program.code) {
+  const auto& code = program.code;
+  for (size_t pc = 0; pc < code.size(); ++pc) {
+    const Instruction& ins = code[pc];
     try {
+      if (ins.kind == Instruction::Kind::kAllReduce && pc + 1 < code.size() &&
+          code[pc + 1].kind == Instruction::Kind::kAllReduce) {
+        // Consecutive all-reduces (a step's gradients, before the optimizer reads them) go as one group.
+        std::vector<CollectivePart> parts;
+        for (; pc < code.size() && code[pc].kind == Instruction::Kind::kAllReduce; ++pc)
+          parts.push_back(all_reduce_part(step, code[pc], device));
+        --pc;
+        if (!comm_) throw Error("a plan over several devices ran without a communicator");
+        comm_->run_group_in_stream(device.index(), parts);
+        continue;
+      }
       switch (ins.kind) {
         case Instruction::Kind::kAllocate: {
           Buffer& b = *step.bindings[ins.index];
@@ -153,6 +166,24 @@ void Executor::run_fused(const std::vector<Node>& nodes, const FusedLaunch& fuse
   device.elementwise_in_stream(*fused.kernel, args);
 }
 
+CollectivePart Executor::all_reduce_part(const StepExecution& step, const Instruction& ins, PhysicalDevice& device) {
+  Buffer& b = *step.bindings[ins.index];
+  const SlotInfo& info = step.plan->slots.at(ins.index);
+  if (!info.type || !is_reducible(*info.type))
+    throw Error(fmt::format("buffer {} has an element type the runtime cannot reduce", b.id()));
+  if (auto why = b.failure()) throw Error("this tensor's value is unavailable: " + *why);
+  PhysicalBlock* m = b.memory(device.index());
+  if (!m) throw Error(fmt::format("buffer {} has no memory on {}", b.id(), device.name()));
+  CollectivePart p;
+  p.kind = CollectiveKind::kAllReduce;
+  p.type = *info.type;
+  p.op = ReduceOp::kSum;  // partial sums of the devices' rows
+  p.send = m->data();
+  p.recv = m->data();
+  p.count = b.bytes() / size_of(p.type);
+  return p;
+}
+
 void Executor::run_collective(const StepExecution& step, const DeviceProgram& program, const Instruction& ins,
                               PhysicalDevice& device) {
   const Plan& plan = *step.plan;
@@ -174,19 +205,9 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
                  ins.kind == Instruction::Kind::kBroadcast))
     throw Error("a plan over several devices ran without a communicator");
   switch (ins.kind) {
-    case Instruction::Kind::kAllReduce: {
-      const DataType t = need_type();
-      PhysicalBlock& m = block(b);
-      CollectivePart p;
-      p.kind = CollectiveKind::kAllReduce;
-      p.type = t;
-      p.op = ReduceOp::kSum;
-      p.send = m.data();
-      p.recv = m.data();
-      p.count = b.bytes() / size_of(t);
-      comm_->run_in_stream(rank, p);
+    case Instruction::Kind::kAllReduce:
+      comm_->run_in_stream(rank, all_reduce_part(step, ins, device));
       break;
-    }
     case Instruction::Kind::kAllGather: {
       // Rows travel as 8-, 4- or 2-byte words, whichever divides a row.
       const uint64_t row = info.row_bytes;

@@ -148,10 +148,39 @@ void NcclCommunicator::run_part(int rank, const CollectivePart& part) {
   if (reduces(part.kind) && !is_reducible(part.type))
     throw ConfigError(fmt::format("{} on rank {}: {} cannot be reduced", part.describe(), rank, name_of(part.type)));
   const bool p2p = part.kind == CollectiveKind::kSend || part.kind == CollectiveKind::kRecv;
-  const uint64_t seq = p2p ? pair_up(rank, part) : meet(rank, part);
+  const uint64_t seq = p2p ? pair_up(rank, part) : meet(rank, {part});
   issue(rank, part, seq);
   count_sent(rank, ring_bytes_sent(part, rank, size()));
   count_completed(rank);
+}
+
+void NcclCommunicator::run_group(int rank, const std::vector<CollectivePart>& parts) {
+  if (parts.size() == 1) return run_part(rank, parts[0]);
+  throw_if_broken();
+  for (const CollectivePart& part : parts)
+    if (reduces(part.kind) && !is_reducible(part.type))
+      throw ConfigError(fmt::format("{} on rank {}: {} cannot be reduced", part.describe(), rank, name_of(part.type)));
+  const uint64_t seq = meet(rank, parts);
+#ifdef MOREH_WITH_CUDA
+  std::optional<cuda::ScopedContext> scope;
+  if (device(rank).kind() == DeviceKind::kCuda) scope.emplace(static_cast<CudaDevice&>(device(rank)).context());
+#endif
+  const nccl::Api& api = library_->api();
+  check(rank, api.GroupStart(), "ncclGroupStart", parts[0], seq);
+  struct EndTheGroup {  // also when a call in it failed (the communicator is broken then)
+    const nccl::Api& api;
+    bool ended = false;
+    ~EndTheGroup() {
+      if (!ended) api.GroupEnd();
+    }
+  } end{api};
+  for (const CollectivePart& part : parts) issue(rank, part, seq);
+  end.ended = true;
+  check(rank, api.GroupEnd(), "ncclGroupEnd", parts[0], seq);
+  for (const CollectivePart& part : parts) {
+    count_sent(rank, ring_bytes_sent(part, rank, size()));
+    count_completed(rank);
+  }
 }
 
 void NcclCommunicator::drop_pending() {
@@ -159,21 +188,29 @@ void NcclCommunicator::drop_pending() {
   messages_.clear();
 }
 
-uint64_t NcclCommunicator::meet(int rank, const CollectivePart& part) {
+uint64_t NcclCommunicator::meet(int rank, const std::vector<CollectivePart>& parts) {
   std::unique_lock<std::mutex> lock(mu_);
   if (broken()) fail_broken(lock);
   const uint64_t seq = next_seq_[rank]++;
   std::shared_ptr<Meeting>& slot = meeting_[seq];
   if (!slot) {
     slot = std::make_shared<Meeting>();
-    slot->first = part;
+    slot->first = parts;
     slot->first_rank = rank;
     slot->phase_of_rank.assign(size(), 0);
   } else {
-    require_same(lock, seq, rank, part, slot->first_rank, slot->first);
+    const std::vector<CollectivePart>& first = slot->first;
+    if (first.size() != parts.size())
+      break_with(lock,
+                 fmt::format("collective #{}: rank {} issued a group of {} collectives (the first {}) where rank {} "
+                             "issued {} (the first {}); every rank must issue the same collectives in the same order",
+                             seq, rank, parts.size(), parts[0].describe(), slot->first_rank, first.size(),
+                             first[0].describe()),
+                 false);
+    for (size_t i = 0; i < parts.size(); ++i) require_same(lock, seq, rank, parts[i], slot->first_rank, first[i]);
   }
   const std::shared_ptr<Meeting> meeting = slot;
-  wait_for_phase(lock, meeting->phase_of_rank, 0, rank, seq, part, timeout_);
+  wait_for_phase(lock, meeting->phase_of_rank, 0, rank, seq, parts[0], timeout_);
   meeting_.erase(seq);
   return seq;
 }

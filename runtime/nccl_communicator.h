@@ -12,7 +12,9 @@
 // group of N broadcasts / reduces, one per slice. barrier is an all-reduce of one element. send and recv
 // meet too: a send goes only once its recv has been issued (NCCL's send waits for its recv anyway), so on
 // this path a rank that sends and then receives from a peer doing the same times out instead of
-// completing (the host and same-GPU communicators send eagerly).
+// completing (the host and same-GPU communicators send eagerly). A group of collectives
+// (run_group_in_stream) meets once and goes to NCCL inside one ncclGroupStart/End, which NCCL launches
+// together.
 //
 // Host devices are served only by a library that moves host memory (the tests' stand-in for NCCL).
 #pragma once
@@ -43,16 +45,19 @@ class NcclCommunicator final : public Communicator {
  protected:
   void enqueue_part(int rank, CollectivePart part) override;
   void run_part(int rank, const CollectivePart& part) override;
+  // One meeting for the whole group, then its NCCL calls inside one ncclGroupStart/End.
+  void run_group(int rank, const std::vector<CollectivePart>& parts) override;
 
  private:
   struct Meeting {
-    CollectivePart first;
+    std::vector<CollectivePart> first;
     int first_rank = -1;
     std::vector<int> phase_of_rank;
   };
   struct Message;
-  // Waits (bounded) until every rank has issued collective #seq, checking they issued the same one.
-  uint64_t meet(int rank, const CollectivePart& part);
+  // Waits (bounded) until every rank has issued collective #seq, checking they issued the same ones (one
+  // part, or a group's parts in the same order).
+  uint64_t meet(int rank, const std::vector<CollectivePart>& parts);
   // Waits (bounded) until the peer has issued the matching recv (for a send) or send (for a recv).
   uint64_t pair_up(int rank, const CollectivePart& part);
   void issue(int rank, const CollectivePart& part, uint64_t seq);

@@ -4,6 +4,8 @@ Run as `python dp_worker.py KIND OUT` with MOREH_NUM_DEVICES set: the number of 
 when the engine starts, so every device count needs its own process. OUT gets a torch.save of
 {"losses", "params", "stats", "buffers"}.
 """
+import ctypes
+import os
 import sys
 
 import torch
@@ -115,7 +117,17 @@ def main():
     losses, params = run_training(model, "moreh", batches, loss_fn, make_optimizer)
     buffers = {n: b.detach().cpu() for n, b in model.named_buffers()}
     torch.save({"losses": losses, "params": params, "buffers": buffers, "stats": torch.moreh.graph_stats(),
-                "log_file": torch.moreh.log_file()}, out)
+                "log_file": torch.moreh.log_file(), "fake_nccl_calls": fake_nccl_calls()}, out)
+
+
+def fake_nccl_calls():
+    """The test stand-in for NCCL's call counts (docs: tests/cpp/runtime/fake_nccl.cpp), when it is in use."""
+    path = os.environ.get("MOREH_NCCL_LIBRARY")
+    if not path or "fake_nccl" not in path:
+        return {}
+    lib = ctypes.CDLL(path)  # the copy moreh loaded: same counters
+    lib.moreh_fake_nccl_count.argtypes = [ctypes.c_char_p]
+    return {c: lib.moreh_fake_nccl_count(c.encode()) for c in ("ncclAllReduce", "ncclGroupStart", "ncclAllGather")}
 
 
 if __name__ == "__main__":

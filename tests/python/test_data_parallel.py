@@ -82,6 +82,14 @@ def test_split_batch_over_the_nccl_path_trains_like_one_device(kind, devices):
         log = f.read()
     assert "host devices use the NCCL path through" in log
     assert f"connects {devices} ranks on host devices" in log
+    calls = got["fake_nccl_calls"]
+    assert calls["ncclAllReduce"] > 0, calls
+    if kind.startswith("gpt"):
+        # AdamW's foreach ops read every gradient at once: the gradients' all-reduces come one after the
+        # other, and go to NCCL as one group (one host meeting, one ncclGroupStart/End) per step.
+        steps = len(got["losses"])
+        assert devices * steps <= calls["ncclGroupStart"] <= 2 * devices * steps, calls
+        assert calls["ncclAllReduce"] >= 10 * calls["ncclGroupStart"], calls
 
 
 def test_an_op_without_a_rule_runs_replicated_and_is_counted():

@@ -347,6 +347,10 @@ int ncclRecv(void* recv, size_t count, int type, int peer, nccl::Comm comm, void
 }
 
 int ncclGroupStart() {
+  {
+    std::lock_guard<std::mutex> lock(control().mu);
+    ++control().counts["ncclGroupStart"];
+  }
   ++group_depth;
   return nccl::kSuccess;
 }

@@ -139,6 +139,68 @@ inline void check_all_gather(HostGroup& g, const std::vector<uint64_t>& counts, 
                             (in_place ? " in place" : "")));
 }
 
+// One group of collectives from each rank's stream (run_group_in_stream): in-place all_reduces of three
+// types and sizes, an uneven all_gather and a broadcast from the last rank; each result as if issued alone.
+inline void check_group(HostGroup& g) {
+  const int n = g.size();
+  const std::vector<std::pair<DataType, uint64_t>> reduced = {
+      {DataType::kFloat32, 37}, {DataType::kBFloat16, 5}, {DataType::kInt64, 1}};
+  const std::vector<uint64_t> counts = uneven_counts(n);
+  const std::vector<uint64_t> offsets = offsets_of(counts);
+  const uint64_t total = offsets.back() + counts.back();
+  const int root = n - 1;
+  constexpr uint64_t kBroadcast = 7;
+  std::vector<std::vector<std::unique_ptr<PhysicalBlock>>> blocks(n);
+  std::vector<std::vector<CollectivePart>> parts(n);
+  for (int r = 0; r < n; ++r) {
+    for (const auto& [t, count] : reduced) {
+      auto& b = blocks[r].emplace_back(g.allocate(r, count * size_of(t)));
+      for (uint64_t i = 0; i < count; ++i) store(t, b->data(), i, value(ReduceOp::kSum, r, i));
+      CollectivePart p;
+      p.kind = CollectiveKind::kAllReduce;
+      p.type = t;
+      p.send = p.recv = b->data();
+      p.count = count;
+      parts[r].push_back(p);
+    }
+    auto& mine = blocks[r].emplace_back(g.allocate(r, counts[r] * 4));
+    for (uint64_t i = 0; i < counts[r]; ++i) store(DataType::kFloat32, mine->data(), i, value(ReduceOp::kSum, r, i));
+    auto& all = blocks[r].emplace_back(g.allocate(r, total * 4));
+    CollectivePart gather;
+    gather.kind = CollectiveKind::kAllGather;
+    gather.send = mine->data();
+    gather.recv = all->data();
+    gather.counts = counts;
+    parts[r].push_back(gather);
+    auto& b = blocks[r].emplace_back(g.allocate(r, kBroadcast * 4, 0));
+    if (r == root)
+      for (uint64_t i = 0; i < kBroadcast; ++i) store(DataType::kFloat32, b->data(), i, value(ReduceOp::kSum, r, i));
+    CollectivePart bcast;
+    bcast.kind = CollectiveKind::kBroadcast;
+    bcast.send = bcast.recv = b->data();
+    bcast.count = kBroadcast;
+    bcast.peer = root;
+    parts[r].push_back(bcast);
+  }
+  for (int r = 0; r < n; ++r) g.devices[r]->submit([&, r] { g.comm->run_group_in_stream(r, parts[r]); });
+  g.synchronize();
+  for (int r = 0; r < n; ++r) {
+    const std::string on = " on rank " + std::to_string(r);
+    for (size_t k = 0; k < reduced.size(); ++k) {
+      const DataType t = reduced[k].first;
+      EXPECT_TRUE(holds(t, blocks[r][k]->data(), 0, reduced[k].second,
+                        [&](uint64_t i) { return expected(t, ReduceOp::kSum, n, i); },
+                        "grouped all_reduce " + std::string(name_of(t)) + on));
+    }
+    for (int c = 0; c < n; ++c)
+      EXPECT_TRUE(holds(DataType::kFloat32, blocks[r][4]->data(), offsets[c], counts[c],
+                        [&](uint64_t i) { return value(ReduceOp::kSum, c, i); },
+                        "grouped all_gather slice " + std::to_string(c) + on));
+    EXPECT_TRUE(holds(DataType::kFloat32, blocks[r][5]->data(), 0, kBroadcast,
+                      [&](uint64_t i) { return value(ReduceOp::kSum, root, i); }, "grouped broadcast" + on));
+  }
+}
+
 // Two ranks issue all_reduces of 4 and 5 elements: both fail with a CollectiveError naming both.
 inline void check_different_collectives_fail(HostGroup& g) {
   std::vector<std::unique_ptr<PhysicalBlock>> a;

@@ -172,6 +172,13 @@ TEST_P(CollectivesTest, BackToBackCollectivesInterleavedWithOtherStreamWorkFromO
   EXPECT_EQ(g.comm->traffic(0).operations, static_cast<uint64_t>(kSteps + (kSteps + 3) / 4 + 1));
 }
 
+// The host communicator runs a group's collectives one after the other, with the same results.
+TEST_P(CollectivesTest, AGroupOfCollectivesRunsInOrder) {
+  Group g(GetParam());
+  check_group(g);
+  EXPECT_EQ(g.comm->traffic(0).operations, 5u);
+}
+
 INSTANTIATE_TEST_SUITE_P(Ranks, CollectivesTest, ::testing::Values(1, 2, 3, 4, 8),
                          [](const ::testing::TestParamInfo<int>& info) { return "N" + std::to_string(info.param); });
 

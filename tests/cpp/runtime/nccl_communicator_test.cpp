@@ -223,6 +223,17 @@ TEST_P(NcclCollectivesTest, BackToBackWithBarriersFromOneThreadPerRank) {
   EXPECT_EQ(g.comm->traffic(0).operations, static_cast<uint64_t>(kSteps + 3));
 }
 
+// A group meets once and goes to NCCL inside one ncclGroupStart/End (the uneven all_gather's broadcasts
+// nest their own group in it).
+TEST_P(NcclCollectivesTest, AGroupOfCollectivesIsOneNcclGroup) {
+  const int n = GetParam();
+  Group g(n);
+  check_group(g);
+  EXPECT_EQ(fake().count("ncclAllReduce"), 3 * n);
+  EXPECT_EQ(fake().count("ncclGroupStart"), n * (n > 1 ? 2 : 1));
+  EXPECT_EQ(g.comm->traffic(0).operations, 5u);
+}
+
 TEST_P(NcclCollectivesTest, BytesSentFollowTheRingFormula) {
   const int n = GetParam();
   Group g(n);
@@ -254,6 +265,47 @@ TEST(NcclCommunicatorTest, RanksIssuingDifferentCollectivesFailWithBothBeforeNcc
   Group g(2);
   check_different_collectives_fail(g);
   EXPECT_EQ(fake().count("ncclAllReduce"), 0);
+}
+
+// Ranks whose groups differ (another length, or another collective in it) fail before any NCCL call,
+// naming both; send/recv in a group is refused at the call.
+TEST(NcclCommunicatorTest, GroupsThatDifferFailBeforeNccl) {
+  for (bool shorter : {true, false}) {
+    Group g(2);
+    std::vector<std::unique_ptr<PhysicalBlock>> a;
+    std::vector<std::vector<CollectivePart>> parts(2);
+    for (int r = 0; r < 2; ++r) {
+      a.push_back(g.allocate(r, 64, 0));
+      for (int k = 0; k < 2; ++k) {
+        CollectivePart p;
+        p.kind = CollectiveKind::kAllReduce;
+        p.send = p.recv = a[r]->data();
+        p.count = r == 1 && k == 1 && !shorter ? 5 : 4;
+        parts[r].push_back(p);
+      }
+    }
+    if (shorter) parts[1].pop_back();
+    for (int r = 0; r < 2; ++r) g.devices[r]->submit([&, r] { g.comm->run_group_in_stream(r, parts[r]); });
+    for (int r = 0; r < 2; ++r) {
+      try {
+        g.devices[r]->synchronize(kWait);
+        ADD_FAILURE() << "rank " << r << " did not fail";
+      } catch (const CollectiveError& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find(shorter ? "a group of 1 collectives" : "5 elements"), std::string::npos) << what;
+        EXPECT_NE(what.find("same order"), std::string::npos) << what;
+      }
+    }
+    EXPECT_EQ(fake().count("ncclAllReduce"), 0);
+  }
+  Group g(2);
+  auto b = g.allocate(0, 16);
+  CollectivePart send;
+  send.kind = CollectiveKind::kSend;
+  send.send = b->data();
+  send.count = 4;
+  send.peer = 1;
+  EXPECT_THROW(g.comm->run_group_in_stream(0, {send, send}), ConfigError);
 }
 
 TEST(NcclCommunicatorTest, SendsAndRecvsOfDifferentSizesFailBeforeNccl) {
