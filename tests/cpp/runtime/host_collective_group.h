@@ -139,6 +139,21 @@ inline void check_all_gather(HostGroup& g, const std::vector<uint64_t>& counts, 
                             (in_place ? " in place" : "")));
 }
 
+// Every rank's synchronize() fails with a CollectiveError whose text has each of `expected`, and the
+// communicator is broken.
+inline void expect_every_rank_fails(HostGroup& g, std::initializer_list<std::string> expected) {
+  for (int r = 0; r < g.size(); ++r) {
+    try {
+      g.devices[r]->synchronize(kWait);
+      ADD_FAILURE() << "rank " << r << " did not fail";
+    } catch (const CollectiveError& e) {
+      const std::string what = e.what();
+      for (const std::string& text : expected) EXPECT_NE(what.find(text), std::string::npos) << what;
+    }
+  }
+  EXPECT_TRUE(g.comm->broken());
+}
+
 // One group of collectives from each rank's stream (run_group_in_stream): in-place all_reduces of three
 // types and sizes, an uneven all_gather and a broadcast from the last rank; each result as if issued alone.
 inline void check_group(HostGroup& g) {
@@ -207,18 +222,7 @@ inline void check_different_collectives_fail(HostGroup& g) {
   for (int r = 0; r < 2; ++r) a.push_back(g.allocate(r, 64, 0));
   g.comm->all_reduce(0, a[0]->data(), a[0]->data(), 4, DataType::kFloat32, ReduceOp::kSum);
   g.comm->all_reduce(1, a[1]->data(), a[1]->data(), 5, DataType::kFloat32, ReduceOp::kSum);
-  for (int r = 0; r < 2; ++r) {
-    try {
-      g.devices[r]->synchronize(kWait);
-      ADD_FAILURE() << "rank " << r << " did not fail";
-    } catch (const CollectiveError& e) {
-      const std::string what = e.what();
-      EXPECT_NE(what.find("4 elements"), std::string::npos) << what;
-      EXPECT_NE(what.find("5 elements"), std::string::npos) << what;
-      EXPECT_NE(what.find("same order"), std::string::npos) << what;
-    }
-  }
-  EXPECT_TRUE(g.comm->broken());
+  expect_every_rank_fails(g, {"4 elements", "5 elements", "same order"});
 }
 
 // Each rank's own thread issues `steps` rounds of: +1 on its stream, an in-place int64 all_reduce(sum), and a

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <array>
 #include <memory>
 #include <vector>
 
@@ -27,6 +28,8 @@ using runtime::TensorRef;
 using Kind = Instruction::Kind;
 
 
+const runtime::Dims qkv = {4, 2, 8, 8};  // attention's q, k, v in the attention tests
+
 TensorRef transposed(TensorRef r) {
   std::swap(r.sizes[0], r.sizes[1]);
   std::swap(r.strides[0], r.strides[1]);
@@ -44,6 +47,15 @@ class DataParallelPlannerTest : public ::testing::Test {
     runtime::set_op_facts(runtime::intern_op("aten::relu"), {.pointwise = true});
   }
   runtime::VirtualMemory vm;
+  // q, k, v, the output's gradient, the output, the logsumexp (`lse_len` floats per batch row and head)
+  // and the gradients of q, k and v, for attention over a batch of 4 (2 heads, 8 positions, head size 8).
+  std::array<std::shared_ptr<Buffer>, 9> attention_buffers(int devices, uint64_t lse_len) {
+    const uint64_t bytes = 4 * 4 * 2 * 8 * 8;
+    std::array<std::shared_ptr<Buffer>, 9> b;
+    for (auto& x : b) x = buffer(bytes, false, devices);
+    b[5] = buffer(4 * 4 * 2 * lse_len, false, devices);
+    return b;
+  }
   std::shared_ptr<Buffer> buffer(uint64_t bytes, bool defined, int devices) {
     auto b = std::make_shared<Buffer>(vm, bytes, devices);
     if (defined) {
@@ -97,16 +109,33 @@ TEST_F(DataParallelPlannerTest, SplitsTheBatchAndAllReducesTheWeightGradient) {
   EXPECT_EQ(plan.final_placements[slot_of(w)].kind, PlacementKind::kReplicate);
 }
 
+// Four uploads (q, k, v, the output's gradient), an attention forward and its backward over a batch of 4
+// split over `n` devices: each device runs 2 rows of both, with no collective.
+runtime::Plan expect_attention_split_by_the_batch(const StepGraph& g, int n) {
+  CanonicalGraph c = CanonicalGraph::build(g);
+  runtime::Plan plan = compile_data_parallel_plan(g, c, n, {4});
+  EXPECT_EQ(plan.split_rows, 4) << plan.summary;
+  EXPECT_EQ(plan.replicated_fallbacks, 0u) << plan.summary;
+  for (const auto& p : plan.programs) {
+    EXPECT_EQ(count(p, Kind::kAllGather), 0u);
+    EXPECT_EQ(count(p, Kind::kAllReduce), 0u);
+    EXPECT_EQ(count(p, Kind::kBroadcast), 0u);  // the RNG state stays per device
+    EXPECT_EQ(p.launches.size(), 6u);
+    if (p.launches.size() != 6u) continue;
+    EXPECT_EQ(p.launches[4].inputs[0].sizes[0], 2);   // q: 2 of the 4 rows
+    EXPECT_EQ(p.launches[4].outputs[1].sizes[0], 2);  // logsumexp
+    EXPECT_EQ(p.launches[5].outputs[2].sizes[0], 2);  // dv
+  }
+  return plan;
+}
+
 // Memory-efficient attention (SDPA on CUDA devices) splits by the batch, forward and backward, with no
 // collective: its RNG-state outputs are per-device values that the backward uses as they are.
 TEST_F(DataParallelPlannerTest, EfficientAttentionSplitsByTheBatch) {
   const int n = 2;
-  const runtime::Dims qkv = {4, 2, 8, 8}, lse = {4, 2, 32};
-  const uint64_t qkv_bytes = 4 * 4 * 2 * 8 * 8, lse_bytes = 4 * 4 * 2 * 32;
-  auto q = buffer(qkv_bytes, false, n), k = buffer(qkv_bytes, false, n), v = buffer(qkv_bytes, false, n);
-  auto go = buffer(qkv_bytes, false, n), out = buffer(qkv_bytes, false, n), l = buffer(lse_bytes, false, n);
+  const runtime::Dims lse = {4, 2, 32};
+  auto [q, k, v, go, out, l, dq, dk, dv] = attention_buffers(n, 32);
   auto seed = buffer(8, false, n), offset = buffer(8, false, n);
-  auto dq = buffer(qkv_bytes, false, n), dk = buffer(qkv_bytes, false, n), dv = buffer(qkv_bytes, false, n);
   StepGraph g;
   for (const auto& b : {q, k, v, go}) g.append(upload(b, qkv));
   runtime::Node fwd = node("aten::_scaled_dot_product_efficient_attention",
@@ -124,19 +153,7 @@ TEST_F(DataParallelPlannerTest, EfficientAttentionSplitsByTheBatch) {
   bwd.attr_args = {9, 10, 11};
   g.append(std::move(bwd));
   for (const auto& b : {out, l, seed, offset}) b->release_frontend();
-  CanonicalGraph c = CanonicalGraph::build(g);
-  runtime::Plan plan = compile_data_parallel_plan(g, c, n, {4});
-  EXPECT_EQ(plan.split_rows, 4) << plan.summary;
-  EXPECT_EQ(plan.replicated_fallbacks, 0u) << plan.summary;
-  for (const auto& p : plan.programs) {
-    EXPECT_EQ(count(p, Kind::kAllGather), 0u);
-    EXPECT_EQ(count(p, Kind::kAllReduce), 0u);
-    EXPECT_EQ(count(p, Kind::kBroadcast), 0u);  // the RNG state stays per device
-    ASSERT_EQ(p.launches.size(), 6u);
-    EXPECT_EQ(p.launches[4].inputs[0].sizes[0], 2);   // q: 2 of the 4 rows
-    EXPECT_EQ(p.launches[4].outputs[1].sizes[0], 2);  // logsumexp
-    EXPECT_EQ(p.launches[5].outputs[2].sizes[0], 2);  // dv
-  }
+  expect_attention_split_by_the_batch(g, n);
   // With dropout the rule declines (the RNG offsets span the whole batch): the attention runs replicated.
   runtime::Node drop = node("aten::_scaled_dot_product_efficient_attention",
                             {shaped(q, qkv), shaped(k, qkv), shaped(v, qkv)},
@@ -154,12 +171,9 @@ TEST_F(DataParallelPlannerTest, EfficientAttentionSplitsByTheBatch) {
 // tensors and two sequence lengths (not outputs), the RNG state and an empty debug mask (per device).
 TEST_F(DataParallelPlannerTest, FlashAttentionSplitsByTheBatch) {
   const int n = 2;
-  const runtime::Dims qkv = {4, 2, 8, 8}, lse = {4, 2, 8};
-  const uint64_t qkv_bytes = 4 * 4 * 2 * 8 * 8, lse_bytes = 4 * 4 * 2 * 8;
-  auto q = buffer(qkv_bytes, false, n), k = buffer(qkv_bytes, false, n), v = buffer(qkv_bytes, false, n);
-  auto go = buffer(qkv_bytes, false, n), out = buffer(qkv_bytes, false, n), l = buffer(lse_bytes, false, n);
+  const runtime::Dims lse = {4, 2, 8};
+  auto [q, k, v, go, out, l, dq, dk, dv] = attention_buffers(n, 8);
   auto rng = buffer(16, false, n), unused = buffer(8, false, n), debug = buffer(0, false, n);
-  auto dq = buffer(qkv_bytes, false, n), dk = buffer(qkv_bytes, false, n), dv = buffer(qkv_bytes, false, n);
   StepGraph g;
   for (const auto& b : {q, k, v, go}) g.append(upload(b, qkv));
   auto forward = [&](double dropout) {
@@ -181,20 +195,8 @@ TEST_F(DataParallelPlannerTest, FlashAttentionSplitsByTheBatch) {
   bwd.attr_args = {8, 9, 10, 11};  // max_q, max_k, dropout_p, is_causal
   g.append(std::move(bwd));
   for (const auto& b : {out, l, rng, unused, debug}) b->release_frontend();
-  CanonicalGraph c = CanonicalGraph::build(g);
-  runtime::Plan plan = compile_data_parallel_plan(g, c, n, {4});
-  EXPECT_EQ(plan.split_rows, 4) << plan.summary;
-  EXPECT_EQ(plan.replicated_fallbacks, 0u) << plan.summary;
-  for (const auto& p : plan.programs) {
-    EXPECT_EQ(count(p, Kind::kAllGather), 0u);
-    EXPECT_EQ(count(p, Kind::kAllReduce), 0u);
-    EXPECT_EQ(count(p, Kind::kBroadcast), 0u);  // the RNG state stays per device
-    ASSERT_EQ(p.launches.size(), 6u);
-    EXPECT_EQ(p.launches[4].inputs[0].sizes[0], 2);   // q: 2 of the 4 rows
-    EXPECT_EQ(p.launches[4].outputs[1].sizes[0], 2);  // logsumexp
-    EXPECT_EQ(p.launches[4].outputs[2].sizes[0], 2);  // the RNG state as it is: not a batch dim
-    EXPECT_EQ(p.launches[5].outputs[2].sizes[0], 2);  // dv
-  }
+  for (const auto& p : expect_attention_split_by_the_batch(g, n).programs)
+    if (p.launches.size() == 6u) EXPECT_EQ(p.launches[4].outputs[2].sizes[0], 2);  // the RNG state: not the batch
   const BatchDims rows = {0, 0, 0};
   runtime::Node drop = forward(0.1);
   EXPECT_FALSE(shard_rule(drop, rows).has_value());  // dropout: replicated
