@@ -330,9 +330,9 @@ OutSpec spec_of(const at::Tensor& m, const MetaTwins& twins, const std::vector<a
 }
 
 // Runs the Meta kernel on meta twins of the arguments and describes what it returned. Integers and
-// booleans it returns are part of the entry (shape arithmetic: the key decides them). Returns false when a
-// return is something else (a float, a symbolic size: such entries are not cached); `other` holds the
-// values that are not tensors.
+// booleans it returns are part of the entry (shape arithmetic: the key decides them), as are Nones where a
+// Tensor is declared (undefined tensors). Returns false when a return is something else (a float, a
+// symbolic size: such entries are not cached); `other` holds the values that are not tensors.
 bool infer_with_meta(const c10::OperatorHandle& op, const OpTraits& tr, const c10::IValue* args,
                      const std::vector<at::Tensor>& moreh_inputs, MetaEntry& entry, std::vector<c10::IValue>& other) {
   const auto& schema = op.schema();
@@ -388,6 +388,10 @@ bool infer_with_meta(const c10::OperatorHandle& op, const OpTraits& tr, const c1
     } else if (mr.isTensorList()) {
       rs.is_list = true;
       for (const at::Tensor& t : mr.toTensorList()) rs.items.push_back(spec_of(t, twins, moreh_inputs, schema));
+    } else if (mr.isNone() && schema.returns()[j].type()->kind() == c10::TypeKind::TensorType) {
+      // No tensor where one is declared (a gradient its output mask turned off, flash attention's
+      // cum_seq_q): an undefined tensor, which C++ callers unbox as a Tensor and Python sees as None.
+      rs.items.push_back(OutSpec());
     } else {
       other[j] = mr;
       if (mr.isInt() || mr.isBool()) rs.value = mr;

@@ -141,6 +141,9 @@ _lib.define("doubled_and_rows(Tensor x) -> (Tensor, SymInt)")
 _lib.impl("doubled_and_rows", lambda x: (x * 2, x.shape[0] + 1), "CPU")
 _lib.impl("doubled_and_rows", lambda x: (_meta_calls.append(tuple(x.shape)), (torch.empty_like(x), x.shape[0] + 1))[1],
           "Meta")
+_lib.define("doubled_and_nothing(Tensor x) -> (Tensor, Tensor)")
+_lib.impl("doubled_and_nothing", lambda x: (x * 2, torch.Tensor()), "CPU")
+_lib.impl("doubled_and_nothing", lambda x: (_meta_calls.append("nothing"), (torch.empty_like(x), None))[1], "Meta")
 
 
 def test_numbers_an_op_returns_come_from_the_meta_cache_too():
@@ -154,6 +157,20 @@ def test_numbers_an_op_returns_come_from_the_meta_cache_too():
     z, m = torch.ops.moreh_recording_test.doubled_and_rows(torch.zeros(5, 2).to("moreh"))
     assert m == 6 and z.shape == (5, 2)
     assert _meta_calls == [(3, 2), (5, 2)]
+    # A declared Tensor the Meta kernel leaves out (a gradient its mask turned off) is None, and cached.
+    for _ in range(2):
+        y, nothing = torch.ops.moreh_recording_test.doubled_and_nothing(x)
+        assert nothing is None and torch.equal(y.cpu(), torch.arange(6.0).reshape(3, 2) * 2)
+    assert _meta_calls == [(3, 2), (5, 2), "nothing"]
+    # What autograd calls from C++ (unboxing every result as a Tensor): layer_norm without affine weights
+    # asks for the input's gradient only.
+    a = torch.randn(4, 8)
+    for _ in range(2):
+        am = a.to("moreh").requires_grad_()
+        torch.nn.functional.layer_norm(am, (8,)).square().sum().backward()
+        ac = a.clone().requires_grad_()
+        torch.nn.functional.layer_norm(ac, (8,)).square().sum().backward()
+        torch.testing.assert_close(am.grad.cpu(), ac.grad)
 
 
 def test_exit_right_after_an_optimizer_step_is_clean():
