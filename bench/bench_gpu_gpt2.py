@@ -235,7 +235,11 @@ def run(device, dtype, base_model, batches, cfg, args, budget_s=None):
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import gpu_profile
 
-        out["profile"] = gpu_profile.profile_steps(step, data, args.profile, lambda: synchronize(device))
+        try:  # the timings above stand even if the profiler cannot run here
+            out["profile"] = gpu_profile.profile_steps(step, data, args.profile, lambda: synchronize(device))
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            out["profile_error"] = f"{type(e).__name__}: {e}"
     del model, opt, data, losses
     gc.collect()
     if dev_type == "cuda":
