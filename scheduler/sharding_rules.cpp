@@ -375,7 +375,7 @@ std::optional<ShardDecision> attention(const Node& n, const BatchDims& b, bool b
 struct FusedAttentionArgs {
   int dropout, bias;                  // argument positions (bias -1: the op takes none)
   std::vector<int> batch_args;        // arguments with the batch on dim 0 (the query first in a forward)
-  std::vector<int> local_rets;        // per-device results: RNG state, flash's empty debug mask
+  std::vector<int> local_rets;        // per-device results: the RNG state
   std::vector<int> per_device_args;   // the backward's RNG-state arguments
   int query;                          // the query's argument
 };
@@ -389,21 +389,13 @@ std::optional<ShardDecision> fused_attention(const Node& n, const BatchDims& b, 
   return d;
 }
 
-// Memory-efficient attention (float32 on CUDA devices, or before sm80):
+// Memory-efficient attention (what SDPA takes on CUDA devices; attention_choice.h):
 //   forward  (q, k, v, attn_bias?, compute_log_sumexp, dropout_p, is_causal) -> (out, logsumexp,
 //            philox_seed, philox_offset)
 //   backward (grad_out, q, k, v, attn_bias?, out, logsumexp, philox_seed, philox_offset, dropout_p,
 //            grad_input_mask, is_causal) -> (dq, dk, dv[, dbias])
 const FusedAttentionArgs kEfficientForward{5, 3, {0, 1, 2}, {2, 3}, {}, 0};
 const FusedAttentionArgs kEfficientBackward{9, 4, {0, 1, 2, 3, 5, 6}, {}, {7, 8}, 1};
-// Flash attention (half types on sm80 and later; attention_choice.h):
-//   forward  (q, k, v, dropout_p, is_causal, return_debug_mask, scale) -> (out, logsumexp, cum_seq_q,
-//            cum_seq_k, max_q, max_k, rng_state, unused, debug_attn_mask)
-//   backward (grad_out, q, k, v, out, logsumexp, cum_seq_q, cum_seq_k, max_q, max_k, dropout_p, is_causal,
-//            philox_seed, philox_offset, scale) -> (dq, dk, dv)
-// The sequence lengths (max_q, max_k) do not change with the batch; cum_seq_* are undefined (no nesting).
-const FusedAttentionArgs kFlashForward{3, -1, {0, 1, 2}, {6, 7, 8}, {}, 0};
-const FusedAttentionArgs kFlashBackward{10, -1, {0, 1, 2, 3, 4, 5}, {}, {12, 13}, 1};
 
 // native_batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps) in training:
 // per-device statistics, as DistributedDataParallel without SyncBatchNorm (docs/DATA_PARALLEL.md).
@@ -466,10 +458,6 @@ const std::unordered_map<std::string, Rule>& rules() {
        [](const Node& n, const BatchDims& b) { return fused_attention(n, b, kEfficientForward); }},
       {"aten::_scaled_dot_product_efficient_attention_backward",
        [](const Node& n, const BatchDims& b) { return fused_attention(n, b, kEfficientBackward); }},
-      {"aten::_scaled_dot_product_flash_attention",
-       [](const Node& n, const BatchDims& b) { return fused_attention(n, b, kFlashForward); }},
-      {"aten::_scaled_dot_product_flash_attention_backward",
-       [](const Node& n, const BatchDims& b) { return fused_attention(n, b, kFlashBackward); }},
       {"aten::native_dropout", [](const Node& n, const BatchDims& b) { return pointwise(n, b); }},
       {"aten::native_dropout_backward", pointwise},
       {"aten::copy_", pointwise},

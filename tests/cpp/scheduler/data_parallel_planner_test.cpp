@@ -167,46 +167,6 @@ TEST_F(DataParallelPlannerTest, EfficientAttentionSplitsByTheBatch) {
   EXPECT_EQ(shard_rule(drop, rows)->outputs[2].kind, OutputSpec::Kind::kLocal);
 }
 
-// Flash attention (SDPA in half types on sm80+) splits the same way. Its results include two undefined
-// tensors and two sequence lengths (not outputs), the RNG state and an empty debug mask (per device).
-TEST_F(DataParallelPlannerTest, FlashAttentionSplitsByTheBatch) {
-  const int n = 2;
-  const runtime::Dims lse = {4, 2, 8};
-  auto [q, k, v, go, out, l, dq, dk, dv] = attention_buffers(n, 8);
-  auto rng = buffer(16, false, n), unused = buffer(8, false, n), debug = buffer(0, false, n);
-  StepGraph g;
-  for (const auto& b : {q, k, v, go}) g.append(upload(b, qkv));
-  auto forward = [&](double dropout) {
-    runtime::Node fwd = node("aten::_scaled_dot_product_flash_attention",
-                             {shaped(q, qkv), shaped(k, qkv), shaped(v, qkv)},
-                             {shaped(out, qkv), shaped(l, lse), shaped(rng, {2}), shaped(unused, {}), shaped(debug, {0})},
-                             {}, {runtime::StepValue{dropout}, true, false});
-    fwd.attr_args = {3, 4, 5};          // dropout_p, is_causal, return_debug_mask
-    fwd.output_rets = {0, 1, 6, 7, 8};  // out, logsumexp, rng_state, unused, debug_attn_mask
-    return fwd;
-  };
-  g.append(forward(0.0));
-  runtime::Node bwd = node("aten::_scaled_dot_product_flash_attention_backward",
-                           {shaped(go, qkv), shaped(q, qkv), shaped(k, qkv), shaped(v, qkv), shaped(out, qkv),
-                            shaped(l, lse), shaped(rng, {2}), shaped(unused, {})},
-                           {shaped(dq, qkv), shaped(dk, qkv), shaped(dv, qkv)}, {},
-                           {int64_t{8}, int64_t{8}, runtime::StepValue{0.0}, true});
-  bwd.input_args = {0, 1, 2, 3, 4, 5, 12, 13};
-  bwd.attr_args = {8, 9, 10, 11};  // max_q, max_k, dropout_p, is_causal
-  g.append(std::move(bwd));
-  for (const auto& b : {out, l, rng, unused, debug}) b->release_frontend();
-  for (const auto& p : expect_attention_split_by_the_batch(g, n).programs)
-    if (p.launches.size() == 6u) EXPECT_EQ(p.launches[4].outputs[2].sizes[0], 2);  // the RNG state: not the batch
-  const BatchDims rows = {0, 0, 0};
-  runtime::Node drop = forward(0.1);
-  EXPECT_FALSE(shard_rule(drop, rows).has_value());  // dropout: replicated
-  runtime::Node plain = forward(0.0);
-  auto d = shard_rule(plain, rows);
-  ASSERT_TRUE(d.has_value());
-  ASSERT_EQ(d->outputs.size(), 5u);
-  for (size_t k : {2u, 3u, 4u}) EXPECT_EQ(d->outputs[k].kind, OutputSpec::Kind::kLocal) << k;
-}
-
 // An op without a rule (cumsum along the batch) runs replicated on the gathered batch, and is counted.
 // (Four row-wise ops before it make splitting worth the gather in the cost model.)
 TEST_F(DataParallelPlannerTest, AnOpWithoutARuleGathersItsInputsAndIsCounted) {
