@@ -183,10 +183,14 @@ CollectivePart make_part(CollectiveKind kind, DataType type, const void* send, v
 
 }  // namespace
 
-void Communicator::all_reduce(int rank, const void* send, void* recv, uint64_t count, DataType type, ReduceOp op) {
+CollectivePart CollectivePart::all_reduce(const void* send, void* recv, uint64_t count, DataType type, ReduceOp op) {
   CollectivePart p = make_part(CollectiveKind::kAllReduce, type, send, recv, count, -1);
   p.op = op;
-  enqueue(rank, std::move(p));
+  return p;
+}
+
+void Communicator::all_reduce(int rank, const void* send, void* recv, uint64_t count, DataType type, ReduceOp op) {
+  enqueue(rank, CollectivePart::all_reduce(send, recv, count, type, op));
 }
 
 void Communicator::reduce_scatter(int rank, const void* send, void* recv, std::vector<uint64_t> counts, DataType type,

@@ -55,6 +55,8 @@ struct CollectivePart {
   std::string describe() const;
   // Whether two ranks' parts are the same collective (kind, type, op, counts, root).
   bool matches(const CollectivePart& other) const;
+  // An all_reduce of `count` elements of `type` from `send` into `recv` (the same pointer: in place).
+  static CollectivePart all_reduce(const void* send, void* recv, uint64_t count, DataType type, ReduceOp op);
 };
 
 // What one rank has put on the wire, as counted by the algorithm that moved it.

@@ -174,14 +174,8 @@ CollectivePart Executor::all_reduce_part(const StepExecution& step, const Instru
   if (auto why = b.failure()) throw Error("this tensor's value is unavailable: " + *why);
   PhysicalBlock* m = b.memory(device.index());
   if (!m) throw Error(fmt::format("buffer {} has no memory on {}", b.id(), device.name()));
-  CollectivePart p;
-  p.kind = CollectiveKind::kAllReduce;
-  p.type = *info.type;
-  p.op = ReduceOp::kSum;  // partial sums of the devices' rows
-  p.send = m->data();
-  p.recv = m->data();
-  p.count = b.bytes() / size_of(p.type);
-  return p;
+  // In place: the devices' partial sums of their rows become the whole batch's.
+  return CollectivePart::all_reduce(m->data(), m->data(), b.bytes() / size_of(*info.type), *info.type, ReduceOp::kSum);
 }
 
 void Executor::run_collective(const StepExecution& step, const DeviceProgram& program, const Instruction& ins,

@@ -152,13 +152,7 @@ TEST(HierarchicalCommunicatorTest, SendRecvWithinAGroupAndARefusalAcrossGroups) 
 TEST(HierarchicalCommunicatorTest, IntegerAveragesAreRefused) {
   Group g(Layout{{2, 1}});
   auto a = g.allocate(0, 64, 0);
-  CollectivePart p;
-  p.kind = CollectiveKind::kAllReduce;
-  p.type = DataType::kInt32;
-  p.op = ReduceOp::kAvg;
-  p.send = a->data();
-  p.recv = a->data();
-  p.count = 4;
+  const CollectivePart p = CollectivePart::all_reduce(a->data(), a->data(), 4, DataType::kInt32, ReduceOp::kAvg);
   EXPECT_THROW(g.comm->run_in_stream(0, p), ConfigError);
 }
 

@@ -171,12 +171,7 @@ inline void check_group(HostGroup& g) {
     for (const auto& [t, count] : reduced) {
       auto& b = blocks[r].emplace_back(g.allocate(r, count * size_of(t)));
       for (uint64_t i = 0; i < count; ++i) store(t, b->data(), i, value(ReduceOp::kSum, r, i));
-      CollectivePart p;
-      p.kind = CollectiveKind::kAllReduce;
-      p.type = t;
-      p.send = p.recv = b->data();
-      p.count = count;
-      parts[r].push_back(p);
+      parts[r].push_back(CollectivePart::all_reduce(b->data(), b->data(), count, t, ReduceOp::kSum));
     }
     auto& mine = blocks[r].emplace_back(g.allocate(r, counts[r] * 4));
     for (uint64_t i = 0; i < counts[r]; ++i) store(DataType::kFloat32, mine->data(), i, value(ReduceOp::kSum, r, i));

@@ -276,13 +276,9 @@ TEST(NcclCommunicatorTest, GroupsThatDifferFailBeforeNccl) {
     std::vector<std::vector<CollectivePart>> parts(2);
     for (int r = 0; r < 2; ++r) {
       a.push_back(g.allocate(r, 64, 0));
-      for (int k = 0; k < 2; ++k) {
-        CollectivePart p;
-        p.kind = CollectiveKind::kAllReduce;
-        p.send = p.recv = a[r]->data();
-        p.count = r == 1 && k == 1 && !shorter ? 5 : 4;
-        parts[r].push_back(p);
-      }
+      for (int k = 0; k < 2; ++k)
+        parts[r].push_back(CollectivePart::all_reduce(a[r]->data(), a[r]->data(), r == 1 && k == 1 && !shorter ? 5 : 4,
+                                                      DataType::kFloat32, ReduceOp::kSum));
     }
     if (shorter) parts[1].pop_back();
     for (int r = 0; r < 2; ++r) g.devices[r]->submit([&, r] { g.comm->run_group_in_stream(r, parts[r]); });
@@ -395,12 +391,7 @@ TEST(NcclCommunicatorTest, AFailedInitIsAConfigErrorWithNcclsReason) {
 TEST(NcclCommunicatorTest, ReducingBoolsIsAConfigErrorAtTheCall) {
   Group g(1);
   auto a = g.allocate(0, 8, 0);
-  CollectivePart p;
-  p.kind = CollectiveKind::kAllReduce;
-  p.type = DataType::kBool;
-  p.send = a->data();
-  p.recv = a->data();
-  p.count = 8;
+  const CollectivePart p = CollectivePart::all_reduce(a->data(), a->data(), 8, DataType::kBool, ReduceOp::kSum);
   EXPECT_THROW(g.comm->run_in_stream(0, p), ConfigError);
   EXPECT_FALSE(g.comm->broken());
 }
