@@ -61,6 +61,8 @@ const std::string& log_file_path() { return g_path; }
 
 void set_log_level(const std::string& level) { log().set_level(spdlog::level::from_str(level)); }
 
+void flush_log() { log().flush(); }
+
 namespace {
 spdlog::level::level_enum to_spdlog(LogLevel level) {
   switch (level) {

@@ -19,6 +19,8 @@ bool log_enabled(LogLevel level);
 const std::string& log_file_path();
 // "trace" ... "critical", "off"; also "warn".
 void set_log_level(const std::string& level);
+// Writes out what the sinks buffer (the file sink flushes by itself only from warnings up).
+void flush_log();
 LogLevel parse_log_level(const std::string& level);
 
 }  // namespace moreh::runtime

@@ -396,6 +396,13 @@ std::optional<ShardDecision> fused_attention(const Node& n, const BatchDims& b, 
 //            grad_input_mask, is_causal) -> (dq, dk, dv[, dbias])
 const FusedAttentionArgs kEfficientForward{5, 3, {0, 1, 2}, {2, 3}, {}, 0};
 const FusedAttentionArgs kEfficientBackward{9, 4, {0, 1, 2, 3, 5, 6}, {}, {7, 8}, 1};
+// Flash attention through the overrideable route (backend/csrc/attention_choice.h), on every device kind:
+//   forward  (q, k, v, attn_bias?, dropout_p, is_causal, return_debug_mask, scale) -> (out, logsumexp,
+//            cum_seq_q, cum_seq_k, max_q, max_k, philox_seed, philox_offset, debug_attn_mask)
+//   backward (grad_out, q, k, v, attn_bias, grad_input_mask, out, logsumexp, cum_seq_q, cum_seq_k, max_q,
+//            max_k, dropout_p, is_causal, philox_seed, philox_offset, scale) -> (dq, dk, dv, dbias)
+const FusedAttentionArgs kOverrideableForward{4, 3, {0, 1, 2}, {6, 7}, {}, 0};
+const FusedAttentionArgs kOverrideableBackward{12, 4, {0, 1, 2, 3, 6, 7}, {}, {14, 15}, 1};
 
 // native_batch_norm(input, weight, bias, running_mean, running_var, training, momentum, eps) in training:
 // per-device statistics, as DistributedDataParallel without SyncBatchNorm (docs/DATA_PARALLEL.md).
@@ -458,6 +465,10 @@ const std::unordered_map<std::string, Rule>& rules() {
        [](const Node& n, const BatchDims& b) { return fused_attention(n, b, kEfficientForward); }},
       {"aten::_scaled_dot_product_efficient_attention_backward",
        [](const Node& n, const BatchDims& b) { return fused_attention(n, b, kEfficientBackward); }},
+      {"aten::_scaled_dot_product_fused_attention_overrideable",
+       [](const Node& n, const BatchDims& b) { return fused_attention(n, b, kOverrideableForward); }},
+      {"aten::_scaled_dot_product_fused_attention_overrideable_backward",
+       [](const Node& n, const BatchDims& b) { return fused_attention(n, b, kOverrideableBackward); }},
       {"aten::native_dropout", [](const Node& n, const BatchDims& b) { return pointwise(n, b); }},
       {"aten::native_dropout_backward", pointwise},
       {"aten::copy_", pointwise},

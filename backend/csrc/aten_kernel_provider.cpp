@@ -4,6 +4,7 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include "backend/csrc/aten_payload.h"
+#include "backend/csrc/overrideable_attention.h"
 
 namespace moreh::backend {
 namespace {
@@ -100,6 +101,8 @@ void AtenKernelProvider::launch(const runtime::Node& node, const runtime::Launch
                                                                        c10::DispatchKey::PythonTLSSnapshot}));
       if (p.seeded && p.generator_arg < 0 && is_native_dropout(p.op))
         native_dropout(stack, generator(p.seed, ctx.device()), ctx.local());
+      else if (is_overrideable_attention(p.op))
+        run_overrideable_attention(p.op, stack, torch_device(ctx.device()).type());
       else
         p.op.redispatchBoxed(c10::DispatchKeySet(dispatch_key()), &stack);
     }

@@ -162,9 +162,10 @@ bool has_compatible_shallow_copy_type(const at::Tensor& self, const at::Tensor& 
 
 }  // namespace
 
-// scaled_dot_product_attention asks the device which fused kernel to use. On host devices moreh answers
-// what CPU eager answers, so both run the same kernels (and match bit for bit). On CUDA devices, what
-// native CUDA eager would choose where moreh can record it (attention_choice.h).
+// scaled_dot_product_attention asks the device which fused kernel to use (attention_choice.h). On host
+// devices moreh takes what CPU eager chooses, so both run the same kernels (and match bit for bit), its
+// flash kernel through the route CUDA devices take. On CUDA devices, what native CUDA eager would choose
+// where moreh can record it.
 int64_t fused_sdp_choice(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          const std::optional<at::Tensor>& mask, double dropout_p, bool is_causal,
                          std::optional<double> scale, bool enable_gqa) {
@@ -178,8 +179,9 @@ int64_t fused_sdp_choice(const at::Tensor& q, const at::Tensor& k, const at::Ten
                        .findSchemaOrThrow("aten::_fused_sdp_choice", "")
                        .typed<int64_t(const at::Tensor&, const at::Tensor&, const at::Tensor&,
                                       const std::optional<at::Tensor>&, double, bool, std::optional<double>, bool)>();
-  return op.redispatch(c10::DispatchKeySet(c10::DispatchKey::CPU), q, k, v, mask, dropout_p, is_causal, scale,
-                       enable_gqa);
+  const int64_t cpu = op.redispatch(c10::DispatchKeySet(c10::DispatchKey::CPU), q, k, v, mask, dropout_p,
+                                    is_causal, scale, enable_gqa);
+  return static_cast<int64_t>(host_attention_kernel(static_cast<AttentionKernel>(cpu), mask));
 }
 
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
@@ -203,6 +205,12 @@ TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {
   // as CPU eager does. (It has no CPU kernel, only the composite, so it is not among the recorded
   // composites.)
   m.impl("_foreach_norm.Scalar", torch::CppFunction::makeFromBoxedFunction<&lazy_fallback>());
+  // Flash attention's route for out-of-tree devices (attention_choice.h): its default kernels only say
+  // "not implemented"; recorded, they run as the device's flash kernels (overrideable_attention.h).
+  m.impl("_scaled_dot_product_fused_attention_overrideable",
+         torch::CppFunction::makeFromBoxedFunction<&lazy_fallback>());
+  m.impl("_scaled_dot_product_fused_attention_overrideable_backward",
+         torch::CppFunction::makeFromBoxedFunction<&lazy_fallback>());
   m.impl("_copy_from", TORCH_FN(copy_from));
   m.impl("_copy_from_and_resize", TORCH_FN(copy_from_and_resize));
   m.impl("_local_scalar_dense", TORCH_FN(local_scalar_dense));

@@ -232,4 +232,5 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   });
   m.def("_log_file", [] { return runtime::log_file_path(); });
   m.def("_set_log_level", [](const std::string& level) { runtime::set_log_level(level); });
+  m.def("_flush_log", &runtime::flush_log);
 }

@@ -99,7 +99,7 @@ def test_bf16_autocast_matches_native_cuda(tmp_path, moreh_subprocess):
         torch.testing.assert_close(got["grads"][k], ref["grads"][k], rtol=2e-2, atol=1e-3, msg=k)
 
 
-MATH, EFFICIENT = 0, 2  # sdp::SDPBackend
+MATH, EFFICIENT, OVERRIDEABLE = 0, 2, 4  # sdp::SDPBackend
 
 
 def cuda_attention_kernel(q, k=None, v=None, mask=None, dropout=0.0, causal=True, gqa=False, cc=90):
@@ -108,19 +108,33 @@ def cuda_attention_kernel(q, k=None, v=None, mask=None, dropout=0.0, causal=True
 
 
 def test_attention_kernel_choice_on_cuda_devices():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     # The rules only read metadata: CPU tensors stand for the moreh tensors being recorded.
     def qkv(dtype=torch.bfloat16, b=2, h=4, s=16, d=64):
         return torch.empty(b, h, s, d, dtype=dtype)
 
     q = qkv()
-    # Memory-efficient attention, also where native takes flash (bf16 on sm80+): PyTorch turns a flash
-    # choice on any device but CUDA into the CPU kernel (attention_choice.h).
-    assert cuda_attention_kernel(q) == EFFICIENT
-    assert cuda_attention_kernel(qkv(torch.float16), cc=80) == EFFICIENT
+    # Flash attention where native CUDA eager takes it (half types on sm80+, no mask), through the route
+    # PyTorch gives out-of-tree devices: a plain flash choice would become the CPU kernel (attention_choice.h).
+    assert cuda_attention_kernel(q) == OVERRIDEABLE
+    assert cuda_attention_kernel(qkv(torch.float16), cc=80) == OVERRIDEABLE
+    assert cuda_attention_kernel(qkv(d=256), causal=False) == OVERRIDEABLE
+    assert cuda_attention_kernel(q, k=qkv(s=8), v=qkv(s=8), causal=False) == OVERRIDEABLE
+    # Memory-efficient attention where flash cannot: fp32, older GPUs, a mask, big heads, a causal mask over
+    # fewer queries than keys (flash aligns it differently), or flash switched off by the user.
+    assert cuda_attention_kernel(qkv(torch.float32)) == EFFICIENT
     assert cuda_attention_kernel(qkv(torch.float32), cc=75) == EFFICIENT
+    assert cuda_attention_kernel(q, cc=75) == EFFICIENT
     assert cuda_attention_kernel(q, mask=torch.zeros(16, 16, dtype=torch.bfloat16), causal=False) == EFFICIENT
     assert cuda_attention_kernel(q, mask=torch.zeros(16, 16, dtype=torch.bool), causal=False) == EFFICIENT
+    assert cuda_attention_kernel(qkv(d=264)) == EFFICIENT
     assert cuda_attention_kernel(q, k=qkv(s=8), v=qkv(s=8)) == EFFICIENT
+    with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
+        assert cuda_attention_kernel(q) == EFFICIENT
+    with sdpa_kernel(SDPBackend.MATH):
+        assert cuda_attention_kernel(q) == MATH
+        assert cuda_attention_kernel(qkv(torch.float32)) == MATH
     # Otherwise the math decomposition (dropout draws from moreh's seeded generator there).
     assert cuda_attention_kernel(q, mask=torch.zeros(16, 16, dtype=torch.float64), causal=False) == MATH
     assert cuda_attention_kernel(q, dropout=0.1) == MATH
@@ -134,13 +148,13 @@ def test_attention_kernel_choice_on_cuda_devices():
     assert cuda_attention_kernel(torch.empty(2, 16, 64, dtype=torch.bfloat16)) == MATH  # 3-D
 
 
-# Forward and backward of causal bf16 attention, q, k and v being views of one packed projection (as in
-# GPT-2): the results, the output's strides and the gradient of the projection.
+# Forward and backward of causal attention, q, k and v being views of one packed projection (as in GPT-2):
+# the results, the output's strides and the gradient of the projection.
 ATTENTION = """
 import sys, torch, torch.nn.functional as F
-device, out = sys.argv[1], sys.argv[2]
+device, out, dtype = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3])
 g = torch.Generator().manual_seed(3)
-qkv = torch.randn(2, 128, 3 * 256, generator=g).to(torch.bfloat16).to(device).requires_grad_()
+qkv = torch.randn(2, 128, 3 * 256, generator=g).to(dtype).to(device).requires_grad_()
 q, k, v = (t.view(2, 128, 4, 64).transpose(1, 2) for t in qkv.split(256, dim=2))
 o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
 y = o.transpose(1, 2).contiguous().view(2, 128, 256)  # GPT's merge of the heads
@@ -150,19 +164,23 @@ torch.save({"o": o.detach().cpu(), "stride": list(o.stride()), "grad": qkv.grad.
 
 
 @needs_gpu
-def test_bf16_attention_matches_native_cuda(tmp_path, moreh_subprocess):
+@pytest.mark.parametrize("dtype, kernel", [("bfloat16", "_scaled_dot_product_fused_attention_overrideable"),
+                                           ("float32", "_scaled_dot_product_efficient_attention")])
+def test_attention_matches_native_cuda(tmp_path, moreh_subprocess, dtype, kernel):
     results = {}
     log = tmp_path / "moreh.log"
     for device in ("cuda", "moreh"):
         out = tmp_path / f"{device}.pt"
         env = {"TORCH_DEVICE_BACKEND_AUTOLOAD": "0"} if device == "cuda" else {
             "MOREH_LOG_LEVEL": "trace", "MOREH_LOG_FILE": str(log)}
-        p = moreh_subprocess(f"import sys; sys.argv = ['a', {device!r}, {str(out)!r}]\n" + ATTENTION, env=env)
+        p = moreh_subprocess(f"import sys; sys.argv = ['a', {device!r}, {str(out)!r}, {dtype!r}]\n" + ATTENTION,
+                             env=env)
         assert p.returncode == 0, p.stderr[-4000:]
         results[device] = torch.load(out)
     text = log.read_text()
-    assert "aten::_scaled_dot_product_efficient_attention (" in text
-    assert "aten::_scaled_dot_product_efficient_attention_backward (" in text
+    # bf16 on an sm80+ GPU: flash attention, as native CUDA eager takes, through the overrideable route;
+    # fp32: memory-efficient attention.
+    assert f"aten::{kernel} (" in text and f"aten::{kernel}_backward (" in text
     # The recorded output has the layout the kernel returns (its Meta kernel agrees), so no copy is made.
     assert results["moreh"]["stride"] == results["cuda"]["stride"]
     for key in ("o", "grad"):

@@ -167,6 +167,46 @@ TEST_F(DataParallelPlannerTest, EfficientAttentionSplitsByTheBatch) {
   EXPECT_EQ(shard_rule(drop, rows)->outputs[2].kind, OutputSpec::Kind::kLocal);
 }
 
+// Flash attention through the overrideable route (SDPA without a mask, on every device kind) splits by
+// the batch too. Its returns the kernels leave out (the sequence offsets, the debug mask) are no outputs of
+// the node, so output k is return output_rets[k]; the RNG state (returns 6 and 7) stays per device.
+TEST_F(DataParallelPlannerTest, FlashAttentionThroughTheOverrideableRouteSplitsByTheBatch) {
+  const int n = 2;
+  const runtime::Dims lse = {4, 2, 8};
+  auto [q, k, v, go, out, l, dq, dk, dv] = attention_buffers(n, 8);
+  auto seed = buffer(8, false, n), offset = buffer(8, false, n);
+  StepGraph g;
+  for (const auto& b : {q, k, v, go}) g.append(upload(b, qkv));
+  auto forward = [&](double dropout) {
+    runtime::Node fwd = node("aten::_scaled_dot_product_fused_attention_overrideable",
+                             {shaped(q, qkv), shaped(k, qkv), shaped(v, qkv)},
+                             {shaped(out, qkv), shaped(l, lse), shaped(seed, {}), shaped(offset, {})}, {},
+                             {runtime::StepValue{dropout}, true, false});
+    fwd.attr_args = {4, 5, 6};  // dropout_p, is_causal, return_debug_mask (no attn_bias)
+    fwd.output_rets = {0, 1, 6, 7};
+    return fwd;
+  };
+  g.append(forward(0.0));
+  runtime::Node bwd = node("aten::_scaled_dot_product_fused_attention_overrideable_backward",
+                           {shaped(go, qkv), shaped(q, qkv), shaped(k, qkv), shaped(v, qkv), shaped(out, qkv),
+                            shaped(l, lse), shaped(seed, {}), shaped(offset, {})},
+                           {shaped(dq, qkv), shaped(dk, qkv), shaped(dv, qkv)}, {},
+                           {std::vector<int64_t>{1, 1, 1, 0}, int64_t{8}, int64_t{8}, runtime::StepValue{0.0}, true});
+  bwd.input_args = {0, 1, 2, 3, 6, 7, 14, 15};
+  bwd.attr_args = {5, 10, 11, 12, 13};
+  g.append(std::move(bwd));
+  for (const auto& b : {out, l, seed, offset}) b->release_frontend();
+  expect_attention_split_by_the_batch(g, n);
+  const BatchDims rows = {0, 0, 0};
+  auto split = shard_rule(forward(0.0), rows);
+  ASSERT_TRUE(split.has_value());
+  ASSERT_EQ(split->outputs.size(), 4u);
+  EXPECT_EQ(split->outputs[1].kind, OutputSpec::Kind::kShard);  // logsumexp
+  EXPECT_EQ(split->outputs[2].kind, OutputSpec::Kind::kLocal);  // philox_seed
+  EXPECT_EQ(split->outputs[3].kind, OutputSpec::Kind::kLocal);  // philox_offset
+  EXPECT_FALSE(shard_rule(forward(0.1), rows).has_value());     // dropout spans the whole batch
+}
+
 // An op without a rule (cumsum along the batch) runs replicated on the gathered batch, and is counted.
 // (Four row-wise ops before it make splitting worth the gather in the cost model.)
 TEST_F(DataParallelPlannerTest, AnOpWithoutARuleGathersItsInputsAndIsCounted) {
