@@ -5,6 +5,7 @@
 // are written the way ATen's CUDA kernels write them.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <bit>
 #include <cmath>
 #include <string>
@@ -132,27 +133,32 @@ class Generator {
     s += kPrelude;
     if (rank_ > 0) s += fmt::format("struct moreh_dims {{ long long v[{}]; }};\n", rank_);
     s += "\n";
-    const std::string body_params = body_parameters();
-    s += fmt::format("template <typename I>\n__device__ __forceinline__ void moreh_body({}I n) {{\n", body_params);
-    s += "  const I step = (I)blockDim.x * (I)gridDim.x;\n";
-    s += "  for (I i = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; i < n; i += step) {\n";
     const std::vector<bool> live = live_values();
+    const std::string body_params = body_parameters();
+    // Elements [first, n), one per thread per turn of a grid-stride loop.
+    s += fmt::format("template <typename I>\n__device__ __forceinline__ void moreh_body({}I first, I n) {{\n",
+                     body_params);
+    s += "  const I step = (I)blockDim.x * (I)gridDim.x;\n";
+    s += "  for (I i = first + (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; i < n; i += step) {\n";
     s += offsets(live);
-    for (size_t v = 0; v < k_.nodes().size(); ++v) {
-      const ElementwiseNode& node = k_.nodes()[v];
-      if (!live[v]) continue;
-      s += fmt::format("    const {} v{} = {};\n", compute_type(node.type), v, expression(node));
-    }
+    s += values(live, "    ");
     for (size_t o = 0; o < k_.outputs().size(); ++o) {
       const ElementwiseValue v = k_.outputs()[o];
       s += fmt::format("    out{}[i] = {};\n", o, store_expression(k_.type_of(v), fmt::format("v{}", v)));
     }
     s += "  }\n}\n\n";
+    const int width = vector_width(live);
+    if (width > 1) s += vector_body(live, width, body_params);
     s += fmt::format("extern \"C\" __global__ void __launch_bounds__({}) {}({}unsigned long long n, int narrow{}) {{\n",
                      kElementwiseBlockSize, k_.function_name(), data_parameters(), shape_list(", moreh_dims ", ""));
     const std::string args = body_arguments();
-    s += fmt::format("  if (narrow) moreh_body<unsigned int>({}(unsigned int)n);\n", args);
-    s += fmt::format("  else moreh_body<unsigned long long>({}n);\n}}\n", args);
+    if (width > 1) {
+      s += fmt::format("  if ({}) {{\n", aligned_condition(live, width));
+      s += fmt::format("    if (narrow) moreh_body_vector<unsigned int>({}(unsigned int)n);\n", args);
+      s += fmt::format("    else moreh_body_vector<unsigned long long>({}n);\n    return;\n  }}\n", args);
+    }
+    s += fmt::format("  if (narrow) moreh_body<unsigned int>({}0u, (unsigned int)n);\n", args);
+    s += fmt::format("  else moreh_body<unsigned long long>({}0ull, n);\n}}\n", args);
     return s;
   }
 
@@ -181,6 +187,90 @@ __device__ __forceinline__ unsigned short moreh_f32_to_f16(float f) {
 __device__ __forceinline__ float moreh_round_bf16(float f) { return moreh_bf16_to_f32(moreh_f32_to_bf16(f)); }
 __device__ __forceinline__ float moreh_round_f16(float f) { return moreh_f16_to_f32(moreh_f32_to_f16(f)); }
 )";
+
+  // The values the outputs need, one "const T vN = ...;" line each.
+  std::string values(const std::vector<bool>& live, std::string_view indent) const {
+    std::string s;
+    for (size_t v = 0; v < k_.nodes().size(); ++v) {
+      const ElementwiseNode& node = k_.nodes()[v];
+      if (!live[v]) continue;
+      s += fmt::format("{}const {} v{} = {};\n", indent, compute_type(node.type), v, expression(node));
+    }
+    return s;
+  }
+
+  // Contiguous inputs and outputs read and written as whole vectors of `width` elements (one 16-byte
+  // access for the narrowest type, as ATen's vectorized kernels do): for kernels whose inputs are all
+  // contiguous or single values (those the outputs read). 1: no vector path.
+  int vector_width(const std::vector<bool>& live) const {
+    size_t narrowest = 16;
+    for (size_t v = 0; v < k_.nodes().size(); ++v) {
+      const ElementwiseNode& n = k_.nodes()[v];
+      if (n.op != ElementwiseOp::kInput || !live[v]) continue;
+      const ElementwiseInput& in = k_.inputs()[n.index];
+      if (in.layout.strided && !reads_at_zero(in.layout)) return 1;
+      if (!in.layout.strided) narrowest = std::min(narrowest, size_of(in.type));
+    }
+    for (ElementwiseValue v : k_.outputs()) narrowest = std::min(narrowest, size_of(k_.type_of(v)));
+    return static_cast<int>(std::min<size_t>(8, 16 / narrowest));
+  }
+
+  // A vector of `width` elements of type t, aligned as one access of up to 16 bytes.
+  static std::string vector_type(DataType t, int width) {
+    return fmt::format("moreh_vector<{}, {}, {}>", storage_type(t), width,
+                       std::min<size_t>(16, size_of(t) * static_cast<size_t>(width)));
+  }
+
+  // Every vector-accessed pointer sits on its vector's alignment (else the kernel takes the scalar path).
+  std::string aligned_condition(const std::vector<bool>& live, int width) const {
+    std::string c;
+    auto add = [&](const std::string& ptr, DataType t) {
+      c += fmt::format("{}(unsigned long long){} % {}ull == 0", c.empty() ? "" : " && ", ptr,
+                       std::min<size_t>(16, size_of(t) * static_cast<size_t>(width)));
+    };
+    for (size_t v = 0; v < k_.nodes().size(); ++v) {
+      const ElementwiseNode& n = k_.nodes()[v];
+      if (n.op == ElementwiseOp::kInput && live[v] && !k_.inputs()[n.index].layout.strided)
+        add(fmt::format("in{}", n.index), k_.inputs()[n.index].type);
+    }
+    for (size_t o = 0; o < k_.outputs().size(); ++o) add(fmt::format("out{}", o), k_.type_of(k_.outputs()[o]));
+    return c;
+  }
+
+  // Groups of `width` elements per thread per turn, then the last n % width elements by moreh_body. Each
+  // group's inputs are all read before its outputs are written (an output may be its input's buffer).
+  std::string vector_body(const std::vector<bool>& live, int width, const std::string& body_params) {
+    std::string s = "template <typename T, int N, int A>\nstruct alignas(A) moreh_vector { T v[N]; };\n\n";
+    s += fmt::format("template <typename I>\n__device__ __forceinline__ void moreh_body_vector({}I n) {{\n",
+                     body_params);
+    s += "  const I step = (I)blockDim.x * (I)gridDim.x;\n";
+    s += fmt::format("  const I groups = n / {};\n", width);
+    s += "  for (I g = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; g < groups; g += step) {\n";
+    for (size_t v = 0; v < k_.nodes().size(); ++v) {
+      const ElementwiseNode& n = k_.nodes()[v];
+      if (n.op != ElementwiseOp::kInput || !live[v] || k_.inputs()[n.index].layout.strided) continue;
+      const std::string type = vector_type(k_.inputs()[n.index].type, width);
+      s += fmt::format("    const {0} r{1} = reinterpret_cast<const {0}*>(in{1})[g];\n", type, n.index);
+    }
+    for (size_t o = 0; o < k_.outputs().size(); ++o)
+      s += fmt::format("    {} w{};\n", vector_type(k_.type_of(k_.outputs()[o]), width), o);
+    s += fmt::format("#pragma unroll\n    for (int e = 0; e < {}; ++e) {{\n", width);
+    vector_element_ = true;
+    s += values(live, "      ");
+    vector_element_ = false;
+    for (size_t o = 0; o < k_.outputs().size(); ++o) {
+      const ElementwiseValue v = k_.outputs()[o];
+      s += fmt::format("      w{}.v[e] = {};\n", o, store_expression(k_.type_of(v), fmt::format("v{}", v)));
+    }
+    s += "    }\n";
+    for (size_t o = 0; o < k_.outputs().size(); ++o) {
+      s += fmt::format("    reinterpret_cast<{}*>(out{})[g] = w{};\n", vector_type(k_.type_of(k_.outputs()[o]), width),
+                       o, o);
+    }
+    s += "  }\n";
+    s += fmt::format("  moreh_body<I>({}groups * {}, n);\n}}\n\n", body_arguments(), width);
+    return s;
+  }
 
   // Inputs, scalars and outputs, each followed by ", ".
   std::string data_parameters() const {
@@ -273,7 +363,9 @@ __device__ __forceinline__ float moreh_round_f16(float f) { return moreh_f16_to_
   std::string load_expression(uint32_t index) const {
     const ElementwiseInput& in = k_.inputs()[index];
     const std::string at = !in.layout.strided ? "i" : reads_at_zero(in.layout) ? "0" : fmt::format("o{}", index);
-    const std::string raw = fmt::format("in{}[{}]", index, at);
+    // In the vector path a contiguous input's element comes from the group read whole.
+    const std::string raw = vector_element_ && !in.layout.strided ? fmt::format("r{}.v[e]", index)
+                                                                   : fmt::format("in{}[{}]", index, at);
     switch (in.type) {
       case DataType::kBFloat16: return "moreh_bf16_to_f32(" + raw + ")";
       case DataType::kFloat16: return "moreh_f16_to_f32(" + raw + ")";
@@ -368,6 +460,7 @@ __device__ __forceinline__ float moreh_round_f16(float f) { return moreh_f16_to_
 
   const ElementwiseKernel& k_;
   const int rank_;
+  bool vector_element_ = false;  // expressions read element e of the vector path's groups
 };
 
 }  // namespace

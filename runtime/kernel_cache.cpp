@@ -84,13 +84,15 @@ std::shared_ptr<const NvrtcResult> KernelCache::binary(const ElementwiseKernel& 
   }
   if (compiled) {  // outside the lock: other kernels compile and launch meanwhile; this one's users wait
     try {
-      if (auto kept = read_from_disk(key, hash, target)) {
+      // A kept binary is this kernel's when it was compiled from the same text (the key alone would take
+      // binaries an older code generator made).
+      const std::string source = kernel.source();
+      if (auto kept = read_from_disk(source, hash, target)) {
         promise.set_value(std::move(kept));
         return result.get();
       }
-      auto r = std::make_shared<NvrtcResult>(
-          nvrtc_compile(kernel.source(), name + ".cu", target.arch, target.output));
-      write_to_disk(key, hash, target, *r);
+      auto r = std::make_shared<NvrtcResult>(nvrtc_compile(source, name + ".cu", target.arch, target.output));
+      write_to_disk(source, hash, target, *r);
       log().debug("compiled fused kernel {} for {}_{} in {:.1f} ms: {}", name,
                   target.output == NvrtcOutput::kCubin ? "sm" : "compute", target.arch, r->milliseconds, key);
       {
@@ -115,10 +117,11 @@ std::string KernelCache::disk_path(uint64_t hash, const CompileTarget& target) c
                      target.arch);
 }
 
-// A kept binary: "moreh-kernel 1\n", the key's length and the key, then the binary.
-static constexpr std::string_view kDiskMagic = "moreh-kernel 1\n";
+// A kept binary: "moreh-kernel 2\n", the length of the source it was compiled from and the source (which
+// holds the key), then the binary.
+static constexpr std::string_view kDiskMagic = "moreh-kernel 2\n";
 
-std::shared_ptr<const NvrtcResult> KernelCache::read_from_disk(const std::string& key, uint64_t hash,
+std::shared_ptr<const NvrtcResult> KernelCache::read_from_disk(const std::string& source, uint64_t hash,
                                                                 const CompileTarget& target) {
   std::string path;
   {
@@ -129,7 +132,7 @@ std::shared_ptr<const NvrtcResult> KernelCache::read_from_disk(const std::string
   std::ifstream in(path, std::ios::binary);
   if (!in) return nullptr;
   std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const std::string head = fmt::format("{}{}\n{}", kDiskMagic, key.size(), key);
+  const std::string head = fmt::format("{}{}\n{}", kDiskMagic, source.size(), source);
   if (content.size() <= head.size() || content.compare(0, head.size(), head) != 0) {
     log().debug("kept kernel {} is not this kernel's (or is damaged): compiling it again", path);
     return nullptr;
@@ -143,7 +146,7 @@ std::shared_ptr<const NvrtcResult> KernelCache::read_from_disk(const std::string
   return r;
 }
 
-void KernelCache::write_to_disk(const std::string& key, uint64_t hash, const CompileTarget& target,
+void KernelCache::write_to_disk(const std::string& source, uint64_t hash, const CompileTarget& target,
                                 const NvrtcResult& r) {
   std::string path;
   {
@@ -156,7 +159,7 @@ void KernelCache::write_to_disk(const std::string& key, uint64_t hash, const Com
   const std::string tmp = fmt::format("{}.{}.tmp", path, static_cast<uint64_t>(::getpid()));
   {
     std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << kDiskMagic << key.size() << '\n' << key;
+    out << kDiskMagic << source.size() << '\n' << source;
     out.write(r.binary.data(), static_cast<std::streamsize>(r.binary.size()));
     if (!out) {
       log().debug("could not keep fused kernel in {}", path);

@@ -111,9 +111,9 @@ class KernelCache {
                                             const CompileTarget& target, bool& compiled);
 
   void prepare_worker();
-  // The binary an earlier process wrote for (key, target), if there is one and it is this kernel's.
-  std::shared_ptr<const NvrtcResult> read_from_disk(const std::string& key, uint64_t hash, const CompileTarget& target);
-  void write_to_disk(const std::string& key, uint64_t hash, const CompileTarget& target, const NvrtcResult& r);
+  // The binary an earlier process compiled from `source` for target, if one is kept (same hash, same text).
+  std::shared_ptr<const NvrtcResult> read_from_disk(const std::string& source, uint64_t hash, const CompileTarget& target);
+  void write_to_disk(const std::string& source, uint64_t hash, const CompileTarget& target, const NvrtcResult& r);
   std::string disk_path(uint64_t hash, const CompileTarget& target) const;
 
   mutable std::mutex mutex_;

@@ -196,6 +196,44 @@ TEST(ElementwiseKernelTest, ParametersFollowTheGeneratedSignature) {
       << src;
 }
 
+// Kernels whose inputs are all contiguous (or single values) also read and write whole groups of elements,
+// 16 bytes of the narrowest type at a time, where every such pointer is aligned for it; strided ones do not.
+TEST(ElementwiseKernelTest, ContiguousKernelsReadAndWriteWholeVectors) {
+  const std::string bf16 = bias_gelu(false).source();
+  EXPECT_NE(bf16.find("const I groups = n / 8;"), std::string::npos) << bf16;
+  EXPECT_NE(bf16.find("reinterpret_cast<const moreh_vector<unsigned short, 8, 16>*>(in1)[g]"), std::string::npos);
+  EXPECT_NE(bf16.find("const float v0 = moreh_bf16_to_f32(r0.v[e]);"), std::string::npos) << bf16;
+  EXPECT_NE(bf16.find("reinterpret_cast<moreh_vector<unsigned short, 8, 16>*>(out0)[g] = w0;"), std::string::npos);
+  EXPECT_NE(bf16.find("if ((unsigned long long)in0 % 16ull == 0 && (unsigned long long)in1 % 16ull == 0 && "
+                      "(unsigned long long)out0 % 16ull == 0) {"),
+            std::string::npos)
+      << bf16;
+  EXPECT_NE(bf16.find("moreh_body<I>(in0, in1, s0, out0, groups * 8, n);"), std::string::npos);  // the tail
+  EXPECT_EQ(bias_gelu(true).source().find("moreh_body_vector"), std::string::npos);  // a broadcast row: strided
+
+  // The narrowest type sets the width; wider types take several 16-byte accesses per group. A single value
+  // (a 0-dim tensor, all dimensions broadcast) is read as it is; an input no output needs is not read.
+  ElementwiseKernel mixed(1);
+  const ElementwiseValue x = mixed.input(DataType::kFloat32);
+  const ElementwiseValue one = mixed.input(DataType::kFloat32, InputLayout::with_strides(0b1));
+  mixed.input(DataType::kBool);
+  mixed.output(mixed.binary(ElementwiseOp::kMul, x, one), DataType::kFloat64);
+  const std::string src = mixed.source();
+  EXPECT_NE(src.find("const I groups = n / 4;"), std::string::npos) << src;
+  EXPECT_NE(src.find("moreh_vector<double, 4, 16> w0;"), std::string::npos) << src;
+  EXPECT_NE(src.find("in1[0]"), std::string::npos);
+  EXPECT_EQ(src.find("r2"), std::string::npos);
+  EXPECT_NE(src.find("if ((unsigned long long)in0 % 16ull == 0 && (unsigned long long)out0 % 16ull == 0) {"),
+            std::string::npos)
+      << src;
+  ElementwiseKernel bools;
+  bools.output(bools.unary(ElementwiseOp::kNeg, bools.input(DataType::kInt64)));
+  EXPECT_NE(bools.source().find("const I groups = n / 2;"), std::string::npos);
+  ElementwiseKernel flags;
+  flags.output(flags.binary(ElementwiseOp::kLt, flags.input(DataType::kFloat32), flags.input(DataType::kFloat32)));
+  EXPECT_NE(flags.source().find("moreh_vector<unsigned char, 8, 8> w0;"), std::string::npos) << flags.source();
+}
+
 TEST(ElementwiseKernelTest, WideIndexingWhenOffsetsPassInt32) {
   ElementwiseKernel k(2);
   k.output(k.input(DataType::kFloat32, InputLayout::with_strides(0)));

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <cmath>
 #include <cstring>
@@ -86,9 +87,25 @@ TEST(KernelCacheTest, BinariesKeptOnDiskSaveTheNextProcessItsCompiles) {
   const KernelCache::Stats second = prepare_in_fresh_cache(dir, k, sm90);  // reads the binary instead of compiling
   EXPECT_EQ(second.disk_hits, 1u);
   EXPECT_EQ(second.compile_milliseconds, 0.0);
+  // A binary an older moreh generated differently for the same key (the file holds the source it was
+  // compiled from) is compiled over.
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    std::ifstream in(e.path(), std::ios::binary);
+    std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    in.close();
+    const size_t at = content.find("moreh_body");
+    ASSERT_NE(at, std::string::npos);
+    ASSERT_NE(content.find("// key: " + k->key()), std::string::npos);
+    content[at + 6] = 'B';  // the same length and key, another text
+    std::ofstream(e.path(), std::ios::binary | std::ios::trunc) << content;
+  }
+  const KernelCache::Stats older = prepare_in_fresh_cache(dir, k, sm90);
+  EXPECT_EQ(older.disk_hits, 0u);
+  EXPECT_GT(older.compile_milliseconds, 0.0);
+  EXPECT_EQ(prepare_in_fresh_cache(dir, k, sm90).disk_hits, 1u);  // what it wrote instead is this kernel's
   // A file that is not this kernel's (a damaged one, or a hash shared by another structure) is compiled over.
   for (const auto& e : std::filesystem::directory_iterator(dir)) {
-    std::ofstream(e.path(), std::ios::binary | std::ios::trunc) << "moreh-kernel 1\n3\nabcgarbage";
+    std::ofstream(e.path(), std::ios::binary | std::ios::trunc) << "moreh-kernel 2\n3\nabcgarbage";
   }
   const KernelCache::Stats third = prepare_in_fresh_cache(dir, k, sm90);
   EXPECT_EQ(third.disk_hits, 0u);
@@ -236,6 +253,30 @@ class FusedKernelGpuTest : public ::testing::Test {
     }
   }
 
+  // Runs `k` on the GPU over `inputs` (host bytes) with every device pointer `shift` bytes past its
+  // allocation's start (cuMemAlloc's are 256-byte aligned), the first output written over input 0 when
+  // `in_place`; returns the outputs' bytes.
+  std::vector<std::vector<unsigned char>> run_shifted(const ElementwiseKernel& k, ElementwiseArguments args,
+                                                      const std::vector<std::vector<unsigned char>>& inputs,
+                                                      size_t shift, bool in_place = false) {
+    std::vector<CUdeviceptr> ins;
+    for (const auto& in : inputs) {
+      ins.push_back(allocate(in.size() + shift) + shift);
+      check(d_->MemcpyHtoDAsync(ins.back(), in.data(), in.size(), stream_), "cuMemcpyHtoDAsync");
+      args.inputs.push_back(reinterpret_cast<const void*>(ins.back()));
+    }
+    std::vector<std::vector<unsigned char>> out(k.outputs().size());
+    std::vector<CUdeviceptr> outs;
+    for (size_t o = 0; o < out.size(); ++o) {
+      out[o].resize(args.count * size_of(k.type_of(k.outputs()[o])));
+      outs.push_back(in_place && o == 0 ? ins[0] : allocate(out[o].size() + shift) + shift);
+      args.outputs.push_back(reinterpret_cast<void*>(outs.back()));
+    }
+    cache_.launch(k, stream_, args);
+    for (size_t o = 0; o < outs.size(); ++o) download(out[o], outs[o]);
+    return out;
+  }
+
   const Driver* d_ = nullptr;
   CUdevice device_ = 0;
   CUcontext context_ = nullptr;
@@ -270,6 +311,69 @@ TEST_F(FusedKernelGpuTest, BFloat16GeluSigmoidWhere) {
   ElementwiseArguments args;
   args.count = 100003;  // not a multiple of the block
   check_against_host(k, args, {100003, 100003}, 5.0, /*positive=*/false, /*slack=*/4);
+}
+
+// The vector path (16-byte groups, contiguous kernels) and the scalar path (any pointer not aligned for the
+// groups) give the same bits, at counts around the group size and with the tail of a large launch; a group
+// written over its own input reads it first.
+TEST_F(FusedKernelGpuTest, VectorAndScalarPathsGiveTheSameBits) {
+  ElementwiseKernel k(1);
+  const ElementwiseValue x = k.input(DataType::kBFloat16), y = k.input(DataType::kFloat32);
+  const ElementwiseValue w = k.input(DataType::kFloat32, InputLayout::with_strides(0b1));  // a 0-dim tensor
+  const ElementwiseValue xf = k.cast(x, DataType::kFloat32);
+  k.output(k.cast(k.binary(ElementwiseOp::kAdd, k.unary(ElementwiseOp::kGeluTanh, xf), k.binary(ElementwiseOp::kMul, y, w)),
+                  DataType::kBFloat16));
+  k.output(k.binary(ElementwiseOp::kMul, xf, y));
+  k.output(k.binary(ElementwiseOp::kGt, xf, y));
+  k.freeze();
+  ASSERT_NE(k.source().find("moreh_body_vector"), std::string::npos);
+  for (uint64_t count : {1ull, 7ull, 8ull, 9ull, 31ull, 1000003ull}) {
+    SCOPED_TRACE(count);
+    std::vector<std::vector<unsigned char>> inputs = {std::vector<unsigned char>(count * 2),
+                                                      std::vector<unsigned char>(count * 4),
+                                                      std::vector<unsigned char>(4)};
+    for (uint64_t e = 0; e < count; ++e) {
+      store_as(DataType::kBFloat16, inputs[0].data(), e, std::sin(0.37 * static_cast<double>(e)) * 4);
+      store_as(DataType::kFloat32, inputs[1].data(), e, std::cos(0.11 * static_cast<double>(e)) * 3);
+    }
+    store_as(DataType::kFloat32, inputs[2].data(), 0, 0.625);
+    ElementwiseArguments args;
+    args.count = count;
+    args.sizes = {static_cast<int64_t>(count)};
+    args.strides = {{}, {}, {0}};
+    const auto aligned = run_shifted(k, args, inputs, 0);
+    EXPECT_TRUE(run_shifted(k, args, inputs, 4) == aligned);   // pointers off their 16 bytes: the scalar path
+    EXPECT_TRUE(run_shifted(k, args, inputs, 48) == aligned);  // aligned again, another base
+    // Against the host: each output's value where the GPU's math library agrees to the tolerance.
+    ElementwiseArguments host = args;
+    std::vector<std::vector<unsigned char>> want(3);
+    for (const auto& in : inputs) host.inputs.push_back(in.data());
+    for (size_t o = 0; o < want.size(); ++o) {
+      want[o].resize(aligned[o].size());
+      host.outputs.push_back(want[o].data());
+    }
+    evaluate_on_host(k, host);
+    EXPECT_TRUE(aligned[1] == want[1]);  // exact ops
+    EXPECT_TRUE(aligned[2] == want[2]);
+    for (uint64_t e = 0; e < count; e += 1 + count / 1000) {
+      const double h = load_as(DataType::kBFloat16, want[0].data(), e), g = load_as(DataType::kBFloat16, aligned[0].data(), e);
+      ASSERT_LE(std::fabs(g - h), 2 * tolerance(DataType::kBFloat16) * std::max(1.0, std::fabs(h))) << e;
+    }
+  }
+  // In place: x = x * 2 + 1 over a bf16 buffer, vector groups and tail.
+  ElementwiseKernel twice;
+  const ElementwiseValue a = twice.input(DataType::kBFloat16);
+  twice.output(twice.binary(ElementwiseOp::kAdd, twice.binary(ElementwiseOp::kMul, a, twice.constant(DataType::kBFloat16, 2)),
+                            twice.constant(DataType::kBFloat16, 1)));
+  std::vector<std::vector<unsigned char>> in = {std::vector<unsigned char>(2 * 1029)};
+  for (uint64_t e = 0; e < 1029; ++e) store_as(DataType::kBFloat16, in[0].data(), e, static_cast<double>(e % 50) / 4);
+  ElementwiseArguments args;
+  args.count = 1029;
+  for (size_t shift : {0, 4}) {
+    const auto out = run_shifted(twice, args, in, shift, /*in_place=*/true);
+    for (uint64_t e = 0; e < 1029; ++e)
+      ASSERT_EQ(load_as(DataType::kBFloat16, out[0].data(), e), static_cast<double>(e % 50) / 2 + 1) << e << " " << shift;
+  }
 }
 
 TEST_F(FusedKernelGpuTest, BFloat16BroadcastOverMiddleAndLastDimensions) {
