@@ -47,14 +47,24 @@ class DataParallelPlannerTest : public ::testing::Test {
     runtime::set_op_facts(runtime::intern_op("aten::relu"), {.pointwise = true});
   }
   runtime::VirtualMemory vm;
-  // q, k, v, the output's gradient, the output, the logsumexp (`lse_len` floats per batch row and head)
-  // and the gradients of q, k and v, for attention over a batch of 4 (2 heads, 8 positions, head size 8).
-  std::array<std::shared_ptr<Buffer>, 9> attention_buffers(int devices, uint64_t lse_len) {
+  // q, k, v, the output's gradient, the output, the logsumexp (`lse_len` floats per batch row and head),
+  // the gradients of q, k and v and the RNG state (seed, offset), for attention over a batch of 4 (2 heads,
+  // 8 positions, head size 8).
+  std::array<std::shared_ptr<Buffer>, 11> attention_buffers(int devices, uint64_t lse_len) {
     const uint64_t bytes = 4 * 4 * 2 * 8 * 8;
-    std::array<std::shared_ptr<Buffer>, 9> b;
+    std::array<std::shared_ptr<Buffer>, 11> b;
     for (auto& x : b) x = buffer(bytes, false, devices);
     b[5] = buffer(4 * 4 * 2 * lse_len, false, devices);
+    b[9] = buffer(8, false, devices);
+    b[10] = buffer(8, false, devices);
     return b;
+  }
+  // A step that uploads q, k, v and the output's gradient.
+  static StepGraph attention_uploads(const std::shared_ptr<Buffer>& q, const std::shared_ptr<Buffer>& k,
+                                     const std::shared_ptr<Buffer>& v, const std::shared_ptr<Buffer>& go) {
+    StepGraph g;
+    for (const auto& b : {q, k, v, go}) g.append(upload(b, qkv));
+    return g;
   }
   std::shared_ptr<Buffer> buffer(uint64_t bytes, bool defined, int devices) {
     auto b = std::make_shared<Buffer>(vm, bytes, devices);
@@ -134,10 +144,8 @@ runtime::Plan expect_attention_split_by_the_batch(const StepGraph& g, int n) {
 TEST_F(DataParallelPlannerTest, EfficientAttentionSplitsByTheBatch) {
   const int n = 2;
   const runtime::Dims lse = {4, 2, 32};
-  auto [q, k, v, go, out, l, dq, dk, dv] = attention_buffers(n, 32);
-  auto seed = buffer(8, false, n), offset = buffer(8, false, n);
-  StepGraph g;
-  for (const auto& b : {q, k, v, go}) g.append(upload(b, qkv));
+  auto [q, k, v, go, out, l, dq, dk, dv, seed, offset] = attention_buffers(n, 32);
+  StepGraph g = attention_uploads(q, k, v, go);
   runtime::Node fwd = node("aten::_scaled_dot_product_efficient_attention",
                            {shaped(q, qkv), shaped(k, qkv), shaped(v, qkv)},
                            {shaped(out, qkv), shaped(l, lse), shaped(seed, {}), shaped(offset, {})}, {},
@@ -173,10 +181,8 @@ TEST_F(DataParallelPlannerTest, EfficientAttentionSplitsByTheBatch) {
 TEST_F(DataParallelPlannerTest, FlashAttentionThroughTheOverrideableRouteSplitsByTheBatch) {
   const int n = 2;
   const runtime::Dims lse = {4, 2, 8};
-  auto [q, k, v, go, out, l, dq, dk, dv] = attention_buffers(n, 8);
-  auto seed = buffer(8, false, n), offset = buffer(8, false, n);
-  StepGraph g;
-  for (const auto& b : {q, k, v, go}) g.append(upload(b, qkv));
+  auto [q, k, v, go, out, l, dq, dk, dv, seed, offset] = attention_buffers(n, 8);
+  StepGraph g = attention_uploads(q, k, v, go);
   auto forward = [&](double dropout) {
     runtime::Node fwd = node("aten::_scaled_dot_product_fused_attention_overrideable",
                              {shaped(q, qkv), shaped(k, qkv), shaped(v, qkv)},
