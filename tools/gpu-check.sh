@@ -63,7 +63,7 @@ CXX_BIN=${CXX:-$(command -v c++ || command -v g++ || echo c++)}   # for the prob
 # features, lazy recording, plan cache, checkpoints, device module/autoload, data loading, out-of-memory,
 # the example script, Hugging Face models, RNNs, fallbacks, step analysis. Not here: test_opinfo (minutes
 # of CPU-kernel comparisons), test_flavors / test_moreh_smi / test_logging (host-side tools).
-PYTEST_SUITES=${PYTEST_SUITES:-"test_cuda_device.py test_fusion.py test_training.py test_amp.py test_everyday.py
+PYTEST_SUITES=${PYTEST_SUITES:-"test_cuda_device.py test_attention.py test_fusion.py test_training.py test_amp.py test_everyday.py
   test_lazy_recording.py test_graph_cache.py test_checkpoint.py test_device_module.py test_data_loading.py
   test_out_of_memory.py test_example.py test_hf_models.py test_rnn.py test_fallbacks.py test_step_analysis.py"}
 
