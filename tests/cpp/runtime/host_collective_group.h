@@ -88,14 +88,24 @@ inline void check_all_reduce(HostGroup& g, DataType t, ReduceOp op, uint64_t cou
   }
 }
 
+// Where each rank's slice starts, and the elements of all of them.
+struct Slices {
+  std::vector<uint64_t> offsets;
+  uint64_t total = 0;
+};
+inline Slices slices_of(const std::vector<uint64_t>& counts) {
+  std::vector<uint64_t> offsets = offsets_of(counts);
+  const uint64_t total = offsets.back() + counts.back();
+  return {std::move(offsets), total};
+}
+
 // One reduce_scatter of `counts` slices of `t` with `op`, in or out of place: each rank's slice is the
 // reduction of value(op, rank, i) over the ranks.
 inline void check_reduce_scatter(HostGroup& g, const std::vector<uint64_t>& counts, DataType t, ReduceOp op,
                                  bool in_place) {
   const int n = g.size();
   const uint64_t es = size_of(t);
-  const std::vector<uint64_t> offsets = offsets_of(counts);
-  const uint64_t total = offsets.back() + counts.back();
+  const auto [offsets, total] = slices_of(counts);
   std::vector<std::unique_ptr<PhysicalBlock>> send, recv;
   for (int r = 0; r < n; ++r) {
     send.push_back(g.allocate(r, total * es));
@@ -118,8 +128,7 @@ inline void check_reduce_scatter(HostGroup& g, const std::vector<uint64_t>& coun
 inline void check_all_gather(HostGroup& g, const std::vector<uint64_t>& counts, DataType t, bool in_place) {
   const int n = g.size();
   const uint64_t es = size_of(t);
-  const std::vector<uint64_t> offsets = offsets_of(counts);
-  const uint64_t total = offsets.back() + counts.back();
+  const auto [offsets, total] = slices_of(counts);
   std::vector<std::unique_ptr<PhysicalBlock>> send, recv;
   for (int r = 0; r < n; ++r) {
     recv.push_back(g.allocate(r, total * es));
@@ -161,8 +170,7 @@ inline void check_group(HostGroup& g) {
   const std::vector<std::pair<DataType, uint64_t>> reduced = {
       {DataType::kFloat32, 37}, {DataType::kBFloat16, 5}, {DataType::kInt64, 1}};
   const std::vector<uint64_t> counts = uneven_counts(n);
-  const std::vector<uint64_t> offsets = offsets_of(counts);
-  const uint64_t total = offsets.back() + counts.back();
+  const auto [offsets, total] = slices_of(counts);
   const int root = n - 1;
   constexpr uint64_t kBroadcast = 7;
   std::vector<std::vector<std::unique_ptr<PhysicalBlock>>> blocks(n);
