@@ -143,23 +143,29 @@ void NcclCommunicator::enqueue_part(int rank, CollectivePart part) {
   device(rank).submit([this, rank, part = std::move(part)] { run_part(rank, part); });
 }
 
-void NcclCommunicator::run_part(int rank, const CollectivePart& part) {
-  throw_if_broken();
+void NcclCommunicator::require_reducible(int rank, const CollectivePart& part) const {
   if (reduces(part.kind) && !is_reducible(part.type))
     throw ConfigError(fmt::format("{} on rank {}: {} cannot be reduced", part.describe(), rank, name_of(part.type)));
+}
+
+void NcclCommunicator::count_issued(int rank, const CollectivePart& part) {
+  count_sent(rank, ring_bytes_sent(part, rank, size()));
+  count_completed(rank);
+}
+
+void NcclCommunicator::run_part(int rank, const CollectivePart& part) {
+  throw_if_broken();
+  require_reducible(rank, part);
   const bool p2p = part.kind == CollectiveKind::kSend || part.kind == CollectiveKind::kRecv;
   const uint64_t seq = p2p ? pair_up(rank, part) : meet(rank, {part});
   issue(rank, part, seq);
-  count_sent(rank, ring_bytes_sent(part, rank, size()));
-  count_completed(rank);
+  count_issued(rank, part);
 }
 
 void NcclCommunicator::run_group(int rank, const std::vector<CollectivePart>& parts) {
   if (parts.size() == 1) return run_part(rank, parts[0]);
   throw_if_broken();
-  for (const CollectivePart& part : parts)
-    if (reduces(part.kind) && !is_reducible(part.type))
-      throw ConfigError(fmt::format("{} on rank {}: {} cannot be reduced", part.describe(), rank, name_of(part.type)));
+  for (const CollectivePart& part : parts) require_reducible(rank, part);
   const uint64_t seq = meet(rank, parts);
 #ifdef MOREH_WITH_CUDA
   std::optional<cuda::ScopedContext> scope;
@@ -177,10 +183,7 @@ void NcclCommunicator::run_group(int rank, const std::vector<CollectivePart>& pa
   for (const CollectivePart& part : parts) issue(rank, part, seq);
   end.ended = true;
   check(rank, api.GroupEnd(), "ncclGroupEnd", parts[0], seq);
-  for (const CollectivePart& part : parts) {
-    count_sent(rank, ring_bytes_sent(part, rank, size()));
-    count_completed(rank);
-  }
+  for (const CollectivePart& part : parts) count_issued(rank, part);
 }
 
 void NcclCommunicator::drop_pending() {

@@ -61,6 +61,10 @@ class NcclCommunicator final : public Communicator {
   // Waits (bounded) until the peer has issued the matching recv (for a send) or send (for a recv).
   uint64_t pair_up(int rank, const CollectivePart& part);
   void issue(int rank, const CollectivePart& part, uint64_t seq);
+  // ConfigError for a reduction of a type NCCL cannot reduce, before any meeting.
+  void require_reducible(int rank, const CollectivePart& part) const;
+  // Counts an issued part's bytes and its completion.
+  void count_issued(int rank, const CollectivePart& part);
   // Breaks the communicator when an NCCL call failed or the communicator reports an asynchronous error.
   void check(int rank, int result, const char* call, const CollectivePart& part, uint64_t seq);
   void* stream(int rank) const;
