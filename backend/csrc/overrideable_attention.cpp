@@ -3,19 +3,17 @@
 namespace moreh::backend {
 namespace {
 
-const c10::OperatorName& forward_name() {
-  static const auto name = c10::Dispatcher::singleton()
-                               .findSchemaOrThrow("aten::_scaled_dot_product_fused_attention_overrideable", "")
-                               .operator_name();
-  return name;
+// Handles compare by identity (a pointer), which the replay does for every launch.
+const c10::OperatorHandle& forward_op() {
+  static const c10::OperatorHandle op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("aten::_scaled_dot_product_fused_attention_overrideable", "");
+  return op;
 }
 
-const c10::OperatorName& backward_name() {
-  static const auto name =
-      c10::Dispatcher::singleton()
-          .findSchemaOrThrow("aten::_scaled_dot_product_fused_attention_overrideable_backward", "")
-          .operator_name();
-  return name;
+const c10::OperatorHandle& backward_op() {
+  static const c10::OperatorHandle op = c10::Dispatcher::singleton().findSchemaOrThrow(
+      "aten::_scaled_dot_product_fused_attention_overrideable_backward", "");
+  return op;
 }
 
 // What the flash kernels cannot honour, said before anything runs.
@@ -48,9 +46,12 @@ void forward(torch::jit::Stack& stack, c10::DeviceType device) {
                                                                           std::nullopt, scale);
   }
   const int64_t max_q = q.size(-2), max_k = k.size(-2);
-  const at::Tensor seed = at::zeros({}, q.options().dtype(at::kLong));
+  // Without dropout the RNG state means nothing and nothing reads it: left unset, as CUDA's flash kernel
+  // leaves its own (no fill kernels per attention call).
+  const auto rng = q.options().dtype(at::kLong);
   torch::jit::drop(stack, 8);
-  torch::jit::push(stack, out, lse, at::Tensor(), at::Tensor(), max_q, max_k, seed, seed.clone(), at::Tensor());
+  torch::jit::push(stack, out, lse, at::Tensor(), at::Tensor(), max_q, max_k, at::empty({}, rng), at::empty({}, rng),
+                   at::Tensor());
 }
 
 // (grad_out, query, key, value, attn_bias, grad_input_mask, out, logsumexp, cum_seq_q, cum_seq_k, max_q,
@@ -78,13 +79,10 @@ void backward(torch::jit::Stack& stack, c10::DeviceType device) {
 
 }  // namespace
 
-bool is_overrideable_attention(const c10::OperatorHandle& op) {
-  const auto& name = op.operator_name();
-  return name == forward_name() || name == backward_name();
-}
+bool is_overrideable_attention(const c10::OperatorHandle& op) { return op == forward_op() || op == backward_op(); }
 
 void run_overrideable_attention(const c10::OperatorHandle& op, torch::jit::Stack& stack, c10::DeviceType device) {
-  if (op.operator_name() == forward_name()) forward(stack, device);
+  if (op == forward_op()) forward(stack, device);
   else backward(stack, device);
 }
 

@@ -5,7 +5,7 @@
 //
 // Those kernels return less than the overrideable ops declare (no sequence offsets, RNG state of another
 // shape); moreh takes flash attention without dropout or a mask only, so the RNG state is never read: the
-// forward returns it as zeros, and the backward hands the recorded zeros on.
+// forward leaves it unset (as CUDA's flash kernel does without dropout), and the backward hands it on.
 #pragma once
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
