@@ -35,6 +35,10 @@ def resolve(choice):
 
 
 def switch(path, name):
+    try:
+        read_flavor(path)
+    except ValueError as e:  # corrupt: the error told the user to run this, so the file is replaced
+        print(f"moreh-switch-model: replacing a config file that could not be read: {e}", file=sys.stderr)
     write_flavor(path, name)
     print(f'The MoAI Accelerator model is successfully switched to  "{name}".')
 

@@ -25,7 +25,13 @@ PYBIND11_MODULE(_native, m) {
   m.def("write_flavor", [](const std::string& path, const std::string& name) {
     auto flavor = find_flavor(name);
     if (!flavor) throw ConfigError("'" + name + "' is not a flavor: expected one of " + flavor_names());
-    UserConfig config = read_user_config(path);
+    // Only `flavor` is known, so a file that cannot be read holds nothing worth keeping: it is replaced (the
+    // error that named it told the user to run moreh-switch-model, which says what it replaced).
+    UserConfig config;
+    try {
+      config = read_user_config(path);
+    } catch (const ConfigError&) {
+    }
     config.flavor = flavor->name;
     write_user_config(path, config);
     return flavor->name;

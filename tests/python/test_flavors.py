@@ -1,6 +1,9 @@
 """Flavors: the virtual device spans N physical devices, chosen by MOREH_FLAVOR / MOREH_NUM_DEVICES or by
 moreh-switch-model (persisted in $MOREH_CONFIG_DIR/config)."""
 import json
+import os
+
+import pytest
 
 from conftest import run_python
 from tools_helpers import run_tool, tool_env
@@ -106,3 +109,42 @@ def test_corrupt_config_file_is_named(tmp_path):
     assert proc.returncode == 2 and str(tmp_path / "config") in proc.stderr
     proc = run_tool("moreh_smi", config_dir=tmp_path)
     assert proc.returncode == 2 and str(tmp_path / "config") in proc.stderr
+
+
+def _corrupt(tmp_path, kind):
+    path = tmp_path / "config"
+    if kind == "random bytes":
+        path.write_bytes(bytes((i * 167 + 13) & 0xFF for i in range(512)))
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["random bytes", "directory", "fifo"])
+def test_unreadable_config_is_named_and_set_replaces_it(tmp_path, kind):
+    """Every tool names the file and says what is wrong, in text (no UnicodeDecodeError, no hang on a FIFO, no
+    directory silently ignored), and moreh-switch-model --set, which the error recommends, replaces it."""
+    path = _corrupt(tmp_path, kind)
+    for tool in ("moreh_smi", "moreh_switch_model"):
+        proc = run_tool(tool, *(["--list"] if tool == "moreh_switch_model" else []), config_dir=tmp_path, timeout=30)
+        assert proc.returncode == 2, proc.stderr
+        assert str(path) in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    proc = run_python("import torch", env=tool_env(tmp_path), timeout=60)
+    assert proc.returncode != 0 and str(path) in proc.stderr and "UnicodeDecodeError" not in proc.stderr
+    if kind == "directory":  # nothing to replace safely: the error says to remove it
+        proc = run_tool("moreh_switch_model", "--set", "Medium.128GB", config_dir=tmp_path)
+        assert proc.returncode == 2 and str(path) in proc.stderr
+        return
+    proc = run_tool("moreh_switch_model", "--set", "Medium.128GB", config_dir=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "replacing" in proc.stderr
+    assert path.read_text().splitlines()[-1] == "flavor = Medium.128GB"
+    assert run_tool("moreh_switch_model", "--current", config_dir=tmp_path).stdout.strip() == "Medium.128GB"
+
+
+def test_byte_order_mark_is_accepted(tmp_path):
+    (tmp_path / "config").write_bytes(b"\xef\xbb\xbfflavor = Large.256GB\n")
+    proc = run_tool("moreh_switch_model", "--current", config_dir=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.strip() == "Large.256GB", proc.stderr

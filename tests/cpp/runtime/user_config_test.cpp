@@ -1,6 +1,7 @@
 #include "runtime/user_config.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -63,6 +64,44 @@ TEST_F(UserConfigTest, CorruptFilesNameThePathAndTheLine) {
   }
   write_raw("flavor = Huge.1GB\n");
   EXPECT_NE(error_of([&] { read_user_config(path()); }).find("Small.64GB"), std::string::npos);
+}
+
+TEST_F(UserConfigTest, AByteOrderMarkIsNotPartOfTheFirstKey) {
+  write_raw("\xEF\xBB\xBF" "flavor = Medium.128GB\n");
+  EXPECT_EQ(read_user_config(path()).flavor, "Medium.128GB");
+}
+
+// The message must itself be text (Python turns it into a str) and name the file.
+bool is_utf8_text(const std::string& s) {
+  for (unsigned char c : s)
+    if (c >= 0x80) return false;  // moreh's own messages are ASCII; any byte from the file would show here
+  return true;
+}
+
+TEST_F(UserConfigTest, BinaryContentIsNamedWithoutRepeatingItsBytes) {
+  std::string junk;
+  for (int i = 0; i < 256; ++i) junk.push_back(static_cast<char>((i * 167 + 13) & 0xFF));
+  write_raw(junk);
+  std::string what = error_of([&] { read_user_config(path()); });
+  EXPECT_NE(what.find(path()), std::string::npos) << what;
+  EXPECT_NE(what.find("not UTF-8"), std::string::npos) << what;
+  EXPECT_TRUE(is_utf8_text(what));
+  write_raw(std::string("flavor = Small.64GB\0\n", 21));
+  EXPECT_NE(error_of([&] { read_user_config(path()); }).find("NUL"), std::string::npos);
+}
+
+TEST_F(UserConfigTest, ADirectoryOrAFifoInThePlaceOfTheFileIsAnErrorNotAnEmptyConfigOrAHang) {
+  fs::create_directories(path());
+  std::string what = error_of([&] { read_user_config(path()); });
+  EXPECT_NE(what.find("a directory"), std::string::npos) << what;
+  EXPECT_NE(what.find(path()), std::string::npos) << what;
+  fs::remove(path());
+  ASSERT_EQ(mkfifo(path().c_str(), 0600), 0);
+  what = error_of([&] { read_user_config(path()); });  // no writer: a blocking open would never return
+  EXPECT_NE(what.find("a FIFO"), std::string::npos) << what;
+  // moreh-switch-model replaces what it cannot read: writing over the FIFO gives a regular file again.
+  write_user_config(path(), UserConfig{"Large.256GB"});
+  EXPECT_EQ(read_user_config(path()).flavor, "Large.256GB");
 }
 
 TEST_F(UserConfigTest, ChoiceOrderIsEnvironmentThenFileThenDefault) {
