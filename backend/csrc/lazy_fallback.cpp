@@ -225,6 +225,9 @@ struct OpTraits {
   bool reads_tensors = false;  // has a tensor argument it does not write: shapes come from inputs
   bool is_copy = false;        // aten::copy_: with a host source it brings the step's data in
   std::vector<bool> writes;    // per argument
+  // Per argument: a host (CPU) tensor of any size is taken, as CUDA takes one there (copy_'s source, the
+  // `Tensor?[] indices` of indexing). Elsewhere only a 0-dim CPU tensor (a number) is.
+  std::vector<bool> host_ok;
   int generator_arg = -1;      // the Generator? argument, if any (None when the script passes none)
 };
 
@@ -246,6 +249,10 @@ const OpTraits& traits_of(const c10::OperatorHandle& op) {
     if (is_generator_type(a.type())) t.generator_arg = static_cast<int>(t.writes.size());
     bool w = a.alias_info() && a.alias_info()->isWrite();
     t.writes.push_back(w);
+    const bool optional_tensor_list =
+        a.type()->kind() == c10::TypeKind::ListType &&
+        a.type()->castRaw<c10::ListType>()->getElementType()->kind() == c10::TypeKind::OptionalType;
+    t.host_ok.push_back((t.is_copy && a.name() == "src") || (a.name() == "indices" && optional_tensor_list));
     auto kind = a.type()->kind();
     if (kind == c10::TypeKind::OptionalType) kind = a.type()->castRaw<c10::OptionalType>()->getElementType()->kind();
     bool tensorish = kind == c10::TypeKind::TensorType || kind == c10::TypeKind::ListType;
@@ -455,6 +462,12 @@ void lazy_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::ji
     }
     TORCH_CHECK(!tr.writes[arg], "moreh: ", schema.operator_name(),
                 " would write into a CPU tensor; compute on moreh and copy the result with .cpu()");
+    // CUDA's rule, so that a script that runs on moreh runs on a GPU: a CPU tensor with elements is refused
+    // where a GPU kernel would refuse it (a number wrapped in a 0-dim tensor is fine).
+    TORCH_CHECK(t.dim() == 0 || tr.host_ok[arg], "Expected all tensors to be on the same device, but got ",
+                schema.arguments()[arg].name(), " is on ", t.device(),
+                ", different from other tensors on moreh:0 (when checking argument for ", schema.operator_name(),
+                "). Move it with .to(\"moreh\") first.");
     node.host_input = node.host_input || (tr.is_copy && t.dim() > 0);
     return t.clone();  // a CPU input is a snapshot of its value now
   };

@@ -83,13 +83,13 @@ def _cases():
     promote = [
         ("cat", lambda p, r: torch.cat([p, r]), (hb, f_other), True),
         ("stack", lambda p, r: torch.stack([p, r]), (hb, f_other), True),
-        ("index_copy", lambda p, r: p.index_copy(0, idx, r[:3]), (hb, f_other), True),
+        ("index_copy", lambda p, r: p.index_copy(0, idx.to(p.device), r[:3]), (hb, f_other), True),
         # CUDA's list only:
         ("addcmul", torch.addcmul, (hb, f_other, hb.flip(0)), False),
         ("addcdiv", torch.addcdiv, (hb, f_other, pos), False),
         ("atan2", torch.atan2, (hb, f_other), False),
         ("dot", torch.dot, (hb[0], f_other[0]), False),
-        ("scatter_add", lambda p, r: p.scatter_add(0, torch.zeros(2, 7, dtype=torch.long), r[:2]),
+        ("scatter_add", lambda p, r: p.scatter_add(0, torch.zeros(2, 7, dtype=torch.long, device=p.device), r[:2]),
          (hb, f_other), False),
     ]
     return ([(name, op, args, "lower", agrees) for name, op, args, agrees in lower] +

@@ -228,3 +228,25 @@ def test_printing_a_moreh_tensor():
     big = torch.arange(2000.0)
     assert "..." in repr(big.to("moreh"))
     assert repr(big.to("moreh")) == repr(big)[:-1] + ", device='moreh:0')"
+
+
+def test_cpu_tensors_follow_cudas_device_rule():
+    """A CPU tensor with elements mixed into a moreh op is an error, as on CUDA (issue 15, item 13): a script
+    that runs on moreh must not break on a GPU. A number in a 0-dim CPU tensor, copies from the host and CPU
+    indices stay fine, as on CUDA."""
+    x = torch.arange(4.0, device="moreh")
+    big = x > 1
+    before = torch.moreh.graph_stats()["recorded_ops"]
+    for bad in (lambda: x + torch.ones(4), lambda: torch.mm(x.view(2, 2), torch.eye(2)),
+                lambda: torch.where(big, x, torch.zeros(4)), lambda: x.add_(torch.ones(4))):
+        with pytest.raises(RuntimeError, match="Expected all tensors to be on the same device"):
+            bad()
+    assert torch.moreh.graph_stats()["recorded_ops"] == before  # nothing half-recorded
+    assert x.tolist() == [0.0, 1.0, 2.0, 3.0]                   # and nothing lost
+    assert (x * torch.tensor(2.0)).tolist() == [0.0, 2.0, 4.0, 6.0]
+    assert x[torch.tensor([3, 0])].tolist() == [3.0, 0.0]
+    y = torch.zeros(4, device="moreh")
+    y[torch.tensor([1, 2])] = torch.tensor(5.0)
+    y[2:] += torch.ones(2).to("moreh")
+    y.copy_(y + torch.ones(4).to("moreh"))
+    assert y.tolist() == [1.0, 6.0, 7.0, 2.0]
