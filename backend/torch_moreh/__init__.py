@@ -33,6 +33,11 @@ def _load():
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
     register_optimizer_step_post_hook(lambda optimizer, args, kwargs: _C._flush())
+    # A moreh tensor sent to another process travels by value; torch.compile runs its graphs on moreh.
+    from . import compile_support, process_sharing
+
+    process_sharing.install()
+    compile_support.install()
     import atexit
 
     atexit.register(_C._shutdown)

@@ -158,3 +158,39 @@ def test_spawned_dataloader_worker_can_use_moreh(tmp_path):
     proc = run_python(code, env={"PYTHONPATH": f"{tmp_path}:{torch_moreh.__path__[0]}/.."}, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip() == "[[[0.0, 0.0], [1.0, 1.0]], [[2.0, 2.0], [3.0, 3.0]]]"
+
+
+def test_spawned_workers_take_and_return_moreh_tensors_by_value(tmp_path):
+    """Issue 15, item 11: a dataset that holds moreh tensors, loaded by 'spawn' workers (the advice of the fork
+    error), and workers that return moreh tensors. torch's reducer cannot share a moreh tensor; in a worker's
+    queue feeder thread that failure dropped the batch and the loader waited forever. moreh tensors travel by
+    value: the batches arrive on the parent's moreh device, within the loader's timeout."""
+    (tmp_path / "moreh_datasets.py").write_text(textwrap.dedent("""
+        import torch
+        from torch.utils.data import Dataset
+        class ReturnsMoreh(Dataset):
+            def __len__(self): return 4
+            def __getitem__(self, i): return torch.full((2,), float(i), device="moreh")
+    """))
+    code = textwrap.dedent("""
+        import pickle, torch
+        from torch.utils.data import DataLoader, TensorDataset
+        from moreh_datasets import ReturnsMoreh
+        if __name__ == "__main__":
+            held = TensorDataset(torch.arange(8.0).view(4, 2).to("moreh") * 1)   # pending, never read yet
+            for ds in (held, ReturnsMoreh()):
+                out = list(DataLoader(ds, batch_size=2, num_workers=2, multiprocessing_context="spawn", timeout=60))
+                print([(b[0] if isinstance(b, list) else b).device.type for b in out],
+                      [(b[0] if isinstance(b, list) else b).tolist() for b in out])
+            w = torch.nn.Parameter(torch.ones(2, device="moreh"))
+            from multiprocessing.reduction import ForkingPickler
+            back = pickle.loads(ForkingPickler.dumps(w))
+            print(type(back).__name__, back.requires_grad, back.device.type, back.tolist())
+    """)
+    proc = run_python(code, env={"PYTHONPATH": f"{tmp_path}:{torch_moreh.__path__[0]}/.."}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines() == [
+        "['moreh', 'moreh'] [[[0.0, 1.0], [2.0, 3.0]], [[4.0, 5.0], [6.0, 7.0]]]",
+        "['moreh', 'moreh'] [[[0.0, 0.0], [1.0, 1.0]], [[2.0, 2.0], [3.0, 3.0]]]",
+        "Parameter True moreh [1.0, 1.0]",
+    ]
