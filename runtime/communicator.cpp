@@ -241,6 +241,19 @@ void Communicator::interrupt(const std::string& reason) {
   changed_.notify_all();
 }
 
+bool Communicator::recover() {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!broken()) return true;
+  if (!restart_ranks()) return false;
+  {
+    std::lock_guard<std::mutex> reason_lock(reason_mu_);
+    broken_reason_.clear();
+    broken_.store(false);
+  }
+  broken_by_timeout_ = false;
+  return true;
+}
+
 void Communicator::throw_if_broken() const {
   if (broken_.load()) throw CollectiveError("the communicator is broken and runs no more collectives: " + broken_reason());
 }

@@ -127,6 +127,11 @@ class Communicator {
   void interrupt(const std::string& reason);
   // Why the communicator broke ("" while it works).
   std::string broken_reason() const;
+  // After a failed step, once no rank is inside a collective (every device idle): forgets the broken state
+  // and realigns the ranks, so that the next step's collectives run. Returns false, staying broken, where
+  // the implementation cannot recover (one that ran collectives on GPUs: an abandoned collective may still
+  // be queued there). True when it was not broken.
+  bool recover();
 
   CollectiveTraffic traffic(int rank) const;
   uint64_t total_bytes_sent() const;
@@ -151,6 +156,9 @@ class Communicator {
   std::condition_variable changed_;
   // Called with mu_ held when the communicator breaks: drops the meetings and messages in flight.
   virtual void drop_pending() {}
+  // Optional. Called by recover() with mu_ held and every rank idle: drops what is pending and restarts the
+  // ranks' sequence numbers. False (the default) when the implementation cannot recover.
+  virtual bool restart_ranks() { return false; }
   // Said after "of a N-rank communicator" in a timeout ("same-GPU path"); empty for none.
   virtual std::string_view path_note() const { return {}; }
   // Fails the calling rank the way a peer broke the communicator (TimeoutError or CollectiveError).

@@ -30,6 +30,12 @@ class CollectiveError : public Error {
   using Error::Error;
 };
 
+// The user interrupted the step (Ctrl-C, runtime/interrupt.h); it stopped at a kernel boundary.
+class InterruptedError : public Error {
+ public:
+  using Error::Error;
+};
+
 // A device could not hold what a step needs. The text follows MoAI's "Error Code 4: OUT_OF_MEMORY".
 class OutOfMemoryError : public Error {
  public:

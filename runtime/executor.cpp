@@ -7,6 +7,7 @@
 
 #include "runtime/errors.h"
 #include "runtime/host_arithmetic.h"
+#include "runtime/interrupt.h"
 
 namespace moreh::runtime {
 
@@ -33,11 +34,19 @@ void mark_step_failed(const StepGraph& graph, size_t first, const std::string& w
 }
 
 void Executor::submit(StepExecution step) {
+  step.interrupt_epoch = interrupt_epoch();
   auto shared = std::make_shared<StepExecution>(std::move(step));
   for (const auto& program : shared->plan->programs) {
     PhysicalDevice* device = devices_.at(program.device);
     device->submit([this, shared, &program] { run_program(*shared, program); });
   }
+}
+
+void Executor::stop_peers(const StepExecution& step, const DeviceProgram& program, const std::string& why) {
+  // The other devices would wait for this one at their next collective until the timeout: break the
+  // communicator so that they fail at once (the engine recovers it once every device is idle).
+  if (comm_ && step.plan->num_devices > 1)
+    comm_->interrupt(fmt::format("{} failed: {}", devices_.at(program.device)->name(), why));
 }
 
 void Executor::run_program(const StepExecution& step, const DeviceProgram& program) {
@@ -78,6 +87,8 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
         }
         case Instruction::Kind::kLaunch: {
           next_node = ins.index;
+          if (interrupt_epoch() != step.interrupt_epoch) [[unlikely]]
+            throw InterruptedError("interrupted");
           const Node& node = nodes[ins.index];
           if (ins.aux == 0) {
             provider_->launch(node, LaunchContext(device, node));
@@ -100,6 +111,8 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
         case Instruction::Kind::kFused: {
           const FusedLaunch& fused = program.fused.at(ins.index);
           next_node = fused.nodes.front();
+          if (interrupt_epoch() != step.interrupt_epoch) [[unlikely]]
+            throw InterruptedError("interrupted");
           run_fused(nodes, fused, device);
           next_node = fused.nodes.back() + 1;
           break;
@@ -113,12 +126,22 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
       }
     } catch (const OutOfMemoryError& e) {
       mark_step_failed(*step.graph, next_node, e.what());
+      stop_peers(step, program, e.what());
       throw;
+    } catch (const InterruptedError&) {
+      const std::string why = fmt::format("the step was interrupted (Ctrl-C) before op {} of {} ({}); it and the "
+                                          "ops after it did not run",
+                                          next_node + 1, nodes.size(),
+                                          next_node < nodes.size() ? op_name(nodes[next_node].op) : "");
+      mark_step_failed(*step.graph, next_node, why);
+      stop_peers(step, program, why);
+      throw InterruptedError(why);
     } catch (const std::exception& e) {
       std::string where = next_node < nodes.size() ? op_name(nodes[next_node].op) : std::string("the step");
       std::string why = fmt::format("{} (op {} of {} in the step) failed: {}", where, next_node + 1, nodes.size(),
                                     e.what());
       mark_step_failed(*step.graph, next_node, why);
+      stop_peers(step, program, why);
       throw Error(why);
     }
   }

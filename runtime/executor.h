@@ -17,6 +17,7 @@ struct StepExecution {
   std::shared_ptr<const Plan> plan;
   std::shared_ptr<const StepGraph> graph;
   std::vector<std::shared_ptr<Buffer>> bindings;  // slot -> buffer, from the canonical graph
+  uint64_t interrupt_epoch = 0;  // set by submit(): an interrupt after it stops the step (runtime/interrupt.h)
 };
 
 class Executor {
@@ -35,6 +36,8 @@ class Executor {
   uint64_t replay_ns() const { return replay_ns_.load(std::memory_order_relaxed); }
 
  private:
+  // A device's program failed: the other devices' collectives fail at once instead of at their timeout.
+  void stop_peers(const StepExecution& step, const DeviceProgram& program, const std::string& why);
   void run_fused(const std::vector<Node>& nodes, const FusedLaunch& fused, PhysicalDevice& device);
   // The in-place sum over the devices of an all-reduce instruction's buffer on `device`.
   static CollectivePart all_reduce_part(const StepExecution& step, const Instruction& ins, PhysicalDevice& device);

@@ -37,6 +37,20 @@ HierarchicalCommunicator::HierarchicalCommunicator(std::vector<PhysicalDevice*> 
   cross_ = cross(std::move(leaders));
 }
 
+void HierarchicalCommunicator::drop_pending() {
+  const std::string reason = broken_reason();
+  for (auto& l : locals_)
+    if (l) l->interrupt(reason);
+  cross_->interrupt(reason);
+}
+
+bool HierarchicalCommunicator::restart_ranks() {
+  bool all = cross_->recover();
+  for (auto& l : locals_)
+    if (l) all = l->recover() && all;
+  return all;
+}
+
 void HierarchicalCommunicator::enqueue_part(int rank, CollectivePart part) {
   device(rank).submit([this, rank, part = std::move(part)] { run_part(rank, part); });
 }

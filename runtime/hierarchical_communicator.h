@@ -40,6 +40,8 @@ class HierarchicalCommunicator final : public Communicator {
  protected:
   void enqueue_part(int rank, CollectivePart part) override;
   void run_part(int rank, const CollectivePart& part) override;
+  bool restart_ranks() override;  // recovers every part
+  void drop_pending() override;   // interrupts every part: their waiting ranks stop too
 
  private:
   void compose(int rank, const CollectivePart& part);

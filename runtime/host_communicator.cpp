@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <cstring>
 #include <numeric>
 
@@ -43,6 +44,14 @@ void HostCommunicator::run_part(int rank, const CollectivePart& part) {
 void HostCommunicator::drop_pending() {
   meeting_.clear();
   mail_.clear();
+}
+
+bool HostCommunicator::restart_ranks() {
+  drop_pending();
+  std::fill(next_seq_.begin(), next_seq_.end(), 0);
+  sends_.clear();
+  recvs_.clear();
+  return true;
 }
 
 void HostCommunicator::run_collective(int rank, const CollectivePart& part) {

@@ -65,6 +65,7 @@ class HostCommunicator final : public Communicator {
   void run_send(int rank, const CollectivePart& part);
   void run_recv(int rank, const CollectivePart& part);
   void drop_pending() override;
+  bool restart_ranks() override;
 
   std::chrono::milliseconds timeout_;
   std::vector<uint64_t> next_seq_;  // per rank: collectives started on its stream

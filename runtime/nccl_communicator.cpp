@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <future>
 #include <optional>
 #include <thread>
@@ -191,6 +192,15 @@ void NcclCommunicator::drop_pending() {
   messages_.clear();
 }
 
+bool NcclCommunicator::restart_ranks() {
+  if (nccl_failed_) return false;
+  drop_pending();
+  std::fill(next_seq_.begin(), next_seq_.end(), 0);
+  sends_.clear();
+  recvs_.clear();
+  return true;
+}
+
 uint64_t NcclCommunicator::meet(int rank, const std::vector<CollectivePart>& parts) {
   std::unique_lock<std::mutex> lock(mu_);
   if (broken()) fail_broken(lock);
@@ -264,6 +274,7 @@ void NcclCommunicator::check(int rank, int result, const char* call, const Colle
     asynchronous = true;
   }
   std::unique_lock<std::mutex> lock(mu_);
+  nccl_failed_ = true;
   break_with(lock,
              fmt::format("{} (#{}, NCCL path) failed on rank {} ({}): {} {}{}", part.describe(), seq, rank,
                          device(rank).name(), call, asynchronous ? "left the communicator with " : "returned ",

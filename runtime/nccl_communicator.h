@@ -69,6 +69,9 @@ class NcclCommunicator final : public Communicator {
   void check(int rank, int result, const char* call, const CollectivePart& part, uint64_t seq);
   void* stream(int rank) const;
   void drop_pending() override;
+  // Ranks meet on the host before any of them issues an NCCL call, so a step that failed at a meeting left
+  // NCCL untouched and the ranks can start again; after a failed NCCL call they cannot.
+  bool restart_ranks() override;
   std::string_view path_note() const override { return "NCCL path"; }
 
   std::chrono::milliseconds timeout_;
@@ -76,6 +79,7 @@ class NcclCommunicator final : public Communicator {
   std::vector<nccl::Comm> comms_;
   std::vector<std::unique_ptr<PhysicalBlock>> barrier_word_;  // one float per rank for barrier()
   std::vector<uint64_t> next_seq_;
+  bool nccl_failed_ = false;  // an NCCL call failed (guarded by mu_)
   std::map<uint64_t, std::shared_ptr<Meeting>> meeting_;
   // Per (source, destination): how many sends and recvs each side has issued, and the messages whose two
   // sides have not both met yet.

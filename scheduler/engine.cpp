@@ -235,6 +235,60 @@ void Engine::flush() {
   flush_locked();
 }
 
+std::shared_ptr<Plan> Engine::compile_locked(const StepGraph& graph, const CanonicalGraph& canonical) {
+  StepAnalysis analysis = analyze_step(graph, canonical);
+  std::shared_ptr<Plan> compiled;
+  if (devices_.size() == 1) {
+    const auto started = std::chrono::steady_clock::now();
+    std::optional<FusionResult> fusion;
+    if (fusion_enabled_) fusion = fuse_elementwise(graph, canonical, fusion_limits());
+    const double fusion_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+    compiled = std::make_shared<Plan>(compile_plan(canonical, {}, fusion ? &*fusion : nullptr));
+    compiled->compile_ms += fusion_ms;
+  } else {
+    compiled = std::make_shared<Plan>(compile_data_parallel_plan(graph, canonical, static_cast<int>(devices_.size()),
+                                                                 analysis.batch_sizes));
+    if (fusion_enabled_) {
+      const auto started = std::chrono::steady_clock::now();
+      fuse_device_programs(graph, canonical, *compiled, fusion_limits());
+      compiled->compile_ms +=
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+      if (compiled->fused_nodes > 0)
+        compiled->summary += fmt::format("; {} elementwise ops fused per device ({} launches on device 0)",
+                                         compiled->fused_nodes, compiled->launches);
+    }
+  }
+  compiled->batch_sizes = analysis.batch_sizes;
+  return compiled;
+}
+
+const DeviceProgram* Engine::first_overflow(const Plan& plan) const {
+  for (const auto& program : plan.programs) {
+    const PhysicalDevice& dev = *devices_.at(program.device);
+    if (dev.used() + program.peak_bytes > dev.capacity()) return &program;
+  }
+  return nullptr;
+}
+
+size_t Engine::longest_fitting_prefix(const StepGraph& graph) {
+  // A prefix's peak never exceeds a longer prefix's (its buffers are released no later), so the ops that fit
+  // are found by bisection; each probe plans the prefix alone, without the cache.
+  auto fits = [&](size_t count) {
+    StepGraph prefix;
+    for (size_t i = 0; i < count; ++i) prefix.append(graph.nodes()[i]);
+    CanonicalGraph canonical = CanonicalGraph::build(prefix);
+    return first_overflow(*compile_locked(prefix, canonical)) == nullptr;
+  };
+  size_t lo = 0, hi = graph.size() - 1;  // the whole graph does not fit
+  while (lo < hi) {
+    const size_t mid = lo + (hi - lo + 1) / 2;
+    if (fits(mid)) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
 void Engine::flush_locked() {
   if (pending_.empty()) return;
   auto graph = std::make_shared<StepGraph>(std::move(pending_));
@@ -247,30 +301,7 @@ void Engine::flush_locked() {
   if (plan) {
     log().debug("Step graph {:016x} found in the plan cache ({} ops)", canonical.hash, plan->num_nodes);
   } else {
-    StepAnalysis analysis = analyze_step(*graph, canonical);
-    std::shared_ptr<Plan> compiled;
-    if (devices_.size() == 1) {
-      const auto started = std::chrono::steady_clock::now();
-      std::optional<FusionResult> fusion;
-      if (fusion_enabled_) fusion = fuse_elementwise(*graph, canonical, fusion_limits());
-      const double fusion_ms =
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
-      compiled = std::make_shared<Plan>(compile_plan(canonical, {}, fusion ? &*fusion : nullptr));
-      compiled->compile_ms += fusion_ms;
-    } else {
-      compiled = std::make_shared<Plan>(compile_data_parallel_plan(*graph, canonical, static_cast<int>(devices_.size()),
-                                                                   analysis.batch_sizes));
-      if (fusion_enabled_) {
-        const auto started = std::chrono::steady_clock::now();
-        fuse_device_programs(*graph, canonical, *compiled, fusion_limits());
-        compiled->compile_ms +=
-            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
-        if (compiled->fused_nodes > 0)
-          compiled->summary += fmt::format("; {} elementwise ops fused per device ({} launches on device 0)",
-                                           compiled->fused_nodes, compiled->launches);
-      }
-    }
-    compiled->batch_sizes = analysis.batch_sizes;
+    std::shared_ptr<Plan> compiled = compile_locked(*graph, canonical);
     if (devices_.size() > 1) log_layout_once();
     if (compiled->replicated_fallbacks > 0)
       log().info("{} op(s) had no sharding rule and ran replicated on gathered inputs: {}",
@@ -288,16 +319,6 @@ void Engine::flush_locked() {
   }
   stats_.cache_hits = cache_.hits();
   stats_.cache_misses = cache_.misses();
-  ++stats_.flushes;
-  stats_.last_graph_ops = graph->size();
-  stats_.last_graph_hash = canonical.hash;
-  last_plan_ = plan;
-  stats_.last_launches = plan->launches ? plan->launches : graph->size();
-  stats_.last_fused_ops = plan->fused_nodes;
-  // A recurring step's data inputs are its per-step data; MoAI warns when their batch sizes differ.
-  if (++plan->uses == 2 && plan->batch_sizes.size() > 1)
-    log().warn("Various batch size detected : {}", fmt::join(plan->batch_sizes, ", "));
-  stats_.last_batch_size = plan->uses >= 2 && !plan->batch_sizes.empty() ? plan->batch_sizes.front() : 0;
 
   for (const auto& program : plan->programs) {
     PhysicalDevice& dev = *devices_.at(program.device);
@@ -308,14 +329,34 @@ void Engine::flush_locked() {
         if (!deferred_error_) deferred_error_ = std::current_exception();  // reported by synchronize()
       }
     }
-    if (dev.used() + program.peak_bytes > dev.capacity()) {
-      OutOfMemoryError oom(dev.name(), program.peak_bytes, dev.available(), dev.capacity());
-      mark_step_failed(*graph, 0, oom.what());
-      log().error("A step of {} ops needs {} bytes more on {}; {} bytes are free. The step was not run.",
-                  graph->size(), program.peak_bytes, dev.name(), dev.available());
-      throw oom;
-    }
   }
+  if (const DeviceProgram* over = first_overflow(*plan)) {
+    // As on a GPU, the ops before the one that runs out of memory run and the rest do not: every value that
+    // existed before (uploads and parameters recorded in this step included) survives, and only what the ops
+    // that did not run would have produced carries the error.
+    PhysicalDevice& dev = *devices_.at(over->device);
+    OutOfMemoryError oom(dev.name(), over->peak_bytes, dev.available(), dev.capacity());
+    const size_t kept = longest_fitting_prefix(*graph);
+    log().error("A step of {} ops needs {} bytes more on {}; {} bytes are free. Its first {} ops run; the rest were "
+                "not run.",
+                graph->size(), over->peak_bytes, dev.name(), dev.available(), kept);
+    if (kept > 0) {
+      for (size_t i = 0; i < kept; ++i) pending_.append(graph->nodes()[i]);
+      flush_locked();
+    }
+    mark_step_failed(*graph, kept, oom.what());
+    throw oom;
+  }
+  ++stats_.flushes;
+  stats_.last_graph_ops = graph->size();
+  stats_.last_graph_hash = canonical.hash;
+  last_plan_ = plan;
+  stats_.last_launches = plan->launches ? plan->launches : graph->size();
+  stats_.last_fused_ops = plan->fused_nodes;
+  // A recurring step's data inputs are its per-step data; MoAI warns when their batch sizes differ.
+  if (++plan->uses == 2 && plan->batch_sizes.size() > 1)
+    log().warn("Various batch size detected : {}", fmt::join(plan->batch_sizes, ", "));
+  stats_.last_batch_size = plan->uses >= 2 && !plan->batch_sizes.empty() ? plan->batch_sizes.front() : 0;
   if (plan->num_devices > 1) {
     // Where each buffer will be once this step has run: the next plan and host reads start from there.
     for (size_t i = 0; i < canonical.bindings.size(); ++i) canonical.bindings[i]->set_placement(plan->final_placements[i]);
@@ -386,12 +427,31 @@ void Engine::bring_home(Buffer& b) {
 void Engine::synchronize() {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   flush_locked();
-  for (auto& d : devices_) d->synchronize(timeout_of(config_));
-  if (deferred_error_) {
-    auto e = deferred_error_;
-    deferred_error_ = nullptr;
-    std::rethrow_exception(e);
+  // A failed step fails on every device that ran it: the error is reported once, and every device's copy
+  // of it is taken, so that the next, unrelated reads do not raise it again.
+  std::exception_ptr first = deferred_error_;
+  deferred_error_ = nullptr;
+  bool interrupted = false;  // an interrupt is what the user hears of, not the collectives it broke
+  for (auto& d : devices_) {
+    try {
+      d->synchronize(timeout_of(config_));
+    } catch (const InterruptedError&) {
+      if (!interrupted) first = std::current_exception();
+      interrupted = true;
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
   }
+  // Every device is idle: a communicator that a failed step broke can start again for the next step.
+  if (communicator_ && communicator_->broken()) {
+    const std::string why = communicator_->broken_reason();
+    if (communicator_->recover())
+      log().info("moreh: collectives resume after a failed step ({})", why);
+    else if (!collectives_lost_logged_ && (collectives_lost_logged_ = true))
+      log().warn("moreh: the collectives cannot recover from a failed step ({}); steps over several devices "
+                 "will fail until the process restarts", why);
+  }
+  if (first) std::rethrow_exception(first);
 }
 
 size_t Engine::pending_ops() const {

@@ -11,6 +11,7 @@
 #include "runtime/config.h"
 #include "runtime/device.h"
 #include "runtime/executor.h"
+#include "runtime/graph/canonical_graph.h"
 #include "runtime/graph/step_graph.h"
 #include "runtime/process_registry.h"
 #include "runtime/virtual_memory.h"
@@ -90,6 +91,11 @@ class Engine {
 
  private:
   void flush_locked();
+  std::shared_ptr<runtime::Plan> compile_locked(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical);
+  // The first program of `plan` that does not fit its device's free memory, or nullptr.
+  const runtime::DeviceProgram* first_overflow(const runtime::Plan& plan) const;
+  // How many of `graph`'s first ops fit in memory when planned alone (the whole graph does not).
+  size_t longest_fitting_prefix(const runtime::StepGraph& graph);
   FusionLimits fusion_limits() const;
   void log_layout_once();
 
@@ -107,6 +113,7 @@ class Engine {
   std::unique_ptr<runtime::ProcessRegistry> registry_;
   std::unique_ptr<runtime::Communicator> communicator_;
   bool layout_logged_ = false;
+  bool collectives_lost_logged_ = false;
   bool fusion_enabled_ = false;
   static std::atomic<bool>& cuda_kernels_flag();
 };

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "backend/csrc/interrupt_handler.h"
 #include "runtime/errors.h"
 #include "runtime/fork_guard.h"
 
@@ -42,6 +43,9 @@ void translating_errors(F&& f) {
     f();
   } catch (const runtime::OutOfMemoryError& e) {
     TORCH_CHECK_WITH(OutOfMemoryError, false, e.what());
+  } catch (const runtime::InterruptedError& e) {
+    raise_pending_interrupt();  // Ctrl-C: Python's KeyboardInterrupt, not a RuntimeError beside it
+    TORCH_CHECK(false, e.what());
   }
 }
 

@@ -6,6 +6,7 @@
 #include "backend/csrc/attention_choice.h"
 #include "backend/csrc/device_hooks.h"
 #include "backend/csrc/host_kernel_provider.h"
+#include "backend/csrc/interrupt_handler.h"
 #ifdef MOREH_TORCH_CUDA
 #include "backend/csrc/cuda_kernel_provider.h"
 #endif
@@ -37,6 +38,7 @@ void init() {
   scheduler::Engine::set_cuda_kernels_available(true);
 #endif
   auto& e = backend::engine();  // reads MOREH_* (a malformed value raises here, naming it)
+  backend::install_interrupt_handler();
 #ifdef MOREH_TORCH_CUDA
   if (e.device(0).kind() == runtime::DeviceKind::kCuda) e.set_kernel_provider(&backend::cuda_kernel_provider());
   else e.set_kernel_provider(&backend::host_kernel_provider());

@@ -214,24 +214,27 @@ def test_device_reports_the_gpu_and_its_memory():
 
 
 def test_out_of_memory_keeps_earlier_values_and_names_the_lost_ones(moreh_subprocess):
-    # On a GPU share or a host device alike: the step that does not fit is refused whole.
+    # On a GPU share or a host device alike, as on a GPU: the ops before the one that does not fit run (z,
+    # recorded before it in the same step, keeps its value) and the ones from it on do not (y, w).
     code = (
         "import torch\n"
         "x = torch.ones(8, device='moreh')\n"
         "print('before', x.sum().item())\n"
         "z = torch.zeros(4, device='moreh')  # recorded in the step that will not fit\n"
         "try:\n"
-        "    y = torch.empty(1 << 40, dtype=torch.uint8, device='moreh').fill_(1); y.sum().item()\n"
+        "    y = torch.empty(1 << 40, dtype=torch.uint8, device='moreh').fill_(1); w = x * 2; y.sum().item()\n"
         "except torch.OutOfMemoryError as e:\n"
         "    print('OOM', 'OUT_OF_MEMORY' in str(e))\n"
         "print('after', x.sum().item())\n"
+        "print('z kept', z.tolist())\n"
         "try:\n"
-        "    z.sum().item()\n"
+        "    w.sum().item()\n"
         "except RuntimeError as e:\n"
-        "    print('z unavailable', 'OUT_OF_MEMORY' in str(e))\n"
+        "    print('w unavailable', 'OUT_OF_MEMORY' in str(e))\n"
     )
     p = moreh_subprocess(code)
     assert p.returncode == 0, p.stderr
     assert "OOM True" in p.stdout, p.stdout + p.stderr
     assert "after 8.0" in p.stdout
-    assert "z unavailable True" in p.stdout, p.stdout + p.stderr
+    assert "z kept [0.0, 0.0, 0.0, 0.0]" in p.stdout, p.stdout + p.stderr
+    assert "w unavailable True" in p.stdout, p.stdout + p.stderr

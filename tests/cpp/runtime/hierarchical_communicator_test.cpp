@@ -158,6 +158,13 @@ TEST(HierarchicalCommunicatorTest, IntegerAveragesAreRefused) {
 
 // A rank of another group that never comes: its leader's cross step times out, and the members waiting for
 // that leader fail at once rather than after their own bound.
+TEST(HierarchicalCommunicatorTest, RecoversAfterAStepFailedOnOneRank) {
+  for (bool nccl : {false, true}) {
+    Group g(Layout{{2, 2}, nccl});
+    check_recovers_after_a_failed_rank(g, 3);
+  }
+}
+
 TEST(HierarchicalCommunicatorTest, AMissingRankFailsEveryWaitingRankWithinOneBound) {
   Group g(Layout{{2, 2}}, 300ms);
   // Rank 2 times out waiting for rank 3 on their GPU; ranks 0 and 1, waiting behind it, are interrupted.

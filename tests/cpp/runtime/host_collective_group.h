@@ -287,4 +287,32 @@ inline void check_missing_rank_fails(HostGroup& g, int missing, std::initializer
   EXPECT_TRUE(g.comm->broken());
 }
 
+// A step failed on rank `failed` before its all_reduce: the executor interrupts the communicator, so the ranks
+// already waiting fail at once (far within the timeout) instead of waiting for it; once every rank is idle
+// recover() lets the next step's collectives run on every rank, with correct results.
+inline void check_recovers_after_a_failed_rank(HostGroup& g, int failed) {
+  std::vector<std::unique_ptr<PhysicalBlock>> a;
+  for (int r = 0; r < g.size(); ++r) a.push_back(g.allocate(r, 64, 0));
+  for (int r = 0; r < g.size(); ++r)
+    if (r != failed) g.comm->all_reduce(r, a[r]->data(), a[r]->data(), 16, DataType::kFloat32, ReduceOp::kSum);
+  const auto start = std::chrono::steady_clock::now();
+  std::this_thread::sleep_for(20ms);  // the others are waiting for it now
+  g.comm->interrupt("host:" + std::to_string(failed) + " failed: kernel exploded");
+  for (int r = 0; r < g.size(); ++r) {
+    if (r == failed) continue;
+    try {
+      g.devices[r]->synchronize(kWait);
+      ADD_FAILURE() << "rank " << r << " did not fail";
+    } catch (const CollectiveError& e) {
+      EXPECT_NE(std::string(e.what()).find("kernel exploded"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, kWait / 2);
+  ASSERT_TRUE(g.comm->broken());
+  ASSERT_TRUE(g.comm->recover());
+  EXPECT_FALSE(g.comm->broken());
+  EXPECT_EQ(g.comm->broken_reason(), "");
+  for (int step = 0; step < 2; ++step) check_all_reduce(g, DataType::kFloat32, ReduceOp::kSum, 37, step == 0);
+}
+
 }  // namespace moreh::runtime::test_values

@@ -273,6 +273,16 @@ TEST(HostCommunicatorTest, ARankThatNeverArrivesTimesOutNamingItAndBreaksTheComm
   EXPECT_TRUE(ran);
 }
 
+TEST(HostCommunicatorTest, RecoversAfterAStepFailedOnOneRank) {
+  Group g(3);
+  check_recovers_after_a_failed_rank(g, 1);
+  // And after a timeout, which leaves the ranks' sequence numbers apart (rank 2 never issued #0).
+  Group late(3, 200ms);
+  check_missing_rank_fails(late, 2, {"did not arrive within 200 ms"}, 2s);
+  ASSERT_TRUE(late.comm->recover());
+  check_all_reduce(late, DataType::kFloat32, ReduceOp::kSum, 16, false);
+}
+
 TEST(HostCommunicatorTest, PartsAlreadyQueuedWhenItBreaksFailInsteadOfHanging) {
   Group g(2, 200ms);
   auto a = g.allocate(0, 64, 0);

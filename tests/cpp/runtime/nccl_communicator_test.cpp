@@ -249,6 +249,13 @@ TEST_P(NcclCollectivesTest, BytesSentFollowTheRingFormula) {
 INSTANTIATE_TEST_SUITE_P(Ranks, NcclCollectivesTest, ::testing::Values(1, 2, 3, 4),
                          [](const ::testing::TestParamInfo<int>& info) { return "N" + std::to_string(info.param); });
 
+// A failure at the host-side meeting leaves NCCL untouched (no rank issued the call), so the ranks start again.
+TEST(NcclCommunicatorTest, RecoversAfterAStepFailedOnOneRankBeforeAnyNcclCall) {
+  Group g(3);
+  check_recovers_after_a_failed_rank(g, 0);
+  EXPECT_EQ(fake().count("ncclCommAbort"), 0);
+}
+
 TEST(NcclCommunicatorTest, ARankThatNeverArrivesTimesOutBeforeAnyNcclCall) {
   {
     Group g(3, 200ms);
