@@ -277,7 +277,7 @@ size_t Engine::longest_fitting_prefix(const StepGraph& graph) {
   auto fits = [&](size_t count) {
     StepGraph prefix;
     for (size_t i = 0; i < count; ++i) prefix.append(graph.nodes()[i]);
-    CanonicalGraph canonical = CanonicalGraph::build(prefix);
+    CanonicalGraph canonical = CanonicalGraph::build(prefix, offset_keying());
     return first_overflow(*compile_locked(prefix, canonical)) == nullptr;
   };
   size_t lo = 0, hi = graph.size() - 1;  // the whole graph does not fit
@@ -293,7 +293,7 @@ void Engine::flush_locked() {
   if (pending_.empty()) return;
   auto graph = std::make_shared<StepGraph>(std::move(pending_));
   pending_ = StepGraph();
-  CanonicalGraph canonical = CanonicalGraph::build(*graph);
+  CanonicalGraph canonical = CanonicalGraph::build(*graph, offset_keying());
 
   // A graph planned with and without fusion has two plans: the key says which.
   const uint64_t plan_key = fusion_enabled_ ? canonical.hash ^ 0x9e3779b97f4a7c15ull : canonical.hash;

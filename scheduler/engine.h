@@ -91,6 +91,11 @@ class Engine {
 
  private:
   void flush_locked();
+  // One device's plans read every launch's offsets from the step's nodes: a view's offset is step data there
+  // (runtime/graph/canonical_graph.h). Batch splitting computes per-device offsets into its plans.
+  runtime::CanonicalGraph::Offsets offset_keying() const {
+    return devices_.size() == 1 ? runtime::CanonicalGraph::Offsets::kRelative : runtime::CanonicalGraph::Offsets::kAbsolute;
+  }
   std::shared_ptr<runtime::Plan> compile_locked(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical);
   // The first program of `plan` that does not fit its device's free memory, or nullptr.
   const runtime::DeviceProgram* first_overflow(const runtime::Plan& plan) const;

@@ -6,6 +6,7 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <torch/library.h>
 
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <unordered_map>
@@ -261,6 +262,8 @@ const OpTraits& traits_of(const c10::OperatorHandle& op) {
   return table.emplace(key, std::move(t)).first->second;
 }
 
+std::atomic<uint64_t> g_meta_misses{0};
+
 MetaCache& meta_cache() {
   thread_local MetaCache cache;  // recording happens on the script's thread and autograd's
   return cache;
@@ -328,6 +331,7 @@ OutSpec spec_of(const at::Tensor& m, const MetaTwins& twins, const std::vector<a
       if (moreh_inputs[k].storage().unsafeGetStorageImpl() == src) {
         o.kind = OutSpec::Kind::kViewOfInput;
         o.source = static_cast<int>(k);
+        o.offset -= moreh_inputs[k].storage_offset();  // relative: the key holds no absolute offset
         return o;
       }
     TORCH_CHECK(false, "moreh: ", schema.operator_name(), " returned a view of a CPU tensor");
@@ -389,6 +393,7 @@ bool infer_with_meta(const c10::OperatorHandle& op, const OpTraits& tr, const c1
       OutSpec o = mr.isTensor() ? spec_of(mr.toTensor(), MetaTwins(), {}, schema) : OutSpec();
       o.kind = OutSpec::Kind::kWrittenArgument;
       o.source = static_cast<int>(ai);
+      if (args[ai].isTensor()) o.offset -= args[ai].toTensor().storage_offset();  // relative, as for views
       rs.items.push_back(std::move(o));
     } else if (mr.isTensor()) {
       rs.items.push_back(spec_of(mr.toTensor(), twins, moreh_inputs, schema));
@@ -536,6 +541,7 @@ void lazy_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::ji
   std::vector<c10::IValue> other;
   const MetaEntry* entry = meta_cache().find(key);
   if (!entry) {
+    g_meta_misses.fetch_add(1, std::memory_order_relaxed);
     if (infer_with_meta(op, tr, args, moreh_inputs, computed, other)) {
       meta_cache().insert(key, computed);
     }
@@ -549,11 +555,12 @@ void lazy_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::ji
       case OutSpec::Kind::kUndefined:
         return at::Tensor();
       case OutSpec::Kind::kViewOfInput:
-        return moreh_view(moreh_inputs[o.source].storage(), o.sizes, o.strides, o.offset, o.dtype);
+        return moreh_view(moreh_inputs[o.source].storage(), o.sizes, o.strides,
+                          o.offset + moreh_inputs[o.source].storage_offset(), o.dtype);
       case OutSpec::Kind::kWrittenArgument: {
         const c10::IValue& orig = args[o.source];
         if (orig.isTensor() && o.dtype != c10::ScalarType::Undefined)
-          adopt_geometry(orig.toTensor(), o.sizes, o.strides, o.offset, o.nbytes);
+          adopt_geometry(orig.toTensor(), o.sizes, o.strides, o.offset + orig.toTensor().storage_offset(), o.nbytes);
         return orig;
       }
       case OutSpec::Kind::kFresh: {
@@ -616,6 +623,8 @@ void register_recorded_composites() {
 }
 
 size_t recorded_composite_count() { return g_registered_count; }
+
+uint64_t meta_cache_misses() { return g_meta_misses.load(std::memory_order_relaxed); }
 
 TORCH_LIBRARY_IMPL(_, PrivateUse1, m) { m.fallback(torch::CppFunction::makeFromBoxedFunction<&lazy_fallback>()); }
 

@@ -12,5 +12,7 @@ void lazy_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet ks, torch:
 void register_recorded_composites();
 // How many ops register_recorded_composites() took over.
 size_t recorded_composite_count();
+// Recorded ops whose output geometry was not in the Meta-result cache (their Meta kernel ran), all threads.
+uint64_t meta_cache_misses();
 
 }  // namespace moreh::backend

@@ -12,7 +12,6 @@ void MetaKey::add_tensor(const at::Tensor& t, uint64_t location_tag) {
   add(static_cast<uint64_t>(t.dim()));
   for (int64_t s : t.sizes()) add(static_cast<uint64_t>(s));
   for (int64_t s : t.strides()) add(static_cast<uint64_t>(s));
-  add(static_cast<uint64_t>(t.storage_offset()));
   add(static_cast<uint64_t>(t.storage().nbytes()));
   const void* impl = t.storage().unsafeGetStorageImpl();
   uint64_t alias = storages_.size();
@@ -21,8 +20,14 @@ void MetaKey::add_tensor(const at::Tensor& t, uint64_t location_tag) {
       alias = i;
       break;
     }
-  if (alias == storages_.size()) storages_.push_back(impl);
+  if (alias == storages_.size()) {
+    storages_.push_back(impl);
+    first_offsets_.push_back(t.storage_offset());
+  }
   add(alias);
+  // Offsets relative to the storage's first tensor in this call: how views overlap decides results (and
+  // errors), where they start in the storage does not; a sliding window hits the cache every step.
+  add(static_cast<uint64_t>(t.storage_offset() - first_offsets_[alias]));
 }
 
 size_t MetaKey::hash() const {

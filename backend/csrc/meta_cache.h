@@ -1,5 +1,6 @@
 // Output geometry of recorded ops, cached by what decides it (the op, every tensor argument's sizes,
-// strides, offset, dtype and aliasing, the non-floating arguments). PyTorch implements many Meta
+// strides, dtype, aliasing and offset relative to the other views of its storage, the non-floating
+// arguments); offsets of results that view an argument are kept relative to it. PyTorch implements many Meta
 // kernels in Python (torch/_meta_registrations.py), which costs ~80 us a call; a training loop repeats
 // the same ops on the same shapes every step, so after the first step recording needs no Meta call.
 #pragma once
@@ -16,7 +17,7 @@ struct OutSpec {
   enum class Kind : uint8_t { kUndefined, kFresh, kViewOfInput, kWrittenArgument };
   Kind kind = Kind::kUndefined;
   std::vector<int64_t> sizes, strides;
-  int64_t offset = 0;
+  int64_t offset = 0;  // kViewOfInput / kWrittenArgument: relative to that tensor's storage offset
   int64_t nbytes = 0;
   c10::ScalarType dtype = c10::ScalarType::Undefined;
   int source = -1;  // kViewOfInput: moreh input index; kWrittenArgument: argument index
@@ -41,6 +42,7 @@ class MetaKey {
     words_.clear();
     words_.reserve(64);
     storages_.clear();
+    first_offsets_.clear();
     add(reinterpret_cast<uintptr_t>(op));
   }
   void add(uint64_t w) { words_.push_back(w); }
@@ -51,6 +53,7 @@ class MetaKey {
  private:
   std::vector<uint64_t> words_;
   std::vector<const void*> storages_;  // storages seen so far in this call: aliasing is part of the key
+  std::vector<int64_t> first_offsets_;  // per storage: the offset of its first tensor in this call
 };
 
 struct MetaKeyHash {

@@ -53,16 +53,19 @@ void hash_attribute(Hasher& hs, const Attribute& a) {
 
 }  // namespace
 
-CanonicalGraph CanonicalGraph::build(const StepGraph& graph) {
+CanonicalGraph CanonicalGraph::build(const StepGraph& graph, Offsets offsets) {
   CanonicalGraph g;
   std::unordered_map<const Buffer*, uint32_t> slot_of;
   slot_of.reserve(graph.size() * 2);
   Hasher hs;
   hs.word(graph.size());
 
-  auto slot = [&](const std::shared_ptr<Buffer>& b, bool produced, bool initialized_here) -> uint32_t {
+  std::vector<int64_t> first_offset;  // slot -> the offset of its first view in the step (kRelative)
+  auto slot = [&](const TensorRef& r, bool produced, bool initialized_here) -> uint32_t {
+    const std::shared_ptr<Buffer>& b = r.buffer;
     auto [it, inserted] = slot_of.try_emplace(b.get(), static_cast<uint32_t>(g.buffers.size()));
     if (inserted) {
+      first_offset.push_back(offsets == Offsets::kRelative ? r.offset : 0);
       CanonicalBuffer cb;
       cb.bytes = b->bytes();
       cb.origin = produced ? BufferOrigin::kProduced
@@ -75,7 +78,7 @@ CanonicalGraph CanonicalGraph::build(const StepGraph& graph) {
   };
   auto hash_ref = [&](const TensorRef& r, uint32_t s) {
     hs.word(s);
-    hs.word(static_cast<uint64_t>(r.offset));
+    hs.word(static_cast<uint64_t>(r.offset - first_offset[s]));
     hs.word(r.sizes.size());
     for (int64_t d : r.sizes) hs.word(static_cast<uint64_t>(d));
     for (int64_t d : r.strides) hs.word(static_cast<uint64_t>(d));
@@ -94,7 +97,7 @@ CanonicalGraph CanonicalGraph::build(const StepGraph& graph) {
     for (size_t i = 0; i < n.inputs.size(); ++i) {
       const auto& r = n.inputs[i];
       bool initialized_here = std::find(n.initializes.begin(), n.initializes.end(), i) != n.initializes.end();
-      uint32_t s = slot(r.buffer, false, initialized_here);
+      uint32_t s = slot(r, false, initialized_here);
       ins.push_back(s);
       hash_ref(r, s);
     }
@@ -104,7 +107,7 @@ CanonicalGraph CanonicalGraph::build(const StepGraph& graph) {
     auto& outs = g.node_outputs.emplace_back();
     hs.word(n.outputs.size());
     for (const auto& r : n.outputs) {
-      uint32_t s = slot(r.buffer, true, false);
+      uint32_t s = slot(r, true, false);
       outs.push_back(s);
       hash_ref(r, s);
     }

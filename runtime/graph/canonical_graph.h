@@ -29,7 +29,13 @@ struct CanonicalGraph {
   std::vector<std::vector<uint32_t>> node_outputs;      // node -> slots of its fresh outputs
   uint64_t hash = 0;
 
-  static CanonicalGraph build(const StepGraph& graph);
+  // How a view's storage offset enters the hash. kRelative: only its distance from the buffer's first view in
+  // the step, so a sliding window over one buffer (batches source[i:i+35]) is one graph whose offsets are step
+  // data, like a learning rate; what aliases what stays in the hash. Right for plans that read each launch's
+  // offsets from the step's own nodes (one device). kAbsolute: the offset itself (plans over several
+  // devices compute per-device offsets from it).
+  enum class Offsets : uint8_t { kAbsolute, kRelative };
+  static CanonicalGraph build(const StepGraph& graph, Offsets offsets = Offsets::kAbsolute);
 };
 
 }  // namespace moreh::runtime

@@ -45,3 +45,42 @@ def test_a_graph_that_never_repeats_still_runs():
     for n in range(1, 12):
         x = torch.cat([x, torch.full((1,), float(n), device="moreh")])
         assert x.sum().item() == n * (n + 1) / 2
+
+
+def test_a_sliding_window_over_one_tensor_hits_both_caches():
+    """Batches taken as views of one long token tensor (source[i:i+35], PyTorch's word-language-model
+    example) differ only in their storage offset: after the first steps neither the plan cache nor the Meta
+    cache misses (issue 15, item 4), and the model trains as on CPU."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    vocab, bptt = 50, 7
+    stream = torch.randint(0, vocab, (400,)).view(-1, 4)  # batchified: (steps, batch)
+    cpu_model = nn.Sequential(nn.Embedding(vocab, 16), nn.Linear(16, vocab))
+    model = nn.Sequential(nn.Embedding(vocab, 16), nn.Linear(16, vocab)).to("moreh")
+    model.load_state_dict(cpu_model.state_dict())
+
+    def train(m, source, steps, first=0):
+        losses = []
+        for k in range(first, first + steps):
+            i = k * bptt
+            data, target = source[i:i + bptt], source[i + 1:i + 1 + bptt].reshape(-1)
+            m.zero_grad()
+            loss = F.nll_loss(F.log_softmax(m(data).view(-1, vocab), dim=-1), target)
+            loss.backward()
+            for p in m.parameters():
+                p.data.add_(p.grad, alpha=-0.1)
+            losses.append(loss.item())
+        return losses
+
+    source = stream.to("moreh")
+    ref = train(cpu_model, stream, 3) + train(cpu_model, stream, 6, first=3)
+    got = train(model, source, 3)
+    before = torch.moreh.graph_stats()
+    got += train(model, source, 6, first=3)
+    after = torch.moreh.graph_stats()
+    assert after["cache_misses"] == before["cache_misses"]
+    assert after["meta_cache_misses"] == before["meta_cache_misses"]
+    assert after["cache_hits"] - before["cache_hits"] >= 6
+    assert got == ref

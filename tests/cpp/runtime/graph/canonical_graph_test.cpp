@@ -214,6 +214,28 @@ TEST_F(CanonicalGraphTest, StepDataDoesNotChangeTheHash) {
   EXPECT_EQ(hash_of([](Step& s) { s.graph.nodes()[0].payload = std::make_shared<KernelPayload>(); }), base);
 }
 
+// A sliding window (data = source[i:i+35], target = source[i+1:i+36]) is one graph for every i when offsets
+// are step data: only each view's distance from the buffer's first view in the step is structure.
+TEST_F(CanonicalGraphTest, RelativeOffsetsMakeASlidingWindowOneGraph) {
+  auto source = std::make_shared<Buffer>(vm, 4096);
+  source->mark_defined();
+  auto window = [&](int64_t first, int64_t second, CanonicalGraph::Offsets offsets) {
+    TensorRef data = ref(source), target = ref(source);
+    data.sizes = target.sizes = {35};
+    data.offset = first;
+    target.offset = second;
+    StepGraph g;
+    g.append(node("aten::nll_loss", {data, target}, {ref(std::make_shared<Buffer>(vm, 4))}));
+    return CanonicalGraph::build(g, offsets).hash;
+  };
+  using O = CanonicalGraph::Offsets;
+  EXPECT_EQ(window(0, 1, O::kRelative), window(35, 36, O::kRelative));
+  EXPECT_EQ(window(0, 1, O::kRelative), window(700, 701, O::kRelative));
+  EXPECT_NE(window(0, 1, O::kRelative), window(0, 2, O::kRelative));    // how the views overlap is structure
+  EXPECT_NE(window(0, 1, O::kRelative), window(1, 0, O::kRelative));
+  EXPECT_NE(window(0, 1, O::kAbsolute), window(35, 36, O::kAbsolute));  // plans over several devices
+}
+
 TEST_F(CanonicalGraphTest, ReleasedFrontendIsNotLiveAfterAndChangesTheHash) {
   const uint64_t base = base_hash();
   Step s = make_step();
