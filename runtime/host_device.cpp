@@ -49,9 +49,7 @@ void HostDevice::BlockCache::clear() {
   bytes = 0;
 }
 
-std::unique_ptr<PhysicalBlock> HostDevice::allocate(uint64_t bytes) {
-  charge(bytes);
-  allocations_.fetch_add(1, std::memory_order_relaxed);
+std::shared_ptr<void> HostDevice::take_block(uint64_t bytes) {
   constexpr uint64_t kAlign = 64, kPage = 4096;
   uint64_t rounded = std::max<uint64_t>(bytes, 1);
   rounded = rounded < kPage ? (rounded + kAlign - 1) / kAlign * kAlign : (rounded + kPage - 1) / kPage * kPage;
@@ -64,15 +62,28 @@ std::unique_ptr<PhysicalBlock> HostDevice::allocate(uint64_t bytes) {
       cache_->clear();  // give cached blocks back and try once more
       p = std::aligned_alloc(kAlign, rounded);
     }
-    if (!p) {
-      uncharge(bytes);
-      throw OutOfMemoryError(name() + " (the host's allocator)", bytes, available(), capacity());
-    }
+    if (!p) return nullptr;
   }
-  std::shared_ptr<void> owner(p, [cache = cache_, rounded](void* q) {
+  return std::shared_ptr<void>(p, [cache = cache_, rounded](void* q) {
     if (!cache->put(rounded, q)) std::free(q);
   });
+}
+
+std::unique_ptr<PhysicalBlock> HostDevice::allocate(uint64_t bytes) {
+  charge(bytes);
+  allocations_.fetch_add(1, std::memory_order_relaxed);
+  std::shared_ptr<void> owner = take_block(bytes);
+  if (!owner) {
+    uncharge(bytes);
+    throw OutOfMemoryError(name() + " (the host's allocator)", bytes, available(), capacity());
+  }
+  void* p = owner.get();
   return std::make_unique<PhysicalBlock>(*this, p, bytes, std::move(owner));
+}
+
+std::shared_ptr<void> HostDevice::allocate_scratch(uint64_t bytes) {
+  scratch_allocations_.fetch_add(1, std::memory_order_relaxed);
+  return take_block(bytes);
 }
 
 void HostDevice::release_cached() { cache_->clear(); }

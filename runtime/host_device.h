@@ -35,6 +35,12 @@ class HostDevice final : public PhysicalDevice {
   void release_cached() override;
   uint64_t cached_bytes() const override;
   uint64_t cache_hits() const { return cache_hits_.load(); }
+  // Host memory a kernel allocates itself while it runs on this device (ATen's results and workspaces): from
+  // the same cache of freed blocks, and back into it when the owner goes, so that steady steps neither fault
+  // fresh pages in nor hand them back to the system, as a GPU's caching allocator does. Not charged: a result
+  // the step keeps is charged when the device adopts it. Null when the host is out of memory.
+  std::shared_ptr<void> allocate_scratch(uint64_t bytes);
+  uint64_t scratch_allocations() const { return scratch_allocations_.load(); }
   // Page-aligned host memory, mlock'ed while RLIMIT_MEMLOCK allows (HostPinnedMemory).
   std::shared_ptr<PinnedHostMemory> pinned_host_memory() override { return pinned_; }
 
@@ -48,8 +54,10 @@ class HostDevice final : public PhysicalDevice {
     bool put(uint64_t rounded, void* p);  // false: over the limit, the caller frees it
     void clear();
   };
+  // A block of at least `bytes` from the cache or the system, returned to the cache when its owner goes.
+  std::shared_ptr<void> take_block(uint64_t bytes);
   std::shared_ptr<BlockCache> cache_;  // shared with the blocks' deleters, which may outlive the device
-  std::atomic<uint64_t> cache_hits_{0};
+  std::atomic<uint64_t> cache_hits_{0}, scratch_allocations_{0};
   std::shared_ptr<PinnedHostMemory> pinned_ = std::make_shared<HostPinnedMemory>();
 
   WorkQueue queue_;  // last: its worker runs items that use the members above

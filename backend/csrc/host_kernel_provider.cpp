@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 
 #include "backend/csrc/aten_kernel_provider.h"
+#include "backend/csrc/kernel_host_allocator.h"
 #include "backend/csrc/moreh_storage.h"
 
 namespace moreh::backend {
@@ -17,6 +18,13 @@ class HostKernelProvider final : public AtenKernelProvider {
   }
   at::Generator generator(uint64_t seed, const runtime::PhysicalDevice&) const override {
     return at::make_generator<at::CPUGeneratorImpl>(seed);
+  }
+  // What the kernel allocates (its results, its workspace) comes from the device's cache of freed blocks.
+  void on_device(runtime::PhysicalDevice& d, const std::function<void()>& kernels) const override {
+    auto* host = dynamic_cast<runtime::HostDevice*>(&d);
+    if (!host) return kernels();
+    KernelAllocationScope scope(*host);
+    kernels();
   }
 };
 

@@ -15,6 +15,7 @@
 #include "runtime/data_type.h"
 #include "runtime/errors.h"
 #include "runtime/fork_guard.h"
+#include "runtime/host_device.h"
 #include "runtime/logging.h"
 #ifdef MOREH_WITH_NVRTC
 #include "runtime/nvrtc.h"
@@ -70,8 +71,13 @@ py::dict stats() {
   d["last_batch_size"] = s.last_batch_size;
   d["pending_ops"] = backend::engine().pending_ops();
   d["recorded_composites"] = backend::recorded_composite_count();
+  d["meta_cache_misses"] = backend::meta_cache_misses();
   d["device_allocations"] = backend::engine().device(0).allocations();
   d["device_adoptions"] = backend::engine().device(0).adoptions();
+  if (auto* host = dynamic_cast<runtime::HostDevice*>(&backend::engine().device(0))) {
+    d["device_scratch_allocations"] = host->scratch_allocations();  // what kernels allocated themselves
+    d["device_cache_hits"] = host->cache_hits();                    // allocations served by freed blocks
+  }
   return d;
 }
 

@@ -300,6 +300,29 @@ TEST(HostDeviceCacheTest, FreedBlocksAreReusedAndNotCountedAsUsed) {
   EXPECT_EQ(device.cached_bytes(), 0u);
 }
 
+// What kernels allocate themselves (ATen's results and workspaces) comes from the same cache, uncharged, and
+// goes back to it: a steady step reuses the blocks of the one before, as a GPU's caching allocator does.
+TEST(HostDeviceCacheTest, KernelScratchSharesTheCacheUncharged) {
+  moreh::runtime::HostDevice device(0, 1 << 24);
+  void* first = nullptr;
+  {
+    auto scratch = device.allocate_scratch(70000);
+    ASSERT_NE(scratch, nullptr);
+    first = scratch.get();
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(first) % 64, 0u);
+    EXPECT_EQ(device.used(), 0u);  // charged only if a step keeps it (PhysicalDevice::adopt)
+  }
+  EXPECT_GE(device.cached_bytes(), 70000u);
+  EXPECT_EQ(device.allocate_scratch(70000).get(), first);  // the next step's kernel gets the same block
+  {
+    auto block = device.allocate(70000);  // and so does a device allocation of that size
+    EXPECT_EQ(block->data(), first);
+    EXPECT_EQ(device.used(), 70000u);
+  }
+  EXPECT_EQ(device.cache_hits(), 2u);
+  EXPECT_EQ(device.scratch_allocations(), 2u);
+}
+
 TEST(HostDeviceCacheTest, CacheIsBoundedAndCanBeReleased) {
   moreh::runtime::HostDevice device(0, 1 << 20);  // cache limit: a quarter of the capacity
   { auto a = device.allocate(200000), b = device.allocate(200000); }
