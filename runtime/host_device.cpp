@@ -13,7 +13,7 @@ namespace moreh::runtime {
 HostDevice::HostDevice(int index, uint64_t capacity)
     : PhysicalDevice(index, capacity),
       cache_(std::make_shared<BlockCache>()),
-      queue_("host:" + std::to_string(index)) {
+      queue_("host:" + std::to_string(index), std::chrono::milliseconds(2), {}, /*fresh_thread_per_item=*/true) {
   cache_->limit = std::min<uint64_t>(capacity / 4, 4ull << 30);
 }
 

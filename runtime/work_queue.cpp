@@ -6,8 +6,12 @@
 
 namespace moreh::runtime {
 
-WorkQueue::WorkQueue(std::string name, std::chrono::milliseconds grace, std::function<void()> worker_init)
-    : name_(std::move(name)), grace_(grace), worker_init_(std::move(worker_init)) {
+WorkQueue::WorkQueue(std::string name, std::chrono::milliseconds grace, std::function<void()> worker_init,
+                     bool fresh_thread_per_item)
+    : name_(std::move(name)),
+      grace_(grace),
+      worker_init_(std::move(worker_init)),
+      fresh_thread_per_item_(fresh_thread_per_item) {
   std::promise<void> started;
   std::future<void> init_done = started.get_future();
   worker_ = std::thread([this, started = std::move(started)]() mutable {  // the thread owns the promise
@@ -70,7 +74,7 @@ void WorkQueue::synchronize(std::chrono::milliseconds timeout) {
   }
 }
 
-bool WorkQueue::run_one(std::unique_lock<std::mutex>& lock) {
+bool WorkQueue::run_one(std::unique_lock<std::mutex>& lock, bool on_fresh_thread) {
   if (running_ || queue_.empty()) return false;
   std::function<void()> work = std::move(queue_.front());
   queue_.pop_front();
@@ -78,10 +82,18 @@ bool WorkQueue::run_one(std::unique_lock<std::mutex>& lock) {
   lock.unlock();
   std::exception_ptr failure;
   const auto started = std::chrono::steady_clock::now();  // an item is a whole step's program: cheap
-  try {
-    work();
-  } catch (...) {
-    failure = std::current_exception();
+  auto run = [&] {
+    try {
+      work();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+  };
+  if (on_fresh_thread) {
+    std::thread item(run);  // its OpenMP team (if the item makes one) ends with it
+    item.join();
+  } else {
+    run();
   }
   busy_ns_.fetch_add(
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count(),
@@ -108,7 +120,7 @@ void WorkQueue::run() {
       const uint64_t seen = completed_;
       work_ready_.wait_for(lock, grace_, [&] { return stopping_ || completed_ != seen; });
     }
-    run_one(lock);
+    run_one(lock, fresh_thread_per_item_);
   }
 }
 

@@ -22,9 +22,13 @@ class WorkQueue {
   // queued work to a thread that is about to wait for it (two threads taking turns at running CPU kernels
   // would make two OpenMP teams compete for the cores; work that only enqueues asynchronous GPU work wants
   // 0). `worker_init` runs on the worker thread before it takes any work (e.g. making a CUDA context
-  // current); if it throws, the constructor rethrows it.
+  // current); if it throws, the constructor rethrows it. `fresh_thread_per_item`: the worker runs each item it
+  // takes on a thread of its own that ends with the item. A thread that runs CPU kernels keeps an OpenMP team
+  // for as long as it lives; a second team beside the script's (which CPU eager code and waited-for steps
+  // use) makes both teams sleep in futexes between parallel regions (libgomp throttles its spinning once it
+  // manages more threads than there are cores), slowing every CPU kernel in the process from then on.
   explicit WorkQueue(std::string name, std::chrono::milliseconds grace = std::chrono::milliseconds(2),
-                     std::function<void()> worker_init = {});
+                     std::function<void()> worker_init = {}, bool fresh_thread_per_item = false);
   ~WorkQueue();  // runs what is still queued, then stops the worker
   WorkQueue(const WorkQueue&) = delete;
   WorkQueue& operator=(const WorkQueue&) = delete;
@@ -43,11 +47,12 @@ class WorkQueue {
  private:
   void run();
   // Runs the next queued item if nobody else is running one; `lock` is held on entry and exit.
-  bool run_one(std::unique_lock<std::mutex>& lock);
+  bool run_one(std::unique_lock<std::mutex>& lock, bool on_fresh_thread = false);
 
   std::string name_;
   std::chrono::milliseconds grace_;
   std::function<void()> worker_init_;
+  bool fresh_thread_per_item_;
   std::atomic<uint64_t> busy_ns_{0};
   mutable std::mutex mu_;
   std::condition_variable work_ready_, work_done_;

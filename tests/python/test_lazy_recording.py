@@ -215,3 +215,29 @@ def test_a_steady_step_reuses_the_memory_of_the_step_before():
     grew = {k: after[k] - before[k] for k in ("device_allocations", "device_scratch_allocations", "device_cache_hits")}
     assert grew["device_scratch_allocations"] > 0  # the kernels' own results go through the device
     assert grew["device_cache_hits"] == grew["device_allocations"] + grew["device_scratch_allocations"], grew
+
+
+def test_a_step_the_worker_runs_leaves_no_second_openmp_team():
+    """A step nobody waits for runs on the device's worker (issue 15, item 1). Its OpenMP team must end with
+    the step: a second team beside the script's makes libgomp stop spinning, and every CPU kernel of the
+    process (CPU eager's too) then sleeps in futexes between parallel regions. Counted as threads: once the
+    step is done the process has as many as before it."""
+    code = r"""
+import os, time, torch
+def threads(): return len(os.listdir("/proc/self/task"))
+a = torch.randn(256, 256)
+for _ in range(20): a @ a               # the script's own team
+x = torch.randn(256, 256).to("moreh")
+(x @ x).sum().item()                      # a step the script waits for: its own thread runs it
+base = threads()
+y = x @ x
+for _ in range(5): y = torch.tanh(y @ x)
+torch.moreh.mark_step()                  # nobody waits: the worker takes it after its grace period
+time.sleep(1.0)
+print(base, threads(), torch.get_num_threads())
+y.sum().item()
+"""
+    proc = run_python(code, env={"OMP_NUM_THREADS": "2"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    base, after, omp = (int(v) for v in proc.stdout.split())
+    assert omp == 2 and after == base, proc.stdout

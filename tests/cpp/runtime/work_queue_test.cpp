@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <mutex>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -81,6 +82,25 @@ TEST(WorkQueueTest, BusyTimeIsAccounted) {
   queue.submit([] { std::this_thread::sleep_for(20ms); });
   queue.synchronize(kWait);
   EXPECT_GE(queue.busy_ns(), 15'000'000u);
+}
+
+// With fresh_thread_per_item, what the worker takes runs on a thread that ends with the item (so thread-owned
+// state such as an OpenMP team does not outlive it); a thread that waits still runs items on itself.
+TEST(WorkQueueTest, FreshThreadPerItemGivesEveryWorkerItemANewThread) {
+  for (bool fresh : {false, true}) {
+    WorkQueue queue("q", 0ms, {}, fresh);
+    std::vector<int> seen;  // how many items the running thread had run before, itself included
+    std::mutex mu;
+    for (int i = 0; i < 3; ++i) {
+      queue.submit([&] {
+        thread_local int items = 0;
+        std::lock_guard<std::mutex> lock(mu);
+        seen.push_back(++items);
+      });
+      while (queue.busy()) std::this_thread::sleep_for(1ms);  // the worker takes it (no grace, nobody waits)
+    }
+    EXPECT_EQ(seen, fresh ? (std::vector<int>{1, 1, 1}) : (std::vector<int>{1, 2, 3})) << fresh;
+  }
 }
 
 TEST(WorkQueueTest, DestructorRunsWhatIsQueued) {
