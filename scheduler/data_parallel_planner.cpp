@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <map>
 #include <optional>
@@ -127,6 +128,7 @@ class Lowering {
       dims[i] = batch_dim(in_slots[i], node.inputs[i]);
       any = any || dims[i].has_value();
     }
+    if (!any && sums_partials(index, node)) return;
     if (any) {
       auto d = shard_rule(node, dims);
       std::string why = d ? invalid(node, index, *d) : std::string("no rule for this layout");
@@ -144,6 +146,30 @@ class Lowering {
       }
     }
     emit_replicated(index, node);
+  }
+
+  // A sum of partial sums is a partial sum: the gradients of a weight used twice (tied embedding and LM head)
+  // are added on each device and all-reduced once, not once per use. add/sub (any alpha) of two partial values
+  // of one shape run as recorded on every device; the result (or the written input) stays partial.
+  bool sums_partials(uint32_t index, const Node& node) {
+    static const std::array<runtime::OpId, 4> kLinear = {
+        runtime::intern_op("aten::add.Tensor"), runtime::intern_op("aten::add_.Tensor"),
+        runtime::intern_op("aten::sub.Tensor"), runtime::intern_op("aten::sub_.Tensor")};
+    if (std::find(kLinear.begin(), kLinear.end(), node.op) == kLinear.end() || node.inputs.size() != 2) return false;
+    const auto& in_slots = cg_.node_inputs[index];
+    for (size_t i = 0; i < 2; ++i) {
+      const uint32_t s = in_slots[i];
+      if (!known_[s] || state_[s].kind != PlacementKind::kPartial) return false;
+      if (node.inputs[i].sizes != node.inputs[0].sizes || node.inputs[i].dtype != node.inputs[0].dtype) return false;
+    }
+    for (const auto& o : node.outputs)
+      if (o.sizes != node.inputs[0].sizes || o.dtype != node.inputs[0].dtype) return false;
+    steps_.push_back({Kind::kLaunch, index});
+    for (uint32_t s : cg_.node_outputs[index]) {
+      known_[s] = true;
+      state_[s] = state_[in_slots[0]];
+    }
+    return true;
   }
 
   bool is_written(const Node& node, size_t i) const {

@@ -119,6 +119,30 @@ TEST_F(DataParallelPlannerTest, SplitsTheBatchAndAllReducesTheWeightGradient) {
   EXPECT_EQ(plan.final_placements[slot_of(w)].kind, PlacementKind::kReplicate);
 }
 
+// A weight used twice (tied embedding and LM head): its two gradients are partial sums, added on each device
+// and all-reduced once (bytes of one gradient), not once per use.
+TEST_F(DataParallelPlannerTest, TheGradientsOfATiedWeightAreAllReducedOnce) {
+  const int n = 2;
+  auto w = buffer(4 * 16, true, n);
+  auto x = buffer(4 * 4 * 64, false, n), h = buffer(4 * 4 * 64, false, n), r = buffer(4 * 4 * 64, false, n);
+  auto g1 = buffer(4 * 16, false, n), g2 = buffer(4 * 16, false, n), g = buffer(4 * 16, false, n);
+  StepGraph s;
+  s.append(upload(x, {64, 4}));
+  s.append(node("aten::mm", {shaped(x, {64, 4}), shaped(w, {4, 4})}, {shaped(h, {64, 4})}));
+  s.append(node("aten::relu", {shaped(h, {64, 4})}, {shaped(r, {64, 4})}));
+  s.append(node("aten::mm", {transposed(shaped(x, {64, 4})), shaped(r, {64, 4})}, {shaped(g1, {4, 4})}));
+  s.append(node("aten::mm", {transposed(shaped(r, {64, 4})), shaped(x, {64, 4})}, {shaped(g2, {4, 4})}));
+  s.append(node("aten::add.Tensor", {shaped(g1, {4, 4}), shaped(g2, {4, 4})}, {shaped(g, {4, 4})}));
+  s.append(node("aten::add_.Tensor", {shaped(w, {4, 4}), shaped(g, {4, 4})}, {}, {0}));
+  for (auto* b : {&h, &g1, &g2, &g}) (*b)->release_frontend();
+  CanonicalGraph c = CanonicalGraph::build(s);
+  runtime::Plan plan = compile_data_parallel_plan(s, c, n, {64});
+  EXPECT_EQ(plan.split_rows, 64) << plan.summary;
+  EXPECT_EQ(plan.replicated_fallbacks, 0u) << plan.summary;
+  for (const auto& p : plan.programs) EXPECT_EQ(count(p, Kind::kAllReduce), 1u) << plan.summary;
+  EXPECT_EQ(plan.collective_bytes_per_device, 64u);  // the ring's 2·(N−1)/N × 64 bytes, once
+}
+
 // Four uploads (q, k, v, the output's gradient), an attention forward and its backward over a batch of 4
 // split over `n` devices: each device runs 2 rows of both, with no collective.
 runtime::Plan expect_attention_split_by_the_batch(const StepGraph& g, int n) {
