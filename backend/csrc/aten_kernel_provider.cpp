@@ -96,6 +96,7 @@ void AtenKernelProvider::launch(const runtime::Node& node, const runtime::Launch
       // Kernels may run on the script's thread (when it waits for the device): keep its autocast and
       // Python modes away from the ops the kernels call.
       at::AutoDispatchBelowADInplaceOrView guard;
+      c10::AutoGradMode grad_mode(p.grad_mode);
       c10::impl::ExcludeDispatchKeyGuard no_modes(c10::autocast_dispatch_keyset |
                                                   c10::DispatchKeySet({c10::DispatchKey::Python,
                                                                        c10::DispatchKey::PythonTLSSnapshot}));

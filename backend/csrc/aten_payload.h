@@ -29,6 +29,9 @@ struct AtenPayload final : runtime::KernelPayload {
   int generator_arg = -1;  // argument that takes a Generator
   bool seeded = false;     // draws random numbers: the node's Seed attribute seeds a fresh CPU generator
   uint64_t seed = 0;
+  // Whether gradients were enabled where the op was recorded: some kernels return other results without
+  // (oneDNN's RNN layer leaves out its workspace), so the kernel runs in the mode the script ran it in.
+  bool grad_mode = true;
 };
 
 // Converts a non-tensor argument to a runtime attribute (floating-point values become step data).

@@ -1,4 +1,5 @@
 #include "backend/csrc/lazy_fallback.h"
+#include "backend/csrc/meta_probe.h"
 #include "backend/csrc/layout_support.h"
 
 #include <ATen/ATen.h>
@@ -451,6 +452,8 @@ void lazy_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::ji
   std::vector<at::Tensor> moreh_inputs;
   MetaKey key;  // not shared: resolving a conjugate input below records ops re-entrantly
   key.reset(&schema);
+  payload->grad_mode = at::GradMode::is_enabled();
+  key.add(payload->grad_mode);
 
   auto take = [&](const at::Tensor& t, size_t arg, int32_t elem) -> at::Tensor {
     key.add_tensor(t, t.defined() ? location_of(t) : 0);
@@ -542,7 +545,9 @@ void lazy_fallback(const c10::OperatorHandle& op, c10::DispatchKeySet, torch::ji
   const MetaEntry* entry = meta_cache().find(key);
   if (!entry) {
     g_meta_misses.fetch_add(1, std::memory_order_relaxed);
-    if (infer_with_meta(op, tr, args, moreh_inputs, computed, other)) {
+    const bool cacheable = infer_with_meta(op, tr, args, moreh_inputs, computed, other);
+    probe_meta_result(op, args, computed);
+    if (cacheable) {
       meta_cache().insert(key, computed);
     }
     entry = &computed;
