@@ -1,6 +1,8 @@
 #include "backend/csrc/aten_kernel_provider.h"
 
 #include <ATen/Parallel.h>
+
+#include <algorithm>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include "backend/csrc/aten_payload.h"
@@ -120,7 +122,18 @@ void AtenKernelProvider::launch(const runtime::Node& node, const runtime::Launch
 void AtenKernelProvider::bind(const runtime::LaunchContext& ctx, size_t k, const runtime::TensorRef& ref,
                               const at::Tensor& r) const {
   const std::vector<const void*>& inputs = input_data();
-  const uint64_t bytes = ref.buffer->bytes();
+  // A launch on one device's rows of the batch holds that device's part of the buffer (what the plan counted),
+  // not the whole batch's: the bytes from the buffer's start to the end of the local view.
+  uint64_t bytes = ref.buffer->bytes();
+  if (ctx.local()) {
+    int64_t last = ref.offset;
+    bool empty = false;
+    for (size_t d = 0; d < ref.sizes.size(); ++d) {
+      if (ref.sizes[d] == 0) empty = true;
+      last += (ref.sizes[d] - 1) * std::max<int64_t>(ref.strides[d], 0);
+    }
+    bytes = std::min<uint64_t>(bytes, empty ? 0 : static_cast<uint64_t>(last + 1) * ref.itemsize);
+  }
   bool adoptable = r.defined() && r.device() == torch_device(ctx.device()) &&
                    r.scalar_type() == static_cast<c10::ScalarType>(ref.dtype) && r.storage_offset() == ref.offset &&
                    r.sizes().equals({ref.sizes.data(), ref.sizes.size()}) &&

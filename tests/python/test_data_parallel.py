@@ -8,6 +8,7 @@ of gradients that are zero in exact arithmetic (a key bias under softmax) into s
 """
 import copy
 import functools
+import json
 import os
 import subprocess
 import sys
@@ -152,3 +153,28 @@ def test_batch_norm_has_per_device_statistics_like_ddp(devices, batch):
     for name, b in buffers.items():
         torch.testing.assert_close(got["buffers"][name], b, rtol=1e-4, atol=1e-5, msg=name)
     assert got["stats"]["replicated_fallbacks"] == 0
+
+
+def test_each_device_holds_only_its_rows_and_the_plan_counts_what_is_used():
+    """Issue 15, item 10: a batch split over 4 devices gives each device its rows of the upload and of every
+    result split by rows (the kernels' results were bound at the whole batch's size), and the peak the plan
+    logs per device is the peak the devices reach."""
+    code = r"""
+import json, re, torch
+torch.moreh.reset_peak_memory_stats()
+x = torch.randn(512, 1024)                      # 2 MiB
+y = x.to("moreh")
+z = (y * 2).sum(0)
+z.sum().item()
+used = [d["memory_used"] for d in torch.moreh.physical_devices()]
+torch.moreh._C._flush_log()
+planned = [int(p) for p in re.findall(r"peak \+(\d+) bytes per device", open(torch.moreh.log_file()).read())]
+print(json.dumps({"used": used, "peak": torch.moreh.max_memory_allocated(), "planned": planned[-1]}))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, MOREH_NUM_DEVICES="4"), cwd=HERE,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows = 128 * 1024 * 4  # one device's rows of y
+    assert got["used"] == [rows + 4096] * 4, got  # y's rows and the 1024 partial sums (a page)
+    assert got["peak"] == 4 * got["planned"], got  # each device peaked where its plan said (was 2.5x that)
