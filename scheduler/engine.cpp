@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <unordered_set>
 
 #include "runtime/errors.h"
 #include "runtime/fork_guard.h"
@@ -427,6 +428,44 @@ void Engine::bring_home(Buffer& b) {
 void Engine::synchronize() {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   flush_locked();
+  wait_locked();
+}
+
+void Engine::wait_submitted() {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  wait_locked();
+}
+
+void Engine::note_read_without_step() {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  ++stats_.reads_without_step;
+}
+
+std::optional<std::vector<Node>> Engine::pending_dependencies(const Buffer& buffer, size_t limit) const {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  const auto& nodes = pending_.nodes();
+  std::unordered_set<const Buffer*> needed{&buffer};
+  std::vector<size_t> taken;
+  auto writes_needed = [&](const Node& n) {
+    for (const auto& o : n.outputs)
+      if (needed.count(o.buffer.get())) return true;
+    for (uint16_t w : n.written)
+      if (needed.count(n.inputs[w].buffer.get())) return true;
+    return false;
+  };
+  for (size_t i = nodes.size(); i-- > 0;) {
+    if (!writes_needed(nodes[i])) continue;
+    if (taken.size() == limit) return std::nullopt;
+    taken.push_back(i);
+    for (const auto& in : nodes[i].inputs) needed.insert(in.buffer.get());  // in place: what it held before too
+  }
+  std::vector<Node> out;
+  out.reserve(taken.size());
+  for (size_t k = taken.size(); k-- > 0;) out.push_back(nodes[taken[k]]);
+  return out;
+}
+
+void Engine::wait_locked() {
   // A failed step fails on every device that ran it: the error is reported once, and every device's copy
   // of it is taken, so that the next, unrelated reads do not raise it again.
   std::exception_ptr first = deferred_error_;

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "runtime/buffer.h"
@@ -34,6 +35,8 @@ struct EngineStats {
   uint64_t replicated_fallbacks = 0, last_replicated_fallbacks = 0;
   // The last flushed step: kernels it launches, and nodes that ran inside fused elementwise kernels.
   uint64_t last_launches = 0, last_fused_ops = 0;
+  // Host reads answered without ending the step (a mask check computed from values the host has).
+  uint64_t reads_without_step = 0;
 };
 
 class Engine {
@@ -71,6 +74,15 @@ class Engine {
   void synchronize();
   size_t pending_ops() const;
   void note_eager_op();
+  // The pending nodes that `buffer`'s value depends on, in recorded order (what a host read of it needs run),
+  // when there are at most `limit` of them; nullopt when there are more. Empty when nothing pending writes it.
+  std::optional<std::vector<runtime::Node>> pending_dependencies(const runtime::Buffer& buffer, size_t limit) const;
+  // Waits for every submitted step without flushing the pending one (bounded by MOREH_SYNC_TIMEOUT); rethrows a
+  // failed step's error as synchronize() does.
+  void wait_submitted();
+  // A host read answered without running the pending step (the backend computed the value from what the host
+  // already has); counted in stats().
+  void note_read_without_step();
 
   EngineStats stats() const;
   // Makes device 0 hold b's whole value (gathering rows, summing partial values) and the only copy: for
@@ -91,6 +103,7 @@ class Engine {
 
  private:
   void flush_locked();
+  void wait_locked();
   // One device's plans read every launch's offsets from the step's nodes: a view's offset is step data there
   // (runtime/graph/canonical_graph.h). Batch splitting computes per-device offsets into its plans.
   runtime::CanonicalGraph::Offsets offset_keying() const {

@@ -54,6 +54,7 @@ py::dict stats() {
   py::dict d;
   d["recorded_ops"] = s.recorded_ops;
   d["eager_ops"] = s.eager_ops;
+  d["reads_without_step"] = s.reads_without_step;
   d["replicated_fallbacks"] = s.replicated_fallbacks;
   d["last_replicated_fallbacks"] = s.last_replicated_fallbacks;
   d["collective_bytes"] = backend::engine().collective_bytes();

@@ -1,4 +1,6 @@
 """Ops are recorded, not run, until a step boundary; views, in-place and out= keep eager semantics."""
+import copy
+
 import pytest
 import torch
 
@@ -241,3 +243,56 @@ y.sum().item()
     assert proc.returncode == 0, proc.stderr[-3000:]
     base, after, omp = (int(v) for v in proc.stdout.split())
     assert omp == 2 and after == base, proc.stdout
+
+
+def test_a_small_host_read_inside_a_step_does_not_end_it():
+    """Issue 15, item 5: nn.TransformerEncoder checks `bool((mask == causal).all())` in every forward. A host
+    read that needs only a few pending ops (the mask's upload, the causal mask built on the device) over values
+    the host has is answered on the host; the step goes on and ends once, at the optimizer step."""
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0)
+    cpu_model = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+    model = copy.deepcopy(cpu_model).to("moreh")
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.randn(7, 3, 16, generator=g) for _ in range(4)]
+
+    def train(m, device):
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        losses = []
+        for x in batches:
+            mask = nn.Transformer.generate_square_subsequent_mask(7).to(device)  # uploaded every step
+            opt.zero_grad()
+            loss = m(x.to(device), mask=mask).square().mean()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses
+
+    ref = train(cpu_model, "cpu")
+    before = torch.moreh.graph_stats()
+    got = train(model, "moreh")
+    after = torch.moreh.graph_stats()
+    assert got == ref
+    assert after["flushes"] - before["flushes"] == len(batches)  # one step graph per training step
+    assert after["reads_without_step"] - before["reads_without_step"] >= len(batches)
+    for p, q in zip(cpu_model.parameters(), model.parameters()):
+        assert torch.equal(q.detach().cpu(), p.detach())
+
+
+def test_a_read_that_needs_the_whole_pending_step_still_ends_it():
+    x = torch.arange(6.0).to("moreh")
+    flushes = torch.moreh.graph_stats()["flushes"]
+    assert (x * 2).sum().item() == 30.0
+    assert torch.moreh.graph_stats()["flushes"] == flushes + 1
+    # A read that needs a small part of the pending ops, from a value an earlier step left on the device.
+    big = torch.ones(64, 64).to("moreh")
+    y = big @ big                           # pending, not needed by the read below
+    known = (x > 2).all()
+    stats = torch.moreh.graph_stats()
+    assert bool(known) is False and bool((x >= 0).all()) is True
+    after = torch.moreh.graph_stats()
+    assert after["flushes"] == stats["flushes"] and after["reads_without_step"] == stats["reads_without_step"] + 2
+    assert y[0, 0].item() == 64.0            # the pending ops still run, with their step
