@@ -61,24 +61,13 @@ void AtenKernelProvider::launch(const runtime::Node& node, const runtime::Launch
   (void)threads_ready;
   const auto& p = static_cast<const AtenPayload&>(*node.payload);
   const c10::Device device = torch_device(ctx.device());
-  torch::jit::Stack stack(p.args.begin(), p.args.end());
-  for (auto& a : stack) {
-    if (a.isTensorList()) a = a.toTensorList().copy();  // lists are shared by reference: this launch's own
-    else if (a.isOptionalTensorList()) a = a.toOptionalTensorList().copy();
-    else if (a.isDevice()) a = device;  // the recorded device ("moreh", kept as CPU) is this one
-  }
   std::vector<const void*>& inputs = input_data();
   inputs.clear();
-  for (size_t i = 0; i < p.inputs.size(); ++i) {
+  torch::jit::Stack stack = payload_stack(p, device, [&](size_t i) {
     runtime::PhysicalBlock& block = ctx.input_memory(i);
     inputs.push_back(block.data());
-    at::Tensor t = view(block, node.inputs[i]);
-    const auto& slot = p.inputs[i];
-    c10::IValue& a = stack[slot.arg];
-    if (slot.elem < 0) a = std::move(t);
-    else if (a.isTensorList()) a.toTensorList().set(slot.elem, t);
-    else a.toOptionalTensorList().set(slot.elem, std::optional<at::Tensor>(t));
-  }
+    return view(block, node.inputs[i]);
+  });
   if (p.seeded && p.generator_arg >= 0) stack[p.generator_arg] = generator(p.seed, ctx.device());
   if (node.host_input && ctx.local()) {
     // x.to("moreh") split by rows: this device copies its rows of the host tensor.
@@ -95,13 +84,7 @@ void AtenKernelProvider::launch(const runtime::Node& node, const runtime::Launch
       if (p.args[i].isTensor() && p.args[i].toTensor().defined())
         stack[i] = host_argument(stack[i].toTensor(), ctx.device());
     {
-      // Kernels may run on the script's thread (when it waits for the device): keep its autocast and
-      // Python modes away from the ops the kernels call.
-      at::AutoDispatchBelowADInplaceOrView guard;
-      c10::AutoGradMode grad_mode(p.grad_mode);
-      c10::impl::ExcludeDispatchKeyGuard no_modes(c10::autocast_dispatch_keyset |
-                                                  c10::DispatchKeySet({c10::DispatchKey::Python,
-                                                                       c10::DispatchKey::PythonTLSSnapshot}));
+      PayloadKernelScope scope(p);
       if (p.seeded && p.generator_arg < 0 && is_native_dropout(p.op))
         native_dropout(stack, generator(p.seed, ctx.device()), ctx.local());
       else if (is_overrideable_attention(p.op))
@@ -109,13 +92,7 @@ void AtenKernelProvider::launch(const runtime::Node& node, const runtime::Launch
       else
         p.op.redispatchBoxed(c10::DispatchKeySet(dispatch_key()), &stack);
     }
-    const size_t r = p.op.schema().returns().size();
-    for (size_t k = 0; k < p.outputs.size(); ++k) {
-      const auto& slot = p.outputs[k];
-      const c10::IValue& v = stack[stack.size() - r + slot.ret];
-      at::Tensor result = slot.elem < 0 ? v.toTensor() : v.toTensorList().get(slot.elem);
-      bind(ctx, k, node.outputs[k], result);
-    }
+    for (size_t k = 0; k < p.outputs.size(); ++k) bind(ctx, k, node.outputs[k], payload_result(p, stack, k));
   });
 }
 

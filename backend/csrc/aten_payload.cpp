@@ -2,6 +2,32 @@
 
 namespace moreh::backend {
 
+torch::jit::Stack payload_stack(const AtenPayload& p, const c10::Device& device,
+                                const std::function<at::Tensor(size_t)>& input) {
+  torch::jit::Stack stack(p.args.begin(), p.args.end());
+  for (auto& a : stack) {
+    if (a.isTensorList()) a = a.toTensorList().copy();
+    else if (a.isOptionalTensorList()) a = a.toOptionalTensorList().copy();
+    else if (a.isDevice()) a = device;  // the recorded device ("moreh", kept as CPU) is where it runs
+  }
+  for (size_t i = 0; i < p.inputs.size(); ++i) {
+    at::Tensor t = input(i);
+    const auto& slot = p.inputs[i];
+    c10::IValue& a = stack[slot.arg];
+    if (slot.elem < 0) a = std::move(t);
+    else if (a.isTensorList()) a.toTensorList().set(slot.elem, t);
+    else a.toOptionalTensorList().set(slot.elem, std::optional<at::Tensor>(t));
+  }
+  return stack;
+}
+
+at::Tensor payload_result(const AtenPayload& p, const torch::jit::Stack& stack, size_t k) {
+  const size_t r = p.op.schema().returns().size();
+  const auto& slot = p.outputs.at(k);
+  const c10::IValue& v = stack[stack.size() - r + slot.ret];
+  return slot.elem < 0 ? v.toTensor() : v.toTensorList().get(slot.elem);
+}
+
 runtime::Attribute to_attribute(const c10::IValue& v) {
   if (v.isNone()) return std::monostate{};
   if (v.isBool()) return v.toBool();

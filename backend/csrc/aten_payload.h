@@ -1,8 +1,13 @@
 // How a recorded ATen call is kept so the kernel provider can replay it on CPU kernels: the argument
 // stack with moreh tensors taken out (they travel as the node's TensorRefs), and where results go.
 #pragma once
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/grad_mode.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 #include <ATen/core/stack.h>
+
+#include <functional>
 
 #include "runtime/graph/step_graph.h"
 
@@ -36,5 +41,27 @@ struct AtenPayload final : runtime::KernelPayload {
 
 // Converts a non-tensor argument to a runtime attribute (floating-point values become step data).
 runtime::Attribute to_attribute(const c10::IValue& v);
+
+// The op's argument stack for one run of a recorded node: the recorded arguments (lists copied, they are
+// shared by reference), `device` for a Device argument, and node input i as `input(i)`.
+torch::jit::Stack payload_stack(const AtenPayload& p, const c10::Device& device,
+                                const std::function<at::Tensor(size_t)>& input);
+// While it lives, kernels run as a recorded node's kernel must: below autograd, in the grad mode the op was
+// recorded in, and away from the calling thread's autocast and Python modes (kernels may run on the script's
+// thread when it waits for the device).
+class PayloadKernelScope {
+ public:
+  explicit PayloadKernelScope(const AtenPayload& p)
+      : grad_mode_(p.grad_mode),
+        no_modes_(c10::autocast_dispatch_keyset |
+                  c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::PythonTLSSnapshot})) {}
+
+ private:
+  at::AutoDispatchBelowADInplaceOrView below_autograd_;
+  c10::AutoGradMode grad_mode_;
+  c10::impl::ExcludeDispatchKeyGuard no_modes_;
+};
+// Node output k from the stack the op returned.
+at::Tensor payload_result(const AtenPayload& p, const torch::jit::Stack& stack, size_t k);
 
 }  // namespace moreh::backend

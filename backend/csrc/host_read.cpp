@@ -59,32 +59,13 @@ bool runs_on_the_host(const runtime::Node& node) {
 // Runs one pending node's CPU kernel on the host copies (written inputs are updated in them).
 void run_on_host(const runtime::Node& node, HostCopies& copies) {
   const auto& p = static_cast<const AtenPayload&>(*node.payload);
-  torch::jit::Stack stack(p.args.begin(), p.args.end());
-  for (auto& a : stack) {
-    if (a.isTensorList()) a = a.toTensorList().copy();
-    else if (a.isOptionalTensorList()) a = a.toOptionalTensorList().copy();
-  }
-  for (size_t i = 0; i < p.inputs.size(); ++i) {
-    at::Tensor t = copies.view(node.inputs[i]);
-    c10::IValue& a = stack[p.inputs[i].arg];
-    if (p.inputs[i].elem < 0) a = std::move(t);
-    else if (a.isTensorList()) a.toTensorList().set(p.inputs[i].elem, t);
-    else a.toOptionalTensorList().set(p.inputs[i].elem, std::optional<at::Tensor>(t));
-  }
+  torch::jit::Stack stack =
+      payload_stack(p, c10::Device(c10::kCPU), [&](size_t i) { return copies.view(node.inputs[i]); });
   {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    c10::AutoGradMode grad_mode(p.grad_mode);
-    c10::impl::ExcludeDispatchKeyGuard no_modes(
-        c10::autocast_dispatch_keyset |
-        c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::PythonTLSSnapshot}));
+    PayloadKernelScope scope(p);
     p.op.redispatchBoxed(c10::DispatchKeySet(c10::DispatchKey::CPU), &stack);
   }
-  const size_t r = p.op.schema().returns().size();
-  for (size_t k = 0; k < p.outputs.size(); ++k) {
-    const c10::IValue& v = stack[stack.size() - r + p.outputs[k].ret];
-    at::Tensor result = p.outputs[k].elem < 0 ? v.toTensor() : v.toTensorList().get(p.outputs[k].elem);
-    copies.view(node.outputs[k]).copy_(result);
-  }
+  for (size_t k = 0; k < p.outputs.size(); ++k) copies.view(node.outputs[k]).copy_(payload_result(p, stack, k));
 }
 
 }  // namespace
