@@ -34,10 +34,11 @@ def _load():
 
     register_optimizer_step_post_hook(lambda optimizer, args, kwargs: _C._flush())
     # A moreh tensor sent to another process travels by value; torch.compile runs its graphs on moreh.
-    from . import compile_support, process_sharing
+    from . import compile_support, lazy_dynamo, process_sharing
 
     process_sharing.install()
     compile_support.install()
+    lazy_dynamo.install()  # Meta kernels in Python no longer import torch._dynamo on the first step
     import atexit
 
     atexit.register(_C._shutdown)
