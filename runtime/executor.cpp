@@ -42,6 +42,16 @@ void Executor::submit(StepExecution step) {
   }
 }
 
+namespace {
+
+// Ctrl-C since the step was submitted: it stops before its next kernel (the caller names the op).
+void stop_if_interrupted(const StepExecution& step) {
+  if (interrupt_epoch() != step.interrupt_epoch) [[unlikely]]
+    throw InterruptedError("interrupted");
+}
+
+}  // namespace
+
 void Executor::stop_peers(const StepExecution& step, const DeviceProgram& program, const std::string& why) {
   // The other devices would wait for this one at their next collective until the timeout: break the
   // communicator so that they fail at once (the engine recovers it once every device is idle).
@@ -87,8 +97,7 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
         }
         case Instruction::Kind::kLaunch: {
           next_node = ins.index;
-          if (interrupt_epoch() != step.interrupt_epoch) [[unlikely]]
-            throw InterruptedError("interrupted");
+          stop_if_interrupted(step);
           const Node& node = nodes[ins.index];
           if (ins.aux == 0) {
             provider_->launch(node, LaunchContext(device, node));
@@ -111,8 +120,7 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
         case Instruction::Kind::kFused: {
           const FusedLaunch& fused = program.fused.at(ins.index);
           next_node = fused.nodes.front();
-          if (interrupt_epoch() != step.interrupt_epoch) [[unlikely]]
-            throw InterruptedError("interrupted");
+          stop_if_interrupted(step);
           run_fused(nodes, fused, device);
           next_node = fused.nodes.back() + 1;
           break;

@@ -1,11 +1,12 @@
 #include "backend/csrc/aten_kernel_provider.h"
 
 #include <ATen/Parallel.h>
-
-#include <algorithm>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
+#include <algorithm>
+
 #include "backend/csrc/aten_payload.h"
+#include "backend/csrc/moreh_storage.h"
 #include "backend/csrc/overrideable_attention.h"
 
 namespace moreh::backend {
@@ -103,13 +104,8 @@ void AtenKernelProvider::bind(const runtime::LaunchContext& ctx, size_t k, const
   // not the whole batch's: the bytes from the buffer's start to the end of the local view.
   uint64_t bytes = ref.buffer->bytes();
   if (ctx.local()) {
-    int64_t last = ref.offset;
-    bool empty = false;
-    for (size_t d = 0; d < ref.sizes.size(); ++d) {
-      if (ref.sizes[d] == 0) empty = true;
-      last += (ref.sizes[d] - 1) * std::max<int64_t>(ref.strides[d], 0);
-    }
-    bytes = std::min<uint64_t>(bytes, empty ? 0 : static_cast<uint64_t>(last + 1) * ref.itemsize);
+    const int64_t span = view_span(ref);
+    bytes = std::min<uint64_t>(bytes, span == 0 ? 0 : static_cast<uint64_t>(ref.offset + span) * ref.itemsize);
   }
   bool adoptable = r.defined() && r.device() == torch_device(ctx.device()) &&
                    r.scalar_type() == static_cast<c10::ScalarType>(ref.dtype) && r.storage_offset() == ref.offset &&

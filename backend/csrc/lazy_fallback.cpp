@@ -1,6 +1,6 @@
 #include "backend/csrc/lazy_fallback.h"
-#include "backend/csrc/meta_probe.h"
 #include "backend/csrc/layout_support.h"
+#include "backend/csrc/meta_probe.h"
 
 #include <ATen/ATen.h>
 #include <ATen/core/enum_tag.h>

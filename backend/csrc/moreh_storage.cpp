@@ -138,6 +138,15 @@ at::Tensor cpu_view(runtime::PhysicalBlock& block, const runtime::TensorRef& ref
   return t;
 }
 
+int64_t view_span(const runtime::TensorRef& ref) {
+  int64_t last = 0;  // the farthest element from the view's first
+  for (size_t d = 0; d < ref.sizes.size(); ++d) {
+    if (ref.sizes[d] == 0) return 0;
+    last += (ref.sizes[d] - 1) * std::max<int64_t>(ref.strides[d], 0);
+  }
+  return last + 1;
+}
+
 at::Tensor materialized_cpu_view(const at::Tensor& t) {
   synchronize_device();
   runtime::TensorRef ref = make_ref(t);
@@ -150,13 +159,7 @@ at::Tensor materialized_cpu_view(const at::Tensor& t) {
   if (block.device().host_accessible()) return cpu_view(block, ref);
   // Device memory: a host copy of the bytes the view spans, viewed with the tensor's geometry.
   const int64_t item = static_cast<int64_t>(c10::elementSize(static_cast<c10::ScalarType>(ref.dtype)));
-  int64_t last = 0;  // the farthest element from the view's first, in elements
-  bool empty = false;
-  for (size_t d = 0; d < ref.sizes.size(); ++d) {
-    if (ref.sizes[d] == 0) empty = true;
-    last += (ref.sizes[d] - 1) * std::max<int64_t>(ref.strides[d], 0);
-  }
-  const int64_t span = empty ? 0 : (last + 1) * item;
+  const int64_t span = view_span(ref) * item;
   c10::Storage host(c10::Storage::use_byte_size_t(), span, c10::GetDefaultCPUAllocator(), false);
   if (span > 0) {
     translating_errors([&] {

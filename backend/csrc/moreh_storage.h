@@ -33,6 +33,9 @@ at::Tensor moreh_view(const c10::Storage& storage, c10::IntArrayRef sizes, c10::
 // first min(old, new) bytes are a recorded copy of the old contents; the rest is uninitialized.
 void resize_storage_bytes(const c10::Storage& storage, size_t nbytes);
 
+// Elements from a view's first to one past its farthest (0 for an empty view): the storage it spans past
+// its offset.
+int64_t view_span(const runtime::TensorRef& ref);
 // A CPU tensor over physical memory with a ref's geometry (no copy).
 at::Tensor cpu_view(runtime::PhysicalBlock& block, const runtime::TensorRef& ref);
 // Flushes and waits, then returns a CPU tensor with the moreh tensor's value: on host devices it aliases
