@@ -47,7 +47,8 @@ def compare_lm(make_model):
     batches = token_batches()
     ref = run_training(copy.deepcopy(model), "cpu", batches, lm_loss, adamw)
     got = run_training(model, "moreh", batches, lm_loss, adamw)
-    assert_same_training(ref, got, rel=1e-4, atol=1e-5)
+    # AdamW at lr 1e-3: a key bias (loss-free, see key_bias_rows) moves up to ~lr a step in each run.
+    assert_same_training(ref, got, rel=1e-4, atol=1e-5, key_bias_atol=2 * 1e-3 * len(batches))
     return got
 
 
