@@ -14,6 +14,7 @@
 #include <unordered_set>
 
 #include "backend/csrc/aten_payload.h"
+#include "backend/csrc/cpp_meta_kernels.h"
 #include "backend/csrc/data_dependence.h"
 #include "backend/csrc/device_hooks.h"
 #include "backend/csrc/meta_cache.h"
@@ -231,6 +232,9 @@ struct OpTraits {
   // `Tensor?[] indices` of indexing). Elsewhere only a 0-dim CPU tensor (a number) is.
   std::vector<bool> host_ok;
   int generator_arg = -1;      // the Generator? argument, if any (None when the script passes none)
+  // ATen's C++ Meta kernel where a Python one shadows it (cpp_meta_kernels.h): shape inference without
+  // Python. Null: the dispatcher's Meta kernel.
+  const c10::KernelFunction* cpp_meta = nullptr;
 };
 
 
@@ -244,6 +248,7 @@ const OpTraits& traits_of(const c10::OperatorHandle& op) {
   runtime::set_op_facts(t.id, runtime::OpFacts{op.hasTag(at::Tag::pointwise), op.hasTag(at::Tag::nondeterministic_seeded)});
   t.data_dependence = data_dependence_of(op);
   t.has_meta = has_meta(op);
+  t.cpp_meta = cpp_meta_kernel(op.schema().operator_name());
   t.has_cpu = has_cpu(op);
   t.seeded = op.hasTag(at::Tag::nondeterministic_seeded);
   t.is_copy = op.schema().name() == "aten::copy_" && op.schema().overload_name().empty();
@@ -338,6 +343,14 @@ OutSpec spec_of(const at::Tensor& m, const MetaTwins& twins, const std::vector<a
     TORCH_CHECK(false, "moreh: ", schema.operator_name(), " returned a view of a CPU tensor");
   }
   o.kind = OutSpec::Kind::kFresh;
+  // A fresh result's storage is what its view reaches: some C++ Meta kernels size it first for another
+  // shape and then shrink the view (mse_loss with a reduction: a batch-sized storage under a 0-dim
+  // result), where the CPU kernel returns a storage of the view's size.
+  if (m.numel() > 0) {
+    int64_t last = m.storage_offset();
+    for (int64_t d = 0; d < m.dim(); ++d) last += (m.size(d) - 1) * m.stride(d);
+    o.nbytes = std::min<int64_t>(o.nbytes, (last + 1) * static_cast<int64_t>(m.element_size()));
+  }
   return o;
 }
 
@@ -379,7 +392,11 @@ bool infer_with_meta(const c10::OperatorHandle& op, const OpTraits& tr, const c1
       meta_stack.push_back(a);
     }
   }
-  op.redispatchBoxed(c10::DispatchKeySet(DispatchKey::Meta), &meta_stack);
+  if (tr.cpp_meta) {
+    tr.cpp_meta->callBoxed(op, c10::DispatchKeySet(DispatchKey::Meta), &meta_stack);
+  } else {
+    op.redispatchBoxed(c10::DispatchKeySet(DispatchKey::Meta), &meta_stack);
+  }
   const size_t r = schema.returns().size();
   TORCH_INTERNAL_ASSERT(meta_stack.size() == r, "moreh: meta kernel of ", schema.operator_name(), " left ",
                         meta_stack.size(), " values for ", r, " returns");

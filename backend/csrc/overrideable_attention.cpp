@@ -1,5 +1,10 @@
 #include "backend/csrc/overrideable_attention.h"
 
+#include <algorithm>
+#include <numeric>
+
+#include "backend/csrc/meta_tensors.h"
+
 namespace moreh::backend {
 namespace {
 
@@ -77,7 +82,44 @@ void backward(torch::jit::Stack& stack, c10::DeviceType device) {
   torch::jit::push(stack, dq, dk, dv, at::Tensor());
 }
 
+void forward_meta(torch::jit::Stack& stack) {
+  auto a = torch::jit::last(stack, 8);
+  const at::Tensor q = a[0].toTensor(), k = a[1].toTensor(), v = a[2].toTensor();
+  TORCH_CHECK(q.dim() == 3 || q.dim() == 4, "query must be 3D or 4D");
+  const int64_t batch = q.dim() == 4 ? q.size(0) : 1, heads = q.size(-3), s_q = q.size(-2), s_kv = k.size(-2);
+  std::vector<int64_t> shape(q.sizes().begin(), q.sizes().end());
+  shape.back() = v.size(-1);
+  at::Tensor out;
+  if (q.sizes().equals(shape)) {
+    out = meta_like(q);
+  } else {  // the query's dimension order (largest stride outermost), dense
+    TORCH_CHECK(q.dim() == 4, "query must be 4D when the value's head size differs from the query's");
+    std::vector<int64_t> order(4);
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) { return q.stride(x) > q.stride(y); });
+    out = meta_permuted(shape, order, q.scalar_type());
+  }
+  const at::Tensor lse = meta_contiguous({batch, heads, s_q}, at::kFloat);
+  const at::Tensor seed = meta_strided({}, {}, at::kLong), offset = meta_strided({}, {}, at::kLong);
+  torch::jit::drop(stack, 8);
+  torch::jit::push(stack, out, lse, c10::IValue(), c10::IValue(), s_q, s_kv, seed, offset, c10::IValue());
+}
+
+void backward_meta(torch::jit::Stack& stack) {
+  auto a = torch::jit::last(stack, 17);
+  const at::Tensor dq = meta_like(a[1].toTensor()), dk = meta_like(a[2].toTensor()), dv = meta_like(a[3].toTensor());
+  const bool bias = a[4].isTensor() && a[4].toTensor().defined();
+  const c10::IValue dbias = bias ? c10::IValue(meta_like(a[4].toTensor())) : c10::IValue();
+  torch::jit::drop(stack, 17);
+  torch::jit::push(stack, dq, dk, dv, dbias);
+}
+
 }  // namespace
+
+void infer_overrideable_attention(const c10::OperatorHandle& op, torch::jit::Stack& stack) {
+  if (op == forward_op()) forward_meta(stack);
+  else backward_meta(stack);
+}
 
 bool is_overrideable_attention(const c10::OperatorHandle& op) { return op == forward_op() || op == backward_op(); }
 

@@ -19,4 +19,8 @@ bool is_overrideable_attention(const c10::OperatorHandle& op);
 // returns there, as a boxed kernel would.
 void run_overrideable_attention(const c10::OperatorHandle& op, torch::jit::Stack& stack, c10::DeviceType device);
 
+// The forward's or backward's Meta kernel in C++, shaped as torch's Python one shapes its results (whose
+// empty_like calls import sympy on their first use): meta tensors of the returns replace the arguments.
+void infer_overrideable_attention(const c10::OperatorHandle& op, torch::jit::Stack& stack);
+
 }  // namespace moreh::backend

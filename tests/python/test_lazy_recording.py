@@ -298,6 +298,40 @@ def test_a_read_that_needs_the_whole_pending_step_still_ends_it():
     assert y[0, 0].item() == 64.0            # the pending ops still run, with their step
 
 
+def test_a_training_step_runs_no_python_meta_kernel_that_imports_sympy():
+    """Issue 15, item 7: Python Meta kernels (torch._refs, decompositions) import sympy through
+    torch.fx.experimental.symbolic_shapes on their first call, ~0.3 s of a first step that CPU eager never
+    pays. moreh infers shapes with ATen's C++ Meta kernels where Python ones shadow them, and with its own
+    for the rest of such a step (layer norm, relu, flash attention): an LSTM and a transformer layer train
+    a step (manual SGD, no torch.optim, which imports Dynamo on CPU too) without importing either."""
+    code = r"""
+import sys, torch
+import torch.nn as nn, torch.nn.functional as F
+class M(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb, self.lstm = nn.Embedding(50, 16), nn.LSTM(16, 16, 2)
+        self.layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0)
+        self.out = nn.Linear(16, 50)
+    def forward(self, x):
+        h, _ = self.lstm(self.emb(x))
+        mask = nn.Transformer.generate_square_subsequent_mask(x.size(0)).to(x.device)
+        return F.log_softmax(self.out(F.gelu(self.layer(h, src_mask=mask))), dim=-1)
+model = M().to("moreh")
+x = torch.randint(0, 50, (9, 3)).to("moreh")
+loss = F.nll_loss(model(x[:-1]).reshape(-1, 50), x[1:].reshape(-1))
+loss.backward()
+nn.utils.clip_grad_norm_(model.parameters(), 0.25)
+with torch.no_grad():
+    for p in model.parameters():
+        p.add_(p.grad, alpha=-0.1)
+print(loss.item() > 0, "sympy" in sys.modules, "torch.fx.experimental.symbolic_shapes" in sys.modules)
+"""
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["True", "False", "False"], proc.stdout
+
+
 def test_the_first_step_does_not_import_dynamo():
     """Issue 15, item 7: Python Meta kernels wrapped by torch._compile._disable_dynamo imported torch._dynamo
     on their first call (~0.8 s of a small model's first step; CPU eager never pays it). moreh defers that
