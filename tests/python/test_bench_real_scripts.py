@@ -43,6 +43,9 @@ def test_quick_run_prints_a_json_line_per_script():
         for key in MOREH_KEYS:
             assert finite(r["moreh"][key]) and r["moreh"][key] >= 0, (name, key)
         assert r["moreh"]["graphs_per_step"] >= 1 and r["moreh"]["recorded_ops_per_step"] > 0, name
+        # CPU's first step timed again as the first in a process of its own
+        assert finite(r["cpu"]["first_step_alone_ms"]) and r["cpu"]["first_step_alone_ms"] > 0, name
+        assert r["ratio_first_step_each_first"] == r["moreh"]["first_step_ms"] / r["cpu"]["first_step_alone_ms"]
         for key in ("ratio_step", "ratio_first_step"):
             assert finite(r[key]) and r[key] > 0, (name, key)
         assert r["first_loss_ok"] and r["first_loss_rel_diff"] <= 1e-4, (name, r["cpu"]["first_loss"],
