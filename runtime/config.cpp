@@ -140,6 +140,13 @@ Config Config::from_env() {
   if (const char* v = env("MOREH_NCCL_LIBRARY")) c.nccl_library = v;
   if (const char* v = env("MOREH_FUSION_MIN_OPS"))
     c.fusion_min_ops = parse_var("MOREH_FUSION_MIN_OPS", v, "a positive integer", parse_count);
+  if (const char* v = env("MOREH_PARALLELISM")) {
+    try {
+      c.parallelism = parse_parallel_config(v);
+    } catch (const ConfigError& e) {
+      throw ConfigError(std::string("MOREH_PARALLELISM='") + v + "' is not valid: " + e.what());
+    }
+  }
   if (const char* v = env("MOREH_FUSION")) {
     c.fusion = parse_var("MOREH_FUSION", v, "auto, on or off", [](std::string_view s) {
       if (s == "auto") return FusionChoice::kAuto;

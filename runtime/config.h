@@ -1,10 +1,12 @@
 // Process-wide settings read from MOREH_* environment variables (documented in docs/ENVIRONMENT.md).
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include "runtime/flavor.h"
+#include "runtime/parallel_config.h"
 
 namespace moreh::runtime {
 
@@ -32,6 +34,8 @@ struct Config {
   FusionChoice fusion = FusionChoice::kAuto;  // MOREH_FUSION: auto, on or off
   uint64_t fusion_min_ops = 2;           // MOREH_FUSION_MIN_OPS: smallest group that becomes a kernel
   std::string kernel_cache_dir;          // MOREH_KERNEL_CACHE_DIR (default <config_dir>/kernels; "off": none)
+  // MOREH_PARALLELISM: a parallel layout chosen by hand, as MoAI's configuration line (parallel_config.h).
+  std::optional<ParallelConfig> parallelism;
   std::string nccl_library;              // MOREH_NCCL_LIBRARY: NCCL for logical devices on distinct GPUs
                                          // (unset: libnccl.so.2; see nccl_library_name())
 

@@ -145,6 +145,7 @@ Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devic
     }
     executor_.set_communicator(communicator_.get());
   }
+  if (config_.parallelism) set_parallelism(*config_.parallelism);  // MOREH_PARALLELISM
 }
 
 Engine::~Engine() {
@@ -373,7 +374,33 @@ void Engine::log_layout_once() {
   std::vector<std::string> names;
   for (const auto& d : devices_) names.push_back(d->name());
   log().info("{}", device_count_line(static_cast<int>(devices_.size())));
-  for (const auto& line : rank_layout_lines({.dp = static_cast<int>(devices_.size())}, names)) log().info("{}", line);
+  const ParallelSizes sizes = parallel_layout(parallelism_, static_cast<int>(devices_.size()));
+  for (const auto& line : rank_layout_lines(sizes, names)) log().info("{}", line);
+}
+
+void Engine::set_parallelism(const ParallelConfig& config) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  parallel_layout(config, static_cast<int>(devices_.size()));  // throws for an impossible layout
+  if (const std::string why = unsupported_parallelism(config); !why.empty()) throw ConfigError(why);
+  flush_locked();  // what was recorded so far is planned as it was recorded
+  parallelism_ = config;
+  const std::string line = format_parallel_config(config);
+  log().info("Configuration for parallelism is selected.");
+  log().info("{}", line);
+  const char* dump = "advanced_parallelization_selected_config.dump";
+  if (std::FILE* f = std::fopen(dump, "w")) {
+    const bool ok = std::fprintf(f, "%s\n", line.c_str()) > 0;
+    if (std::fclose(f) != 0 || !ok) log().warn("could not write {} in the working directory", dump);
+  } else {
+    log().warn("could not write {} in the working directory: {}", dump, std::strerror(errno));
+  }
+  layout_logged_ = false;
+  log_layout_once();
+}
+
+ParallelConfig Engine::parallelism() const {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  return parallelism_;
 }
 
 void Engine::bring_home(Buffer& b) {

@@ -93,6 +93,12 @@ class Engine {
   uint64_t collective_bytes() const { return communicator_ ? communicator_->total_bytes_sent() : 0; }
   void set_advanced_parallelization(bool enabled);
   bool advanced_parallelization() const;
+  // The parallel layout chosen by hand (torch.moreh.option.set_parallelism, MOREH_PARALLELISM): checked
+  // against the devices and what this build runs (ConfigError naming the field, nothing changed), then
+  // logged with MoAI's two lines and the rank table, and written to advanced_parallelization_selected_config.dump
+  // in the working directory. Steps recorded before it are planned as they were recorded.
+  void set_parallelism(const runtime::ParallelConfig& config);
+  runtime::ParallelConfig parallelism() const;
   // Whether single-device steps fuse their elementwise nodes (MOREH_FUSION; auto: on GPUs with NVRTC).
   bool fusion_enabled() const;
   // The plan of the last flushed step (nullptr before any).
@@ -131,6 +137,7 @@ class Engine {
   std::unique_ptr<runtime::ProcessRegistry> registry_;
   std::unique_ptr<runtime::Communicator> communicator_;
   bool layout_logged_ = false;
+  runtime::ParallelConfig parallelism_;
   bool collectives_lost_logged_ = false;
   bool fusion_enabled_ = false;
   static std::atomic<bool>& cuda_kernels_flag();

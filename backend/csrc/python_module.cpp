@@ -17,6 +17,7 @@
 #include "runtime/fork_guard.h"
 #include "runtime/host_device.h"
 #include "runtime/logging.h"
+#include "runtime/parallel_config.h"
 #ifdef MOREH_WITH_NVRTC
 #include "runtime/nvrtc.h"
 #endif
@@ -236,6 +237,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     backend::engine().set_fusion_enabled(on);
   });
   m.def("_advanced_parallelization", [] { return backend::engine().advanced_parallelization(); });
+  m.def("_set_parallelism", [](const std::string& line) {
+    const runtime::ParallelConfig config = runtime::parse_parallel_config(line);
+    py::gil_scoped_release nogil;
+    backend::engine().set_parallelism(config);
+  });
+  m.def("_parallelism", [] { return runtime::format_parallel_config(backend::engine().parallelism()); });
   m.def("_log", [](const std::string& level, const std::string& msg) {
     runtime::log_message(runtime::parse_log_level(level), msg);
   });

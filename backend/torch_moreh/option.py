@@ -20,6 +20,45 @@ def is_advanced_parallelization_enabled():
     return bool(_C._advanced_parallelization())
 
 
+def set_parallelism(config=None, *, num_stages=1, num_micro_batches=1, batch_per_device=0, tp=1,
+                    recomputation=0, distribute_param=False, distribute_low_prec_param=False):
+    """Chooses the parallel layout by hand, as MoAI's configuration line does (MOREH_PARALLELISM takes the line).
+
+    ``config`` may be that line, e.g. pasted from ``advanced_parallelization_selected_config.dump``
+    (``"num_stages : 2, num_micro_batches : 4, batch_per_device : 1, No TP, recomputation : 0,
+    distribute_param : true, distribute_low_prec_param : false"``); otherwise the keywords give the fields
+    (``tp=1`` is ``No TP``; ``batch_per_device`` is kept for the line, and batch splitting still takes the
+    script's batch: 0 says so). The layout is checked against the virtual device's devices and what this
+    build runs before anything changes: an impossible
+    field or one not supported yet raises ``torch_moreh._C.ConfigError`` naming it. Once set, it is logged
+    (``Configuration for parallelism is selected.`` and the line), written to
+    ``advanced_parallelization_selected_config.dump`` in the working directory, and the rank table shows it.
+    This build runs batch splitting only: pipeline stages, micro-batches, TP, recomputation and parameter
+    sharding are refused as not supported yet.
+    """
+    if config is None:
+        tp_field = "No TP" if tp == 1 else f"TP : {tp}"
+        config = (f"num_stages : {num_stages}, num_micro_batches : {num_micro_batches}, batch_per_device : "
+                  f"{batch_per_device}, {tp_field}, recomputation : {_flag(recomputation)}, "
+                  f"distribute_param : {str(distribute_param).lower()}, "
+                  f"distribute_low_prec_param : {str(distribute_low_prec_param).lower()}")
+    elif not isinstance(config, str):
+        raise TypeError(f"set_parallelism: config must be MoAI's configuration line (a str), got {type(config).__name__}")
+    elif (num_stages, num_micro_batches, batch_per_device, tp, recomputation, distribute_param,
+          distribute_low_prec_param) != (1, 1, 0, 1, 0, False, False):
+        raise TypeError("set_parallelism: give either the configuration line or keyword fields, not both")
+    _C._set_parallelism(config)
+
+
+def _flag(v):
+    return int(v) if isinstance(v, bool) else v
+
+
+def get_parallelism():
+    """The parallel layout in use, as MoAI's configuration line."""
+    return _C._parallelism()
+
+
 def enable_fusion():
     """Fuses the step's elementwise ops into generated kernels from the next step on (MOREH_FUSION=on).
 
