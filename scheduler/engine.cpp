@@ -25,11 +25,7 @@
 #include "runtime/physical_devices.h"
 #include "runtime/rank_layout.h"
 #include "runtime/spdlog_logger.h"
-#include "scheduler/data_parallel_planner.h"
-#include "scheduler/elementwise_fusion.h"
-#include "scheduler/program_fusion.h"
-#include "scheduler/planner.h"
-#include "scheduler/step_analysis.h"
+#include "scheduler/plan_step.h"
 
 namespace moreh::scheduler {
 
@@ -238,31 +234,12 @@ void Engine::flush() {
 }
 
 std::shared_ptr<Plan> Engine::compile_locked(const StepGraph& graph, const CanonicalGraph& canonical) {
-  StepAnalysis analysis = analyze_step(graph, canonical);
-  std::shared_ptr<Plan> compiled;
-  if (devices_.size() == 1) {
-    const auto started = std::chrono::steady_clock::now();
-    std::optional<FusionResult> fusion;
-    if (fusion_enabled_) fusion = fuse_elementwise(graph, canonical, fusion_limits());
-    const double fusion_ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
-    compiled = std::make_shared<Plan>(compile_plan(canonical, {}, fusion ? &*fusion : nullptr));
-    compiled->compile_ms += fusion_ms;
-  } else {
-    compiled = std::make_shared<Plan>(compile_data_parallel_plan(graph, canonical, static_cast<int>(devices_.size()),
-                                                                 analysis.batch_sizes));
-    if (fusion_enabled_) {
-      const auto started = std::chrono::steady_clock::now();
-      fuse_device_programs(graph, canonical, *compiled, fusion_limits());
-      compiled->compile_ms +=
-          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
-      if (compiled->fused_nodes > 0)
-        compiled->summary += fmt::format("; {} elementwise ops fused per device ({} launches on device 0)",
-                                         compiled->fused_nodes, compiled->launches);
-    }
-  }
-  compiled->batch_sizes = analysis.batch_sizes;
-  return compiled;
+  return plan_step({.graph = graph,
+                    .canonical = canonical,
+                    .devices = static_cast<int>(devices_.size()),
+                    .parallelism = parallelism_,
+                    .fusion = fusion_enabled_,
+                    .fusion_limits = fusion_limits()});
 }
 
 const DeviceProgram* Engine::first_overflow(const Plan& plan) const {
