@@ -8,6 +8,7 @@
 #include "runtime/errors.h"
 #include "runtime/host_arithmetic.h"
 #include "runtime/interrupt.h"
+#include "runtime/point_to_point.h"
 
 namespace moreh::runtime {
 
@@ -34,6 +35,12 @@ void mark_step_failed(const StepGraph& graph, size_t first, const std::string& w
 }
 
 void Executor::submit(StepExecution step) {
+  const auto bytes_of = [&step](uint32_t slot) { return step.bindings.at(slot)->bytes(); };
+  if (auto why = point_to_point_mismatch(*step.plan, bytes_of)) {  // it would wait for a message never sent
+    const std::string text = "the step's plan cannot run: " + *why;
+    mark_step_failed(*step.graph, 0, text);
+    throw Error(text);
+  }
   step.interrupt_epoch = interrupt_epoch();
   auto shared = std::make_shared<StepExecution>(std::move(step));
   for (const auto& program : shared->plan->programs) {
@@ -226,8 +233,30 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
     if (!m) throw Error(fmt::format("buffer {} has no memory on {}", x.id(), device.name()));
     return *m;
   };
+  // Bytes travel as 2-byte words; an odd count (a bool scalar) goes through a padded bounce buffer, filled
+  // from the block first (`in`) and copied back by copy_out.
+  struct Words {
+    PhysicalDevice& device;
+    PhysicalBlock& block;
+    std::unique_ptr<PhysicalBlock> bounce;
+    void* data = nullptr;
+    uint64_t count = 0;
+    void copy_out() {
+      if (bounce) device.copy_in_stream(block.data(), bounce->data(), block.bytes());
+    }
+  };
+  auto words = [&device, &b](PhysicalBlock& m, bool in) {
+    Words w{device, m, nullptr, m.data(), (b.bytes() + 1) / 2};
+    if (w.count * 2 != b.bytes()) {
+      w.bounce = device.allocate(w.count * 2);
+      if (in) device.copy_in_stream(w.bounce->data(), m.data(), b.bytes());
+      w.data = w.bounce->data();
+    }
+    return w;
+  };
   if (!comm_ && (ins.kind == Instruction::Kind::kAllReduce || ins.kind == Instruction::Kind::kAllGather ||
-                 ins.kind == Instruction::Kind::kBroadcast))
+                 ins.kind == Instruction::Kind::kBroadcast || ins.kind == Instruction::Kind::kSend ||
+                 ins.kind == Instruction::Kind::kRecv))
     throw Error("a plan over several devices ran without a communicator");
   switch (ins.kind) {
     case Instruction::Kind::kAllReduce:
@@ -255,25 +284,40 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
     }
     case Instruction::Kind::kBroadcast: {
       if (!b.memory(rank)) b.bind(rank, device.allocate(b.bytes()));
-      PhysicalBlock& m = block(b);
-      // Bytes travel as 2-byte words; an odd count (a bool scalar) goes through a padded bounce buffer.
-      const uint64_t padded = (b.bytes() + 1) / 2 * 2;
-      std::unique_ptr<PhysicalBlock> bounce;
-      void* data = m.data();
-      if (padded != b.bytes()) {
-        bounce = device.allocate(padded);
-        device.copy_in_stream(bounce->data(), m.data(), b.bytes());
-        data = bounce->data();
-      }
+      Words w = words(block(b), true);
       CollectivePart p;
       p.kind = CollectiveKind::kBroadcast;
       p.type = DataType::kFloat16;
-      p.count = padded / 2;
-      p.send = data;
-      p.recv = data;
+      p.count = w.count;
+      p.send = w.data;
+      p.recv = w.data;
       p.peer = 0;
       comm_->run_in_stream(rank, p);
-      if (bounce) device.copy_in_stream(m.data(), data, b.bytes());
+      w.copy_out();
+      break;
+    }
+    case Instruction::Kind::kSend: {
+      Words w = words(block(b), true);
+      CollectivePart p;
+      p.kind = CollectiveKind::kSend;
+      p.type = DataType::kFloat16;
+      p.count = w.count;
+      p.send = w.data;
+      p.peer = static_cast<int>(ins.aux);
+      comm_->run_in_stream(rank, p);
+      break;
+    }
+    case Instruction::Kind::kRecv: {
+      if (!b.memory(rank)) b.bind(rank, device.allocate(b.bytes()));
+      Words w = words(block(b), false);
+      CollectivePart p;
+      p.kind = CollectiveKind::kRecv;
+      p.type = DataType::kFloat16;
+      p.count = w.count;
+      p.recv = w.data;
+      p.peer = static_cast<int>(ins.aux);
+      comm_->run_in_stream(rank, p);
+      w.copy_out();
       break;
     }
     case Instruction::Kind::kScale: {

@@ -26,10 +26,16 @@ struct Instruction {
     kKeepRows,   // keep only this device's rows of a replicated slot (kReplicate -> kShard, no traffic)
     // One generated kernel in place of several elementwise nodes: fused[index] of the program.
     kFused,
+    // Point to point between two devices' programs (pipeline stages): `index` is a slot, `aux` the peer
+    // device, `tag` names the message. The k-th send from a to b meets b's k-th receive from a; both must
+    // carry the same tag and as many bytes (check_point_to_point, before anything runs).
+    kSend,  // send the slot's whole value to device `aux`
+    kRecv,  // receive the slot's whole value from device `aux` (memory is bound first if the slot has none)
   };
   Kind kind;
   uint32_t index;
-  uint32_t aux = 0;  // kAllocate: sizes[aux] bytes; kLaunch: launches[aux - 1] (0: as recorded)
+  uint32_t aux = 0;  // kAllocate: sizes[aux] bytes; kLaunch: launches[aux - 1] (0: as recorded); kSend/kRecv: peer
+  uint32_t tag = 0;  // kSend/kRecv
 };
 
 // A tensor as one device sees it under batch splitting: strides stay as recorded.
