@@ -133,6 +133,14 @@ class Communicator {
   // be queued there). True when it was not broken.
   bool recover();
 
+  // Optional: a communicator over the devices of `ranks` (distinct ranks of this one, in the new one's rank
+  // order), with this one's bounds, for collectives that span a group of devices. nullptr where the
+  // implementation cannot form one.
+  virtual std::unique_ptr<Communicator> make_group(const std::vector<int>& ranks) const {
+    (void)ranks;
+    return nullptr;
+  }
+
   CollectiveTraffic traffic(int rank) const;
   uint64_t total_bytes_sent() const;
   void reset_traffic();

@@ -1,7 +1,9 @@
 #include "runtime/executor.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -41,6 +43,21 @@ void Executor::submit(StepExecution step) {
     mark_step_failed(*step.graph, 0, text);
     throw Error(text);
   }
+  if (!step.plan->groups.empty()) {  // their communicators exist before any program runs
+    std::lock_guard<std::mutex> lock(groups_mu_);
+    for (const std::vector<int>& members : step.plan->groups) {
+      if (groups_.count(members)) continue;
+      std::unique_ptr<Communicator> group = comm_ ? comm_->make_group(members) : nullptr;
+      if (!group) {
+        const std::string text = fmt::format("the step's plan cannot run: its collectives over devices {} need a "
+                                             "group of devices, which this build's collectives for {} cannot form",
+                                             fmt::join(members, ", "), devices_.at(0)->name());
+        mark_step_failed(*step.graph, 0, text);
+        throw Error(text);
+      }
+      groups_.emplace(members, std::move(group));
+    }
+  }
   step.interrupt_epoch = interrupt_epoch();
   auto shared = std::make_shared<StepExecution>(std::move(step));
   for (const auto& program : shared->plan->programs) {
@@ -64,6 +81,38 @@ void Executor::stop_peers(const StepExecution& step, const DeviceProgram& progra
   // communicator so that they fail at once (the engine recovers it once every device is idle).
   if (comm_ && step.plan->num_devices > 1)
     comm_->interrupt(fmt::format("{} failed: {}", devices_.at(program.device)->name(), why));
+  std::lock_guard<std::mutex> lock(groups_mu_);
+  for (auto& [members, group] : groups_)
+    group->interrupt(fmt::format("{} failed: {}", devices_.at(program.device)->name(), why));
+}
+
+std::pair<Communicator*, int> Executor::communicator_for(const Plan& plan, const Instruction& ins,
+                                                         const PhysicalDevice& device) const {
+  if (ins.group == 0) {
+    if (!comm_) throw Error("a plan over several devices ran without a communicator");
+    return {comm_, device.index()};
+  }
+  const std::vector<int>& members = plan.groups.at(ins.group - 1);
+  const auto at = std::find(members.begin(), members.end(), device.index());
+  if (at == members.end())
+    throw Error(fmt::format("{} runs a collective of the group of devices {}, which it is not in", device.name(),
+                            fmt::join(members, ", ")));
+  std::lock_guard<std::mutex> lock(groups_mu_);
+  return {groups_.at(members).get(), static_cast<int>(at - members.begin())};
+}
+
+uint64_t Executor::group_bytes_sent() const {
+  std::lock_guard<std::mutex> lock(groups_mu_);
+  uint64_t total = 0;
+  for (const auto& [members, group] : groups_) total += group->total_bytes_sent();
+  return total;
+}
+
+bool Executor::recover_groups() {
+  std::lock_guard<std::mutex> lock(groups_mu_);
+  bool all = true;
+  for (auto& [members, group] : groups_) all = group->recover() && all;
+  return all;
 }
 
 void Executor::run_program(const StepExecution& step, const DeviceProgram& program) {
@@ -84,15 +133,16 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
   for (size_t pc = 0; pc < code.size(); ++pc) {
     const Instruction& ins = code[pc];
     try {
-      if (ins.kind == Instruction::Kind::kAllReduce && pc + 1 < code.size() &&
-          code[pc + 1].kind == Instruction::Kind::kAllReduce) {
+      auto joins = [&](size_t at) {  // another all-reduce over the same devices
+        return at < code.size() && code[at].kind == Instruction::Kind::kAllReduce && code[at].group == ins.group;
+      };
+      if (ins.kind == Instruction::Kind::kAllReduce && joins(pc + 1)) {
         // Consecutive all-reduces (a step's gradients, before the optimizer reads them) go as one group.
         std::vector<CollectivePart> parts;
-        for (; pc < code.size() && code[pc].kind == Instruction::Kind::kAllReduce; ++pc)
-          parts.push_back(all_reduce_part(step, code[pc], device));
+        for (; joins(pc); ++pc) parts.push_back(all_reduce_part(step, code[pc], device));
         --pc;
-        if (!comm_) throw Error("a plan over several devices ran without a communicator");
-        comm_->run_group_in_stream(device.index(), parts);
+        auto [comm, rank] = communicator_for(*step.plan, ins, device);
+        comm->run_group_in_stream(rank, parts);
         continue;
       }
       switch (ins.kind) {
@@ -219,7 +269,7 @@ CollectivePart Executor::all_reduce_part(const StepExecution& step, const Instru
 void Executor::run_collective(const StepExecution& step, const DeviceProgram& program, const Instruction& ins,
                               PhysicalDevice& device) {
   const Plan& plan = *step.plan;
-  const int rank = device.index();
+  const int rank = device.index();  // the device's: its blocks of every buffer
   Buffer& b = *step.bindings[ins.index];
   const SlotInfo& info = plan.slots.at(ins.index);
   auto need_type = [&]() {
@@ -254,22 +304,23 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
     }
     return w;
   };
-  if (!comm_ && (ins.kind == Instruction::Kind::kAllReduce || ins.kind == Instruction::Kind::kAllGather ||
-                 ins.kind == Instruction::Kind::kBroadcast || ins.kind == Instruction::Kind::kSend ||
-                 ins.kind == Instruction::Kind::kRecv))
-    throw Error("a plan over several devices ran without a communicator");
+  // The communicator of the collective (every device's, or its group's) and the device's rank in it.
+  auto on = [&]() { return communicator_for(plan, ins, device); };
   switch (ins.kind) {
-    case Instruction::Kind::kAllReduce:
-      comm_->run_in_stream(rank, all_reduce_part(step, ins, device));
+    case Instruction::Kind::kAllReduce: {
+      auto [comm, crank] = on();
+      comm->run_in_stream(crank, all_reduce_part(step, ins, device));
       break;
+    }
     case Instruction::Kind::kAllGather: {
       // Rows travel as 8-, 4- or 2-byte words, whichever divides a row.
       const uint64_t row = info.row_bytes;
       const DataType unit = row % 8 == 0 ? DataType::kInt64 : row % 4 == 0 ? DataType::kInt32 : DataType::kFloat16;
       const uint64_t rows = b.bytes() / row;
+      auto [comm, crank] = on();
       std::vector<uint64_t> counts;
-      for (int r = 0; r < comm_->size(); ++r)
-        counts.push_back(split_rows(static_cast<int64_t>(rows), comm_->size(), r).count * row / size_of(unit));
+      for (int r = 0; r < comm->size(); ++r)
+        counts.push_back(split_rows(static_cast<int64_t>(rows), comm->size(), r).count * row / size_of(unit));
       PhysicalBlock& local = block(b);
       auto full = device.allocate(b.bytes());
       CollectivePart p;
@@ -278,11 +329,12 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
       p.send = local.data();
       p.recv = full->data();
       p.counts = counts;
-      comm_->run_in_stream(rank, p);
+      comm->run_in_stream(crank, p);
       b.bind(rank, std::move(full));
       break;
     }
-    case Instruction::Kind::kBroadcast: {
+    case Instruction::Kind::kBroadcast: {  // from the group's first device
+      auto [comm, crank] = on();
       if (!b.memory(rank)) b.bind(rank, device.allocate(b.bytes()));
       Words w = words(block(b), true);
       CollectivePart p;
@@ -292,7 +344,7 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
       p.send = w.data;
       p.recv = w.data;
       p.peer = 0;
-      comm_->run_in_stream(rank, p);
+      comm->run_in_stream(crank, p);
       w.copy_out();
       break;
     }
@@ -304,7 +356,8 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
       p.count = w.count;
       p.send = w.data;
       p.peer = static_cast<int>(ins.aux);
-      comm_->run_in_stream(rank, p);
+      auto [comm, crank] = on();
+      comm->run_in_stream(crank, p);
       break;
     }
     case Instruction::Kind::kRecv: {
@@ -316,7 +369,8 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
       p.count = w.count;
       p.recv = w.data;
       p.peer = static_cast<int>(ins.aux);
-      comm_->run_in_stream(rank, p);
+      auto [comm, crank] = on();
+      comm->run_in_stream(crank, p);
       w.copy_out();
       break;
     }
@@ -328,7 +382,9 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
     }
     case Instruction::Kind::kKeepRows: {
       const uint64_t row = info.row_bytes;
-      const RowRange r = split_rows(static_cast<int64_t>(b.bytes() / row), comm_ ? comm_->size() : 1, rank);
+      const int ranks = ins.group ? static_cast<int>(plan.groups.at(ins.group - 1).size()) : comm_ ? comm_->size() : 1;
+      const int mine_rank = ins.group ? on().second : rank;
+      const RowRange r = split_rows(static_cast<int64_t>(b.bytes() / row), ranks, mine_rank);
       auto mine = device.allocate(r.count * row);
       device.copy_in_stream(mine->data(), static_cast<const char*>(block(b).data()) + r.begin * row, r.count * row);
       b.bind(rank, std::move(mine));

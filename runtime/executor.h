@@ -2,7 +2,10 @@
 // synchronize, and the buffers the failed step should have produced carry the failure.
 #pragma once
 #include <atomic>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <utility>
 #include <vector>
 
 #include "runtime/communicator.h"
@@ -34,6 +37,11 @@ class Executor {
   // Nanoseconds the devices' streams have spent running programs on the host (issuing kernels and
   // collectives, summed over devices): with GPUs, the host cost of replaying steps.
   uint64_t replay_ns() const { return replay_ns_.load(std::memory_order_relaxed); }
+  // Bytes sent by the collectives that spanned a group of devices (Plan::groups), over all groups.
+  uint64_t group_bytes_sent() const;
+  // After a failed step, with every device idle: lets the groups' communicators that it broke run again
+  // (Communicator::recover). False when one cannot.
+  bool recover_groups();
 
  private:
   // A device's program failed: the other devices' collectives fail at once instead of at their timeout.
@@ -43,10 +51,16 @@ class Executor {
   static CollectivePart all_reduce_part(const StepExecution& step, const Instruction& ins, PhysicalDevice& device);
   void run_collective(const StepExecution& step, const DeviceProgram& program, const Instruction& ins,
                       PhysicalDevice& device);
+  // The communicator an instruction's collective runs on and `device`'s rank in it: every device's, or its
+  // group's (made at submit).
+  std::pair<Communicator*, int> communicator_for(const Plan& plan, const Instruction& ins,
+                                                 const PhysicalDevice& device) const;
 
   std::vector<PhysicalDevice*> devices_;
   KernelProvider* provider_;
   Communicator* comm_ = nullptr;
+  mutable std::mutex groups_mu_;
+  std::map<std::vector<int>, std::unique_ptr<Communicator>> groups_;  // by the devices of the group
   std::atomic<uint64_t> replay_ns_{0};
 };
 

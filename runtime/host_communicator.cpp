@@ -170,4 +170,10 @@ void HostCommunicator::run_recv(int rank, const CollectivePart& part) {
   copy_bytes(part.recv, message.data.data(), message.data.size());
 }
 
+std::unique_ptr<Communicator> HostCommunicator::make_group(const std::vector<int>& ranks) const {
+  std::vector<PhysicalDevice*> members;
+  for (int r : ranks) members.push_back(&device(r));
+  return std::make_unique<HostCommunicator>(std::move(members), timeout_);
+}
+
 }  // namespace moreh::runtime

@@ -42,6 +42,7 @@ class HostCommunicator final : public Communicator {
   HostCommunicator(std::vector<PhysicalDevice*> devices, std::chrono::milliseconds timeout);
 
   std::chrono::milliseconds timeout() const { return timeout_; }
+  std::unique_ptr<Communicator> make_group(const std::vector<int>& ranks) const override;
 
  protected:
   void enqueue_part(int rank, CollectivePart part) override;

@@ -36,6 +36,9 @@ struct Instruction {
   uint32_t index;
   uint32_t aux = 0;  // kAllocate: sizes[aux] bytes; kLaunch: launches[aux - 1] (0: as recorded); kSend/kRecv: peer
   uint32_t tag = 0;  // kSend/kRecv
+  // Collectives: over every device of the plan (0) or over the devices of groups[group - 1] (a pipeline
+  // stage's data-parallel replicas), ranked in that list's order.
+  uint16_t group = 0;
 };
 
 // A tensor as one device sees it under batch splitting: strides stay as recorded.
@@ -102,6 +105,7 @@ struct Plan {
   // the ops that had no sharding rule and ran replicated on gathered inputs, and the bytes each device
   // sends in the step's collectives.
   int num_devices = 1;
+  std::vector<std::vector<int>> groups;  // device groups that collectives may span (Instruction::group)
   std::vector<Placement> final_placements;
   std::vector<SlotInfo> slots;
   uint64_t replicated_fallbacks = 0;

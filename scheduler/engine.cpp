@@ -494,6 +494,9 @@ void Engine::wait_locked() {
       log().warn("moreh: the collectives cannot recover from a failed step ({}); steps over several devices "
                  "will fail until the process restarts", why);
   }
+  if (!executor_.recover_groups() && !collectives_lost_logged_ && (collectives_lost_logged_ = true))
+    log().warn("moreh: the collectives of a group of devices cannot recover from a failed step; steps over "
+               "several devices will fail until the process restarts");
   if (first) std::rethrow_exception(first);
 }
 

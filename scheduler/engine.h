@@ -90,7 +90,9 @@ class Engine {
   void bring_home(runtime::Buffer& b);
   // Bytes the devices have sent in collectives since the engine started (0 with one device).
   double replay_host_ms() const { return static_cast<double>(executor_.replay_ns()) / 1e6; }
-  uint64_t collective_bytes() const { return communicator_ ? communicator_->total_bytes_sent() : 0; }
+  uint64_t collective_bytes() const {
+    return (communicator_ ? communicator_->total_bytes_sent() : 0) + executor_.group_bytes_sent();
+  }
   void set_advanced_parallelization(bool enabled);
   bool advanced_parallelization() const;
   // The parallel layout chosen by hand (torch.moreh.option.set_parallelism, MOREH_PARALLELISM): checked
