@@ -8,24 +8,24 @@
 #include <cstring>
 #include <unordered_set>
 
-#include "runtime/errors.h"
-#include "runtime/fork_guard.h"
-#include "runtime/elementwise_reduction.h"
-#include "runtime/hierarchical_communicator.h"
-#include "runtime/host_communicator.h"
-#include "runtime/nccl_communicator.h"
+#include "runtime/base/errors.h"
+#include "runtime/base/fork_guard.h"
+#include "runtime/kernels/elementwise_reduction.h"
+#include "runtime/comm/hierarchical_communicator.h"
+#include "runtime/comm/host_communicator.h"
+#include "runtime/comm/nccl_communicator.h"
 #ifdef MOREH_WITH_CUDA
-#include "runtime/cuda_communicator.h"
-#include "runtime/cuda_device.h"
+#include "runtime/comm/cuda_communicator.h"
+#include "runtime/cuda/cuda_device.h"
 #endif
 #ifdef MOREH_WITH_NVRTC
-#include "runtime/kernel_cache.h"
-#include "runtime/nvrtc.h"
+#include "runtime/cuda/kernel_cache.h"
+#include "runtime/cuda/nvrtc.h"
 #endif
-#include "runtime/physical_devices.h"
-#include "runtime/rank_layout.h"
-#include "runtime/spdlog_logger.h"
-#include "scheduler/plan_step.h"
+#include "runtime/device/physical_devices.h"
+#include "runtime/plan/rank_layout.h"
+#include "runtime/base/spdlog_logger.h"
+#include "scheduler/lowering/plan_step.h"
 
 namespace moreh::scheduler {
 
@@ -113,7 +113,7 @@ Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devic
                                                            nccl::Library::load(config_.nccl_library_name()));
       } else if (path == CudaCollectivePath::kMixed) {
         // More logical devices than GPUs, on several GPUs: the same-GPU path within each GPU, NCCL between
-        // the GPUs' first ranks (runtime/physical_devices.cpp keeps a GPU's ranks neighbours).
+        // the GPUs' first ranks (runtime/device/physical_devices.cpp keeps a GPU's ranks neighbours).
         std::vector<int> group_of;
         for (size_t r = 0; r < ordinals.size(); ++r)
           group_of.push_back(r == 0 ? 0 : group_of.back() + (ordinals[r] != ordinals[r - 1] ? 1 : 0));

@@ -7,16 +7,16 @@
 #include <optional>
 #include <vector>
 
-#include "runtime/buffer.h"
-#include "runtime/communicator.h"
-#include "runtime/config.h"
-#include "runtime/device.h"
-#include "runtime/executor.h"
+#include "runtime/memory/buffer.h"
+#include "runtime/comm/communicator.h"
+#include "runtime/config/config.h"
+#include "runtime/device/device.h"
+#include "runtime/exec/executor.h"
 #include "runtime/graph/canonical_graph.h"
 #include "runtime/graph/step_graph.h"
-#include "runtime/process_registry.h"
-#include "runtime/virtual_memory.h"
-#include "scheduler/elementwise_fusion.h"
+#include "runtime/config/process_registry.h"
+#include "runtime/memory/virtual_memory.h"
+#include "scheduler/fusion/elementwise_fusion.h"
 #include "scheduler/plan_cache.h"
 
 namespace moreh::scheduler {
@@ -29,7 +29,7 @@ struct EngineStats {
   uint64_t last_graph_ops = 0;
   uint64_t last_graph_hash = 0;
   double last_compile_ms = 0, total_compile_ms = 0;
-  // The batch size of the last flushed step if its graph recurs, else 0 (scheduler/step_analysis.h).
+  // The batch size of the last flushed step if its graph recurs, else 0 (scheduler/analysis/step_analysis.h).
   int64_t last_batch_size = 0;
   // With several devices: ops that had no sharding rule and ran replicated on gathered inputs.
   uint64_t replicated_fallbacks = 0, last_replicated_fallbacks = 0;

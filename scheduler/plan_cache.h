@@ -5,7 +5,7 @@
 #include <memory>
 #include <unordered_map>
 
-#include "runtime/program.h"
+#include "runtime/plan/program.h"
 
 namespace moreh::scheduler {
 

@@ -7,7 +7,7 @@
 
 #include <functional>
 
-#include "runtime/kernel_provider.h"
+#include "runtime/device/kernel_provider.h"
 
 namespace moreh::backend {
 

@@ -6,7 +6,7 @@
 #include <c10/cuda/CUDAStream.h>
 
 #include "backend/csrc/aten_kernel_provider.h"
-#include "runtime/cuda_device.h"
+#include "runtime/cuda/cuda_device.h"
 
 namespace moreh::backend {
 namespace {

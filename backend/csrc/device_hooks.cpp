@@ -6,7 +6,7 @@
 
 #include "backend/csrc/moreh_storage.h"
 #include "backend/csrc/pinned_host_allocator.h"
-#include "runtime/device.h"
+#include "runtime/device/device.h"
 
 namespace moreh::backend {
 namespace {

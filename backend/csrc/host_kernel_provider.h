@@ -1,6 +1,6 @@
 // Runs recorded nodes on host devices with ATen's CPU kernels over runtime-owned memory.
 #pragma once
-#include "runtime/kernel_provider.h"
+#include "runtime/device/kernel_provider.h"
 
 namespace moreh::backend {
 

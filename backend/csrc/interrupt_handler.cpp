@@ -4,8 +4,8 @@
 
 #include <csignal>
 
-#include "runtime/interrupt.h"
-#include "runtime/logging.h"
+#include "runtime/base/interrupt.h"
+#include "runtime/base/logging.h"
 
 namespace moreh::backend {
 namespace {

@@ -1,5 +1,5 @@
 // Ctrl-C during a step: the runtime stops the running steps at their next kernel, and Python hears of it as
-// a KeyboardInterrupt (runtime/interrupt.h).
+// a KeyboardInterrupt (runtime/base/interrupt.h).
 #pragma once
 
 namespace moreh::backend {

@@ -1,7 +1,7 @@
 // The CPU allocator while a host device runs a kernel: ATen's allocations come from that device's cache of
 // freed blocks (runtime::HostDevice::allocate_scratch), so a steady step reuses its memory as on a GPU.
 #pragma once
-#include "runtime/host_device.h"
+#include "runtime/host/host_device.h"
 
 namespace moreh::backend {
 

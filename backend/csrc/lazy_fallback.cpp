@@ -19,8 +19,8 @@
 #include "backend/csrc/device_hooks.h"
 #include "backend/csrc/meta_cache.h"
 #include "backend/csrc/moreh_storage.h"
-#include "runtime/errors.h"
-#include "runtime/logging.h"
+#include "runtime/base/errors.h"
+#include "runtime/base/logging.h"
 
 namespace moreh::backend {
 namespace {

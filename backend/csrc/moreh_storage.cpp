@@ -5,8 +5,8 @@
 #include <algorithm>
 
 #include "backend/csrc/interrupt_handler.h"
-#include "runtime/errors.h"
-#include "runtime/fork_guard.h"
+#include "runtime/base/errors.h"
+#include "runtime/base/fork_guard.h"
 
 namespace moreh::backend {
 namespace {

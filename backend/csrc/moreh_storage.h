@@ -3,7 +3,7 @@
 #pragma once
 #include <ATen/ATen.h>
 
-#include "runtime/buffer.h"
+#include "runtime/memory/buffer.h"
 #include "runtime/graph/step_graph.h"
 #include "scheduler/engine.h"
 

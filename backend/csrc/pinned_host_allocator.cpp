@@ -5,8 +5,8 @@
 #include <cstring>
 
 #include "backend/csrc/moreh_storage.h"
-#include "runtime/errors.h"
-#include "runtime/fork_guard.h"
+#include "runtime/base/errors.h"
+#include "runtime/base/fork_guard.h"
 
 namespace moreh::backend {
 namespace {

@@ -12,14 +12,14 @@
 #endif
 #include "backend/csrc/lazy_fallback.h"
 #include "backend/csrc/moreh_storage.h"
-#include "runtime/data_type.h"
-#include "runtime/errors.h"
-#include "runtime/fork_guard.h"
-#include "runtime/host_device.h"
-#include "runtime/logging.h"
-#include "runtime/parallel_config.h"
+#include "runtime/base/data_type.h"
+#include "runtime/base/errors.h"
+#include "runtime/base/fork_guard.h"
+#include "runtime/host/host_device.h"
+#include "runtime/base/logging.h"
+#include "runtime/config/parallel_config.h"
 #ifdef MOREH_WITH_NVRTC
-#include "runtime/nvrtc.h"
+#include "runtime/cuda/nvrtc.h"
 #endif
 
 namespace py = pybind11;

@@ -1,5 +1,5 @@
 """Reading the process registry: ``<config dir>/run/<pid>.json``, one file per running moreh process,
-written by the process itself (runtime/process_registry.cpp). An entry whose process is gone (a crash,
+written by the process itself (runtime/config/process_registry.cpp). An entry whose process is gone (a crash,
 a SIGKILL) is ignored and removed."""
 import json
 import os

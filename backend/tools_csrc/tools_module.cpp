@@ -3,10 +3,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include "runtime/config.h"
-#include "runtime/errors.h"
-#include "runtime/flavor.h"
-#include "runtime/user_config.h"
+#include "runtime/config/config.h"
+#include "runtime/base/errors.h"
+#include "runtime/config/flavor.h"
+#include "runtime/config/user_config.h"
 
 namespace py = pybind11;
 using namespace moreh::runtime;

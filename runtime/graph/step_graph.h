@@ -9,7 +9,7 @@
 #include <variant>
 #include <vector>
 
-#include "runtime/buffer.h"
+#include "runtime/memory/buffer.h"
 
 namespace moreh::runtime {
 

@@ -7,9 +7,9 @@
 #include <utility>
 #include <vector>
 
-#include "runtime/buffer.h"
+#include "runtime/memory/buffer.h"
 #include "runtime/graph/step_graph.h"
-#include "runtime/virtual_memory.h"
+#include "runtime/memory/virtual_memory.h"
 
 namespace moreh::testing {
 

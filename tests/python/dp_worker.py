@@ -121,7 +121,7 @@ def main():
 
 
 def fake_nccl_calls():
-    """The test stand-in for NCCL's call counts (docs: tests/cpp/runtime/fake_nccl.cpp), when it is in use."""
+    """The test stand-in for NCCL's call counts (docs: tests/cpp/runtime/comm/fake_nccl.cpp), when it is in use."""
     path = os.environ.get("MOREH_NCCL_LIBRARY")
     if not path or "fake_nccl" not in path:
         return {}

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-# The C++ tests' host-memory stand-in for NCCL (tests/cpp/runtime/fake_nccl.cpp), built by tools/setup.sh
+# The C++ tests' host-memory stand-in for NCCL (tests/cpp/runtime/comm/fake_nccl.cpp), built by tools/setup.sh
 # (MOREH_TEST_FAKE_NCCL where the build is elsewhere, as in tools/gpu-check.sh).
 FAKE_NCCL = os.environ.get("MOREH_TEST_FAKE_NCCL") or os.path.join(HERE, "..", "..", "build", "tests", "cpp",
                                                                     "libmoreh_fake_nccl.so")

@@ -139,7 +139,7 @@ print(json.dumps({"cpu": lc, "moreh": lm, "gpu": gpu, "param_diff": max((a - b).
 
 @pytest.mark.parametrize("dtype,devices", [("fp32", 1), ("bf16", 1), ("fp32", 2)])
 def test_gpt_training_with_fusion_matches_cpu(dtype, devices):
-    # With 2 devices the batch is split by rows and each device's program is fused (scheduler/program_fusion.h).
+    # With 2 devices the batch is split by rows and each device's program is fused (scheduler/fusion/program_fusion.h).
     out = run_json(TRAIN_SCRIPT.replace("BF16", str(dtype == "bf16")), dict(FUSED, MOREH_NUM_DEVICES=str(devices)))
     rel, atol = (1e-5, 2e-5) if dtype == "fp32" else (1e-3, 2e-3)
     if out["gpu"]:  # CUDA's kernels (matmuls, reductions) sum in other orders than CPU's

@@ -11,11 +11,11 @@
 #include <thread>
 #include <vector>
 
-#include "runtime/errors.h"
-#include "runtime/host_device.h"
-#include "runtime/interrupt.h"
-#include "runtime/kernel_provider.h"
-#include "runtime/logging.h"
+#include "runtime/base/errors.h"
+#include "runtime/host/host_device.h"
+#include "runtime/base/interrupt.h"
+#include "runtime/device/kernel_provider.h"
+#include "runtime/base/logging.h"
 #include "test_graph.h"
 
 namespace moreh::scheduler {
@@ -437,7 +437,7 @@ TEST_F(EngineTest, AStepThatFailsOnEveryDeviceIsReportedOnce) {
   }
 }
 
-// Ctrl-C (runtime/interrupt.h) stops the running step at its next kernel boundary, whichever thread runs it;
+// Ctrl-C (runtime/base/interrupt.h) stops the running step at its next kernel boundary, whichever thread runs it;
 // the ops that ran keep their results, the rest carry the interruption, and the next step runs.
 TEST_F(EngineTest, AnInterruptStopsTheStepAtTheNextKernelAndTheEngineGoesOn) {
   for (int devices : {1, 3}) {

@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "runtime/virtual_memory.h"
+#include "runtime/memory/virtual_memory.h"
 #include "test_graph.h"
 
 namespace moreh::runtime {

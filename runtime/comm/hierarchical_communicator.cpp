@@ -1,0 +1,226 @@
+#include "runtime/comm/hierarchical_communicator.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <numeric>
+
+#include "runtime/base/errors.h"
+
+namespace moreh::runtime {
+
+HierarchicalCommunicator::HierarchicalCommunicator(std::vector<PhysicalDevice*> devices, std::vector<int> group_of_rank,
+                                                   const Factory& local, const Factory& cross)
+    : Communicator(std::move(devices)), group_of_rank_(std::move(group_of_rank)) {
+  if (static_cast<int>(group_of_rank_.size()) != size())
+    throw ConfigError(fmt::format("{} group numbers for {} ranks", group_of_rank_.size(), size()));
+  for (int r = 0; r < size(); ++r) {
+    const int g = group_of_rank_[r];
+    const bool next = r == 0 ? g == 0 : g == group_of_rank_[r - 1] + 1;
+    if (!next && (r == 0 || g != group_of_rank_[r - 1]))
+      throw ConfigError(fmt::format("groups [{}]: each group must be a run of neighbouring ranks, numbered from 0 in "
+                                    "rank order",
+                                    fmt::join(group_of_rank_, ", ")));
+    if (next) {
+      first_of_group_.push_back(r);
+      size_of_group_.push_back(0);
+    }
+    ++size_of_group_.back();
+  }
+  std::vector<PhysicalDevice*> leaders;
+  for (int g = 0; g < groups(); ++g) {
+    leaders.push_back(&device(first_of_group_[g]));
+    std::vector<PhysicalDevice*> members;
+    for (int r = first_of_group_[g]; r < first_of_group_[g] + size_of_group_[g]; ++r) members.push_back(&device(r));
+    locals_.push_back(members.size() > 1 ? local(std::move(members)) : nullptr);
+  }
+  cross_ = cross(std::move(leaders));
+}
+
+void HierarchicalCommunicator::drop_pending() {
+  const std::string reason = broken_reason();
+  for (auto& l : locals_)
+    if (l) l->interrupt(reason);
+  cross_->interrupt(reason);
+}
+
+bool HierarchicalCommunicator::restart_ranks() {
+  bool all = cross_->recover();
+  for (auto& l : locals_)
+    if (l) all = l->recover() && all;
+  return all;
+}
+
+void HierarchicalCommunicator::enqueue_part(int rank, CollectivePart part) {
+  device(rank).submit([this, rank, part = std::move(part)] { run_part(rank, part); });
+}
+
+void HierarchicalCommunicator::run_part(int rank, const CollectivePart& part) {
+  throw_if_broken();
+  try {
+    compose(rank, part);
+  } catch (const ConfigError&) {
+    throw;  // bad arguments: every rank refuses them before any step
+  } catch (const Error& e) {
+    // A step failed here (a peer timed out, out of memory, ...): the ranks waiting in the other halves of
+    // this collective stop waiting too.
+    const std::string reason = fmt::format("{} on rank {} ({}): {}", part.describe(), rank, device(rank).name(), e.what());
+    for (auto& l : locals_)
+      if (l) l->interrupt(reason);
+    cross_->interrupt(reason);
+    mark_broken(reason);
+    throw;
+  }
+  count_sent(rank, ring_bytes_sent(part, rank, size()));
+  count_completed(rank);
+}
+
+void HierarchicalCommunicator::compose(int rank, const CollectivePart& part) {
+  const int g = group_of_rank_[rank], lr = rank - first_of_group_[g];
+  Communicator* const local = locals_[g].get();
+  const bool leader = lr == 0;
+  PhysicalDevice& dev = device(rank);
+  const uint64_t es = size_of(part.type);
+  const bool avg = part.op == ReduceOp::kAvg &&
+                   (part.kind == CollectiveKind::kAllReduce || part.kind == CollectiveKind::kReduceScatter);
+  if (avg && !is_floating_point(part.type))
+    throw ConfigError(fmt::format("{}: averaging {} across GPUs is not supported (sum, then divide)", part.describe(),
+                                  name_of(part.type)));
+
+  auto sub = [&](CollectiveKind kind) {
+    CollectivePart p;
+    p.kind = kind;
+    p.type = part.type;
+    p.op = avg ? ReduceOp::kSum : part.op;
+    return p;
+  };
+  auto copy = [&](void* dst, const void* src, uint64_t bytes) {
+    if (bytes != 0 && dst != src) dev.copy_in_stream(dst, src, bytes);
+  };
+  auto run_cross = [&](const CollectivePart& p) {
+    if (leader) cross_->run_in_stream(g, p);
+  };
+  // The leader's `count` elements at `buffer` to the rest of the group, in place.
+  auto from_leader = [&](void* buffer, uint64_t count) {
+    if (!local || count == 0) return;
+    CollectivePart p = sub(CollectiveKind::kBroadcast);
+    p.send = buffer;
+    p.recv = buffer;
+    p.count = count;
+    p.peer = 0;
+    local->run_in_stream(lr, p);
+  };
+  // The sums over the group of `send`, in `recv` on every member.
+  auto group_reduce = [&](const void* send, void* recv, uint64_t count) {
+    if (!local) return copy(recv, send, count * es);
+    CollectivePart p = sub(CollectiveKind::kAllReduce);
+    p.send = send;
+    p.recv = recv;
+    p.count = count;
+    local->run_in_stream(lr, p);
+  };
+  // Per group: the elements of its ranks' slices.
+  auto group_counts = [&] {
+    std::vector<uint64_t> counts(groups(), 0);
+    for (int r = 0; r < size(); ++r) counts[group_of_rank_[r]] += part.counts[r];
+    return counts;
+  };
+
+  switch (part.kind) {
+    case CollectiveKind::kAllReduce: {
+      if (part.count == 0) return;
+      group_reduce(part.send, part.recv, part.count);
+      CollectivePart p = sub(CollectiveKind::kAllReduce);
+      p.send = part.recv;
+      p.recv = part.recv;
+      p.count = part.count;
+      run_cross(p);
+      from_leader(part.recv, part.count);
+      if (avg) dev.scale_in_stream(part.type, part.recv, part.count, 1.0 / size());
+      return;
+    }
+    case CollectiveKind::kReduceScatter: {
+      const std::vector<uint64_t> offsets = offsets_of(part.counts), gcounts = group_counts(),
+                                  goffsets = offsets_of(gcounts);
+      const uint64_t total = offsets.back() + part.counts.back();
+      if (total == 0) return;
+      // Every slice summed over the group, then each group's block over the groups (the leaders).
+      const std::unique_ptr<PhysicalBlock> scratch = dev.allocate(total * es);
+      group_reduce(part.send, scratch->data(), total);
+      CollectivePart p = sub(CollectiveKind::kReduceScatter);
+      p.send = scratch->data();
+      p.recv = element_at(scratch->data(), goffsets[g], es);
+      p.counts = gcounts;
+      run_cross(p);
+      from_leader(element_at(scratch->data(), goffsets[g], es), gcounts[g]);
+      copy(part.recv, element_at(scratch->data(), offsets[rank], es), part.counts[rank] * es);
+      if (avg && part.counts[rank] != 0) dev.scale_in_stream(part.type, part.recv, part.counts[rank], 1.0 / size());
+      return;  // the scratch block is freed in stream order: later work on this stream reuses it safely
+    }
+    case CollectiveKind::kAllGather: {
+      const std::vector<uint64_t> offsets = offsets_of(part.counts), gcounts = group_counts();
+      const uint64_t total = offsets.back() + part.counts.back();
+      if (total == 0) return;
+      const int first = first_of_group_[g];
+      void* block = element_at(part.recv, offsets[first], es);
+      if (local) {
+        CollectivePart p = sub(CollectiveKind::kAllGather);
+        p.send = part.send;
+        p.recv = block;
+        p.counts.assign(part.counts.begin() + first, part.counts.begin() + first + size_of_group_[g]);
+        local->run_in_stream(lr, p);
+      } else {
+        copy(element_at(part.recv, offsets[rank], es), part.send, part.counts[rank] * es);
+      }
+      CollectivePart p = sub(CollectiveKind::kAllGather);
+      p.send = block;
+      p.recv = part.recv;
+      p.counts = gcounts;
+      run_cross(p);
+      from_leader(part.recv, total);
+      return;
+    }
+    case CollectiveKind::kBroadcast: {
+      if (part.count == 0) return;
+      const int rg = group_of_rank_[part.peer];
+      if (g == rg) {
+        if (local) {
+          CollectivePart p = sub(CollectiveKind::kBroadcast);
+          p.send = part.send;
+          p.recv = part.recv;
+          p.count = part.count;
+          p.peer = part.peer - first_of_group_[rg];
+          local->run_in_stream(lr, p);
+        } else {
+          copy(part.recv, part.send, part.count * es);
+        }
+      }
+      CollectivePart p = sub(CollectiveKind::kBroadcast);
+      p.send = part.recv;
+      p.recv = part.recv;
+      p.count = part.count;
+      p.peer = rg;
+      run_cross(p);
+      if (g != rg) from_leader(part.recv, part.count);
+      return;
+    }
+    case CollectiveKind::kBarrier:
+      if (local) local->run_in_stream(lr, sub(CollectiveKind::kBarrier));
+      run_cross(sub(CollectiveKind::kBarrier));
+      if (local) local->run_in_stream(lr, sub(CollectiveKind::kBarrier));
+      return;
+    case CollectiveKind::kSend:
+    case CollectiveKind::kRecv: {
+      if (group_of_rank_[part.peer] != g)
+        throw ConfigError(fmt::format("{} on rank {}: send and recv between ranks on different GPUs of a flavor with "
+                                      "more logical devices than GPUs are not supported",
+                                      part.describe(), rank));
+      CollectivePart p = part;
+      p.peer = part.peer - first_of_group_[g];
+      local->run_in_stream(lr, p);
+      return;
+    }
+  }
+}
+
+}  // namespace moreh::runtime

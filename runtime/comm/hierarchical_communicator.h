@@ -1,0 +1,55 @@
+// Collectives for a flavor with more logical devices than GPUs on a machine with several GPUs: ranks that
+// share a GPU form a group (contiguous ranks, runtime/device/physical_devices.h), each group has a local
+// communicator (the same-GPU path), and the groups' first ranks (leaders) a cross communicator (NCCL).
+// Each collective is composed of the two, every step on the ranks' own streams:
+//   all_reduce:     local all_reduce, leaders' all_reduce, local broadcast from the leader
+//   reduce_scatter: local all_reduce into a scratch block, leaders' reduce_scatter of the groups' blocks,
+//                   local broadcast of the group's block, each rank copies its slice out
+//   all_gather:     local all_gather into the group's block, leaders' all_gather of the blocks, local
+//                   broadcast of the whole
+//   broadcast:      local broadcast in the root's group, leaders' broadcast from that group, local
+//                   broadcasts in the others
+//   barrier:        local, leaders', local
+// avg sums, then scales by 1/N (floating-point types; integer averages are refused). send and recv work
+// within a group only (no plan sends across GPUs). The parts below carry the communicator's bound, so a
+// missing rank still fails with TimeoutError naming it, and this communicator breaks with the part.
+#pragma once
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "runtime/comm/communicator.h"
+
+namespace moreh::runtime {
+
+class HierarchicalCommunicator final : public Communicator {
+ public:
+  // Makes a communicator over the devices of one group (local) or over the groups' leaders (cross).
+  using Factory = std::function<std::unique_ptr<Communicator>(std::vector<PhysicalDevice*>)>;
+
+  // group_of_rank[r]: rank r's group; groups are numbered 0, 1, ... in rank order and hold contiguous
+  // ranks (ConfigError otherwise). A group of one rank has no local communicator.
+  HierarchicalCommunicator(std::vector<PhysicalDevice*> devices, std::vector<int> group_of_rank, const Factory& local,
+                           const Factory& cross);
+
+  int groups() const { return static_cast<int>(first_of_group_.size()); }
+  int group_of(int rank) const { return group_of_rank_.at(rank); }
+  Communicator* local(int group) const { return locals_.at(group).get(); }
+  Communicator& cross() const { return *cross_; }
+
+ protected:
+  void enqueue_part(int rank, CollectivePart part) override;
+  void run_part(int rank, const CollectivePart& part) override;
+  bool restart_ranks() override;  // recovers every part
+  void drop_pending() override;   // interrupts every part: their waiting ranks stop too
+
+ private:
+  void compose(int rank, const CollectivePart& part);
+
+  std::vector<int> group_of_rank_;
+  std::vector<int> first_of_group_, size_of_group_;
+  std::vector<std::unique_ptr<Communicator>> locals_;
+  std::unique_ptr<Communicator> cross_;
+};
+
+}  // namespace moreh::runtime

@@ -1,0 +1,404 @@
+#include "runtime/exec/executor.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "runtime/base/errors.h"
+#include "runtime/host/host_arithmetic.h"
+#include "runtime/base/interrupt.h"
+#include "runtime/plan/point_to_point.h"
+
+namespace moreh::runtime {
+
+PhysicalBlock& LaunchContext::input_memory(size_t i) const {
+  const Buffer& b = *node_.inputs.at(i).buffer;
+  if (auto why = b.failure()) throw Error("this tensor's value is unavailable: " + *why);
+  PhysicalBlock* m = b.memory(device_.index());
+  if (!m) throw Error(fmt::format("buffer {} has no memory on {}", b.id(), device_.name()));
+  return *m;
+}
+
+void LaunchContext::bind_output(size_t i, std::unique_ptr<PhysicalBlock> block) const {
+  node_.outputs.at(i).buffer->bind(device_.index(), std::move(block));
+}
+
+void mark_step_failed(const StepGraph& graph, size_t first, const std::string& why) {
+  auto text = std::make_shared<const std::string>(why);
+  const auto& nodes = graph.nodes();
+  for (size_t i = first; i < nodes.size(); ++i) {
+    for (const auto& out : nodes[i].outputs) out.buffer->set_failure(text);
+    // A buffer first written in place here (torch.ones: empty, then fill_) has no earlier value to keep.
+    for (uint16_t w : nodes[i].initializes) nodes[i].inputs[w].buffer->set_failure(text);
+  }
+}
+
+void Executor::submit(StepExecution step) {
+  const auto bytes_of = [&step](uint32_t slot) { return step.bindings.at(slot)->bytes(); };
+  if (auto why = point_to_point_mismatch(*step.plan, bytes_of)) {  // it would wait for a message never sent
+    const std::string text = "the step's plan cannot run: " + *why;
+    mark_step_failed(*step.graph, 0, text);
+    throw Error(text);
+  }
+  if (!step.plan->groups.empty()) {  // their communicators exist before any program runs
+    std::lock_guard<std::mutex> lock(groups_mu_);
+    for (const std::vector<int>& members : step.plan->groups) {
+      if (groups_.count(members)) continue;
+      std::unique_ptr<Communicator> group = comm_ ? comm_->make_group(members) : nullptr;
+      if (!group) {
+        const std::string text = fmt::format("the step's plan cannot run: its collectives over devices {} need a "
+                                             "group of devices, which this build's collectives for {} cannot form",
+                                             fmt::join(members, ", "), devices_.at(0)->name());
+        mark_step_failed(*step.graph, 0, text);
+        throw Error(text);
+      }
+      groups_.emplace(members, std::move(group));
+    }
+  }
+  step.interrupt_epoch = interrupt_epoch();
+  auto shared = std::make_shared<StepExecution>(std::move(step));
+  for (const auto& program : shared->plan->programs) {
+    PhysicalDevice* device = devices_.at(program.device);
+    device->submit([this, shared, &program] { run_program(*shared, program); });
+  }
+}
+
+namespace {
+
+// Ctrl-C since the step was submitted: it stops before its next kernel (the caller names the op).
+void stop_if_interrupted(const StepExecution& step) {
+  if (interrupt_epoch() != step.interrupt_epoch) [[unlikely]]
+    throw InterruptedError("interrupted");
+}
+
+}  // namespace
+
+void Executor::stop_peers(const StepExecution& step, const DeviceProgram& program, const std::string& why) {
+  // The other devices would wait for this one at their next collective until the timeout: break the
+  // communicator so that they fail at once (the engine recovers it once every device is idle).
+  if (comm_ && step.plan->num_devices > 1)
+    comm_->interrupt(fmt::format("{} failed: {}", devices_.at(program.device)->name(), why));
+  std::lock_guard<std::mutex> lock(groups_mu_);
+  for (auto& [members, group] : groups_)
+    group->interrupt(fmt::format("{} failed: {}", devices_.at(program.device)->name(), why));
+}
+
+std::pair<Communicator*, int> Executor::communicator_for(const Plan& plan, const Instruction& ins,
+                                                         const PhysicalDevice& device) const {
+  if (ins.group == 0) {
+    if (!comm_) throw Error("a plan over several devices ran without a communicator");
+    return {comm_, device.index()};
+  }
+  const std::vector<int>& members = plan.groups.at(ins.group - 1);
+  const auto at = std::find(members.begin(), members.end(), device.index());
+  if (at == members.end())
+    throw Error(fmt::format("{} runs a collective of the group of devices {}, which it is not in", device.name(),
+                            fmt::join(members, ", ")));
+  std::lock_guard<std::mutex> lock(groups_mu_);
+  return {groups_.at(members).get(), static_cast<int>(at - members.begin())};
+}
+
+uint64_t Executor::group_bytes_sent() const {
+  std::lock_guard<std::mutex> lock(groups_mu_);
+  uint64_t total = 0;
+  for (const auto& [members, group] : groups_) total += group->total_bytes_sent();
+  return total;
+}
+
+bool Executor::recover_groups() {
+  std::lock_guard<std::mutex> lock(groups_mu_);
+  bool all = true;
+  for (auto& [members, group] : groups_) all = group->recover() && all;
+  return all;
+}
+
+void Executor::run_program(const StepExecution& step, const DeviceProgram& program) {
+  const auto started = std::chrono::steady_clock::now();
+  struct Timer {
+    std::atomic<uint64_t>& total;
+    std::chrono::steady_clock::time_point started;
+    ~Timer() {
+      total.fetch_add(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::steady_clock::now() - started).count()),
+                      std::memory_order_relaxed);
+    }
+  } timer{replay_ns_, started};
+  PhysicalDevice& device = *devices_.at(program.device);
+  const auto& nodes = step.graph->nodes();
+  uint32_t next_node = 0;  // the first node not yet run: a failure marks it and everything after
+  const auto& code = program.code;
+  for (size_t pc = 0; pc < code.size(); ++pc) {
+    const Instruction& ins = code[pc];
+    try {
+      auto joins = [&](size_t at) {  // another all-reduce over the same devices
+        return at < code.size() && code[at].kind == Instruction::Kind::kAllReduce && code[at].group == ins.group;
+      };
+      if (ins.kind == Instruction::Kind::kAllReduce && joins(pc + 1)) {
+        // Consecutive all-reduces (a step's gradients, before the optimizer reads them) go as one group.
+        std::vector<CollectivePart> parts;
+        for (; joins(pc); ++pc) parts.push_back(all_reduce_part(step, code[pc], device));
+        --pc;
+        auto [comm, rank] = communicator_for(*step.plan, ins, device);
+        comm->run_group_in_stream(rank, parts);
+        continue;
+      }
+      switch (ins.kind) {
+        case Instruction::Kind::kAllocate: {
+          Buffer& b = *step.bindings[ins.index];
+          const uint64_t bytes = program.sizes.empty() ? b.bytes() : program.sizes.at(ins.aux);
+          if (!b.memory(device.index())) b.bind(device.index(), device.allocate(bytes));
+          break;
+        }
+        case Instruction::Kind::kLaunch: {
+          next_node = ins.index;
+          stop_if_interrupted(step);
+          const Node& node = nodes[ins.index];
+          if (ins.aux == 0) {
+            provider_->launch(node, LaunchContext(device, node));
+          } else {
+            const LocalLaunch& local = program.launches.at(ins.aux - 1);
+            Node mine = node;  // the same op over this device's rows
+            for (size_t i = 0; i < mine.inputs.size(); ++i) {
+              mine.inputs[i].offset = local.inputs[i].offset;
+              mine.inputs[i].sizes = local.inputs[i].sizes;
+            }
+            for (size_t k = 0; k < mine.outputs.size(); ++k) {
+              mine.outputs[k].offset = local.outputs[k].offset;
+              mine.outputs[k].sizes = local.outputs[k].sizes;
+            }
+            provider_->launch(mine, LaunchContext(device, mine, &local));
+          }
+          next_node = ins.index + 1;
+          break;
+        }
+        case Instruction::Kind::kFused: {
+          const FusedLaunch& fused = program.fused.at(ins.index);
+          next_node = fused.nodes.front();
+          stop_if_interrupted(step);
+          run_fused(nodes, fused, device);
+          next_node = fused.nodes.back() + 1;
+          break;
+        }
+        case Instruction::Kind::kRelease:
+          step.bindings[ins.index]->unbind(device.index());
+          break;
+        default:
+          run_collective(step, program, ins, device);
+          break;
+      }
+    } catch (const OutOfMemoryError& e) {
+      mark_step_failed(*step.graph, next_node, e.what());
+      stop_peers(step, program, e.what());
+      throw;
+    } catch (const InterruptedError&) {
+      const std::string why = fmt::format("the step was interrupted (Ctrl-C) before op {} of {} ({}); it and the "
+                                          "ops after it did not run",
+                                          next_node + 1, nodes.size(),
+                                          next_node < nodes.size() ? op_name(nodes[next_node].op) : "");
+      mark_step_failed(*step.graph, next_node, why);
+      stop_peers(step, program, why);
+      throw InterruptedError(why);
+    } catch (const std::exception& e) {
+      std::string where = next_node < nodes.size() ? op_name(nodes[next_node].op) : std::string("the step");
+      std::string why = fmt::format("{} (op {} of {} in the step) failed: {}", where, next_node + 1, nodes.size(),
+                                    e.what());
+      mark_step_failed(*step.graph, next_node, why);
+      stop_peers(step, program, why);
+      throw Error(why);
+    }
+  }
+}
+
+namespace {
+
+// The memory behind a tensor reference on `device`, at the reference's offset (or this device's, when the
+// launch covers its rows only).
+char* tensor_address(const TensorRef& ref, int64_t offset, PhysicalDevice& device) {
+  const Buffer& b = *ref.buffer;
+  if (auto why = b.failure()) throw Error("this tensor's value is unavailable: " + *why);
+  PhysicalBlock* m = b.memory(device.index());
+  if (!m) throw Error(fmt::format("buffer {} has no memory on {}", b.id(), device.name()));
+  return static_cast<char*>(m->data()) + (offset >= 0 ? offset : ref.offset) * static_cast<int64_t>(ref.itemsize);
+}
+
+ElementwiseScalar scalar_value(const Attribute& a) {
+  if (const auto* v = std::get_if<StepValue>(&a)) return v->value;
+  if (const auto* i = std::get_if<int64_t>(&a)) return *i;
+  if (const auto* b = std::get_if<bool>(&a)) return static_cast<int64_t>(*b);
+  throw Error("a fused kernel's scalar is not a number");
+}
+
+}  // namespace
+
+void Executor::run_fused(const std::vector<Node>& nodes, const FusedLaunch& fused, PhysicalDevice& device) {
+  ElementwiseArguments args = fused.shape;
+  args.inputs.reserve(fused.inputs.size());
+  for (const auto& in : fused.inputs)
+    args.inputs.push_back(tensor_address(nodes[in.node].inputs[in.index], in.offset, device));
+  args.scalars.reserve(fused.scalars.size());
+  for (const auto& sc : fused.scalars) args.scalars.push_back(scalar_value(nodes[sc.node].attrs.at(sc.attr)));
+  args.outputs.reserve(fused.outputs.size());
+  for (const auto& out : fused.outputs) {
+    const Node& node = nodes[out.node];
+    if (out.fresh) {
+      const TensorRef& ref = node.outputs[out.index];
+      if (!ref.buffer->memory(device.index())) ref.buffer->bind(device.index(), device.allocate(ref.buffer->bytes()));
+      args.outputs.push_back(tensor_address(ref, out.offset, device));
+    } else {
+      args.outputs.push_back(tensor_address(node.inputs[out.index], out.offset, device));
+    }
+  }
+  device.elementwise_in_stream(*fused.kernel, args);
+}
+
+CollectivePart Executor::all_reduce_part(const StepExecution& step, const Instruction& ins, PhysicalDevice& device) {
+  Buffer& b = *step.bindings[ins.index];
+  const SlotInfo& info = step.plan->slots.at(ins.index);
+  if (!info.type || !is_reducible(*info.type))
+    throw Error(fmt::format("buffer {} has an element type the runtime cannot reduce", b.id()));
+  if (auto why = b.failure()) throw Error("this tensor's value is unavailable: " + *why);
+  PhysicalBlock* m = b.memory(device.index());
+  if (!m) throw Error(fmt::format("buffer {} has no memory on {}", b.id(), device.name()));
+  // In place: the devices' partial sums of their rows become the whole batch's.
+  return CollectivePart::all_reduce(m->data(), m->data(), b.bytes() / size_of(*info.type), *info.type, ReduceOp::kSum);
+}
+
+void Executor::run_collective(const StepExecution& step, const DeviceProgram& program, const Instruction& ins,
+                              PhysicalDevice& device) {
+  const Plan& plan = *step.plan;
+  const int rank = device.index();  // the device's: its blocks of every buffer
+  Buffer& b = *step.bindings[ins.index];
+  const SlotInfo& info = plan.slots.at(ins.index);
+  auto need_type = [&]() {
+    if (!info.type || !is_reducible(*info.type))
+      throw Error(fmt::format("buffer {} has an element type the runtime cannot reduce", b.id()));
+    return *info.type;
+  };
+  auto block = [&](Buffer& x) -> PhysicalBlock& {
+    if (auto why = x.failure()) throw Error("this tensor's value is unavailable: " + *why);
+    PhysicalBlock* m = x.memory(rank);
+    if (!m) throw Error(fmt::format("buffer {} has no memory on {}", x.id(), device.name()));
+    return *m;
+  };
+  // Bytes travel as 2-byte words; an odd count (a bool scalar) goes through a padded bounce buffer, filled
+  // from the block first (`in`) and copied back by copy_out.
+  struct Words {
+    PhysicalDevice& device;
+    PhysicalBlock& block;
+    std::unique_ptr<PhysicalBlock> bounce;
+    void* data = nullptr;
+    uint64_t count = 0;
+    void copy_out() {
+      if (bounce) device.copy_in_stream(block.data(), bounce->data(), block.bytes());
+    }
+  };
+  auto words = [&device, &b](PhysicalBlock& m, bool in) {
+    Words w{device, m, nullptr, m.data(), (b.bytes() + 1) / 2};
+    if (w.count * 2 != b.bytes()) {
+      w.bounce = device.allocate(w.count * 2);
+      if (in) device.copy_in_stream(w.bounce->data(), m.data(), b.bytes());
+      w.data = w.bounce->data();
+    }
+    return w;
+  };
+  // The communicator of the collective (every device's, or its group's) and the device's rank in it.
+  auto on = [&]() { return communicator_for(plan, ins, device); };
+  switch (ins.kind) {
+    case Instruction::Kind::kAllReduce: {
+      auto [comm, crank] = on();
+      comm->run_in_stream(crank, all_reduce_part(step, ins, device));
+      break;
+    }
+    case Instruction::Kind::kAllGather: {
+      // Rows travel as 8-, 4- or 2-byte words, whichever divides a row.
+      const uint64_t row = info.row_bytes;
+      const DataType unit = row % 8 == 0 ? DataType::kInt64 : row % 4 == 0 ? DataType::kInt32 : DataType::kFloat16;
+      const uint64_t rows = b.bytes() / row;
+      auto [comm, crank] = on();
+      std::vector<uint64_t> counts;
+      for (int r = 0; r < comm->size(); ++r)
+        counts.push_back(split_rows(static_cast<int64_t>(rows), comm->size(), r).count * row / size_of(unit));
+      PhysicalBlock& local = block(b);
+      auto full = device.allocate(b.bytes());
+      CollectivePart p;
+      p.kind = CollectiveKind::kAllGather;
+      p.type = unit;
+      p.send = local.data();
+      p.recv = full->data();
+      p.counts = counts;
+      comm->run_in_stream(crank, p);
+      b.bind(rank, std::move(full));
+      break;
+    }
+    case Instruction::Kind::kBroadcast: {  // from the group's first device
+      auto [comm, crank] = on();
+      if (!b.memory(rank)) b.bind(rank, device.allocate(b.bytes()));
+      Words w = words(block(b), true);
+      CollectivePart p;
+      p.kind = CollectiveKind::kBroadcast;
+      p.type = DataType::kFloat16;
+      p.count = w.count;
+      p.send = w.data;
+      p.recv = w.data;
+      p.peer = 0;
+      comm->run_in_stream(crank, p);
+      w.copy_out();
+      break;
+    }
+    case Instruction::Kind::kSend: {
+      Words w = words(block(b), true);
+      CollectivePart p;
+      p.kind = CollectiveKind::kSend;
+      p.type = DataType::kFloat16;
+      p.count = w.count;
+      p.send = w.data;
+      p.peer = static_cast<int>(ins.aux);
+      auto [comm, crank] = on();
+      comm->run_in_stream(crank, p);
+      break;
+    }
+    case Instruction::Kind::kRecv: {
+      if (!b.memory(rank)) b.bind(rank, device.allocate(b.bytes()));
+      Words w = words(block(b), false);
+      CollectivePart p;
+      p.kind = CollectiveKind::kRecv;
+      p.type = DataType::kFloat16;
+      p.count = w.count;
+      p.recv = w.data;
+      p.peer = static_cast<int>(ins.aux);
+      auto [comm, crank] = on();
+      comm->run_in_stream(crank, p);
+      w.copy_out();
+      break;
+    }
+    case Instruction::Kind::kScale: {
+      PhysicalBlock& m = block(b);
+      const DataType t = need_type();
+      device.scale_in_stream(t, m.data(), m.bytes() / size_of(t), program.factors.at(ins.aux));
+      break;
+    }
+    case Instruction::Kind::kKeepRows: {
+      const uint64_t row = info.row_bytes;
+      const int ranks = ins.group ? static_cast<int>(plan.groups.at(ins.group - 1).size()) : comm_ ? comm_->size() : 1;
+      const int mine_rank = ins.group ? on().second : rank;
+      const RowRange r = split_rows(static_cast<int64_t>(b.bytes() / row), ranks, mine_rank);
+      auto mine = device.allocate(r.count * row);
+      device.copy_in_stream(mine->data(), static_cast<const char*>(block(b).data()) + r.begin * row, r.count * row);
+      b.bind(rank, std::move(mine));
+      break;
+    }
+    case Instruction::Kind::kMultiply:
+    case Instruction::Kind::kDivide: {
+      Buffer& other = *step.bindings[ins.aux];
+      device.combine_scalars_in_stream(need_type(), block(b).data(), block(other).data(),
+                                       ins.kind == Instruction::Kind::kMultiply ? ScalarOp::kMultiply : ScalarOp::kDivide);
+      break;
+    }
+    default: throw Error("unknown instruction");
+  }
+}
+
+}  // namespace moreh::runtime

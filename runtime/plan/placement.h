@@ -1,0 +1,34 @@
+// How a buffer's contents are laid over the physical devices of the virtual one (DESIGN.md §2.5). With
+// one device every buffer is kHome. With N, a step's plan leaves each buffer it touched in one of the
+// others, and the next plan (or a host read) starts from there.
+#pragma once
+#include <cstdint>
+
+#include "runtime/base/data_type.h"
+
+namespace moreh::runtime {
+
+enum class PlacementKind : uint8_t {
+  kHome,       // the whole value, on device 0 only (written by the host or an eager op)
+  kReplicate,  // the whole value on every device
+  kShard,      // split by rows: device d holds rows split_rows(rows, N, d) of `rows` equal rows, contiguous
+  kPartial,    // every device holds a full-size addend; the value is their sum
+  kLocal,      // every device holds its own value (per-device batch-norm statistics); device 0's counts
+};
+
+struct Placement {
+  PlacementKind kind = PlacementKind::kHome;
+  int64_t rows = 0;                     // kShard: the global number of rows
+  DataType type = DataType::kFloat32;   // kPartial: the element type to sum in
+  bool operator==(const Placement&) const = default;
+};
+
+struct RowRange {
+  int64_t begin = 0, count = 0;
+};
+
+// Device d's rows when `rows` rows are split over `devices`: contiguous, the first rows % devices devices
+// one row more (torch.tensor_split's rule), so every device gets a row when rows >= devices.
+RowRange split_rows(int64_t rows, int devices, int device);
+
+}  // namespace moreh::runtime

@@ -1,0 +1,124 @@
+// What the scheduler hands the runtime: one program per physical device, cached by graph hash.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "runtime/base/data_type.h"
+#include "runtime/kernels/elementwise_kernel.h"
+#include "runtime/graph/step_graph.h"
+#include "runtime/plan/placement.h"
+
+namespace moreh::runtime {
+
+struct Instruction {
+  enum class Kind : uint8_t {
+    kAllocate,  // bind fresh memory to a buffer slot read before anything in the step writes it
+    kLaunch,    // run node `index` of the step graph
+    kRelease,   // the slot's last use has passed and the script no longer holds it
+    // With several devices (every device's program has the same instructions; `index` is a slot):
+    kAllReduce,  // sum the slot's partial values over the devices (kPartial -> kReplicate)
+    kAllGather,  // gather the slot's rows from every device (kShard -> kReplicate)
+    kBroadcast,  // copy device 0's value to every device (kHome/kLocal -> kReplicate)
+    kScale,      // multiply the slot's elements by factors[aux] (a device's share of a mean)
+    kMultiply,   // scalar slot *= scalar slot `aux` (a local mean loss back to a local sum)
+    kDivide,     // scalar slot /= scalar slot `aux` (the summed loss over the summed weight)
+    kKeepRows,   // keep only this device's rows of a replicated slot (kReplicate -> kShard, no traffic)
+    // One generated kernel in place of several elementwise nodes: fused[index] of the program.
+    kFused,
+    // Point to point between two devices' programs (pipeline stages): `index` is a slot, `aux` the peer
+    // device, `tag` names the message. The k-th send from a to b meets b's k-th receive from a; both must
+    // carry the same tag and as many bytes (check_point_to_point, before anything runs).
+    kSend,  // send the slot's whole value to device `aux`
+    kRecv,  // receive the slot's whole value from device `aux` (memory is bound first if the slot has none)
+  };
+  Kind kind;
+  uint32_t index;
+  uint32_t aux = 0;  // kAllocate: sizes[aux] bytes; kLaunch: launches[aux - 1] (0: as recorded); kSend/kRecv: peer
+  uint32_t tag = 0;  // kSend/kRecv
+  // Collectives: over every device of the plan (0) or over the devices of groups[group - 1] (a pipeline
+  // stage's data-parallel replicas), ranked in that list's order.
+  uint16_t group = 0;
+};
+
+// A tensor as one device sees it under batch splitting: strides stay as recorded.
+struct LocalRef {
+  int64_t offset = 0;
+  Dims sizes;
+};
+
+// A node run on one device's part of the batch.
+struct LocalLaunch {
+  std::vector<LocalRef> inputs, outputs;
+  RowRange rows;            // this device's rows of the step's batch
+  int64_t batch_rows = 0;   // the whole batch
+  int input0_dim = -1;      // where input 0 is split (random ops draw the whole batch's numbers along it)
+};
+
+// What the collectives and host arithmetic need to know about a slot.
+struct SlotInfo {
+  std::optional<DataType> type;  // the element type, when the runtime can compute on it
+  uint64_t row_bytes = 0;        // kShard slots: bytes per row
+};
+
+// Several elementwise nodes of the step run as one generated kernel (scheduler/fusion/elementwise_fusion.h). Where
+// each kernel argument comes from is named by node, so a cached plan serves every step with its graph's hash:
+// the step's own buffers and per-step scalar values are read at launch.
+struct FusedLaunch {
+  struct Tensor {
+    uint32_t node = 0;
+    uint16_t index = 0;   // into the node's inputs (kernel inputs, and outputs written in place) or outputs
+    bool fresh = false;   // an output: the node's fresh output (the launch gives it memory), else a written input
+    int64_t offset = -1;  // >= 0: this device's offset in place of the node's (a launch on its rows of the batch)
+  };
+  struct Scalar {
+    uint32_t node = 0;
+    uint16_t attr = 0;    // into the node's attrs: a StepValue, an integer or a bool
+  };
+  std::shared_ptr<const ElementwiseKernel> kernel;
+  std::vector<Tensor> inputs;    // kernel input i reads this tensor
+  std::vector<Scalar> scalars;   // kernel scalar j
+  std::vector<Tensor> outputs;   // kernel output k writes this tensor
+  ElementwiseArguments shape;    // count, sizes and strides; pointers and scalars are filled at launch
+  std::vector<uint32_t> nodes;   // the nodes it stands for, ascending
+};
+
+struct DeviceProgram {
+  int device = 0;
+  std::vector<Instruction> code;
+  uint64_t peak_bytes = 0;  // most bytes the program holds at once beyond what exists before it
+  std::vector<LocalLaunch> launches;
+  std::vector<uint64_t> sizes;
+  std::vector<double> factors;
+  std::vector<FusedLaunch> fused;
+};
+
+struct Plan {
+  uint64_t graph_hash = 0;
+  std::vector<DeviceProgram> programs;
+  uint64_t num_nodes = 0;
+  double compile_ms = 0;
+  // The leading dimensions of the step's data inputs, most frequent first (scheduler/analysis/step_analysis.h).
+  std::vector<int64_t> batch_sizes;
+  std::string summary;  // one line for the log
+  // With several devices: where each slot's value lives after the step, what collectives need about it,
+  // the ops that had no sharding rule and ran replicated on gathered inputs, and the bytes each device
+  // sends in the step's collectives.
+  int num_devices = 1;
+  std::vector<std::vector<int>> groups;  // device groups that collectives may span (Instruction::group)
+  std::vector<Placement> final_placements;
+  std::vector<SlotInfo> slots;
+  uint64_t replicated_fallbacks = 0;
+  std::vector<std::string> fallback_ops;      // "aten::cumsum ×2"
+  std::vector<std::string> fallback_details;  // per node, why (filled when the log is at debug)
+  uint64_t collective_bytes_per_device = 0;
+  uint64_t work_bytes_per_device = 0;  // bytes the busiest device's kernels write (the cost model's work)
+  int64_t split_rows = 0;              // the batch split by rows (0: not split)
+  uint64_t fused_nodes = 0;            // nodes that run inside generated kernels
+  uint64_t launches = 0;               // kernels the program launches per step (fused ones count once)
+  // Steps that ran this plan. Only a step graph that recurs has per-step data: the first graph of a
+  // script also uploads the model's parameters, which are host copies too. The engine's lock guards it.
+  mutable uint64_t uses = 0;
+};
+
+}  // namespace moreh::runtime

@@ -1,0 +1,21 @@
+// Batch splitting over N devices (DESIGN.md §2.5, MoAI's default: "divide the total batch size into N
+// parts"): the step's data inputs are split by rows, sharding propagation carries the split through the
+// graph with the rules of sharding_rules.h, partial sums are all-reduced where a replicated consumer needs
+// them, and ops with no rule run replicated on gathered inputs. The result is one program per device,
+// every program the same instructions over that device's local shapes.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "runtime/graph/canonical_graph.h"
+#include "runtime/graph/step_graph.h"
+#include "runtime/plan/program.h"
+
+namespace moreh::scheduler {
+
+// `candidate_rows`: batch sizes to try (the leading dims of the step's host copies, step_analysis.h); the
+// plan keeps the cheapest of them and of not splitting at all (every device runs the whole step).
+runtime::Plan compile_data_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
+                                         int devices, const std::vector<int64_t>& candidate_rows);
+
+}  // namespace moreh::scheduler

@@ -1,0 +1,52 @@
+#include "scheduler/lowering/plan_step.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <optional>
+
+#include "runtime/base/errors.h"
+#include "scheduler/lowering/data_parallel_planner.h"
+#include "scheduler/lowering/planner.h"
+#include "scheduler/fusion/program_fusion.h"
+#include "scheduler/analysis/step_analysis.h"
+
+namespace moreh::scheduler {
+namespace {
+
+double ms_since(std::chrono::steady_clock::time_point started) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+}
+
+}  // namespace
+
+std::shared_ptr<runtime::Plan> plan_step(const PlanRequest& r) {
+  const runtime::ParallelSizes layout = runtime::parallel_layout(r.parallelism, r.devices);
+  if (const std::string why = runtime::unsupported_parallelism(r.parallelism); !why.empty())
+    throw runtime::ConfigError(why);
+  const StepAnalysis analysis = analyze_step(r.graph, r.canonical);
+  std::shared_ptr<runtime::Plan> plan;
+  if (layout.dp == 1) {
+    const auto started = std::chrono::steady_clock::now();
+    std::optional<FusionResult> fusion;
+    if (r.fusion) fusion = fuse_elementwise(r.graph, r.canonical, r.fusion_limits);
+    const double fusion_ms = ms_since(started);
+    plan = std::make_shared<runtime::Plan>(compile_plan(r.canonical, {}, fusion ? &*fusion : nullptr));
+    plan->compile_ms += fusion_ms;
+  } else {
+    plan = std::make_shared<runtime::Plan>(
+        compile_data_parallel_plan(r.graph, r.canonical, layout.dp, analysis.batch_sizes));
+    if (r.fusion) {
+      const auto started = std::chrono::steady_clock::now();
+      fuse_device_programs(r.graph, r.canonical, *plan, r.fusion_limits);
+      plan->compile_ms += ms_since(started);
+      if (plan->fused_nodes > 0)
+        plan->summary += fmt::format("; {} elementwise ops fused per device ({} launches on device 0)",
+                                     plan->fused_nodes, plan->launches);
+    }
+  }
+  plan->batch_sizes = analysis.batch_sizes;
+  return plan;
+}
+
+}  // namespace moreh::scheduler

@@ -1,0 +1,28 @@
+// The one planning seam: what the engine asks of the scheduler for a step, and the plan it gets back.
+#pragma once
+#include <memory>
+
+#include "runtime/graph/canonical_graph.h"
+#include "runtime/graph/step_graph.h"
+#include "runtime/config/parallel_config.h"
+#include "runtime/plan/program.h"
+#include "scheduler/fusion/elementwise_fusion.h"
+
+namespace moreh::scheduler {
+
+struct PlanRequest {
+  const runtime::StepGraph& graph;
+  const runtime::CanonicalGraph& canonical;
+  int devices = 1;                       // physical devices behind the virtual one
+  runtime::ParallelConfig parallelism;   // the layout asked for (set_parallelism / MOREH_PARALLELISM)
+  bool fusion = false;                   // run chains of elementwise nodes as generated kernels
+  FusionLimits fusion_limits;
+};
+
+// The plan for one step under the request's layout: with one device the recorded order plus memory
+// instructions; over dp replicas, batch splitting (the cheapest of the batch sizes step_analysis finds and
+// of not splitting); then fusion when asked. Throws ConfigError for a layout the devices cannot hold or this
+// build cannot run (runtime/config/parallel_config.h).
+std::shared_ptr<runtime::Plan> plan_step(const PlanRequest& request);
+
+}  // namespace moreh::scheduler

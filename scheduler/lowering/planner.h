@@ -1,0 +1,20 @@
+// Turns a canonical step graph into per-device programs. With one physical device the program is the
+// recorded order plus memory instructions from liveness; batch splitting and the AP candidates extend
+// this (DESIGN.md §2.5).
+#pragma once
+#include "runtime/graph/canonical_graph.h"
+#include "runtime/plan/program.h"
+#include "scheduler/fusion/elementwise_fusion.h"
+
+namespace moreh::scheduler {
+
+struct PlannerOptions {
+  int num_devices = 1;
+};
+
+// With `fusion` (scheduler/fusion/elementwise_fusion.h), each group runs as one kFused instruction where its last
+// node stood; values it never stores take no memory.
+runtime::Plan compile_plan(const runtime::CanonicalGraph& graph, const PlannerOptions& options = {},
+                           const FusionResult* fusion = nullptr);
+
+}  // namespace moreh::scheduler

@@ -1,0 +1,103 @@
+#include "scheduler/lowering/plan_step.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <memory>
+
+#include "runtime/base/data_type.h"
+#include "runtime/base/errors.h"
+#include "runtime/memory/virtual_memory.h"
+#include "test_graph.h"
+
+namespace moreh::scheduler {
+namespace {
+
+using moreh::testing::node;
+using moreh::testing::shaped;
+using moreh::testing::upload;
+using runtime::Buffer;
+using runtime::CanonicalGraph;
+using runtime::Instruction;
+using runtime::ParallelConfig;
+using runtime::PlacementKind;
+using runtime::StepGraph;
+
+size_t count(const runtime::DeviceProgram& p, Instruction::Kind k) {
+  return static_cast<size_t>(
+      std::count_if(p.code.begin(), p.code.end(), [&](const Instruction& i) { return i.kind == k; }));
+}
+
+// x [8,4] uploaded, h = relu(x @ w), w += x^T @ h: a batch to split over the replicas.
+class PlanStepTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    runtime::register_data_type(6, runtime::DataType::kFloat32);
+    runtime::set_op_facts(runtime::intern_op("aten::relu"), {.pointwise = true});
+  }
+  std::shared_ptr<Buffer> buffer(uint64_t bytes, bool defined) {
+    auto b = std::make_shared<Buffer>(vm, bytes, devices);
+    if (defined) {
+      b->mark_defined();
+      b->set_placement({PlacementKind::kReplicate});
+    }
+    return b;
+  }
+  StepGraph step() {
+    auto w = buffer(4 * 16, true), x = buffer(4 * 32, false), h = buffer(4 * 32, false), r = buffer(4 * 32, false);
+    auto gw = buffer(4 * 16, false);
+    StepGraph g;
+    g.append(upload(x, {8, 4}));
+    g.append(node("aten::mm", {shaped(x, {8, 4}), shaped(w, {4, 4})}, {shaped(h, {8, 4})}));
+    g.append(node("aten::relu", {shaped(h, {8, 4})}, {shaped(r, {8, 4})}));
+    runtime::TensorRef xt = shaped(x, {8, 4});
+    std::swap(xt.sizes[0], xt.sizes[1]);
+    std::swap(xt.strides[0], xt.strides[1]);
+    g.append(node("aten::mm", {xt, shaped(r, {8, 4})}, {shaped(gw, {4, 4})}));
+    g.append(node("aten::add_.Tensor", {shaped(w, {4, 4}), shaped(gw, {4, 4})}, {}, {0}));
+    for (const auto& b : {h, r, gw}) b->release_frontend();
+    return g;
+  }
+  std::shared_ptr<runtime::Plan> plan(const ParallelConfig& config = {}) {
+    StepGraph g = step();
+    CanonicalGraph c = CanonicalGraph::build(g);
+    return plan_step({.graph = g, .canonical = c, .devices = devices, .parallelism = config});
+  }
+  runtime::VirtualMemory vm;
+  int devices = 1;
+};
+
+TEST_F(PlanStepTest, OneDeviceRunsTheRecordedOrder) {
+  auto p = plan();
+  ASSERT_EQ(p->programs.size(), 1u);
+  EXPECT_EQ(count(p->programs[0], Instruction::Kind::kLaunch), 5u);
+  EXPECT_EQ(count(p->programs[0], Instruction::Kind::kAllReduce), 0u);
+  EXPECT_EQ(p->batch_sizes, std::vector<int64_t>{8});  // the step's analysis comes with the plan
+}
+
+TEST_F(PlanStepTest, ReplicasSplitTheBatch) {
+  devices = 2;
+  auto p = plan();
+  ASSERT_EQ(p->programs.size(), 2u);
+  EXPECT_EQ(p->split_rows, 8) << p->summary;
+  for (const auto& program : p->programs) EXPECT_EQ(count(program, Instruction::Kind::kAllReduce), 1u);
+}
+
+TEST_F(PlanStepTest, ALayoutItCannotRunIsAConfigErrorBeforeAnyPlanning) {
+  devices = 4;
+  ParallelConfig pipeline;
+  pipeline.num_stages = 2;
+  try {
+    plan(pipeline);
+    FAIL() << "pipeline stages are not built yet";
+  } catch (const runtime::ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("not supported yet: pipeline parallelism (num_stages : 2)"),
+              std::string::npos);
+  }
+  ParallelConfig too_many;
+  too_many.tp = 8;
+  EXPECT_THROW(plan(too_many), runtime::ConfigError);
+}
+
+}  // namespace
+}  // namespace moreh::scheduler
