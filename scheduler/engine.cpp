@@ -10,21 +10,15 @@
 
 #include "runtime/base/errors.h"
 #include "runtime/base/fork_guard.h"
-#include "runtime/kernels/elementwise_reduction.h"
-#include "runtime/comm/hierarchical_communicator.h"
-#include "runtime/comm/host_communicator.h"
-#include "runtime/comm/nccl_communicator.h"
-#ifdef MOREH_WITH_CUDA
-#include "runtime/comm/cuda_communicator.h"
-#include "runtime/cuda/cuda_device.h"
-#endif
+#include "runtime/base/spdlog_logger.h"
+#include "runtime/comm/communicator_choice.h"
 #ifdef MOREH_WITH_NVRTC
 #include "runtime/cuda/kernel_cache.h"
 #include "runtime/cuda/nvrtc.h"
 #endif
 #include "runtime/device/physical_devices.h"
+#include "runtime/exec/gather_home.h"
 #include "runtime/plan/rank_layout.h"
-#include "runtime/base/spdlog_logger.h"
 #include "scheduler/lowering/plan_step.h"
 
 namespace moreh::scheduler {
@@ -76,16 +70,6 @@ bool fusion_wanted(FusionChoice choice, DeviceKind kind) {
   return false;
 }
 
-// A MOREH_NCCL_LIBRARY that moves host memory (the tests' stand-in for NCCL) serves host devices too: how the
-// NCCL path runs whole training steps without GPUs. Null when the variable is unset or names a real NCCL.
-std::shared_ptr<const nccl::Library> host_memory_nccl(const Config& config) {
-  if (config.nccl_library.empty()) return nullptr;
-  auto library = nccl::Library::load(config.nccl_library);
-  if (!library->host_memory()) return nullptr;
-  log().info("moreh: host devices use the NCCL path through {}, a host-memory stand-in", library->name());
-  return library;
-}
-
 }  // namespace
 
 Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devices)
@@ -98,49 +82,8 @@ Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devic
   if (!devices_.empty() && devices_[0]->kind() == DeviceKind::kCuda)
     cuda::KernelCache::instance().set_disk_dir(config_.kernel_cache_dir);  // kernels compiled by earlier runs
 #endif
-  if (devices_.size() > 1) {
-    constexpr double kMaxSeconds = 1e8;
-    const std::chrono::milliseconds timeout(
-        static_cast<int64_t>(std::min(config_.collective_timeout_s, kMaxSeconds) * 1000.0));
-    if (devices_[0]->kind() == DeviceKind::kCuda) {
-#ifdef MOREH_WITH_CUDA
-      std::vector<int> ordinals;
-      for (auto& d : devices_) ordinals.push_back(static_cast<CudaDevice&>(*d).ordinal());
-      const CudaCollectivePath path = choose_cuda_collective_path(ordinals);
-      if (path == CudaCollectivePath::kNccl) {
-        // One logical device per GPU: NCCL (under torch with CUDA, the libnccl torch already loaded).
-        communicator_ = std::make_unique<NcclCommunicator>(raw(devices_), timeout,
-                                                           nccl::Library::load(config_.nccl_library_name()));
-      } else if (path == CudaCollectivePath::kMixed) {
-        // More logical devices than GPUs, on several GPUs: the same-GPU path within each GPU, NCCL between
-        // the GPUs' first ranks (runtime/device/physical_devices.cpp keeps a GPU's ranks neighbours).
-        std::vector<int> group_of;
-        for (size_t r = 0; r < ordinals.size(); ++r)
-          group_of.push_back(r == 0 ? 0 : group_of.back() + (ordinals[r] != ordinals[r - 1] ? 1 : 0));
-        auto library = nccl::Library::load(config_.nccl_library_name());
-        communicator_ = std::make_unique<HierarchicalCommunicator>(
-            raw(devices_), group_of,
-            [timeout](std::vector<PhysicalDevice*> d) -> std::unique_ptr<Communicator> {
-              return std::make_unique<CudaCommunicator>(std::move(d), timeout);
-            },
-            [timeout, library](std::vector<PhysicalDevice*> d) -> std::unique_ptr<Communicator> {
-              return std::make_unique<NcclCommunicator>(std::move(d), timeout, library);
-            });
-      } else {
-        // Logical devices sharing one GPU: device-local copies and reductions ordered by CUDA events.
-        communicator_ = std::make_unique<CudaCommunicator>(raw(devices_), timeout);
-      }
-#else
-      throw ConfigError(fmt::format("{} logical devices on CUDA GPUs need a CUDA communicator, which this build "
-                                    "lacks; use MOREH_NUM_DEVICES=1 or MOREH_DEVICE_KIND=host", devices_.size()));
-#endif
-    } else if (auto stand_in = host_memory_nccl(config_)) {
-      communicator_ = std::make_unique<NcclCommunicator>(raw(devices_), timeout, std::move(stand_in));
-    } else {
-      communicator_ = std::make_unique<HostCommunicator>(raw(devices_), timeout);
-    }
-    executor_.set_communicator(communicator_.get());
-  }
+  communicator_ = make_communicator(config_, raw(devices_));
+  if (communicator_) executor_.set_communicator(communicator_.get());
   if (config_.parallelism) set_parallelism(*config_.parallelism);  // MOREH_PARALLELISM
 }
 
@@ -382,51 +325,7 @@ ParallelConfig Engine::parallelism() const {
 
 void Engine::bring_home(Buffer& b) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
-  if (devices_.size() == 1) return;
-  const Placement p = b.placement();
-  if (p.kind == PlacementKind::kHome) return;
-  const int n = static_cast<int>(devices_.size());
-  // Host devices' blocks are host memory; a CUDA device's are read and written through its copies.
-  auto host_bytes = [&](int d, PhysicalBlock& m, uint64_t offset, uint64_t bytes, std::vector<char>& staging) {
-    if (devices_[d]->host_accessible()) return static_cast<const char*>(m.data()) + offset;
-    staging.resize(bytes);
-    devices_[d]->read(staging.data(), static_cast<const char*>(m.data()) + offset, bytes);
-    return static_cast<const char*>(staging.data());
-  };
-  PhysicalDevice& home = *devices_[0];
-  if (p.kind == PlacementKind::kShard && b.has_memory()) {
-    // Gather the rows onto device 0.
-    auto full = home.allocate(b.bytes());
-    const uint64_t row = b.bytes() / static_cast<uint64_t>(p.rows);
-    std::vector<char> staging;
-    for (int d = 0; d < n; ++d) {
-      RowRange r = split_rows(p.rows, n, d);
-      if (r.count == 0) continue;
-      PhysicalBlock* m = b.memory(d);
-      if (!m) throw Error(fmt::format("buffer {} lost its rows on {}", b.id(), devices_[d]->name()));
-      const char* src = host_bytes(d, *m, 0, r.count * row, staging);
-      char* dst = static_cast<char*>(full->data()) + r.begin * row;
-      if (home.host_accessible()) std::memcpy(dst, src, r.count * row);
-      else home.write(dst, src, r.count * row);
-    }
-    b.unbind_all();
-    b.bind(0, std::move(full));
-  } else if (p.kind == PlacementKind::kPartial && b.memory(0)) {
-    const uint64_t bytes = b.bytes();
-    std::vector<std::vector<char>> staging(n);
-    std::vector<const void*> parts;
-    for (int d = 0; d < n; ++d)
-      if (b.memory(d)) parts.push_back(host_bytes(d, *b.memory(d), 0, bytes, staging[d]));
-    if (home.host_accessible()) {
-      reduce_elements(p.type, ReduceOp::kSum, parts, b.memory(0)->data(), bytes / size_of(p.type));
-    } else {
-      std::vector<char> sum(bytes);
-      reduce_elements(p.type, ReduceOp::kSum, parts, sum.data(), bytes / size_of(p.type));
-      home.write(b.memory(0)->data(), sum.data(), bytes);
-    }
-  }
-  for (int d = 1; d < n; ++d) b.unbind(d);
-  b.set_placement({PlacementKind::kHome});
+  gather_home(b, raw(devices_));
 }
 
 void Engine::synchronize() {

@@ -1,0 +1,75 @@
+#include "runtime/exec/gather_home.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <vector>
+
+#include "runtime/host/host_device.h"
+#include "runtime/memory/virtual_memory.h"
+#include "runtime/plan/placement.h"
+
+namespace moreh::runtime {
+namespace {
+
+class GatherHomeTest : public ::testing::Test {
+ protected:
+  static constexpr int kDevices = 3;
+  GatherHomeTest() {
+    for (int d = 0; d < kDevices; ++d) devices.push_back(std::make_unique<HostDevice>(d, 1 << 20));
+    for (auto& d : devices) raw.push_back(d.get());
+  }
+  float* on(Buffer& b, int d, uint64_t bytes) {
+    if (!b.memory(d)) b.bind(d, devices[d]->allocate(bytes));
+    return static_cast<float*>(b.memory(d)->data());
+  }
+  VirtualMemory vm;
+  std::vector<std::unique_ptr<PhysicalDevice>> devices;
+  std::vector<PhysicalDevice*> raw;
+};
+
+TEST_F(GatherHomeTest, RowsSplitOverTheDevicesComeTogetherOnDeviceZero) {
+  Buffer b(vm, 5 * 4, kDevices);  // 5 rows of one float
+  for (int d = 0; d < kDevices; ++d) {
+    const RowRange r = split_rows(5, kDevices, d);  // 2, 2, 1 rows
+    float* f = on(b, d, r.count * 4);
+    for (int64_t i = 0; i < r.count; ++i) f[i] = static_cast<float>(10 * (r.begin + i));
+  }
+  b.set_placement({PlacementKind::kShard, 5});
+  gather_home(b, raw);
+  EXPECT_EQ(b.placement().kind, PlacementKind::kHome);
+  const float* home = static_cast<const float*>(b.memory(0)->data());
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(home[i], 10.0f * i);
+  EXPECT_EQ(b.memory(1), nullptr);
+  EXPECT_EQ(b.memory(2), nullptr);
+}
+
+TEST_F(GatherHomeTest, PartialValuesAreSummedOnDeviceZero) {
+  Buffer b(vm, 3 * 4, kDevices);
+  for (int d = 0; d < kDevices; ++d) {
+    float* f = on(b, d, 12);
+    for (int i = 0; i < 3; ++i) f[i] = static_cast<float>((d + 1) * (i + 1));
+  }
+  b.set_placement({PlacementKind::kPartial, 0, DataType::kFloat32});
+  gather_home(b, raw);
+  const float* home = static_cast<const float*>(b.memory(0)->data());
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(home[i], 6.0f * (i + 1));
+  EXPECT_EQ(b.placement().kind, PlacementKind::kHome);
+  EXPECT_EQ(b.memory(1), nullptr);
+}
+
+TEST_F(GatherHomeTest, AReplicatedValueKeepsDeviceZerosCopyOnly) {
+  Buffer b(vm, 4, kDevices);
+  for (int d = 0; d < kDevices; ++d) *on(b, d, 4) = 7.0f;
+  b.set_placement({PlacementKind::kReplicate});
+  gather_home(b, raw);
+  EXPECT_EQ(*static_cast<const float*>(b.memory(0)->data()), 7.0f);
+  EXPECT_EQ(b.memory(2), nullptr);
+  EXPECT_EQ(b.placement().kind, PlacementKind::kHome);
+  gather_home(b, raw);  // at home already: nothing to do
+  EXPECT_EQ(*static_cast<const float*>(b.memory(0)->data()), 7.0f);
+}
+
+}  // namespace
+}  // namespace moreh::runtime
