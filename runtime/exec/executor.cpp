@@ -333,45 +333,24 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
       b.bind(rank, std::move(full));
       break;
     }
-    case Instruction::Kind::kBroadcast: {  // from the group's first device
-      auto [comm, crank] = on();
-      if (!b.memory(rank)) b.bind(rank, device.allocate(b.bytes()));
-      Words w = words(block(b), true);
+    case Instruction::Kind::kBroadcast:  // from the group's first device
+    case Instruction::Kind::kSend:
+    case Instruction::Kind::kRecv: {  // the slot's whole value, to or from device `aux`
+      const bool sends = ins.kind != Instruction::Kind::kRecv, receives = ins.kind != Instruction::Kind::kSend;
+      if (receives && !b.memory(rank)) b.bind(rank, device.allocate(b.bytes()));
+      Words w = words(block(b), sends);
       CollectivePart p;
-      p.kind = CollectiveKind::kBroadcast;
+      p.kind = ins.kind == Instruction::Kind::kBroadcast ? CollectiveKind::kBroadcast
+               : sends                                   ? CollectiveKind::kSend
+                                                         : CollectiveKind::kRecv;
       p.type = DataType::kFloat16;
       p.count = w.count;
-      p.send = w.data;
-      p.recv = w.data;
-      p.peer = 0;
-      comm->run_in_stream(crank, p);
-      w.copy_out();
-      break;
-    }
-    case Instruction::Kind::kSend: {
-      Words w = words(block(b), true);
-      CollectivePart p;
-      p.kind = CollectiveKind::kSend;
-      p.type = DataType::kFloat16;
-      p.count = w.count;
-      p.send = w.data;
-      p.peer = static_cast<int>(ins.aux);
+      if (sends) p.send = w.data;
+      if (receives) p.recv = w.data;
+      p.peer = ins.kind == Instruction::Kind::kBroadcast ? 0 : static_cast<int>(ins.aux);
       auto [comm, crank] = on();
       comm->run_in_stream(crank, p);
-      break;
-    }
-    case Instruction::Kind::kRecv: {
-      if (!b.memory(rank)) b.bind(rank, device.allocate(b.bytes()));
-      Words w = words(block(b), false);
-      CollectivePart p;
-      p.kind = CollectiveKind::kRecv;
-      p.type = DataType::kFloat16;
-      p.count = w.count;
-      p.recv = w.data;
-      p.peer = static_cast<int>(ins.aux);
-      auto [comm, crank] = on();
-      comm->run_in_stream(crank, p);
-      w.copy_out();
+      if (receives) w.copy_out();
       break;
     }
     case Instruction::Kind::kScale: {
