@@ -123,17 +123,14 @@ ParallelSizes parallel_layout(const ParallelConfig& c, int devices) {
 
 std::string unsupported_parallelism(const ParallelConfig& c) {
   std::vector<std::string> missing;
-  if (c.num_stages > 1) missing.push_back(fmt::format("pipeline parallelism (num_stages : {})", c.num_stages));
-  if (c.num_stages == 1 && c.num_micro_batches > 1)
-    missing.push_back(fmt::format("micro-batches (num_micro_batches : {})", c.num_micro_batches));
   if (c.tp > 1) missing.push_back(fmt::format("tensor parallelism (TP : {})", c.tp));
   if (c.recomputation) missing.push_back("recomputation (recomputation : 1)");
   if (c.distribute_param) missing.push_back("parameter sharding (distribute_param : true)");
   if (c.distribute_low_prec_param)
     missing.push_back("low-precision parameter sharding (distribute_low_prec_param : true)");
   if (missing.empty()) return "";
-  return fmt::format("not supported yet: {}; this build runs batch splitting only (num_stages : 1, "
-                     "num_micro_batches : 1, No TP, recomputation : 0, distribute_param : false, "
+  return fmt::format("not supported yet: {}; this build runs batch splitting and pipeline stages with "
+                     "micro-batches (No TP, recomputation : 0, distribute_param : false, "
                      "distribute_low_prec_param : false)", fmt::join(missing, ", "));
 }
 

@@ -1,5 +1,6 @@
 #include "runtime/device/device.h"
 
+#include "runtime/kernels/elementwise_reduction.h"
 #include "runtime/kernels/elementwise_reference.h"
 #include "runtime/base/errors.h"
 
@@ -71,6 +72,12 @@ std::unique_ptr<PhysicalBlock> PhysicalDevice::adopt(void* data, uint64_t bytes,
 void PhysicalDevice::scale_in_stream(DataType type, void* data, uint64_t count, double factor) {
   if (!host_accessible()) throw Error(name() + " cannot scale its memory on the host");
   scale_elements(type, data, count, factor);
+}
+
+void PhysicalDevice::accumulate_in_stream(DataType type, void* dst, const void* src, uint64_t count) {
+  if (!host_accessible()) throw Error(name() + " cannot add to its memory on the host");
+  const void* parts[2] = {dst, src};
+  reduce_elements(type, ReduceOp::kSum, parts, dst, count);
 }
 
 void PhysicalDevice::elementwise_in_stream(const ElementwiseKernel& kernel, const ElementwiseArguments& args) {

@@ -114,6 +114,8 @@ class PhysicalDevice {
   // stream: data[i] *= factor, and *x = *x (*|/) *y for two scalars. Devices whose memory the host reaches
   // do it on the host; a GPU runs a kernel.
   virtual void scale_in_stream(DataType type, void* data, uint64_t count, double factor);
+  // dst[i] += src[i] for i < count (a micro-batch's gradient into the sum of earlier ones).
+  virtual void accumulate_in_stream(DataType type, void* dst, const void* src, uint64_t count);
   virtual void combine_scalars_in_stream(DataType type, void* x, const void* y, ScalarOp op);
   // A generated elementwise kernel over this device's memory, from work on its stream: the host evaluator
   // (runtime/kernels/elementwise_reference.h) where the host reaches the memory, a compiled kernel on a GPU.

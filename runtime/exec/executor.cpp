@@ -169,7 +169,8 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
               mine.outputs[k].offset = local.outputs[k].offset;
               mine.outputs[k].sizes = local.outputs[k].sizes;
             }
-            provider_->launch(mine, LaunchContext(device, mine, &local));
+            if (local.joins.empty()) provider_->launch(mine, LaunchContext(device, mine, &local));
+            else launch_joined(mine, local, device);
           }
           next_node = ins.index + 1;
           break;
@@ -209,6 +210,80 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
       stop_peers(step, program, why);
       throw Error(why);
     }
+  }
+}
+
+namespace {
+
+// Elements from a view's first to its last, plus one (0 for an empty view).
+int64_t view_extent(const TensorRef& r) {
+  int64_t span = 1;
+  for (size_t d = 0; d < r.sizes.size(); ++d) {
+    if (r.sizes[d] == 0) return 0;
+    span += (r.sizes[d] - 1) * r.strides[d];
+  }
+  return span;
+}
+
+DataType joined_type(const TensorRef& r) {
+  const auto t = data_type_of(r.dtype);
+  if (!t || !is_reducible(*t)) throw Error("a micro-batch's result has an element type the runtime cannot add");
+  return *t;
+}
+
+}  // namespace
+
+void Executor::launch_joined(const Node& mine, const LocalLaunch& local, PhysicalDevice& device) {
+  using Join = LocalLaunch::Join;
+  const int dev = device.index();
+  const size_t outs = mine.outputs.size();
+  // What the device holds already (earlier micro-batches' values); the launch binds its own results.
+  std::vector<std::unique_ptr<PhysicalBlock>> held(outs);
+  for (size_t k = 0; k < outs; ++k)
+    if (local.joins.at(k) != Join::kFresh) held[k] = mine.outputs[k].buffer->take(dev);
+  for (size_t k = 0; k < outs; ++k)
+    if (local.joins[k] == Join::kInto && !held[k]) {
+      for (size_t j = 0; j < outs; ++j)
+        if (held[j]) mine.outputs[j].buffer->bind(dev, std::move(held[j]));
+      throw Error(fmt::format("a micro-batch's rows of buffer {} have no block to go into", mine.outputs[k].buffer->id()));
+    }
+  try {
+    provider_->launch(mine, LaunchContext(device, mine, &local));
+    auto fresh = [&](size_t k) -> PhysicalBlock& {
+      PhysicalBlock* m = mine.outputs[k].buffer->memory(dev);
+      if (!m) throw Error(fmt::format("a micro-batch's launch left output {} without memory", k));
+      return *m;
+    };
+    for (size_t k = 0; k < outs && k < local.factors.size(); ++k)
+      if (local.factors[k] != 1.0) {
+        const DataType t = joined_type(mine.outputs[k]);
+        device.scale_in_stream(t, fresh(k).data(), fresh(k).bytes() / size_of(t), local.factors[k]);
+      }
+    if (local.weighted >= 0)
+      device.combine_scalars_in_stream(joined_type(mine.outputs[local.weighted]), fresh(local.weighted).data(),
+                                       fresh(local.weight).data(), ScalarOp::kMultiply);
+    for (size_t k = 0; k < outs; ++k) {
+      if (!held[k]) continue;  // fresh, or the first micro-batch's sum
+      const TensorRef& r = mine.outputs[k];
+      PhysicalBlock& m = fresh(k);
+      if (local.joins[k] == Join::kInto) {
+        const uint64_t from = static_cast<uint64_t>(r.offset) * r.itemsize;
+        const uint64_t bytes = static_cast<uint64_t>(view_extent(r)) * r.itemsize;
+        const uint64_t to = from + static_cast<uint64_t>(local.into.at(k)) * r.itemsize;
+        if (from + bytes > m.bytes() || to + bytes > held[k]->bytes())
+          throw Error(fmt::format("a micro-batch's rows of buffer {} fall outside its block", r.buffer->id()));
+        device.copy_in_stream(static_cast<char*>(held[k]->data()) + to, static_cast<const char*>(m.data()) + from,
+                              bytes);
+      } else {
+        const DataType t = joined_type(r);
+        device.accumulate_in_stream(t, held[k]->data(), m.data(), std::min(m.bytes(), held[k]->bytes()) / size_of(t));
+      }
+      r.buffer->bind(dev, std::move(held[k]));
+    }
+  } catch (...) {
+    for (size_t k = 0; k < outs; ++k)
+      if (held[k]) mine.outputs[k].buffer->bind(dev, std::move(held[k]));
+    throw;
   }
 }
 
@@ -284,22 +359,23 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
     return *m;
   };
   // Bytes travel as 2-byte words; an odd count (a bool scalar) goes through a padded bounce buffer, filled
-  // from the block first (`in`) and copied back by copy_out.
+  // from the memory first (`in`) and copied back by copy_out.
   struct Words {
     PhysicalDevice& device;
-    PhysicalBlock& block;
+    char* at;
+    uint64_t bytes;
     std::unique_ptr<PhysicalBlock> bounce;
     void* data = nullptr;
     uint64_t count = 0;
     void copy_out() {
-      if (bounce) device.copy_in_stream(block.data(), bounce->data(), block.bytes());
+      if (bounce) device.copy_in_stream(at, bounce->data(), bytes);
     }
   };
-  auto words = [&device, &b](PhysicalBlock& m, bool in) {
-    Words w{device, m, nullptr, m.data(), (b.bytes() + 1) / 2};
-    if (w.count * 2 != b.bytes()) {
+  auto words = [&device](char* at, uint64_t bytes, bool in) {
+    Words w{device, at, bytes, nullptr, at, (bytes + 1) / 2};
+    if (w.count * 2 != bytes) {
       w.bounce = device.allocate(w.count * 2);
-      if (in) device.copy_in_stream(w.bounce->data(), m.data(), b.bytes());
+      if (in) device.copy_in_stream(w.bounce->data(), at, bytes);
       w.data = w.bounce->data();
     }
     return w;
@@ -337,8 +413,13 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
     case Instruction::Kind::kSend:
     case Instruction::Kind::kRecv: {  // the slot's whole value, to or from device `aux`
       const bool sends = ins.kind != Instruction::Kind::kRecv, receives = ins.kind != Instruction::Kind::kSend;
-      if (receives && !b.memory(rank)) b.bind(rank, device.allocate(b.bytes()));
-      Words w = words(block(b), sends);
+      const ByteRange part = ins.range ? program.ranges.at(ins.range - 1) : ByteRange{0, b.bytes(), b.bytes()};
+      if (receives && !b.memory(rank)) b.bind(rank, device.allocate(part.block_bytes));
+      PhysicalBlock& m = block(b);
+      if (part.offset + part.bytes > m.bytes())
+        throw Error(fmt::format("bytes {}..{} of buffer {} fall outside its block of {} bytes on {}", part.offset,
+                                part.offset + part.bytes, b.id(), m.bytes(), device.name()));
+      Words w = words(static_cast<char*>(m.data()) + part.offset, part.bytes, sends);
       CollectivePart p;
       p.kind = ins.kind == Instruction::Kind::kBroadcast ? CollectiveKind::kBroadcast
                : sends                                   ? CollectiveKind::kSend

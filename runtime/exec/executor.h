@@ -46,6 +46,9 @@ class Executor {
  private:
   // A device's program failed: the other devices' collectives fail at once instead of at their timeout.
   void stop_peers(const StepExecution& step, const DeviceProgram& program, const std::string& why);
+  // A node run on one micro-batch of the device's rows: its results join what earlier micro-batches left
+  // (LocalLaunch::joins).
+  void launch_joined(const Node& mine, const LocalLaunch& local, PhysicalDevice& device);
   void run_fused(const std::vector<Node>& nodes, const FusedLaunch& fused, PhysicalDevice& device);
   // The in-place sum over the devices of an all-reduce instruction's buffer on `device`.
   static CollectivePart all_reduce_part(const StepExecution& step, const Instruction& ins, PhysicalDevice& device);

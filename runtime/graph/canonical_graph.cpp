@@ -122,6 +122,7 @@ CanonicalGraph CanonicalGraph::build(const StepGraph& graph, Offsets offsets) {
       const Placement& p = g.bindings[i]->placement();
       hs.word(static_cast<uint64_t>(p.kind));
       hs.word(static_cast<uint64_t>(p.rows));
+      hs.word(p.devices);
     }
   }
   g.hash = hs.done();

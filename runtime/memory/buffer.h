@@ -41,6 +41,8 @@ class Buffer {
   void bind(std::unique_ptr<PhysicalBlock> block) { bind(0, std::move(block)); }
   void bind(int device, std::unique_ptr<PhysicalBlock> block);
   void unbind(int device = 0);
+  // Unbinds the device's block and hands it to the caller (nullptr when there is none).
+  std::unique_ptr<PhysicalBlock> take(int device) { return std::move(blocks_.at(device)); }
   void unbind_all() {
     for (auto& b : blocks_) b.reset();
   }

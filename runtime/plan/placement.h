@@ -3,6 +3,7 @@
 // others, and the next plan (or a host read) starts from there.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "runtime/base/data_type.h"
 
@@ -20,8 +21,14 @@ struct Placement {
   PlacementKind kind = PlacementKind::kHome;
   int64_t rows = 0;                     // kShard: the global number of rows
   DataType type = DataType::kFloat32;   // kPartial: the element type to sum in
+  // The devices the kinds above speak of, as a bit per device (a pipeline stage's data-parallel replicas);
+  // 0: every device. kHome is always device 0.
+  uint64_t devices = 0;
   bool operator==(const Placement&) const = default;
 };
+
+// The devices of `p` in ascending order, out of `count` (every one when p.devices is 0).
+std::vector<int> placement_devices(const Placement& p, int count);
 
 struct RowRange {
   int64_t begin = 0, count = 0;

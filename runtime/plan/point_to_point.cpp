@@ -35,7 +35,7 @@ std::optional<std::string> point_to_point_mismatch(const Plan& plan,
       if (peer == p.device)
         return fmt::format("device {} {} itself (instruction {})", p.device,
                            ins.kind == Instruction::Kind::kSend ? "sends to" : "receives from", pc);
-      const Message m{ins.index, ins.tag, slot_bytes(ins.index), pc};
+      const Message m{ins.index, ins.tag, ins.range ? p.ranges.at(ins.range - 1).bytes : slot_bytes(ins.index), pc};
       if (ins.kind == Instruction::Kind::kSend) sends[{p.device, peer}].push_back(m);
       else recvs[{peer, p.device}].push_back(m);
     }

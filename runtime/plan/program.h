@@ -29,8 +29,8 @@ struct Instruction {
     // Point to point between two devices' programs (pipeline stages): `index` is a slot, `aux` the peer
     // device, `tag` names the message. The k-th send from a to b meets b's k-th receive from a; both must
     // carry the same tag and as many bytes (check_point_to_point, before anything runs).
-    kSend,  // send the slot's whole value to device `aux`
-    kRecv,  // receive the slot's whole value from device `aux` (memory is bound first if the slot has none)
+    kSend,  // send the slot's whole value (or ranges[range - 1] of it) to device `aux`
+    kRecv,  // receive it from device `aux` (memory is bound first if the slot has none)
   };
   Kind kind;
   uint32_t index;
@@ -39,6 +39,15 @@ struct Instruction {
   // Collectives: over every device of the plan (0) or over the devices of groups[group - 1] (a pipeline
   // stage's data-parallel replicas), ranked in that list's order.
   uint16_t group = 0;
+  // kSend/kRecv: 0 for the buffer's whole value, else ranges[range - 1] of the device's block (a pipeline
+  // stage's micro-batch of rows).
+  uint32_t range = 0;
+};
+
+// Bytes [offset, offset + bytes) of a device's block of a buffer; a receiver without memory binds
+// `block_bytes` first.
+struct ByteRange {
+  uint64_t offset = 0, bytes = 0, block_bytes = 0;
 };
 
 // A tensor as one device sees it under batch splitting: strides stay as recorded.
@@ -53,6 +62,20 @@ struct LocalLaunch {
   RowRange rows;            // this device's rows of the step's batch
   int64_t batch_rows = 0;   // the whole batch
   int input0_dim = -1;      // where input 0 is split (random ops draw the whole batch's numbers along it)
+
+  // Micro-batches (a pipeline stage runs a node once per micro-batch on one device): how each output's
+  // result joins what the device's block of that buffer already holds. Empty: every output is fresh.
+  enum class Join : uint8_t {
+    kFresh,       // the result is the buffer's value (bound as a kernel's output always is)
+    kInto,        // copied into the existing block at `into[k]` elements past the output's recorded offset
+    kAccumulate,  // added to the existing block (a sum over micro-batches); fresh when there is none yet
+  };
+  std::vector<Join> joins;
+  std::vector<int64_t> into;      // per output, for kInto
+  std::vector<double> factors;    // per output, multiplied into the result first (empty: 1)
+  // A loss mean: output `weighted` is multiplied by output `weight` (its local weight) before joining, so
+  // that the sum over micro-batches divided by the summed weight is the whole batch's mean.
+  int weighted = -1, weight = -1;
 };
 
 // What the collectives and host arithmetic need to know about a slot.
@@ -91,6 +114,7 @@ struct DeviceProgram {
   std::vector<uint64_t> sizes;
   std::vector<double> factors;
   std::vector<FusedLaunch> fused;
+  std::vector<ByteRange> ranges;  // kSend/kRecv
 };
 
 struct Plan {

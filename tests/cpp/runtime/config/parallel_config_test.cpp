@@ -101,12 +101,15 @@ TEST(ParallelConfigTest, WhatThisBuildCannotRunIsNamed) {
   c.batch_per_device = 4;  // informational: batch splitting decides the rows
   EXPECT_EQ(unsupported_parallelism(c), "");
   const std::string why = unsupported_parallelism(parse_parallel_config(kSeedLine));
-  EXPECT_NE(why.find("not supported yet: pipeline parallelism (num_stages : 2)"), std::string::npos);
-  EXPECT_NE(why.find("parameter sharding (distribute_param : true)"), std::string::npos);
+  EXPECT_NE(why.find("not supported yet: parameter sharding (distribute_param : true)"), std::string::npos);
+  EXPECT_EQ(why.find("pipeline parallelism ("), std::string::npos);  // stages and micro-batches run
   EXPECT_EQ(why.find("tensor parallelism"), std::string::npos);
   c = ParallelConfig{};
-  c.num_micro_batches = 2;
-  EXPECT_NE(unsupported_parallelism(c).find("micro-batches (num_micro_batches : 2)"), std::string::npos);
+  c.num_stages = 2;
+  c.num_micro_batches = 4;
+  EXPECT_EQ(unsupported_parallelism(c), "");
+  c.tp = 2;
+  EXPECT_NE(unsupported_parallelism(c).find("tensor parallelism (TP : 2)"), std::string::npos);
 }
 
 }  // namespace
