@@ -216,9 +216,12 @@ void Engine::flush_locked() {
   auto graph = std::make_shared<StepGraph>(std::move(pending_));
   pending_ = StepGraph();
   CanonicalGraph canonical = CanonicalGraph::build(*graph, offset_keying());
+  if (devices_.size() > 1 && bring_home_misplaced_locked(canonical))
+    canonical = CanonicalGraph::build(*graph, offset_keying());  // their placements are in the hash
 
-  // A graph planned with and without fusion has two plans: the key says which.
-  const uint64_t plan_key = fusion_enabled_ ? canonical.hash ^ 0x9e3779b97f4a7c15ull : canonical.hash;
+  // A graph planned with and without fusion, or under another layout, has another plan: the key says which.
+  uint64_t plan_key = fusion_enabled_ ? canonical.hash ^ 0x9e3779b97f4a7c15ull : canonical.hash;
+  plan_key ^= std::hash<std::string>{}(format_parallel_config(parallelism_)) * 0x100000001b3ull;
   std::shared_ptr<const Plan> plan = cache_.find(plan_key);
   if (plan) {
     log().debug("Step graph {:016x} found in the plan cache ({} ops)", canonical.hash, plan->num_nodes);
@@ -286,6 +289,21 @@ void Engine::flush_locked() {
     stats_.last_replicated_fallbacks = plan->replicated_fallbacks;
   }
   executor_.submit(StepExecution{plan, graph, std::move(canonical.bindings)});
+}
+
+bool Engine::bring_home_misplaced_locked(const CanonicalGraph& canonical) {
+  // A value that an earlier step under another layout left on its devices (set_parallelism between steps).
+  const ParallelSizes layout = parallel_layout(parallelism_, static_cast<int>(devices_.size()));
+  std::vector<Buffer*> misplaced;
+  for (size_t s = 0; s < canonical.bindings.size(); ++s)
+    if (canonical.buffers[s].origin == BufferOrigin::kMaterialized &&
+        !plan_accepts(canonical.bindings[s]->placement(), layout))
+      misplaced.push_back(canonical.bindings[s].get());
+  if (misplaced.empty()) return false;
+  wait_locked();  // the steps that placed them have run
+  for (Buffer* b : misplaced) gather_home(*b, raw(devices_));
+  log().debug("{} value(s) placed under another layout were brought to device 0 before planning", misplaced.size());
+  return true;
 }
 
 void Engine::log_layout_once() {

@@ -124,6 +124,9 @@ class Engine {
   size_t longest_fitting_prefix(const runtime::StepGraph& graph);
   FusionLimits fusion_limits() const;
   void log_layout_once();
+  // Brings to device 0 the step's values that an earlier layout left where this one cannot start from;
+  // true when there were any.
+  bool bring_home_misplaced_locked(const runtime::CanonicalGraph& canonical);
 
   runtime::Config config_;
   runtime::VirtualMemory vm_;

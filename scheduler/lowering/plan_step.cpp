@@ -7,6 +7,7 @@
 
 #include "runtime/base/errors.h"
 #include "scheduler/lowering/data_parallel_planner.h"
+#include "scheduler/lowering/pipeline_planner.h"
 #include "scheduler/lowering/planner.h"
 #include "scheduler/fusion/program_fusion.h"
 #include "scheduler/analysis/step_analysis.h"
@@ -26,7 +27,11 @@ std::shared_ptr<runtime::Plan> plan_step(const PlanRequest& r) {
     throw runtime::ConfigError(why);
   const StepAnalysis analysis = analyze_step(r.graph, r.canonical);
   std::shared_ptr<runtime::Plan> plan;
-  if (layout.dp == 1) {
+  if (layout.pp > 1 || r.parallelism.num_micro_batches > 1) {
+    plan = std::make_shared<runtime::Plan>(compile_pipeline_plan(
+        r.graph, r.canonical, {.stages = layout.pp, .dp = layout.dp, .micro_batches = r.parallelism.num_micro_batches},
+        analysis.batch_sizes));
+  } else if (layout.dp == 1) {
     const auto started = std::chrono::steady_clock::now();
     std::optional<FusionResult> fusion;
     if (r.fusion) fusion = fuse_elementwise(r.graph, r.canonical, r.fusion_limits);
@@ -47,6 +52,18 @@ std::shared_ptr<runtime::Plan> plan_step(const PlanRequest& r) {
   }
   plan->batch_sizes = analysis.batch_sizes;
   return plan;
+}
+
+bool plan_accepts(const runtime::Placement& p, const runtime::ParallelSizes& layout) {
+  if (p.kind == runtime::PlacementKind::kHome) return true;
+  if (layout.pp == 1) return p.devices == 0;  // batch splitting speaks of every device
+  if (p.devices == 0) return p.kind == runtime::PlacementKind::kReplicate;
+  for (int j = 0; j < layout.pp; ++j) {  // one stage's replicas (pipeline_planner.h's layout)
+    uint64_t mask = 0;
+    for (int i = 0; i < layout.dp; ++i) mask |= uint64_t{1} << (i * layout.pp + j);
+    if (p.devices == mask) return true;
+  }
+  return false;
 }
 
 }  // namespace moreh::scheduler

@@ -21,8 +21,13 @@ struct PlanRequest {
 
 // The plan for one step under the request's layout: with one device the recorded order plus memory
 // instructions; over dp replicas, batch splitting (the cheapest of the batch sizes step_analysis finds and
-// of not splitting); then fusion when asked. Throws ConfigError for a layout the devices cannot hold or this
+// of not splitting), then fusion when asked; with pipeline stages or micro-batches, the pipeline
+// (pipeline_planner.h), unfused. Throws ConfigError for a layout the devices cannot hold or this
 // build cannot run (runtime/config/parallel_config.h).
 std::shared_ptr<runtime::Plan> plan_step(const PlanRequest& request);
+
+// Whether a plan under `layout` can start from a value placed as `p` (where an earlier step under another
+// layout left it); the engine brings the others home first.
+bool plan_accepts(const runtime::Placement& p, const runtime::ParallelSizes& layout);
 
 }  // namespace moreh::scheduler

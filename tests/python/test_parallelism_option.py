@@ -1,6 +1,7 @@
 """torch.moreh.option.set_parallelism and MOREH_PARALLELISM: a parallel layout chosen by hand as MoAI's
 configuration line (seed 000), checked before anything changes, logged, dumped and shown in the rank table.
-This build runs batch splitting only; the other knobs are refused as not supported yet."""
+This build runs batch splitting and pipeline stages with micro-batches; the other knobs are refused as not
+supported yet."""
 import os
 import subprocess
 import sys
@@ -67,7 +68,7 @@ import torch
 from torch_moreh._C import ConfigError
 x = torch.arange(3.).to("moreh")
 for args, kwargs in [((%r,), {}), ((), {"tp": 2}), ((), {"num_stages": 8}), ((), {"num_stages": 3}),
-                     ((), {"num_micro_batches": 2}), ((), {"recomputation": True}), ((), {"distribute_param": True}),
+                     ((), {"num_micro_batches": 2, "tp": 2}), ((), {"recomputation": True}), ((), {"distribute_param": True}),
                      (("num_stages : two",), {}), (("num_stage : 2",), {}), ((), {"num_micro_batches": 2.5})]:
     try:
         torch.moreh.option.set_parallelism(*args, **kwargs)
@@ -81,12 +82,11 @@ print(x.tolist())
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout.splitlines()
     assert all(o.startswith("ConfigError: ") for o in out[:10]), out
-    assert "not supported yet: pipeline parallelism (num_stages : 2)" in out[0]
-    assert "parameter sharding (distribute_param : true)" in out[0]
+    assert "not supported yet: parameter sharding (distribute_param : true)" in out[0]
     assert "not supported yet: tensor parallelism (TP : 2)" in out[1]
     assert "num_stages : 8 needs at least 8 devices; the virtual device has 4" in out[2]
     assert "num_stages : 3 x TP : 1 = 3 does not divide the 4 devices" in out[3]
-    assert "micro-batches (num_micro_batches : 2)" in out[4]
+    assert "not supported yet: tensor parallelism (TP : 2)" in out[4]
     assert "recomputation (recomputation : 1)" in out[5]
     assert "parameter sharding (distribute_param : true)" in out[6]
     assert "num_stages must be an integer of at least 1, got 'two'" in out[7]
@@ -102,7 +102,7 @@ def test_a_bad_moreh_parallelism_names_the_variable_and_the_field(tmp_path):
     assert proc.returncode != 0
     assert "MOREH_PARALLELISM='num_stages : 2, TP : two' is not valid: parallel configuration: TP must be an " \
            "integer of at least 1, got 'two'" in proc.stderr
-    proc = run("import torch", tmp_path, parallelism="num_stages : 2")
+    proc = run("import torch", tmp_path, parallelism="num_stages : 2, TP : 2")
     assert proc.returncode != 0
-    assert "not supported yet: pipeline parallelism (num_stages : 2)" in proc.stderr
+    assert "not supported yet: tensor parallelism (TP : 2)" in proc.stderr
     assert not (tmp_path / DUMP).exists()

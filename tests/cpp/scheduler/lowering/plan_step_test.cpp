@@ -85,18 +85,48 @@ TEST_F(PlanStepTest, ReplicasSplitTheBatch) {
 
 TEST_F(PlanStepTest, ALayoutItCannotRunIsAConfigErrorBeforeAnyPlanning) {
   devices = 4;
-  ParallelConfig pipeline;
-  pipeline.num_stages = 2;
+  ParallelConfig tensor_parallel;
+  tensor_parallel.tp = 2;
   try {
-    plan(pipeline);
-    FAIL() << "pipeline stages are not built yet";
+    plan(tensor_parallel);
+    FAIL() << "tensor parallelism is not built yet";
   } catch (const runtime::ConfigError& e) {
-    EXPECT_NE(std::string(e.what()).find("not supported yet: pipeline parallelism (num_stages : 2)"),
-              std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("not supported yet: tensor parallelism (TP : 2)"), std::string::npos);
   }
   ParallelConfig too_many;
-  too_many.tp = 8;
+  too_many.num_stages = 8;
   EXPECT_THROW(plan(too_many), runtime::ConfigError);
+}
+
+TEST_F(PlanStepTest, StagesOrMicroBatchesGoToThePipelinePlanner) {
+  devices = 2;
+  ParallelConfig pipeline;
+  pipeline.num_stages = 2;
+  auto p = plan(pipeline);
+  ASSERT_EQ(p->programs.size(), 2u);
+  EXPECT_NE(p->summary.find("2 pipeline stages"), std::string::npos) << p->summary;
+  devices = 1;
+  ParallelConfig micro;
+  micro.num_micro_batches = 2;
+  p = plan(micro);
+  ASSERT_EQ(p->programs.size(), 1u);
+  EXPECT_NE(p->summary.find("2 micro-batch(es) per replica"), std::string::npos) << p->summary;
+}
+
+TEST(PlanAcceptsTest, APlanStartsFromWhatItsLayoutLeft) {
+  using runtime::Placement;
+  using runtime::PlacementKind;
+  const runtime::ParallelSizes dp4{.dp = 4}, pp2{.dp = 2, .pp = 2};
+  EXPECT_TRUE(plan_accepts({PlacementKind::kHome}, pp2));
+  EXPECT_TRUE(plan_accepts({PlacementKind::kShard, 8}, dp4));
+  EXPECT_FALSE(plan_accepts({PlacementKind::kShard, 8}, pp2));  // over every device: batch splitting's
+  EXPECT_TRUE(plan_accepts({PlacementKind::kReplicate}, pp2));
+  Placement stage1{PlacementKind::kPartial};
+  stage1.devices = 0b1010;  // stage 1's replicas are devices 1 and 3
+  EXPECT_TRUE(plan_accepts(stage1, pp2));
+  EXPECT_FALSE(plan_accepts(stage1, dp4));
+  stage1.devices = 0b0110;
+  EXPECT_FALSE(plan_accepts(stage1, pp2));
 }
 
 }  // namespace

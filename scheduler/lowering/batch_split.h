@@ -1,0 +1,56 @@
+// Sharding propagation for a batch split into pieces (DESIGN.md §2.5): the step's data inputs are split by
+// rows, the rules of sharding_rules.h carry the split through the graph, partial sums are summed where a
+// whole value is needed, and ops with no rule run on gathered inputs. The result is one sequence of steps
+// that every piece runs (SPMD); data_parallel_planner.h gives each piece a device, pipeline_planner.h
+// gives each a micro-batch of a stage's device.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "runtime/graph/canonical_graph.h"
+#include "runtime/graph/step_graph.h"
+#include "runtime/plan/program.h"
+#include "scheduler/sharding/sharding_rules.h"
+
+namespace moreh::scheduler {
+
+// One step of the sequence, with what differs per piece.
+struct SplitStep {
+  runtime::Instruction::Kind kind;
+  uint32_t index = 0;
+  uint32_t aux = 0;
+  uint32_t node = 0;                           // the node whose lowering emitted it
+  std::vector<runtime::LocalLaunch> launches;  // kLaunch split by rows: one per piece (empty: as recorded)
+  std::vector<uint64_t> bytes;                 // kAllocate: per piece
+  std::vector<double> factors;                 // kScale: per piece
+  bool split_allocation = false;               // kAllocate: each piece gets its rows only
+  // kLaunch split by rows: per input, the dim along which an input already split by rows is read at its
+  // recorded offset (-1: whole, or sliced from a whole value at the piece's own offset); the decision's
+  // outputs; a loss mean's (output, weight) pair.
+  std::vector<int8_t> aligned;
+  std::vector<OutputSpec> outputs;
+  int loss_out = -1, loss_weight = -1;
+};
+
+struct BatchSplit {
+  std::vector<SplitStep> steps;
+  std::vector<runtime::Placement> final_placements;  // where each slot is after the steps, per piece
+  std::vector<bool> known;                           // the slot was written or placed (else never touched)
+  std::vector<runtime::SlotInfo> slots;
+  uint64_t replicated_fallbacks = 0;
+  std::vector<std::string> fallback_ops;      // "aten::cumsum ×2"
+  std::vector<std::string> fallback_details;  // per node, why (filled when the log is at debug)
+};
+
+// Lowers `graph` for the batch of `rows` rows split into `pieces` (each piece's rows of the batch; rows 0:
+// not split, every piece runs the whole step).
+BatchSplit split_batch(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
+                       const std::vector<runtime::RowRange>& pieces, int64_t rows);
+
+// The dim of `ref` along which a buffer split into `rows` contiguous rows is split, if the view walks the
+// rows in order.
+std::optional<int> row_dim(const runtime::TensorRef& ref, uint64_t buffer_bytes, int64_t rows);
+
+}  // namespace moreh::scheduler

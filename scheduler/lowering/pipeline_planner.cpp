@@ -1,0 +1,541 @@
+#include "scheduler/lowering/pipeline_planner.h"
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <bit>
+#include <chrono>
+#include <map>
+#include <optional>
+#include <set>
+
+#include "runtime/base/errors.h"
+#include "scheduler/lowering/batch_split.h"
+#include "scheduler/lowering/memory_model.h"
+#include "scheduler/lowering/stage_cut.h"
+
+namespace moreh::scheduler {
+
+using runtime::BufferOrigin;
+using runtime::ByteRange;
+using runtime::Instruction;
+using runtime::LocalLaunch;
+using runtime::Placement;
+using runtime::PlacementKind;
+using runtime::RowRange;
+using Kind = Instruction::Kind;
+
+namespace {
+
+class PipelineEmission {
+ public:
+  PipelineEmission(const runtime::StepGraph& graph, const runtime::CanonicalGraph& cg, const BatchSplit& split,
+                   const StageCut& cut, int stages, int dp, int micro, int64_t rows)
+      : graph_(graph), cg_(cg), split_(split), cut_(cut), pp_(stages), dp_(dp), m_(micro), rows_(rows),
+        at_(cg.buffers.size(), std::vector<uint32_t>(micro, 0)), home_(cg.buffers.size(), false),
+        everywhere_(cg.buffers.size(), false), by_rows_(cg.buffers.size(), false) {
+    for (int i = 0; i < dp_; ++i) device_rows_.push_back(runtime::split_rows(rows_, dp_, i));
+    programs_.resize(static_cast<size_t>(dp_ * pp_));
+    for (size_t d = 0; d < programs_.size(); ++d) programs_[d].device = static_cast<int>(d);
+    for (int j = 0; j < pp_; ++j) {
+      uint64_t mask = 0;
+      for (int i = 0; i < dp_; ++i) mask |= uint64_t{1} << device(i, j);
+      stage_mask_.push_back(mask);
+    }
+    for (size_t s = 0; s < cg.buffers.size(); ++s) {
+      if (cg.buffers[s].origin != BufferOrigin::kMaterialized) continue;
+      const Placement& p = cg.bindings[s]->placement();
+      if (p.kind == PlacementKind::kHome) {
+        home_[s] = true;
+      } else if (p.devices == 0 && p.kind == PlacementKind::kReplicate) {
+        everywhere_[s] = true;
+      } else {
+        const auto j = std::find(stage_mask_.begin(), stage_mask_.end(), p.devices);
+        if (j == stage_mask_.end())
+          throw runtime::Error(fmt::format("buffer {} lies on devices {:#x}, which are no stage of this layout; "
+                                           "bring it home before planning", cg.bindings[s]->id(), p.devices));
+        set_whole(static_cast<uint32_t>(s), static_cast<int>(j - stage_mask_.begin()));
+        by_rows_[s] = p.kind == PlacementKind::kShard;
+      }
+    }
+  }
+
+  runtime::Plan run() {
+    // Phases: the steps between two that must wait for every micro-batch (a sum of the micro-batches'
+    // partial values, a gather of their rows, a whole-value op that reads what they wrote or writes what
+    // they read). Within a phase each micro-batch runs every per-micro-batch step, and the others run once,
+    // in the first micro-batch.
+    std::vector<const SplitStep*> phase;
+    std::set<uint32_t> piece_written, piece_touched;
+    std::vector<uint32_t> reads, writes;
+    for (const SplitStep& st : split_.steps) {
+      slots_of(st, reads, writes);
+      const bool per_piece = st.kind == Kind::kLaunch && !st.launches.empty();
+      if (!per_piece) {
+        bool barrier = false;
+        for (uint32_t s : reads) barrier = barrier || piece_written.count(s);
+        for (uint32_t s : writes) barrier = barrier || piece_touched.count(s);
+        if (barrier) {
+          emit_phase(phase);
+          phase.clear();
+          piece_written.clear();
+          piece_touched.clear();
+        }
+      } else {
+        for (uint32_t s : writes) piece_written.insert(s), piece_touched.insert(s);
+        for (uint32_t s : reads) piece_touched.insert(s);
+      }
+      phase.push_back(&st);
+    }
+    emit_phase(phase);
+    return finish();
+  }
+
+ private:
+  int device(int replica, int stage) const { return replica * pp_ + stage; }
+  uint32_t bit(int stage) const { return uint32_t{1} << stage; }
+  uint64_t bytes(uint32_t s) const { return cg_.buffers[s].bytes; }
+  uint64_t row_bytes(uint32_t s) const { return split_.slots[s].row_bytes; }
+  // The bytes of the slot's block on replica i: its rows, or the whole value.
+  uint64_t block_bytes(uint32_t s, int i) const {
+    return by_rows_[s] && row_bytes(s) ? row_bytes(s) * static_cast<uint64_t>(device_rows_[i].count) : bytes(s);
+  }
+  RowRange piece(int i, int k) const { return piece_rows_[static_cast<size_t>(i * m_ + k)]; }
+
+ public:
+  std::vector<RowRange> piece_rows_;  // set before run(): piece i × m + k is micro-batch k of replica i
+
+ private:
+  void set_whole(uint32_t s, int stage) {
+    std::fill(at_[s].begin(), at_[s].end(), bit(stage));
+    home_[s] = false;
+    everywhere_[s] = false;
+  }
+
+  // The slots a step reads and writes.
+  void slots_of(const SplitStep& st, std::vector<uint32_t>& reads, std::vector<uint32_t>& writes) const {
+    reads.clear();
+    writes.clear();
+    switch (st.kind) {
+      case Kind::kLaunch: {
+        const auto& node = graph_.nodes()[st.index];
+        const auto& in = cg_.node_inputs[st.index];
+        for (size_t i = 0; i < in.size(); ++i) {
+          reads.push_back(in[i]);
+          if (std::find(node.written.begin(), node.written.end(), i) != node.written.end()) writes.push_back(in[i]);
+        }
+        for (uint32_t s : cg_.node_outputs[st.index]) writes.push_back(s);
+        break;
+      }
+      case Kind::kAllocate: writes.push_back(st.index); break;
+      case Kind::kMultiply:
+      case Kind::kDivide:
+        reads.push_back(st.index);
+        reads.push_back(st.aux);
+        writes.push_back(st.index);
+        break;
+      default:
+        reads.push_back(st.index);
+        writes.push_back(st.index);
+        break;
+    }
+  }
+
+  Instruction& push(int d, Kind kind, uint32_t index, uint32_t aux = 0) {
+    programs_[d].code.push_back({kind, index, aux});
+    return programs_[d].code.back();
+  }
+
+  // Stage `from`'s replica i sends bytes of slot s to stage `to`'s replica i.
+  void transfer(uint32_t s, int from, int to, int i, const ByteRange& range) {
+    const int a = device(i, from), b = device(i, to);
+    send(s, a, b, range);
+  }
+  void send(uint32_t s, int a, int b, const ByteRange& range) {
+    const uint32_t tag = ++tag_;
+    for (int d : {a, b}) {
+      auto& prog = programs_[d];
+      prog.ranges.push_back(range);
+      Instruction& ins = push(d, d == a ? Kind::kSend : Kind::kRecv, s, static_cast<uint32_t>(d == a ? b : a));
+      ins.tag = tag;
+      ins.range = static_cast<uint32_t>(prog.ranges.size());
+    }
+    sent_[a] += range.bytes;
+    ++messages_;
+    transfer_bytes_ += range.bytes;
+  }
+
+  // Brings the slot's whole value (every micro-batch's rows) to stage j's replicas.
+  void bring_whole(uint32_t s, int j) {
+    if (everywhere_[s]) return;
+    if (home_[s]) {  // written by the host or an eager op: device 0 sends it to the stage
+      for (int i = 0; i < dp_; ++i)
+        if (device(i, j) != 0) send(s, 0, device(i, j), {0, bytes(s), bytes(s)});
+      set_whole(s, j);
+      return;
+    }
+    const auto& at = at_[s];
+    const bool same = std::all_of(at.begin(), at.end(), [&](uint32_t x) { return x == at[0]; });
+    if (!same) {
+      for (int k = 0; k < m_; ++k) bring_piece(s, j, k);
+      return;
+    }
+    if (at[0] == 0 || (at[0] & bit(j))) return;
+    const int from = std::countr_zero(at[0]);
+    for (int i = 0; i < dp_; ++i) transfer(s, from, j, i, {0, block_bytes(s, i), block_bytes(s, i)});
+    for (auto& x : at_[s]) x |= bit(j);
+  }
+
+  // Brings micro-batch k's rows of the slot to stage j's replicas.
+  void bring_piece(uint32_t s, int j, int k) {
+    if (everywhere_[s] || home_[s] || !by_rows_[s] || m_ == 1) return bring_whole(s, j);
+    const uint32_t at = at_[s][k];
+    if (at == 0 || (at & bit(j))) return;
+    const int from = std::countr_zero(at);
+    for (int i = 0; i < dp_; ++i) {
+      const RowRange p = piece(i, k);
+      const uint64_t row = row_bytes(s);
+      transfer(s, from, j, i,
+               {static_cast<uint64_t>(p.begin - device_rows_[i].begin) * row, static_cast<uint64_t>(p.count) * row,
+                block_bytes(s, i)});
+    }
+    at_[s][k] |= bit(j);
+  }
+
+  void emit_phase(const std::vector<const SplitStep*>& phase) {
+    if (phase.empty()) return;
+    ++phases_;
+    for (int k = 0; k < m_; ++k)
+      for (const SplitStep* st : phase) {
+        const bool per_piece = st->kind == Kind::kLaunch && !st->launches.empty();
+        if (per_piece) emit_piece(*st, k);
+        else if (k == 0) emit_once(*st);
+      }
+  }
+
+  int stage_of(const SplitStep& st) const { return cut_.node_stage[st.node]; }
+
+  void emit_once(const SplitStep& st) {
+    const int j = stage_of(st);
+    const uint16_t group = dp_ > 1 ? static_cast<uint16_t>(j + 1) : 0;
+    const uint32_t s = st.index;
+    switch (st.kind) {
+      case Kind::kAllocate:
+        for (int i = 0; i < dp_; ++i) {
+          by_rows_[s] = st.split_allocation;
+          allocate(device(i, j), s, block_bytes(s, i));
+        }
+        set_whole(s, j);
+        return;
+      case Kind::kLaunch: {
+        const auto& node = graph_.nodes()[st.index];
+        for (uint32_t in : cg_.node_inputs[st.index]) bring_whole(in, j);
+        for (int i = 0; i < dp_; ++i) push(device(i, j), Kind::kLaunch, st.index);
+        for (uint32_t out : cg_.node_outputs[st.index]) {
+          set_whole(out, j);
+          by_rows_[out] = false;
+        }
+        for (uint16_t w : node.written) set_whole(cg_.node_inputs[st.index][w], j);
+        return;
+      }
+      case Kind::kScale:
+      case Kind::kMultiply:
+        return;  // folded into the launches (LocalLaunch::factors, weighted)
+      case Kind::kBroadcast:
+        if (home_[s]) {
+          bring_whole(s, j);  // every replica gets it from device 0
+          return;
+        }
+        bring_whole(s, j);
+        if (dp_ > 1) collective(j, Kind::kBroadcast, s, group);
+        set_whole(s, j);
+        by_rows_[s] = false;
+        return;
+      case Kind::kAllReduce:
+      case Kind::kAllGather:
+      case Kind::kKeepRows:
+        bring_whole(s, j);
+        if (dp_ > 1) collective(j, st.kind, s, group);
+        set_whole(s, j);
+        if (st.kind == Kind::kAllGather) by_rows_[s] = false;
+        if (st.kind == Kind::kKeepRows) by_rows_[s] = true;
+        return;
+      case Kind::kDivide:
+        bring_whole(s, j);
+        bring_whole(st.aux, j);
+        for (int i = 0; i < dp_; ++i) push(device(i, j), Kind::kDivide, s, st.aux);
+        set_whole(s, j);
+        return;
+      default:
+        throw runtime::Error(fmt::format("the pipeline planner met an unexpected step kind {}",
+                                         static_cast<int>(st.kind)));
+    }
+  }
+
+  void allocate(int d, uint32_t s, uint64_t b) {
+    auto& prog = programs_[d];
+    prog.sizes.push_back(b);
+    push(d, Kind::kAllocate, s, static_cast<uint32_t>(prog.sizes.size() - 1));
+  }
+
+  void collective(int j, Kind kind, uint32_t s, uint16_t group) {
+    for (int i = 0; i < dp_; ++i) push(device(i, j), kind, s).group = group;
+    const double share = static_cast<double>(dp_ - 1) / dp_;
+    const double b = static_cast<double>(bytes(s)) * (kind == Kind::kAllReduce ? 2 * share : share);
+    for (int i = 0; i < dp_; ++i) sent_[device(i, j)] += static_cast<uint64_t>(b);
+  }
+
+  void emit_piece(const SplitStep& st, int k) {
+    const int j = stage_of(st);
+    const auto& node = graph_.nodes()[st.index];
+    const auto& in = cg_.node_inputs[st.index];
+    const auto& out = cg_.node_outputs[st.index];
+    for (size_t x = 0; x < in.size(); ++x) {
+      if (x < st.aligned.size() && st.aligned[x] >= 0) bring_piece(in[x], j, k);
+      else bring_whole(in[x], j);
+    }
+    // A micro-batch's rows go into the replica's block of an output split by rows: it exists first.
+    if (k == 0 && m_ > 1)
+      for (size_t o = 0; o < out.size() && o < st.outputs.size(); ++o)
+        if (st.outputs[o].kind == OutputSpec::Kind::kShard) {
+          by_rows_[out[o]] = true;
+          for (int i = 0; i < dp_; ++i) allocate(device(i, j), out[o], block_bytes(out[o], i));
+        }
+    for (int i = 0; i < dp_; ++i) {
+      const RowRange p = piece(i, k);
+      const int64_t shift = p.begin - device_rows_[i].begin;  // rows before this micro-batch in the block
+      LocalLaunch l = st.launches.at(static_cast<size_t>(i * m_ + k));
+      for (size_t x = 0; x < l.inputs.size() && x < st.aligned.size(); ++x) {
+        if (st.aligned[x] < 0) continue;
+        const auto& r = node.inputs[x];
+        const int dim = st.aligned[x];
+        l.inputs[x].offset += shift * (r.sizes[dim] / rows_) * r.strides[dim];
+      }
+      bool joined = st.loss_out >= 0;
+      std::vector<LocalLaunch::Join> joins(out.size(), LocalLaunch::Join::kFresh);
+      std::vector<int64_t> into(out.size(), 0);
+      std::vector<double> factors(out.size(), 1.0);
+      for (size_t o = 0; o < out.size() && o < st.outputs.size(); ++o) {
+        const OutputSpec& spec = st.outputs[o];
+        if (spec.scale_by_share) {
+          factors[o] = static_cast<double>(p.count) / static_cast<double>(rows_);
+          joined = true;
+        }
+        if (m_ == 1) continue;
+        if (spec.kind == OutputSpec::Kind::kShard) {
+          const auto& r = node.outputs[o];
+          joins[o] = LocalLaunch::Join::kInto;
+          into[o] = shift * (r.sizes[spec.dim] / rows_) * r.strides[spec.dim];
+          joined = true;
+        } else if (spec.kind == OutputSpec::Kind::kPartial) {
+          joins[o] = LocalLaunch::Join::kAccumulate;
+          joined = true;
+        }
+      }
+      if (joined) {
+        l.joins = std::move(joins);
+        l.into = std::move(into);
+        l.factors = std::move(factors);
+        l.weighted = st.loss_out;
+        l.weight = st.loss_weight;
+      }
+      auto& prog = programs_[device(i, j)];
+      prog.launches.push_back(std::move(l));
+      push(device(i, j), Kind::kLaunch, st.index, static_cast<uint32_t>(prog.launches.size()));
+    }
+    for (size_t x = 0; x < in.size(); ++x)
+      if (std::find(node.written.begin(), node.written.end(), x) != node.written.end()) {
+        if (x < st.aligned.size() && st.aligned[x] >= 0 && m_ > 1) at_[in[x]][k] = bit(j), home_[in[x]] = false;
+        else set_whole(in[x], j);
+      }
+    for (size_t o = 0; o < out.size(); ++o) {
+      const bool rows = o < st.outputs.size() && st.outputs[o].kind == OutputSpec::Kind::kShard;
+      by_rows_[out[o]] = rows;
+      if (rows && m_ > 1) at_[out[o]][k] = bit(j);
+      else set_whole(out[o], j);
+    }
+  }
+
+  // The slots an instruction touches (for releases).
+  void touched(const runtime::DeviceProgram& prog, const Instruction& ins, std::vector<uint32_t>& out) const {
+    out.clear();
+    if (ins.kind == Kind::kLaunch) {
+      for (uint32_t s : cg_.node_inputs[ins.index]) out.push_back(s);
+      for (uint32_t s : cg_.node_outputs[ins.index]) out.push_back(s);
+      return;
+    }
+    out.push_back(ins.index);
+    if (ins.kind == Kind::kMultiply || ins.kind == Kind::kDivide) out.push_back(ins.aux);
+    (void)prog;
+  }
+
+  runtime::Plan finish() {
+    const size_t num_slots = cg_.buffers.size();
+    runtime::Plan plan;
+    plan.graph_hash = cg_.hash;
+    plan.num_nodes = graph_.size();
+    plan.num_devices = dp_ * pp_;
+    if (dp_ > 1)
+      for (int j = 0; j < pp_; ++j) {
+        std::vector<int> members;
+        for (int i = 0; i < dp_; ++i) members.push_back(device(i, j));
+        plan.groups.push_back(members);
+      }
+    // Where each slot lies after the step: the stages that hold it (one, for a split or partial value).
+    plan.final_placements.resize(num_slots);
+    std::vector<uint64_t> holders(num_slots, 0);
+    for (size_t s = 0; s < num_slots; ++s) {
+      Placement p = split_.final_placements[s];
+      if (home_[s]) {
+        p = {PlacementKind::kHome};
+        holders[s] = 1;
+      } else if (everywhere_[s]) {
+        holders[s] = ~uint64_t{0};
+      } else {
+        uint32_t stages = ~uint32_t{0};
+        for (uint32_t x : at_[s]) stages &= x;
+        if (stages == 0) {
+          for (uint32_t x : at_[s]) stages |= x;  // never in one place whole: left where its first part is
+        }
+        if (stages == 0) {
+          holders[s] = ~uint64_t{0};
+        } else {
+          if (p.kind != PlacementKind::kReplicate) stages &= ~(stages - 1);  // one stage's replicas hold it
+          for (int j = 0; j < pp_; ++j)
+            if (stages & bit(j)) holders[s] |= stage_mask_[j];
+          p.devices = holders[s];
+          if (p.kind == PlacementKind::kHome) p.kind = PlacementKind::kReplicate;
+        }
+      }
+      plan.final_placements[s] = p;
+    }
+    // Releases: after a slot's last use on a device, unless it lives on after the step and the device
+    // holds it then.
+    std::vector<uint32_t> t;
+    for (auto& prog : programs_) {
+      const int d = prog.device;
+      std::vector<int64_t> last(num_slots, -1);
+      for (size_t pc = 0; pc < prog.code.size(); ++pc) {
+        touched(prog, prog.code[pc], t);
+        for (uint32_t s : t) last[s] = static_cast<int64_t>(pc);
+      }
+      std::vector<std::vector<uint32_t>> after(prog.code.size());
+      for (size_t s = 0; s < num_slots; ++s) {
+        const bool keep = cg_.buffers[s].live_after && ((holders[s] >> d) & 1u);
+        if (last[s] >= 0 && !keep) after[last[s]].push_back(static_cast<uint32_t>(s));
+      }
+      std::vector<Instruction> code;
+      code.reserve(prog.code.size() * 2);
+      for (size_t pc = 0; pc < prog.code.size(); ++pc) {
+        code.push_back(prog.code[pc]);
+        for (uint32_t s : after[pc]) code.push_back({Kind::kRelease, s});
+      }
+      prog.code = std::move(code);
+      prog.peak_bytes = program_peak(prog, graph_, cg_);
+      plan.programs.push_back(std::move(prog));
+    }
+    plan.slots = split_.slots;
+    plan.replicated_fallbacks = split_.replicated_fallbacks;
+    plan.fallback_ops = split_.fallback_ops;
+    plan.fallback_details = split_.fallback_details;
+    uint64_t most = 0;
+    for (const auto& [d, b] : sent_) most = std::max(most, b);
+    plan.collective_bytes_per_device = most;
+    plan.split_rows = rows_;
+    return plan;
+  }
+
+  const runtime::StepGraph& graph_;
+  const runtime::CanonicalGraph& cg_;
+  const BatchSplit& split_;
+  const StageCut& cut_;
+  const int pp_, dp_, m_;
+  const int64_t rows_;
+  std::vector<RowRange> device_rows_;
+  std::vector<uint64_t> stage_mask_;
+  std::vector<runtime::DeviceProgram> programs_;
+  // Where each slot's value is: per micro-batch, a bit per stage whose replicas hold it (a value not split
+  // by micro-batch has the same bits for all); on device 0 only (home); on every device.
+  std::vector<std::vector<uint32_t>> at_;
+  std::vector<bool> home_, everywhere_;
+  std::vector<bool> by_rows_;  // replicas hold their rows of it (else the whole value, or a partial one)
+  uint32_t tag_ = 0;
+  std::map<int, uint64_t> sent_;
+
+ public:
+  uint64_t messages_ = 0, transfer_bytes_ = 0;
+  int phases_ = 0;
+};
+
+}  // namespace
+
+runtime::Plan compile_pipeline_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
+                                    const PipelineOptions& options, const std::vector<int64_t>& candidate_rows) {
+  const auto started = std::chrono::steady_clock::now();
+  const int dp = options.dp, pp = options.stages;
+  if (dp * pp > 64) throw runtime::ConfigError("pipeline parallelism: at most 64 devices in this build");
+  if (pp > 32) throw runtime::ConfigError(fmt::format("num_stages : {}: at most 32 stages in this build", pp));
+  // Values an earlier step left on one stage's replicas stay there: the step's ops follow them.
+  std::vector<int> placed(canonical.buffers.size(), -1);
+  for (size_t s = 0; s < placed.size(); ++s) {
+    if (canonical.buffers[s].origin != BufferOrigin::kMaterialized) continue;
+    const uint64_t devices = canonical.bindings[s]->placement().devices;
+    for (int j = 0; j < pp && devices != 0; ++j)
+      if (devices & (uint64_t{1} << j)) placed[s] = j;  // replica 0 of stage j is device j
+  }
+  const StageCut cut = cut_stages(graph, canonical, pp, placed);
+  // The batch: of the step's batch sizes with a row for every replica (and not splitting), the one whose
+  // split leaves the fewest ops without a sharding rule, the most frequent first; micro-batches as many as
+  // asked, at most one per row of the smallest replica.
+  auto pieces_of = [&](int64_t rows, int micro) {
+    std::vector<RowRange> pieces;
+    for (int i = 0; i < dp; ++i) {
+      const RowRange mine = runtime::split_rows(rows, dp, i);
+      for (int k = 0; k < micro; ++k) {
+        RowRange p = runtime::split_rows(mine.count, micro, k);
+        p.begin += mine.begin;
+        pieces.push_back(p);
+      }
+    }
+    return pieces;
+  };
+  std::optional<BatchSplit> split;
+  std::vector<RowRange> pieces;
+  int64_t rows = 0;
+  int micro = 1;
+  std::vector<int64_t> candidates;
+  for (int64_t r : candidate_rows)
+    if (r >= dp) candidates.push_back(r);
+  candidates.push_back(0);
+  for (int64_t r : candidates) {
+    const int m = r > 0 ? static_cast<int>(std::min<int64_t>(options.micro_batches, r / dp)) : 1;
+    std::vector<RowRange> p = pieces_of(r, m);
+    BatchSplit b = split_batch(graph, canonical, p, r);
+    if (!split || b.replicated_fallbacks < split->replicated_fallbacks) {
+      split = std::move(b);
+      pieces = std::move(p);
+      rows = r;
+      micro = m;
+    }
+  }
+  PipelineEmission emission(graph, canonical, *split, cut, pp, dp, micro, rows);
+  emission.piece_rows_ = pieces;
+  runtime::Plan plan = emission.run();
+  plan.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  uint64_t peak = 0;
+  for (const auto& p : plan.programs) peak = std::max(peak, p.peak_bytes);
+  std::vector<std::string> costs;
+  for (double c : cut.stage_cost) costs.push_back(fmt::format("{:.0f}", c));
+  plan.summary = fmt::format(
+      "{} ops on {} devices: {} pipeline stages (forward ops from #{}; costs {}; {} bytes cross the cuts) × {} "
+      "replica(s), {}, {} micro-batch(es) per replica (GPipe, {} phases), {} messages of {} bytes between stages, "
+      "{} bytes sent by the busiest device, {} replicated fallback op(s), peak +{} bytes per device",
+      plan.num_nodes, dp * pp, pp, fmt::join(cut.starts, ", #"), fmt::join(costs, " / "),
+      fmt::format("{}", fmt::join(cut.cut_bytes, " + ")), dp,
+      rows ? fmt::format("batch {} split by rows", rows) : std::string("batch not split"), micro, emission.phases_,
+      emission.messages_, emission.transfer_bytes_, plan.collective_bytes_per_device, plan.replicated_fallbacks, peak);
+  return plan;
+}
+
+}  // namespace moreh::scheduler

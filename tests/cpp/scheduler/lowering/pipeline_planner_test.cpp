@@ -1,0 +1,115 @@
+#include "scheduler/lowering/pipeline_planner.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "pipeline_test_graph.h"
+#include "runtime/base/data_type.h"
+#include "runtime/plan/point_to_point.h"
+
+namespace moreh::scheduler {
+namespace {
+
+using namespace moreh::testing;
+using runtime::Instruction;
+using runtime::LocalLaunch;
+using runtime::PlacementKind;
+using Kind = Instruction::Kind;
+
+size_t count(const runtime::DeviceProgram& p, Kind k, uint32_t index = UINT32_MAX) {
+  return static_cast<size_t>(std::count_if(p.code.begin(), p.code.end(), [&](const Instruction& i) {
+    return i.kind == k && (index == UINT32_MAX || i.index == index);
+  }));
+}
+
+class PipelinePlannerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    runtime::register_data_type(6, runtime::DataType::kFloat32);
+    runtime::set_op_facts(runtime::intern_op("aten::relu"), {.pointwise = true});
+  }
+  uint32_t slot(const runtime::CanonicalGraph& c, const std::shared_ptr<runtime::Buffer>& b) {
+    return static_cast<uint32_t>(std::find(c.bindings.begin(), c.bindings.end(), b) - c.bindings.begin());
+  }
+  runtime::VirtualMemory vm;
+};
+
+TEST_F(PipelinePlannerTest, TwoStagesRunTheirMicroBatchesAndSendActivationsForward) {
+  PipelineStep step(vm, 2);
+  const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step.graph);
+  const runtime::Plan plan = compile_pipeline_plan(step.graph, c, {.stages = 2, .dp = 1, .micro_batches = 2}, {8});
+  ASSERT_EQ(plan.programs.size(), 2u);
+  EXPECT_EQ(plan.split_rows, 8) << plan.summary;
+  EXPECT_EQ(plan.replicated_fallbacks, 0u) << plan.summary;
+  EXPECT_FALSE(runtime::point_to_point_mismatch(plan, [&](uint32_t s) { return c.buffers[s].bytes; }));
+  const auto& first = plan.programs[0];
+  const auto& second = plan.programs[1];
+  // Stage 0 runs mm1 and relu once per micro-batch, on rows 0..3 then 4..7.
+  EXPECT_EQ(count(first, Kind::kLaunch, kMm1), 2u);
+  EXPECT_EQ(count(second, Kind::kLaunch, kMm1), 0u);
+  EXPECT_EQ(count(second, Kind::kLaunch, kMm2), 2u);
+  const auto mm1 = std::find_if(first.code.begin(), first.code.end(),
+                                [](const Instruction& i) { return i.kind == Kind::kLaunch && i.index == kMm1; });
+  ASSERT_NE(mm1->aux, 0u);
+  EXPECT_EQ(first.launches[mm1->aux - 1].rows.begin, 0);
+  EXPECT_EQ(first.launches[mm1->aux - 1].rows.count, 4);
+  // a1 goes to stage 1 a micro-batch (4 rows of 16 bytes) at a time, into its block of 8 rows.
+  const uint32_t a1 = slot(c, step.a1);
+  EXPECT_EQ(count(first, Kind::kSend, a1), 2u);
+  EXPECT_EQ(count(second, Kind::kRecv, a1), 2u);
+  for (const auto& ins : first.code) {
+    if (ins.kind != Kind::kSend || ins.index != a1) continue;
+    const runtime::ByteRange& r = first.ranges.at(ins.range - 1);
+    EXPECT_EQ(r.bytes, 64u);
+    EXPECT_EQ(r.block_bytes, 128u);
+  }
+  // The weight gradient of stage 0 is a sum over the micro-batches: the second one accumulates.
+  const uint32_t gw1 = slot(c, step.gw1);
+  std::vector<LocalLaunch::Join> joins;
+  for (const auto& ins : first.code)
+    if (ins.kind == Kind::kLaunch && ins.index == kGw1) joins.push_back(first.launches.at(ins.aux - 1).joins.at(0));
+  EXPECT_EQ(joins, (std::vector<LocalLaunch::Join>{LocalLaunch::Join::kAccumulate, LocalLaunch::Join::kAccumulate}));
+  EXPECT_EQ(count(first, Kind::kLaunch, kUpdate1), 1u);  // the update runs once
+  EXPECT_EQ(count(first, Kind::kRelease, gw1), 1u);
+  // Each parameter ends on its stage: w1 on device 0, w2 on device 1, each sent there from device 0 once.
+  EXPECT_EQ(plan.final_placements[slot(c, step.w1)].devices, 0b01u);
+  EXPECT_EQ(plan.final_placements[slot(c, step.w2)].devices, 0b10u);
+  EXPECT_EQ(count(first, Kind::kSend, slot(c, step.w2)), 1u);
+  EXPECT_EQ(count(first, Kind::kRelease, slot(c, step.w2)), 1u);  // device 0 no longer holds it
+  EXPECT_EQ(count(first, Kind::kSend, slot(c, step.w1)), 0u);
+  EXPECT_GT(first.peak_bytes, 0u);
+}
+
+TEST_F(PipelinePlannerTest, ReplicasOfAStageAllReduceTheirGradientsInTheirGroup) {
+  PipelineStep step(vm, 4);
+  const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step.graph);
+  const runtime::Plan plan = compile_pipeline_plan(step.graph, c, {.stages = 2, .dp = 2, .micro_batches = 2}, {8});
+  ASSERT_EQ(plan.programs.size(), 4u);
+  EXPECT_EQ(plan.groups, (std::vector<std::vector<int>>{{0, 2}, {1, 3}}));
+  EXPECT_FALSE(runtime::point_to_point_mismatch(plan, [&](uint32_t s) { return c.buffers[s].bytes; }));
+  const uint32_t gw1 = slot(c, step.gw1), gw2 = slot(c, step.gw2);
+  for (int d : {0, 2}) {
+    const auto& p = plan.programs[d];
+    ASSERT_EQ(count(p, Kind::kAllReduce, gw1), 1u);
+    EXPECT_EQ(std::find_if(p.code.begin(), p.code.end(), [&](const Instruction& i) {
+                return i.kind == Kind::kAllReduce && i.index == gw1;
+              })->group, 1);
+    EXPECT_EQ(count(p, Kind::kAllReduce, gw2), 0u);
+    // Replica d / 2 holds rows 4·(d/2)..: its micro-batches are 2 rows each.
+    for (const auto& l : p.launches) EXPECT_EQ(l.rows.count, 2);
+  }
+  for (int d : {1, 3}) EXPECT_EQ(count(plan.programs[d], Kind::kAllReduce, gw2), 1u);
+  EXPECT_EQ(plan.final_placements[slot(c, step.w2)].devices, 0b1010u);
+}
+
+TEST_F(PipelinePlannerTest, ABatchTooSmallForTheMicroBatchesGetsFewer) {
+  PipelineStep step(vm, 2);
+  const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step.graph);
+  const runtime::Plan plan = compile_pipeline_plan(step.graph, c, {.stages = 2, .dp = 1, .micro_batches = 16}, {8});
+  EXPECT_NE(plan.summary.find("8 micro-batch(es) per replica"), std::string::npos) << plan.summary;
+  EXPECT_EQ(count(plan.programs[0], Kind::kLaunch, kMm1), 8u);
+}
+
+}  // namespace
+}  // namespace moreh::scheduler
