@@ -34,7 +34,7 @@ class PipelineEmission {
                    const StageCut& cut, int stages, int dp, int micro, int64_t rows)
       : graph_(graph), cg_(cg), split_(split), cut_(cut), pp_(stages), dp_(dp), m_(micro), rows_(rows),
         at_(cg.buffers.size(), std::vector<uint32_t>(micro, 0)), home_(cg.buffers.size(), false),
-        everywhere_(cg.buffers.size(), false), by_rows_(cg.buffers.size(), false) {
+        everywhere_(cg.buffers.size(), false), by_rows_(cg.buffers.size(), false), owner_(cg.buffers.size(), -1) {
     for (int i = 0; i < dp_; ++i) device_rows_.push_back(runtime::split_rows(rows_, dp_, i));
     programs_.resize(static_cast<size_t>(dp_ * pp_));
     for (size_t d = 0; d < programs_.size(); ++d) programs_[d].device = static_cast<int>(d);
@@ -111,6 +111,7 @@ class PipelineEmission {
     std::fill(at_[s].begin(), at_[s].end(), bit(stage));
     home_[s] = false;
     everywhere_[s] = false;
+    owner_[s] = stage;
   }
 
   // The slots a step reads and writes.
@@ -346,13 +347,13 @@ class PipelineEmission {
     }
     for (size_t x = 0; x < in.size(); ++x)
       if (std::find(node.written.begin(), node.written.end(), x) != node.written.end()) {
-        if (x < st.aligned.size() && st.aligned[x] >= 0 && m_ > 1) at_[in[x]][k] = bit(j), home_[in[x]] = false;
+        if (x < st.aligned.size() && st.aligned[x] >= 0 && m_ > 1) at_[in[x]][k] = bit(j), home_[in[x]] = false, owner_[in[x]] = j;
         else set_whole(in[x], j);
       }
     for (size_t o = 0; o < out.size(); ++o) {
       const bool rows = o < st.outputs.size() && st.outputs[o].kind == OutputSpec::Kind::kShard;
       by_rows_[out[o]] = rows;
-      if (rows && m_ > 1) at_[out[o]][k] = bit(j);
+      if (rows && m_ > 1) at_[out[o]][k] = bit(j), owner_[out[o]] = j;
       else set_whole(out[o], j);
     }
   }
@@ -392,21 +393,12 @@ class PipelineEmission {
         holders[s] = 1;
       } else if (everywhere_[s]) {
         holders[s] = ~uint64_t{0};
+      } else if (owner_[s] >= 0) {
+        holders[s] = stage_mask_[owner_[s]];
+        p.devices = holders[s];
+        if (p.kind == PlacementKind::kHome) p.kind = PlacementKind::kReplicate;
       } else {
-        uint32_t stages = ~uint32_t{0};
-        for (uint32_t x : at_[s]) stages &= x;
-        if (stages == 0) {
-          for (uint32_t x : at_[s]) stages |= x;  // never in one place whole: left where its first part is
-        }
-        if (stages == 0) {
-          holders[s] = ~uint64_t{0};
-        } else {
-          if (p.kind != PlacementKind::kReplicate) stages &= ~(stages - 1);  // one stage's replicas hold it
-          for (int j = 0; j < pp_; ++j)
-            if (stages & bit(j)) holders[s] |= stage_mask_[j];
-          p.devices = holders[s];
-          if (p.kind == PlacementKind::kHome) p.kind = PlacementKind::kReplicate;
-        }
+        holders[s] = ~uint64_t{0};  // never placed (a slot the step does not touch)
       }
       plan.final_placements[s] = p;
     }
@@ -460,6 +452,9 @@ class PipelineEmission {
   std::vector<std::vector<uint32_t>> at_;
   std::vector<bool> home_, everywhere_;
   std::vector<bool> by_rows_;  // replicas hold their rows of it (else the whole value, or a partial one)
+  // The stage that keeps the slot after the step: the last to write it, else the first it went to (copies
+  // elsewhere are released; a parameter read by another stage is sent again next step, after its update).
+  std::vector<int> owner_;
   uint32_t tag_ = 0;
   std::map<int, uint64_t> sent_;
 

@@ -100,6 +100,13 @@ def build(kind):
         return gpt(batch)
     if name == "gpt_dropout":
         return gpt(batch, dropout=0.1)
+    if name == "gpt_bf16":  # mixed precision: the forward pass under bf16 autocast
+        model, batches, loss, opt = gpt(batch)
+
+        def autocast_loss(m, x, y):
+            with torch.autocast("moreh", dtype=torch.bfloat16):
+                return loss(m, x, y)
+        return model, batches, autocast_loss, opt
     if name in ("gpt2", "llama"):
         return hf(name, batch)
     if name == "convnet":
@@ -114,9 +121,25 @@ def main():
     kind, out = sys.argv[1], sys.argv[2]
     torch.moreh.manual_seed(0)
     model, batches, loss_fn, make_optimizer = build(kind)
-    losses, params = run_training(model, "moreh", batches, loss_fn, make_optimizer)
+    # What each physical device holds after the second step (parameters, gradients, optimizer state), before
+    # the parameters are read back to the host.
+    held = {}
+
+    def recording_optimizer(params):
+        opt = make_optimizer(params)
+
+        def after_step(*_):
+            held["steps"] = held.get("steps", 0) + 1
+            if held["steps"] == 2:
+                torch.moreh.synchronize()
+                held["devices"] = torch.moreh.physical_devices()
+        opt.register_step_post_hook(after_step)
+        return opt
+
+    losses, params = run_training(model, "moreh", batches, loss_fn, recording_optimizer)
     buffers = {n: b.detach().cpu() for n, b in model.named_buffers()}
     torch.save({"losses": losses, "params": params, "buffers": buffers, "stats": torch.moreh.graph_stats(),
+                "devices_after_step_2": held.get("devices"),
                 "log_file": torch.moreh.log_file(), "fake_nccl_calls": fake_nccl_calls()}, out)
 
 

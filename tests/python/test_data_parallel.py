@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import pytest
 import torch
@@ -27,18 +28,26 @@ FAKE_NCCL = os.environ.get("MOREH_TEST_FAKE_NCCL") or os.path.join(HERE, "..", "
 
 
 @functools.lru_cache(maxsize=None)
-def train(kind, devices, tmp="/tmp", nccl=False, device_kind=None):
+def train(kind, devices, tmp="/tmp", nccl=False, device_kind=None, parallelism=None):
+    """`parallelism`: a MOREH_PARALLELISM line (the run writes its dump file in a directory of its own)."""
     tag = ("-nccl" if nccl else "") + (f"-{device_kind}" if device_kind else "")
+    if parallelism:
+        tag += "-" + "".join(c for c in parallelism if c.isalnum())
     out = os.path.join(tmp, f"moreh-dp-{os.getpid()}-{kind.replace(':', '_')}-{devices}{tag}.pt")
     env = dict(os.environ, MOREH_NUM_DEVICES=str(devices), PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("MOREH_FLAVOR", None)
     env.pop("MOREH_NCCL_LIBRARY", None)
+    env.pop("MOREH_PARALLELISM", None)
+    cwd = HERE
+    if parallelism:
+        env["MOREH_PARALLELISM"] = parallelism
+        cwd = tempfile.mkdtemp(prefix="moreh-pp-")
     if device_kind:
         env["MOREH_DEVICE_KIND"] = device_kind
     if nccl:
         assert os.path.exists(FAKE_NCCL), f"{FAKE_NCCL} is missing: run tools/setup.sh"
         env["MOREH_NCCL_LIBRARY"] = os.path.abspath(FAKE_NCCL)
-    proc = subprocess.run([sys.executable, os.path.join(HERE, "dp_worker.py"), kind, out], env=env, cwd=HERE,
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "dp_worker.py"), kind, out], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"{kind} on {devices} devices failed:\n{proc.stderr[-4000:]}"
     result = torch.load(out)

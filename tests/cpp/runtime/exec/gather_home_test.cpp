@@ -71,5 +71,41 @@ TEST_F(GatherHomeTest, AReplicatedValueKeepsDeviceZerosCopyOnly) {
   EXPECT_EQ(*static_cast<const float*>(b.memory(0)->data()), 7.0f);
 }
 
+// A pipeline stage's values lie on its devices only (Placement::devices).
+TEST_F(GatherHomeTest, AStagesValueComesHomeFromItsDevices) {
+  Buffer w(vm, 4, kDevices);
+  *on(w, 2, 4) = 3.0f;  // stage 2's parameter
+  Placement p{PlacementKind::kReplicate};
+  p.devices = 0b100;
+  w.set_placement(p);
+  gather_home(w, raw);
+  EXPECT_EQ(*static_cast<const float*>(w.memory(0)->data()), 3.0f);
+  EXPECT_EQ(w.memory(2), nullptr);
+
+  Buffer rows(vm, 3 * 4, kDevices);  // 3 rows over the replicas on devices 1 and 2: 2 + 1
+  on(rows, 0, 4)[0] = -1.0f;         // a stale block on device 0, not a holder
+  float* a = on(rows, 1, 8);
+  a[0] = 1.0f, a[1] = 2.0f;
+  on(rows, 2, 4)[0] = 3.0f;
+  Placement shard{PlacementKind::kShard, 3};
+  shard.devices = 0b110;
+  rows.set_placement(shard);
+  gather_home(rows, raw);
+  const float* home = static_cast<const float*>(rows.memory(0)->data());
+  EXPECT_EQ(home[0], 1.0f);
+  EXPECT_EQ(home[1], 2.0f);
+  EXPECT_EQ(home[2], 3.0f);
+
+  Buffer sum(vm, 4, kDevices);
+  *on(sum, 0, 4) = 100.0f;  // stale
+  *on(sum, 1, 4) = 1.0f;
+  *on(sum, 2, 4) = 2.0f;
+  Placement partial{PlacementKind::kPartial, 0, DataType::kFloat32};
+  partial.devices = 0b110;
+  sum.set_placement(partial);
+  gather_home(sum, raw);
+  EXPECT_EQ(*static_cast<const float*>(sum.memory(0)->data()), 3.0f);
+}
+
 }  // namespace
 }  // namespace moreh::runtime

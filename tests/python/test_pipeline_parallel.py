@@ -1,0 +1,119 @@
+"""Pipeline parallelism (MOREH_PARALLELISM / set_parallelism num_stages, num_micro_batches) over N host devices:
+the same training as on one device, as Alpa's tutorial checks pipeshard against a single device.
+
+Stages take disjoint devices (dp replicas of each, ezpz's layout); every stage runs its micro-batches in
+order (GPipe), activations and gradients cross stages as sends, weight gradients and the loss are summed
+over the micro-batches on each device. Losses match one device to fp32 rounding; parameters to 1e-4 under
+AdamW (sums over micro-batches are taken in another order; see test_data_parallel.py) and to 1e-5 under SGD.
+"""
+import pytest
+
+from test_data_parallel import assert_same, train
+
+# (devices, MOREH_PARALLELISM): pp 2 and 4, dp x pp up to 8, micro-batches 1 to 8.
+LAYOUTS = {
+    "pp2": (2, "num_stages : 2"),
+    "pp2-m8": (2, "num_stages : 2, num_micro_batches : 8"),
+    "dp2-pp2-m2": (4, "num_stages : 2, num_micro_batches : 2"),
+    "pp4-m4": (4, "num_stages : 4, num_micro_batches : 4"),
+    "dp4-pp2-m2": (8, "num_stages : 2, num_micro_batches : 2"),
+    "dp2-pp4-m4": (8, "num_stages : 4, num_micro_batches : 4"),
+}
+
+CASES = [
+    # SGD with momentum: parameters within 1e-5. mlp:5 does not split evenly (5 rows in 2 replicas of
+    # 3 + 2, micro-batches of 2 + 1).
+    ("mlp:5", "pp2", 1e-5), ("mlp:5", "dp2-pp2-m2", 1e-5), ("mlp:5", "pp4-m4", 1e-5),
+    ("mlp_dropout:8", "pp2-m8", 1e-5), ("mlp_dropout:8", "dp4-pp2-m2", 1e-5),
+    # Adam and AdamW: 1e-4.
+    ("mlp_mse:6", "pp4-m4", 1e-4), ("gpt:8", "pp2-m8", 1e-4), ("gpt:8", "pp4-m4", 1e-4),
+    ("gpt:8", "dp4-pp2-m2", 1e-4), ("gpt:8", "dp2-pp4-m4", 1e-4), ("gpt_dropout:4", "dp2-pp2-m2", 1e-4),
+    ("gpt2:4", "dp2-pp2-m2", 1e-4), ("llama:4", "pp4-m4", 1e-4),
+]
+
+
+@pytest.mark.parametrize("kind,layout,tol", CASES, ids=[f"{k}-{l}" for k, l, _ in CASES])
+def test_pipeline_trains_like_one_device(kind, layout, tol):
+    if kind.split(":")[0] in ("gpt2", "llama"):
+        pytest.importorskip("transformers")
+    devices, line = LAYOUTS[layout]
+    ref, got = train(kind, 1), train(kind, devices, parallelism=line)
+    assert_same(ref, got, rtol=tol, atol=tol)
+    assert got["stats"]["replicated_fallbacks"] == 0
+    with open(got["log_file"]) as f:
+        log = f.read()
+    assert "Configuration for parallelism is selected." in log and line in log
+    stages = int(line.split("num_stages : ")[1].split(",")[0])
+    assert f"{stages} pipeline stages" in log
+
+
+def test_one_micro_batch_per_stage_is_bit_identical_to_one_device():
+    ref, got = train("gpt:8", 1), train("gpt:8", 2, parallelism="num_stages : 2")
+    assert ref["losses"] == got["losses"]
+    for name, p in ref["params"].items():
+        assert (got["params"][name] == p).all(), name
+
+
+def test_mixed_precision_pipelines_as_batch_splitting_does():
+    """Under bf16 autocast a micro-batch's gradients round in bf16 before they are summed, as a replica's do
+    under batch splitting: the pipeline stays within what batch splitting gives."""
+    ref = train("gpt_bf16:8", 1)
+    got = train("gpt_bf16:8", 4, parallelism="num_stages : 2, num_micro_batches : 2")
+    assert_same(ref, got, loss_rel=1e-3, rtol=2e-2, atol=2e-2)
+    assert all(a == a for a in got["losses"])
+
+
+def test_stages_hold_their_parameters_and_optimizer_state():
+    """After a step, each device of pp = 4 holds its stage's parameters, gradients and AdamW state: together
+    what one device holds, each a part of it."""
+    one = train("gpt:8", 1)["devices_after_step_2"]
+    pp4 = train("gpt:8", 4, parallelism="num_stages : 4, num_micro_batches : 4")["devices_after_step_2"]
+    whole = one[0]["memory_used"]
+    parts = [d["memory_used"] for d in pp4]
+    assert sum(parts) == whole, (parts, whole)
+    assert all(0 < p < 0.35 * whole for p in parts), (parts, whole)
+
+
+SWITCH = r"""
+import json, sys, torch
+sys.path.insert(0, %r)
+import dp_worker
+model, batches, loss_fn, make_opt = dp_worker.gpt(8)
+model = model.to("moreh")
+opt = make_opt(model.parameters())
+losses = []
+for i, (x, y) in enumerate(batches[:6]):
+    if %r and i in (2, 4):  # batch splitting, then two stages, then back
+        torch.moreh.option.set_parallelism("num_stages : 2, num_micro_batches : 2" if i == 2 else "num_stages : 1")
+    opt.zero_grad()
+    loss = loss_fn(model, x.to("moreh"), y.to("moreh"))
+    loss.backward()
+    opt.step()
+    losses.append(loss.item())
+print(json.dumps({"losses": losses, "params": {n: p.detach().cpu().flatten()[:64].tolist()
+                                               for n, p in model.named_parameters()}}))
+"""
+
+
+def test_changing_the_layout_between_steps_keeps_training(tmp_path):
+    """set_parallelism between steps: values the old layout left on its devices are brought home first,
+    and training goes on as on one device."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    runs = {}
+    for devices, switch in ((1, False), (4, True)):
+        env = dict(os.environ, MOREH_NUM_DEVICES=str(devices))
+        env.pop("MOREH_PARALLELISM", None)
+        proc = subprocess.run([sys.executable, "-c", SWITCH % (here, switch)], env=env, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        runs[devices] = json.loads(proc.stdout.splitlines()[-1])
+    for a, b in zip(runs[1]["losses"], runs[4]["losses"]):
+        assert abs(a - b) <= 1e-5 * abs(a)
+    for name, p in runs[1]["params"].items():
+        for u, v in zip(p, runs[4]["params"][name]):
+            assert abs(u - v) <= 1e-4 + 1e-4 * abs(u), name
