@@ -64,11 +64,13 @@ void AtenKernelProvider::launch(const runtime::Node& node, const runtime::Launch
   const c10::Device device = torch_device(ctx.device());
   std::vector<const void*>& inputs = input_data();
   inputs.clear();
+  static const std::vector<uint32_t> kAll;
+  const std::vector<uint32_t>& elements = ctx.local() ? ctx.local()->elements : kAll;
   torch::jit::Stack stack = payload_stack(p, device, [&](size_t i) {
     runtime::PhysicalBlock& block = ctx.input_memory(i);
     inputs.push_back(block.data());
     return view(block, node.inputs[i]);
-  });
+  }, elements);
   if (p.seeded && p.generator_arg >= 0) stack[p.generator_arg] = generator(p.seed, ctx.device());
   if (node.host_input && ctx.local()) {
     // x.to("moreh") split by rows: this device copies its rows of the host tensor.
@@ -93,7 +95,8 @@ void AtenKernelProvider::launch(const runtime::Node& node, const runtime::Launch
       else
         p.op.redispatchBoxed(c10::DispatchKeySet(dispatch_key()), &stack);
     }
-    for (size_t k = 0; k < p.outputs.size(); ++k) bind(ctx, k, node.outputs[k], payload_result(p, stack, k));
+    for (size_t k = 0; k < node.outputs.size(); ++k)
+      bind(ctx, k, node.outputs[k], payload_result(p, stack, k, elements));
   });
 }
 

@@ -43,9 +43,12 @@ struct AtenPayload final : runtime::KernelPayload {
 runtime::Attribute to_attribute(const c10::IValue& v);
 
 // The op's argument stack for one run of a recorded node: the recorded arguments (lists copied, they are
-// shared by reference), `device` for a Device argument, and node input i as `input(i)`.
+// shared by reference), `device` for a Device argument, and node input i as `input(i)`. With `elements`
+// (runtime::LocalLaunch::elements), every list of the op's length keeps those elements only, and the node's
+// inputs are the kept ones.
 torch::jit::Stack payload_stack(const AtenPayload& p, const c10::Device& device,
-                                const std::function<at::Tensor(size_t)>& input);
+                                const std::function<at::Tensor(size_t)>& input,
+                                const std::vector<uint32_t>& elements = {});
 // While it lives, kernels run as a recorded node's kernel must: below autograd, in the grad mode the op was
 // recorded in, and away from the calling thread's autocast and Python modes (kernels may run on the script's
 // thread when it waits for the device).
@@ -61,7 +64,9 @@ class PayloadKernelScope {
   c10::AutoGradMode grad_mode_;
   c10::impl::ExcludeDispatchKeyGuard no_modes_;
 };
-// Node output k from the stack the op returned.
-at::Tensor payload_result(const AtenPayload& p, const torch::jit::Stack& stack, size_t k);
+
+// Node output k from the stack the op returned (of the kept outputs, with `elements`).
+at::Tensor payload_result(const AtenPayload& p, const torch::jit::Stack& stack, size_t k,
+                          const std::vector<uint32_t>& elements = {});
 
 }  // namespace moreh::backend

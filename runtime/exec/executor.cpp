@@ -26,6 +26,34 @@ void LaunchContext::bind_output(size_t i, std::unique_ptr<PhysicalBlock> block) 
   node_.outputs.at(i).buffer->bind(device_.index(), std::move(block));
 }
 
+Node node_on_elements(const Node& node, const std::vector<uint32_t>& elements) {
+  const ListElements lists = list_elements(node);
+  auto kept = [&](int e) { return e < 0 || std::binary_search(elements.begin(), elements.end(), static_cast<uint32_t>(e)); };
+  Node mine;
+  mine.op = node.op;
+  mine.attrs = node.attrs;
+  mine.attr_args = node.attr_args;
+  mine.payload = node.payload;
+  mine.host_input = node.host_input;
+  std::vector<int> new_index(node.inputs.size(), -1);
+  for (size_t i = 0; i < node.inputs.size(); ++i) {
+    if (lists.length && !kept(lists.inputs[i])) continue;
+    new_index[i] = static_cast<int>(mine.inputs.size());
+    mine.inputs.push_back(node.inputs[i]);
+    mine.input_args.push_back(node.input_args[i]);
+  }
+  for (uint16_t w : node.written)
+    if (new_index[w] >= 0) mine.written.push_back(static_cast<uint16_t>(new_index[w]));
+  for (uint16_t w : node.initializes)
+    if (new_index[w] >= 0) mine.initializes.push_back(static_cast<uint16_t>(new_index[w]));
+  for (size_t k = 0; k < node.outputs.size(); ++k) {
+    if (lists.length && !kept(lists.outputs[k])) continue;
+    mine.outputs.push_back(node.outputs[k]);
+    mine.output_rets.push_back(node.output_rets[k]);
+  }
+  return mine;
+}
+
 void mark_step_failed(const StepGraph& graph, size_t first, const std::string& why) {
   auto text = std::make_shared<const std::string>(why);
   const auto& nodes = graph.nodes();
@@ -108,6 +136,13 @@ uint64_t Executor::group_bytes_sent() const {
   return total;
 }
 
+void Executor::add_group_bytes_by_device(std::vector<uint64_t>& out) const {
+  std::lock_guard<std::mutex> lock(groups_mu_);
+  for (const auto& [members, group] : groups_)
+    for (size_t r = 0; r < members.size(); ++r)
+      if (static_cast<size_t>(members[r]) < out.size()) out[members[r]] += group->traffic(static_cast<int>(r)).bytes_sent;
+}
+
 bool Executor::recover_groups() {
   std::lock_guard<std::mutex> lock(groups_mu_);
   bool all = true;
@@ -160,12 +195,12 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
             provider_->launch(node, LaunchContext(device, node));
           } else {
             const LocalLaunch& local = program.launches.at(ins.aux - 1);
-            Node mine = node;  // the same op over this device's rows
-            for (size_t i = 0; i < mine.inputs.size(); ++i) {
+            Node mine = local.elements.empty() ? node : node_on_elements(node, local.elements);
+            for (size_t i = 0; i < mine.inputs.size() && i < local.inputs.size(); ++i) {  // this device's rows
               mine.inputs[i].offset = local.inputs[i].offset;
               mine.inputs[i].sizes = local.inputs[i].sizes;
             }
-            for (size_t k = 0; k < mine.outputs.size(); ++k) {
+            for (size_t k = 0; k < mine.outputs.size() && k < local.outputs.size(); ++k) {
               mine.outputs[k].offset = local.outputs[k].offset;
               mine.outputs[k].sizes = local.outputs[k].sizes;
             }

@@ -39,6 +39,8 @@ class Executor {
   uint64_t replay_ns() const { return replay_ns_.load(std::memory_order_relaxed); }
   // Bytes sent by the collectives that spanned a group of devices (Plan::groups), over all groups.
   uint64_t group_bytes_sent() const;
+  // Adds to out[d] the bytes device d sent in the groups' collectives.
+  void add_group_bytes_by_device(std::vector<uint64_t>& out) const;
   // After a failed step, with every device idle: lets the groups' communicators that it broke run again
   // (Communicator::recover). False when one cannot.
   bool recover_groups();
@@ -66,6 +68,10 @@ class Executor {
   std::map<std::vector<int>, std::unique_ptr<Communicator>> groups_;  // by the devices of the group
   std::atomic<uint64_t> replay_ns_{0};
 };
+
+// The node over its lists' `elements` only (LocalLaunch::elements): the other elements' inputs and outputs
+// left out, the tensors beside the lists kept.
+Node node_on_elements(const Node& node, const std::vector<uint32_t>& elements);
 
 // Marks the outputs of nodes [first, end) as failed with `why` (also used when a step is not run at all).
 void mark_step_failed(const StepGraph& graph, size_t first, const std::string& why);

@@ -1,5 +1,8 @@
 #include "runtime/graph/step_graph.h"
 
+#include <algorithm>
+#include <map>
+
 #include <deque>
 #include <mutex>
 #include <shared_mutex>
@@ -72,6 +75,23 @@ int Node::output_of_ret(int ret) const {
   for (size_t k = 0; k < output_rets.size(); ++k)
     if (output_rets[k] == ret) return static_cast<int>(k);
   return -1;
+}
+
+ListElements list_elements(const Node& node) {
+  ListElements out;
+  std::map<int, size_t> in_count, out_count;
+  for (uint8_t a : node.input_args) ++in_count[a];
+  for (uint8_t r : node.output_rets) ++out_count[r];
+  for (const auto& [arg, count] : in_count) out.length = std::max(out.length, count);
+  if (out.length <= 1 || node.input_args.size() != node.inputs.size() || node.output_rets.size() != node.outputs.size()) {
+    out.length = 0;
+    return out;
+  }
+  std::map<int, int> seen;
+  for (uint8_t a : node.input_args) out.inputs.push_back(in_count[a] == out.length ? seen[a]++ : -1);
+  seen.clear();
+  for (uint8_t r : node.output_rets) out.outputs.push_back(out_count[r] == out.length ? seen[1000 + r]++ : -1);
+  return out;
 }
 
 }  // namespace moreh::runtime

@@ -80,6 +80,15 @@ struct Node {
   int output_of_ret(int ret) const;
 };
 
+// An op over lists of tensors (torch's _foreach_ ops): their length, and each input's and output's place in
+// them (-1: a tensor argument beside the lists, such as the clipping factor of _foreach_mul_). An op with no
+// list longer than one has length 0.
+struct ListElements {
+  size_t length = 0;
+  std::vector<int> inputs, outputs;
+};
+ListElements list_elements(const Node& node);
+
 class StepGraph {
  public:
   void append(Node node) { nodes_.push_back(std::move(node)); }

@@ -76,6 +76,11 @@ struct LocalLaunch {
   // A loss mean: output `weighted` is multiplied by output `weight` (its local weight) before joining, so
   // that the sum over micro-batches divided by the summed weight is the whole batch's mean.
   int weighted = -1, weight = -1;
+
+  // An op over lists (list_elements) run on some of their elements only (a _foreach_ op whose tensors lie
+  // on several pipeline stages): the elements kept, ascending. Empty: all. The launch then has no refs of
+  // its own (inputs and outputs as recorded).
+  std::vector<uint32_t> elements;
 };
 
 // What the collectives and host arithmetic need to know about a slot.

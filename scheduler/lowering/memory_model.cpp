@@ -56,10 +56,16 @@ uint64_t program_peak(const runtime::DeviceProgram& program, const runtime::Step
         const runtime::LocalLaunch* local = ins.aux ? &program.launches.at(ins.aux - 1) : nullptr;
         int64_t fresh_joined = 0;
         std::vector<std::pair<uint32_t, int64_t>> bound;
+        const bool by_element = local && !local->elements.empty();
+        const runtime::ListElements lists = by_element ? runtime::list_elements(node) : runtime::ListElements{};
         for (size_t k = 0; k < outs.size(); ++k) {
           const uint32_t o = outs[k];
           int64_t b = static_cast<int64_t>(cg.buffers[o].bytes);
-          if (local)
+          if (by_element) {  // the outputs of its own list elements
+            if (!std::binary_search(local->elements.begin(), local->elements.end(),
+                                    static_cast<uint32_t>(std::max(lists.outputs[k], 0))))
+              continue;
+          } else if (local && k < local->outputs.size())
             b = std::min<int64_t>(b, static_cast<int64_t>(view_end(node.outputs[k], local->outputs[k].offset,
                                                                     local->outputs[k].sizes)));
           const bool joins = local && !local->joins.empty() &&

@@ -69,6 +69,7 @@ class PipelineEmission {
     std::vector<const SplitStep*> phase;
     std::set<uint32_t> piece_written, piece_touched;
     std::vector<uint32_t> reads, writes;
+    int last_piece_stage = 0;
     for (const SplitStep& st : split_.steps) {
       slots_of(st, reads, writes);
       const bool per_piece = st.kind == Kind::kLaunch && !st.launches.empty();
@@ -81,8 +82,18 @@ class PipelineEmission {
           phase.clear();
           piece_written.clear();
           piece_touched.clear();
+          last_piece_stage = 0;
         }
       } else {
+        // The backward pass begins (a micro-batch's ops go back to an earlier stage): every micro-batch's
+        // forward ops come first, so that stage 0 runs its next micro-batch while the later stages work.
+        if (stage_of(st) < last_piece_stage) {
+          emit_phase(phase);
+          phase.clear();
+          piece_written.clear();
+          piece_touched.clear();
+        }
+        last_piece_stage = stage_of(st);
         for (uint32_t s : writes) piece_written.insert(s), piece_touched.insert(s);
         for (uint32_t s : reads) piece_touched.insert(s);
       }
@@ -215,7 +226,46 @@ class PipelineEmission {
       }
   }
 
-  int stage_of(const SplitStep& st) const { return cut_.node_stage[st.node]; }
+  int stage_of(const SplitStep& st) const {
+    const auto& elements = cut_.element_stage[st.node];
+    if (elements.empty() || st.kind == Kind::kLaunch) return cut_.node_stage[st.node];
+    // A step that readies an input of an op split by list element: that element's stage.
+    const runtime::ListElements lists = runtime::list_elements(graph_.nodes()[st.node]);
+    const auto& in = cg_.node_inputs[st.node];
+    for (size_t x = 0; x < in.size(); ++x)
+      if (in[x] == st.index && lists.inputs[x] >= 0) return elements[lists.inputs[x]];
+    return cut_.node_stage[st.node];
+  }
+
+  // An op over lists whose elements lie on several stages: each stage runs it over its own elements.
+  void emit_by_element(const SplitStep& st) {
+    const auto& node = graph_.nodes()[st.index];
+    const auto& in = cg_.node_inputs[st.index];
+    const auto& out = cg_.node_outputs[st.index];
+    const runtime::ListElements lists = runtime::list_elements(node);
+    std::map<int, std::vector<uint32_t>> by_stage;
+    const auto& stages = cut_.element_stage[st.index];
+    for (size_t e = 0; e < stages.size(); ++e) by_stage[stages[e]].push_back(static_cast<uint32_t>(e));
+    for (const auto& [j, elements] : by_stage) {
+      auto mine = [&](int e) { return std::binary_search(elements.begin(), elements.end(), static_cast<uint32_t>(e)); };
+      for (size_t x = 0; x < in.size(); ++x)
+        if (lists.inputs[x] < 0 || mine(lists.inputs[x])) bring_whole(in[x], j);
+      for (int i = 0; i < dp_; ++i) {
+        LocalLaunch l;
+        l.elements = elements;
+        auto& prog = programs_[device(i, j)];
+        prog.launches.push_back(std::move(l));
+        push(device(i, j), Kind::kLaunch, st.index, static_cast<uint32_t>(prog.launches.size()));
+      }
+      for (size_t k = 0; k < out.size(); ++k)
+        if (mine(lists.outputs[k])) {
+          set_whole(out[k], j);
+          by_rows_[out[k]] = false;
+        }
+      for (uint16_t w : node.written)
+        if (mine(lists.inputs[w])) set_whole(in[w], j);
+    }
+  }
 
   void emit_once(const SplitStep& st) {
     const int j = stage_of(st);
@@ -230,6 +280,7 @@ class PipelineEmission {
         set_whole(s, j);
         return;
       case Kind::kLaunch: {
+        if (!cut_.element_stage[st.index].empty()) return emit_by_element(st);
         const auto& node = graph_.nodes()[st.index];
         for (uint32_t in : cg_.node_inputs[st.index]) bring_whole(in, j);
         for (int i = 0; i < dp_; ++i) push(device(i, j), Kind::kLaunch, st.index);
@@ -362,13 +413,24 @@ class PipelineEmission {
   void touched(const runtime::DeviceProgram& prog, const Instruction& ins, std::vector<uint32_t>& out) const {
     out.clear();
     if (ins.kind == Kind::kLaunch) {
+      const std::vector<uint32_t>* elements = ins.aux ? &prog.launches.at(ins.aux - 1).elements : nullptr;
+      if (elements && !elements->empty()) {  // its own elements only
+        const runtime::ListElements lists = runtime::list_elements(graph_.nodes()[ins.index]);
+        auto mine = [&](int e) {
+          return e < 0 || std::binary_search(elements->begin(), elements->end(), static_cast<uint32_t>(e));
+        };
+        for (size_t x = 0; x < cg_.node_inputs[ins.index].size(); ++x)
+          if (mine(lists.inputs[x])) out.push_back(cg_.node_inputs[ins.index][x]);
+        for (size_t k = 0; k < cg_.node_outputs[ins.index].size(); ++k)
+          if (mine(lists.outputs[k])) out.push_back(cg_.node_outputs[ins.index][k]);
+        return;
+      }
       for (uint32_t s : cg_.node_inputs[ins.index]) out.push_back(s);
       for (uint32_t s : cg_.node_outputs[ins.index]) out.push_back(s);
       return;
     }
     out.push_back(ins.index);
     if (ins.kind == Kind::kMultiply || ins.kind == Kind::kDivide) out.push_back(ins.aux);
-    (void)prog;
   }
 
   runtime::Plan finish() {

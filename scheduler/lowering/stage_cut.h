@@ -20,7 +20,14 @@ struct StageCut {
   std::vector<size_t> starts;        // the forward node where each stage begins (starts[0] = 0)
   std::vector<double> stage_cost;    // the forward pass's cost per stage
   std::vector<uint64_t> cut_bytes;   // per cut (stages - 1): bytes the forward pass sends across it
+  // Per node: for an op over lists split by element (splits_by_element), each element's stage (node_stage is
+  // the least of them); else empty.
+  std::vector<std::vector<int>> element_stage;
 };
+
+// Whether a node runs on each stage over that stage's elements of its lists: a _foreach_ op whose every
+// written input and output is a list element (not _amp_foreach_non_finite_check_and_unscale_'s shared flag).
+bool splits_by_element(const runtime::Node& node);
 
 // A node's cost for balancing: the bytes it writes plus an eighth of a matmul's or attention's
 // multiply-adds (a device's arithmetic per byte of memory traffic, roughly).

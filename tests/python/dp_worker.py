@@ -100,6 +100,18 @@ def build(kind):
         return gpt(batch)
     if name == "gpt_dropout":
         return gpt(batch, dropout=0.1)
+    if name == "gpt_clip":  # gradient clipping with foreach ops over every parameter's gradient
+        model, batches, loss, make_opt = gpt(batch)
+
+        def clipped(params):
+            params = list(params)
+            opt = make_opt(params)
+
+            def clip(*_):  # returns None: the norm is not read on the host
+                torch.nn.utils.clip_grad_norm_(params, 0.05, foreach=True)
+            opt.register_step_pre_hook(clip)
+            return opt
+        return model, batches, loss, clipped
     if name == "gpt_bf16":  # mixed precision: the forward pass under bf16 autocast
         model, batches, loss, opt = gpt(batch)
 

@@ -29,6 +29,8 @@ CASES = [
     ("mlp_mse:6", "pp4-m4", 1e-4), ("gpt:8", "pp2-m8", 1e-4), ("gpt:8", "pp4-m4", 1e-4),
     ("gpt:8", "dp4-pp2-m2", 1e-4), ("gpt:8", "dp2-pp4-m4", 1e-4), ("gpt_dropout:4", "dp2-pp2-m2", 1e-4),
     ("gpt2:4", "dp2-pp2-m2", 1e-4), ("llama:4", "pp4-m4", 1e-4),
+    # clip_grad_norm_(foreach=True): _foreach_norm and _foreach_mul_ run on each stage over its gradients.
+    ("gpt_clip:8", "pp4-m4", 1e-4), ("gpt_clip:8", "dp2-pp2-m2", 1e-4),
 ]
 
 
@@ -45,6 +47,14 @@ def test_pipeline_trains_like_one_device(kind, layout, tol):
     assert "Configuration for parallelism is selected." in log and line in log
     stages = int(line.split("num_stages : ")[1].split(",")[0])
     assert f"{stages} pipeline stages" in log
+
+
+def test_foreach_ops_split_by_stage_send_no_gradients():
+    """Clipping reads every gradient at once; each stage takes the norms of its own, and only scalars cross."""
+    plain = train("gpt:8", 4, parallelism="num_stages : 4, num_micro_batches : 4")
+    clipped = train("gpt_clip:8", 4, parallelism="num_stages : 4, num_micro_batches : 4")
+    extra = clipped["stats"]["collective_bytes"] - plain["stats"]["collective_bytes"]
+    assert 0 <= extra < 10 * 1024, extra  # per step a few scalars, over 10 steps
 
 
 def test_one_micro_batch_per_stage_is_bit_identical_to_one_device():

@@ -6,7 +6,9 @@
 
 #include "pipeline_test_graph.h"
 #include "runtime/base/data_type.h"
+#include "runtime/exec/executor.h"
 #include "runtime/plan/point_to_point.h"
+#include "scheduler/lowering/stage_cut.h"
 
 namespace moreh::scheduler {
 namespace {
@@ -109,6 +111,70 @@ TEST_F(PipelinePlannerTest, ABatchTooSmallForTheMicroBatchesGetsFewer) {
   const runtime::Plan plan = compile_pipeline_plan(step.graph, c, {.stages = 2, .dp = 1, .micro_batches = 16}, {8});
   EXPECT_NE(plan.summary.find("8 micro-batch(es) per replica"), std::string::npos) << plan.summary;
   EXPECT_EQ(count(plan.programs[0], Kind::kLaunch, kMm1), 8u);
+}
+
+// Gradient clipping's _foreach_mul_(grads, factor): each stage scales its own gradients; only the factor
+// (a scalar) travels.
+TEST_F(PipelinePlannerTest, AForeachOpRunsOnEachStageOverItsOwnElements) {
+  PipelineStep step(vm, 2);
+  runtime::StepGraph g;
+  for (size_t i = 0; i <= kGw1; ++i) g.append(step.graph.nodes()[i]);
+  auto factor = std::make_shared<runtime::Buffer>(vm, 4, 2);
+  Node fill = node("aten::fill_.Scalar", {shaped(factor, {})}, {}, {0});
+  fill.initializes.push_back(0);
+  g.append(std::move(fill));
+  Node scale = node("aten::_foreach_mul_.Tensor",
+                    {shaped(step.gw1, {4, 4}), shaped(step.gw2, {4, 4}), shaped(factor, {})}, {}, {0, 1});
+  scale.input_args = {0, 0, 1};  // self[] (two elements), other
+  g.append(std::move(scale));
+  g.append(step.graph.nodes()[kUpdate1]);
+  g.append(step.graph.nodes()[kUpdate2]);
+  const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(g);
+  const StageCut cut = cut_stages(g, c, 2);
+  ASSERT_EQ(cut.element_stage[kGw1 + 2], (std::vector<int>{0, 1}));
+  const runtime::Plan plan = compile_pipeline_plan(g, c, {.stages = 2, .dp = 1, .micro_batches = 2}, {8});
+  EXPECT_FALSE(runtime::point_to_point_mismatch(plan, [&](uint32_t s) { return c.buffers[s].bytes; }));
+  for (int d = 0; d < 2; ++d) {
+    const auto& p = plan.programs[d];
+    const auto at = std::find_if(p.code.begin(), p.code.end(), [](const Instruction& i) {
+      return i.kind == Kind::kLaunch && i.index == kGw1 + 2;
+    });
+    ASSERT_NE(at, p.code.end());
+    EXPECT_EQ(p.launches.at(at->aux - 1).elements, (std::vector<uint32_t>{static_cast<uint32_t>(d)}));
+    EXPECT_EQ(count(p, Kind::kSend, slot(c, d == 0 ? step.gw1 : step.gw2)), 0u);  // its gradient stays
+  }
+  EXPECT_EQ(count(plan.programs[0], Kind::kSend, slot(c, factor)), 1u);  // made on stage 0, read on both
+  EXPECT_EQ(plan.final_placements[slot(c, step.w2)].devices, 0b10u);
+}
+
+TEST(NodeOnElementsTest, KeepsItsElementsAndTheTensorsBesideTheLists) {
+  runtime::VirtualMemory vm;
+  auto a = std::make_shared<runtime::Buffer>(vm, 16, 1), b = std::make_shared<runtime::Buffer>(vm, 16, 1);
+  auto f = std::make_shared<runtime::Buffer>(vm, 4, 1);
+  auto na = std::make_shared<runtime::Buffer>(vm, 4, 1), nb = std::make_shared<runtime::Buffer>(vm, 4, 1);
+  Node norm = node("aten::_foreach_norm.Scalar", {shaped(a, {4}), shaped(b, {4})}, {shaped(na, {}), shaped(nb, {})});
+  norm.input_args = {0, 0};
+  norm.output_rets = {0, 0};
+  const runtime::ListElements lists = runtime::list_elements(norm);
+  EXPECT_EQ(lists.length, 2u);
+  EXPECT_EQ(lists.inputs, (std::vector<int>{0, 1}));
+  EXPECT_EQ(lists.outputs, (std::vector<int>{0, 1}));
+  EXPECT_TRUE(splits_by_element(norm));
+  const Node second = runtime::node_on_elements(norm, {1});
+  ASSERT_EQ(second.inputs.size(), 1u);
+  EXPECT_EQ(second.inputs[0].buffer, b);
+  ASSERT_EQ(second.outputs.size(), 1u);
+  EXPECT_EQ(second.outputs[0].buffer, nb);
+  Node scale = node("aten::_foreach_mul_.Tensor", {shaped(a, {4}), shaped(b, {4}), shaped(f, {})}, {}, {0, 1});
+  scale.input_args = {0, 0, 1};
+  const Node first = runtime::node_on_elements(scale, {0});
+  ASSERT_EQ(first.inputs.size(), 2u);  // a and the factor
+  EXPECT_EQ(first.inputs[1].buffer, f);
+  EXPECT_EQ(first.written.size(), 1u);
+  Node flag = node("aten::_amp_foreach_non_finite_check_and_unscale_",
+                   {shaped(a, {4}), shaped(b, {4}), shaped(f, {})}, {}, {0, 1, 2});
+  flag.input_args = {0, 0, 1};
+  EXPECT_FALSE(splits_by_element(flag));  // every element writes the found-inf flag
 }
 
 }  // namespace
