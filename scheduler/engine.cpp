@@ -237,6 +237,10 @@ void Engine::flush_locked() {
     // A GPU compiles the plan's fused kernels in the background while the step is submitted.
     for (const auto& program : compiled->programs)
       for (const auto& f : program.fused) devices_.at(program.device)->prepare_elementwise(f.kernel);
+    if (compiled->num_devices > 1) {
+      timeline_ = simulate_plan(*compiled, *graph);
+      timeline_plan_ = compiled;
+    }
     stats_.last_compile_ms = compiled->compile_ms;
     stats_.total_compile_ms += compiled->compile_ms;
     plan = compiled;
@@ -446,6 +450,12 @@ FusionLimits Engine::fusion_limits() const {
 std::shared_ptr<const Plan> Engine::last_plan() const {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   return last_plan_;
+}
+
+std::optional<PlanTimeline> Engine::last_timeline() const {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  if (!last_plan_ || timeline_plan_.lock() != last_plan_) return std::nullopt;
+  return timeline_;
 }
 
 bool Engine::fusion_enabled() const {

@@ -12,6 +12,7 @@
 #include "runtime/config/config.h"
 #include "runtime/device/device.h"
 #include "runtime/exec/executor.h"
+#include "scheduler/analysis/plan_timeline.h"
 #include "runtime/graph/canonical_graph.h"
 #include "runtime/graph/step_graph.h"
 #include "runtime/config/process_registry.h"
@@ -88,10 +89,18 @@ class Engine {
   // Makes device 0 hold b's whole value (gathering rows, summing partial values) and the only copy: for
   // host reads and eager ops, which use device 0's memory. Call with the devices idle (after synchronize).
   void bring_home(runtime::Buffer& b);
-  // Bytes the devices have sent in collectives since the engine started (0 with one device).
   double replay_host_ms() const { return static_cast<double>(executor_.replay_ns()) / 1e6; }
+  // Bytes the devices have sent in collectives and messages since the engine started (0 with one device).
   uint64_t collective_bytes() const {
     return (communicator_ ? communicator_->total_bytes_sent() : 0) + executor_.group_bytes_sent();
+  }
+  // The same, per device.
+  std::vector<uint64_t> bytes_sent_by_device() const {
+    std::vector<uint64_t> out(devices_.size(), 0);
+    if (communicator_)
+      for (size_t d = 0; d < out.size(); ++d) out[d] = communicator_->traffic(static_cast<int>(d)).bytes_sent;
+    executor_.add_group_bytes_by_device(out);
+    return out;
   }
   void set_advanced_parallelization(bool enabled);
   bool advanced_parallelization() const;
@@ -105,6 +114,8 @@ class Engine {
   bool fusion_enabled() const;
   // The plan of the last flushed step (nullptr before any).
   std::shared_ptr<const runtime::Plan> last_plan() const;
+  // The last step's schedule on a clock of node costs (plan_timeline.h), for plans over several devices.
+  std::optional<PlanTimeline> last_timeline() const;
   // Turns fusion on or off from here on (flushes first); plans with and without it are cached apart.
   // Throws Error when the devices cannot run fused kernels (a GPU without NVRTC).
   void set_fusion_enabled(bool enabled);
@@ -137,6 +148,9 @@ class Engine {
   PlanCache cache_;
   EngineStats stats_;
   std::shared_ptr<const runtime::Plan> last_plan_;
+  // The schedule of the plan compiled last, if it spans several devices.
+  std::weak_ptr<const runtime::Plan> timeline_plan_;
+  PlanTimeline timeline_;
   std::exception_ptr deferred_error_;  // a failed step noticed while a flush waited for memory
   bool advanced_parallelization_ = false;
   std::unique_ptr<runtime::ProcessRegistry> registry_;

@@ -203,6 +203,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("_num_physical_devices", [] { return backend::engine().num_devices(); });
   m.def("_physical_devices", [] {
     auto& e = backend::engine();
+    const std::vector<uint64_t> sent = e.bytes_sent_by_device();
     py::list out;
     for (size_t i = 0; i < e.num_devices(); ++i) {
       auto& d = e.device(static_cast<int>(i));
@@ -210,10 +211,30 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       entry["index"] = i;
       entry["name"] = d.name();
       entry["memory_used"] = d.used();
+      entry["memory_peak"] = d.peak();
       entry["memory_total"] = d.capacity();
+      entry["bytes_sent"] = sent.at(i);
       out.append(entry);
     }
     return out;
+  });
+  // The plan of the last step: its log line, planning time, and each device's predicted peak (bytes beyond
+  // what the device held before the step).
+  m.def("_last_plan", [] {
+    py::dict d;
+    auto plan = backend::engine().last_plan();
+    if (!plan) return d;
+    d["summary"] = plan->summary;
+    d["compile_ms"] = plan->compile_ms;
+    py::list peaks;
+    for (const auto& p : plan->programs) peaks.append(p.peak_bytes);
+    d["peak_bytes"] = peaks;
+    // The schedule on a clock of node costs (scheduler/analysis/plan_timeline.h).
+    if (const auto t = backend::engine().last_timeline()) {
+      d["idle_fraction"] = t->idle_fraction;
+      d["makespan_cost"] = t->makespan;
+    }
+    return d;
   });
   m.def("_flavor", [] { return backend::engine().config().flavor.name; });
   m.def("_flavor_source", [] { return backend::engine().config().flavor_source; });

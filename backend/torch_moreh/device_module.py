@@ -228,8 +228,15 @@ def flavor():
 
 
 def physical_devices():
-    """The physical devices behind the virtual one: index, name, memory used and total (bytes)."""
+    """The physical devices behind the virtual one: index, name, memory used, its peak since the last
+    reset_peak_memory_stats() and total (bytes), and bytes sent to the others in collectives and messages."""
     return [dict(d) for d in _C._physical_devices()]
+
+
+def last_plan():
+    """The plan of the last step: its log line ("summary"), planning time ("compile_ms") and each physical
+    device's predicted peak ("peak_bytes": bytes beyond what the device held before the step)."""
+    return dict(_C._last_plan())
 
 
 def log_file():
