@@ -70,6 +70,7 @@ class PipelineEmission {
     std::set<uint32_t> piece_written, piece_touched;
     std::vector<uint32_t> reads, writes;
     int last_piece_stage = 0;
+    bool backward = false;
     for (const SplitStep& st : split_.steps) {
       slots_of(st, reads, writes);
       const bool per_piece = st.kind == Kind::kLaunch && !st.launches.empty();
@@ -83,15 +84,17 @@ class PipelineEmission {
           piece_written.clear();
           piece_touched.clear();
           last_piece_stage = 0;
+          backward = false;
         }
       } else {
         // The backward pass begins (a micro-batch's ops go back to an earlier stage): every micro-batch's
         // forward ops come first, so that stage 0 runs its next micro-batch while the later stages work.
-        if (stage_of(st) < last_piece_stage) {
+        if (stage_of(st) < last_piece_stage && !backward) {
           emit_phase(phase);
           phase.clear();
           piece_written.clear();
           piece_touched.clear();
+          backward = true;  // once: the backward pass itself pipelines, stage after stage
         }
         last_piece_stage = stage_of(st);
         for (uint32_t s : writes) piece_written.insert(s), piece_touched.insert(s);
