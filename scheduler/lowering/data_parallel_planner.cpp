@@ -10,6 +10,7 @@
 
 #include "runtime/base/spdlog_logger.h"
 #include "scheduler/lowering/batch_split.h"
+#include "scheduler/lowering/memory_model.h"
 
 namespace moreh::scheduler {
 
@@ -26,8 +27,8 @@ using Kind = Instruction::Kind;
 
 namespace {
 
-// Each piece of the split is one device: the SPMD steps become one program per device, with the memory
-// each holds (its peak) and the bytes its collectives send.
+// Each piece of the split is one device: the SPMD steps become one program per device, with the bytes its
+// kernels write and its collectives send (the memory model gives each program's peak).
 class Emission {
  public:
   Emission(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical, const BatchSplit& split,
@@ -61,15 +62,7 @@ class Emission {
     plan.num_devices = n_;
     plan.programs.resize(n_);
     for (int d = 0; d < n_; ++d) plan.programs[d].device = d;
-    // Bytes each device holds per slot, to find the peak; slots that exist before the step count from 0.
-    std::vector<std::vector<int64_t>> held(n_, std::vector<int64_t>(num_slots, 0));
-    std::vector<int64_t> total(n_, 0), peak(n_, 0);
     std::vector<uint64_t> work(n_, 0);  // bytes the device's kernels write: the cost model's proxy for work
-    auto set_held = [&](int d, uint32_t s, int64_t b) {
-      total[d] += b - held[d][s];
-      held[d][s] = b;
-      peak[d] = std::max(peak[d], total[d]);
-    };
     uint64_t comm_bytes = 0;
     const double ring = n_ > 1 ? 2.0 * (n_ - 1) / n_ : 0.0;
     for (size_t i = 0; i < steps_.size(); ++i) {
@@ -81,7 +74,6 @@ class Emission {
           case Kind::kAllocate:
             ins.aux = static_cast<uint32_t>(prog.sizes.size());
             prog.sizes.push_back(st.bytes[d]);
-            set_held(d, st.index, static_cast<int64_t>(st.bytes[d]));
             break;
           case Kind::kLaunch:
             if (!st.launches.empty()) {
@@ -93,16 +85,12 @@ class Emission {
               const bool split = state_after_is_shard(s);
               const int64_t b = split ? static_cast<int64_t>(split_.slots[s].row_bytes * range(d).count)
                                       : static_cast<int64_t>(bytes(s));
-              set_held(d, s, b);
               work[d] += static_cast<uint64_t>(b);
             }
             break;
           case Kind::kScale:
             ins.aux = static_cast<uint32_t>(prog.factors.size());
             prog.factors.push_back(st.factors[d]);
-            break;
-          case Kind::kAllGather:
-            set_held(d, st.index, static_cast<int64_t>(bytes(st.index)));
             break;
           default: break;
         }
@@ -114,15 +102,13 @@ class Emission {
       touched(st, t);
       for (uint32_t s : t) {
         if (last[s] == static_cast<int64_t>(i) && !cg_.buffers[s].live_after) {
-          for (int d = 0; d < n_; ++d) {
-            plan.programs[d].code.push_back({Kind::kRelease, s});
-            set_held(d, s, 0);
-          }
+          for (int d = 0; d < n_; ++d) plan.programs[d].code.push_back({Kind::kRelease, s});
           last[s] = -2;  // released once
         }
       }
     }
-    for (int d = 0; d < n_; ++d) plan.programs[d].peak_bytes = static_cast<uint64_t>(std::max<int64_t>(peak[d], 0));
+    plan.slots = split_.slots;
+    for (auto& program : plan.programs) program.peak_bytes = program_peak(plan, program, &graph_, cg_);
     plan.final_placements = split_.final_placements;
     plan.slots = split_.slots;
     plan.replicated_fallbacks = split_.replicated_fallbacks;

@@ -1,6 +1,8 @@
 #include "scheduler/lowering/memory_model.h"
 
 #include <algorithm>
+
+#include "runtime/plan/placement.h"
 #include <vector>
 
 namespace moreh::scheduler {
@@ -22,10 +24,32 @@ uint64_t view_end(const runtime::TensorRef& ref, int64_t offset, const runtime::
 
 }  // namespace
 
-uint64_t program_peak(const runtime::DeviceProgram& program, const runtime::StepGraph& graph,
-                      const runtime::CanonicalGraph& cg) {
+uint64_t program_peak(const runtime::Plan& plan, const runtime::DeviceProgram& program,
+                      const runtime::StepGraph* graph, const runtime::CanonicalGraph& cg) {
+  // What the device holds of the values from before the step, as their placements say: releasing one lowers
+  // the count below where the step began.
   std::vector<int64_t> held(cg.buffers.size(), 0);
-  int64_t total = 0, peak = 0;
+  int64_t total = 0;
+  const int devices = std::max(plan.num_devices, 1);
+  for (size_t s = 0; s < cg.buffers.size(); ++s) {
+    if (cg.buffers[s].origin != runtime::BufferOrigin::kMaterialized) continue;
+    const runtime::Placement p =
+        s < cg.bindings.size() && cg.bindings[s] ? cg.bindings[s]->placement() : runtime::Placement{};
+    int64_t b = static_cast<int64_t>(cg.buffers[s].bytes);
+    if (p.kind == runtime::PlacementKind::kHome) {
+      if (program.device != 0) continue;
+    } else {
+      const std::vector<int> holders = runtime::placement_devices(p, devices);
+      const auto at = std::find(holders.begin(), holders.end(), program.device);
+      if (at == holders.end()) continue;
+      if (p.kind == runtime::PlacementKind::kShard && p.rows > 0)
+        b = b / p.rows * runtime::split_rows(p.rows, static_cast<int>(holders.size()), static_cast<int>(at - holders.begin())).count;
+    }
+    held[s] = b;
+    total += b;
+  }
+  const int64_t start = total;
+  int64_t peak = total;
   auto set = [&](uint32_t s, int64_t b) {
     total += b - held[s];
     held[s] = b;
@@ -50,10 +74,33 @@ uint64_t program_peak(const runtime::DeviceProgram& program, const runtime::Step
         set(s, static_cast<int64_t>(cg.buffers[s].bytes));
         break;
       case Kind::kRelease: set(s, 0); break;
+      case Kind::kKeepRows: {  // the device's rows of the whole value, copied out of it
+        const uint64_t row = plan.slots.at(s).row_bytes;
+        if (row == 0) break;
+        int ranks = plan.num_devices, rank = program.device;
+        if (ins.group) {
+          const auto& members = plan.groups.at(ins.group - 1);
+          ranks = static_cast<int>(members.size());
+          rank = static_cast<int>(std::find(members.begin(), members.end(), program.device) - members.begin());
+        }
+        const auto rows = runtime::split_rows(static_cast<int64_t>(cg.buffers[s].bytes / row), ranks, rank);
+        const int64_t mine = static_cast<int64_t>(row) * rows.count;
+        transient(mine);
+        set(s, mine);
+        break;
+      }
+      case Kind::kFused:  // the results it stores (the values only the kernel reads take nothing)
+        for (const auto& out : program.fused.at(ins.index).outputs)
+          if (out.fresh) set(cg.node_outputs.at(out.node).at(out.index), static_cast<int64_t>(cg.buffers[cg.node_outputs.at(out.node).at(out.index)].bytes));
+        break;
       case Kind::kLaunch: {
-        const auto& node = graph.nodes()[ins.index];
-        const auto& outs = cg.node_outputs[ins.index];
         const runtime::LocalLaunch* local = ins.aux ? &program.launches.at(ins.aux - 1) : nullptr;
+        if (!local) {  // as recorded: every output whole
+          for (uint32_t o : cg.node_outputs[ins.index]) set(o, static_cast<int64_t>(cg.buffers[o].bytes));
+          break;
+        }
+        const auto& node = graph->nodes()[ins.index];
+        const auto& outs = cg.node_outputs[ins.index];
         int64_t fresh_joined = 0;
         std::vector<std::pair<uint32_t, int64_t>> bound;
         const bool by_element = local && !local->elements.empty();
@@ -80,7 +127,7 @@ uint64_t program_peak(const runtime::DeviceProgram& program, const runtime::Step
       default: break;
     }
   }
-  return static_cast<uint64_t>(std::max<int64_t>(peak, 0));
+  return static_cast<uint64_t>(std::max<int64_t>(peak - start, 0));
 }
 
 }  // namespace moreh::scheduler

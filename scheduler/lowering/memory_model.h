@@ -11,9 +11,12 @@ namespace moreh::scheduler {
 
 // The most bytes `program` holds at once beyond what its device held before it (values from before the
 // step count from zero, so releasing one lowers the count): its blocks as the executor binds them
-// (allocations, kernels' fresh outputs over the device's part of a split node, received values, gathers),
-// and the moment a micro-batch's result exists beside the block it joins.
-uint64_t program_peak(const runtime::DeviceProgram& program, const runtime::StepGraph& graph,
-                      const runtime::CanonicalGraph& canonical);
+// (allocations, kernels' fresh outputs over the device's part of a split node, received values, gathers,
+// generated kernels' stored results, and the moments two blocks of one value exist at once (a micro-batch's
+// result beside the block it joins, a gather's or a keep-rows' new block beside the old).
+// `plan` gives the slots' rows and the groups (kKeepRows); `graph` the views of launches on a device's rows
+// (nullptr: a plan with none).
+uint64_t program_peak(const runtime::Plan& plan, const runtime::DeviceProgram& program,
+                      const runtime::StepGraph* graph, const runtime::CanonicalGraph& canonical);
 
 }  // namespace moreh::scheduler

@@ -467,6 +467,7 @@ class PipelineEmission {
       }
       plan.final_placements[s] = p;
     }
+    plan.slots = split_.slots;
     // Releases: after a slot's last use on a device, unless it lives on after the step and the device
     // holds it then.
     std::vector<uint32_t> t;
@@ -489,10 +490,9 @@ class PipelineEmission {
         for (uint32_t s : after[pc]) code.push_back({Kind::kRelease, s});
       }
       prog.code = std::move(code);
-      prog.peak_bytes = program_peak(prog, graph_, cg_);
+      prog.peak_bytes = program_peak(plan, prog, &graph_, cg_);
       plan.programs.push_back(std::move(prog));
     }
-    plan.slots = split_.slots;
     plan.replicated_fallbacks = split_.replicated_fallbacks;
     plan.fallback_ops = split_.fallback_ops;
     plan.fallback_details = split_.fallback_details;

@@ -1,5 +1,7 @@
 #include "scheduler/lowering/planner.h"
 
+#include "scheduler/lowering/memory_model.h"
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -42,14 +44,13 @@ runtime::Plan compile_plan(const runtime::CanonicalGraph& graph, const PlannerOp
   runtime::DeviceProgram program;
   program.device = 0;
   program.code.reserve(num_nodes * 2);
-  // The nodes whose memory comes at each position: a node's own, or an early group's first (which runs
-  // nodes from later on); a group that runs later is counted from its nodes' places, a bound from above.
+  // The nodes whose inputs are allocated at each position: a node's own, or an early group's first (which
+  // runs nodes from later on).
   std::vector<std::vector<uint32_t>> starting_at(num_nodes);
   for (size_t n = 0; n < num_nodes; ++n)
     starting_at[static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(n), runs_at(n)))].push_back(
         static_cast<uint32_t>(n));
   std::vector<bool> allocated(num_slots, false);
-  int64_t held = 0, peak = 0;
   uint64_t releases = 0, allocations = 0;
   for (size_t n = 0; n < num_nodes; ++n) {
     for (uint32_t k : starting_at[n])
@@ -57,7 +58,6 @@ runtime::Plan compile_plan(const runtime::CanonicalGraph& graph, const PlannerOp
         if (graph.buffers[s].origin == BufferOrigin::kUnmaterialized && !allocated[s]) {
           allocated[s] = true;
           program.code.push_back({Instruction::Kind::kAllocate, s});
-          held += static_cast<int64_t>(graph.buffers[s].bytes);
           ++allocations;
         }
       }
@@ -69,23 +69,16 @@ runtime::Plan compile_plan(const runtime::CanonicalGraph& graph, const PlannerOp
       program.code.push_back({Instruction::Kind::kFused, static_cast<uint32_t>(group)});
       ++plan.launches;
     }
-    // A group's values are held from where it runs; those it never stores take nothing.
-    for (uint32_t k : starting_at[n])
-      for (uint32_t s : graph.node_outputs[k])
-        if (stored(s)) held += static_cast<int64_t>(graph.buffers[s].bytes);
-    peak = std::max(peak, held);
     for (uint32_t s : release_after[n]) {
       program.code.push_back({Instruction::Kind::kRelease, s});
-      // Releasing memory that existed before the step lowers what we hold below the starting point.
-      held -= static_cast<int64_t>(graph.buffers[s].bytes);
       ++releases;
     }
   }
-  program.peak_bytes = static_cast<uint64_t>(std::max<int64_t>(peak, 0));
   if (fusion) {
     program.fused = fusion->launches;
     plan.fused_nodes = fusion->fused_nodes;
   }
+  program.peak_bytes = program_peak(plan, program, nullptr, graph);  // values a group never stores take nothing
   plan.programs.push_back(std::move(program));
   plan.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   plan.summary = fmt::format("{} ops, {} buffers ({} allocated, {} released in the step), peak +{} bytes on device 0",

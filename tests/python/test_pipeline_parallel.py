@@ -127,3 +127,28 @@ def test_changing_the_layout_between_steps_keeps_training(tmp_path):
     for name, p in runs[1]["params"].items():
         for u, v in zip(p, runs[4]["params"][name]):
             assert abs(u - v) <= 1e-4 + 1e-4 * abs(u), name
+
+
+@pytest.mark.parametrize("devices,line", [(1, ""), (4, "num_stages : 1"), (4, "num_stages : 2, num_micro_batches : 2"),
+                                          (4, "num_stages : 4, num_micro_batches : 4")])
+def test_the_predicted_peak_is_the_measured_peak(devices, line, tmp_path):
+    """One memory model (scheduler/lowering/memory_model.cpp for pipelines): each device's predicted peak for a
+    training step of the example GPT is what the device measures."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    bench = os.path.join(here, "..", "..", "bench", "bench_model_parallel.py")
+    env = dict(os.environ, MOREH_NUM_DEVICES=str(devices))
+    env.pop("MOREH_PARALLELISM", None)
+    if line:
+        env["MOREH_PARALLELISM"] = line
+    proc = subprocess.run([sys.executable, bench, "--worker", "--n-layer", "4", "--d-model", "64", "--block-size", "32"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert len(got["predicted_peak"]) == devices
+    assert got["predicted_peak"] == got["measured_peak"], got["summary"]
+    assert all(p > 0 for p in got["predicted_peak"])

@@ -27,10 +27,10 @@ TEST(MemoryModelTest, AllocationsOutputsReceivesAndReleasesAddUp) {
   p.code.back().range = 1;
   (void)c;
   (void)sb;
-  EXPECT_EQ(program_peak(p, g, cg), 1200u);  // a and b together, then b and the received 100 bytes
+  EXPECT_EQ(program_peak(runtime::Plan{}, p, &g, cg), 1200u);  // a and b together, then b and the received 100 bytes
   p.code.push_back({Kind::kRelease, sb});
   p.code.push_back({Kind::kAllGather, sa});  // a gathered whole again: 400 beside the 100 held
-  EXPECT_EQ(program_peak(p, g, cg), 1200u);
+  EXPECT_EQ(program_peak(runtime::Plan{}, p, &g, cg), 1200u);
 }
 
 TEST(MemoryModelTest, AMicroBatchResultExistsBesideTheBlockItJoins) {
@@ -49,7 +49,7 @@ TEST(MemoryModelTest, AMicroBatchResultExistsBesideTheBlockItJoins) {
   p.launches = {half, half};
   p.code = {{Kind::kAllocate, 1, 0}, {Kind::kLaunch, 0, 1}, {Kind::kLaunch, 0, 2}};
   // y's block (64 bytes) and one micro-batch's 2 rows (32 bytes) beside it.
-  EXPECT_EQ(program_peak(p, g, cg), 96u);
+  EXPECT_EQ(program_peak(runtime::Plan{}, p, &g, cg), 96u);
 }
 
 }  // namespace
