@@ -3,9 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <array>
 #include <chrono>
-#include <map>
 #include <optional>
 
 #include "runtime/base/spdlog_logger.h"
@@ -14,15 +12,8 @@
 
 namespace moreh::scheduler {
 
-using runtime::BufferOrigin;
 using runtime::Instruction;
-using runtime::LocalLaunch;
-using runtime::LocalRef;
-using runtime::Node;
-using runtime::Placement;
-using runtime::PlacementKind;
 using runtime::RowRange;
-using runtime::TensorRef;
 using Kind = Instruction::Kind;
 
 namespace {

@@ -593,7 +593,11 @@ runtime::Plan compile_pipeline_plan(const runtime::StepGraph& graph, const runti
       "{} bytes sent by the busiest device, {} replicated fallback op(s), peak +{} bytes per device",
       plan.num_nodes, dp * pp, pp, fmt::join(cut.starts, ", #"), fmt::join(costs, " / "),
       fmt::format("{}", fmt::join(cut.cut_bytes, " + ")), dp,
-      rows ? fmt::format("batch {} split by rows", rows) : std::string("batch not split"), micro, emission.phases_,
+      rows ? fmt::format("batch {} split by rows", rows) : std::string("batch not split"),
+      micro == options.micro_batches ? fmt::format("{}", micro)
+                                     : fmt::format("{} (of {} asked: a micro-batch needs a row)", micro,
+                                                   options.micro_batches),
+      emission.phases_,
       emission.messages_, emission.transfer_bytes_, plan.collective_bytes_per_device, plan.replicated_fallbacks, peak);
   return plan;
 }

@@ -109,7 +109,8 @@ TEST_F(PipelinePlannerTest, ABatchTooSmallForTheMicroBatchesGetsFewer) {
   PipelineStep step(vm, 2);
   const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step.graph);
   const runtime::Plan plan = compile_pipeline_plan(step.graph, c, {.stages = 2, .dp = 1, .micro_batches = 16}, {8});
-  EXPECT_NE(plan.summary.find("8 micro-batch(es) per replica"), std::string::npos) << plan.summary;
+  EXPECT_NE(plan.summary.find("8 (of 16 asked: a micro-batch needs a row) micro-batch(es) per replica"), std::string::npos)
+      << plan.summary;
   EXPECT_EQ(count(plan.programs[0], Kind::kLaunch, kMm1), 8u);
 }
 
