@@ -336,4 +336,10 @@ void CudaCommunicator::reap_retired(bool wait) {
   // The blocks go here, outside the lock: their pools may call the driver.
 }
 
+std::unique_ptr<Communicator> CudaCommunicator::make_group(const std::vector<int>& ranks) const {
+  std::vector<PhysicalDevice*> members;
+  for (int r : ranks) members.push_back(&device(r));
+  return std::make_unique<CudaCommunicator>(std::move(members), timeout_);
+}
+
 }  // namespace moreh::runtime

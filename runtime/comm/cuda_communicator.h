@@ -50,6 +50,8 @@ class CudaCommunicator final : public Communicator {
 
   std::chrono::milliseconds timeout() const { return timeout_; }
   CudaCollectivePath path() const { return path_; }
+  // A communicator over the devices of `ranks` (a pipeline stage's replicas on this GPU).
+  std::unique_ptr<Communicator> make_group(const std::vector<int>& ranks) const override;
 
  protected:
   void enqueue_part(int rank, CollectivePart part) override;

@@ -356,4 +356,10 @@ void NcclCommunicator::issue(int rank, const CollectivePart& part, uint64_t seq)
   }
 }
 
+std::unique_ptr<Communicator> NcclCommunicator::make_group(const std::vector<int>& ranks) const {
+  std::vector<PhysicalDevice*> members;
+  for (int r : ranks) members.push_back(&device(r));
+  return std::make_unique<NcclCommunicator>(std::move(members), timeout_, library_);
+}
+
 }  // namespace moreh::runtime

@@ -41,6 +41,9 @@ class NcclCommunicator final : public Communicator {
 
   std::chrono::milliseconds timeout() const { return timeout_; }
   const nccl::Library& library() const { return *library_; }
+  // NCCL communicators of their own over the devices of `ranks` (ncclCommInitAll over them): a pipeline
+  // stage's replicas. ConfigError as the constructor's.
+  std::unique_ptr<Communicator> make_group(const std::vector<int>& ranks) const override;
 
  protected:
   void enqueue_part(int rank, CollectivePart part) override;

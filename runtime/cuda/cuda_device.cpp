@@ -306,6 +306,23 @@ void CudaDevice::scale_in_stream(DataType type, void* data, uint64_t count, doub
 #endif
 }
 
+void CudaDevice::accumulate_in_stream(DataType type, void* dst, const void* src, uint64_t count) {
+  if (count == 0) return;
+#ifdef MOREH_WITH_NVRTC
+  ScopedContext scope(context_->get());
+  ElementwiseArguments args;
+  args.count = count;
+  args.inputs = {dst, src};
+  args.outputs = {dst};
+  cuda::KernelCache::instance().launch(sum_kernel(type, 2), stream_, args);  // dst = dst + src
+#else
+  (void)type;
+  (void)dst;
+  (void)src;
+  throw Error(name_ + ": adding to device memory needs a generated kernel, and this build has no NVRTC");
+#endif
+}
+
 void CudaDevice::combine_scalars_in_stream(DataType type, void* x, const void* y, ScalarOp op) {
   if (!floating(type)) throw std::invalid_argument("host arithmetic on " + std::string(name_of(type)));
 #ifdef MOREH_WITH_NVRTC

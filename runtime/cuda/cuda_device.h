@@ -65,6 +65,7 @@ class CudaDevice final : public PhysicalDevice {
   // and combine_scalars (floating types). Throw Error in a build without NVRTC.
   void scale_in_stream(DataType type, void* data, uint64_t count, double factor) override;
   void combine_scalars_in_stream(DataType type, void* x, const void* y, ScalarOp op) override;
+  void accumulate_in_stream(DataType type, void* dst, const void* src, uint64_t count) override;
   void elementwise_in_stream(const ElementwiseKernel& kernel, const ElementwiseArguments& args) override;
   void prepare_elementwise(std::shared_ptr<const ElementwiseKernel> kernel) override;
 

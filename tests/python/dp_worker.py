@@ -162,7 +162,8 @@ def fake_nccl_calls():
         return {}
     lib = ctypes.CDLL(path)  # the copy moreh loaded: same counters
     lib.moreh_fake_nccl_count.argtypes = [ctypes.c_char_p]
-    return {c: lib.moreh_fake_nccl_count(c.encode()) for c in ("ncclAllReduce", "ncclGroupStart", "ncclAllGather")}
+    return {c: lib.moreh_fake_nccl_count(c.encode())
+            for c in ("ncclAllReduce", "ncclGroupStart", "ncclAllGather", "ncclSend", "ncclRecv")}
 
 
 if __name__ == "__main__":

@@ -57,6 +57,17 @@ def test_foreach_ops_split_by_stage_send_no_gradients():
     assert 0 <= extra < 10 * 1024, extra  # per step a few scalars, over 10 steps
 
 
+def test_stages_and_their_replicas_go_through_the_nccl_path():
+    """Sends between stages and each stage's all-reduce over its replicas as NCCL calls (the fake NCCL of
+    tests/cpp/runtime/comm/fake_nccl.cpp, which enforces NCCL's calling rules, on host devices)."""
+    ref = train("gpt:8", 1, device_kind="host")
+    got = train("gpt:8", 4, nccl=True, device_kind="host", parallelism="num_stages : 2, num_micro_batches : 2")
+    assert_same(ref, got)
+    calls = got["fake_nccl_calls"]
+    assert calls["ncclSend"] > 0 and calls["ncclSend"] == calls["ncclRecv"], calls
+    assert calls["ncclAllReduce"] > 0, calls
+
+
 def test_one_micro_batch_per_stage_is_bit_identical_to_one_device():
     ref, got = train("gpt:8", 1), train("gpt:8", 2, parallelism="num_stages : 2")
     assert ref["losses"] == got["losses"]

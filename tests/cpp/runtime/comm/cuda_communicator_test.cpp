@@ -20,6 +20,7 @@
 #include "runtime/cuda/cuda_driver.h"
 #include "runtime/base/errors.h"
 #include "runtime/host/host_arithmetic.h"
+#include "runtime/kernels/elementwise_reduction.h"
 #include "runtime/host/host_device.h"
 #include "runtime/base/low_precision_float.h"
 #include "runtime/comm/collective_test_values.h"
@@ -358,6 +359,30 @@ TEST(CudaCommunicatorTest, RanksIssuingDifferentCollectivesFail) {
   g.comm->all_reduce(1, a[1]->data(), a[1]->data(), 5, DataType::kFloat32, ReduceOp::kSum);
   for (int r = 0; r < 2; ++r) EXPECT_THROW(g.devices[r]->synchronize(kWait), CollectiveError);
   EXPECT_TRUE(g.comm->broken());
+}
+
+// A pipeline stage adds a micro-batch's partial sums to the earlier ones on the device.
+TEST(CudaDeviceArithmeticTest, AccumulateMatchesHostArithmetic) {
+  MOREH_REQUIRE_GPU();
+  CudaDevice device(0, 0, 64ull << 20, kWait);
+  constexpr uint64_t kCount = 1000;
+  for (DataType t : {DataType::kFloat32, DataType::kFloat64, DataType::kBFloat16, DataType::kFloat16}) {
+    std::vector<std::byte> dst(kCount * size_of(t)), src(kCount * size_of(t));
+    for (uint64_t i = 0; i < kCount; ++i) {
+      store(t, dst.data(), i, (static_cast<double>(i % 37) - 18) / 8);
+      store(t, src.data(), i, (static_cast<double>(i % 11) - 5) / 4);
+    }
+    auto bd = device.allocate(dst.size()), bs = device.allocate(src.size());
+    device.write(bd->data(), dst.data(), dst.size());
+    device.write(bs->data(), src.data(), src.size());
+    device.submit([&] { device.accumulate_in_stream(t, bd->data(), bs->data(), kCount); });
+    device.synchronize(kWait);
+    std::vector<std::byte> got(dst.size());
+    device.read(got.data(), bd->data(), got.size());
+    const void* parts[2] = {dst.data(), src.data()};
+    reduce_elements(t, ReduceOp::kSum, parts, dst.data(), kCount);
+    EXPECT_EQ(got, dst) << name_of(t);
+  }
 }
 
 TEST(CudaDeviceArithmeticTest, ScaleAndCombineMatchHostArithmetic) {

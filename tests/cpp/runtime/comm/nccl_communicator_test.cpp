@@ -64,6 +64,30 @@ struct Group : HostGroup {
   }
 };
 
+// A pipeline stage's replicas all-reduce among themselves: a group over some of the devices, with NCCL
+// communicators of its own (ncclCommInitAll over them).
+TEST(NcclCommunicatorTest, AGroupOfSomeDevicesReducesAmongThem) {
+  Group g(4);
+  std::unique_ptr<Communicator> stage = g.comm->make_group({1, 3});
+  ASSERT_NE(stage, nullptr);
+  ASSERT_EQ(stage->size(), 2);
+  EXPECT_EQ(&stage->device(0), g.devices[1].get());
+  EXPECT_EQ(&stage->device(1), g.devices[3].get());
+  std::vector<std::unique_ptr<PhysicalBlock>> blocks;
+  for (int r = 0; r < 2; ++r) {
+    blocks.push_back(g.allocate(r == 0 ? 1 : 3, 3 * sizeof(float)));
+    float* f = static_cast<float*>(blocks[r]->data());
+    for (int i = 0; i < 3; ++i) f[i] = static_cast<float>((r + 1) * (i + 1));
+  }
+  const int calls = fake().count("ncclAllReduce");
+  for (int r = 0; r < 2; ++r)
+    stage->all_reduce(r, blocks[r]->data(), blocks[r]->data(), 3, DataType::kFloat32, ReduceOp::kSum);
+  g.synchronize();
+  for (int r = 0; r < 2; ++r)
+    for (int i = 0; i < 3; ++i) EXPECT_EQ(static_cast<const float*>(blocks[r]->data())[i], 3.0f * (i + 1));
+  EXPECT_EQ(fake().count("ncclAllReduce") - calls, 2);
+}
+
 TEST(NcclLibraryTest, AMissingLibraryIsAConfigErrorNamingItAndTheVariable) {
   try {
     nccl::Library::load("/nonexistent/libnccl.so.2");
