@@ -176,7 +176,7 @@ void Engine::flush() {
   flush_locked();
 }
 
-std::shared_ptr<Plan> Engine::compile_locked(const StepGraph& graph, const CanonicalGraph& canonical) {
+std::shared_ptr<PlannedStep> Engine::compile_locked(const StepGraph& graph, const CanonicalGraph& canonical) {
   return plan_step({.graph = graph,
                     .canonical = canonical,
                     .devices = static_cast<int>(devices_.size()),
@@ -222,27 +222,24 @@ void Engine::flush_locked() {
   // A graph planned with and without fusion, or under another layout, has another plan: the key says which.
   uint64_t plan_key = fusion_enabled_ ? canonical.hash ^ 0x9e3779b97f4a7c15ull : canonical.hash;
   plan_key ^= std::hash<std::string>{}(format_parallel_config(parallelism_)) * 0x100000001b3ull;
-  std::shared_ptr<const Plan> plan = cache_.find(plan_key);
+  std::shared_ptr<const PlannedStep> plan = cache_.find(plan_key);
   if (plan) {
     log().debug("Step graph {:016x} found in the plan cache ({} ops)", canonical.hash, plan->num_nodes);
   } else {
-    std::shared_ptr<Plan> compiled = compile_locked(*graph, canonical);
+    std::shared_ptr<PlannedStep> compiled = compile_locked(*graph, canonical);
     if (devices_.size() > 1) log_layout_once();
-    if (compiled->replicated_fallbacks > 0)
+    if (compiled->report.replicated_fallbacks > 0)
       log().info("{} op(s) had no sharding rule and ran replicated on gathered inputs: {}",
-                 compiled->replicated_fallbacks, fmt::join(compiled->fallback_ops, ", "));
-    log().info("Step graph {:016x} compiled in {:.3f} ms: {}", canonical.hash, compiled->compile_ms,
-               compiled->summary);
+                 compiled->report.replicated_fallbacks, fmt::join(compiled->report.fallback_ops, ", "));
+    log().info("Step graph {:016x} compiled in {:.3f} ms: {}", canonical.hash, compiled->report.compile_ms,
+               compiled->report.summary);
     if (log().should_log(spdlog::level::trace)) trace_graph(*graph, canonical, *compiled);
     // A GPU compiles the plan's fused kernels in the background while the step is submitted.
     for (const auto& program : compiled->programs)
       for (const auto& f : program.fused) devices_.at(program.device)->prepare_elementwise(f.kernel);
-    if (compiled->num_devices > 1) {
-      timeline_ = simulate_plan(*compiled, *graph);
-      timeline_plan_ = compiled;
-    }
-    stats_.last_compile_ms = compiled->compile_ms;
-    stats_.total_compile_ms += compiled->compile_ms;
+    if (compiled->num_devices > 1) compiled->report.timeline = simulate_plan(*compiled, *graph);
+    stats_.last_compile_ms = compiled->report.compile_ms;
+    stats_.total_compile_ms += compiled->report.compile_ms;
     plan = compiled;
     cache_.insert(plan_key, plan);
   }
@@ -280,17 +277,17 @@ void Engine::flush_locked() {
   stats_.last_graph_ops = graph->size();
   stats_.last_graph_hash = canonical.hash;
   last_plan_ = plan;
-  stats_.last_launches = plan->launches ? plan->launches : graph->size();
-  stats_.last_fused_ops = plan->fused_nodes;
+  stats_.last_launches = plan->report.launches ? plan->report.launches : graph->size();
+  stats_.last_fused_ops = plan->report.fused_nodes;
   // A recurring step's data inputs are its per-step data; MoAI warns when their batch sizes differ.
-  if (++plan->uses == 2 && plan->batch_sizes.size() > 1)
-    log().warn("Various batch size detected : {}", fmt::join(plan->batch_sizes, ", "));
-  stats_.last_batch_size = plan->uses >= 2 && !plan->batch_sizes.empty() ? plan->batch_sizes.front() : 0;
+  if (++plan->report.uses == 2 && plan->report.batch_sizes.size() > 1)
+    log().warn("Various batch size detected : {}", fmt::join(plan->report.batch_sizes, ", "));
+  stats_.last_batch_size = plan->report.uses >= 2 && !plan->report.batch_sizes.empty() ? plan->report.batch_sizes.front() : 0;
   if (plan->num_devices > 1) {
     // Where each buffer will be once this step has run: the next plan and host reads start from there.
     for (size_t i = 0; i < canonical.bindings.size(); ++i) canonical.bindings[i]->set_placement(plan->final_placements[i]);
-    stats_.replicated_fallbacks += plan->replicated_fallbacks;
-    stats_.last_replicated_fallbacks = plan->replicated_fallbacks;
+    stats_.replicated_fallbacks += plan->report.replicated_fallbacks;
+    stats_.last_replicated_fallbacks = plan->report.replicated_fallbacks;
   }
   executor_.submit(StepExecution{plan, graph, std::move(canonical.bindings)});
 }
@@ -447,15 +444,9 @@ FusionLimits Engine::fusion_limits() const {
   return limits;
 }
 
-std::shared_ptr<const Plan> Engine::last_plan() const {
+std::shared_ptr<const PlannedStep> Engine::last_plan() const {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   return last_plan_;
-}
-
-std::optional<PlanTimeline> Engine::last_timeline() const {
-  std::lock_guard<std::recursive_mutex> lock(mu_);
-  if (!last_plan_ || timeline_plan_.lock() != last_plan_) return std::nullopt;
-  return timeline_;
 }
 
 bool Engine::fusion_enabled() const {

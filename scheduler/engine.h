@@ -12,7 +12,7 @@
 #include "runtime/config/config.h"
 #include "runtime/device/device.h"
 #include "runtime/exec/executor.h"
-#include "scheduler/analysis/plan_timeline.h"
+#include "scheduler/plan_report.h"
 #include "runtime/graph/canonical_graph.h"
 #include "runtime/graph/step_graph.h"
 #include "runtime/config/process_registry.h"
@@ -113,9 +113,7 @@ class Engine {
   // Whether single-device steps fuse their elementwise nodes (MOREH_FUSION; auto: on GPUs with NVRTC).
   bool fusion_enabled() const;
   // The plan of the last flushed step (nullptr before any).
-  std::shared_ptr<const runtime::Plan> last_plan() const;
-  // The last step's schedule on a clock of node costs (plan_timeline.h), for plans over several devices.
-  std::optional<PlanTimeline> last_timeline() const;
+  std::shared_ptr<const PlannedStep> last_plan() const;
   // Turns fusion on or off from here on (flushes first); plans with and without it are cached apart.
   // Throws Error when the devices cannot run fused kernels (a GPU without NVRTC).
   void set_fusion_enabled(bool enabled);
@@ -128,7 +126,7 @@ class Engine {
   runtime::CanonicalGraph::Offsets offset_keying() const {
     return devices_.size() == 1 ? runtime::CanonicalGraph::Offsets::kRelative : runtime::CanonicalGraph::Offsets::kAbsolute;
   }
-  std::shared_ptr<runtime::Plan> compile_locked(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical);
+  std::shared_ptr<PlannedStep> compile_locked(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical);
   // The first program of `plan` that does not fit its device's free memory, or nullptr.
   const runtime::DeviceProgram* first_overflow(const runtime::Plan& plan) const;
   // How many of `graph`'s first ops fit in memory when planned alone (the whole graph does not).
@@ -147,10 +145,7 @@ class Engine {
   runtime::StepGraph pending_;
   PlanCache cache_;
   EngineStats stats_;
-  std::shared_ptr<const runtime::Plan> last_plan_;
-  // The schedule of the plan compiled last, if it spans several devices.
-  std::weak_ptr<const runtime::Plan> timeline_plan_;
-  PlanTimeline timeline_;
+  std::shared_ptr<const PlannedStep> last_plan_;
   std::exception_ptr deferred_error_;  // a failed step noticed while a flush waited for memory
   bool advanced_parallelization_ = false;
   std::unique_ptr<runtime::ProcessRegistry> registry_;

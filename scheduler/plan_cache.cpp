@@ -2,7 +2,7 @@
 
 namespace moreh::scheduler {
 
-std::shared_ptr<const runtime::Plan> PlanCache::find(uint64_t hash) {
+std::shared_ptr<const PlannedStep> PlanCache::find(uint64_t hash) {
   auto it = index_.find(hash);
   if (it == index_.end()) {
     ++misses_;
@@ -13,7 +13,7 @@ std::shared_ptr<const runtime::Plan> PlanCache::find(uint64_t hash) {
   return it->second->second;
 }
 
-void PlanCache::insert(uint64_t hash, std::shared_ptr<const runtime::Plan> plan) {
+void PlanCache::insert(uint64_t hash, std::shared_ptr<const PlannedStep> plan) {
   if (auto it = index_.find(hash); it != index_.end()) {
     it->second->second = std::move(plan);
     order_.splice(order_.begin(), order_, it->second);

@@ -5,21 +5,21 @@
 #include <memory>
 #include <unordered_map>
 
-#include "runtime/plan/program.h"
+#include "scheduler/plan_report.h"
 
 namespace moreh::scheduler {
 
 class PlanCache {
  public:
   explicit PlanCache(size_t capacity) : capacity_(capacity ? capacity : 1) {}
-  std::shared_ptr<const runtime::Plan> find(uint64_t hash);
-  void insert(uint64_t hash, std::shared_ptr<const runtime::Plan> plan);
+  std::shared_ptr<const PlannedStep> find(uint64_t hash);
+  void insert(uint64_t hash, std::shared_ptr<const PlannedStep> plan);
   size_t size() const { return index_.size(); }
   uint64_t hits() const { return hits_; }
   uint64_t misses() const { return misses_; }
 
  private:
-  using Entry = std::pair<uint64_t, std::shared_ptr<const runtime::Plan>>;
+  using Entry = std::pair<uint64_t, std::shared_ptr<const PlannedStep>>;
   size_t capacity_;
   std::list<Entry> order_;  // front = most recent
   std::unordered_map<uint64_t, std::list<Entry>::iterator> index_;

@@ -224,13 +224,13 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     py::dict d;
     auto plan = backend::engine().last_plan();
     if (!plan) return d;
-    d["summary"] = plan->summary;
-    d["compile_ms"] = plan->compile_ms;
+    d["summary"] = plan->report.summary;
+    d["compile_ms"] = plan->report.compile_ms;
     py::list peaks;
     for (const auto& p : plan->programs) peaks.append(p.peak_bytes);
     d["peak_bytes"] = peaks;
     // The schedule on a clock of node costs (scheduler/analysis/plan_timeline.h).
-    if (const auto t = backend::engine().last_timeline()) {
+    if (const auto& t = plan->report.timeline) {
       d["idle_fraction"] = t->idle_fraction;
       d["makespan_cost"] = t->makespan;
     }

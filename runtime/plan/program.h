@@ -122,32 +122,18 @@ struct DeviceProgram {
   std::vector<ByteRange> ranges;  // kSend/kRecv
 };
 
+// What the executor runs for a step (what the scheduler says about it is its report,
+// scheduler/plan_report.h).
 struct Plan {
   uint64_t graph_hash = 0;
   std::vector<DeviceProgram> programs;
   uint64_t num_nodes = 0;
-  double compile_ms = 0;
-  // The leading dimensions of the step's data inputs, most frequent first (scheduler/analysis/step_analysis.h).
-  std::vector<int64_t> batch_sizes;
-  std::string summary;  // one line for the log
-  // With several devices: where each slot's value lives after the step, what collectives need about it,
-  // the ops that had no sharding rule and ran replicated on gathered inputs, and the bytes each device
-  // sends in the step's collectives.
+  // With several devices: the groups collectives may span, where each slot's value lives after the step,
+  // and what collectives need about each slot.
   int num_devices = 1;
   std::vector<std::vector<int>> groups;  // device groups that collectives may span (Instruction::group)
   std::vector<Placement> final_placements;
   std::vector<SlotInfo> slots;
-  uint64_t replicated_fallbacks = 0;
-  std::vector<std::string> fallback_ops;      // "aten::cumsum ×2"
-  std::vector<std::string> fallback_details;  // per node, why (filled when the log is at debug)
-  uint64_t collective_bytes_per_device = 0;
-  uint64_t work_bytes_per_device = 0;  // bytes the busiest device's kernels write (the cost model's work)
-  int64_t split_rows = 0;              // the batch split by rows (0: not split)
-  uint64_t fused_nodes = 0;            // nodes that run inside generated kernels
-  uint64_t launches = 0;               // kernels the program launches per step (fused ones count once)
-  // Steps that ran this plan. Only a step graph that recurs has per-step data: the first graph of a
-  // script also uploads the model's parameters, which are host copies too. The engine's lock guards it.
-  mutable uint64_t uses = 0;
 };
 
 }  // namespace moreh::runtime

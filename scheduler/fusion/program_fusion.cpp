@@ -77,7 +77,7 @@ DeviceGraph device_graph(const runtime::StepGraph& step, const runtime::Canonica
 }  // namespace
 
 void fuse_device_programs(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
-                          runtime::Plan& plan, const FusionLimits& limits) {
+                          PlannedStep& plan, const FusionLimits& limits) {
   for (auto& program : plan.programs) {
     const DeviceGraph g = device_graph(graph, canonical, program);
     const runtime::CanonicalGraph local_cg = runtime::CanonicalGraph::build(g.graph);
@@ -136,8 +136,8 @@ void fuse_device_programs(const runtime::StepGraph& graph, const runtime::Canoni
     program.code = std::move(code);
     program.fused = std::move(r.launches);
     if (program.device == 0) {
-      plan.fused_nodes = r.fused_nodes;
-      plan.launches = launches;
+      plan.report.fused_nodes = r.fused_nodes;
+      plan.report.launches = launches;
     }
   }
 }

@@ -6,6 +6,7 @@
 #pragma once
 #include "runtime/graph/canonical_graph.h"
 #include "runtime/plan/program.h"
+#include "scheduler/plan_report.h"
 #include "scheduler/fusion/elementwise_fusion.h"
 
 namespace moreh::scheduler {
@@ -13,6 +14,6 @@ namespace moreh::scheduler {
 // Rewrites `plan`'s programs in place: a group's launches become one kFused where its last launch stood,
 // releases of what a group still reads move after it. Sets plan.fused_nodes and plan.launches (device 0's).
 void fuse_device_programs(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
-                          runtime::Plan& plan, const FusionLimits& limits = {});
+                          PlannedStep& plan, const FusionLimits& limits = {});
 
 }  // namespace moreh::scheduler

@@ -39,7 +39,7 @@ class Emission {
     if (st.kind == Kind::kMultiply || st.kind == Kind::kDivide) out.push_back(st.aux);
   }
 
-  runtime::Plan run() {
+  PlannedStep run() {
     const size_t num_slots = cg_.buffers.size();
     std::vector<int64_t> last(num_slots, -1);
     std::vector<uint32_t> t;
@@ -47,7 +47,7 @@ class Emission {
       touched(steps_[i], t);
       for (uint32_t s : t) last[s] = static_cast<int64_t>(i);
     }
-    runtime::Plan plan;
+    PlannedStep plan;
     plan.graph_hash = cg_.hash;
     plan.num_nodes = graph_.size();
     plan.num_devices = n_;
@@ -102,11 +102,11 @@ class Emission {
     for (auto& program : plan.programs) program.peak_bytes = program_peak(plan, program, &graph_, cg_);
     plan.final_placements = split_.final_placements;
     plan.slots = split_.slots;
-    plan.replicated_fallbacks = split_.replicated_fallbacks;
-    plan.fallback_ops = split_.fallback_ops;
-    plan.collective_bytes_per_device = comm_bytes;
-    plan.work_bytes_per_device = *std::max_element(work.begin(), work.end());
-    plan.fallback_details = split_.fallback_details;
+    plan.report.replicated_fallbacks = split_.replicated_fallbacks;
+    plan.report.fallback_ops = split_.fallback_ops;
+    plan.report.collective_bytes_per_device = comm_bytes;
+    plan.report.work_bytes_per_device = *std::max_element(work.begin(), work.end());
+    plan.report.fallback_details = split_.fallback_details;
     return plan;
   }
 
@@ -124,17 +124,17 @@ class Emission {
 
 }  // namespace
 
-runtime::Plan compile_data_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
+PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                          int devices, const std::vector<int64_t>& candidate_rows) {
   auto start = std::chrono::steady_clock::now();
   // Each candidate batch (and no split at all) is lowered; the cheapest by a simple cost model wins: the
   // bytes the busiest device's kernels write plus the bytes it sends, with a fallback weighing as much as
   // moving everything it wrote twice. Lowering takes well under a millisecond for a GPT step.
-  std::optional<runtime::Plan> best;
+  std::optional<PlannedStep> best;
   int64_t rows = 0;
-  auto cost = [](const runtime::Plan& p) {
-    return static_cast<double>(p.work_bytes_per_device) + static_cast<double>(p.collective_bytes_per_device) +
-           1e3 * static_cast<double>(p.replicated_fallbacks);
+  auto cost = [](const PlannedStep& p) {
+    return static_cast<double>(p.report.work_bytes_per_device) + static_cast<double>(p.report.collective_bytes_per_device) +
+           1e3 * static_cast<double>(p.report.replicated_fallbacks);
   };
   std::vector<int64_t> candidates{0};
   for (int64_t r : candidate_rows)
@@ -144,24 +144,24 @@ runtime::Plan compile_data_parallel_plan(const runtime::StepGraph& graph, const 
     std::vector<RowRange> pieces;
     for (int d = 0; d < devices; ++d) pieces.push_back(runtime::split_rows(r, devices, d));
     const BatchSplit split = split_batch(graph, canonical, pieces, r);
-    runtime::Plan p = Emission(graph, canonical, split, devices, r).run();
+    PlannedStep p = Emission(graph, canonical, split, devices, r).run();
     tried += fmt::format("{}{}: {:.0f}", tried.empty() ? "" : ", ", r ? fmt::format("batch {}", r) : "not split", cost(p));
     if (!best || cost(p) < cost(*best)) {
       best = std::move(p);
       rows = r;
     }
   }
-  runtime::Plan plan = std::move(*best);
-  for (const auto& line : plan.fallback_details) runtime::log().debug("{}", line);
-  plan.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  PlannedStep plan = std::move(*best);
+  for (const auto& line : plan.report.fallback_details) runtime::log().debug("{}", line);
+  plan.report.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   uint64_t peak = 0;
   for (const auto& p : plan.programs) peak = std::max(peak, p.peak_bytes);
-  plan.summary = fmt::format(
+  plan.report.summary = fmt::format(
       "{} ops on {} devices, {}, {} collective bytes per device, {} replicated fallback op(s), peak +{} bytes per device "
       "(cost of candidates: {})",
       plan.num_nodes, devices, rows ? fmt::format("batch {} split by rows", rows) : std::string("not split (replicated)"),
-      plan.collective_bytes_per_device, plan.replicated_fallbacks, peak, tried);
-  plan.split_rows = rows;
+      plan.report.collective_bytes_per_device, plan.report.replicated_fallbacks, peak, tried);
+  plan.report.split_rows = rows;
   return plan;
 }
 

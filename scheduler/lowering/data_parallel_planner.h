@@ -10,12 +10,13 @@
 #include "runtime/graph/canonical_graph.h"
 #include "runtime/graph/step_graph.h"
 #include "runtime/plan/program.h"
+#include "scheduler/plan_report.h"
 
 namespace moreh::scheduler {
 
 // `candidate_rows`: batch sizes to try (the leading dims of the step's host copies, step_analysis.h); the
 // plan keeps the cheapest of them and of not splitting at all (every device runs the whole step).
-runtime::Plan compile_data_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
+PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                          int devices, const std::vector<int64_t>& candidate_rows);
 
 }  // namespace moreh::scheduler

@@ -61,7 +61,7 @@ class PipelineEmission {
     }
   }
 
-  runtime::Plan run() {
+  PlannedStep run() {
     // Phases: the steps between two that must wait for every micro-batch (a sum of the micro-batches'
     // partial values, a gather of their rows, a whole-value op that reads what they wrote or writes what
     // they read). Within a phase each micro-batch runs every per-micro-batch step, and the others run once,
@@ -436,9 +436,9 @@ class PipelineEmission {
     if (ins.kind == Kind::kMultiply || ins.kind == Kind::kDivide) out.push_back(ins.aux);
   }
 
-  runtime::Plan finish() {
+  PlannedStep finish() {
     const size_t num_slots = cg_.buffers.size();
-    runtime::Plan plan;
+    PlannedStep plan;
     plan.graph_hash = cg_.hash;
     plan.num_nodes = graph_.size();
     plan.num_devices = dp_ * pp_;
@@ -493,13 +493,13 @@ class PipelineEmission {
       prog.peak_bytes = program_peak(plan, prog, &graph_, cg_);
       plan.programs.push_back(std::move(prog));
     }
-    plan.replicated_fallbacks = split_.replicated_fallbacks;
-    plan.fallback_ops = split_.fallback_ops;
-    plan.fallback_details = split_.fallback_details;
+    plan.report.replicated_fallbacks = split_.replicated_fallbacks;
+    plan.report.fallback_ops = split_.fallback_ops;
+    plan.report.fallback_details = split_.fallback_details;
     uint64_t most = 0;
     for (const auto& [d, b] : sent_) most = std::max(most, b);
-    plan.collective_bytes_per_device = most;
-    plan.split_rows = rows_;
+    plan.report.collective_bytes_per_device = most;
+    plan.report.split_rows = rows_;
     return plan;
   }
 
@@ -530,7 +530,7 @@ class PipelineEmission {
 
 }  // namespace
 
-runtime::Plan compile_pipeline_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
+PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                     const PipelineOptions& options, const std::vector<int64_t>& candidate_rows) {
   const auto started = std::chrono::steady_clock::now();
   const int dp = options.dp, pp = options.stages;
@@ -581,13 +581,13 @@ runtime::Plan compile_pipeline_plan(const runtime::StepGraph& graph, const runti
   }
   PipelineEmission emission(graph, canonical, *split, cut, pp, dp, micro, rows);
   emission.piece_rows_ = pieces;
-  runtime::Plan plan = emission.run();
-  plan.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  PlannedStep plan = emission.run();
+  plan.report.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   uint64_t peak = 0;
   for (const auto& p : plan.programs) peak = std::max(peak, p.peak_bytes);
   std::vector<std::string> costs;
   for (double c : cut.stage_cost) costs.push_back(fmt::format("{:.0f}", c));
-  plan.summary = fmt::format(
+  plan.report.summary = fmt::format(
       "{} ops on {} devices: {} pipeline stages (forward ops from #{}; costs {}; {} bytes cross the cuts) × {} "
       "replica(s), {}, {} micro-batch(es) per replica (GPipe, {} phases), {} messages of {} bytes between stages, "
       "{} bytes sent by the busiest device, {} replicated fallback op(s), peak +{} bytes per device",
@@ -598,7 +598,7 @@ runtime::Plan compile_pipeline_plan(const runtime::StepGraph& graph, const runti
                                      : fmt::format("{} (of {} asked: a micro-batch needs a row)", micro,
                                                    options.micro_batches),
       emission.phases_,
-      emission.messages_, emission.transfer_bytes_, plan.collective_bytes_per_device, plan.replicated_fallbacks, peak);
+      emission.messages_, emission.transfer_bytes_, plan.report.collective_bytes_per_device, plan.report.replicated_fallbacks, peak);
   return plan;
 }
 

@@ -11,6 +11,7 @@
 #include "runtime/graph/canonical_graph.h"
 #include "runtime/graph/step_graph.h"
 #include "runtime/plan/program.h"
+#include "scheduler/plan_report.h"
 #include "runtime/plan/rank_layout.h"
 
 namespace moreh::scheduler {
@@ -24,7 +25,7 @@ struct PipelineOptions {
 // Devices are laid out as ezpz's (dp slowest, then pp): stage j's replica i is device i × stages + j.
 // `candidate_rows`: the step's batch sizes, most frequent first (step_analysis.h); the first one with a row
 // for every micro-batch of every replica is split, else the step runs unsplit on each stage.
-runtime::Plan compile_pipeline_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
+PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                     const PipelineOptions& options, const std::vector<int64_t>& candidate_rows);
 
 }  // namespace moreh::scheduler

@@ -21,14 +21,14 @@ double ms_since(std::chrono::steady_clock::time_point started) {
 
 }  // namespace
 
-std::shared_ptr<runtime::Plan> plan_step(const PlanRequest& r) {
+std::shared_ptr<PlannedStep> plan_step(const PlanRequest& r) {
   const runtime::ParallelSizes layout = runtime::parallel_layout(r.parallelism, r.devices);
   if (const std::string why = runtime::unsupported_parallelism(r.parallelism); !why.empty())
     throw runtime::ConfigError(why);
   const StepAnalysis analysis = analyze_step(r.graph, r.canonical);
-  std::shared_ptr<runtime::Plan> plan;
+  std::shared_ptr<PlannedStep> plan;
   if (layout.pp > 1 || r.parallelism.num_micro_batches > 1) {
-    plan = std::make_shared<runtime::Plan>(compile_pipeline_plan(
+    plan = std::make_shared<PlannedStep>(compile_pipeline_plan(
         r.graph, r.canonical, {.stages = layout.pp, .dp = layout.dp, .micro_batches = r.parallelism.num_micro_batches},
         analysis.batch_sizes));
   } else if (layout.dp == 1) {
@@ -36,21 +36,21 @@ std::shared_ptr<runtime::Plan> plan_step(const PlanRequest& r) {
     std::optional<FusionResult> fusion;
     if (r.fusion) fusion = fuse_elementwise(r.graph, r.canonical, r.fusion_limits);
     const double fusion_ms = ms_since(started);
-    plan = std::make_shared<runtime::Plan>(compile_plan(r.canonical, {}, fusion ? &*fusion : nullptr));
-    plan->compile_ms += fusion_ms;
+    plan = std::make_shared<PlannedStep>(compile_plan(r.canonical, {}, fusion ? &*fusion : nullptr));
+    plan->report.compile_ms += fusion_ms;
   } else {
-    plan = std::make_shared<runtime::Plan>(
+    plan = std::make_shared<PlannedStep>(
         compile_data_parallel_plan(r.graph, r.canonical, layout.dp, analysis.batch_sizes));
     if (r.fusion) {
       const auto started = std::chrono::steady_clock::now();
       fuse_device_programs(r.graph, r.canonical, *plan, r.fusion_limits);
-      plan->compile_ms += ms_since(started);
-      if (plan->fused_nodes > 0)
-        plan->summary += fmt::format("; {} elementwise ops fused per device ({} launches on device 0)",
-                                     plan->fused_nodes, plan->launches);
+      plan->report.compile_ms += ms_since(started);
+      if (plan->report.fused_nodes > 0)
+        plan->report.summary += fmt::format("; {} elementwise ops fused per device ({} launches on device 0)",
+                                     plan->report.fused_nodes, plan->report.launches);
     }
   }
-  plan->batch_sizes = analysis.batch_sizes;
+  plan->report.batch_sizes = analysis.batch_sizes;
   return plan;
 }
 

@@ -6,6 +6,7 @@
 #include "runtime/graph/step_graph.h"
 #include "runtime/config/parallel_config.h"
 #include "runtime/plan/program.h"
+#include "scheduler/plan_report.h"
 #include "scheduler/fusion/elementwise_fusion.h"
 
 namespace moreh::scheduler {
@@ -24,7 +25,7 @@ struct PlanRequest {
 // of not splitting), then fusion when asked; with pipeline stages or micro-batches, the pipeline
 // (pipeline_planner.h), unfused. Throws ConfigError for a layout the devices cannot hold or this
 // build cannot run (runtime/config/parallel_config.h).
-std::shared_ptr<runtime::Plan> plan_step(const PlanRequest& request);
+std::shared_ptr<PlannedStep> plan_step(const PlanRequest& request);
 
 // Whether a plan under `layout` can start from a value placed as `p` (where an earlier step under another
 // layout left it); the engine brings the others home first.

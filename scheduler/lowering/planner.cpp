@@ -13,7 +13,7 @@ namespace moreh::scheduler {
 using runtime::BufferOrigin;
 using runtime::Instruction;
 
-runtime::Plan compile_plan(const runtime::CanonicalGraph& graph, const PlannerOptions& options,
+PlannedStep compile_plan(const runtime::CanonicalGraph& graph, const PlannerOptions& options,
                            const FusionResult* fusion) {
   if (options.num_devices != 1)
     throw std::invalid_argument("compile_plan: only one physical device is supported in this build");
@@ -38,7 +38,7 @@ runtime::Plan compile_plan(const runtime::CanonicalGraph& graph, const PlannerOp
     if (!graph.buffers[s].live_after && last_use[s] >= 0 && stored(static_cast<uint32_t>(s)))
       release_after[last_use[s]].push_back(static_cast<uint32_t>(s));
 
-  runtime::Plan plan;
+  PlannedStep plan;
   plan.graph_hash = graph.hash;
   plan.num_nodes = num_nodes;
   runtime::DeviceProgram program;
@@ -64,10 +64,10 @@ runtime::Plan compile_plan(const runtime::CanonicalGraph& graph, const PlannerOp
     const int32_t group = fusion ? fusion->group_of[n] : -1;
     if (group < 0) {
       program.code.push_back({Instruction::Kind::kLaunch, static_cast<uint32_t>(n)});
-      ++plan.launches;
+      ++plan.report.launches;
     } else if (fusion->runs_at[n] == n) {
       program.code.push_back({Instruction::Kind::kFused, static_cast<uint32_t>(group)});
-      ++plan.launches;
+      ++plan.report.launches;
     }
     for (uint32_t s : release_after[n]) {
       program.code.push_back({Instruction::Kind::kRelease, s});
@@ -76,16 +76,16 @@ runtime::Plan compile_plan(const runtime::CanonicalGraph& graph, const PlannerOp
   }
   if (fusion) {
     program.fused = fusion->launches;
-    plan.fused_nodes = fusion->fused_nodes;
+    plan.report.fused_nodes = fusion->fused_nodes;
   }
   program.peak_bytes = program_peak(plan, program, nullptr, graph);  // values a group never stores take nothing
   plan.programs.push_back(std::move(program));
-  plan.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-  plan.summary = fmt::format("{} ops, {} buffers ({} allocated, {} released in the step), peak +{} bytes on device 0",
+  plan.report.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  plan.report.summary = fmt::format("{} ops, {} buffers ({} allocated, {} released in the step), peak +{} bytes on device 0",
                              num_nodes, num_slots, allocations, releases, plan.programs[0].peak_bytes);
   if (fusion && !fusion->launches.empty())
-    plan.summary += fmt::format("; {} elementwise ops fused into {} kernels ({} launches)", plan.fused_nodes,
-                                fusion->launches.size(), plan.launches);
+    plan.report.summary += fmt::format("; {} elementwise ops fused into {} kernels ({} launches)", plan.report.fused_nodes,
+                                fusion->launches.size(), plan.report.launches);
   return plan;
 }
 

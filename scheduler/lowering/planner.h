@@ -4,6 +4,7 @@
 #pragma once
 #include "runtime/graph/canonical_graph.h"
 #include "runtime/plan/program.h"
+#include "scheduler/plan_report.h"
 #include "scheduler/fusion/elementwise_fusion.h"
 
 namespace moreh::scheduler {
@@ -14,7 +15,7 @@ struct PlannerOptions {
 
 // With `fusion` (scheduler/fusion/elementwise_fusion.h), each group runs as one kFused instruction where its last
 // node stood; values it never stores take no memory.
-runtime::Plan compile_plan(const runtime::CanonicalGraph& graph, const PlannerOptions& options = {},
+PlannedStep compile_plan(const runtime::CanonicalGraph& graph, const PlannerOptions& options = {},
                            const FusionResult* fusion = nullptr);
 
 }  // namespace moreh::scheduler

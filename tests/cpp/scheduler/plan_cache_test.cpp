@@ -7,8 +7,8 @@
 namespace moreh::scheduler {
 namespace {
 
-std::shared_ptr<const runtime::Plan> plan_for(uint64_t hash) {
-  auto p = std::make_shared<runtime::Plan>();
+std::shared_ptr<const PlannedStep> plan_for(uint64_t hash) {
+  auto p = std::make_shared<PlannedStep>();
   p->graph_hash = hash;
   return p;
 }

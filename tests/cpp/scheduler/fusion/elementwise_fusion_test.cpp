@@ -86,14 +86,14 @@ TEST_F(FusionTest, AChainBecomesOneKernelAndItsIntermediateIsNeverStored) {
   EXPECT_EQ(r.launches[0].shape.count, 8u);
 
   // The plan: one kFused where the chain ended, no memory for the intermediate.
-  const runtime::Plan plan = compile_plan(canonical_, {}, &r);
+  const PlannedStep plan = compile_plan(canonical_, {}, &r);
   const auto& code = plan.programs[0].code;
   ASSERT_EQ(std::count_if(code.begin(), code.end(), [](const auto& i) { return i.kind == Kind::kFused; }), 1);
   EXPECT_EQ(std::count_if(code.begin(), code.end(), [](const auto& i) { return i.kind == Kind::kLaunch; }), 0);
-  EXPECT_EQ(plan.launches, 1u);
-  EXPECT_EQ(plan.fused_nodes, 2u);
+  EXPECT_EQ(plan.report.launches, 1u);
+  EXPECT_EQ(plan.report.fused_nodes, 2u);
   EXPECT_EQ(plan.programs[0].peak_bytes, 32u);  // z only
-  const runtime::Plan unfused = compile_plan(canonical_);
+  const PlannedStep unfused = compile_plan(canonical_);
   EXPECT_EQ(unfused.programs[0].peak_bytes, 64u);
 }
 
@@ -258,14 +258,14 @@ TEST_F(FusionTest, CastsOfUnwrittenValuesShareAnEarlyKernelWhereTheFirstStood) {
   EXPECT_EQ(r.launches[0].outputs.size(), 3u);  // each cast is read by its matmul: all stored
 
   // The plan: the kernel first, then the three matmuls; the casts' memory held from the kernel on.
-  const runtime::Plan plan = compile_plan(canonical_, {}, &r);
+  const PlannedStep plan = compile_plan(canonical_, {}, &r);
   std::vector<Kind> kinds;
   for (const auto& i : plan.programs[0].code)
     if (i.kind == Kind::kFused || i.kind == Kind::kLaunch) kinds.push_back(i.kind);
   EXPECT_EQ(kinds, (std::vector<Kind>{Kind::kFused, Kind::kLaunch, Kind::kLaunch, Kind::kLaunch}));
-  EXPECT_EQ(plan.launches, 4u);
-  const runtime::Plan unfused = compile_plan(canonical_);
-  EXPECT_EQ(unfused.launches, 6u);
+  EXPECT_EQ(plan.report.launches, 4u);
+  const PlannedStep unfused = compile_plan(canonical_);
+  EXPECT_EQ(unfused.report.launches, 6u);
   EXPECT_GE(plan.programs[0].peak_bytes, 3 * 64u + 64u);  // d1..d3 from the start, and a matmul's result
 
   FusionLimits off;

@@ -38,9 +38,9 @@ class ProgramFusionTest : public ::testing::Test {
     return 0;
   }
   // A plan with one program (device 0) of the given instructions over `graph`.
-  runtime::Plan plan_of(const StepGraph& graph, std::vector<Instruction> code, std::vector<LocalLaunch> launches = {}) {
+  PlannedStep plan_of(const StepGraph& graph, std::vector<Instruction> code, std::vector<LocalLaunch> launches = {}) {
     cg_ = CanonicalGraph::build(graph);
-    runtime::Plan plan;
+    PlannedStep plan;
     plan.num_devices = 2;
     plan.programs.resize(1);
     plan.programs[0].code = std::move(code);
@@ -60,7 +60,7 @@ TEST_F(ProgramFusionTest, AReleaseInsideAGroupWaitsForItsKernel) {
   g.append(node("aten::mul.Tensor", {shaped(a, {8}), shaped(a, {8})}, {shaped(b, {8})}));
   x->release_frontend();
   a->release_frontend();
-  runtime::Plan plan = plan_of(g, {});
+  PlannedStep plan = plan_of(g, {});
   const uint32_t sx = slot_of(x);
   plan.programs[0].code = {{Kind::kLaunch, 0}, {Kind::kRelease, sx}, {Kind::kLaunch, 1}, {Kind::kLaunch, 2}};
   fuse_device_programs(g, cg_, plan);
@@ -73,8 +73,8 @@ TEST_F(ProgramFusionTest, AReleaseInsideAGroupWaitsForItsKernel) {
   EXPECT_EQ(code[2].index, sx);
   ASSERT_EQ(plan.programs[0].fused.size(), 1u);
   EXPECT_EQ(plan.programs[0].fused[0].nodes, (std::vector<uint32_t>{0, 2}));
-  EXPECT_EQ(plan.fused_nodes, 2u);
-  EXPECT_EQ(plan.launches, 2u);
+  EXPECT_EQ(plan.report.fused_nodes, 2u);
+  EXPECT_EQ(plan.report.launches, 2u);
 }
 
 TEST_F(ProgramFusionTest, ACollectiveOnTheGroupsValueKeepsItsPlace) {
@@ -82,7 +82,7 @@ TEST_F(ProgramFusionTest, ACollectiveOnTheGroupsValueKeepsItsPlace) {
   StepGraph g;
   g.append(node("aten::exp", {shaped(x, {8})}, {shaped(a, {8})}));
   g.append(node("aten::mul.Tensor", {shaped(a, {8}), shaped(a, {8})}, {shaped(b, {8})}));
-  runtime::Plan plan = plan_of(g, {});
+  PlannedStep plan = plan_of(g, {});
   plan.programs[0].code = {{Kind::kLaunch, 0}, {Kind::kAllReduce, slot_of(a)}, {Kind::kLaunch, 1}};
   const auto before = plan.programs[0].code;
   fuse_device_programs(g, cg_, plan);
@@ -103,7 +103,7 @@ TEST_F(ProgramFusionTest, ADevicesRowsReachTheKernelAsItsOffsets) {
   l0.outputs = {LocalRef{4, {2, 2}}};
   l1.inputs = {LocalRef{4, {2, 2}}};
   l1.outputs = {LocalRef{4, {2, 2}}};
-  runtime::Plan plan = plan_of(g, {{Kind::kLaunch, 0, 1}, {Kind::kLaunch, 1, 2}}, {l0, l1});
+  PlannedStep plan = plan_of(g, {{Kind::kLaunch, 0, 1}, {Kind::kLaunch, 1, 2}}, {l0, l1});
   fuse_device_programs(g, cg_, plan);
   ASSERT_EQ(plan.programs[0].fused.size(), 1u);
   const auto& f = plan.programs[0].fused[0];

@@ -94,10 +94,10 @@ TEST_F(DataParallelPlannerTest, SplitsTheBatchAndAllReducesTheWeightGradient) {
   h->release_frontend();
   gw->release_frontend();
   CanonicalGraph c = CanonicalGraph::build(g);
-  runtime::Plan plan = compile_data_parallel_plan(g, c, n, {8});
+  PlannedStep plan = compile_data_parallel_plan(g, c, n, {8});
   ASSERT_EQ(plan.programs.size(), 2u);
-  EXPECT_EQ(plan.split_rows, 8) << plan.summary;
-  EXPECT_EQ(plan.replicated_fallbacks, 0u);
+  EXPECT_EQ(plan.report.split_rows, 8) << plan.report.summary;
+  EXPECT_EQ(plan.report.replicated_fallbacks, 0u);
   for (const auto& p : plan.programs) {
     EXPECT_EQ(count(p, Kind::kAllReduce), 1u);  // the weight gradient
     EXPECT_EQ(count(p, Kind::kAllGather), 0u);
@@ -110,7 +110,7 @@ TEST_F(DataParallelPlannerTest, SplitsTheBatchAndAllReducesTheWeightGradient) {
   }
   EXPECT_EQ(plan.programs[1].launches[0].rows.begin, 4);
   // The ring's bytes for the 64-byte gradient: 2·(N−1)/N × 64.
-  EXPECT_EQ(plan.collective_bytes_per_device, 64u);
+  EXPECT_EQ(plan.report.collective_bytes_per_device, 64u);
   const auto slot_of = [&](const std::shared_ptr<Buffer>& b) {
     return static_cast<size_t>(std::find(c.bindings.begin(), c.bindings.end(), b) - c.bindings.begin());
   };
@@ -136,20 +136,20 @@ TEST_F(DataParallelPlannerTest, TheGradientsOfATiedWeightAreAllReducedOnce) {
   s.append(node("aten::add_.Tensor", {shaped(w, {4, 4}), shaped(g, {4, 4})}, {}, {0}));
   for (auto* b : {&h, &g1, &g2, &g}) (*b)->release_frontend();
   CanonicalGraph c = CanonicalGraph::build(s);
-  runtime::Plan plan = compile_data_parallel_plan(s, c, n, {64});
-  EXPECT_EQ(plan.split_rows, 64) << plan.summary;
-  EXPECT_EQ(plan.replicated_fallbacks, 0u) << plan.summary;
-  for (const auto& p : plan.programs) EXPECT_EQ(count(p, Kind::kAllReduce), 1u) << plan.summary;
-  EXPECT_EQ(plan.collective_bytes_per_device, 64u);  // the ring's 2·(N−1)/N × 64 bytes, once
+  PlannedStep plan = compile_data_parallel_plan(s, c, n, {64});
+  EXPECT_EQ(plan.report.split_rows, 64) << plan.report.summary;
+  EXPECT_EQ(plan.report.replicated_fallbacks, 0u) << plan.report.summary;
+  for (const auto& p : plan.programs) EXPECT_EQ(count(p, Kind::kAllReduce), 1u) << plan.report.summary;
+  EXPECT_EQ(plan.report.collective_bytes_per_device, 64u);  // the ring's 2·(N−1)/N × 64 bytes, once
 }
 
 // Four uploads (q, k, v, the output's gradient), an attention forward and its backward over a batch of 4
 // split over `n` devices: each device runs 2 rows of both, with no collective.
 runtime::Plan expect_attention_split_by_the_batch(const StepGraph& g, int n) {
   CanonicalGraph c = CanonicalGraph::build(g);
-  runtime::Plan plan = compile_data_parallel_plan(g, c, n, {4});
-  EXPECT_EQ(plan.split_rows, 4) << plan.summary;
-  EXPECT_EQ(plan.replicated_fallbacks, 0u) << plan.summary;
+  PlannedStep plan = compile_data_parallel_plan(g, c, n, {4});
+  EXPECT_EQ(plan.report.split_rows, 4) << plan.report.summary;
+  EXPECT_EQ(plan.report.replicated_fallbacks, 0u) << plan.report.summary;
   for (const auto& p : plan.programs) {
     EXPECT_EQ(count(p, Kind::kAllGather), 0u);
     EXPECT_EQ(count(p, Kind::kAllReduce), 0u);
@@ -249,11 +249,11 @@ TEST_F(DataParallelPlannerTest, AnOpWithoutARuleGathersItsInputsAndIsCounted) {
   for (int i = 0; i < 4; ++i) g.append(node("aten::relu", {shaped(v[i], {256, 64})}, {shaped(v[i + 1], {256, 64})}));
   g.append(node("aten::cumsum", {shaped(v[4], {256, 64})}, {shaped(v[5], {256, 64})}, {}, {int64_t{0}}));
   CanonicalGraph c = CanonicalGraph::build(g);
-  runtime::Plan plan = compile_data_parallel_plan(g, c, n, {256});
-  EXPECT_EQ(plan.split_rows, 256) << plan.summary;
-  EXPECT_EQ(plan.replicated_fallbacks, 1u);
-  ASSERT_EQ(plan.fallback_ops.size(), 1u);
-  EXPECT_NE(plan.fallback_ops[0].find("aten::cumsum"), std::string::npos);
+  PlannedStep plan = compile_data_parallel_plan(g, c, n, {256});
+  EXPECT_EQ(plan.report.split_rows, 256) << plan.report.summary;
+  EXPECT_EQ(plan.report.replicated_fallbacks, 1u);
+  ASSERT_EQ(plan.report.fallback_ops.size(), 1u);
+  EXPECT_NE(plan.report.fallback_ops[0].find("aten::cumsum"), std::string::npos);
   for (const auto& p : plan.programs) EXPECT_EQ(count(p, Kind::kAllGather), 1u);
 }
 
@@ -266,8 +266,8 @@ TEST_F(DataParallelPlannerTest, FewerRowsThanDevicesRunsReplicated) {
   g.append(upload(x, {2, 4}));
   g.append(node("aten::relu", {shaped(x, {2, 4})}, {shaped(y, {2, 4})}));
   CanonicalGraph c = CanonicalGraph::build(g);
-  runtime::Plan plan = compile_data_parallel_plan(g, c, n, {2});
-  EXPECT_EQ(plan.split_rows, 0);
+  PlannedStep plan = compile_data_parallel_plan(g, c, n, {2});
+  EXPECT_EQ(plan.report.split_rows, 0);
   for (const auto& p : plan.programs) EXPECT_TRUE(p.launches.empty());
 }
 

@@ -40,10 +40,10 @@ class PipelinePlannerTest : public ::testing::Test {
 TEST_F(PipelinePlannerTest, TwoStagesRunTheirMicroBatchesAndSendActivationsForward) {
   PipelineStep step(vm, 2);
   const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step.graph);
-  const runtime::Plan plan = compile_pipeline_plan(step.graph, c, {.stages = 2, .dp = 1, .micro_batches = 2}, {8});
+  const PlannedStep plan = compile_pipeline_plan(step.graph, c, {.stages = 2, .dp = 1, .micro_batches = 2}, {8});
   ASSERT_EQ(plan.programs.size(), 2u);
-  EXPECT_EQ(plan.split_rows, 8) << plan.summary;
-  EXPECT_EQ(plan.replicated_fallbacks, 0u) << plan.summary;
+  EXPECT_EQ(plan.report.split_rows, 8) << plan.report.summary;
+  EXPECT_EQ(plan.report.replicated_fallbacks, 0u) << plan.report.summary;
   EXPECT_FALSE(runtime::point_to_point_mismatch(plan, [&](uint32_t s) { return c.buffers[s].bytes; }));
   const auto& first = plan.programs[0];
   const auto& second = plan.programs[1];
@@ -86,7 +86,7 @@ TEST_F(PipelinePlannerTest, TwoStagesRunTheirMicroBatchesAndSendActivationsForwa
 TEST_F(PipelinePlannerTest, ReplicasOfAStageAllReduceTheirGradientsInTheirGroup) {
   PipelineStep step(vm, 4);
   const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step.graph);
-  const runtime::Plan plan = compile_pipeline_plan(step.graph, c, {.stages = 2, .dp = 2, .micro_batches = 2}, {8});
+  const PlannedStep plan = compile_pipeline_plan(step.graph, c, {.stages = 2, .dp = 2, .micro_batches = 2}, {8});
   ASSERT_EQ(plan.programs.size(), 4u);
   EXPECT_EQ(plan.groups, (std::vector<std::vector<int>>{{0, 2}, {1, 3}}));
   EXPECT_FALSE(runtime::point_to_point_mismatch(plan, [&](uint32_t s) { return c.buffers[s].bytes; }));
@@ -108,9 +108,9 @@ TEST_F(PipelinePlannerTest, ReplicasOfAStageAllReduceTheirGradientsInTheirGroup)
 TEST_F(PipelinePlannerTest, ABatchTooSmallForTheMicroBatchesGetsFewer) {
   PipelineStep step(vm, 2);
   const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step.graph);
-  const runtime::Plan plan = compile_pipeline_plan(step.graph, c, {.stages = 2, .dp = 1, .micro_batches = 16}, {8});
-  EXPECT_NE(plan.summary.find("8 (of 16 asked: a micro-batch needs a row) micro-batch(es) per replica"), std::string::npos)
-      << plan.summary;
+  const PlannedStep plan = compile_pipeline_plan(step.graph, c, {.stages = 2, .dp = 1, .micro_batches = 16}, {8});
+  EXPECT_NE(plan.report.summary.find("8 (of 16 asked: a micro-batch needs a row) micro-batch(es) per replica"), std::string::npos)
+      << plan.report.summary;
   EXPECT_EQ(count(plan.programs[0], Kind::kLaunch, kMm1), 8u);
 }
 
@@ -133,7 +133,7 @@ TEST_F(PipelinePlannerTest, AForeachOpRunsOnEachStageOverItsOwnElements) {
   const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(g);
   const StageCut cut = cut_stages(g, c, 2);
   ASSERT_EQ(cut.element_stage[kGw1 + 2], (std::vector<int>{0, 1}));
-  const runtime::Plan plan = compile_pipeline_plan(g, c, {.stages = 2, .dp = 1, .micro_batches = 2}, {8});
+  const PlannedStep plan = compile_pipeline_plan(g, c, {.stages = 2, .dp = 1, .micro_batches = 2}, {8});
   EXPECT_FALSE(runtime::point_to_point_mismatch(plan, [&](uint32_t s) { return c.buffers[s].bytes; }));
   for (int d = 0; d < 2; ++d) {
     const auto& p = plan.programs[d];

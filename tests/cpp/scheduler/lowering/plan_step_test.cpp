@@ -58,7 +58,7 @@ class PlanStepTest : public ::testing::Test {
     for (const auto& b : {h, r, gw}) b->release_frontend();
     return g;
   }
-  std::shared_ptr<runtime::Plan> plan(const ParallelConfig& config = {}) {
+  std::shared_ptr<PlannedStep> plan(const ParallelConfig& config = {}) {
     StepGraph g = step();
     CanonicalGraph c = CanonicalGraph::build(g);
     return plan_step({.graph = g, .canonical = c, .devices = devices, .parallelism = config});
@@ -72,14 +72,14 @@ TEST_F(PlanStepTest, OneDeviceRunsTheRecordedOrder) {
   ASSERT_EQ(p->programs.size(), 1u);
   EXPECT_EQ(count(p->programs[0], Instruction::Kind::kLaunch), 5u);
   EXPECT_EQ(count(p->programs[0], Instruction::Kind::kAllReduce), 0u);
-  EXPECT_EQ(p->batch_sizes, std::vector<int64_t>{8});  // the step's analysis comes with the plan
+  EXPECT_EQ(p->report.batch_sizes, std::vector<int64_t>{8});  // the step's analysis comes with the plan
 }
 
 TEST_F(PlanStepTest, ReplicasSplitTheBatch) {
   devices = 2;
   auto p = plan();
   ASSERT_EQ(p->programs.size(), 2u);
-  EXPECT_EQ(p->split_rows, 8) << p->summary;
+  EXPECT_EQ(p->report.split_rows, 8) << p->report.summary;
   for (const auto& program : p->programs) EXPECT_EQ(count(program, Instruction::Kind::kAllReduce), 1u);
 }
 
@@ -104,13 +104,13 @@ TEST_F(PlanStepTest, StagesOrMicroBatchesGoToThePipelinePlanner) {
   pipeline.num_stages = 2;
   auto p = plan(pipeline);
   ASSERT_EQ(p->programs.size(), 2u);
-  EXPECT_NE(p->summary.find("2 pipeline stages"), std::string::npos) << p->summary;
+  EXPECT_NE(p->report.summary.find("2 pipeline stages"), std::string::npos) << p->report.summary;
   devices = 1;
   ParallelConfig micro;
   micro.num_micro_batches = 2;
   p = plan(micro);
   ASSERT_EQ(p->programs.size(), 1u);
-  EXPECT_NE(p->summary.find("2 micro-batch(es) per replica"), std::string::npos) << p->summary;
+  EXPECT_NE(p->report.summary.find("2 micro-batch(es) per replica"), std::string::npos) << p->report.summary;
 }
 
 TEST(PlanAcceptsTest, APlanStartsFromWhatItsLayoutLeft) {

@@ -61,10 +61,10 @@ TEST(PlannerTest, LaunchesFollowTheRecordedOrder) {
     prev = out;
   }
   b.g.hash = 0x1234;
-  runtime::Plan plan = compile_plan(b.g);
+  PlannedStep plan = compile_plan(b.g);
   EXPECT_EQ(plan.graph_hash, 0x1234u);
   EXPECT_EQ(plan.num_nodes, 10u);
-  EXPECT_FALSE(plan.summary.empty());
+  EXPECT_FALSE(plan.report.summary.empty());
   ASSERT_EQ(plan.programs.size(), 1u);
   EXPECT_EQ(plan.programs[0].device, 0);
   std::vector<uint32_t> launched;
@@ -88,7 +88,7 @@ TEST(PlannerTest, UnmaterializedInputIsAllocatedOnceBeforeItsFirstLaunch) {
   b.op({m}, {o0});
   b.op({u, o0}, {o1});
   b.op({u, o1}, {o2});
-  runtime::Plan plan = compile_plan(b.g);
+  PlannedStep plan = compile_plan(b.g);
   const auto& code = code_of(plan);
   auto allocs = positions(code, Kind::kAllocate, u);
   ASSERT_EQ(allocs.size(), 1u);
@@ -243,7 +243,7 @@ TEST(PlannerTest, FromAStepGraph) {
   t->release_frontend();
   scratch->release_frontend();
   CanonicalGraph cg = CanonicalGraph::build(sg);
-  runtime::Plan plan = compile_plan(cg);
+  PlannedStep plan = compile_plan(cg);
   EXPECT_EQ(plan.graph_hash, cg.hash);
   const auto& code = code_of(plan);
   // alloc scratch, launch 0, release scratch, launch 1, release t
@@ -261,7 +261,7 @@ TEST(PlannerTest, FromAStepGraph) {
 
 TEST(PlannerTest, EmptyGraph) {
   CanonicalGraph g;
-  runtime::Plan plan = compile_plan(g);
+  PlannedStep plan = compile_plan(g);
   ASSERT_EQ(plan.programs.size(), 1u);
   EXPECT_TRUE(plan.programs[0].code.empty());
   EXPECT_EQ(plan.programs[0].peak_bytes, 0u);
