@@ -475,6 +475,25 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
       device.scale_in_stream(t, m.data(), m.bytes() / size_of(t), program.factors.at(ins.aux));
       break;
     }
+    case Instruction::Kind::kReduceScatter: {  // the sum's rows, each device its own (split_rows)
+      const uint64_t row = info.row_bytes;
+      const DataType t = need_type();
+      if (row == 0 || row % size_of(t) != 0) throw Error(fmt::format("buffer {} has no rows to scatter", b.id()));
+      const int64_t rows = static_cast<int64_t>(b.bytes() / row);
+      auto [comm, crank] = on();
+      CollectivePart p;
+      p.kind = CollectiveKind::kReduceScatter;
+      p.type = t;
+      p.op = ReduceOp::kSum;
+      for (int r = 0; r < comm->size(); ++r)
+        p.counts.push_back(static_cast<uint64_t>(split_rows(rows, comm->size(), r).count) * row / size_of(t));
+      auto mine = device.allocate(std::max<uint64_t>(p.counts[crank] * size_of(t), 1));
+      p.send = block(b).data();
+      p.recv = mine->data();
+      comm->run_in_stream(crank, p);
+      b.bind(rank, std::move(mine));
+      break;
+    }
     case Instruction::Kind::kKeepRows: {
       const uint64_t row = info.row_bytes;
       const int ranks = ins.group ? static_cast<int>(plan.groups.at(ins.group - 1).size()) : comm_ ? comm_->size() : 1;

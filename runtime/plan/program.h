@@ -24,6 +24,7 @@ struct Instruction {
     kMultiply,   // scalar slot *= scalar slot `aux` (a local mean loss back to a local sum)
     kDivide,     // scalar slot /= scalar slot `aux` (the summed loss over the summed weight)
     kKeepRows,   // keep only this device's rows of a replicated slot (kReplicate -> kShard, no traffic)
+    kReduceScatter,  // sum the slot's partial values, each device keeping its rows of the sum (kPartial -> kShard)
     // One generated kernel in place of several elementwise nodes: fused[index] of the program.
     kFused,
     // Point to point between two devices' programs (pipeline stages): `index` is a slot, `aux` the peer

@@ -16,7 +16,7 @@ using Kind = Instruction::Kind;
 namespace {
 
 bool is_collective(Kind k) {
-  return k == Kind::kAllReduce || k == Kind::kAllGather || k == Kind::kBroadcast || k == Kind::kKeepRows;
+  return k == Kind::kAllReduce || k == Kind::kAllGather || k == Kind::kBroadcast || k == Kind::kReduceScatter;
 }
 
 }  // namespace

@@ -74,7 +74,8 @@ uint64_t program_peak(const runtime::Plan& plan, const runtime::DeviceProgram& p
         set(s, static_cast<int64_t>(cg.buffers[s].bytes));
         break;
       case Kind::kRelease: set(s, 0); break;
-      case Kind::kKeepRows: {  // the device's rows of the whole value, copied out of it
+      case Kind::kKeepRows:         // the device's rows of the whole value, copied out of it
+      case Kind::kReduceScatter: {  // or of the sum of everyone's
         const uint64_t row = plan.slots.at(s).row_bytes;
         if (row == 0) break;
         int ranks = plan.num_devices, rank = program.device;

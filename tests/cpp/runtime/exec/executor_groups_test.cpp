@@ -74,6 +74,23 @@ class ExecutorGroupsTest : public ::testing::Test {
   std::unique_ptr<Executor> executor;
 };
 
+// A reduce-scatter over a stage's replicas: each keeps its rows of the sum (3 rows of one float: 2 + 1).
+TEST_F(ExecutorGroupsTest, AReduceScatterLeavesEachReplicaItsRowsOfTheSum) {
+  auto a = filled([](int d) { return float(d + 1); });
+  for (int d = 0; d < kDevices; ++d) static_cast<float*>(a->memory(d)->data())[1] = float(10 * (d + 1));
+  Plan plan = stages({in_group(Kind::kReduceScatter, 0, 1)}, 1);
+  plan.slots[0].row_bytes = 4;
+  run(std::move(plan), {a});
+  // Stage {0, 2}: rows 0 and 1 on device 0, row 2 on device 2; stage {1, 3} alike.
+  ASSERT_EQ(a->memory(0)->bytes(), 8u);
+  ASSERT_EQ(a->memory(2)->bytes(), 4u);
+  EXPECT_EQ(static_cast<const float*>(a->memory(0)->data())[0], 1 + 3);
+  EXPECT_EQ(static_cast<const float*>(a->memory(0)->data())[1], 10 + 30);
+  EXPECT_EQ(static_cast<const float*>(a->memory(2)->data())[0], 1 + 3);
+  EXPECT_EQ(static_cast<const float*>(a->memory(1)->data())[1], 20 + 40);
+  EXPECT_EQ(static_cast<const float*>(a->memory(3)->data())[0], 2 + 4);
+}
+
 TEST_F(ExecutorGroupsTest, EachGroupReducesAndBroadcastsAmongItsOwnDevices) {
   auto a = filled([](int d) { return float(d + 1); });
   auto b = filled([](int d) { return float(10 * (d + 1)); });
