@@ -221,7 +221,7 @@ void Engine::flush_locked() {
 
   // A graph planned with and without fusion, or under another layout, has another plan: the key says which.
   uint64_t plan_key = fusion_enabled_ ? canonical.hash ^ 0x9e3779b97f4a7c15ull : canonical.hash;
-  plan_key ^= std::hash<std::string>{}(format_parallel_config(parallelism_)) * 0x100000001b3ull;
+  plan_key ^= layout_key_;
   std::shared_ptr<const PlannedStep> plan = cache_.find(plan_key);
   if (plan) {
     log().debug("Step graph {:016x} found in the plan cache ({} ops)", canonical.hash, plan->num_nodes);
@@ -323,6 +323,7 @@ void Engine::set_parallelism(const ParallelConfig& config) {
   if (const std::string why = unsupported_parallelism(config); !why.empty()) throw ConfigError(why);
   flush_locked();  // what was recorded so far is planned as it was recorded
   parallelism_ = config;
+  layout_key_ = config == ParallelConfig{} ? 0 : std::hash<std::string>{}(format_parallel_config(config)) * 0x100000001b3ull;
   const std::string line = format_parallel_config(config);
   log().info("Configuration for parallelism is selected.");
   log().info("{}", line);

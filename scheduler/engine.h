@@ -152,6 +152,7 @@ class Engine {
   std::unique_ptr<runtime::Communicator> communicator_;
   bool layout_logged_ = false;
   runtime::ParallelConfig parallelism_;
+  uint64_t layout_key_ = 0;  // mixed into plan keys: another layout, other plans (0: the default layout)
   bool collectives_lost_logged_ = false;
   bool fusion_enabled_ = false;
   static std::atomic<bool>& cuda_kernels_flag();

@@ -30,9 +30,11 @@ namespace {
 
 class PipelineEmission {
  public:
+  // `pieces`: piece i × micro + k is micro-batch k of replica i (batch_split's pieces).
   PipelineEmission(const runtime::StepGraph& graph, const runtime::CanonicalGraph& cg, const BatchSplit& split,
-                   const StageCut& cut, int stages, int dp, int micro, int64_t rows)
+                   const StageCut& cut, int stages, int dp, int micro, int64_t rows, std::vector<RowRange> pieces)
       : graph_(graph), cg_(cg), split_(split), cut_(cut), pp_(stages), dp_(dp), m_(micro), rows_(rows),
+        piece_rows_(std::move(pieces)),
         at_(cg.buffers.size(), std::vector<uint32_t>(micro, 0)), home_(cg.buffers.size(), false),
         everywhere_(cg.buffers.size(), false), by_rows_(cg.buffers.size(), false), owner_(cg.buffers.size(), -1) {
     for (int i = 0; i < dp_; ++i) device_rows_.push_back(runtime::split_rows(rows_, dp_, i));
@@ -117,10 +119,6 @@ class PipelineEmission {
   }
   RowRange piece(int i, int k) const { return piece_rows_[static_cast<size_t>(i * m_ + k)]; }
 
- public:
-  std::vector<RowRange> piece_rows_;  // set before run(): piece i × m + k is micro-batch k of replica i
-
- private:
   void set_whole(uint32_t s, int stage) {
     std::fill(at_[s].begin(), at_[s].end(), bit(stage));
     home_[s] = false;
@@ -509,6 +507,7 @@ class PipelineEmission {
   const StageCut& cut_;
   const int pp_, dp_, m_;
   const int64_t rows_;
+  const std::vector<RowRange> piece_rows_;
   std::vector<RowRange> device_rows_;
   std::vector<uint64_t> stage_mask_;
   std::vector<runtime::DeviceProgram> programs_;
@@ -579,8 +578,7 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
       micro = m;
     }
   }
-  PipelineEmission emission(graph, canonical, *split, cut, pp, dp, micro, rows);
-  emission.piece_rows_ = pieces;
+  PipelineEmission emission(graph, canonical, *split, cut, pp, dp, micro, rows, pieces);
   PlannedStep plan = emission.run();
   plan.report.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   uint64_t peak = 0;

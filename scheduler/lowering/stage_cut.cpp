@@ -1,15 +1,12 @@
 #include "scheduler/lowering/stage_cut.h"
 
-#include <fmt/format.h>
-
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <functional>
+#include <limits>
 #include <map>
 #include <string_view>
 
-#include "runtime/base/errors.h"
 
 namespace moreh::scheduler {
 
