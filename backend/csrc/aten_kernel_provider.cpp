@@ -72,6 +72,8 @@ void AtenKernelProvider::launch(const runtime::Node& node, const runtime::Launch
     return view(block, node.inputs[i]);
   }, elements);
   if (p.seeded && p.generator_arg >= 0) stack[p.generator_arg] = generator(p.seed, ctx.device());
+  if (ctx.local())
+    for (const auto& [arg, value] : ctx.local()->int_args) stack.at(static_cast<size_t>(arg)) = value;
   if (node.host_input && ctx.local()) {
     // x.to("moreh") split by rows: this device copies its rows of the host tensor.
     const runtime::RowRange rows = ctx.local()->rows;

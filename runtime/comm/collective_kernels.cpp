@@ -85,4 +85,19 @@ ElementwiseKernel combine_scalars_kernel(DataType type, ScalarOp op) {
   return k;
 }
 
+ElementwiseKernel divide_by_scalar_kernel(DataType type, DataType divisor) {
+  const auto floating = [](DataType t) {
+    return t == DataType::kFloat32 || t == DataType::kFloat64 || t == DataType::kBFloat16 || t == DataType::kFloat16;
+  };
+  if (!floating(type) || !floating(divisor))
+    throw std::invalid_argument(fmt::format("cannot divide {} elements by a {} scalar", name_of(type), name_of(divisor)));
+  const DataType math = type == DataType::kFloat32 && divisor == DataType::kFloat32 ? DataType::kFloat32
+                                                                                    : DataType::kFloat64;
+  ElementwiseKernel k(1);
+  const ElementwiseValue x = k.cast(k.input(type), math);
+  const ElementwiseValue y = k.cast(k.input(divisor, InputLayout::with_strides(1u)), math);
+  k.output(k.binary(ElementwiseOp::kDiv, x, y), type);
+  return k;
+}
+
 }  // namespace moreh::runtime

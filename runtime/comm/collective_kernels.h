@@ -34,5 +34,8 @@ ElementwiseKernel reduce_kernel(DataType type, ReduceOp op, int k);
 // for float16 and bfloat16), as combine_scalars. Input 0 and output 0 are x (in place), input 1 is y.
 // Floating types only.
 ElementwiseKernel combine_scalars_kernel(DataType type, ScalarOp op);
+// x[i] = x[i] / y[0] for `count` elements of `type` and the scalar y of `divisor` (input 1, read with stride 0 over
+// a rank-1 shape): float32 divides in float, as a kernel of that type does; the others go through double.
+ElementwiseKernel divide_by_scalar_kernel(DataType type, DataType divisor);
 
 }  // namespace moreh::runtime

@@ -82,10 +82,17 @@ ParallelConfig parse_parallel_config(std::string_view line) {
     } else if (name == "distribute_low_prec_param") {
       once(name);
       c.distribute_low_prec_param = parse_flag(name, value);
+    } else if (name == "pipeline_schedule") {
+      once(name);
+      if (value == "1f1b" || value == "1F1B") c.pipeline_schedule = PipelineSchedule::k1F1B;
+      else if (value == "gpipe" || value == "GPipe") c.pipeline_schedule = PipelineSchedule::kGPipe;
+      else
+        throw ConfigError(fmt::format("parallel configuration: pipeline_schedule must be 1f1b or gpipe, got '{}'",
+                                      value));
     } else {
       throw ConfigError(fmt::format(
           "parallel configuration: unknown field '{}' (fields: num_stages, num_micro_batches, batch_per_device, "
-          "TP or No TP, recomputation, distribute_param, distribute_low_prec_param)",
+          "TP or No TP, recomputation, distribute_param, distribute_low_prec_param, pipeline_schedule)",
           name));
     }
   }
@@ -97,7 +104,8 @@ std::string format_parallel_config(const ParallelConfig& c) {
       "num_stages : {}, num_micro_batches : {}, batch_per_device : {}, {}, recomputation : {}, distribute_param : "
       "{}, distribute_low_prec_param : {}",
       c.num_stages, c.num_micro_batches, c.batch_per_device, c.tp > 1 ? fmt::format("TP : {}", c.tp) : "No TP",
-      c.recomputation, c.distribute_param, c.distribute_low_prec_param);
+      c.recomputation, c.distribute_param, c.distribute_low_prec_param) +
+         (c.pipeline_schedule == PipelineSchedule::kGPipe ? ", pipeline_schedule : gpipe" : "");
 }
 
 ParallelSizes parallel_layout(const ParallelConfig& c, int devices) {

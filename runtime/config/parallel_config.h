@@ -2,7 +2,8 @@
 //   num_stages : 2, num_micro_batches : 4, batch_per_device : 1, No TP, recomputation : 0,
 //   distribute_param : true, distribute_low_prec_param : false
 // parsed by field name (any order, missing fields take their defaults), checked against a device count,
-// and printed back in that order, so that a dump's line can be pasted into MOREH_PARALLELISM.
+// and printed back in that order, so that a dump's line can be pasted into MOREH_PARALLELISM. One field is
+// moreh's own: `pipeline_schedule : gpipe` (default 1f1b), printed only when it is not the default.
 #pragma once
 #include <string>
 #include <string_view>
@@ -10,6 +11,9 @@
 #include "runtime/plan/rank_layout.h"
 
 namespace moreh::runtime {
+
+// The order of a pipeline's micro-batches (scheduler/lowering/pipeline_schedule.h).
+enum class PipelineSchedule { k1F1B, kGPipe };
 
 struct ParallelConfig {
   int num_stages = 1;         // pipeline stages (pp)
@@ -19,6 +23,7 @@ struct ParallelConfig {
   int recomputation = 0;      // 0 or 1
   bool distribute_param = false;
   bool distribute_low_prec_param = false;
+  PipelineSchedule pipeline_schedule = PipelineSchedule::k1F1B;
   bool operator==(const ParallelConfig&) const = default;
 };
 

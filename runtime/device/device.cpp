@@ -2,6 +2,7 @@
 
 #include "runtime/kernels/elementwise_reduction.h"
 #include "runtime/kernels/elementwise_reference.h"
+#include "runtime/comm/collective_kernels.h"
 #include "runtime/base/errors.h"
 
 namespace moreh::runtime {
@@ -83,6 +84,17 @@ void PhysicalDevice::accumulate_in_stream(DataType type, void* dst, const void* 
 void PhysicalDevice::elementwise_in_stream(const ElementwiseKernel& kernel, const ElementwiseArguments& args) {
   if (!host_accessible()) throw Error(name() + " cannot run a generated kernel on the host");
   evaluate_on_host(kernel, args);
+}
+
+void PhysicalDevice::divide_in_stream(DataType type, void* x, uint64_t count, DataType divisor, const void* y) {
+  if (count == 0) return;
+  ElementwiseArguments args;
+  args.count = count;
+  args.sizes = {static_cast<int64_t>(count)};
+  args.inputs = {x, y};
+  args.strides = {{}, {0}};
+  args.outputs = {x};
+  elementwise_in_stream(divide_by_scalar_kernel(type, divisor), args);
 }
 
 void PhysicalDevice::combine_scalars_in_stream(DataType type, void* x, const void* y, ScalarOp op) {

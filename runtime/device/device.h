@@ -117,6 +117,9 @@ class PhysicalDevice {
   // dst[i] += src[i] for i < count (a micro-batch's gradient into the sum of earlier ones).
   virtual void accumulate_in_stream(DataType type, void* dst, const void* src, uint64_t count);
   virtual void combine_scalars_in_stream(DataType type, void* x, const void* y, ScalarOp op);
+  // x[i] /= *y for i < count, y a scalar of `divisor` in this device's memory (1F1B's deferred division of
+  // a mean loss's gradients by its total weight): a generated kernel through elementwise_in_stream.
+  void divide_in_stream(DataType type, void* x, uint64_t count, DataType divisor, const void* y);
   // A generated elementwise kernel over this device's memory, from work on its stream: the host evaluator
   // (runtime/kernels/elementwise_reference.h) where the host reaches the memory, a compiled kernel on a GPU.
   virtual void elementwise_in_stream(const ElementwiseKernel& kernel, const ElementwiseArguments& args);

@@ -507,7 +507,17 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
     case Instruction::Kind::kMultiply:
     case Instruction::Kind::kDivide: {
       Buffer& other = *step.bindings[ins.aux];
-      device.combine_scalars_in_stream(need_type(), block(b).data(), block(other).data(),
+      const DataType t = need_type();
+      PhysicalBlock& x = block(b);
+      const uint64_t count = x.bytes() / size_of(t);
+      if (ins.kind == Instruction::Kind::kDivide && count > 1) {  // a gradient by a loss's total weight
+        const auto& divisor = plan.slots.at(ins.aux).type;
+        if (!divisor || !is_reducible(*divisor))
+          throw Error(fmt::format("buffer {} cannot divide: its divisor has no element type", b.id()));
+        device.divide_in_stream(t, x.data(), count, *divisor, block(other).data());
+        break;
+      }
+      device.combine_scalars_in_stream(t, x.data(), block(other).data(),
                                        ins.kind == Instruction::Kind::kMultiply ? ScalarOp::kMultiply : ScalarOp::kDivide);
       break;
     }

@@ -2,6 +2,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "runtime/base/data_type.h"
@@ -77,6 +78,9 @@ struct LocalLaunch {
   // A loss mean: output `weighted` is multiplied by output `weight` (its local weight) before joining, so
   // that the sum over micro-batches divided by the summed weight is the whole batch's mean.
   int weighted = -1, weight = -1;
+  // Integer arguments read in place of the recorded ones (schema argument, value): 1F1B takes a mean loss's
+  // gradient as a sum (reduction 2) and divides it by the loss's total weight once every micro-batch is in.
+  std::vector<std::pair<int, int64_t>> int_args;
 
   // An op over lists (list_elements) run on some of their elements only (a _foreach_ op whose tensors lie
   // on several pipeline stages): the elements kept, ascending. Empty: all. The launch then has no refs of

@@ -388,6 +388,35 @@ class Lowering {
 
 }  // namespace
 
+void step_slots(const runtime::StepGraph& graph, const runtime::CanonicalGraph& cg, const SplitStep& st,
+                std::vector<uint32_t>& reads, std::vector<uint32_t>& writes) {
+  reads.clear();
+  writes.clear();
+  switch (st.kind) {
+    case Kind::kLaunch: {
+      const auto& node = graph.nodes()[st.index];
+      const auto& in = cg.node_inputs[st.index];
+      for (size_t i = 0; i < in.size(); ++i) {
+        reads.push_back(in[i]);
+        if (std::find(node.written.begin(), node.written.end(), i) != node.written.end()) writes.push_back(in[i]);
+      }
+      for (uint32_t s : cg.node_outputs[st.index]) writes.push_back(s);
+      break;
+    }
+    case Kind::kAllocate: writes.push_back(st.index); break;
+    case Kind::kMultiply:
+    case Kind::kDivide:
+      reads.push_back(st.index);
+      reads.push_back(st.aux);
+      writes.push_back(st.index);
+      break;
+    default:
+      reads.push_back(st.index);
+      writes.push_back(st.index);
+      break;
+  }
+}
+
 BatchSplit split_batch(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                        const std::vector<RowRange>& pieces, int64_t rows) {
   return Lowering(graph, canonical, pieces, rows).run();

@@ -32,6 +32,9 @@ struct SplitStep {
   std::vector<int8_t> aligned;
   std::vector<OutputSpec> outputs;
   int loss_out = -1, loss_weight = -1;
+  // kLaunch: inputs the kernel is given but whose values it does not use (a mean loss's total weight once
+  // deferred_loss_division.h takes its gradient as a sum): no ordering waits on them.
+  std::vector<int> unused_inputs;
 };
 
 struct BatchSplit {
@@ -43,6 +46,10 @@ struct BatchSplit {
   std::vector<std::string> fallback_ops;      // "aten::cumsum ×2"
   std::vector<std::string> fallback_details;  // per node, why (filled when the log is at debug)
 };
+
+// The slots a step reads and writes.
+void step_slots(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical, const SplitStep& step,
+                std::vector<uint32_t>& reads, std::vector<uint32_t>& writes);
 
 // Lowers `graph` for the batch of `rows` rows split into `pieces` (each piece's rows of the batch; rows 0:
 // not split, every piece runs the whole step).

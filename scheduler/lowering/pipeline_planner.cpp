@@ -9,10 +9,13 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <tuple>
 
 #include "runtime/base/errors.h"
 #include "scheduler/lowering/batch_split.h"
+#include "scheduler/lowering/deferred_loss_division.h"
 #include "scheduler/lowering/memory_model.h"
+#include "scheduler/lowering/pipeline_schedule.h"
 #include "scheduler/lowering/stage_cut.h"
 
 namespace moreh::scheduler {
@@ -32,8 +35,10 @@ class PipelineEmission {
  public:
   // `pieces`: piece i × micro + k is micro-batch k of replica i (batch_split's pieces).
   PipelineEmission(const runtime::StepGraph& graph, const runtime::CanonicalGraph& cg, const BatchSplit& split,
-                   const StageCut& cut, int stages, int dp, int micro, int64_t rows, std::vector<RowRange> pieces)
+                   const StageCut& cut, int stages, int dp, int micro, int64_t rows, std::vector<RowRange> pieces,
+                   PipelineSchedule schedule)
       : graph_(graph), cg_(cg), split_(split), cut_(cut), pp_(stages), dp_(dp), m_(micro), rows_(rows),
+        schedule_(schedule),
         piece_rows_(std::move(pieces)),
         at_(cg.buffers.size(), std::vector<uint32_t>(micro, 0)), home_(cg.buffers.size(), false),
         everywhere_(cg.buffers.size(), false), by_rows_(cg.buffers.size(), false), owner_(cg.buffers.size(), -1) {
@@ -73,22 +78,35 @@ class PipelineEmission {
     std::vector<uint32_t> reads, writes;
     int last_piece_stage = 0;
     bool backward = false;
-    for (const SplitStep& st : split_.steps) {
+    // 1F1B: where the phase's backward half begins (its first step of the backward pass after per-micro-batch
+    // steps of the forward pass; 0: the phase has no two halves).
+    const bool interleave = schedule_ == PipelineSchedule::k1F1B && m_ > 1 && pp_ > 1;
+    bool forward_pieces = false;
+    size_t turn = 0;
+    const std::vector<SplitStep>* steps = &split_.steps;
+    if (interleave) {  // a mean loss's division waits for every micro-batch: its gradient goes as a sum
+      deferred_ = defer_loss_division(graph_, cg_, split_.steps, cut_.forward_end);
+      if (!deferred_.steps.empty()) steps = &deferred_.steps;
+    }
+    for (const SplitStep& st : *steps) {
       slots_of(st, reads, writes);
       const bool per_piece = st.kind == Kind::kLaunch && !st.launches.empty();
-      if (!per_piece) {
+      const bool folded = st.kind == Kind::kScale || st.kind == Kind::kMultiply;  // into the launches
+      if (!per_piece && !folded) {
         bool barrier = false;
         for (uint32_t s : reads) barrier = barrier || piece_written.count(s);
         for (uint32_t s : writes) barrier = barrier || piece_touched.count(s);
         if (barrier) {
-          emit_phase(phase);
+          emit_phase(phase, turn);
           phase.clear();
+          turn = 0;
+          forward_pieces = false;
           piece_written.clear();
           piece_touched.clear();
           last_piece_stage = 0;
           backward = false;
         }
-      } else {
+      } else if (!interleave) {
         // The backward pass begins (a micro-batch's ops go back to an earlier stage): every micro-batch's
         // forward ops come first, so that stage 0 runs its next micro-batch while the later stages work.
         if (stage_of(st) < last_piece_stage && !backward) {
@@ -99,12 +117,19 @@ class PipelineEmission {
           backward = true;  // once: the backward pass itself pipelines, stage after stage
         }
         last_piece_stage = stage_of(st);
+      }
+      if (per_piece) {
         for (uint32_t s : writes) piece_written.insert(s), piece_touched.insert(s);
         for (uint32_t s : reads) piece_touched.insert(s);
       }
+      if (interleave) {
+        const bool in_backward = st.node >= cut_.forward_end;
+        if (per_piece && !in_backward) forward_pieces = true;
+        if (in_backward && forward_pieces && turn == 0) turn = phase.size();
+      }
       phase.push_back(&st);
     }
-    emit_phase(phase);
+    emit_phase(phase, turn);
     return finish();
   }
 
@@ -126,33 +151,8 @@ class PipelineEmission {
     owner_[s] = stage;
   }
 
-  // The slots a step reads and writes.
   void slots_of(const SplitStep& st, std::vector<uint32_t>& reads, std::vector<uint32_t>& writes) const {
-    reads.clear();
-    writes.clear();
-    switch (st.kind) {
-      case Kind::kLaunch: {
-        const auto& node = graph_.nodes()[st.index];
-        const auto& in = cg_.node_inputs[st.index];
-        for (size_t i = 0; i < in.size(); ++i) {
-          reads.push_back(in[i]);
-          if (std::find(node.written.begin(), node.written.end(), i) != node.written.end()) writes.push_back(in[i]);
-        }
-        for (uint32_t s : cg_.node_outputs[st.index]) writes.push_back(s);
-        break;
-      }
-      case Kind::kAllocate: writes.push_back(st.index); break;
-      case Kind::kMultiply:
-      case Kind::kDivide:
-        reads.push_back(st.index);
-        reads.push_back(st.aux);
-        writes.push_back(st.index);
-        break;
-      default:
-        reads.push_back(st.index);
-        writes.push_back(st.index);
-        break;
-    }
+    step_slots(graph_, cg_, st, reads, writes);
   }
 
   Instruction& push(int d, Kind kind, uint32_t index, uint32_t aux = 0) {
@@ -216,8 +216,16 @@ class PipelineEmission {
     at_[s][k] |= bit(j);
   }
 
-  void emit_phase(const std::vector<const SplitStep*>& phase) {
+  void emit_phase(const std::vector<const SplitStep*>& phase, size_t turn = 0) {
     if (phase.empty()) return;
+    if (turn > 0) {
+      if (emit_one_f_one_b(phase, turn)) return;
+      // The step's data allows no 1F1B order here: GPipe's, forward half then backward half.
+      ++gpipe_fallbacks_;
+      emit_phase({phase.begin(), phase.begin() + static_cast<std::ptrdiff_t>(turn)});
+      emit_phase({phase.begin() + static_cast<std::ptrdiff_t>(turn), phase.end()});
+      return;
+    }
     ++phases_;
     for (int k = 0; k < m_; ++k)
       for (const SplitStep* st : phase) {
@@ -225,6 +233,116 @@ class PipelineEmission {
         if (per_piece) emit_piece(*st, k);
         else if (k == 0) emit_once(*st);
       }
+  }
+
+  // What a step run on micro-batch k reads and writes: (slot, micro-batch or -1 for the whole value).
+  struct Access {
+    uint32_t slot;
+    int piece;
+    bool write;
+  };
+  // `same_per_piece`: slots that per-micro-batch steps write whole, each micro-batch its own value (a
+  // replicated output, the same each time; a per-device one, such as attention's RNG state without dropout,
+  // which its backward reads as it is): micro-batch k's readers count as reading micro-batch k's. The
+  // device holds one copy, the latest, as under GPipe, whose backward reads the last micro-batch's.
+  void accesses(const SplitStep& st, int k, const std::set<uint32_t>& same_per_piece, std::vector<Access>& out) const {
+    out.clear();
+    const bool per_piece = st.kind == Kind::kLaunch && !st.launches.empty();
+    if (!per_piece) {
+      std::vector<uint32_t> reads, writes;
+      slots_of(st, reads, writes);
+      for (uint32_t s : reads) out.push_back({s, -1, false});
+      for (uint32_t s : writes) out.push_back({s, -1, true});
+      return;
+    }
+    const auto& node = graph_.nodes()[st.index];
+    const auto& in = cg_.node_inputs[st.index];
+    const auto& outs = cg_.node_outputs[st.index];
+    for (size_t x = 0; x < in.size(); ++x) {
+      if (std::find(st.unused_inputs.begin(), st.unused_inputs.end(), static_cast<int>(x)) != st.unused_inputs.end())
+        continue;
+      const bool written = std::find(node.written.begin(), node.written.end(), x) != node.written.end();
+      const bool mine = (x < st.aligned.size() && st.aligned[x] >= 0) || (!written && same_per_piece.count(in[x]));
+      out.push_back({in[x], mine ? k : -1, written});
+    }
+    for (size_t o = 0; o < outs.size(); ++o) {
+      // Rows, or a replicated value: micro-batch k's. A partial sum: every micro-batch adds to the whole.
+      const bool mine = o < st.outputs.size() && (st.outputs[o].kind == OutputSpec::Kind::kShard ||
+                                                  st.outputs[o].kind == OutputSpec::Kind::kReplicate ||
+                                                  st.outputs[o].kind == OutputSpec::Kind::kLocal);
+      out.push_back({outs[o], mine ? k : -1, true});
+    }
+  }
+
+  // A phase with a forward half ([0, turn)) and a backward half, in 1F1B order: each stage's work on a
+  // micro-batch in one half is a task; a task waits for the tasks whose data it reads or overwrites in the
+  // GPipe order (the order the step's semantics are checked against); each stage runs its tasks in 1F1B
+  // order. False (nothing emitted) when no such order exists.
+  bool emit_one_f_one_b(const std::vector<const SplitStep*>& phase, size_t turn) {
+    std::vector<PipelineTask> tasks;
+    std::vector<std::vector<const SplitStep*>> steps;
+    std::vector<std::vector<size_t>> preds;
+    std::map<std::tuple<int, bool, int>, size_t> index;
+    struct Seen {
+      size_t task;
+      int piece;
+      bool write;
+    };
+    std::map<uint32_t, std::vector<Seen>> seen;
+    std::vector<Access> acc;
+    std::set<uint32_t> same_per_piece;
+    for (const SplitStep* st : phase)
+      if (st->kind == Kind::kLaunch && !st->launches.empty())
+        for (size_t o = 0; o < st->outputs.size() && o < cg_.node_outputs[st->index].size(); ++o)
+          if (st->outputs[o].kind == OutputSpec::Kind::kReplicate || st->outputs[o].kind == OutputSpec::Kind::kLocal)
+            same_per_piece.insert(cg_.node_outputs[st->index][o]);
+    for (int half = 0; half < 2; ++half) {
+      const size_t from = half ? turn : 0, to = half ? phase.size() : turn;
+      for (int k = 0; k < m_; ++k)
+        for (size_t q = from; q < to; ++q) {
+          const SplitStep& st = *phase[q];
+          const bool per_piece = st.kind == Kind::kLaunch && !st.launches.empty();
+          if (!per_piece && k > 0) continue;
+          if (st.kind == Kind::kScale || st.kind == Kind::kMultiply) continue;  // folded into the launches
+          if (!per_piece && st.kind == Kind::kLaunch && !cut_.element_stage[st.index].empty()) return false;
+          const int j = stage_of(st);
+          auto [it, fresh] = index.try_emplace({j, half == 1, k}, tasks.size());
+          if (fresh) {
+            tasks.push_back({j, half == 1, k});
+            steps.emplace_back();
+            preds.emplace_back();
+          }
+          const size_t t = it->second;
+          steps[t].push_back(&st);
+          if (st.kind == Kind::kLaunch)  // the clock's cost: a micro-batch's share of the node's
+            tasks[t].cost += node_cost(graph_.nodes()[st.index]) * (per_piece ? 1.0 / m_ : 1.0);
+          accesses(st, per_piece ? k : 0, same_per_piece, acc);
+          if (!per_piece)
+            for (Access& a : acc) a.piece = -1;
+          for (const Access& a : acc) {
+            auto& list = seen[a.slot];
+            for (const Seen& s : list)
+              if (s.task != t && (s.write || a.write) && (s.piece < 0 || a.piece < 0 || s.piece == a.piece))
+                preds[t].push_back(s.task);
+            list.push_back({t, a.piece, a.write});
+          }
+        }
+    }
+    for (auto& p : preds) {
+      std::sort(p.begin(), p.end());
+      p.erase(std::unique(p.begin(), p.end()), p.end());
+    }
+    const std::optional<std::vector<size_t>> order = merge_stage_orders(tasks, preds, pp_, m_);
+    if (!order) return false;
+    ++phases_;
+    ++one_f_one_b_phases_;
+    for (size_t t : *order)
+      for (const SplitStep* st : steps[t]) {
+        const bool per_piece = st->kind == Kind::kLaunch && !st->launches.empty();
+        if (per_piece) emit_piece(*st, tasks[t].micro);
+        else emit_once(*st);
+      }
+    return true;
   }
 
   int stage_of(const SplitStep& st) const {
@@ -507,6 +625,7 @@ class PipelineEmission {
   const StageCut& cut_;
   const int pp_, dp_, m_;
   const int64_t rows_;
+  const PipelineSchedule schedule_;
   const std::vector<RowRange> piece_rows_;
   std::vector<RowRange> device_rows_;
   std::vector<uint64_t> stage_mask_;
@@ -523,9 +642,24 @@ class PipelineEmission {
   std::map<int, uint64_t> sent_;
 
  public:
+  DeferredDivision deferred_;
   uint64_t messages_ = 0, transfer_bytes_ = 0;
-  int phases_ = 0;
+  int phases_ = 0, one_f_one_b_phases_ = 0, gpipe_fallbacks_ = 0;
 };
+
+std::string schedule_summary(PipelineSchedule asked, int micro, int one_f_one_b, int fallbacks,
+                             const DeferredDivision& d) {
+  if (asked == PipelineSchedule::kGPipe || micro == 1) return std::string(name_of(asked));  // alike for one
+  if (!d.refused.empty()) return fmt::format("GPipe: 1F1B cannot defer the mean loss's division ({})", d.refused);
+  const std::string deferred =
+      d.sum_gradients ? fmt::format(" (the loss's gradient as a sum, {} gradients divided by its weight after)",
+                                    d.divisions)
+                      : "";
+  if (one_f_one_b > 0 && fallbacks == 0) return "1F1B" + deferred;
+  if (one_f_one_b > 0) return fmt::format("1F1B, GPipe in {} phase(s) whose data allow no 1F1B order", fallbacks);
+  if (fallbacks > 0) return "GPipe: the step's data allow no 1F1B order";
+  return "1F1B asked; no phase has both a forward and a backward half, so GPipe's order";
+}
 
 }  // namespace
 
@@ -578,7 +712,7 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
       micro = m;
     }
   }
-  PipelineEmission emission(graph, canonical, *split, cut, pp, dp, micro, rows, pieces);
+  PipelineEmission emission(graph, canonical, *split, cut, pp, dp, micro, rows, pieces, options.schedule);
   PlannedStep plan = emission.run();
   plan.report.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   uint64_t peak = 0;
@@ -587,7 +721,7 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
   for (double c : cut.stage_cost) costs.push_back(fmt::format("{:.0f}", c));
   plan.report.summary = fmt::format(
       "{} ops on {} devices: {} pipeline stages (forward ops from #{}; costs {}; {} bytes cross the cuts) × {} "
-      "replica(s), {}, {} micro-batch(es) per replica (GPipe, {} phases), {} messages of {} bytes between stages, "
+      "replica(s), {}, {} micro-batch(es) per replica ({}, {} phases), {} messages of {} bytes between stages, "
       "{} bytes sent by the busiest device, {} replicated fallback op(s), peak +{} bytes per device",
       plan.num_nodes, dp * pp, pp, fmt::join(cut.starts, ", #"), fmt::join(costs, " / "),
       fmt::format("{}", fmt::join(cut.cut_bytes, " + ")), dp,
@@ -595,6 +729,8 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
       micro == options.micro_batches ? fmt::format("{}", micro)
                                      : fmt::format("{} (of {} asked: a micro-batch needs a row)", micro,
                                                    options.micro_batches),
+      schedule_summary(options.schedule, micro, emission.one_f_one_b_phases_, emission.gpipe_fallbacks_,
+                       emission.deferred_),
       emission.phases_,
       emission.messages_, emission.transfer_bytes_, plan.report.collective_bytes_per_device, plan.report.replicated_fallbacks, peak);
   return plan;

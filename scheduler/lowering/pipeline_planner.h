@@ -1,8 +1,8 @@
 // Pipeline parallelism (DESIGN.md §2.5): the step is cut into stages (stage_cut.h) on disjoint groups of
 // devices, the batch is split over each stage's data-parallel replicas and then into micro-batches
 // (batch_split.h with dp × micro-batches pieces), and every device runs its stage's ops micro-batch after
-// micro-batch (GPipe): activations go forward and gradients back with send/receive, a micro-batch's partial
-// sums (weight gradients, the loss) are added to the earlier ones on the device, and the rest of the step
+// micro-batch in 1F1B or GPipe order (pipeline_schedule.h): activations go forward and gradients back
+// with send/receive, a micro-batch's partial sums (weight gradients, the loss) are added to the earlier ones on the device, and the rest of the step
 // (the loss's division by its weight, the gradients' all-reduce over the replicas, the optimizer) runs once.
 #pragma once
 #include <cstdint>
@@ -11,6 +11,7 @@
 #include "runtime/graph/canonical_graph.h"
 #include "runtime/graph/step_graph.h"
 #include "runtime/plan/program.h"
+#include "scheduler/lowering/pipeline_schedule.h"
 #include "scheduler/plan_report.h"
 #include "runtime/plan/rank_layout.h"
 
@@ -20,6 +21,7 @@ struct PipelineOptions {
   int stages = 2;
   int dp = 1;              // data-parallel replicas per stage
   int micro_batches = 1;   // per replica; fewer when the batch has fewer rows
+  PipelineSchedule schedule = PipelineSchedule::k1F1B;
 };
 
 // Devices are laid out as ezpz's (dp slowest, then pp): stage j's replica i is device i × stages + j.

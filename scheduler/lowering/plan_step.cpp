@@ -29,7 +29,10 @@ std::shared_ptr<PlannedStep> plan_step(const PlanRequest& r) {
   std::shared_ptr<PlannedStep> plan;
   if (layout.pp > 1 || r.parallelism.num_micro_batches > 1) {
     plan = std::make_shared<PlannedStep>(compile_pipeline_plan(
-        r.graph, r.canonical, {.stages = layout.pp, .dp = layout.dp, .micro_batches = r.parallelism.num_micro_batches},
+        r.graph, r.canonical, {.stages = layout.pp,
+                                       .dp = layout.dp,
+                                       .micro_batches = r.parallelism.num_micro_batches,
+                                       .schedule = r.parallelism.pipeline_schedule},
         analysis.batch_sizes));
   } else if (layout.dp == 1) {
     const auto started = std::chrono::steady_clock::now();

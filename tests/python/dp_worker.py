@@ -119,6 +119,23 @@ def build(kind):
             with torch.autocast("moreh", dtype=torch.bfloat16):
                 return loss(m, x, y)
         return model, batches, autocast_loss, opt
+    if name == "gpt_ignore":  # ignored targets, more in some rows: micro-batches weigh differently in the mean
+        model, batches, loss, opt = gpt(batch)
+        ragged = []
+        for x, y in batches:
+            y = y.clone()
+            for i in range(y.shape[0]):
+                y[i, (i * 11) % y.shape[1]:] = -100 if i % 3 else y[i, (i * 11) % y.shape[1]:]
+            ragged.append((x, y))
+        return model, ragged, loss, opt
+    if name == "gpt_accum":  # two backward passes per optimizer step (main passes accumulate=2)
+        return gpt(batch)
+    if name == "mlp_aux":  # a second loss beside the mean cross entropy: its gradient is not the loss's
+        model, batches, _, opt = mlp(batch)
+        def two_losses(m, x, y):
+            out = m(x)
+            return F.cross_entropy(out, y) + F.mse_loss(out, torch.zeros_like(out))
+        return model, batches, two_losses, opt
     if name in ("gpt2", "llama"):
         return hf(name, batch)
     if name == "convnet":
@@ -148,7 +165,8 @@ def main():
         opt.register_step_post_hook(after_step)
         return opt
 
-    losses, params = run_training(model, "moreh", batches, loss_fn, recording_optimizer)
+    accumulate = 2 if kind.startswith("gpt_accum") else 1
+    losses, params = run_training(model, "moreh", batches, loss_fn, recording_optimizer, accumulate=accumulate)
     buffers = {n: b.detach().cpu() for n, b in model.named_buffers()}
     torch.save({"losses": losses, "params": params, "buffers": buffers, "stats": torch.moreh.graph_stats(),
                 "devices_after_step_2": held.get("devices"),

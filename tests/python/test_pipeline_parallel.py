@@ -2,9 +2,11 @@
 the same training as on one device, as Alpa's tutorial checks pipeshard against a single device.
 
 Stages take disjoint devices (dp replicas of each, ezpz's layout); every stage runs its micro-batches in
-order (GPipe), activations and gradients cross stages as sends, weight gradients and the loss are summed
-over the micro-batches on each device. Losses match one device to fp32 rounding; parameters to 1e-4 under
-AdamW (sums over micro-batches are taken in another order; see test_data_parallel.py) and to 1e-5 under SGD.
+1F1B order (GPipe with `pipeline_schedule : gpipe`), activations and gradients cross stages as sends, weight
+gradients and the loss are summed over the micro-batches on each device. Losses match one device to fp32
+rounding; parameters to 1e-4 under AdamW (sums over micro-batches are taken in another order; see
+test_data_parallel.py) and to 1e-5 under SGD. 1F1B takes a mean loss's gradient as a sum and divides the
+gradients by the loss's total weight afterwards (deferred_loss_division.h): the same bounds hold.
 """
 import pytest
 
@@ -47,6 +49,44 @@ def test_pipeline_trains_like_one_device(kind, layout, tol):
     assert "Configuration for parallelism is selected." in log and line in log
     stages = int(line.split("num_stages : ")[1].split(",")[0])
     assert f"{stages} pipeline stages" in log
+    if "num_micro_batches" in line:  # the default schedule (a cross entropy's division deferred)
+        want = "(1F1B (the loss's gradient as a sum" if "mse" not in kind else "(1F1B, "
+        assert f"micro-batch(es) per replica {want}" in log, log[-3000:]
+
+
+# GPipe, chosen by hand, and 1F1B where the mean loss's weight differs between micro-batches (ignored
+# targets, more in some rows than others) or gradients accumulate over two backward passes.
+SCHEDULE_CASES = [
+    ("gpt:8", "pp4-m4", "gpipe"), ("mlp:5", "dp2-pp2-m2", "gpipe"), ("llama:4", "pp2-m8", "gpipe"),
+    ("gpt_ignore:8", "pp4-m4", "1f1b"), ("gpt_ignore:8", "dp2-pp2-m2", "1f1b"), ("gpt_accum:8", "pp2-m8", "1f1b"),
+]
+
+
+@pytest.mark.parametrize("kind,layout,schedule", SCHEDULE_CASES, ids=[f"{k}-{l}-{s}" for k, l, s in SCHEDULE_CASES])
+def test_both_schedules_train_like_one_device(kind, layout, schedule):
+    if kind.startswith("llama"):
+        pytest.importorskip("transformers")
+    devices, line = LAYOUTS[layout]
+    if schedule == "gpipe":
+        line += ", pipeline_schedule : gpipe"
+    ref, got = train(kind, 1), train(kind, devices, parallelism=line)
+    assert_same(ref, got, rtol=1e-4, atol=1e-4)
+    with open(got["log_file"]) as f:
+        log = f.read()
+    want = "(GPipe, " if schedule == "gpipe" else "(1F1B (the loss's gradient as a sum"
+    assert f"micro-batch(es) per replica {want}" in log, log[-3000:]
+
+
+def test_a_second_loss_beside_the_mean_keeps_gpipe_order():
+    """The cross entropy's gradient (deferred: a sum) would meet the MSE's (not deferred) in one add: 1F1B
+    cannot defer the division, says why, and the step runs in GPipe's order, still exact."""
+    ref = train("mlp_aux:8", 1)
+    got = train("mlp_aux:8", 4, parallelism="num_stages : 4, num_micro_batches : 4")
+    assert_same(ref, got, rtol=1e-5, atol=1e-5)
+    with open(got["log_file"]) as f:
+        log = f.read()
+    assert "GPipe: 1F1B cannot defer the mean loss's division (aten::add_.Tensor adds the loss's gradient to " \
+           "another value)" in log, log[-3000:]
 
 
 def test_foreach_ops_split_by_stage_send_no_gradients():

@@ -94,5 +94,33 @@ TEST(CollectiveKernelsTest, CombineScalarsKernelMatchesCombineScalars) {
   EXPECT_THROW(combine_scalars_kernel(DataType::kInt64, ScalarOp::kMultiply), std::invalid_argument);
 }
 
+TEST(CollectiveKernelsTest, DivideByScalarDividesEveryElementAsTheTypesKernelWould) {
+  // float32 by float32 divides in float (what a mean loss's gradient kernel does); bfloat16 by float32
+  // through double, rounded once.
+  std::vector<float> x = {1.0f, -3.0f, 0.1f, 1e-30f, 7.0f};
+  const float w = 3.0f;
+  std::vector<float> want;
+  for (float v : x) want.push_back(v / w);
+  ElementwiseArguments args;
+  args.count = x.size();
+  args.sizes = {static_cast<int64_t>(x.size())};
+  args.inputs = {x.data(), &w};
+  args.strides = {{}, {0}};
+  args.outputs = {x.data()};
+  evaluate_on_host(divide_by_scalar_kernel(DataType::kFloat32, DataType::kFloat32), args);
+  EXPECT_EQ(x, want);
+
+  std::vector<uint16_t> b(3);
+  for (int i = 0; i < 3; ++i) store(DataType::kBFloat16, b.data(), i, 2.0 * (i + 1));
+  args.count = 3;
+  args.sizes = {3};
+  args.inputs = {b.data(), &w};
+  args.outputs = {b.data()};
+  evaluate_on_host(divide_by_scalar_kernel(DataType::kBFloat16, DataType::kFloat32), args);
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(b[i], float_to_bfloat16(static_cast<float>(2.0 * (i + 1) / 3.0))) << i;
+  EXPECT_THROW(divide_by_scalar_kernel(DataType::kInt64, DataType::kFloat32), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace moreh::runtime

@@ -47,6 +47,19 @@ TEST(ParallelConfigTest, FieldsGoByNameInAnyOrderAndMissingOnesTakeDefaults) {
             "distribute_param : false, distribute_low_prec_param : false");
 }
 
+TEST(ParallelConfigTest, ThePipelineScheduleIsMorehsOwnFieldWrittenOnlyWhenNotTheDefault) {
+  EXPECT_EQ(parse_parallel_config("num_stages : 2").pipeline_schedule, PipelineSchedule::k1F1B);
+  const ParallelConfig c = parse_parallel_config("num_stages : 2, pipeline_schedule : gpipe");
+  EXPECT_EQ(c.pipeline_schedule, PipelineSchedule::kGPipe);
+  EXPECT_EQ(format_parallel_config(c),
+            "num_stages : 2, num_micro_batches : 1, batch_per_device : 0, No TP, recomputation : 0, "
+            "distribute_param : false, distribute_low_prec_param : false, pipeline_schedule : gpipe");
+  EXPECT_EQ(parse_parallel_config(format_parallel_config(c)), c);
+  EXPECT_EQ(parse_parallel_config("pipeline_schedule : 1f1b").pipeline_schedule, PipelineSchedule::k1F1B);
+  EXPECT_NE(error_of("pipeline_schedule : zigzag").find("pipeline_schedule must be 1f1b or gpipe, got 'zigzag'"),
+            std::string::npos);
+}
+
 TEST(ParallelConfigTest, AMalformedFieldIsAnErrorNamingIt) {
   EXPECT_NE(error_of("num_stages : two").find("num_stages must be an integer of at least 1, got 'two'"),
             std::string::npos);
