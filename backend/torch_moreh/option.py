@@ -21,7 +21,8 @@ def is_advanced_parallelization_enabled():
 
 
 def set_parallelism(config=None, *, num_stages=1, num_micro_batches=1, batch_per_device=0, tp=1,
-                    recomputation=0, distribute_param=False, distribute_low_prec_param=False):
+                    recomputation=0, distribute_param=False, distribute_low_prec_param=False,
+                    pipeline_schedule="1f1b"):
     """Chooses the parallel layout by hand, as MoAI's configuration line does (MOREH_PARALLELISM takes the line).
 
     ``config`` may be that line, e.g. pasted from ``advanced_parallelization_selected_config.dump``
@@ -33,8 +34,9 @@ def set_parallelism(config=None, *, num_stages=1, num_micro_batches=1, batch_per
     field or one not supported yet raises ``torch_moreh._C.ConfigError`` naming it. Once set, it is logged
     (``Configuration for parallelism is selected.`` and the line), written to
     ``advanced_parallelization_selected_config.dump`` in the working directory, and the rank table shows it.
-    This build runs batch splitting only: pipeline stages, micro-batches, TP, recomputation and parameter
-    sharding are refused as not supported yet.
+    This build runs batch splitting and pipeline stages with micro-batches, in 1F1B order or GPipe's
+    (``pipeline_schedule="gpipe"``, moreh's own field ``pipeline_schedule : gpipe`` of the line); TP,
+    recomputation and parameter sharding are refused as not supported yet.
     """
     if config is None:
         tp_field = "No TP" if tp == 1 else f"TP : {tp}"
@@ -42,10 +44,12 @@ def set_parallelism(config=None, *, num_stages=1, num_micro_batches=1, batch_per
                   f"{batch_per_device}, {tp_field}, recomputation : {_flag(recomputation)}, "
                   f"distribute_param : {str(distribute_param).lower()}, "
                   f"distribute_low_prec_param : {str(distribute_low_prec_param).lower()}")
+        if pipeline_schedule != "1f1b":
+            config += f", pipeline_schedule : {pipeline_schedule}"
     elif not isinstance(config, str):
         raise TypeError(f"set_parallelism: config must be MoAI's configuration line (a str), got {type(config).__name__}")
     elif (num_stages, num_micro_batches, batch_per_device, tp, recomputation, distribute_param,
-          distribute_low_prec_param) != (1, 1, 0, 1, 0, False, False):
+          distribute_low_prec_param, pipeline_schedule) != (1, 1, 0, 1, 0, False, False, "1f1b"):
         raise TypeError("set_parallelism: give either the configuration line or keyword fields, not both")
     _C._set_parallelism(config)
 

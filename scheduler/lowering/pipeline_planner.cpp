@@ -7,6 +7,7 @@
 #include <bit>
 #include <chrono>
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <tuple>
@@ -31,14 +32,30 @@ using Kind = Instruction::Kind;
 
 namespace {
 
+// A device's block of a slot that holds only a few micro-batches' rows at a time (1F1B: a stage holds
+// at most stages − j micro-batches' activations): micro-batch k's rows go to `position[k]` of `positions`
+// places of `rows` rows each, a place taken again once the micro-batch it held is done with.
+struct Ring {
+  int positions = 0;
+  int64_t rows = 0;
+  std::vector<int> position;  // per micro-batch
+};
+using Rings = std::map<std::pair<int, uint32_t>, Ring>;  // (device, slot)
+
+// How one device uses one slot: whole, or micro-batch by micro-batch from a first instruction to a last.
+struct SlotUse {
+  bool whole = false;
+  std::map<int, std::pair<size_t, size_t>> pieces;
+};
+
 class PipelineEmission {
  public:
   // `pieces`: piece i × micro + k is micro-batch k of replica i (batch_split's pieces).
   PipelineEmission(const runtime::StepGraph& graph, const runtime::CanonicalGraph& cg, const BatchSplit& split,
                    const StageCut& cut, int stages, int dp, int micro, int64_t rows, std::vector<RowRange> pieces,
-                   PipelineSchedule schedule)
+                   PipelineSchedule schedule, Rings rings = {})
       : graph_(graph), cg_(cg), split_(split), cut_(cut), pp_(stages), dp_(dp), m_(micro), rows_(rows),
-        schedule_(schedule),
+        schedule_(schedule), rings_(std::move(rings)),
         piece_rows_(std::move(pieces)),
         at_(cg.buffers.size(), std::vector<uint32_t>(micro, 0)), home_(cg.buffers.size(), false),
         everywhere_(cg.buffers.size(), false), by_rows_(cg.buffers.size(), false), owner_(cg.buffers.size(), -1) {
@@ -66,6 +83,46 @@ class PipelineEmission {
         by_rows_[s] = p.kind == PlacementKind::kShard;
       }
     }
+  }
+
+  // After a run: the blocks of micro-batch rows that a device can hold as rings (each micro-batch's rows
+  // used only between two of its instructions, the value gone after the step, fewer micro-batches alive at
+  // once than there are), for a second run to lay out so.
+  Rings rings() const {
+    Rings out;
+    for (const auto& [key, use] : uses_) {
+      const auto [d, s] = key;
+      const auto& buffer = cg_.buffers[s];
+      if (use.whole || buffer.live_after || buffer.origin == BufferOrigin::kMaterialized || row_bytes(s) == 0 ||
+          static_cast<int>(use.pieces.size()) != m_)
+        continue;
+      std::vector<std::pair<size_t, int>> by_start;  // (first instruction, micro-batch)
+      for (const auto& [k, span] : use.pieces) by_start.push_back({span.first, k});
+      std::sort(by_start.begin(), by_start.end());
+      Ring r;
+      r.position.assign(static_cast<size_t>(m_), -1);
+      std::vector<size_t> busy_until;  // per position: the last instruction of the micro-batch in it
+      std::vector<bool> taken;
+      for (const auto& [first, k] : by_start) {
+        int place = -1;
+        for (size_t q = 0; q < taken.size() && place < 0; ++q)
+          if (!taken[q] || busy_until[q] < first) place = static_cast<int>(q);
+        if (place < 0) {
+          place = static_cast<int>(taken.size());
+          taken.push_back(true);
+          busy_until.push_back(0);
+        }
+        taken[place] = true;
+        busy_until[place] = use.pieces.at(k).second;
+        r.position[k] = place;
+      }
+      r.positions = static_cast<int>(taken.size());
+      if (r.positions >= m_) continue;  // every micro-batch alive at once: the block as it is
+      const int i = d / pp_;
+      for (int k = 0; k < m_; ++k) r.rows = std::max(r.rows, piece(i, k).count);
+      out.emplace(key, std::move(r));
+    }
+    return out;
   }
 
   PlannedStep run() {
@@ -142,6 +199,33 @@ class PipelineEmission {
   uint64_t block_bytes(uint32_t s, int i) const {
     return by_rows_[s] && row_bytes(s) ? row_bytes(s) * static_cast<uint64_t>(device_rows_[i].count) : bytes(s);
   }
+  // The bytes of the slot's block on device d (replica i): a ring of a few micro-batches' rows, or as above.
+  uint64_t block_bytes_on(uint32_t s, int i, int d) const {
+    const Ring* r = ring(d, s);
+    return r ? row_bytes(s) * static_cast<uint64_t>(r->positions * r->rows) : block_bytes(s, i);
+  }
+  const Ring* ring(int d, uint32_t s) const {
+    const auto it = rings_.find({d, s});
+    return it == rings_.end() ? nullptr : &it->second;
+  }
+  // Rows before micro-batch k's in replica i's block of the slot on device d.
+  int64_t rows_before(uint32_t s, int i, int k, int d) const {
+    const Ring* r = ring(d, s);
+    return r ? static_cast<int64_t>(r->position.at(static_cast<size_t>(k))) * r->rows
+             : piece(i, k).begin - device_rows_[i].begin;
+  }
+  // Pass one: how each device uses each slot (a micro-batch's rows of it, from its first instruction to its
+  // last; or the whole value).
+  void note(int d, uint32_t s, int k) {
+    SlotUse& u = uses_[{d, s}];
+    const size_t pc = programs_[d].code.size() - 1;
+    if (k < 0) {
+      u.whole = true;
+      return;
+    }
+    auto [it, fresh] = u.pieces.try_emplace(k, pc, pc);
+    it->second.second = pc;
+  }
   RowRange piece(int i, int k) const { return piece_rows_[static_cast<size_t>(i * m_ + k)]; }
 
   void set_whole(uint32_t s, int stage) {
@@ -160,19 +244,17 @@ class PipelineEmission {
     return programs_[d].code.back();
   }
 
-  // Stage `from`'s replica i sends bytes of slot s to stage `to`'s replica i.
-  void transfer(uint32_t s, int from, int to, int i, const ByteRange& range) {
-    const int a = device(i, from), b = device(i, to);
-    send(s, a, b, range);
-  }
-  void send(uint32_t s, int a, int b, const ByteRange& range) {
+  // Device a sends bytes of slot s to device b: `range` of a's block into `to` of b's (micro-batch k's rows,
+  // or -1: the whole block).
+  void send(uint32_t s, int a, int b, const ByteRange& range, const ByteRange& to, int k = -1) {
     const uint32_t tag = ++tag_;
     for (int d : {a, b}) {
       auto& prog = programs_[d];
-      prog.ranges.push_back(range);
+      prog.ranges.push_back(d == a ? range : to);
       Instruction& ins = push(d, d == a ? Kind::kSend : Kind::kRecv, s, static_cast<uint32_t>(d == a ? b : a));
       ins.tag = tag;
       ins.range = static_cast<uint32_t>(prog.ranges.size());
+      note(d, s, k);
     }
     sent_[a] += range.bytes;
     ++messages_;
@@ -184,7 +266,7 @@ class PipelineEmission {
     if (everywhere_[s]) return;
     if (home_[s]) {  // written by the host or an eager op: device 0 sends it to the stage
       for (int i = 0; i < dp_; ++i)
-        if (device(i, j) != 0) send(s, 0, device(i, j), {0, bytes(s), bytes(s)});
+        if (device(i, j) != 0) send(s, 0, device(i, j), {0, bytes(s), bytes(s)}, {0, bytes(s), bytes(s)});
       set_whole(s, j);
       return;
     }
@@ -196,7 +278,10 @@ class PipelineEmission {
     }
     if (at[0] == 0 || (at[0] & bit(j))) return;
     const int from = std::countr_zero(at[0]);
-    for (int i = 0; i < dp_; ++i) transfer(s, from, j, i, {0, block_bytes(s, i), block_bytes(s, i)});
+    for (int i = 0; i < dp_; ++i) {
+      const ByteRange whole{0, block_bytes(s, i), block_bytes(s, i)};
+      send(s, device(i, from), device(i, j), whole, whole);
+    }
     for (auto& x : at_[s]) x |= bit(j);
   }
 
@@ -209,9 +294,12 @@ class PipelineEmission {
     for (int i = 0; i < dp_; ++i) {
       const RowRange p = piece(i, k);
       const uint64_t row = row_bytes(s);
-      transfer(s, from, j, i,
-               {static_cast<uint64_t>(p.begin - device_rows_[i].begin) * row, static_cast<uint64_t>(p.count) * row,
-                block_bytes(s, i)});
+      const int src = device(i, from), dst = device(i, j);
+      auto range_on = [&](int d) {
+        return ByteRange{static_cast<uint64_t>(rows_before(s, i, k, d)) * row, static_cast<uint64_t>(p.count) * row,
+                         block_bytes_on(s, i, d)};
+      };
+      send(s, src, dst, range_on(src), range_on(dst), k);
     }
     at_[s][k] |= bit(j);
   }
@@ -375,6 +463,8 @@ class PipelineEmission {
         auto& prog = programs_[device(i, j)];
         prog.launches.push_back(std::move(l));
         push(device(i, j), Kind::kLaunch, st.index, static_cast<uint32_t>(prog.launches.size()));
+        for (uint32_t s : in) note(device(i, j), s, -1);
+        for (uint32_t s : out) note(device(i, j), s, -1);
       }
       for (size_t k = 0; k < out.size(); ++k)
         if (mine(lists.outputs[k])) {
@@ -394,7 +484,7 @@ class PipelineEmission {
       case Kind::kAllocate:
         for (int i = 0; i < dp_; ++i) {
           by_rows_[s] = st.split_allocation;
-          allocate(device(i, j), s, block_bytes(s, i));
+          allocate(device(i, j), s, block_bytes_on(s, i, device(i, j)));
         }
         set_whole(s, j);
         return;
@@ -402,7 +492,11 @@ class PipelineEmission {
         if (!cut_.element_stage[st.index].empty()) return emit_by_element(st);
         const auto& node = graph_.nodes()[st.index];
         for (uint32_t in : cg_.node_inputs[st.index]) bring_whole(in, j);
-        for (int i = 0; i < dp_; ++i) push(device(i, j), Kind::kLaunch, st.index);
+        for (int i = 0; i < dp_; ++i) {
+          push(device(i, j), Kind::kLaunch, st.index);
+          for (uint32_t s : cg_.node_inputs[st.index]) note(device(i, j), s, -1);
+          for (uint32_t s : cg_.node_outputs[st.index]) note(device(i, j), s, -1);
+        }
         for (uint32_t out : cg_.node_outputs[st.index]) {
           set_whole(out, j);
           by_rows_[out] = false;
@@ -435,7 +529,11 @@ class PipelineEmission {
       case Kind::kDivide:
         bring_whole(s, j);
         bring_whole(st.aux, j);
-        for (int i = 0; i < dp_; ++i) push(device(i, j), Kind::kDivide, s, st.aux);
+        for (int i = 0; i < dp_; ++i) {
+          push(device(i, j), Kind::kDivide, s, st.aux);
+          note(device(i, j), s, -1);
+          note(device(i, j), st.aux, -1);
+        }
         set_whole(s, j);
         return;
       default:
@@ -451,7 +549,10 @@ class PipelineEmission {
   }
 
   void collective(int j, Kind kind, uint32_t s, uint16_t group) {
-    for (int i = 0; i < dp_; ++i) push(device(i, j), kind, s).group = group;
+    for (int i = 0; i < dp_; ++i) {
+      push(device(i, j), kind, s).group = group;
+      note(device(i, j), s, -1);
+    }
     const double share = static_cast<double>(dp_ - 1) / dp_;
     const double b = static_cast<double>(bytes(s)) * (kind == Kind::kAllReduce ? 2 * share : share);
     for (int i = 0; i < dp_; ++i) sent_[device(i, j)] += static_cast<uint64_t>(b);
@@ -471,17 +572,23 @@ class PipelineEmission {
       for (size_t o = 0; o < out.size() && o < st.outputs.size(); ++o)
         if (st.outputs[o].kind == OutputSpec::Kind::kShard) {
           by_rows_[out[o]] = true;
-          for (int i = 0; i < dp_; ++i) allocate(device(i, j), out[o], block_bytes(out[o], i));
+          for (int i = 0; i < dp_; ++i) allocate(device(i, j), out[o], block_bytes_on(out[o], i, device(i, j)));
         }
+    // Per input and output: micro-batch k's rows of a block split by rows (else the whole value).
+    std::vector<bool> piece_in(in.size(), false), piece_out(out.size(), false);
+    for (size_t x = 0; x < in.size(); ++x)
+      piece_in[x] = x < st.aligned.size() && st.aligned[x] >= 0 && by_rows_[in[x]] && m_ > 1;
+    for (size_t o = 0; o < out.size() && o < st.outputs.size(); ++o)
+      piece_out[o] = st.outputs[o].kind == OutputSpec::Kind::kShard && m_ > 1;
     for (int i = 0; i < dp_; ++i) {
+      const int d = device(i, j);
       const RowRange p = piece(i, k);
-      const int64_t shift = p.begin - device_rows_[i].begin;  // rows before this micro-batch in the block
       LocalLaunch l = st.launches.at(static_cast<size_t>(i * m_ + k));
       for (size_t x = 0; x < l.inputs.size() && x < st.aligned.size(); ++x) {
         if (st.aligned[x] < 0) continue;
         const auto& r = node.inputs[x];
         const int dim = st.aligned[x];
-        l.inputs[x].offset += shift * (r.sizes[dim] / rows_) * r.strides[dim];
+        l.inputs[x].offset += rows_before(in[x], i, k, d) * (r.sizes[dim] / rows_) * r.strides[dim];
       }
       bool joined = st.loss_out >= 0;
       std::vector<LocalLaunch::Join> joins(out.size(), LocalLaunch::Join::kFresh);
@@ -497,7 +604,7 @@ class PipelineEmission {
         if (spec.kind == OutputSpec::Kind::kShard) {
           const auto& r = node.outputs[o];
           joins[o] = LocalLaunch::Join::kInto;
-          into[o] = shift * (r.sizes[spec.dim] / rows_) * r.strides[spec.dim];
+          into[o] = rows_before(out[o], i, k, d) * (r.sizes[spec.dim] / rows_) * r.strides[spec.dim];
           joined = true;
         } else if (spec.kind == OutputSpec::Kind::kPartial) {
           joins[o] = LocalLaunch::Join::kAccumulate;
@@ -511,9 +618,11 @@ class PipelineEmission {
         l.weighted = st.loss_out;
         l.weight = st.loss_weight;
       }
-      auto& prog = programs_[device(i, j)];
+      auto& prog = programs_[d];
       prog.launches.push_back(std::move(l));
-      push(device(i, j), Kind::kLaunch, st.index, static_cast<uint32_t>(prog.launches.size()));
+      push(d, Kind::kLaunch, st.index, static_cast<uint32_t>(prog.launches.size()));
+      for (size_t x = 0; x < in.size(); ++x) note(d, in[x], piece_in[x] ? k : -1);
+      for (size_t o = 0; o < out.size(); ++o) note(d, out[o], piece_out[o] ? k : -1);
     }
     for (size_t x = 0; x < in.size(); ++x)
       if (std::find(node.written.begin(), node.written.end(), x) != node.written.end()) {
@@ -626,6 +735,8 @@ class PipelineEmission {
   const int pp_, dp_, m_;
   const int64_t rows_;
   const PipelineSchedule schedule_;
+  const Rings rings_;
+  std::map<std::pair<int, uint32_t>, SlotUse> uses_;
   const std::vector<RowRange> piece_rows_;
   std::vector<RowRange> device_rows_;
   std::vector<uint64_t> stage_mask_;
@@ -712,8 +823,20 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
       micro = m;
     }
   }
-  PipelineEmission emission(graph, canonical, *split, cut, pp, dp, micro, rows, pieces, options.schedule);
-  PlannedStep plan = emission.run();
+  auto emission = std::make_unique<PipelineEmission>(graph, canonical, *split, cut, pp, dp, micro, rows, pieces,
+                                                     options.schedule);
+  PlannedStep plan = emission->run();
+  // Blocks whose micro-batches are not all alive at once (1F1B's activations) take the rows of a few only:
+  // the same programs again, laid out so.
+  Rings rings = emission->rings();
+  const size_t ring_blocks = rings.size();
+  int ring_depth = 0;
+  for (const auto& [key, r] : rings) ring_depth = std::max(ring_depth, r.positions);
+  if (!rings.empty()) {
+    emission = std::make_unique<PipelineEmission>(graph, canonical, *split, cut, pp, dp, micro, rows, pieces,
+                                                  options.schedule, std::move(rings));
+    plan = emission->run();
+  }
   plan.report.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   uint64_t peak = 0;
   for (const auto& p : plan.programs) peak = std::max(peak, p.peak_bytes);
@@ -729,10 +852,13 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
       micro == options.micro_batches ? fmt::format("{}", micro)
                                      : fmt::format("{} (of {} asked: a micro-batch needs a row)", micro,
                                                    options.micro_batches),
-      schedule_summary(options.schedule, micro, emission.one_f_one_b_phases_, emission.gpipe_fallbacks_,
-                       emission.deferred_),
-      emission.phases_,
-      emission.messages_, emission.transfer_bytes_, plan.report.collective_bytes_per_device, plan.report.replicated_fallbacks, peak);
+      schedule_summary(options.schedule, micro, emission->one_f_one_b_phases_, emission->gpipe_fallbacks_,
+                       emission->deferred_),
+      emission->phases_,
+      emission->messages_, emission->transfer_bytes_, plan.report.collective_bytes_per_device, plan.report.replicated_fallbacks, peak);
+  if (ring_blocks > 0)
+    plan.report.summary += fmt::format("; {} blocks of micro-batch rows hold at most {} micro-batch(es) at a time",
+                                       ring_blocks, ring_depth);
   return plan;
 }
 

@@ -106,3 +106,28 @@ def test_a_bad_moreh_parallelism_names_the_variable_and_the_field(tmp_path):
     assert proc.returncode != 0
     assert "not supported yet: tensor parallelism (TP : 2)" in proc.stderr
     assert not (tmp_path / DUMP).exists()
+
+
+def test_the_pipeline_schedule_is_moreh_s_own_field(tmp_path):
+    """1F1B by default; `pipeline_schedule="gpipe"` (the line's `pipeline_schedule : gpipe`, dumped only when
+    chosen, so that MoAI's own lines paste back unchanged) picks GPipe; anything else is refused."""
+    code = r"""
+import torch
+from torch_moreh._C import ConfigError
+torch.moreh.option.set_parallelism(num_stages=2, num_micro_batches=2, pipeline_schedule="gpipe")
+print(torch.moreh.option.get_parallelism())
+try:
+    torch.moreh.option.set_parallelism(num_stages=2, pipeline_schedule="zigzag")
+except ConfigError as e:
+    print("ConfigError:", e)
+print(torch.moreh.option.get_parallelism())
+"""
+    proc = run(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout.splitlines()
+    line = DEFAULT.replace("num_stages : 1, num_micro_batches : 1", "num_stages : 2, num_micro_batches : 2") + \
+        ", pipeline_schedule : gpipe"
+    assert out[0] == line
+    assert "pipeline_schedule must be 1f1b or gpipe, got 'zigzag'" in out[1]
+    assert out[2] == line
+    assert (tmp_path / DUMP).read_text() == line + "\n"

@@ -180,11 +180,8 @@ def test_changing_the_layout_between_steps_keeps_training(tmp_path):
             assert abs(u - v) <= 1e-4 + 1e-4 * abs(u), name
 
 
-@pytest.mark.parametrize("devices,line", [(1, ""), (4, "num_stages : 1"), (4, "num_stages : 2, num_micro_batches : 2"),
-                                          (4, "num_stages : 4, num_micro_batches : 4")])
-def test_the_predicted_peak_is_the_measured_peak(devices, line, tmp_path):
-    """One memory model (scheduler/lowering/memory_model.cpp for pipelines): each device's predicted peak for a
-    training step of the example GPT is what the device measures."""
+def peaks(devices, line, tmp_path):
+    """The bench's worker for a small example GPT: its plan's predicted and measured peaks per device."""
     import json
     import os
     import subprocess
@@ -199,7 +196,28 @@ def test_the_predicted_peak_is_the_measured_peak(devices, line, tmp_path):
     proc = subprocess.run([sys.executable, bench, "--worker", "--n-layer", "4", "--d-model", "64", "--block-size", "32"],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("devices,line", [(1, ""), (4, "num_stages : 1"), (4, "num_stages : 2, num_micro_batches : 2"),
+                                          (4, "num_stages : 4, num_micro_batches : 4"),
+                                          (4, "num_stages : 4, num_micro_batches : 8, pipeline_schedule : gpipe")])
+def test_the_predicted_peak_is_the_measured_peak(devices, line, tmp_path):
+    """One memory model (scheduler/lowering/memory_model.cpp for pipelines): each device's predicted peak for a
+    training step of the example GPT is what the device measures (1F1B's rings of micro-batch rows too)."""
+    got = peaks(devices, line, tmp_path)
     assert len(got["predicted_peak"]) == devices
     assert got["predicted_peak"] == got["measured_peak"], got["summary"]
     assert all(p > 0 for p in got["predicted_peak"])
+
+
+def test_one_f_one_b_holds_fewer_micro_batches_than_gpipe(tmp_path):
+    """1F1B starts a micro-batch's backward pass before the next forward: stage j holds at most p - j
+    micro-batches' activations, in rings of micro-batch rows, where GPipe holds all of them."""
+    line = "num_stages : 4, num_micro_batches : 8"
+    one_f_one_b = peaks(4, line, tmp_path)
+    gpipe = peaks(4, line + ", pipeline_schedule : gpipe", tmp_path)
+    assert one_f_one_b["losses"] == pytest.approx(gpipe["losses"], rel=1e-5)
+    assert one_f_one_b["measured_peak"] == one_f_one_b["predicted_peak"]
+    assert max(one_f_one_b["measured_peak"]) < 0.8 * max(gpipe["measured_peak"]), (one_f_one_b, gpipe)
+    assert "blocks of micro-batch rows hold at most" in one_f_one_b["summary"]
