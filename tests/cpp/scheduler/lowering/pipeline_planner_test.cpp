@@ -56,16 +56,25 @@ TEST_F(PipelinePlannerTest, TwoStagesRunTheirMicroBatchesAndSendActivationsForwa
   ASSERT_NE(mm1->aux, 0u);
   EXPECT_EQ(first.launches[mm1->aux - 1].rows.begin, 0);
   EXPECT_EQ(first.launches[mm1->aux - 1].rows.count, 4);
-  // a1 goes to stage 1 a micro-batch (4 rows of 16 bytes) at a time, into its block of 8 rows.
+  // a1 goes to stage 1 a micro-batch (4 rows of 16 bytes) at a time. Each side holds one micro-batch of it
+  // at a time (a ring of one place): stage 0 sends each as soon as it is made, and stage 1, the last stage,
+  // runs a micro-batch's backward (gw2 reads a1) right after its forward under 1F1B.
   const uint32_t a1 = slot(c, step.a1);
   EXPECT_EQ(count(first, Kind::kSend, a1), 2u);
   EXPECT_EQ(count(second, Kind::kRecv, a1), 2u);
-  for (const auto& ins : first.code) {
-    if (ins.kind != Kind::kSend || ins.index != a1) continue;
-    const runtime::ByteRange& r = first.ranges.at(ins.range - 1);
-    EXPECT_EQ(r.bytes, 64u);
-    EXPECT_EQ(r.block_bytes, 128u);
-  }
+  auto ranges = [&](const runtime::DeviceProgram& p, Kind k) {
+    std::vector<std::pair<uint64_t, uint64_t>> out;  // (offset, block bytes)
+    for (const auto& ins : p.code)
+      if (ins.kind == k && ins.index == a1) {
+        const runtime::ByteRange& r = p.ranges.at(ins.range - 1);
+        EXPECT_EQ(r.bytes, 64u);
+        out.push_back({r.offset, r.block_bytes});
+      }
+    return out;
+  };
+  using Ranges = std::vector<std::pair<uint64_t, uint64_t>>;
+  EXPECT_EQ(ranges(first, Kind::kSend), (Ranges{{0, 64}, {0, 64}}));
+  EXPECT_EQ(ranges(second, Kind::kRecv), (Ranges{{0, 64}, {0, 64}}));
   // The weight gradient of stage 0 is a sum over the micro-batches: the second one accumulates.
   const uint32_t gw1 = slot(c, step.gw1);
   std::vector<LocalLaunch::Join> joins;
