@@ -1,7 +1,8 @@
 """The example GPT under each parallel layout (MOREH_PARALLELISM) on 4 and 8 host devices: planning time,
 predicted and measured peak bytes per device, parameter + optimizer bytes per device, bytes each device
 sends per step, and the schedule's idle fraction against GPipe's (p - 1) / (m + p - 1). Pipelines run 1F1B (the
-default) and, for two layouts, GPipe too: 1F1B holds fewer micro-batches' activations at a time.
+default) and, for two layouts, GPipe too: 1F1B holds fewer micro-batches' activations at a time. Batch splitting
+runs with its optimizer sharded too (distribute_param : true).
 
 The number of devices is fixed when moreh's engine starts, so each layout runs in its own process; the
 baseline is the same training on one device, run first. Host devices share this machine's 2 cores, so time
@@ -20,11 +21,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 LAYOUTS = [  # (devices, MOREH_PARALLELISM)
     (1, ""),
     (4, "num_stages : 1"),
+    (4, "num_stages : 1, distribute_param : true"),
     (4, "num_stages : 2, num_micro_batches : 4"),
     (4, "num_stages : 4, num_micro_batches : 4"),
     (4, "num_stages : 4, num_micro_batches : 8"),
     (4, "num_stages : 4, num_micro_batches : 8, pipeline_schedule : gpipe"),
     (8, "num_stages : 1"),
+    (8, "num_stages : 1, distribute_param : true"),
     (8, "num_stages : 2, num_micro_batches : 4"),
     (8, "num_stages : 4, num_micro_batches : 4"),
     (8, "num_stages : 8, num_micro_batches : 8"),
@@ -102,7 +105,8 @@ def main():
         gpipe = (stages - 1) / (micro + stages - 1)
         held = max(r["held"])
         diff = max(abs(a - b) / abs(a) for a, b in zip(one["losses"], r["losses"]))
-        shown = line.replace(", pipeline_schedule : gpipe", " GPipe") or "(one device)"
+        shown = (line.replace(", pipeline_schedule : gpipe", " GPipe")
+                 .replace(", distribute_param : true", " + distribute_param") or "(one device)")
         print(f"{devices:>7} {shown:40} {r['compile_ms']:7.2f} {kib(held):>10} "
               f"{held / max(one['held']):6.2f} {kib(max(r['predicted_peak'])):>9} {kib(max(r['measured_peak'])):>9} "
               f"{kib(max(r['sent'])):>9} {r['idle_fraction'] or 0:5.2f} {gpipe:5.2f} {diff:9.1e}", flush=True)

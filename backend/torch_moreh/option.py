@@ -34,9 +34,11 @@ def set_parallelism(config=None, *, num_stages=1, num_micro_batches=1, batch_per
     field or one not supported yet raises ``torch_moreh._C.ConfigError`` naming it. Once set, it is logged
     (``Configuration for parallelism is selected.`` and the line), written to
     ``advanced_parallelization_selected_config.dump`` in the working directory, and the rank table shows it.
-    This build runs batch splitting and pipeline stages with micro-batches, in 1F1B order or GPipe's
+    This build runs batch splitting, with the optimizer's state and updates sharded over the replicas when
+    ``distribute_param=True`` (ZeRO-2), and pipeline stages with micro-batches, in 1F1B order or GPipe's
     (``pipeline_schedule="gpipe"``, moreh's own field ``pipeline_schedule : gpipe`` of the line); TP,
-    recomputation and parameter sharding are refused as not supported yet.
+    recomputation, low-precision parameter sharding and parameter sharding with pipeline stages are refused
+    as not supported yet.
     """
     if config is None:
         tp_field = "No TP" if tp == 1 else f"TP : {tp}"

@@ -9,6 +9,7 @@
 #include "runtime/base/spdlog_logger.h"
 #include "scheduler/lowering/batch_split.h"
 #include "scheduler/lowering/memory_model.h"
+#include "scheduler/lowering/optimizer_sharding.h"
 
 namespace moreh::scheduler {
 
@@ -125,7 +126,8 @@ class Emission {
 }  // namespace
 
 PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
-                                         int devices, const std::vector<int64_t>& candidate_rows) {
+                                         int devices, const std::vector<int64_t>& candidate_rows,
+                                         bool distribute_param) {
   auto start = std::chrono::steady_clock::now();
   // Each candidate batch (and no split at all) is lowered; the cheapest by a simple cost model wins: the
   // bytes the busiest device's kernels write plus the bytes it sends, with a fallback weighing as much as
@@ -143,8 +145,15 @@ PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const ru
   for (int64_t r : candidates) {
     std::vector<RowRange> pieces;
     for (int d = 0; d < devices; ++d) pieces.push_back(runtime::split_rows(r, devices, d));
-    const BatchSplit split = split_batch(graph, canonical, pieces, r);
+    BatchSplit split = split_batch(graph, canonical, pieces, r);
+    OptimizerSharding sharding;
+    if (distribute_param) sharding = shard_optimizer(graph, canonical, split, devices);
     PlannedStep p = Emission(graph, canonical, split, devices, r).run();
+    if (distribute_param)
+      p.report.summary = fmt::format(
+          "; optimizer sharded over the {} replicas (distribute_param): {} updates on each replica's rows, {} "
+          "gradients reduce-scattered, {} all-gathers, {} slots ({} bytes) left in rows after the step", devices, sharding.sharded_ops, sharding.reduce_scatters, sharding.gathers,
+          sharding.sharded_state, sharding.sharded_bytes);
     tried += fmt::format("{}{}: {:.0f}", tried.empty() ? "" : ", ", r ? fmt::format("batch {}", r) : "not split", cost(p));
     if (!best || cost(p) < cost(*best)) {
       best = std::move(p);
@@ -160,7 +169,7 @@ PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const ru
       "{} ops on {} devices, {}, {} collective bytes per device, {} replicated fallback op(s), peak +{} bytes per device "
       "(cost of candidates: {})",
       plan.num_nodes, devices, rows ? fmt::format("batch {} split by rows", rows) : std::string("not split (replicated)"),
-      plan.report.collective_bytes_per_device, plan.report.replicated_fallbacks, peak, tried);
+      plan.report.collective_bytes_per_device, plan.report.replicated_fallbacks, peak, tried) + plan.report.summary;
   plan.report.split_rows = rows;
   return plan;
 }

@@ -43,7 +43,8 @@ std::shared_ptr<PlannedStep> plan_step(const PlanRequest& r) {
     plan->report.compile_ms += fusion_ms;
   } else {
     plan = std::make_shared<PlannedStep>(
-        compile_data_parallel_plan(r.graph, r.canonical, layout.dp, analysis.batch_sizes));
+        compile_data_parallel_plan(r.graph, r.canonical, layout.dp, analysis.batch_sizes,
+                                   r.parallelism.distribute_param));
     if (r.fusion) {
       const auto started = std::chrono::steady_clock::now();
       fuse_device_programs(r.graph, r.canonical, *plan, r.fusion_limits);

@@ -156,6 +156,7 @@ def main():
 
     def recording_optimizer(params):
         opt = make_optimizer(params)
+        held["opt"] = opt
 
         def after_step(*_):
             held["steps"] = held.get("steps", 0) + 1
@@ -168,7 +169,11 @@ def main():
     accumulate = 2 if kind.startswith("gpt_accum") else 1
     losses, params = run_training(model, "moreh", batches, loss_fn, recording_optimizer, accumulate=accumulate)
     buffers = {n: b.detach().cpu() for n, b in model.named_buffers()}
-    torch.save({"losses": losses, "params": params, "buffers": buffers, "stats": torch.moreh.graph_stats(),
+    # The optimizer's state as a state dict gives it (whole tensors, however the layout holds them).
+    opt_state = {f"{i}.{k}": v.detach().cpu() for i, st in held["opt"].state_dict()["state"].items()
+                 for k, v in st.items() if torch.is_tensor(v)}
+    torch.save({"losses": losses, "params": params, "buffers": buffers, "opt_state": opt_state,
+                "stats": torch.moreh.graph_stats(),
                 "devices_after_step_2": held.get("devices"),
                 "log_file": torch.moreh.log_file(), "fake_nccl_calls": fake_nccl_calls()}, out)
 

@@ -1,7 +1,7 @@
 """torch.moreh.option.set_parallelism and MOREH_PARALLELISM: a parallel layout chosen by hand as MoAI's
 configuration line (seed 000), checked before anything changes, logged, dumped and shown in the rank table.
-This build runs batch splitting and pipeline stages with micro-batches; the other knobs are refused as not
-supported yet."""
+This build runs batch splitting (with its optimizer state sharded: distribute_param) and pipeline stages with
+micro-batches; the other knobs are refused as not supported yet."""
 import os
 import subprocess
 import sys
@@ -68,7 +68,8 @@ import torch
 from torch_moreh._C import ConfigError
 x = torch.arange(3.).to("moreh")
 for args, kwargs in [((%r,), {}), ((), {"tp": 2}), ((), {"num_stages": 8}), ((), {"num_stages": 3}),
-                     ((), {"num_micro_batches": 2, "tp": 2}), ((), {"recomputation": True}), ((), {"distribute_param": True}),
+                     ((), {"num_micro_batches": 2, "tp": 2}), ((), {"recomputation": True}),
+                     ((), {"distribute_low_prec_param": True}),
                      (("num_stages : two",), {}), (("num_stage : 2",), {}), ((), {"num_micro_batches": 2.5})]:
     try:
         torch.moreh.option.set_parallelism(*args, **kwargs)
@@ -82,13 +83,14 @@ print(x.tolist())
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout.splitlines()
     assert all(o.startswith("ConfigError: ") for o in out[:10]), out
-    assert "not supported yet: parameter sharding (distribute_param : true)" in out[0]
+    assert "not supported yet: parameter sharding with pipeline stages (distribute_param : true, num_stages > 1)" \
+        in out[0]
     assert "not supported yet: tensor parallelism (TP : 2)" in out[1]
     assert "num_stages : 8 needs at least 8 devices; the virtual device has 4" in out[2]
     assert "num_stages : 3 x TP : 1 = 3 does not divide the 4 devices" in out[3]
     assert "not supported yet: tensor parallelism (TP : 2)" in out[4]
     assert "recomputation (recomputation : 1)" in out[5]
-    assert "parameter sharding (distribute_param : true)" in out[6]
+    assert "low-precision parameter sharding (distribute_low_prec_param : true)" in out[6]
     assert "num_stages must be an integer of at least 1, got 'two'" in out[7]
     assert "unknown field 'num_stage'" in out[8]
     assert "num_micro_batches must be an integer of at least 1, got '2.5'" in out[9]

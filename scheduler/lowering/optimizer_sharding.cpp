@@ -1,0 +1,343 @@
+#include "scheduler/lowering/optimizer_sharding.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <string>
+
+namespace moreh::scheduler {
+namespace {
+
+using runtime::BufferOrigin;
+using runtime::Instruction;
+using runtime::LocalLaunch;
+using runtime::LocalRef;
+using runtime::Node;
+using runtime::Placement;
+using runtime::PlacementKind;
+using runtime::TensorRef;
+using Kind = Instruction::Kind;
+
+// The whole buffer, contiguous from its start.
+bool full_view(const TensorRef& r, uint64_t bytes) {
+  if (r.sizes.empty() || r.offset != 0) return false;
+  int64_t expect = 1;
+  for (size_t d = r.sizes.size(); d-- > 0;) {
+    if (r.sizes[d] != 1 && r.strides[d] != expect) return false;
+    expect *= r.sizes[d];
+  }
+  return static_cast<uint64_t>(expect) * r.itemsize == bytes;
+}
+
+// An op that computes each element of its outputs from the same element of its inputs (per list element
+// for torch's foreach ops), so that it runs on any rows of them.
+bool elementwise(const Node& n) {
+  if (runtime::op_facts(n.op).seeded || n.host_input) return false;  // random numbers; a host tensor's copy
+  const std::string& name = runtime::op_name(n.op);
+  if (name.rfind("aten::_foreach_", 0) == 0)
+    return name.find("norm") == std::string::npos && name.find("_foreach_max") == std::string::npos;
+  // Untagged but elementwise over tensors of one shape (the shape check sees to that): the state's zeros
+  // (zeros_like is empty_like + zero_), a momentum buffer's clone of the gradient.
+  static const std::set<std::string> kElementwise = {"aten::zero_", "aten::fill_.Scalar", "aten::fill_.Tensor",
+                                                     "aten::copy_", "aten::clone"};
+  return runtime::op_facts(n.op).pointwise || kElementwise.count(name) > 0;
+}
+
+enum class State : uint8_t { kWhole, kRows, kPartial };
+
+class Sharding {
+ public:
+  Sharding(const runtime::StepGraph& graph, const runtime::CanonicalGraph& cg, BatchSplit& split, int devices)
+      : graph_(graph), cg_(cg), split_(split), n_(devices), rows_(cg.buffers.size(), 0),
+        candidate_(cg.buffers.size(), false), state_(cg.buffers.size(), State::kWhole),
+        whole_use_(cg.buffers.size(), false) {}
+
+  OptimizerSharding run() {
+    choose();
+    if (std::none_of(shardable_.begin(), shardable_.end(), [](bool b) { return b; })) return r_;
+    for (size_t s = 0; s < cg_.buffers.size(); ++s) {
+      if (!candidate_[s] || cg_.buffers[s].origin != BufferOrigin::kMaterialized) continue;
+      const Placement& p = cg_.bindings[s]->placement();  // where an earlier step left it
+      if (p.kind == PlacementKind::kShard && p.rows == rows_[s]) state_[s] = State::kRows;
+      if (p.kind == PlacementKind::kPartial) state_[s] = State::kPartial;  // gradients of a backward pass
+    }
+    uses_.assign(cg_.buffers.size(), {});
+    std::vector<uint32_t> reads, writes;
+    for (size_t i = 0; i < split_.steps.size(); ++i) {
+      touched(split_.steps[i], reads, writes);
+      for (uint32_t s : reads) uses_[s].push_back(i);
+      for (uint32_t s : writes) uses_[s].push_back(i);
+    }
+    for (auto& u : uses_) u.erase(std::unique(u.begin(), u.end()), u.end());
+    for (size_t i = 0; i < split_.steps.size(); ++i) lower(i);
+    finish();
+    split_.steps = std::move(out_);
+    return r_;
+  }
+
+ private:
+  uint64_t bytes(uint32_t s) const { return cg_.buffers[s].bytes; }
+  uint64_t row_bytes(uint32_t s) const { return bytes(s) / static_cast<uint64_t>(rows_[s]); }
+
+  void touched(const SplitStep& st, std::vector<uint32_t>& reads, std::vector<uint32_t>& writes) const {
+    step_slots(graph_, cg_, st, reads, writes);
+  }
+
+  // Which launches run on rows, and which slots they shard: elementwise ops over whole tensors of at least
+  // `devices` rows, that update state the step leaves behind (in place) or make what only such ops read.
+  void choose() {
+    const auto& steps = split_.steps;
+    shardable_.assign(steps.size(), false);
+    std::vector<bool> shape_ok(steps.size(), false);
+    std::vector<bool> no_rows(cg_.buffers.size(), false);  // split by the batch, or seen at other shapes
+    std::vector<uint32_t> reads, writes;
+    for (size_t i = 0; i < steps.size(); ++i) {
+      const SplitStep& st = steps[i];
+      if (st.kind != Kind::kLaunch) continue;
+      const Node& n = graph_.nodes()[st.index];
+      const auto& in = cg_.node_inputs[st.index];
+      const auto& out = cg_.node_outputs[st.index];
+      if (!st.launches.empty()) {  // a launch on the batch's rows: what it takes by rows is not ours
+        for (size_t x = 0; x < in.size() && x < st.aligned.size(); ++x)
+          if (st.aligned[x] >= 0) no_rows[in[x]] = true;
+        for (size_t o = 0; o < out.size() && o < st.outputs.size(); ++o)
+          if (st.outputs[o].kind == OutputSpec::Kind::kShard) no_rows[out[o]] = true;
+        continue;
+      }
+      if (!elementwise(n)) continue;
+      const runtime::ListElements lists = runtime::list_elements(n);
+      std::map<int, runtime::Dims> shape;  // per list element (0 for a plain op)
+      bool ok = true;
+      auto visit = [&](const TensorRef& r, uint32_t s, int element) {
+        if (r.sizes.empty()) return;  // a scalar: every replica reads it whole
+        if (element < 0 || !full_view(r, bytes(s)) || r.sizes[0] < n_ || bytes(s) % static_cast<uint64_t>(r.sizes[0]) != 0 ||
+            (bytes(s) / static_cast<uint64_t>(r.sizes[0])) % 2 != 0) {
+          ok = false;
+          return;
+        }
+        auto [it, fresh] = shape.try_emplace(element, r.sizes);
+        if (!fresh && it->second != r.sizes) ok = false;
+        if (rows_[s] != 0 && rows_[s] != r.sizes[0]) no_rows[s] = true;
+        rows_[s] = r.sizes[0];
+      };
+      for (size_t x = 0; x < in.size(); ++x) visit(n.inputs[x], in[x], lists.length ? lists.inputs[x] : 0);
+      for (size_t k = 0; k < out.size(); ++k) visit(n.outputs[k], out[k], lists.length ? lists.outputs[k] : 0);
+      shape_ok[i] = ok && !shape.empty();  // and some tensor with rows
+    }
+    // Updates: elementwise launches that write state the step leaves behind, then (backwards) those whose
+    // every result only updates read.
+    std::vector<std::vector<size_t>> readers(cg_.buffers.size());
+    for (size_t i = 0; i < steps.size(); ++i) {
+      touched(steps[i], reads, writes);
+      for (uint32_t s : reads) readers[s].push_back(i);
+    }
+    auto rank_slots = [&](size_t i, bool outputs_only, auto&& f) {
+      const SplitStep& st = steps[i];
+      const Node& n = graph_.nodes()[st.index];
+      const auto& in = cg_.node_inputs[st.index];
+      const auto& out = cg_.node_outputs[st.index];
+      if (!outputs_only)
+        for (size_t x = 0; x < in.size(); ++x)
+          if (!n.inputs[x].sizes.empty()) f(in[x]);
+      for (size_t k = 0; k < out.size(); ++k)
+        if (!n.outputs[k].sizes.empty()) f(out[k]);
+    };
+    for (bool changed = true; changed;) {
+      changed = false;
+      for (size_t i = steps.size(); i-- > 0;) {
+        if (!shape_ok[i] || shardable_[i]) continue;
+        const SplitStep& st = steps[i];
+        const Node& n = graph_.nodes()[st.index];
+        bool ok = true;
+        rank_slots(i, false, [&](uint32_t s) { ok = ok && !no_rows[s]; });
+        if (!ok) continue;
+        // What it makes (outputs, inputs written in place) is read, from here on, only by updates.
+        bool updates = false, feeds = false;
+        auto fed = [&](uint32_t s) {
+          feeds = true;
+          for (size_t r : readers[s]) feeds = feeds && (r <= i || shardable_[r]);
+          return feeds;
+        };
+        bool all = true;
+        for (uint16_t w : n.written) {
+          const uint32_t s = cg_.node_inputs[st.index][w];
+          if (n.inputs[w].sizes.empty()) continue;
+          if (cg_.buffers[s].live_after) updates = true;
+          else all = all && fed(s);
+        }
+        rank_slots(i, true, [&](uint32_t s) { all = all && !cg_.buffers[s].live_after && fed(s); });
+        feeds = all && (!n.written.empty() || !cg_.node_outputs[st.index].empty());
+        if (updates || feeds) {
+          shardable_[i] = true;
+          changed = true;
+        }
+      }
+    }
+    for (size_t i = 0; i < steps.size(); ++i)
+      if (shardable_[i]) rank_slots(i, false, [&](uint32_t s) { candidate_[s] = true; });
+  }
+
+  // The next step after i that touches s (steps_.size() when none).
+  size_t next_use(uint32_t s, size_t i) const {
+    const auto& u = uses_[s];
+    const auto it = std::upper_bound(u.begin(), u.end(), i);
+    return it == u.end() ? split_.steps.size() : *it;
+  }
+  bool next_is_sharded(uint32_t s, size_t i) const {
+    const size_t j = next_use(s, i);
+    return j < split_.steps.size() && shardable_[j];
+  }
+
+  void gather(uint32_t s) {
+    split_.slots[s].row_bytes = row_bytes(s);
+    out_.push_back({Kind::kAllGather, s});
+    out_.back().node = node_;
+    state_[s] = State::kWhole;
+    ++r_.gathers;
+  }
+
+  void lower(size_t i) {
+    const SplitStep& st = split_.steps[i];
+    node_ = st.node;
+    std::vector<uint32_t> reads, writes;
+    touched(st, reads, writes);
+    // Collectives batch_split placed for whole ops: a sharded update wants rows instead.
+    if ((st.kind == Kind::kAllReduce || st.kind == Kind::kAllGather || st.kind == Kind::kBroadcast) &&
+        candidate_[st.index]) {
+      const uint32_t s = st.index;
+      if (st.kind == Kind::kAllReduce && state_[s] == State::kPartial && next_is_sharded(s, i)) {
+        split_.slots[s].row_bytes = row_bytes(s);
+        out_.push_back({Kind::kReduceScatter, s});
+        out_.back().node = st.node;
+        state_[s] = State::kRows;
+        ++r_.reduce_scatters;
+        return;
+      }
+      if (st.kind == Kind::kAllGather && state_[s] == State::kRows) {
+        if (next_is_sharded(s, i)) return;  // stays in rows
+        gather(s);
+        return;
+      }
+      out_.push_back(st);
+      state_[s] = State::kWhole;
+      return;
+    }
+    if (st.kind == Kind::kAllocate && candidate_[st.index] && next_is_sharded(st.index, i)) {
+      SplitStep a = st;
+      a.bytes.clear();
+      for (int d = 0; d < n_; ++d)
+        a.bytes.push_back(row_bytes(st.index) * static_cast<uint64_t>(runtime::split_rows(rows_[st.index], n_, d).count));
+      split_.slots[st.index].row_bytes = row_bytes(st.index);
+      out_.push_back(std::move(a));
+      state_[st.index] = State::kRows;
+      return;
+    }
+    if (st.kind == Kind::kRelease) {
+      out_.push_back(st);
+      return;
+    }
+    if (st.kind == Kind::kLaunch && shardable_[i] && launch_on_rows(st)) return;
+    // Anything else reads whole values: rows are gathered first.
+    for (uint32_t s : reads)
+      if (candidate_[s] && state_[s] == State::kRows) gather(s);
+    for (uint32_t s : writes)
+      if (candidate_[s] && state_[s] == State::kRows) gather(s);
+    out_.push_back(st);
+    for (uint32_t s : reads) whole_use_[s] = true;
+    // What it makes: a per-device partial sum (a launch on the batch's rows), else whole.
+    if (st.kind == Kind::kLaunch) {
+      const auto& out = cg_.node_outputs[st.index];
+      for (size_t k = 0; k < out.size(); ++k) {
+        const bool partial = !st.launches.empty() && k < st.outputs.size() &&
+                             st.outputs[k].kind == OutputSpec::Kind::kPartial;
+        state_[out[k]] = partial ? State::kPartial : State::kWhole;
+      }
+      const Node& n = graph_.nodes()[st.index];
+      for (uint16_t w : n.written)
+        if (st.launches.empty()) state_[cg_.node_inputs[st.index][w]] = State::kWhole;
+    }
+  }
+
+  // Each replica runs the launch on its rows of every tensor. False when an input is a partial sum (the
+  // launch then runs as batch_split placed it).
+  bool launch_on_rows(const SplitStep& st) {
+    const Node& n = graph_.nodes()[st.index];
+    const auto& in = cg_.node_inputs[st.index];
+    const auto& out = cg_.node_outputs[st.index];
+    for (size_t x = 0; x < in.size(); ++x)
+      if (!n.inputs[x].sizes.empty() && state_[in[x]] == State::kPartial) return false;
+    for (size_t x = 0; x < in.size(); ++x) {
+      const uint32_t s = in[x];
+      if (n.inputs[x].sizes.empty() || state_[s] == State::kRows) continue;
+      // A whole value every replica holds: each keeps its rows.
+      split_.slots[s].row_bytes = row_bytes(s);
+      out_.push_back({Kind::kKeepRows, s});
+      out_.back().node = st.node;
+      state_[s] = State::kRows;
+    }
+    SplitStep l{Kind::kLaunch, st.index};
+    l.node = st.node;
+    for (int d = 0; d < n_; ++d) {
+      LocalLaunch local;
+      auto mine = [&](const TensorRef& r, uint32_t s) {
+        LocalRef lr{r.offset, r.sizes};
+        if (!r.sizes.empty()) lr.sizes[0] = runtime::split_rows(rows_[s], n_, d).count;
+        return lr;
+      };
+      for (size_t x = 0; x < in.size(); ++x) local.inputs.push_back(mine(n.inputs[x], in[x]));
+      for (size_t k = 0; k < out.size(); ++k) local.outputs.push_back(mine(n.outputs[k], out[k]));
+      l.launches.push_back(std::move(local));
+    }
+    out_.push_back(std::move(l));
+    for (size_t k = 0; k < out.size(); ++k) {
+      state_[out[k]] = n.outputs[k].sizes.empty() ? State::kWhole : State::kRows;
+      if (!n.outputs[k].sizes.empty()) split_.slots[out[k]].row_bytes = row_bytes(out[k]);
+    }
+    ++r_.sharded_ops;
+    return true;
+  }
+
+  // After the step: parameters (values from before the step that it also read whole: the forward pass) are
+  // gathered; optimizer state, and gradients the step made, stay in rows (the next step that reads them
+  // whole gathers them first).
+  void finish() {
+    node_ = static_cast<uint32_t>(graph_.size() ? graph_.size() - 1 : 0);
+    for (size_t s = 0; s < cg_.buffers.size(); ++s) {
+      if (!candidate_[s] || state_[s] != State::kRows) continue;
+      const uint32_t slot = static_cast<uint32_t>(s);
+      if (!cg_.buffers[s].live_after) continue;
+      if (whole_use_[s] && cg_.buffers[s].origin == BufferOrigin::kMaterialized) {
+        gather(slot);
+        split_.final_placements[s] = {PlacementKind::kReplicate};
+      } else {
+        split_.final_placements[s] = {PlacementKind::kShard, rows_[s]};
+        ++r_.sharded_state;
+        r_.sharded_bytes += bytes(slot);
+      }
+    }
+  }
+
+  const runtime::StepGraph& graph_;
+  const runtime::CanonicalGraph& cg_;
+  BatchSplit& split_;
+  const int n_;
+  std::vector<int64_t> rows_;       // per slot: its first dim, the rows a replica takes a share of
+  std::vector<bool> candidate_;     // a slot sharded updates touch
+  std::vector<State> state_;
+  std::vector<bool> whole_use_;     // read whole by some op of the step
+  std::vector<bool> shardable_;     // per step
+  std::vector<std::vector<size_t>> uses_;
+  std::vector<SplitStep> out_;
+  uint32_t node_ = 0;
+  OptimizerSharding r_;
+};
+
+}  // namespace
+
+OptimizerSharding shard_optimizer(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
+                                  BatchSplit& split, int devices) {
+  if (devices < 2) return {};
+  return Sharding(graph, canonical, split, devices).run();
+}
+
+}  // namespace moreh::scheduler

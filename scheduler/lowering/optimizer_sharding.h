@@ -1,0 +1,33 @@
+// Sharded optimizer state and updates (`distribute_param : true`, ZeRO-2) over the data-parallel
+// replicas, a pass over batch_split.h's steps: a gradient that only elementwise updates read is
+// reduce-scattered instead of all-reduced, each replica runs those updates (the optimizer's foreach and
+// pointwise ops, the state's zero fills) on its rows of every tensor (split_rows of the first dim) and
+// keeps its rows of the optimizer state between steps. A value the step also reads whole (a parameter
+// its forward pass reads) is all-gathered after its update; one the step reads only in updates stays in
+// rows, and the next step that reads it whole gathers it first (a parameter updated in a step of its own,
+// as when the script reads the loss between backward() and step(): it rests in rows until the next
+// forward pass). An op that needs a whole value a replica holds only rows of (a gradient norm for
+// clipping) gets an all-gather first, counted.
+#pragma once
+#include <cstdint>
+
+#include "runtime/graph/canonical_graph.h"
+#include "runtime/graph/step_graph.h"
+#include "scheduler/lowering/batch_split.h"
+
+namespace moreh::scheduler {
+
+struct OptimizerSharding {
+  uint64_t sharded_ops = 0;      // launches run on each replica's rows
+  uint64_t reduce_scatters = 0;  // gradients reduce-scattered in place of an all-reduce
+  uint64_t gathers = 0;          // all-gathers: parameters after their update, values a whole op reads
+  uint64_t sharded_state = 0;    // slots left sharded after the step (optimizer state)
+  uint64_t sharded_bytes = 0;    // their bytes (whole)
+};
+
+// Rewrites `split` (an SPMD sequence for `devices` replicas) in place, with its final placements and slot
+// facts.
+OptimizerSharding shard_optimizer(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
+                                  BatchSplit& split, int devices);
+
+}  // namespace moreh::scheduler

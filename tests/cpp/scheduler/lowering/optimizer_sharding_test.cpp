@@ -1,0 +1,118 @@
+// distribute_param over batch splitting: the weight gradient reduce-scattered, the update on each
+// replica's rows, the parameter all-gathered after it, the optimizer state left in rows.
+#include "scheduler/lowering/optimizer_sharding.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "pipeline_test_graph.h"
+#include "runtime/base/data_type.h"
+#include "scheduler/lowering/data_parallel_planner.h"
+
+namespace moreh::scheduler {
+namespace {
+
+using namespace moreh::testing;
+using runtime::Instruction;
+using runtime::PlacementKind;
+using Kind = Instruction::Kind;
+
+class OptimizerShardingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    runtime::register_data_type(6, runtime::DataType::kFloat32);
+    runtime::set_op_facts(runtime::intern_op("aten::relu"), {.pointwise = true});
+    runtime::set_op_facts(runtime::intern_op("aten::add_.Tensor"), {.pointwise = true});
+  }
+  uint32_t slot(const runtime::CanonicalGraph& c, const std::shared_ptr<runtime::Buffer>& b) {
+    return static_cast<uint32_t>(std::find(c.bindings.begin(), c.bindings.end(), b) - c.bindings.begin());
+  }
+  runtime::VirtualMemory vm;
+};
+
+// PipelineStep's two layers, plus optimizer state m for w2: m += gw2 and w2 += m in place of w2 += gw2.
+struct StepWithState {
+  PipelineStep step;
+  std::shared_ptr<runtime::Buffer> m;
+  runtime::StepGraph graph;
+  StepWithState(runtime::VirtualMemory& vm, int devices) : step(vm, devices) {
+    m = std::make_shared<runtime::Buffer>(vm, 4 * 16, devices);
+    m->mark_defined();
+    m->set_placement({PlacementKind::kReplicate});
+    for (auto* w : {&step.w1, &step.w2}) (*w)->set_placement({PlacementKind::kReplicate});
+    for (size_t i = 0; i + 1 < step.graph.size(); ++i) graph.append(step.graph.nodes()[i]);
+    graph.append(node("aten::add_.Tensor", {shaped(m, {4, 4}), shaped(step.gw2, {4, 4})}, {}, {0}));
+    graph.append(node("aten::add_.Tensor", {shaped(step.w2, {4, 4}), shaped(m, {4, 4})}, {}, {0}));
+  }
+};
+
+TEST_F(OptimizerShardingTest, GradientsAreReduceScatteredUpdatesRunOnRowsStateStaysInRows) {
+  StepWithState s(vm, 2);
+  const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(s.graph);
+  BatchSplit split = split_batch(s.graph, c, {{0, 4}, {4, 4}}, 8);
+  const uint32_t gw1 = slot(c, s.step.gw1), gw2 = slot(c, s.step.gw2), w1 = slot(c, s.step.w1),
+                 w2 = slot(c, s.step.w2), m = slot(c, s.m);
+  auto has = [&](Kind k, uint32_t index) {
+    return std::any_of(split.steps.begin(), split.steps.end(),
+                       [&](const SplitStep& st) { return st.kind == k && st.index == index; });
+  };
+  ASSERT_TRUE(has(Kind::kAllReduce, gw1));  // batch splitting alone all-reduces the gradients
+  const OptimizerSharding r = shard_optimizer(s.graph, c, split, 2);
+  EXPECT_EQ(r.reduce_scatters, 2u);
+  EXPECT_EQ(r.sharded_ops, 3u);  // w1 += gw1, m += gw2, w2 += m
+  EXPECT_FALSE(has(Kind::kAllReduce, gw1));
+  EXPECT_TRUE(has(Kind::kReduceScatter, gw1));
+  EXPECT_TRUE(has(Kind::kReduceScatter, gw2));
+  EXPECT_TRUE(has(Kind::kKeepRows, w1));   // a replicated parameter: each replica keeps its rows to update
+  EXPECT_TRUE(has(Kind::kKeepRows, m));
+  EXPECT_TRUE(has(Kind::kAllGather, w1));  // and gathers them after, for the next forward pass
+  EXPECT_TRUE(has(Kind::kAllGather, w2));
+  EXPECT_FALSE(has(Kind::kAllGather, m));
+  // The update runs on two rows of the four on each replica.
+  const auto update = std::find_if(split.steps.begin(), split.steps.end(), [](const SplitStep& st) {
+    return st.kind == Kind::kLaunch && st.index == kUpdate1;
+  });
+  ASSERT_NE(update, split.steps.end());
+  ASSERT_EQ(update->launches.size(), 2u);
+  for (const auto& l : update->launches) {
+    EXPECT_EQ(l.inputs.at(0).sizes, (runtime::Dims{2, 4}));
+    EXPECT_EQ(l.inputs.at(1).sizes, (runtime::Dims{2, 4}));
+  }
+  EXPECT_EQ(split.final_placements[w1].kind, PlacementKind::kReplicate);
+  EXPECT_EQ(split.final_placements[m].kind, PlacementKind::kShard);
+  EXPECT_EQ(split.final_placements[m].rows, 4);
+  EXPECT_EQ(split.slots[m].row_bytes, 16u);
+  EXPECT_EQ(r.sharded_state, 1u);
+  EXPECT_EQ(r.sharded_bytes, 64u);
+}
+
+TEST_F(OptimizerShardingTest, TheNextStepKeepsTheStateInRowsAndItsPlanPredictsItsPeak) {
+  StepWithState s(vm, 2);
+  s.m->set_placement({PlacementKind::kShard, 4});  // as the step before left it
+  const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(s.graph);
+  const PlannedStep plan = compile_data_parallel_plan(s.graph, c, 2, {8}, true);
+  const uint32_t m = slot(c, s.m);
+  for (const auto& p : plan.programs) {
+    EXPECT_EQ(std::count_if(p.code.begin(), p.code.end(),
+                            [&](const Instruction& i) { return i.index == m && i.kind == Kind::kAllGather; }),
+              0)
+        << plan.report.summary;
+    EXPECT_GT(p.peak_bytes, 0u);
+  }
+  EXPECT_EQ(plan.final_placements[m].kind, PlacementKind::kShard);
+  EXPECT_NE(plan.report.summary.find("optimizer sharded over the 2 replicas"), std::string::npos)
+      << plan.report.summary;
+}
+
+TEST_F(OptimizerShardingTest, OneReplicaOrNoUpdateChangesNothing) {
+  StepWithState s(vm, 2);
+  const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(s.graph);
+  BatchSplit split = split_batch(s.graph, c, {{0, 8}}, 8);
+  const size_t steps = split.steps.size();
+  EXPECT_EQ(shard_optimizer(s.graph, c, split, 1).sharded_ops, 0u);
+  EXPECT_EQ(split.steps.size(), steps);
+}
+
+}  // namespace
+}  // namespace moreh::scheduler
