@@ -23,6 +23,7 @@ LAYOUTS = [  # (devices, MOREH_PARALLELISM)
     (4, "num_stages : 1"),
     (4, "num_stages : 1, distribute_param : true"),
     (4, "num_stages : 2, num_micro_batches : 4"),
+    (4, "num_stages : 2, num_micro_batches : 4, distribute_param : true"),
     (4, "num_stages : 4, num_micro_batches : 4"),
     (4, "num_stages : 4, num_micro_batches : 8"),
     (4, "num_stages : 4, num_micro_batches : 8, pipeline_schedule : gpipe"),

@@ -36,9 +36,9 @@ def set_parallelism(config=None, *, num_stages=1, num_micro_batches=1, batch_per
     ``advanced_parallelization_selected_config.dump`` in the working directory, and the rank table shows it.
     This build runs batch splitting, with the optimizer's state and updates sharded over the replicas when
     ``distribute_param=True`` (ZeRO-2), and pipeline stages with micro-batches, in 1F1B order or GPipe's
-    (``pipeline_schedule="gpipe"``, moreh's own field ``pipeline_schedule : gpipe`` of the line); TP,
-    recomputation, low-precision parameter sharding and parameter sharding with pipeline stages are refused
-    as not supported yet.
+    (``pipeline_schedule="gpipe"``, moreh's own field ``pipeline_schedule : gpipe`` of the line), each stage's
+    optimizer sharded over its replicas with ``distribute_param=True``; TP, recomputation and low-precision
+    parameter sharding are refused as not supported yet.
     """
     if config is None:
         tp_field = "No TP" if tp == 1 else f"TP : {tp}"

@@ -35,7 +35,16 @@ struct SplitStep {
   // kLaunch: inputs the kernel is given but whose values it does not use (a mean loss's total weight once
   // deferred_loss_division.h takes its gradient as a sum): no ordering waits on them.
   std::vector<int> unused_inputs;
+  // Rows of the slot's own first dim over the replicas (optimizer_sharding.h), not of the batch: a kLaunch
+  // whose launches[i] runs once on replica i's rows of every tensor, a kKeepRows, kReduceScatter or
+  // kAllGather in that geometry, a kAllocate of bytes[i] per replica.
+  bool own_rows = false;
 };
+
+// Whether a step runs once per piece of the batch (a kLaunch split by rows), as against once per replica.
+inline bool per_piece(const SplitStep& st) {
+  return st.kind == runtime::Instruction::Kind::kLaunch && !st.launches.empty() && !st.own_rows;
+}
 
 struct BatchSplit {
   std::vector<SplitStep> steps;

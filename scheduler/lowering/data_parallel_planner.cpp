@@ -149,11 +149,7 @@ PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const ru
     OptimizerSharding sharding;
     if (distribute_param) sharding = shard_optimizer(graph, canonical, split, devices);
     PlannedStep p = Emission(graph, canonical, split, devices, r).run();
-    if (distribute_param)
-      p.report.summary = fmt::format(
-          "; optimizer sharded over the {} replicas (distribute_param): {} updates on each replica's rows, {} "
-          "gradients reduce-scattered, {} all-gathers, {} slots ({} bytes) left in rows after the step", devices, sharding.sharded_ops, sharding.reduce_scatters, sharding.gathers,
-          sharding.sharded_state, sharding.sharded_bytes);
+    if (distribute_param) p.report.summary = describe(sharding, devices);
     tried += fmt::format("{}{}: {:.0f}", tried.empty() ? "" : ", ", r ? fmt::format("batch {}", r) : "not split", cost(p));
     if (!best || cost(p) < cost(*best)) {
       best = std::move(p);

@@ -53,7 +53,7 @@ class Deferral {
     std::vector<uint32_t> reads, writes;
     for (const SplitStep& st : steps) {
       step_slots(graph_, cg_, st, reads, writes);
-      const bool per_piece = st.kind == Kind::kLaunch && !st.launches.empty();
+      const bool per_piece = scheduler::per_piece(st);
       const auto any_of = [](const std::vector<uint32_t>& slots, const auto& set) {
         return std::any_of(slots.begin(), slots.end(), [&](uint32_t s) { return set.count(s) > 0; });
       };

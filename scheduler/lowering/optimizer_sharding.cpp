@@ -1,5 +1,7 @@
 #include "scheduler/lowering/optimizer_sharding.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <map>
 #include <set>
@@ -47,10 +49,11 @@ enum class State : uint8_t { kWhole, kRows, kPartial };
 
 class Sharding {
  public:
-  Sharding(const runtime::StepGraph& graph, const runtime::CanonicalGraph& cg, BatchSplit& split, int devices)
-      : graph_(graph), cg_(cg), split_(split), n_(devices), rows_(cg.buffers.size(), 0),
+  Sharding(const runtime::StepGraph& graph, const runtime::CanonicalGraph& cg, BatchSplit& split, int devices,
+           const std::vector<bool>& whole_nodes)
+      : graph_(graph), cg_(cg), split_(split), n_(devices), whole_nodes_(whole_nodes), rows_(cg.buffers.size(), 0),
         candidate_(cg.buffers.size(), false), state_(cg.buffers.size(), State::kWhole),
-        whole_use_(cg.buffers.size(), false) {}
+        whole_use_(cg.buffers.size(), false), last_node_(cg.buffers.size(), 0) {}
 
   OptimizerSharding run() {
     choose();
@@ -104,7 +107,7 @@ class Sharding {
           if (st.outputs[o].kind == OutputSpec::Kind::kShard) no_rows[out[o]] = true;
         continue;
       }
-      if (!elementwise(n)) continue;
+      if (!elementwise(n) || (st.index < whole_nodes_.size() && whole_nodes_[st.index])) continue;
       const runtime::ListElements lists = runtime::list_elements(n);
       std::map<int, runtime::Dims> shape;  // per list element (0 for a plain op)
       bool ok = true;
@@ -191,7 +194,8 @@ class Sharding {
   void gather(uint32_t s) {
     split_.slots[s].row_bytes = row_bytes(s);
     out_.push_back({Kind::kAllGather, s});
-    out_.back().node = node_;
+    out_.back().node = last_node_[s];  // on the stage that holds it (pipeline stages)
+    out_.back().own_rows = true;
     state_[s] = State::kWhole;
     ++r_.gathers;
   }
@@ -209,6 +213,8 @@ class Sharding {
         split_.slots[s].row_bytes = row_bytes(s);
         out_.push_back({Kind::kReduceScatter, s});
         out_.back().node = st.node;
+        out_.back().own_rows = true;
+        last_node_[s] = st.node;
         state_[s] = State::kRows;
         ++r_.reduce_scatters;
         return;
@@ -220,6 +226,7 @@ class Sharding {
       }
       out_.push_back(st);
       state_[s] = State::kWhole;
+      last_node_[s] = st.node;
       return;
     }
     if (st.kind == Kind::kAllocate && candidate_[st.index] && next_is_sharded(st.index, i)) {
@@ -228,6 +235,7 @@ class Sharding {
       for (int d = 0; d < n_; ++d)
         a.bytes.push_back(row_bytes(st.index) * static_cast<uint64_t>(runtime::split_rows(rows_[st.index], n_, d).count));
       split_.slots[st.index].row_bytes = row_bytes(st.index);
+      a.own_rows = true;
       out_.push_back(std::move(a));
       state_[st.index] = State::kRows;
       return;
@@ -243,7 +251,8 @@ class Sharding {
     for (uint32_t s : writes)
       if (candidate_[s] && state_[s] == State::kRows) gather(s);
     out_.push_back(st);
-    for (uint32_t s : reads) whole_use_[s] = true;
+    for (uint32_t s : reads) whole_use_[s] = true, last_node_[s] = st.node;
+    for (uint32_t s : writes) last_node_[s] = st.node;
     // What it makes: a per-device partial sum (a launch on the batch's rows), else whole.
     if (st.kind == Kind::kLaunch) {
       const auto& out = cg_.node_outputs[st.index];
@@ -273,10 +282,15 @@ class Sharding {
       split_.slots[s].row_bytes = row_bytes(s);
       out_.push_back({Kind::kKeepRows, s});
       out_.back().node = st.node;
+      out_.back().own_rows = true;
+      last_node_[s] = st.node;
       state_[s] = State::kRows;
     }
     SplitStep l{Kind::kLaunch, st.index};
     l.node = st.node;
+    l.own_rows = true;
+    for (uint32_t s : in) last_node_[s] = st.node;
+    for (uint32_t s : out) last_node_[s] = st.node;
     for (int d = 0; d < n_; ++d) {
       LocalLaunch local;
       auto mine = [&](const TensorRef& r, uint32_t s) {
@@ -321,6 +335,7 @@ class Sharding {
   const runtime::CanonicalGraph& cg_;
   BatchSplit& split_;
   const int n_;
+  const std::vector<bool>& whole_nodes_;
   std::vector<int64_t> rows_;       // per slot: its first dim, the rows a replica takes a share of
   std::vector<bool> candidate_;     // a slot sharded updates touch
   std::vector<State> state_;
@@ -329,15 +344,23 @@ class Sharding {
   std::vector<std::vector<size_t>> uses_;
   std::vector<SplitStep> out_;
   uint32_t node_ = 0;
+  std::vector<uint32_t> last_node_;  // per slot: the node of the last step that touched it
   OptimizerSharding r_;
 };
 
 }  // namespace
 
+std::string describe(const OptimizerSharding& r, int replicas) {
+  return fmt::format(
+      "; optimizer sharded over the {} replicas (distribute_param): {} updates on each replica's rows, {} "
+      "gradients reduce-scattered, {} all-gathers, {} slots ({} bytes) left in rows after the step",
+      replicas, r.sharded_ops, r.reduce_scatters, r.gathers, r.sharded_state, r.sharded_bytes);
+}
+
 OptimizerSharding shard_optimizer(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
-                                  BatchSplit& split, int devices) {
+                                  BatchSplit& split, int devices, const std::vector<bool>& whole_nodes) {
   if (devices < 2) return {};
-  return Sharding(graph, canonical, split, devices).run();
+  return Sharding(graph, canonical, split, devices, whole_nodes).run();
 }
 
 }  // namespace moreh::scheduler

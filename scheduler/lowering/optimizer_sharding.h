@@ -10,6 +10,8 @@
 // clipping) gets an all-gather first, counted.
 #pragma once
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "runtime/graph/canonical_graph.h"
 #include "runtime/graph/step_graph.h"
@@ -27,7 +29,12 @@ struct OptimizerSharding {
 
 // Rewrites `split` (an SPMD sequence for `devices` replicas) in place, with its final placements and slot
 // facts.
+// `whole_nodes` (per node, optional): nodes to leave as they are (a pipeline's foreach ops split by list
+// element over its stages).
 OptimizerSharding shard_optimizer(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
-                                  BatchSplit& split, int devices);
+                                  BatchSplit& split, int devices, const std::vector<bool>& whole_nodes = {});
+
+// For a plan's summary: "; optimizer sharded over the 4 replicas (distribute_param): ...".
+std::string describe(const OptimizerSharding& sharding, int replicas);
 
 }  // namespace moreh::scheduler

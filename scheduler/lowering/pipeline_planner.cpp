@@ -16,6 +16,7 @@
 #include "scheduler/lowering/batch_split.h"
 #include "scheduler/lowering/deferred_loss_division.h"
 #include "scheduler/lowering/memory_model.h"
+#include "scheduler/lowering/optimizer_sharding.h"
 #include "scheduler/lowering/pipeline_schedule.h"
 #include "scheduler/lowering/stage_cut.h"
 
@@ -58,7 +59,8 @@ class PipelineEmission {
         schedule_(schedule), rings_(std::move(rings)),
         piece_rows_(std::move(pieces)),
         at_(cg.buffers.size(), std::vector<uint32_t>(micro, 0)), home_(cg.buffers.size(), false),
-        everywhere_(cg.buffers.size(), false), by_rows_(cg.buffers.size(), false), owner_(cg.buffers.size(), -1) {
+        everywhere_(cg.buffers.size(), false), by_rows_(cg.buffers.size(), false),
+        own_rows_(cg.buffers.size(), false), owner_(cg.buffers.size(), -1) {
     for (int i = 0; i < dp_; ++i) device_rows_.push_back(runtime::split_rows(rows_, dp_, i));
     programs_.resize(static_cast<size_t>(dp_ * pp_));
     for (size_t d = 0; d < programs_.size(); ++d) programs_[d].device = static_cast<int>(d);
@@ -80,7 +82,9 @@ class PipelineEmission {
           throw runtime::Error(fmt::format("buffer {} lies on devices {:#x}, which are no stage of this layout; "
                                            "bring it home before planning", cg.bindings[s]->id(), p.devices));
         set_whole(static_cast<uint32_t>(s), static_cast<int>(j - stage_mask_.begin()));
-        by_rows_[s] = p.kind == PlacementKind::kShard;
+        // Rows of the batch, or of the slot's own first dim (optimizer state a sharded optimizer left).
+        own_rows_[s] = p.kind == PlacementKind::kShard && p.rows != rows_;
+        by_rows_[s] = p.kind == PlacementKind::kShard && !own_rows_[s];
       }
     }
   }
@@ -147,7 +151,7 @@ class PipelineEmission {
     }
     for (const SplitStep& st : *steps) {
       slots_of(st, reads, writes);
-      const bool per_piece = st.kind == Kind::kLaunch && !st.launches.empty();
+      const bool per_piece = scheduler::per_piece(st);
       const bool folded = st.kind == Kind::kScale || st.kind == Kind::kMultiply;  // into the launches
       if (!per_piece && !folded) {
         bool barrier = false;
@@ -198,6 +202,12 @@ class PipelineEmission {
   // The bytes of the slot's block on replica i: its rows, or the whole value.
   uint64_t block_bytes(uint32_t s, int i) const {
     return by_rows_[s] && row_bytes(s) ? row_bytes(s) * static_cast<uint64_t>(device_rows_[i].count) : bytes(s);
+  }
+  // Replica i's rows of a slot held in its own rows (optimizer_sharding.h).
+  uint64_t own_bytes(uint32_t s, int i) const {
+    const uint64_t row = row_bytes(s);
+    if (row == 0) return bytes(s);
+    return static_cast<uint64_t>(runtime::split_rows(static_cast<int64_t>(bytes(s) / row), dp_, i).count) * row;
   }
   // The bytes of the slot's block on device d (replica i): a ring of a few micro-batches' rows, or as above.
   uint64_t block_bytes_on(uint32_t s, int i, int d) const {
@@ -279,7 +289,8 @@ class PipelineEmission {
     if (at[0] == 0 || (at[0] & bit(j))) return;
     const int from = std::countr_zero(at[0]);
     for (int i = 0; i < dp_; ++i) {
-      const ByteRange whole{0, block_bytes(s, i), block_bytes(s, i)};
+      const uint64_t b = own_rows_[s] ? own_bytes(s, i) : block_bytes(s, i);  // replica i's rows go to replica i
+      const ByteRange whole{0, b, b};
       send(s, device(i, from), device(i, j), whole, whole);
     }
     for (auto& x : at_[s]) x |= bit(j);
@@ -317,7 +328,7 @@ class PipelineEmission {
     ++phases_;
     for (int k = 0; k < m_; ++k)
       for (const SplitStep* st : phase) {
-        const bool per_piece = st->kind == Kind::kLaunch && !st->launches.empty();
+        const bool per_piece = scheduler::per_piece(*st);
         if (per_piece) emit_piece(*st, k);
         else if (k == 0) emit_once(*st);
       }
@@ -335,7 +346,7 @@ class PipelineEmission {
   // device holds one copy, the latest, as under GPipe, whose backward reads the last micro-batch's.
   void accesses(const SplitStep& st, int k, const std::set<uint32_t>& same_per_piece, std::vector<Access>& out) const {
     out.clear();
-    const bool per_piece = st.kind == Kind::kLaunch && !st.launches.empty();
+    const bool per_piece = scheduler::per_piece(st);
     if (!per_piece) {
       std::vector<uint32_t> reads, writes;
       slots_of(st, reads, writes);
@@ -380,7 +391,7 @@ class PipelineEmission {
     std::vector<Access> acc;
     std::set<uint32_t> same_per_piece;
     for (const SplitStep* st : phase)
-      if (st->kind == Kind::kLaunch && !st->launches.empty())
+      if (scheduler::per_piece(*st))
         for (size_t o = 0; o < st->outputs.size() && o < cg_.node_outputs[st->index].size(); ++o)
           if (st->outputs[o].kind == OutputSpec::Kind::kReplicate || st->outputs[o].kind == OutputSpec::Kind::kLocal)
             same_per_piece.insert(cg_.node_outputs[st->index][o]);
@@ -389,7 +400,7 @@ class PipelineEmission {
       for (int k = 0; k < m_; ++k)
         for (size_t q = from; q < to; ++q) {
           const SplitStep& st = *phase[q];
-          const bool per_piece = st.kind == Kind::kLaunch && !st.launches.empty();
+          const bool per_piece = scheduler::per_piece(st);
           if (!per_piece && k > 0) continue;
           if (st.kind == Kind::kScale || st.kind == Kind::kMultiply) continue;  // folded into the launches
           if (!per_piece && st.kind == Kind::kLaunch && !cut_.element_stage[st.index].empty()) return false;
@@ -426,7 +437,7 @@ class PipelineEmission {
     ++one_f_one_b_phases_;
     for (size_t t : *order)
       for (const SplitStep* st : steps[t]) {
-        const bool per_piece = st->kind == Kind::kLaunch && !st->launches.empty();
+        const bool per_piece = scheduler::per_piece(*st);
         if (per_piece) emit_piece(*st, tasks[t].micro);
         else emit_once(*st);
       }
@@ -477,14 +488,20 @@ class PipelineEmission {
   }
 
   void emit_once(const SplitStep& st) {
-    const int j = stage_of(st);
+    int j = stage_of(st);
+    // A sharded optimizer's collectives run where the value lies (optimizer_sharding.h does not know the
+    // stages; a parameter it gathers lies on its own stage).
+    if (st.own_rows && st.kind != Kind::kLaunch && st.kind != Kind::kAllocate && !home_[st.index] &&
+        !everywhere_[st.index] && at_[st.index][0] != 0 && !(at_[st.index][0] & bit(j)))
+      j = std::countr_zero(at_[st.index][0]);
     const uint16_t group = dp_ > 1 ? static_cast<uint16_t>(j + 1) : 0;
     const uint32_t s = st.index;
     switch (st.kind) {
       case Kind::kAllocate:
+        own_rows_[s] = st.own_rows;
         for (int i = 0; i < dp_; ++i) {
-          by_rows_[s] = st.split_allocation;
-          allocate(device(i, j), s, block_bytes_on(s, i, device(i, j)));
+          by_rows_[s] = st.split_allocation && !st.own_rows;
+          allocate(device(i, j), s, st.own_rows ? st.bytes.at(i) : block_bytes_on(s, i, device(i, j)));
         }
         set_whole(s, j);
         return;
@@ -493,15 +510,26 @@ class PipelineEmission {
         const auto& node = graph_.nodes()[st.index];
         for (uint32_t in : cg_.node_inputs[st.index]) bring_whole(in, j);
         for (int i = 0; i < dp_; ++i) {
-          push(device(i, j), Kind::kLaunch, st.index);
+          if (st.own_rows) {  // replica i's rows of every tensor (optimizer_sharding.h)
+            auto& prog = programs_[device(i, j)];
+            prog.launches.push_back(st.launches.at(i));
+            push(device(i, j), Kind::kLaunch, st.index, static_cast<uint32_t>(prog.launches.size()));
+          } else {
+            push(device(i, j), Kind::kLaunch, st.index);
+          }
           for (uint32_t s : cg_.node_inputs[st.index]) note(device(i, j), s, -1);
           for (uint32_t s : cg_.node_outputs[st.index]) note(device(i, j), s, -1);
         }
-        for (uint32_t out : cg_.node_outputs[st.index]) {
+        for (size_t k = 0; k < cg_.node_outputs[st.index].size(); ++k) {
+          const uint32_t out = cg_.node_outputs[st.index][k];
           set_whole(out, j);
           by_rows_[out] = false;
+          own_rows_[out] = st.own_rows && !node.outputs[k].sizes.empty();
         }
-        for (uint16_t w : node.written) set_whole(cg_.node_inputs[st.index][w], j);
+        for (uint16_t w : node.written) {
+          set_whole(cg_.node_inputs[st.index][w], j);
+          if (!st.own_rows) own_rows_[cg_.node_inputs[st.index][w]] = false;
+        }
         return;
       }
       case Kind::kScale:
@@ -520,11 +548,14 @@ class PipelineEmission {
       case Kind::kAllReduce:
       case Kind::kAllGather:
       case Kind::kKeepRows:
+      case Kind::kReduceScatter:
         bring_whole(s, j);
         if (dp_ > 1) collective(j, st.kind, s, group);
         set_whole(s, j);
-        if (st.kind == Kind::kAllGather) by_rows_[s] = false;
-        if (st.kind == Kind::kKeepRows) by_rows_[s] = true;
+        // The batch's rows, or (own_rows) the slot's own: then the block is not a block of batch rows.
+        if (st.kind == Kind::kAllGather || st.own_rows) by_rows_[s] = false;
+        else if (st.kind == Kind::kKeepRows) by_rows_[s] = true;
+        if (st.own_rows) own_rows_[s] = st.kind != Kind::kAllGather;
         return;
       case Kind::kDivide:
         bring_whole(s, j);
@@ -629,9 +660,12 @@ class PipelineEmission {
         if (x < st.aligned.size() && st.aligned[x] >= 0 && m_ > 1) at_[in[x]][k] = bit(j), home_[in[x]] = false, owner_[in[x]] = j;
         else set_whole(in[x], j);
       }
+    for (size_t x = 0; x < in.size(); ++x)
+      if (std::find(node.written.begin(), node.written.end(), x) != node.written.end()) own_rows_[in[x]] = false;
     for (size_t o = 0; o < out.size(); ++o) {
       const bool rows = o < st.outputs.size() && st.outputs[o].kind == OutputSpec::Kind::kShard;
       by_rows_[out[o]] = rows;
+      own_rows_[out[o]] = false;
       if (rows && m_ > 1) at_[out[o]][k] = bit(j), owner_[out[o]] = j;
       else set_whole(out[o], j);
     }
@@ -746,6 +780,7 @@ class PipelineEmission {
   std::vector<std::vector<uint32_t>> at_;
   std::vector<bool> home_, everywhere_;
   std::vector<bool> by_rows_;  // replicas hold their rows of it (else the whole value, or a partial one)
+  std::vector<bool> own_rows_;  // replicas hold their rows of its own first dim (a sharded optimizer's)
   // The stage that keeps the slot after the step: the last to write it, else the first it went to (copies
   // elsewhere are released; a parameter read by another stage is sent again next step, after its update).
   std::vector<int> owner_;
@@ -823,6 +858,12 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
       micro = m;
     }
   }
+  OptimizerSharding sharding;
+  if (options.distribute_param) {
+    std::vector<bool> by_element(graph.size(), false);  // run on each stage over its elements, whole
+    for (size_t i = 0; i < graph.size(); ++i) by_element[i] = !cut.element_stage[i].empty();
+    sharding = shard_optimizer(graph, canonical, *split, dp, by_element);
+  }
   auto emission = std::make_unique<PipelineEmission>(graph, canonical, *split, cut, pp, dp, micro, rows, pieces,
                                                      options.schedule);
   PlannedStep plan = emission->run();
@@ -859,6 +900,8 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
   if (ring_blocks > 0)
     plan.report.summary += fmt::format("; {} blocks of micro-batch rows hold at most {} micro-batch(es) at a time",
                                        ring_blocks, ring_depth);
+  if (options.distribute_param)
+    plan.report.summary += describe(sharding, dp);
   return plan;
 }
 

@@ -22,6 +22,7 @@ struct PipelineOptions {
   int dp = 1;              // data-parallel replicas per stage
   int micro_batches = 1;   // per replica; fewer when the batch has fewer rows
   PipelineSchedule schedule = PipelineSchedule::k1F1B;
+  bool distribute_param = false;  // the optimizer sharded over each stage's replicas (optimizer_sharding.h)
 };
 
 // Devices are laid out as ezpz's (dp slowest, then pp): stage j's replica i is device i × stages + j.

@@ -32,7 +32,8 @@ std::shared_ptr<PlannedStep> plan_step(const PlanRequest& r) {
         r.graph, r.canonical, {.stages = layout.pp,
                                        .dp = layout.dp,
                                        .micro_batches = r.parallelism.num_micro_batches,
-                                       .schedule = r.parallelism.pipeline_schedule},
+                                       .schedule = r.parallelism.pipeline_schedule,
+                                       .distribute_param = r.parallelism.distribute_param},
         analysis.batch_sizes));
   } else if (layout.dp == 1) {
     const auto started = std::chrono::steady_clock::now();

@@ -7,18 +7,24 @@ import pytest
 
 from test_data_parallel import assert_same, train
 
+ZERO = "distribute_param : true"
+PP2 = "num_stages : 2, num_micro_batches : 2, "
 CASES = [
-    ("mlp:8", 2, 1e-5), ("mlp:5", 4, 1e-5),  # SGD with momentum (the momentum buffer is the state)
-    ("gpt:8", 4, 1e-4), ("gpt_accum:8", 4, 1e-4), ("gpt_clip:8", 4, 1e-4), ("gpt:8", 8, 1e-4),
-    ("llama:4", 4, 1e-4),
+    ("mlp:8", 2, ZERO, 1e-5), ("mlp:5", 4, ZERO, 1e-5),  # SGD with momentum (the momentum buffer is the state)
+    ("gpt:8", 4, ZERO, 1e-4), ("gpt_accum:8", 4, ZERO, 1e-4), ("gpt_clip:8", 4, ZERO, 1e-4), ("gpt:8", 8, ZERO, 1e-4),
+    ("llama:4", 4, ZERO, 1e-4),
+    # With pipeline stages: each stage's replicas shard their stage's optimizer (dp 2 x pp 2, dp 2 x pp 4).
+    ("gpt:8", 4, PP2 + ZERO, 1e-4), ("gpt_clip:8", 4, PP2 + ZERO, 1e-4), ("mlp:8", 4, PP2 + ZERO, 1e-5),
+    ("gpt:8", 8, "num_stages : 4, num_micro_batches : 4, " + ZERO, 1e-4),
 ]
 
 
-@pytest.mark.parametrize("kind,devices,tol", CASES, ids=[f"{k}-{d}" for k, d, _ in CASES])
-def test_sharded_optimizer_trains_like_one_device(kind, devices, tol):
+@pytest.mark.parametrize("kind,devices,line,tol", CASES,
+                         ids=[f"{k}-{d}-{'pp' if 'stages' in l else 'dp'}" for k, d, l, _ in CASES])
+def test_sharded_optimizer_trains_like_one_device(kind, devices, line, tol):
     if kind.startswith("llama"):
         pytest.importorskip("transformers")
-    ref, got = train(kind, 1), train(kind, devices, parallelism="distribute_param : true")
+    ref, got = train(kind, 1), train(kind, devices, parallelism=line)
     assert_same(ref, got, rtol=tol, atol=tol)
     # The state a state dict gives is the whole tensor, as one device's.
     assert ref["opt_state"].keys() == got["opt_state"].keys()
@@ -27,7 +33,8 @@ def test_sharded_optimizer_trains_like_one_device(kind, devices, tol):
         assert (got["opt_state"][name] - want).abs().max().item() <= 10 * tol, name
     with open(got["log_file"]) as f:
         log = f.read()
-    assert f"optimizer sharded over the {devices} replicas" in log
+    replicas = devices // (int(line.split("num_stages : ")[1].split(",")[0]) if "num_stages" in line else 1)
+    assert f"optimizer sharded over the {replicas} replicas" in log
     assert "distribute_param : true" in log  # the chosen layout's line
 
 
