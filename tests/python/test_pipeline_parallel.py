@@ -139,13 +139,14 @@ SWITCH = r"""
 import json, sys, torch
 sys.path.insert(0, %r)
 import dp_worker
+switches = json.loads(%r)
 model, batches, loss_fn, make_opt = dp_worker.gpt(8)
 model = model.to("moreh")
 opt = make_opt(model.parameters())
 losses = []
 for i, (x, y) in enumerate(batches[:6]):
-    if %r and i in (2, 4):  # batch splitting, then two stages, then back
-        torch.moreh.option.set_parallelism("num_stages : 2, num_micro_batches : 2" if i == 2 else "num_stages : 1")
+    if str(i) in switches:
+        torch.moreh.option.set_parallelism(switches[str(i)])
     opt.zero_grad()
     loss = loss_fn(model, x.to("moreh"), y.to("moreh"))
     loss.backward()
@@ -156,9 +157,9 @@ print(json.dumps({"losses": losses, "params": {n: p.detach().cpu().flatten()[:64
 """
 
 
-def test_changing_the_layout_between_steps_keeps_training(tmp_path):
-    """set_parallelism between steps: values the old layout left on its devices are brought home first,
-    and training goes on as on one device."""
+def switching_layouts_trains_like_one_device(tmp_path, devices, start, switches):
+    """Six GPT steps on one device, and on `devices` devices starting with the layout `start` and changing
+    it before the steps `switches` names: the same losses and parameters."""
     import json
     import os
     import subprocess
@@ -166,37 +167,28 @@ def test_changing_the_layout_between_steps_keeps_training(tmp_path):
 
     here = os.path.dirname(os.path.abspath(__file__))
     runs = {}
-    for devices, switch in ((1, False), (4, True)):
-        env = dict(os.environ, MOREH_NUM_DEVICES=str(devices))
+    for n, line, changes in ((1, None, {}), (devices, start, switches)):
+        env = dict(os.environ, MOREH_NUM_DEVICES=str(n))
         env.pop("MOREH_PARALLELISM", None)
-        proc = subprocess.run([sys.executable, "-c", SWITCH % (here, switch)], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=600)
+        if line:
+            env["MOREH_PARALLELISM"] = line
+        script = SWITCH % (here, json.dumps({str(k): v for k, v in changes.items()}))
+        proc = subprocess.run([sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        runs[devices] = json.loads(proc.stdout.splitlines()[-1])
-    for a, b in zip(runs[1]["losses"], runs[4]["losses"]):
+        runs[n] = json.loads(proc.stdout.splitlines()[-1])
+    for a, b in zip(runs[1]["losses"], runs[devices]["losses"]):
         assert abs(a - b) <= 1e-5 * abs(a)
     for name, p in runs[1]["params"].items():
-        for u, v in zip(p, runs[4]["params"][name]):
+        for u, v in zip(p, runs[devices]["params"][name]):
             assert abs(u - v) <= 1e-4 + 1e-4 * abs(u), name
 
 
-def peaks(devices, line, tmp_path):
-    """The bench's worker for a small example GPT: its plan's predicted and measured peaks per device."""
-    import json
-    import os
-    import subprocess
-    import sys
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    bench = os.path.join(here, "..", "..", "bench", "bench_model_parallel.py")
-    env = dict(os.environ, MOREH_NUM_DEVICES=str(devices))
-    env.pop("MOREH_PARALLELISM", None)
-    if line:
-        env["MOREH_PARALLELISM"] = line
-    proc = subprocess.run([sys.executable, bench, "--worker", "--n-layer", "4", "--d-model", "64", "--block-size", "32"],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+def test_changing_the_layout_between_steps_keeps_training(tmp_path):
+    """set_parallelism between steps (batch splitting, then two stages, then back): values the old layout
+    left on its devices are brought home first, and training goes on as on one device."""
+    switching_layouts_trains_like_one_device(tmp_path, 4, None,
+                                             {2: "num_stages : 2, num_micro_batches : 2", 4: "num_stages : 1"})
 
 
 @pytest.mark.parametrize("devices,line", [(1, ""), (4, "num_stages : 1"), (4, "num_stages : 2, num_micro_batches : 2"),

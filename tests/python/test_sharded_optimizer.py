@@ -62,46 +62,10 @@ def test_each_device_holds_a_share_of_the_optimizer_state():
 def test_changing_distribute_param_between_steps_keeps_training(tmp_path):
     """The state left in rows by a sharded step is gathered when the next layout wants it whole, and
     sharded again after."""
-    import json
-    import os
-    import subprocess
-    import sys
+    from test_pipeline_parallel import switching_layouts_trains_like_one_device
 
-    here = os.path.dirname(os.path.abspath(__file__))
-    code = r"""
-import json, sys, torch
-sys.path.insert(0, %r)
-import dp_worker
-model, batches, loss_fn, make_opt = dp_worker.gpt(8)
-model = model.to("moreh")
-opt = make_opt(model.parameters())
-losses = []
-for i, (x, y) in enumerate(batches[:6]):
-    if %r and i in (2, 4):
-        torch.moreh.option.set_parallelism("distribute_param : " + ("false" if i == 2 else "true"))
-    opt.zero_grad()
-    loss = loss_fn(model, x.to("moreh"), y.to("moreh"))
-    loss.backward()
-    opt.step()
-    losses.append(loss.item())
-print(json.dumps({"losses": losses, "params": {n: p.detach().cpu().flatten()[:64].tolist()
-                                               for n, p in model.named_parameters()}}))
-"""
-    runs = {}
-    for devices, switch in ((1, False), (4, True)):
-        env = dict(os.environ, MOREH_NUM_DEVICES=str(devices))
-        env.pop("MOREH_PARALLELISM", None)
-        if switch:
-            env["MOREH_PARALLELISM"] = "distribute_param : true"
-        proc = subprocess.run([sys.executable, "-c", code % (here, switch)], env=env, cwd=tmp_path,
-                              capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        runs[devices] = json.loads(proc.stdout.splitlines()[-1])
-    for a, b in zip(runs[1]["losses"], runs[4]["losses"]):
-        assert abs(a - b) <= 1e-5 * abs(a)
-    for name, p in runs[1]["params"].items():
-        for u, v in zip(p, runs[4]["params"][name]):
-            assert abs(u - v) <= 1e-4 + 1e-4 * abs(u), name
+    switching_layouts_trains_like_one_device(tmp_path, 4, "distribute_param : true",
+                                             {2: "distribute_param : false", 4: "distribute_param : true"})
 
 
 def test_the_predicted_peak_is_the_measured_peak(tmp_path):
