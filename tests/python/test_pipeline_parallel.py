@@ -191,6 +191,25 @@ def test_changing_the_layout_between_steps_keeps_training(tmp_path):
                                              {2: "num_stages : 2, num_micro_batches : 2", 4: "num_stages : 1"})
 
 
+def peaks(devices, line, tmp_path):
+    """The bench's worker for a small example GPT: its plan's predicted and measured peaks per device."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    bench = os.path.join(here, "..", "..", "bench", "bench_model_parallel.py")
+    env = dict(os.environ, MOREH_NUM_DEVICES=str(devices))
+    env.pop("MOREH_PARALLELISM", None)
+    if line:
+        env["MOREH_PARALLELISM"] = line
+    proc = subprocess.run([sys.executable, bench, "--worker", "--n-layer", "4", "--d-model", "64", "--block-size", "32"],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 @pytest.mark.parametrize("devices,line", [(1, ""), (4, "num_stages : 1"), (4, "num_stages : 2, num_micro_batches : 2"),
                                           (4, "num_stages : 4, num_micro_batches : 4"),
                                           (4, "num_stages : 4, num_micro_batches : 8, pipeline_schedule : gpipe")])

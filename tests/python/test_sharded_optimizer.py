@@ -4,6 +4,7 @@ and keeps its rows of the optimizer state, and the parameters are all-gathered a
 (scheduler/lowering/optimizer_sharding.cpp). The updates are elementwise, so training matches one device as
 batch splitting does: losses to 1e-5, parameters to 1e-4 under AdamW and 1e-5 under SGD."""
 import pytest
+import torch
 
 from test_data_parallel import assert_same, train
 
@@ -76,3 +77,17 @@ def test_the_predicted_peak_is_the_measured_peak(tmp_path):
     got = peaks(4, "distribute_param : true", tmp_path)
     assert got["predicted_peak"] == got["measured_peak"], got["summary"]
     assert "optimizer sharded over the 4 replicas" in got["summary"]
+
+
+@pytest.mark.parametrize("kind", ["gpt_bf16:8", "convnet:8"])
+def test_sharding_the_optimizer_changes_no_bit_of_batch_splitting(kind):
+    """The updates are elementwise and the reduce-scatter sums as the all-reduce does: under bf16 autocast,
+    and with batch norm (whose running statistics are buffers, not optimizer state), the sharded optimizer
+    trains exactly as plain batch splitting does."""
+    plain = train(kind, 4)
+    zero = train(kind, 4, parallelism="distribute_param : true")
+    assert plain["losses"] == zero["losses"]
+    for name, p in plain["params"].items():
+        assert torch.equal(p, zero["params"][name]), name
+    for name, b in plain["buffers"].items():
+        assert torch.equal(b, zero["buffers"][name]), name
