@@ -22,6 +22,9 @@
 #   pytest     the foundation training suites, MOREH_NUM_DEVICES=1      (alias `tests` = ctest pytest dp)
 #   dp         tests/python/test_data_parallel.py, MOREH_NUM_DEVICES=2 (its cases start their own
 #              1/2/4-device workers)
+#   mp         model parallelism on logical devices of the GPU: tests/python/test_pipeline_parallel.py and
+#              test_sharded_optimizer.py, the cases on 2 and 4 devices (1F1B, GPipe, rings, the deferred
+#              loss division, distribute_param). Not in `all`: name it (`... install mp`).
 #   bench      bench/bench_gpu_gpt2.py: GPT-2 small, native CUDA eager vs moreh, fp32 and bf16 (with and
 #              without fusion; 2 more steps each under torch.profiler: GPU busy time, kernels, syncs)
 #
@@ -336,6 +339,15 @@ phase_dp() {
     $(pytest_timeout_args 120) --junitxml="$LOGDIR/pytest-dp.xml" ${PYTEST_ARGS:-}
 }
 
+phase_mp() {
+  python_env
+  export MOREH_TEST_FAKE_NCCL=$CMAKE_BUILD/tests/cpp/libmoreh_fake_nccl.so
+  # shellcheck disable=SC2046,SC2086
+  python3 -m pytest tests/python/test_pipeline_parallel.py tests/python/test_sharded_optimizer.py -v \
+    -p no:cacheprovider -rfE --durations=10 -k "not -8- and not dp4-pp2 and not dp2-pp4" \
+    $(pytest_timeout_args 120) --junitxml="$LOGDIR/pytest-mp.xml" ${PYTEST_ARGS:-}
+}
+
 phase_bench() {
   python_env
   export MOREH_CONFIG_DIR=$BUILD/moreh-config; mkdir -p "$MOREH_CONFIG_DIR"
@@ -366,8 +378,8 @@ for a in "$@"; do
     -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     all) PHASES+=($ALL) ;;
     tests) PHASES+=(ctest pytest dp) ;;
-    env | unpack | build | install | ctest | pytest | dp | bench) PHASES+=("$a") ;;
-    *) echo "unknown argument '$a' (phases: $ALL; --local)" >&2; exit 2 ;;
+    env | unpack | build | install | ctest | pytest | dp | mp | bench) PHASES+=("$a") ;;
+    *) echo "unknown argument '$a' (phases: $ALL, mp; --local)" >&2; exit 2 ;;
   esac
 done
 [ ${#PHASES[@]} -eq 0 ] && PHASES=($ALL)
@@ -380,9 +392,9 @@ ALL_LOG=$RESULTS/all.log
 : >"$ALL_LOG"
 rm -f "$RESULTS/bench.json"
 
-declare -A TIMEOUT=([env]=30 [unpack]=60 [build]=330 [install]=60 [ctest]=90 [pytest]=200 [dp]=150 [bench]=200)
+declare -A TIMEOUT=([env]=30 [unpack]=60 [build]=330 [install]=60 [ctest]=90 [pytest]=200 [dp]=150 [mp]=240 [bench]=200)
 # Seconds kept back for each phase still to come, so that one slow phase cannot starve the later ones.
-declare -A RESERVE=([env]=5 [unpack]=5 [build]=60 [install]=10 [ctest]=15 [pytest]=45 [dp]=45 [bench]=100)
+declare -A RESERVE=([env]=5 [unpack]=5 [build]=60 [install]=10 [ctest]=15 [pytest]=45 [dp]=45 [mp]=45 [bench]=100)
 if [ "$LOCAL" = 1 ]; then
   # A 2-core dev machine builds and tests ~10x slower than the 16-core GPU machine.
   BUDGET=${GPU_CHECK_BUDGET:-7200}
