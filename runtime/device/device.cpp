@@ -1,5 +1,8 @@
 #include "runtime/device/device.h"
 
+#include <map>
+#include <utility>
+
 #include "runtime/kernels/elementwise_reduction.h"
 #include "runtime/kernels/elementwise_reference.h"
 #include "runtime/comm/collective_kernels.h"
@@ -94,7 +97,23 @@ void PhysicalDevice::divide_in_stream(DataType type, void* x, uint64_t count, Da
   args.inputs = {x, y};
   args.strides = {{}, {0}};
   args.outputs = {x};
-  elementwise_in_stream(divide_by_scalar_kernel(type, divisor), args);
+  // One frozen kernel per pair of types, built once: a step divides every gradient (1F1B's deferred loss
+  // division), and a kernel's key is what a GPU's kernel cache looks it up by.
+  static const std::map<std::pair<DataType, DataType>, ElementwiseKernel> kernels = [] {
+    std::map<std::pair<DataType, DataType>, ElementwiseKernel> k;
+    for (DataType a : {DataType::kFloat32, DataType::kFloat64, DataType::kBFloat16, DataType::kFloat16})
+      for (DataType b : {DataType::kFloat32, DataType::kFloat64, DataType::kBFloat16, DataType::kFloat16}) {
+        ElementwiseKernel kernel = divide_by_scalar_kernel(a, b);
+        kernel.freeze();
+        k.emplace(std::make_pair(a, b), std::move(kernel));
+      }
+    return k;
+  }();
+  const auto it = kernels.find({type, divisor});
+  if (it == kernels.end())  // not floating: the kernel's builder says why
+    elementwise_in_stream(divide_by_scalar_kernel(type, divisor), args);
+  else
+    elementwise_in_stream(it->second, args);
 }
 
 void PhysicalDevice::combine_scalars_in_stream(DataType type, void* x, const void* y, ScalarOp op) {

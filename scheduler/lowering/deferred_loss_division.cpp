@@ -60,9 +60,8 @@ class Deferral {
       if (per_piece && st.loss_out >= 0) {  // a mean loss: its division waits
         if (weight_ >= 0) return refuse("the step has two mean losses");
         const auto& outs = cg_.node_outputs[st.index];
-        loss_ = static_cast<int64_t>(outs.at(st.loss_out));
         weight_ = static_cast<int64_t>(outs.at(st.loss_weight));
-        deferred_.insert(static_cast<uint32_t>(loss_));
+        deferred_.insert(outs.at(st.loss_out));
         deferred_.insert(static_cast<uint32_t>(weight_));
         out_.push_back(st);
         continue;
@@ -164,7 +163,7 @@ class Deferral {
 
   const runtime::StepGraph& graph_;
   const runtime::CanonicalGraph& cg_;
-  int64_t loss_ = -1, weight_ = -1;
+  int64_t weight_ = -1;  // the mean loss's total weight (its slot), once met
   std::set<uint32_t> deferred_;            // the loss, its weight, and what the held steps make
   std::map<uint32_t, uint32_t> tainted_;   // slots holding a gradient × the total weight -> last writer node
   std::vector<SplitStep> held_, out_;
