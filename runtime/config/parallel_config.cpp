@@ -132,13 +132,12 @@ ParallelSizes parallel_layout(const ParallelConfig& c, int devices) {
 std::string unsupported_parallelism(const ParallelConfig& c) {
   std::vector<std::string> missing;
   if (c.tp > 1) missing.push_back(fmt::format("tensor parallelism (TP : {})", c.tp));
-  if (c.recomputation) missing.push_back("recomputation (recomputation : 1)");
   if (c.distribute_low_prec_param)
     missing.push_back("low-precision parameter sharding (distribute_low_prec_param : true)");
   if (missing.empty()) return "";
   return fmt::format("not supported yet: {}; this build runs batch splitting and pipeline stages with "
-                     "micro-batches, the optimizer sharded over the replicas with distribute_param : true (No TP, "
-                     "recomputation : 0, distribute_low_prec_param : false)", fmt::join(missing, ", "));
+                     "micro-batches, the optimizer sharded over the replicas with distribute_param : true, and "
+                     "recomputation : 1 (No TP, distribute_low_prec_param : false)", fmt::join(missing, ", "));
 }
 
 }  // namespace moreh::runtime

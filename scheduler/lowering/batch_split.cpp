@@ -62,12 +62,18 @@ class Lowering {
     }
   }
 
-  BatchSplit run() {
+  BatchSplit run(const std::vector<uint32_t>* order) {
     const auto& nodes = graph_.nodes();
-    for (size_t i = 0; i < nodes.size(); ++i) {
+    const size_t positions = order ? order->size() : nodes.size();
+    std::vector<bool> ran(nodes.size(), false);
+    for (size_t p = 0; p < positions; ++p) {
+      const uint32_t i = order ? (*order)[p] : static_cast<uint32_t>(p);
+      if (ran[i])  // it runs again: what it gives a first value to gets memory again, as the first time
+        for (uint16_t w : nodes[i].initializes) known_[cg_.node_inputs[i][w]] = false;
+      ran[i] = true;
       const size_t first = steps_.size();
-      lower_node(static_cast<uint32_t>(i), nodes[i]);
-      for (size_t k = first; k < steps_.size(); ++k) steps_[k].node = static_cast<uint32_t>(i);
+      lower_node(i, nodes[i]);
+      for (size_t k = first; k < steps_.size(); ++k) steps_[k].node = i;
     }
     BatchSplit out;
     out.steps = std::move(steps_);
@@ -418,8 +424,8 @@ void step_slots(const runtime::StepGraph& graph, const runtime::CanonicalGraph& 
 }
 
 BatchSplit split_batch(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
-                       const std::vector<RowRange>& pieces, int64_t rows) {
-  return Lowering(graph, canonical, pieces, rows).run();
+                       const std::vector<RowRange>& pieces, int64_t rows, const std::vector<uint32_t>* order) {
+  return Lowering(graph, canonical, pieces, rows).run(order);
 }
 
 }  // namespace moreh::scheduler

@@ -61,9 +61,11 @@ void step_slots(const runtime::StepGraph& graph, const runtime::CanonicalGraph& 
                 std::vector<uint32_t>& reads, std::vector<uint32_t>& writes);
 
 // Lowers `graph` for the batch of `rows` rows split into `pieces` (each piece's rows of the batch; rows 0:
-// not split, every piece runs the whole step).
+// not split, every piece runs the whole step). The nodes are lowered in `order` when given (recomputation.h:
+// a node listed twice runs again, on what its inputs are then).
 BatchSplit split_batch(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
-                       const std::vector<runtime::RowRange>& pieces, int64_t rows);
+                       const std::vector<runtime::RowRange>& pieces, int64_t rows,
+                       const std::vector<uint32_t>* order = nullptr);
 
 // The dim of `ref` along which a buffer split into `rows` contiguous rows is split, if the view walks the
 // rows in order.

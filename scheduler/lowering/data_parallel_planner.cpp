@@ -8,6 +8,7 @@
 
 #include "runtime/base/spdlog_logger.h"
 #include "scheduler/lowering/batch_split.h"
+#include "scheduler/lowering/liveness.h"
 #include "scheduler/lowering/memory_model.h"
 #include "scheduler/lowering/optimizer_sharding.h"
 
@@ -24,8 +25,9 @@ namespace {
 class Emission {
  public:
   Emission(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical, const BatchSplit& split,
-           int devices, int64_t rows)
-      : graph_(graph), cg_(canonical), split_(split), steps_(split.steps), n_(devices), rows_(rows) {}
+           int devices, int64_t rows, bool recomputes)
+      : graph_(graph), cg_(canonical), split_(split), steps_(split.steps), n_(devices), rows_(rows),
+        recomputes_(recomputes) {}
 
   // The slots an SPMD step touches.
   void touched(const SplitStep& st, std::vector<uint32_t>& out) const {
@@ -42,12 +44,16 @@ class Emission {
 
   PlannedStep run() {
     const size_t num_slots = cg_.buffers.size();
-    std::vector<int64_t> last(num_slots, -1);
+    // Where each slot's value is dead: after its last touch, or before a node that runs again writes it.
+    const std::vector<std::vector<uint32_t>> release_after = dead_after(
+        steps_.size(), num_slots, [&](size_t i, std::vector<uint32_t>& t, std::vector<uint32_t>& fresh) {
+          touched(steps_[i], t);
+          if (steps_[i].kind == Kind::kLaunch)
+            fresh.assign(cg_.node_outputs[steps_[i].index].begin(), cg_.node_outputs[steps_[i].index].end());
+          else if (steps_[i].kind == Kind::kAllocate && recomputes_)  // memory again for a node run again
+            fresh.push_back(steps_[i].index);
+        });
     std::vector<uint32_t> t;
-    for (size_t i = 0; i < steps_.size(); ++i) {
-      touched(steps_[i], t);
-      for (uint32_t s : t) last[s] = static_cast<int64_t>(i);
-    }
     PlannedStep plan;
     plan.graph_hash = cg_.hash;
     plan.num_nodes = graph_.size();
@@ -91,13 +97,9 @@ class Emission {
       if (st.kind == Kind::kAllReduce) comm_bytes += static_cast<uint64_t>(ring * bytes(st.index));
       if (st.kind == Kind::kAllGather || st.kind == Kind::kBroadcast)
         comm_bytes += static_cast<uint64_t>((n_ - 1) * bytes(st.index) / n_);
-      touched(st, t);
-      for (uint32_t s : t) {
-        if (last[s] == static_cast<int64_t>(i) && !cg_.buffers[s].live_after) {
+      for (uint32_t s : release_after[i])
+        if (!cg_.buffers[s].live_after)
           for (int d = 0; d < n_; ++d) plan.programs[d].code.push_back({Kind::kRelease, s});
-          last[s] = -2;  // released once
-        }
-      }
     }
     plan.slots = split_.slots;
     for (auto& program : plan.programs) program.peak_bytes = program_peak(plan, program, &graph_, cg_);
@@ -121,13 +123,14 @@ class Emission {
   const std::vector<SplitStep>& steps_;
   const int n_;
   const int64_t rows_;
+  const bool recomputes_;
 };
 
 }  // namespace
 
 PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                          int devices, const std::vector<int64_t>& candidate_rows,
-                                         bool distribute_param) {
+                                         bool distribute_param, const std::vector<uint32_t>* order) {
   auto start = std::chrono::steady_clock::now();
   // Each candidate batch (and no split at all) is lowered; the cheapest by a simple cost model wins: the
   // bytes the busiest device's kernels write plus the bytes it sends, with a fallback weighing as much as
@@ -145,10 +148,10 @@ PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const ru
   for (int64_t r : candidates) {
     std::vector<RowRange> pieces;
     for (int d = 0; d < devices; ++d) pieces.push_back(runtime::split_rows(r, devices, d));
-    BatchSplit split = split_batch(graph, canonical, pieces, r);
+    BatchSplit split = split_batch(graph, canonical, pieces, r, order);
     OptimizerSharding sharding;
     if (distribute_param) sharding = shard_optimizer(graph, canonical, split, devices);
-    PlannedStep p = Emission(graph, canonical, split, devices, r).run();
+    PlannedStep p = Emission(graph, canonical, split, devices, r, order != nullptr).run();
     if (distribute_param) p.report.summary = describe(sharding, devices);
     tried += fmt::format("{}{}: {:.0f}", tried.empty() ? "" : ", ", r ? fmt::format("batch {}", r) : "not split", cost(p));
     if (!best || cost(p) < cost(*best)) {

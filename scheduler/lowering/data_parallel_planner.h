@@ -17,8 +17,9 @@ namespace moreh::scheduler {
 // `candidate_rows`: batch sizes to try (the leading dims of the step's host copies, step_analysis.h); the
 // plan keeps the cheapest of them and of not splitting at all (every device runs the whole step).
 // `distribute_param`: the optimizer's state and updates sharded over the devices (optimizer_sharding.h).
+// `order`: the nodes in the order they run, some twice (recomputation.h); nullptr: as recorded.
 PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                          int devices, const std::vector<int64_t>& candidate_rows,
-                                         bool distribute_param = false);
+                                         bool distribute_param = false, const std::vector<uint32_t>* order = nullptr);
 
 }  // namespace moreh::scheduler

@@ -1,5 +1,7 @@
 #include "scheduler/lowering/pipeline_planner.h"
 
+#include "scheduler/lowering/liveness.h"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
@@ -732,16 +734,25 @@ class PipelineEmission {
     std::vector<uint32_t> t;
     for (auto& prog : programs_) {
       const int d = prog.device;
-      std::vector<int64_t> last(num_slots, -1);
-      for (size_t pc = 0; pc < prog.code.size(); ++pc) {
-        touched(prog, prog.code[pc], t);
-        for (uint32_t s : t) last[s] = static_cast<int64_t>(pc);
-      }
-      std::vector<std::vector<uint32_t>> after(prog.code.size());
-      for (size_t s = 0; s < num_slots; ++s) {
-        const bool keep = cg_.buffers[s].live_after && ((holders[s] >> d) & 1u);
-        if (last[s] >= 0 && !keep) after[last[s]].push_back(static_cast<uint32_t>(s));
-      }
+      // A launch whose outputs are fresh blocks (no micro-batch's rows joined into them) makes them anew: what
+      // they held is dead before it (a recomputed activation, released between the forward and the backward
+      // pass).
+      std::vector<std::vector<uint32_t>> after = dead_after(
+          prog.code.size(), num_slots, [&](size_t pc, std::vector<uint32_t>& touched_here, std::vector<uint32_t>& fresh) {
+            touched(prog, prog.code[pc], touched_here);
+            const Instruction& ins = prog.code[pc];
+            if (!recomputes_ || ins.kind != Kind::kLaunch) return;
+            const runtime::LocalLaunch* local = ins.aux ? &prog.launches.at(ins.aux - 1) : nullptr;
+            if (local && !local->elements.empty()) return;
+            const auto& outs = cg_.node_outputs[ins.index];
+            for (size_t k = 0; k < outs.size(); ++k)
+              if (!local || local->joins.empty() || local->joins[k] == runtime::LocalLaunch::Join::kFresh)
+                fresh.push_back(outs[k]);
+          });
+      for (auto& slots : after)
+        slots.erase(std::remove_if(slots.begin(), slots.end(),
+                                   [&](uint32_t s) { return cg_.buffers[s].live_after && ((holders[s] >> d) & 1u); }),
+                    slots.end());
       std::vector<Instruction> code;
       code.reserve(prog.code.size() * 2);
       for (size_t pc = 0; pc < prog.code.size(); ++pc) {
@@ -791,6 +802,7 @@ class PipelineEmission {
   DeferredDivision deferred_;
   uint64_t messages_ = 0, transfer_bytes_ = 0;
   int phases_ = 0, one_f_one_b_phases_ = 0, gpipe_fallbacks_ = 0;
+  bool recomputes_ = false;  // some nodes run twice (recomputation.h)
 };
 
 std::string schedule_summary(PipelineSchedule asked, int micro, int one_f_one_b, int fallbacks,
@@ -850,7 +862,7 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
   for (int64_t r : candidates) {
     const int m = r > 0 ? static_cast<int>(std::min<int64_t>(options.micro_batches, r / dp)) : 1;
     std::vector<RowRange> p = pieces_of(r, m);
-    BatchSplit b = split_batch(graph, canonical, p, r);
+    BatchSplit b = split_batch(graph, canonical, p, r, options.order);
     if (!split || b.replicated_fallbacks < split->replicated_fallbacks) {
       split = std::move(b);
       pieces = std::move(p);
@@ -866,6 +878,7 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
   }
   auto emission = std::make_unique<PipelineEmission>(graph, canonical, *split, cut, pp, dp, micro, rows, pieces,
                                                      options.schedule);
+  emission->recomputes_ = options.order != nullptr;
   PlannedStep plan = emission->run();
   // Blocks whose micro-batches are not all alive at once (1F1B's activations) take the rows of a few only:
   // the same programs again, laid out so.
@@ -876,6 +889,7 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
   if (!rings.empty()) {
     emission = std::make_unique<PipelineEmission>(graph, canonical, *split, cut, pp, dp, micro, rows, pieces,
                                                   options.schedule, std::move(rings));
+    emission->recomputes_ = options.order != nullptr;
     plan = emission->run();
   }
   plan.report.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();

@@ -1,6 +1,7 @@
 #include "scheduler/lowering/plan_step.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <chrono>
 #include <optional>
@@ -9,6 +10,7 @@
 #include "scheduler/lowering/data_parallel_planner.h"
 #include "scheduler/lowering/pipeline_planner.h"
 #include "scheduler/lowering/planner.h"
+#include "scheduler/lowering/recomputation.h"
 #include "scheduler/fusion/program_fusion.h"
 #include "scheduler/analysis/step_analysis.h"
 
@@ -21,11 +23,19 @@ double ms_since(std::chrono::steady_clock::time_point started) {
 
 }  // namespace
 
-std::shared_ptr<PlannedStep> plan_step(const PlanRequest& r) {
-  const runtime::ParallelSizes layout = runtime::parallel_layout(r.parallelism, r.devices);
-  if (const std::string why = runtime::unsupported_parallelism(r.parallelism); !why.empty())
-    throw runtime::ConfigError(why);
-  const StepAnalysis analysis = analyze_step(r.graph, r.canonical);
+namespace {
+
+uint64_t peak_of(const PlannedStep& plan) {
+  uint64_t peak = 0;
+  for (const auto& p : plan.programs) peak = std::max(peak, p.peak_bytes);
+  return peak;
+}
+
+// The plan under the request's layout, its nodes run in `recompute`'s order when given.
+std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::ParallelSizes& layout,
+                                   const StepAnalysis& analysis, const Recomputation* recompute) {
+  const std::vector<uint32_t>* order = recompute ? &recompute->order : nullptr;
+  const bool fusion = r.fusion && !order;  // fusion groups nodes by their recorded places
   std::shared_ptr<PlannedStep> plan;
   if (layout.pp > 1 || r.parallelism.num_micro_batches > 1) {
     plan = std::make_shared<PlannedStep>(compile_pipeline_plan(
@@ -33,20 +43,21 @@ std::shared_ptr<PlannedStep> plan_step(const PlanRequest& r) {
                                        .dp = layout.dp,
                                        .micro_batches = r.parallelism.num_micro_batches,
                                        .schedule = r.parallelism.pipeline_schedule,
-                                       .distribute_param = r.parallelism.distribute_param},
+                                       .distribute_param = r.parallelism.distribute_param,
+                                       .order = order},
         analysis.batch_sizes));
   } else if (layout.dp == 1) {
     const auto started = std::chrono::steady_clock::now();
-    std::optional<FusionResult> fusion;
-    if (r.fusion) fusion = fuse_elementwise(r.graph, r.canonical, r.fusion_limits);
+    std::optional<FusionResult> fused;
+    if (fusion) fused = fuse_elementwise(r.graph, r.canonical, r.fusion_limits);
     const double fusion_ms = ms_since(started);
-    plan = std::make_shared<PlannedStep>(compile_plan(r.canonical, {}, fusion ? &*fusion : nullptr));
+    plan = std::make_shared<PlannedStep>(compile_plan(r.canonical, {}, fused ? &*fused : nullptr, recompute));
     plan->report.compile_ms += fusion_ms;
   } else {
     plan = std::make_shared<PlannedStep>(
         compile_data_parallel_plan(r.graph, r.canonical, layout.dp, analysis.batch_sizes,
-                                   r.parallelism.distribute_param));
-    if (r.fusion) {
+                                   r.parallelism.distribute_param, order));
+    if (fusion) {
       const auto started = std::chrono::steady_clock::now();
       fuse_device_programs(r.graph, r.canonical, *plan, r.fusion_limits);
       plan->report.compile_ms += ms_since(started);
@@ -55,8 +66,53 @@ std::shared_ptr<PlannedStep> plan_step(const PlanRequest& r) {
                                      plan->report.fused_nodes, plan->report.launches);
     }
   }
-  plan->report.batch_sizes = analysis.batch_sizes;
   return plan;
+}
+
+}  // namespace
+
+std::shared_ptr<PlannedStep> plan_step(const PlanRequest& r) {
+  const runtime::ParallelSizes layout = runtime::parallel_layout(r.parallelism, r.devices);
+  if (const std::string why = runtime::unsupported_parallelism(r.parallelism); !why.empty())
+    throw runtime::ConfigError(why);
+  const auto started = std::chrono::steady_clock::now();
+  const StepAnalysis analysis = analyze_step(r.graph, r.canonical);
+  if (!r.parallelism.recomputation) {
+    std::shared_ptr<PlannedStep> plan = lower(r, layout, analysis, nullptr);
+    plan->report.batch_sizes = analysis.batch_sizes;
+    return plan;
+  }
+  // Recomputation: the forward pass's last few checkpoints are tried as where the kept tail begins (the
+  // backward pass would make what follows them again at once); the memory model picks the lowest peak, the
+  // fewest ops run again among equals.
+  const bool micro_batches = r.parallelism.num_micro_batches > 1;
+  std::shared_ptr<PlannedStep> best;
+  Recomputation chosen;
+  std::vector<std::string> tried;
+  for (size_t tail : {1, 3, 6}) {
+    Recomputation rc = plan_recomputation(r.graph, r.canonical, tail, micro_batches ? analysis.batch_sizes
+                                                                                     : std::vector<int64_t>{});
+    if (!rc.none.empty()) {
+      if (!best) chosen = std::move(rc);
+      break;
+    }
+    if (best && rc.order == chosen.order) continue;
+    std::shared_ptr<PlannedStep> plan = lower(r, layout, analysis, &rc);
+    tried.push_back(fmt::format("{} kept: peak +{}", tail, peak_of(*plan)));
+    if (!best || peak_of(*plan) < peak_of(*best)) {
+      best = std::move(plan);
+      chosen = std::move(rc);
+    }
+  }
+  if (!best) best = lower(r, layout, analysis, nullptr);
+  best->report.summary += "; " + describe(chosen);
+  if (chosen.none.empty()) {
+    best->report.summary += fmt::format(" (checkpoints at the end {})", fmt::join(tried, ", "));
+    if (r.fusion) best->report.summary += "; elementwise fusion left out";
+  }
+  best->report.compile_ms = ms_since(started);  // every try, and the recomputation's own planning
+  best->report.batch_sizes = analysis.batch_sizes;
+  return best;
 }
 
 bool plan_accepts(const runtime::Placement& p, const runtime::ParallelSizes& layout) {

@@ -1,5 +1,6 @@
 #include "scheduler/lowering/planner.h"
 
+#include "scheduler/lowering/liveness.h"
 #include "scheduler/lowering/memory_model.h"
 
 #include <fmt/format.h>
@@ -14,7 +15,7 @@ using runtime::BufferOrigin;
 using runtime::Instruction;
 
 PlannedStep compile_plan(const runtime::CanonicalGraph& graph, const PlannerOptions& options,
-                           const FusionResult* fusion) {
+                           const FusionResult* fusion, const Recomputation* recompute) {
   if (options.num_devices != 1)
     throw std::invalid_argument("compile_plan: only one physical device is supported in this build");
   auto start = std::chrono::steady_clock::now();
@@ -23,20 +24,29 @@ PlannedStep compile_plan(const runtime::CanonicalGraph& graph, const PlannerOpti
 
   if (fusion && (fusion->runs_at.size() != num_nodes || fusion->unstored.size() != num_slots))
     throw std::invalid_argument("compile_plan: the fusion result is for another graph");
-  // Where each node runs: a fused node where its group's last node stood (an early group's: its first).
-  auto runs_at = [&](size_t n) -> int64_t { return fusion ? fusion->runs_at[n] : static_cast<int64_t>(n); };
+  const std::vector<uint32_t>* order = recompute ? &recompute->order : nullptr;
+  if (order && fusion) throw std::invalid_argument("compile_plan: a recomputing order is not fused");
+  // The position of each launch: the recorded order, or the order given (a node listed again runs again);
+  // a fused node where its group's last node stood (an early group's: its first).
+  const size_t positions = order ? order->size() : num_nodes;
+  auto node_at = [&](size_t p) -> uint32_t { return order ? (*order)[p] : static_cast<uint32_t>(p); };
   auto stored = [&](uint32_t s) { return !fusion || !fusion->unstored[s]; };
-  // Last position that touches each slot.
-  std::vector<int64_t> last_use(num_slots, -1);
-  for (size_t n = 0; n < num_nodes; ++n) {
-    for (uint32_t s : graph.node_inputs[n]) last_use[s] = std::max(last_use[s], runs_at(n));
-    for (uint32_t s : graph.node_outputs[n]) last_use[s] = std::max(last_use[s], runs_at(n));
-  }
-  // Slots to release after each position.
-  std::vector<std::vector<uint32_t>> release_after(num_nodes);
-  for (size_t s = 0; s < num_slots; ++s)
-    if (!graph.buffers[s].live_after && last_use[s] >= 0 && stored(static_cast<uint32_t>(s)))
-      release_after[last_use[s]].push_back(static_cast<uint32_t>(s));
+  std::vector<std::vector<uint32_t>> runs_here(positions);
+  for (size_t p = 0; p < positions; ++p)
+    runs_here[fusion ? static_cast<size_t>(fusion->runs_at[p]) : p].push_back(node_at(p));
+  // Slots to release after each position: where their value is dead.
+  std::vector<std::vector<uint32_t>> release_after =
+      dead_after(positions, num_slots, [&](size_t p, std::vector<uint32_t>& touched, std::vector<uint32_t>& fresh) {
+        for (uint32_t n : runs_here[p]) {
+          touched.insert(touched.end(), graph.node_inputs[n].begin(), graph.node_inputs[n].end());
+          touched.insert(touched.end(), graph.node_outputs[n].begin(), graph.node_outputs[n].end());
+        }
+        if (order) fresh = recompute->made_at[p];
+      });
+  for (auto& slots : release_after)
+    slots.erase(std::remove_if(slots.begin(), slots.end(),
+                               [&](uint32_t s) { return graph.buffers[s].live_after || !stored(s); }),
+                slots.end());
 
   PlannedStep plan;
   plan.graph_hash = graph.hash;
@@ -46,14 +56,15 @@ PlannedStep compile_plan(const runtime::CanonicalGraph& graph, const PlannerOpti
   program.code.reserve(num_nodes * 2);
   // The nodes whose inputs are allocated at each position: a node's own, or an early group's first (which
   // runs nodes from later on).
-  std::vector<std::vector<uint32_t>> starting_at(num_nodes);
-  for (size_t n = 0; n < num_nodes; ++n)
-    starting_at[static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(n), runs_at(n)))].push_back(
-        static_cast<uint32_t>(n));
+  std::vector<std::vector<uint32_t>> starting_at(positions);
+  for (size_t p = 0; p < positions; ++p)
+    starting_at[static_cast<size_t>(std::min<int64_t>(static_cast<int64_t>(p), fusion ? static_cast<int64_t>(fusion->runs_at[p])
+                                                                                  : static_cast<int64_t>(p)))]
+        .push_back(node_at(p));
   std::vector<bool> allocated(num_slots, false);
   uint64_t releases = 0, allocations = 0;
-  for (size_t n = 0; n < num_nodes; ++n) {
-    for (uint32_t k : starting_at[n])
+  for (size_t p = 0; p < positions; ++p) {
+    for (uint32_t k : starting_at[p])
       for (uint32_t s : graph.node_inputs[k]) {
         if (graph.buffers[s].origin == BufferOrigin::kUnmaterialized && !allocated[s]) {
           allocated[s] = true;
@@ -61,16 +72,18 @@ PlannedStep compile_plan(const runtime::CanonicalGraph& graph, const PlannerOpti
           ++allocations;
         }
       }
+    const uint32_t n = node_at(p);
     const int32_t group = fusion ? fusion->group_of[n] : -1;
     if (group < 0) {
-      program.code.push_back({Instruction::Kind::kLaunch, static_cast<uint32_t>(n)});
+      program.code.push_back({Instruction::Kind::kLaunch, n});
       ++plan.report.launches;
     } else if (fusion->runs_at[n] == n) {
       program.code.push_back({Instruction::Kind::kFused, static_cast<uint32_t>(group)});
       ++plan.report.launches;
     }
-    for (uint32_t s : release_after[n]) {
+    for (uint32_t s : release_after[p]) {
       program.code.push_back({Instruction::Kind::kRelease, s});
+      allocated[s] = false;  // a node that runs again gives it memory again
       ++releases;
     }
   }

@@ -1,5 +1,7 @@
 #include "scheduler/lowering/stage_cut.h"
 
+#include "scheduler/analysis/backward_seeds.h"
+
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -152,16 +154,8 @@ StageCut cut_stages(const runtime::StepGraph& graph, const runtime::CanonicalGra
 
   // The forward pass ends where the backward pass's seed (a constant scalar, loss.backward()'s ones) is made
   // after a scalar result (the loss).
-  cut.forward_end = n;
-  bool scalar_result = false;
-  for (size_t i = 0; i < n && cut.forward_end == n; ++i) {
-    const Node& node = nodes[i];
-    bool writes_scalar = false;
-    for (const auto& o : node.outputs) writes_scalar = writes_scalar || o.sizes.empty();
-    for (uint16_t w : node.written) writes_scalar = writes_scalar || node.inputs[w].sizes.empty();
-    if (source[i] && writes_scalar && scalar_result) cut.forward_end = i;
-    if (!source[i] && writes_scalar && !node.host_input) scalar_result = true;
-  }
+  const std::vector<size_t> seeds = backward_seeds(graph, cg);
+  cut.forward_end = seeds.empty() ? n : seeds.front();
 
   // The forward pass's computing nodes.
   std::vector<size_t> compute;
