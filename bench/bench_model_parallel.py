@@ -2,7 +2,8 @@
 predicted and measured peak bytes per device, parameter + optimizer bytes per device, bytes each device
 sends per step, and the schedule's idle fraction against GPipe's (p - 1) / (m + p - 1). Pipelines run 1F1B (the
 default) and, for two layouts, GPipe too: 1F1B holds fewer micro-batches' activations at a time. Batch splitting
-runs with its optimizer sharded too (distribute_param : true).
+runs with its optimizer sharded too (distribute_param : true). Recomputation (recomputation : 1) runs beside
+the same layouts without it: its column is the measured peak as a share of theirs.
 
 The number of devices is fixed when moreh's engine starts, so each layout runs in its own process; the
 baseline is the same training on one device, run first. Host devices share this machine's 2 cores, so time
@@ -18,12 +19,17 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
+RC = "recomputation : 1"
 LAYOUTS = [  # (devices, MOREH_PARALLELISM)
     (1, ""),
+    (1, RC),
     (4, "num_stages : 1"),
+    (4, "num_stages : 1, " + RC),
     (4, "num_stages : 1, distribute_param : true"),
     (4, "num_stages : 2, num_micro_batches : 4"),
+    (4, "num_stages : 2, num_micro_batches : 4, " + RC),
     (4, "num_stages : 2, num_micro_batches : 4, distribute_param : true"),
+    (4, "num_stages : 2, num_micro_batches : 4, distribute_param : true, " + RC),
     (4, "num_stages : 4, num_micro_batches : 4"),
     (4, "num_stages : 4, num_micro_batches : 8"),
     (4, "num_stages : 4, num_micro_batches : 8, pipeline_schedule : gpipe"),
@@ -96,9 +102,12 @@ def main():
     print(f"example GPT: {cfg.n_layer} layers, d_model {cfg.d_model}, batch {cfg.batch_size} x {cfg.block_size}, "
           f"AdamW; one process per layout; KiB per device (max over devices; ratio to one device)")
     print(f"{'devices':>7} {'layout':40} {'plan ms':>7} {'held':>10} {'/1dev':>6} {'pred peak':>9} {'meas peak':>9} "
-          f"{'sent/step':>9} {'idle':>5} {'gpipe':>5} {'loss diff':>9}")
+          f"{'/no rc':>6} {'sent/step':>9} {'idle':>5} {'gpipe':>5} {'loss diff':>9}")
+    done = {}
     for devices, line in LAYOUTS:
-        r = run(devices, line, cfg)
+        r = done[(devices, line)] = run(devices, line, cfg)
+        plain = done.get((devices, line.replace(", " + RC, "").replace(RC, "")))
+        rc = f"{max(r['measured_peak']) / max(plain['measured_peak']):6.2f}" if RC in line and plain else f"{'':>6}"
         if one is None:
             one = r
         stages = int(line.split("num_stages : ")[1].split(",")[0]) if "num_stages" in line else 1
@@ -107,10 +116,11 @@ def main():
         held = max(r["held"])
         diff = max(abs(a - b) / abs(a) for a, b in zip(one["losses"], r["losses"]))
         shown = (line.replace(", pipeline_schedule : gpipe", " GPipe")
-                 .replace(", distribute_param : true", " + distribute_param") or "(one device)")
+                 .replace(", distribute_param : true", " + distribute_param").replace(", " + RC, " + recompute")
+                 .replace(RC, "recompute") or "(one device)")
         print(f"{devices:>7} {shown:40} {r['compile_ms']:7.2f} {kib(held):>10} "
               f"{held / max(one['held']):6.2f} {kib(max(r['predicted_peak'])):>9} {kib(max(r['measured_peak'])):>9} "
-              f"{kib(max(r['sent'])):>9} {r['idle_fraction'] or 0:5.2f} {gpipe:5.2f} {diff:9.1e}", flush=True)
+              f"{rc} {kib(max(r['sent'])):>9} {r['idle_fraction'] or 0:5.2f} {gpipe:5.2f} {diff:9.1e}", flush=True)
         if devices > 1:
             print(f"{'':>7}   held per device: {' '.join(kib(h) for h in r['held'])}")
 

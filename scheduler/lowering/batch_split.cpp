@@ -62,13 +62,13 @@ class Lowering {
     }
   }
 
-  BatchSplit run(const std::vector<uint32_t>* order) {
+  BatchSplit run(const std::vector<uint32_t>* order, bool reallocate) {
     const auto& nodes = graph_.nodes();
     const size_t positions = order ? order->size() : nodes.size();
     std::vector<bool> ran(nodes.size(), false);
     for (size_t p = 0; p < positions; ++p) {
       const uint32_t i = order ? (*order)[p] : static_cast<uint32_t>(p);
-      if (ran[i])  // it runs again: what it gives a first value to gets memory again, as the first time
+      if (ran[i] && reallocate)  // it runs again: what it gives a first value to gets memory again
         for (uint16_t w : nodes[i].initializes) known_[cg_.node_inputs[i][w]] = false;
       ran[i] = true;
       const size_t first = steps_.size();
@@ -424,8 +424,9 @@ void step_slots(const runtime::StepGraph& graph, const runtime::CanonicalGraph& 
 }
 
 BatchSplit split_batch(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
-                       const std::vector<RowRange>& pieces, int64_t rows, const std::vector<uint32_t>* order) {
-  return Lowering(graph, canonical, pieces, rows).run(order);
+                       const std::vector<RowRange>& pieces, int64_t rows, const std::vector<uint32_t>* order,
+                       bool reallocate) {
+  return Lowering(graph, canonical, pieces, rows).run(order, reallocate);
 }
 
 }  // namespace moreh::scheduler

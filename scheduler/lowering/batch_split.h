@@ -62,10 +62,12 @@ void step_slots(const runtime::StepGraph& graph, const runtime::CanonicalGraph& 
 
 // Lowers `graph` for the batch of `rows` rows split into `pieces` (each piece's rows of the batch; rows 0:
 // not split, every piece runs the whole step). The nodes are lowered in `order` when given (recomputation.h:
-// a node listed twice runs again, on what its inputs are then).
+// a node listed twice runs again, on what its inputs are then); with `reallocate`, a node that runs again
+// gets new memory for the inputs it gives a first value to (copy_ into torch.empty), as it did the first
+// time (else they keep theirs from the forward pass: a pipeline's micro-batches share such blocks).
 BatchSplit split_batch(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                        const std::vector<runtime::RowRange>& pieces, int64_t rows,
-                       const std::vector<uint32_t>* order = nullptr);
+                       const std::vector<uint32_t>* order = nullptr, bool reallocate = true);
 
 // The dim of `ref` along which a buffer split into `rows` contiguous rows is split, if the view walks the
 // rows in order.

@@ -45,10 +45,11 @@ struct Ring {
 };
 using Rings = std::map<std::pair<int, uint32_t>, Ring>;  // (device, slot)
 
-// How one device uses one slot: whole, or micro-batch by micro-batch from a first instruction to a last.
+// How one device uses one slot: whole, or micro-batch by micro-batch from a first instruction to a last
+// (twice, when the micro-batch's rows are made again for the backward pass: recomputation.h).
 struct SlotUse {
   bool whole = false;
-  std::map<int, std::pair<size_t, size_t>> pieces;
+  std::map<int, std::vector<std::pair<size_t, size_t>>> pieces;
 };
 
 class PipelineEmission {
@@ -103,23 +104,27 @@ class PipelineEmission {
           static_cast<int>(use.pieces.size()) != m_)
         continue;
       std::vector<std::pair<size_t, int>> by_start;  // (first instruction, micro-batch)
-      for (const auto& [k, span] : use.pieces) by_start.push_back({span.first, k});
+      for (const auto& [k, spans] : use.pieces) by_start.push_back({spans.front().first, k});
       std::sort(by_start.begin(), by_start.end());
       Ring r;
       r.position.assign(static_cast<size_t>(m_), -1);
-      std::vector<size_t> busy_until;  // per position: the last instruction of the micro-batch in it
-      std::vector<bool> taken;
+      std::vector<std::vector<std::pair<size_t, size_t>>> taken;  // per position: the spans of its micro-batches
+      auto overlaps = [](const std::vector<std::pair<size_t, size_t>>& a, const std::vector<std::pair<size_t, size_t>>& b) {
+        for (const auto& x : a)
+          for (const auto& y : b)
+            if (x.first <= y.second && y.first <= x.second) return true;
+        return false;
+      };
       for (const auto& [first, k] : by_start) {
+        const auto& spans = use.pieces.at(k);
         int place = -1;
         for (size_t q = 0; q < taken.size() && place < 0; ++q)
-          if (!taken[q] || busy_until[q] < first) place = static_cast<int>(q);
+          if (!overlaps(taken[q], spans)) place = static_cast<int>(q);
         if (place < 0) {
           place = static_cast<int>(taken.size());
-          taken.push_back(true);
-          busy_until.push_back(0);
+          taken.emplace_back();
         }
-        taken[place] = true;
-        busy_until[place] = use.pieces.at(k).second;
+        taken[place].insert(taken[place].end(), spans.begin(), spans.end());
         r.position[k] = place;
       }
       r.positions = static_cast<int>(taken.size());
@@ -228,15 +233,18 @@ class PipelineEmission {
   }
   // Pass one: how each device uses each slot (a micro-batch's rows of it, from its first instruction to its
   // last; or the whole value).
-  void note(int d, uint32_t s, int k) {
+  // `makes`: the instruction makes the micro-batch's rows afresh (a node's output, or an input it gives a
+  // first value): a second time, the rows were dropped in between (recomputation.h) and a new span begins.
+  void note(int d, uint32_t s, int k, bool makes = false) {
     SlotUse& u = uses_[{d, s}];
     const size_t pc = programs_[d].code.size() - 1;
     if (k < 0) {
       u.whole = true;
       return;
     }
-    auto [it, fresh] = u.pieces.try_emplace(k, pc, pc);
-    it->second.second = pc;
+    auto& spans = u.pieces[k];
+    if (spans.empty() || (makes && recomputes_)) spans.emplace_back(pc, pc);
+    else spans.back().second = pc;
   }
   RowRange piece(int i, int k) const { return piece_rows_[static_cast<size_t>(i * m_ + k)]; }
 
@@ -654,8 +662,10 @@ class PipelineEmission {
       auto& prog = programs_[d];
       prog.launches.push_back(std::move(l));
       push(d, Kind::kLaunch, st.index, static_cast<uint32_t>(prog.launches.size()));
-      for (size_t x = 0; x < in.size(); ++x) note(d, in[x], piece_in[x] ? k : -1);
-      for (size_t o = 0; o < out.size(); ++o) note(d, out[o], piece_out[o] ? k : -1);
+      for (size_t x = 0; x < in.size(); ++x)
+        note(d, in[x], piece_in[x] ? k : -1,
+             std::find(node.initializes.begin(), node.initializes.end(), x) != node.initializes.end());
+      for (size_t o = 0; o < out.size(); ++o) note(d, out[o], piece_out[o] ? k : -1, /*makes=*/true);
     }
     for (size_t x = 0; x < in.size(); ++x)
       if (std::find(node.written.begin(), node.written.end(), x) != node.written.end()) {
@@ -862,7 +872,7 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
   for (int64_t r : candidates) {
     const int m = r > 0 ? static_cast<int>(std::min<int64_t>(options.micro_batches, r / dp)) : 1;
     std::vector<RowRange> p = pieces_of(r, m);
-    BatchSplit b = split_batch(graph, canonical, p, r, options.order);
+    BatchSplit b = split_batch(graph, canonical, p, r, options.order, /*reallocate=*/false);
     if (!split || b.replicated_fallbacks < split->replicated_fallbacks) {
       split = std::move(b);
       pieces = std::move(p);

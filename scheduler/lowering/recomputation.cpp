@@ -40,22 +40,28 @@ class Planner {
     }
     members_.resize(n_);
     for (size_t i = 0; i < n_; ++i) members_[root(i)].push_back(static_cast<uint32_t>(i));
-    // What depends on the step's data (its host copies), and what of it keeps the rows of every batch size.
-    std::vector<bool> depends(slots_, false);
+    // Under micro-batches, what each micro-batch makes of its own: values made from the step's data (its host
+    // copies) that keep the rows of every batch size. The rest (a loss or batch statistics summed over the
+    // micro-batches, a mask made once for all of them) is not made again.
     row_wise_.assign(slots_, true);
-    for (size_t i = 0; i < n_; ++i) {
-      const runtime::Node& node = graph_.nodes()[i];
-      const auto& in = cg_.node_inputs[i];
-      bool d = node.host_input;
-      for (uint32_t t : in) d = d || depends[t];
-      if (!d || rows_.empty()) continue;
-      auto mark = [&](uint32_t t, const runtime::TensorRef& ref) {
-        depends[t] = true;
-        for (int64_t r : rows_)
-          if (!row_dim(ref, cg_.buffers[t].bytes, r)) row_wise_[t] = false;
-      };
-      for (uint16_t w : node.written) mark(in[w], node.inputs[w]);
-      for (size_t k = 0; k < node.outputs.size(); ++k) mark(cg_.node_outputs[i][k], node.outputs[k]);
+    if (!rows_.empty()) {
+      std::vector<bool> depends(slots_, false);
+      for (size_t i = 0; i < n_; ++i) {
+        const runtime::Node& node = graph_.nodes()[i];
+        const auto& in = cg_.node_inputs[i];
+        bool d = node.host_input;
+        for (uint32_t t : in) d = d || depends[t];
+        // Every write must be a micro-batch's own: made from the data, by rows (not torch.full(...) over all
+        // of them, then a micro-batch's rows copied in).
+        auto mark = [&](uint32_t t, const runtime::TensorRef& ref) {
+          depends[t] = depends[t] || d;
+          row_wise_[t] = row_wise_[t] && d && std::all_of(rows_.begin(), rows_.end(), [&](int64_t r) {
+            return row_dim(ref, cg_.buffers[t].bytes, r).has_value();
+          });
+        };
+        for (uint16_t w : node.written) mark(in[w], node.inputs[w]);
+        for (size_t k = 0; k < node.outputs.size(); ++k) mark(cg_.node_outputs[i][k], node.outputs[k]);
+      }
     }
     written_by_.resize(n_);
     for (size_t s = 0; s < slots_; ++s)
@@ -165,8 +171,7 @@ class Planner {
       for (size_t k = 0; k < in.size(); ++k)
         if (writes(node, k) && producer_[in[k]] < 0) return false;  // a value from before the step
     }
-    // A value made from the batch but not by rows (a loss, batch statistics) may be a sum over pieces of the
-    // batch, which one piece cannot make again alone.
+    // Under micro-batches, only what each micro-batch makes of its own.
     for (uint32_t s : written_by_[g])
       if (cg_.buffers[s].live_after || !row_wise_[s]) return false;
     return !written_by_[g].empty();
@@ -267,7 +272,7 @@ class Planner {
 
   const size_t tail_;
   const std::vector<int64_t> rows_;
-  std::vector<bool> row_wise_;  // per slot: made without the step's data, or keeping the batches' rows
+  std::vector<bool> row_wise_;  // per slot: a micro-batch can make its own again (all, without micro-batches)
   const runtime::StepGraph& graph_;
   const runtime::CanonicalGraph& cg_;
   const size_t n_, slots_;

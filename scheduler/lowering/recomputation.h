@@ -36,9 +36,10 @@ struct Recomputation {
 // `tail`: the forward pass's last `tail` checkpoints and what follows them are kept (the backward pass would
 // make them again as soon as it starts); the planner tries a few and keeps the lowest peak. `rows`: batch
 // sizes the step may be split by into micro-batches (step_analysis.h), whose results are joined over the
-// micro-batches: a value made from the step's data is then made again only if it keeps the rows of each, so
-// that a micro-batch can make its own again (not a loss or batch statistics summed over them). Empty: no
-// micro-batches (one device, or a device per piece of the batch, makes its own values of any kind again).
+// micro-batches: a value is then made again only if it is made from the step's data and keeps the rows of
+// each, so that a micro-batch makes its own again (not a loss or batch statistics summed over them, nor a
+// mask made once for all). Empty: no micro-batches (one device, or a device per piece of the batch, makes
+// its own values of any kind again).
 Recomputation plan_recomputation(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                  size_t tail = 1, const std::vector<int64_t>& rows = {});
 

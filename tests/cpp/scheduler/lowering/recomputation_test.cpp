@@ -150,6 +150,12 @@ TEST_F(RecomputationTest, UnderMicroBatchesAValueMadeFromTheBatchButNotByRowsIsN
   const CanonicalGraph cg = CanonicalGraph::build(t.graph);
   EXPECT_TRUE(plan_recomputation(t.graph, cg, 1, {8}).dropped[slot_of(cg, t.b)]);
   EXPECT_FALSE(plan_recomputation(t.graph, cg, 1, {3}).dropped[slot_of(cg, t.b)]);  // 8 rows are no 3 pieces' rows
+  // What is not made from the step's data (a mask, made once for every micro-batch) is not made again.
+  TwoBlocks u(vm);
+  u.graph.nodes()[TwoBlocks::kUpload].host_input = false;  // x as if made from the parameters alone
+  const CanonicalGraph cu = CanonicalGraph::build(u.graph);
+  EXPECT_TRUE(plan_recomputation(u.graph, cu, 1).dropped[slot_of(cu, u.b)]);
+  EXPECT_FALSE(plan_recomputation(u.graph, cu, 1, {8}).dropped[slot_of(cu, u.b)]);
 }
 
 TEST_F(RecomputationTest, BatchSplittingRunsTheSameNodesAgainOnEachDevice) {

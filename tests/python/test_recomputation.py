@@ -1,0 +1,93 @@
+"""recomputation : 1 (MOREH_PARALLELISM / set_parallelism): activations between the forward pass's checkpoints are
+dropped after their last forward use and their nodes run again before the backward pass reads them
+(scheduler/lowering/recomputation.cpp). A node runs again only where that gives the same bits, so training
+under any layout is bit-identical with and without recomputation, and the peak drops."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from test_data_parallel import assert_same, train
+
+RC = "recomputation : 1"
+PP2 = "num_stages : 2, num_micro_batches : 2"
+# (kind, devices, layout without recomputation)
+CASES = [
+    ("gpt:8", 1, ""), ("gpt_dropout:4", 1, ""),  # dropout runs again from its recorded seed: the same mask
+    ("gpt_bf16:8", 1, ""), ("gpt_accum:8", 1, ""),  # autocast's casts; two backward passes in a step
+    ("gpt2:4", 1, ""), ("llama:4", 1, ""),  # Hugging Face GPT-2 and Llama (GQA, rotary tables)
+    ("gpt_dropout:4", 4, "num_stages : 1"), ("gpt_clip:8", 4, "distribute_param : true"),
+    ("gpt:8", 4, PP2), ("gpt_ignore:8", 4, PP2 + ", pipeline_schedule : gpipe"),
+    ("gpt:8", 4, PP2 + ", distribute_param : true"),  # dp 2 x pp 2, sharded optimizer
+    ("llama:4", 2, "num_stages : 1"),
+    ("llama:4", 4, PP2), ("mlp_aux:8", 4, PP2),  # a loss summed over micro-batches is not made again
+]
+
+
+def ran_again(result):
+    with open(result["log_file"]) as f:
+        return [line for line in f if "op(s) run again in the backward pass" in line]
+
+
+@pytest.mark.parametrize("kind,devices,line", CASES, ids=[f"{k}-{d}-{l or 'one'}" for k, d, l in CASES])
+def test_recomputation_changes_no_bit(kind, devices, line):
+    if kind.startswith(("gpt2", "llama")):
+        pytest.importorskip("transformers")
+    plain = train(kind, devices, parallelism=line or "num_stages : 1")
+    again = train(kind, devices, parallelism=(line + ", " if line else "") + RC)
+    assert again["losses"] == plain["losses"]
+    for name, p in plain["params"].items():
+        assert again["params"][name].equal(p), name
+    if not kind.startswith("mlp"):  # the MLP narrows to one value after every layer: little to drop
+        assert ran_again(again), "nothing was recomputed"
+
+
+def test_dp2_pp2_with_distribute_param_and_recomputation_trains_like_one_device():
+    ref = train("gpt:8", 1)
+    got = train("gpt:8", 4, parallelism=PP2 + ", distribute_param : true, " + RC)
+    assert_same(ref, got, rtol=1e-4, atol=1e-4)
+    assert ran_again(got)
+
+
+def test_recomputation_halves_the_example_gpts_peak(tmp_path):
+    """One device, the bench's example GPT: the step's peak beyond what the device held before it (the
+    activations and the gradients) is predicted exactly and falls by more than half."""
+    from test_pipeline_parallel import peaks
+
+    plain = peaks(1, "", tmp_path)
+    again = peaks(1, RC, tmp_path)
+    assert again["losses"] == plain["losses"]
+    assert again["predicted_peak"] == again["measured_peak"], again["summary"]
+    assert again["measured_peak"][0] <= 0.5 * plain["measured_peak"][0], (again["summary"], plain["summary"])
+    assert "op(s) run again in the backward pass" in again["summary"]
+
+
+@pytest.mark.parametrize("devices,line", [(4, "num_stages : 1, " + RC), (4, PP2 + ", " + RC),
+                                          (4, PP2 + ", distribute_param : true, " + RC)])
+def test_the_predicted_peak_is_the_measured_peak_with_recomputation(devices, line, tmp_path):
+    from test_pipeline_parallel import peaks
+
+    got = peaks(devices, line, tmp_path)
+    assert got["predicted_peak"] == got["measured_peak"], got["summary"]
+
+
+def test_a_model_too_big_for_the_device_trains_with_recomputation(tmp_path):
+    """With each device's memory set below what the example GPT's step needs, the step is refused before it
+    runs (OUT_OF_MEMORY, naming the need); recomputation brings the need under the capacity and it trains."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    bench = os.path.join(here, "..", "..", "bench", "bench_model_parallel.py")
+
+    def run(line):
+        env = dict(os.environ, MOREH_NUM_DEVICES="1", MOREH_HOST_MEMORY_CAPACITY="6MiB")
+        env.pop("MOREH_PARALLELISM", None)
+        if line:
+            env["MOREH_PARALLELISM"] = line
+        return subprocess.run([sys.executable, bench, "--worker", "--n-layer", "4", "--d-model", "64", "--block-size", "32"],
+                              env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+    plain = run("")
+    assert plain.returncode != 0
+    assert "OUT_OF_MEMORY" in plain.stderr or "out of memory" in plain.stderr.lower(), plain.stderr[-2000:]
+    again = run(RC)
+    assert again.returncode == 0, again.stderr[-3000:]
