@@ -177,12 +177,15 @@ void Engine::flush() {
 }
 
 std::shared_ptr<PlannedStep> Engine::compile_locked(const StepGraph& graph, const CanonicalGraph& canonical) {
+  uint64_t available = UINT64_MAX;
+  for (const auto& d : devices_) available = std::min(available, d->capacity() > d->used() ? d->capacity() - d->used() : 0);
   return plan_step({.graph = graph,
                     .canonical = canonical,
                     .devices = static_cast<int>(devices_.size()),
                     .parallelism = parallelism_,
                     .fusion = fusion_enabled_,
-                    .fusion_limits = fusion_limits()});
+                    .fusion_limits = fusion_limits(),
+                    .available_bytes = devices_.empty() ? 0 : std::max<uint64_t>(available, 1)});
 }
 
 const DeviceProgram* Engine::first_overflow(const Plan& plan) const {

@@ -20,6 +20,12 @@ using Kind = Instruction::Kind;
 
 namespace {
 
+uint64_t peak_of(const PlannedStep& plan) {
+  uint64_t peak = 0;
+  for (const auto& p : plan.programs) peak = std::max(peak, p.peak_bytes);
+  return peak;
+}
+
 // Each piece of the split is one device: the SPMD steps become one program per device, with the bytes its
 // kernels write and its collectives send (the memory model gives each program's peak).
 class Emission {
@@ -130,7 +136,8 @@ class Emission {
 
 PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                          int devices, const std::vector<int64_t>& candidate_rows,
-                                         bool distribute_param, const std::vector<uint32_t>* order) {
+                                         bool distribute_param, const std::vector<uint32_t>* order,
+                                         uint64_t available_bytes) {
   auto start = std::chrono::steady_clock::now();
   // Each candidate batch (and no split at all) is lowered; the cheapest by a simple cost model wins: the
   // bytes the busiest device's kernels write plus the bytes it sends, with a fallback weighing as much as
@@ -148,11 +155,24 @@ PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const ru
   for (int64_t r : candidates) {
     std::vector<RowRange> pieces;
     for (int d = 0; d < devices; ++d) pieces.push_back(runtime::split_rows(r, devices, d));
-    BatchSplit split = split_batch(graph, canonical, pieces, r, order);
-    OptimizerSharding sharding;
-    if (distribute_param) sharding = shard_optimizer(graph, canonical, split, devices);
-    PlannedStep p = Emission(graph, canonical, split, devices, r, order != nullptr).run();
-    if (distribute_param) p.report.summary = describe(sharding, devices);
+    auto lower = [&](bool params_in_rows) {
+      BatchSplit split = split_batch(graph, canonical, pieces, r, order);
+      OptimizerSharding sharding;
+      if (distribute_param) sharding = shard_optimizer(graph, canonical, split, devices, {}, params_in_rows);
+      PlannedStep p = Emission(graph, canonical, split, devices, r, order != nullptr).run();
+      if (distribute_param) p.report.summary = describe(sharding, devices);
+      return p;
+    };
+    PlannedStep p = lower(false);
+    // ZeRO-3 where memory demands it: when the ZeRO-2 plan's peak does not fit what the devices have free,
+    // the parameters rest in rows and are gathered for each pass, if that lowers the peak.
+    if (distribute_param && available_bytes > 0 && peak_of(p) > available_bytes) {
+      PlannedStep q = lower(true);
+      if (peak_of(q) < peak_of(p)) {
+        q.report.summary += fmt::format(" (ZeRO-2's peak +{} bytes is over the {} bytes free)", peak_of(p), available_bytes);
+        p = std::move(q);
+      }
+    }
     tried += fmt::format("{}{}: {:.0f}", tried.empty() ? "" : ", ", r ? fmt::format("batch {}", r) : "not split", cost(p));
     if (!best || cost(p) < cost(*best)) {
       best = std::move(p);

@@ -7,6 +7,8 @@
 #include <set>
 #include <string>
 
+#include "scheduler/analysis/backward_seeds.h"
+
 namespace moreh::scheduler {
 namespace {
 
@@ -50,8 +52,9 @@ enum class State : uint8_t { kWhole, kRows, kPartial };
 class Sharding {
  public:
   Sharding(const runtime::StepGraph& graph, const runtime::CanonicalGraph& cg, BatchSplit& split, int devices,
-           const std::vector<bool>& whole_nodes)
-      : graph_(graph), cg_(cg), split_(split), n_(devices), whole_nodes_(whole_nodes), rows_(cg.buffers.size(), 0),
+           const std::vector<bool>& whole_nodes, bool params_in_rows)
+      : graph_(graph), cg_(cg), split_(split), n_(devices), whole_nodes_(whole_nodes),
+        params_in_rows_(params_in_rows), seeds_(backward_seeds(graph, cg)), rows_(cg.buffers.size(), 0),
         candidate_(cg.buffers.size(), false), state_(cg.buffers.size(), State::kWhole),
         whole_use_(cg.buffers.size(), false), last_node_(cg.buffers.size(), 0) {}
 
@@ -75,6 +78,7 @@ class Sharding {
     for (size_t i = 0; i < split_.steps.size(); ++i) lower(i);
     finish();
     split_.steps = std::move(out_);
+    r_.params_in_rows = params_in_rows_;
     return r_;
   }
 
@@ -253,6 +257,7 @@ class Sharding {
     out_.push_back(st);
     for (uint32_t s : reads) whole_use_[s] = true, last_node_[s] = st.node;
     for (uint32_t s : writes) last_node_[s] = st.node;
+    if (params_in_rows_) drop_after_pass(i, reads, writes);
     // What it makes: a per-device partial sum (a launch on the batch's rows), else whole.
     if (st.kind == Kind::kLaunch) {
       const auto& out = cg_.node_outputs[st.index];
@@ -264,6 +269,31 @@ class Sharding {
       const Node& n = graph_.nodes()[st.index];
       for (uint16_t w : n.written)
         if (st.launches.empty()) state_[cg_.node_inputs[st.index][w]] = State::kWhole;
+    }
+  }
+
+  // The pass a node belongs to: a forward pass, or a backward pass with what follows it up to the next
+  // forward pass's end (the count of backward seeds at or before it).
+  size_t pass_of(uint32_t node) const {
+    return static_cast<size_t>(std::upper_bound(seeds_.begin(), seeds_.end(), node) - seeds_.begin());
+  }
+
+  // ZeRO-3: a parameter read whole by step i and next touched in a later pass goes back to rows: each
+  // replica keeps its rows (no traffic) and releases the rest; the next whole use gathers it again.
+  void drop_after_pass(size_t i, const std::vector<uint32_t>& reads, const std::vector<uint32_t>& writes) {
+    const uint32_t node = split_.steps[i].node;
+    for (uint32_t s : reads) {
+      if (!candidate_[s] || state_[s] != State::kWhole || cg_.buffers[s].origin != BufferOrigin::kMaterialized ||
+          std::find(writes.begin(), writes.end(), s) != writes.end())
+        continue;
+      const size_t next = next_use(s, i);
+      if (next >= split_.steps.size() || pass_of(split_.steps[next].node) <= pass_of(node)) continue;
+      split_.slots[s].row_bytes = row_bytes(s);
+      out_.push_back({Kind::kKeepRows, s});
+      out_.back().node = node;
+      out_.back().own_rows = true;
+      state_[s] = State::kRows;
+      ++r_.dropped;
     }
   }
 
@@ -320,7 +350,7 @@ class Sharding {
       if (!candidate_[s] || state_[s] != State::kRows) continue;
       const uint32_t slot = static_cast<uint32_t>(s);
       if (!cg_.buffers[s].live_after) continue;
-      if (whole_use_[s] && cg_.buffers[s].origin == BufferOrigin::kMaterialized) {
+      if (whole_use_[s] && cg_.buffers[s].origin == BufferOrigin::kMaterialized && !params_in_rows_) {
         gather(slot);
         split_.final_placements[s] = {PlacementKind::kReplicate};
       } else {
@@ -336,6 +366,8 @@ class Sharding {
   BatchSplit& split_;
   const int n_;
   const std::vector<bool>& whole_nodes_;
+  const bool params_in_rows_;
+  const std::vector<size_t> seeds_;  // the backward passes' seeds (backward_seeds.h)
   std::vector<int64_t> rows_;       // per slot: its first dim, the rows a replica takes a share of
   std::vector<bool> candidate_;     // a slot sharded updates touch
   std::vector<State> state_;
@@ -352,15 +384,20 @@ class Sharding {
 
 std::string describe(const OptimizerSharding& r, int replicas) {
   return fmt::format(
-      "; optimizer sharded over the {} replicas (distribute_param): {} updates on each replica's rows, {} "
-      "gradients reduce-scattered, {} all-gathers, {} slots ({} bytes) left in rows after the step",
-      replicas, r.sharded_ops, r.reduce_scatters, r.gathers, r.sharded_state, r.sharded_bytes);
+      "; optimizer sharded over the {} replicas (distribute_param, {}): {} updates on each replica's rows, {} "
+      "gradients reduce-scattered, {} all-gathers, {} slots ({} bytes) left in rows after the step{}",
+      replicas, r.params_in_rows ? "ZeRO-3" : "ZeRO-2", r.sharded_ops, r.reduce_scatters, r.gathers, r.sharded_state,
+      r.sharded_bytes,
+      r.params_in_rows ? fmt::format(", parameters resting in rows and gathered for each pass ({} let go of after a "
+                                     "pass)", r.dropped)
+                       : std::string());
 }
 
 OptimizerSharding shard_optimizer(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
-                                  BatchSplit& split, int devices, const std::vector<bool>& whole_nodes) {
+                                  BatchSplit& split, int devices, const std::vector<bool>& whole_nodes,
+                                  bool params_in_rows) {
   if (devices < 2) return {};
-  return Sharding(graph, canonical, split, devices, whole_nodes).run();
+  return Sharding(graph, canonical, split, devices, whole_nodes, params_in_rows).run();
 }
 
 }  // namespace moreh::scheduler

@@ -18,6 +18,9 @@ struct PlanRequest {
   runtime::ParallelConfig parallelism;   // the layout asked for (set_parallelism / MOREH_PARALLELISM)
   bool fusion = false;                   // run chains of elementwise nodes as generated kernels
   FusionLimits fusion_limits;
+  // The least free memory of any device (0: unknown): the memory model's budget where a choice depends on
+  // it (distribute_param's ZeRO-3).
+  uint64_t available_bytes = 0;
 };
 
 // The plan for one step under the request's layout: with one device the recorded order plus memory

@@ -191,8 +191,9 @@ def test_changing_the_layout_between_steps_keeps_training(tmp_path):
                                              {2: "num_stages : 2, num_micro_batches : 2", 4: "num_stages : 1"})
 
 
-def peaks(devices, line, tmp_path):
-    """The bench's worker for a small example GPT: its plan's predicted and measured peaks per device."""
+def peaks(devices, line, tmp_path, capacity=None):
+    """The bench's worker for a small example GPT: its plan's predicted and measured peaks per device
+    (`capacity`: each device's memory, MOREH_HOST_MEMORY_CAPACITY)."""
     import json
     import os
     import subprocess
@@ -202,8 +203,11 @@ def peaks(devices, line, tmp_path):
     bench = os.path.join(here, "..", "..", "bench", "bench_model_parallel.py")
     env = dict(os.environ, MOREH_NUM_DEVICES=str(devices))
     env.pop("MOREH_PARALLELISM", None)
+    env.pop("MOREH_HOST_MEMORY_CAPACITY", None)
     if line:
         env["MOREH_PARALLELISM"] = line
+    if capacity:
+        env["MOREH_HOST_MEMORY_CAPACITY"] = capacity
     proc = subprocess.run([sys.executable, bench, "--worker", "--n-layer", "4", "--d-model", "64", "--block-size", "32"],
                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

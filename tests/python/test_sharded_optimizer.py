@@ -91,3 +91,25 @@ def test_sharding_the_optimizer_changes_no_bit_of_batch_splitting(kind):
         assert torch.equal(p, zero["params"][name]), name
     for name, b in plain["buffers"].items():
         assert torch.equal(b, zero["buffers"][name]), name
+
+
+def test_parameters_rest_in_rows_when_memory_demands_it(tmp_path):
+    """ZeRO-3: with each device's memory below what the ZeRO-2 plan needs (parameters whole on every device
+    through the step), the memory model rests the parameters in rows: each pass gathers them before its first
+    use and lets them go after its last, and the update leaves them in rows. Gathers are copies: the losses
+    are ZeRO-2's to the last bit, and each device holds half of what it did."""
+    from test_pipeline_parallel import peaks
+
+    zero2 = peaks(4, ZERO, tmp_path)
+    zero3 = peaks(4, ZERO, tmp_path, capacity="2400KiB")
+    assert "ZeRO-2" in zero2["summary"] and "ZeRO-3" not in zero2["summary"]
+    assert "ZeRO-3" in zero3["summary"] and "is over the" in zero3["summary"], zero3["summary"]
+    assert zero3["losses"] == zero2["losses"]
+    one = peaks(1, "", tmp_path)
+    assert zero3["losses"] == pytest.approx(one["losses"], rel=1e-5)
+    assert zero3["predicted_peak"] == zero3["measured_peak"]
+    assert max(zero3["held"]) <= 0.55 * max(zero2["held"]), (zero3["held"], zero2["held"])
+    # ZeRO-2 would not fit: held + peak over the capacity; ZeRO-3 does.
+    capacity = 2400 * 1024
+    assert max(zero2["held"]) + max(zero2["measured_peak"]) > capacity
+    assert max(zero3["held"]) + max(zero3["measured_peak"]) <= capacity

@@ -105,6 +105,55 @@ TEST_F(OptimizerShardingTest, TheNextStepKeepsTheStateInRowsAndItsPlanPredictsIt
       << plan.report.summary;
 }
 
+TEST_F(OptimizerShardingTest, ParametersRestingInRowsAreGatheredForEachPassAndLetGoOfBetween) {
+  StepWithState s(vm, 2);
+  for (auto* w : {&s.step.w1, &s.step.w2}) (*w)->set_placement({PlacementKind::kShard, 4});  // a ZeRO-3 step's
+  const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(s.graph);
+  BatchSplit split = split_batch(s.graph, c, {{0, 4}, {4, 4}}, 8);
+  const OptimizerSharding r = shard_optimizer(s.graph, c, split, 2, {}, /*params_in_rows=*/true);
+  EXPECT_TRUE(r.params_in_rows);
+  const uint32_t w1 = slot(c, s.step.w1), w2 = slot(c, s.step.w2);
+  auto at = [&](Kind k, uint32_t index) {
+    std::vector<size_t> out;
+    for (size_t i = 0; i < split.steps.size(); ++i)
+      if (split.steps[i].kind == k && split.steps[i].index == index) out.push_back(i);
+    return out;
+  };
+  auto launch_of = [&](size_t node) {
+    for (size_t i = 0; i < split.steps.size(); ++i)
+      if (split.steps[i].kind == Kind::kLaunch && split.steps[i].index == node) return i;
+    return split.steps.size();
+  };
+  // w2: gathered for the forward pass (h2 = a1 @ w2), let go of (each replica keeps its rows), gathered again
+  // for the backward pass (ga1 = h2 @ w2^T); never gathered after its update.
+  const auto gathers = at(Kind::kAllGather, w2), keeps = at(Kind::kKeepRows, w2);
+  ASSERT_EQ(gathers.size(), 2u);
+  ASSERT_GE(keeps.size(), 1u);
+  EXPECT_LT(gathers[0], launch_of(kMm2));
+  EXPECT_GT(keeps[0], launch_of(kMm2));
+  EXPECT_LT(keeps[0], gathers[1]);
+  EXPECT_LT(gathers[1], launch_of(kGa1));
+  // w1: gathered once, for the forward pass; after it, only its update (on rows) reads it.
+  EXPECT_EQ(at(Kind::kAllGather, w1).size(), 1u);
+  EXPECT_GE(r.dropped, 2u);
+  for (uint32_t w : {w1, w2}) {
+    EXPECT_EQ(split.final_placements[w].kind, PlacementKind::kShard);
+    EXPECT_EQ(split.final_placements[w].rows, 4);
+  }
+}
+
+TEST_F(OptimizerShardingTest, TheMemoryModelChoosesZero3WhenZero2DoesNotFit) {
+  StepWithState s(vm, 2);
+  const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(s.graph);
+  const PlannedStep roomy = compile_data_parallel_plan(s.graph, c, 2, {8}, true, nullptr, 1 << 20);
+  EXPECT_NE(roomy.report.summary.find("ZeRO-2"), std::string::npos) << roomy.report.summary;
+  uint64_t peak = 0;
+  for (const auto& p : roomy.programs) peak = std::max(peak, p.peak_bytes);
+  const PlannedStep tight = compile_data_parallel_plan(s.graph, c, 2, {8}, true, nullptr, peak - 1);
+  EXPECT_NE(tight.report.summary.find("ZeRO-3"), std::string::npos) << tight.report.summary;
+  for (const auto& p : tight.programs) EXPECT_LT(p.peak_bytes, peak);
+}
+
 TEST_F(OptimizerShardingTest, OneReplicaOrNoUpdateChangesNothing) {
   StepWithState s(vm, 2);
   const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(s.graph);
