@@ -132,12 +132,14 @@ ParallelSizes parallel_layout(const ParallelConfig& c, int devices) {
 std::string unsupported_parallelism(const ParallelConfig& c) {
   std::vector<std::string> missing;
   if (c.tp > 1) missing.push_back(fmt::format("tensor parallelism (TP : {})", c.tp));
-  if (c.distribute_low_prec_param)
-    missing.push_back("low-precision parameter sharding (distribute_low_prec_param : true)");
+  if (c.distribute_low_prec_param && (c.num_stages > 1 || c.num_micro_batches > 1))
+    missing.push_back("low-precision parameter sharding with pipeline stages or micro-batches "
+                      "(distribute_low_prec_param : true)");
   if (missing.empty()) return "";
   return fmt::format("not supported yet: {}; this build runs batch splitting and pipeline stages with "
-                     "micro-batches, the optimizer sharded over the replicas with distribute_param : true, and "
-                     "recomputation : 1 (No TP, distribute_low_prec_param : false)", fmt::join(missing, ", "));
+                     "micro-batches, the optimizer sharded over the replicas with distribute_param : true, "
+                     "autocast's copies of the parameters sharded with distribute_low_prec_param : true under batch "
+                     "splitting, and recomputation : 1 (No TP)", fmt::join(missing, ", "));
 }
 
 }  // namespace moreh::runtime

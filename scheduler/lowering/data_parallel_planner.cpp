@@ -137,7 +137,7 @@ class Emission {
 PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                          int devices, const std::vector<int64_t>& candidate_rows,
                                          bool distribute_param, const std::vector<uint32_t>* order,
-                                         uint64_t available_bytes) {
+                                         uint64_t available_bytes, bool distribute_low_prec_param) {
   auto start = std::chrono::steady_clock::now();
   // Each candidate batch (and no split at all) is lowered; the cheapest by a simple cost model wins: the
   // bytes the busiest device's kernels write plus the bytes it sends, with a fallback weighing as much as
@@ -158,9 +158,14 @@ PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const ru
     auto lower = [&](bool params_in_rows) {
       BatchSplit split = split_batch(graph, canonical, pieces, r, order);
       OptimizerSharding sharding;
-      if (distribute_param) sharding = shard_optimizer(graph, canonical, split, devices, {}, params_in_rows);
+      const bool sharded = distribute_param || distribute_low_prec_param;
+      if (sharded)
+        sharding = shard_optimizer(graph, canonical, split, devices, {},
+                                   {.optimizer = distribute_param,
+                                    .params_in_rows = params_in_rows,
+                                    .low_precision = distribute_low_prec_param});
       PlannedStep p = Emission(graph, canonical, split, devices, r, order != nullptr).run();
-      if (distribute_param) p.report.summary = describe(sharding, devices);
+      if (sharded) p.report.summary = describe(sharding, devices);
       return p;
     };
     PlannedStep p = lower(false);

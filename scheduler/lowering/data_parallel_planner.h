@@ -19,10 +19,11 @@ namespace moreh::scheduler {
 // `distribute_param`: the optimizer's state and updates sharded over the devices (optimizer_sharding.h).
 // `order`: the nodes in the order they run, some twice (recomputation.h); nullptr: as recorded.
 // `available_bytes`: the least free memory of a device (0: unknown); with distribute_param, a plan whose peak
-// is over it rests the parameters in rows (ZeRO-3) if that lowers the peak.
+// is over it rests the parameters in rows (ZeRO-3) if that lowers the peak. `distribute_low_prec_param`:
+// autocast's low-precision copies of the parameters made on each device's rows and gathered for each pass.
 PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                          int devices, const std::vector<int64_t>& candidate_rows,
                                          bool distribute_param = false, const std::vector<uint32_t>* order = nullptr,
-                                         uint64_t available_bytes = 0);
+                                         uint64_t available_bytes = 0, bool distribute_low_prec_param = false);
 
 }  // namespace moreh::scheduler

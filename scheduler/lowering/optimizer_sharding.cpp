@@ -52,13 +52,15 @@ enum class State : uint8_t { kWhole, kRows, kPartial };
 class Sharding {
  public:
   Sharding(const runtime::StepGraph& graph, const runtime::CanonicalGraph& cg, BatchSplit& split, int devices,
-           const std::vector<bool>& whole_nodes, bool params_in_rows)
-      : graph_(graph), cg_(cg), split_(split), n_(devices), whole_nodes_(whole_nodes),
-        params_in_rows_(params_in_rows), seeds_(backward_seeds(graph, cg)), rows_(cg.buffers.size(), 0),
+           const std::vector<bool>& whole_nodes, const ShardingOptions& options)
+      : graph_(graph), cg_(cg), split_(split), n_(devices), whole_nodes_(whole_nodes), options_(options),
+        params_in_rows_(options.params_in_rows), seeds_(backward_seeds(graph, cg)), rows_(cg.buffers.size(), 0),
         candidate_(cg.buffers.size(), false), state_(cg.buffers.size(), State::kWhole),
         whole_use_(cg.buffers.size(), false), last_node_(cg.buffers.size(), 0) {}
 
   OptimizerSharding run() {
+    r_.optimizer = options_.optimizer;
+    r_.low_precision = options_.low_precision;
     choose();
     if (std::none_of(shardable_.begin(), shardable_.end(), [](bool b) { return b; })) return r_;
     for (size_t s = 0; s < cg_.buffers.size(); ++s) {
@@ -149,7 +151,14 @@ class Sharding {
       for (size_t k = 0; k < out.size(); ++k)
         if (!n.outputs[k].sizes.empty()) f(out[k]);
     };
-    for (bool changed = true; changed;) {
+    low_copy_.assign(cg_.buffers.size(), false);
+    if (options_.low_precision)
+      for (size_t i = 0; i < steps.size(); ++i)
+        if (shape_ok[i] && low_precision_cast(steps[i])) {
+          shardable_[i] = true;
+          low_copy_[cg_.node_inputs[steps[i].index][0]] = true;
+        }
+    for (bool changed = options_.optimizer; changed;) {
       changed = false;
       for (size_t i = steps.size(); i-- > 0;) {
         if (!shape_ok[i] || shardable_[i]) continue;
@@ -182,6 +191,19 @@ class Sharding {
     }
     for (size_t i = 0; i < steps.size(); ++i)
       if (shardable_[i]) rank_slots(i, false, [&](uint32_t s) { candidate_[s] = true; });
+  }
+
+  // autocast's cast of a parameter: copy_ into a fresh buffer of a narrower type, run whole.
+  bool low_precision_cast(const SplitStep& st) const {
+    static const runtime::OpId copy = runtime::intern_op("aten::copy_");
+    if (st.kind != Kind::kLaunch || !st.launches.empty()) return false;
+    const Node& n = graph_.nodes()[st.index];
+    if (n.op != copy || n.inputs.size() < 2 || n.written.size() != 1 || n.written[0] != 0 || n.initializes.size() != 1)
+      return false;
+    const auto& in = cg_.node_inputs[st.index];
+    return n.inputs[0].itemsize < n.inputs[1].itemsize && n.inputs[0].sizes == n.inputs[1].sizes &&
+           cg_.buffers[in[1]].origin == BufferOrigin::kMaterialized && cg_.buffers[in[1]].live_after &&
+           !cg_.buffers[in[0]].live_after;
   }
 
   // The next step after i that touches s (steps_.size() when none).
@@ -257,7 +279,7 @@ class Sharding {
     out_.push_back(st);
     for (uint32_t s : reads) whole_use_[s] = true, last_node_[s] = st.node;
     for (uint32_t s : writes) last_node_[s] = st.node;
-    if (params_in_rows_) drop_after_pass(i, reads, writes);
+    if (params_in_rows_ || options_.low_precision) drop_after_pass(i, reads, writes);
     // What it makes: a per-device partial sum (a launch on the batch's rows), else whole.
     if (st.kind == Kind::kLaunch) {
       const auto& out = cg_.node_outputs[st.index];
@@ -278,12 +300,14 @@ class Sharding {
     return static_cast<size_t>(std::upper_bound(seeds_.begin(), seeds_.end(), node) - seeds_.begin());
   }
 
-  // ZeRO-3: a parameter read whole by step i and next touched in a later pass goes back to rows: each
-  // replica keeps its rows (no traffic) and releases the rest; the next whole use gathers it again.
+  // ZeRO-3 (and autocast's copies of parameters, distribute_low_prec_param): a parameter read whole by step i
+  // and next touched in a later pass goes back to rows: each replica keeps its rows (no traffic) and releases
+  // the rest; the next whole use gathers it again.
   void drop_after_pass(size_t i, const std::vector<uint32_t>& reads, const std::vector<uint32_t>& writes) {
     const uint32_t node = split_.steps[i].node;
     for (uint32_t s : reads) {
-      if (!candidate_[s] || state_[s] != State::kWhole || cg_.buffers[s].origin != BufferOrigin::kMaterialized ||
+      const bool param = params_in_rows_ && cg_.buffers[s].origin == BufferOrigin::kMaterialized;
+      if (!candidate_[s] || state_[s] != State::kWhole || !(param || low_copy_[s]) ||
           std::find(writes.begin(), writes.end(), s) != writes.end())
         continue;
       const size_t next = next_use(s, i);
@@ -305,9 +329,16 @@ class Sharding {
     const auto& out = cg_.node_outputs[st.index];
     for (size_t x = 0; x < in.size(); ++x)
       if (!n.inputs[x].sizes.empty() && state_[in[x]] == State::kPartial) return false;
+    // A cast of a parameter reads each replica's rows of it where they lie, whole or in rows.
+    const bool cast = options_.low_precision && low_precision_cast(st);
+    std::vector<bool> whole_in(in.size(), false);
     for (size_t x = 0; x < in.size(); ++x) {
       const uint32_t s = in[x];
       if (n.inputs[x].sizes.empty() || state_[s] == State::kRows) continue;
+      if (cast && x == 1) {
+        whole_in[x] = true;
+        continue;
+      }
       // A whole value every replica holds: each keeps its rows.
       split_.slots[s].row_bytes = row_bytes(s);
       out_.push_back({Kind::kKeepRows, s});
@@ -323,12 +354,15 @@ class Sharding {
     for (uint32_t s : out) last_node_[s] = st.node;
     for (int d = 0; d < n_; ++d) {
       LocalLaunch local;
-      auto mine = [&](const TensorRef& r, uint32_t s) {
+      auto mine = [&](const TensorRef& r, uint32_t s, bool whole = false) {
         LocalRef lr{r.offset, r.sizes};
-        if (!r.sizes.empty()) lr.sizes[0] = runtime::split_rows(rows_[s], n_, d).count;
+        if (r.sizes.empty()) return lr;
+        const runtime::RowRange rows = runtime::split_rows(rows_[s], n_, d);
+        lr.sizes[0] = rows.count;
+        if (whole) lr.offset += rows.begin * r.strides[0];  // its rows of the whole block
         return lr;
       };
-      for (size_t x = 0; x < in.size(); ++x) local.inputs.push_back(mine(n.inputs[x], in[x]));
+      for (size_t x = 0; x < in.size(); ++x) local.inputs.push_back(mine(n.inputs[x], in[x], whole_in[x]));
       for (size_t k = 0; k < out.size(); ++k) local.outputs.push_back(mine(n.outputs[k], out[k]));
       l.launches.push_back(std::move(local));
     }
@@ -338,6 +372,7 @@ class Sharding {
       if (!n.outputs[k].sizes.empty()) split_.slots[out[k]].row_bytes = row_bytes(out[k]);
     }
     ++r_.sharded_ops;
+    if (cast) ++r_.low_precision_casts;
     return true;
   }
 
@@ -366,7 +401,9 @@ class Sharding {
   BatchSplit& split_;
   const int n_;
   const std::vector<bool>& whole_nodes_;
+  const ShardingOptions options_;
   const bool params_in_rows_;
+  std::vector<bool> low_copy_;      // per slot: autocast's copy of a parameter, made on rows
   const std::vector<size_t> seeds_;  // the backward passes' seeds (backward_seeds.h)
   std::vector<int64_t> rows_;       // per slot: its first dim, the rows a replica takes a share of
   std::vector<bool> candidate_;     // a slot sharded updates touch
@@ -383,21 +420,31 @@ class Sharding {
 }  // namespace
 
 std::string describe(const OptimizerSharding& r, int replicas) {
-  return fmt::format(
-      "; optimizer sharded over the {} replicas (distribute_param, {}): {} updates on each replica's rows, {} "
-      "gradients reduce-scattered, {} all-gathers, {} slots ({} bytes) left in rows after the step{}",
-      replicas, r.params_in_rows ? "ZeRO-3" : "ZeRO-2", r.sharded_ops, r.reduce_scatters, r.gathers, r.sharded_state,
-      r.sharded_bytes,
-      r.params_in_rows ? fmt::format(", parameters resting in rows and gathered for each pass ({} let go of after a "
-                                     "pass)", r.dropped)
-                       : std::string());
+  std::string out;
+  if (r.optimizer)
+    out = fmt::format(
+        "; optimizer sharded over the {} replicas (distribute_param, {}): {} updates on each replica's rows, {} "
+        "gradients reduce-scattered, {} all-gathers, {} slots ({} bytes) left in rows after the step",
+        replicas, r.params_in_rows ? "ZeRO-3" : "ZeRO-2", r.sharded_ops, r.reduce_scatters, r.gathers,
+        r.sharded_state, r.sharded_bytes);
+  if (r.params_in_rows)
+    out += fmt::format(", parameters resting in rows and gathered for each pass ({} let go of after a pass)",
+                       r.dropped);
+  if (r.low_precision)
+    out += r.low_precision_casts
+               ? fmt::format("; {} low-precision copies of parameters made on each of the {} replicas' rows and "
+                             "gathered for each pass (distribute_low_prec_param)",
+                             r.low_precision_casts, replicas)
+               : std::string("; no low-precision copies of parameters to shard (distribute_low_prec_param: the step "
+                             "casts none, as without autocast)");
+  return out;
 }
 
 OptimizerSharding shard_optimizer(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                   BatchSplit& split, int devices, const std::vector<bool>& whole_nodes,
-                                  bool params_in_rows) {
+                                  const ShardingOptions& options) {
   if (devices < 2) return {};
-  return Sharding(graph, canonical, split, devices, whole_nodes, params_in_rows).run();
+  return Sharding(graph, canonical, split, devices, whole_nodes, options).run();
 }
 
 }  // namespace moreh::scheduler

@@ -26,19 +26,29 @@ struct OptimizerSharding {
   uint64_t sharded_state = 0;    // slots left sharded after the step (optimizer state)
   uint64_t sharded_bytes = 0;    // their bytes (whole)
   bool params_in_rows = false;   // ZeRO-3: parameters rest in rows and are gathered for each pass
-  uint64_t dropped = 0;          // whole parameters let go of (kept rows) after a pass, gathered again later
+  uint64_t dropped = 0;          // whole values let go of (kept rows) after a pass, gathered again later
+  uint64_t low_precision_casts = 0;  // autocast's copies of parameters made on each replica's rows
+  bool optimizer = true, low_precision = false;  // what was asked (ShardingOptions)
+};
+
+struct ShardingOptions {
+  bool optimizer = true;        // distribute_param: the updates and the optimizer's state (ZeRO-2)
+  bool params_in_rows = false;  // ZeRO-3: the parameters too
+  // distribute_low_prec_param: autocast's low-precision copies of the parameters are made on each replica's
+  // rows, gathered before each pass's first use and let go of after its last.
+  bool low_precision = false;
 };
 
 // Rewrites `split` (an SPMD sequence for `devices` replicas) in place, with its final placements and slot
 // facts.
 // `whole_nodes` (per node, optional): nodes to leave as they are (a pipeline's foreach ops split by list
-// element over its stages). `params_in_rows` (ZeRO-3): the parameters are not gathered after their update
-// but rest in rows between steps; a pass (forward, or a backward pass) gathers each before its first use,
-// and each replica keeps only its rows again after the pass's last use when the next use is in a later
-// pass (the gathered copy is released).
+// element over its stages). With `params_in_rows` (ZeRO-3) the parameters are not gathered after their
+// update but rest in rows between steps; a pass (forward, or a backward pass) gathers each before its first
+// use, and each replica keeps only its rows again after the pass's last use when the next use is in a
+// later pass (the gathered copy is released). `low_precision` treats autocast's casts of parameters so.
 OptimizerSharding shard_optimizer(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                   BatchSplit& split, int devices, const std::vector<bool>& whole_nodes = {},
-                                  bool params_in_rows = false);
+                                  const ShardingOptions& options = {});
 
 // For a plan's summary: "; optimizer sharded over the 4 replicas (distribute_param): ...".
 std::string describe(const OptimizerSharding& sharding, int replicas);

@@ -56,7 +56,8 @@ std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::Parallel
   } else {
     plan = std::make_shared<PlannedStep>(
         compile_data_parallel_plan(r.graph, r.canonical, layout.dp, analysis.batch_sizes,
-                                   r.parallelism.distribute_param, order, r.available_bytes));
+                                   r.parallelism.distribute_param, order, r.available_bytes,
+                                   r.parallelism.distribute_low_prec_param));
     if (fusion) {
       const auto started = std::chrono::steady_clock::now();
       fuse_device_programs(r.graph, r.canonical, *plan, r.fusion_limits);

@@ -113,3 +113,34 @@ def test_parameters_rest_in_rows_when_memory_demands_it(tmp_path):
     capacity = 2400 * 1024
     assert max(zero2["held"]) + max(zero2["measured_peak"]) > capacity
     assert max(zero3["held"]) + max(zero3["measured_peak"]) <= capacity
+
+
+def step_peaks(result):
+    """The peaks the log gives the plans of batch-split steps (forward, backward and update), in order."""
+    import re
+
+    with open(result["log_file"]) as f:
+        return [int(m) for m in re.findall(r"batch \d+ split by rows.*?peak \+(\d+) bytes per device", f.read())]
+
+
+@pytest.mark.parametrize("devices,line", [(2, "num_stages : 1"), (4, ZERO)])
+def test_low_precision_copies_of_the_parameters_are_sharded(devices, line):
+    """distribute_low_prec_param : true under bf16 autocast: each device casts its rows of every parameter
+    autocast copies, and gathers the copy before each pass's first use (forward, backward) and lets it go
+    after the pass's last. Casts are elementwise and gathers are copies: no bit changes, and the peak falls."""
+    plain = train("gpt_bf16:8", devices, parallelism=line)
+    low = train("gpt_bf16:8", devices, parallelism=line + ", distribute_low_prec_param : true")
+    assert low["losses"] == plain["losses"]
+    for name, p in plain["params"].items():
+        assert torch.equal(p, low["params"][name]), name
+    with open(low["log_file"]) as f:
+        log = f.read()
+    assert f"low-precision copies of parameters made on each of the {devices} replicas' rows" in log
+    # The steady step's plan (the first also uploads the parameters, which it casts from the host's copies).
+    assert step_peaks(low)[-1] < step_peaks(plain)[-1], (step_peaks(low), step_peaks(plain))
+
+
+def test_low_precision_sharding_without_autocast_says_there_is_nothing_to_shard():
+    got = train("gpt:8", 2, parallelism="distribute_low_prec_param : true")
+    with open(got["log_file"]) as f:
+        assert "no low-precision copies of parameters to shard" in f.read()

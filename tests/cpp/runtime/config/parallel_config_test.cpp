@@ -119,7 +119,11 @@ TEST(ParallelConfigTest, WhatThisBuildCannotRunIsNamed) {
   zero.distribute_param = true;
   EXPECT_EQ(unsupported_parallelism(zero), "");
   zero.distribute_low_prec_param = true;
-  EXPECT_NE(unsupported_parallelism(zero).find("low-precision parameter sharding"), std::string::npos);
+  zero.recomputation = 1;
+  EXPECT_EQ(unsupported_parallelism(zero), "");  // under batch splitting
+  zero.num_stages = 2;
+  EXPECT_NE(unsupported_parallelism(zero).find("low-precision parameter sharding with pipeline stages"),
+            std::string::npos);
   c = ParallelConfig{};
   c.num_stages = 2;
   c.num_micro_batches = 4;

@@ -110,7 +110,7 @@ TEST_F(OptimizerShardingTest, ParametersRestingInRowsAreGatheredForEachPassAndLe
   for (auto* w : {&s.step.w1, &s.step.w2}) (*w)->set_placement({PlacementKind::kShard, 4});  // a ZeRO-3 step's
   const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(s.graph);
   BatchSplit split = split_batch(s.graph, c, {{0, 4}, {4, 4}}, 8);
-  const OptimizerSharding r = shard_optimizer(s.graph, c, split, 2, {}, /*params_in_rows=*/true);
+  const OptimizerSharding r = shard_optimizer(s.graph, c, split, 2, {}, {.params_in_rows = true});
   EXPECT_TRUE(r.params_in_rows);
   const uint32_t w1 = slot(c, s.step.w1), w2 = slot(c, s.step.w2);
   auto at = [&](Kind k, uint32_t index) {
@@ -152,6 +152,57 @@ TEST_F(OptimizerShardingTest, TheMemoryModelChoosesZero3WhenZero2DoesNotFit) {
   const PlannedStep tight = compile_data_parallel_plan(s.graph, c, 2, {8}, true, nullptr, peak - 1);
   EXPECT_NE(tight.report.summary.find("ZeRO-3"), std::string::npos) << tight.report.summary;
   for (const auto& p : tight.programs) EXPECT_LT(p.peak_bytes, peak);
+}
+
+TEST_F(OptimizerShardingTest, AutocastsCopiesOfParametersAreMadeOnRowsAndGatheredForEachPass) {
+  // x [8,4] uploaded; wl = w cast to a 2-byte type (copy_ into torch.empty); h = x @ wl; loss = sum(h); the
+  // seed; gx = seed-scaled h @ wl^T (the backward pass reads the copy again).
+  runtime::register_data_type(5, runtime::DataType::kFloat16);
+  auto make = [&](uint64_t bytes) { return std::make_shared<runtime::Buffer>(vm, bytes, 2); };
+  auto x = make(128), w = make(64), wl = make(32), h = make(128), loss = make(4), seed = make(4), gx = make(128);
+  w->mark_defined();
+  w->set_placement({PlacementKind::kReplicate});
+  auto half = [](TensorRef r) {
+    r.dtype = 5;
+    r.itemsize = 2;
+    return r;
+  };
+  runtime::StepGraph g;
+  g.append(upload(x, {8, 4}));
+  runtime::Node cast = node("aten::copy_", {half(shaped(wl, {4, 4})), shaped(w, {4, 4})}, {}, {0});
+  cast.initializes.push_back(0);
+  g.append(std::move(cast));
+  g.append(node("aten::mm", {shaped(x, {8, 4}), half(shaped(wl, {4, 4}))}, {shaped(h, {8, 4})}));
+  g.append(node("aten::sum", {shaped(h, {8, 4})}, {shaped(loss, {})}));
+  runtime::Node fill = node("aten::fill_.Scalar", {shaped(seed, {})}, {}, {0});
+  fill.initializes.push_back(0);
+  g.append(std::move(fill));
+  g.append(node("aten::mm", {shaped(h, {8, 4}), PipelineStep::transposed(half(shaped(wl, {4, 4})))}, {shaped(gx, {8, 4})}));
+  for (auto* b : {&x, &wl, &h, &seed, &gx}) (*b)->release_frontend();
+  const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(g);
+  BatchSplit split = split_batch(g, c, {{0, 4}, {4, 4}}, 8);
+  const OptimizerSharding r = shard_optimizer(g, c, split, 2, {}, {.optimizer = false, .low_precision = true});
+  EXPECT_EQ(r.low_precision_casts, 1u);
+  const uint32_t sw = slot(c, w), swl = slot(c, wl);
+  std::vector<std::pair<Kind, uint32_t>> seq;  // the memory steps and collectives of w and its copy, in order
+  for (const auto& st : split.steps)
+    if (st.kind != Kind::kLaunch && (st.index == sw || st.index == swl)) seq.emplace_back(st.kind, st.index);
+  const std::vector<std::pair<Kind, uint32_t>> want = {
+      {Kind::kAllocate, swl},   // the copy's rows only
+      {Kind::kAllGather, swl},  // before the forward pass's mm
+      {Kind::kKeepRows, swl},   // let go of until the backward pass
+      {Kind::kAllGather, swl},
+  };
+  EXPECT_EQ(seq, want);
+  // The cast runs on each replica's two rows, reading them from the whole parameter at their offset.
+  const auto launch = std::find_if(split.steps.begin(), split.steps.end(),
+                                   [](const SplitStep& st) { return st.kind == Kind::kLaunch && st.index == 1; });
+  ASSERT_NE(launch, split.steps.end());
+  ASSERT_TRUE(launch->own_rows);
+  ASSERT_EQ(launch->launches.size(), 2u);
+  EXPECT_EQ(launch->launches[1].inputs.at(1).offset, 8);  // w's rows 2..3 of 4 floats each
+  EXPECT_EQ(launch->launches[1].inputs.at(0).offset, 0);  // into the copy's own rows
+  EXPECT_EQ(launch->launches[1].inputs.at(0).sizes, (runtime::Dims{2, 4}));
 }
 
 TEST_F(OptimizerShardingTest, OneReplicaOrNoUpdateChangesNothing) {
