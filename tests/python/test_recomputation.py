@@ -91,3 +91,59 @@ def test_a_model_too_big_for_the_device_trains_with_recomputation(tmp_path):
     assert "OUT_OF_MEMORY" in plain.stderr or "out of memory" in plain.stderr.lower(), plain.stderr[-2000:]
     again = run(RC)
     assert again.returncode == 0, again.stderr[-3000:]
+
+
+BIG_MODEL = r"""
+import argparse, json, sys, torch
+sys.path.insert(0, %r)
+from bench_train_step import make, step
+cfg = argparse.Namespace(vocab=96, block_size=32, d_model=64, n_head=4, n_layer=4)
+g = torch.Generator().manual_seed(0)
+data = [(torch.randint(0, 96, (8, 32), generator=g), torch.randint(0, 96, (8, 32), generator=g)) for _ in range(5)]
+model, opt = make("moreh", cfg)
+losses = [step(model, opt, x, y, "moreh") for x, y in data]
+torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, sys.argv[1])
+print(json.dumps({"losses": losses, "summary": torch.moreh.last_plan()["summary"]}))
+"""
+
+
+def test_a_model_over_one_devices_capacity_trains_on_four_with_a_layout_chosen_by_hand(tmp_path):
+    """Each device's memory set (MOREH_HOST_MEMORY_CAPACITY) below what one device needs for the example GPT
+    (parameters, gradients, AdamW state and the step's activations): one device refuses the step before it
+    runs; four, as dp 2 x pp 2 with the optimizer sharded and recomputation, train it like one device with
+    room, and the state dict they save (taken whole from the stages and the replicas' rows) loads on the
+    host as one device's."""
+    import json
+    import torch
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = BIG_MODEL % os.path.join(here, "..", "..", "bench")
+
+    def run(devices, capacity=None, line=None):
+        env = dict(os.environ, MOREH_NUM_DEVICES=str(devices))
+        for k in ("MOREH_PARALLELISM", "MOREH_HOST_MEMORY_CAPACITY"):
+            env.pop(k, None)
+        if capacity:
+            env["MOREH_HOST_MEMORY_CAPACITY"] = capacity
+        if line:
+            env["MOREH_PARALLELISM"] = line
+        out = tmp_path / f"state-{devices}-{capacity}.pt"
+        proc = subprocess.run([sys.executable, "-c", code, str(out)], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=600)
+        return proc, out
+
+    ref, ref_state = run(1)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    small, _ = run(1, capacity="4MiB")
+    assert small.returncode != 0 and "OUT_OF_MEMORY" in small.stderr, small.stderr[-2000:]
+    got, got_state = run(4, capacity="4MiB",
+                         line="num_stages : 2, num_micro_batches : 2, distribute_param : true, " + RC)
+    assert got.returncode == 0, got.stderr[-3000:]
+    want, have = json.loads(ref.stdout.splitlines()[-1]), json.loads(got.stdout.splitlines()[-1])
+    assert have["losses"] == pytest.approx(want["losses"], rel=1e-5)
+    a, b = torch.load(ref_state, map_location="cpu"), torch.load(got_state, map_location="cpu")
+    for name, p in a["model"].items():
+        torch.testing.assert_close(b["model"][name], p, rtol=1e-4, atol=1e-4, msg=name)
+    for i, st in a["opt"]["state"].items():
+        for k, v in st.items():
+            torch.testing.assert_close(b["opt"]["state"][i][k], v, rtol=1e-4, atol=1e-4, msg=f"{i}.{k}")
