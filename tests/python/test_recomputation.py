@@ -22,6 +22,9 @@ CASES = [
     ("gpt:8", 4, PP2 + ", distribute_param : true"),  # dp 2 x pp 2, sharded optimizer
     ("llama:4", 2, "num_stages : 1"),
     ("llama:4", 4, PP2), ("mlp_aux:8", 4, PP2),  # a loss summed over micro-batches is not made again
+    # bf16 autocast with the optimizer and autocast's copies sharded; 8 devices as dp 4 x pp 2.
+    ("gpt_bf16:8", 4, "distribute_param : true, distribute_low_prec_param : true"),
+    ("gpt:8", 8, PP2 + ", distribute_param : true"),
 ]
 
 
