@@ -99,8 +99,10 @@ std::shared_ptr<PlannedStep> plan_step(const PlanRequest& r) {
     }
     if (best && rc.order == chosen.order) continue;
     std::shared_ptr<PlannedStep> plan = lower(r, layout, analysis, &rc);
-    tried.push_back(fmt::format("{} kept: peak +{}", tail, peak_of(*plan)));
-    if (!best || peak_of(*plan) < peak_of(*best)) {
+    tried.push_back(fmt::format("{} kept: peak +{}, {} op(s) again", tail, peak_of(*plan), rc.recomputed_nodes));
+    // The lowest peak; among equal peaks, the fewest ops run again (the longest tail kept).
+    if (!best || peak_of(*plan) < peak_of(*best) ||
+        (peak_of(*plan) == peak_of(*best) && rc.recomputed_nodes < chosen.recomputed_nodes)) {
       best = std::move(plan);
       chosen = std::move(rc);
     }
