@@ -9,6 +9,7 @@
 #include "runtime/base/errors.h"
 #include "scheduler/lowering/data_parallel_planner.h"
 #include "scheduler/lowering/pipeline_planner.h"
+#include "scheduler/lowering/memory_model.h"
 #include "scheduler/lowering/planner.h"
 #include "scheduler/lowering/recomputation.h"
 #include "scheduler/fusion/program_fusion.h"
@@ -35,7 +36,10 @@ uint64_t peak_of(const PlannedStep& plan) {
 std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::ParallelSizes& layout,
                                    const StepAnalysis& analysis, const Recomputation* recompute) {
   const std::vector<uint32_t>* order = recompute ? &recompute->order : nullptr;
-  const bool fusion = r.fusion && !order;  // fusion groups nodes by their recorded places
+  // Fusion: over the recorded order (a one-device plan), or over each device's program as it runs (batch
+  // splitting, and a recomputing order's reruns).
+  const bool graph_fusion = r.fusion && !order && layout.dp == 1;
+  const bool program_fusion = r.fusion && !graph_fusion;
   std::shared_ptr<PlannedStep> plan;
   if (layout.pp > 1 || r.parallelism.num_micro_batches > 1) {
     plan = std::make_shared<PlannedStep>(compile_pipeline_plan(
@@ -46,10 +50,11 @@ std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::Parallel
                                        .distribute_param = r.parallelism.distribute_param,
                                        .order = order},
         analysis.batch_sizes));
+    return plan;  // pipelines are not fused
   } else if (layout.dp == 1) {
     const auto started = std::chrono::steady_clock::now();
     std::optional<FusionResult> fused;
-    if (fusion) fused = fuse_elementwise(r.graph, r.canonical, r.fusion_limits);
+    if (graph_fusion) fused = fuse_elementwise(r.graph, r.canonical, r.fusion_limits);
     const double fusion_ms = ms_since(started);
     plan = std::make_shared<PlannedStep>(compile_plan(r.canonical, {}, fused ? &*fused : nullptr, recompute));
     plan->report.compile_ms += fusion_ms;
@@ -58,14 +63,18 @@ std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::Parallel
         compile_data_parallel_plan(r.graph, r.canonical, layout.dp, analysis.batch_sizes,
                                    r.parallelism.distribute_param, order, r.available_bytes,
                                    r.parallelism.distribute_low_prec_param));
-    if (fusion) {
-      const auto started = std::chrono::steady_clock::now();
-      fuse_device_programs(r.graph, r.canonical, *plan, r.fusion_limits);
-      plan->report.compile_ms += ms_since(started);
-      if (plan->report.fused_nodes > 0)
-        plan->report.summary += fmt::format("; {} elementwise ops fused per device ({} launches on device 0)",
-                                     plan->report.fused_nodes, plan->report.launches);
+  }
+  if (program_fusion) {
+    const auto started = std::chrono::steady_clock::now();
+    fuse_device_programs(r.graph, r.canonical, *plan, r.fusion_limits);
+    if (order) {  // what a group never stores takes no memory, a release a group needs moves after it
+      for (auto& p : plan->programs) p.peak_bytes = program_peak(*plan, p, &r.graph, r.canonical);
+      plan->report.summary += fmt::format("; peak +{} bytes per device once fused", peak_of(*plan));
     }
+    plan->report.compile_ms += ms_since(started);
+    if (plan->report.fused_nodes > 0)
+      plan->report.summary += fmt::format("; {} elementwise ops fused per device ({} launches on device 0)",
+                                   plan->report.fused_nodes, plan->report.launches);
   }
   return plan;
 }
@@ -111,7 +120,6 @@ std::shared_ptr<PlannedStep> plan_step(const PlanRequest& r) {
   best->report.summary += "; " + describe(chosen);
   if (chosen.none.empty()) {
     best->report.summary += fmt::format(" (checkpoints at the end {})", fmt::join(tried, ", "));
-    if (r.fusion) best->report.summary += "; elementwise fusion left out";
   }
   best->report.compile_ms = ms_since(started);  // every try, and the recomputation's own planning
   best->report.batch_sizes = analysis.batch_sizes;
