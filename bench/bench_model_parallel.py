@@ -65,6 +65,8 @@ def worker(cfg):
         "summary": plan.get("summary"),
         "predicted_peak": plan.get("peak_bytes"),
         "idle_fraction": plan.get("idle_fraction"),
+        "recomputed_ops": plan.get("recomputed_ops"),
+        "dropped_activation_bytes": plan.get("dropped_activation_bytes"),
         "measured_peak": [a["memory_peak"] - b["memory_used"] for a, b in zip(after, before)],
         "held": [a["memory_used"] for a in after],
         "sent": [a["bytes_sent"] - b["bytes_sent"] for a, b in zip(after, before)],

@@ -27,6 +27,10 @@ struct PlanReport {
   int64_t split_rows = 0;     // the batch split by rows (0: not split)
   uint64_t fused_nodes = 0;   // nodes that run inside generated kernels
   uint64_t launches = 0;      // kernels the program launches per step (fused ones count once)
+  // Recomputation (lowering/recomputation.h): launches added to run nodes again, and the activation bytes no
+  // longer held from the forward to the backward pass.
+  uint64_t recomputed_ops = 0;
+  uint64_t dropped_activation_bytes = 0;
   std::optional<PlanTimeline> timeline;  // plans over several devices: the schedule on a clock
   // Steps that ran this plan. Only a step graph that recurs has per-step data: the first graph of a
   // script also uploads the model's parameters, which are host copies too. The engine's lock guards it.

@@ -218,8 +218,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     }
     return out;
   });
-  // The plan of the last step: its log line, planning time, and each device's predicted peak (bytes beyond
-  // what the device held before the step).
+  // The plan of the last step: its log line, planning time, each device's predicted peak (bytes beyond what
+  // the device held before the step), and what recomputation runs again and drops.
   m.def("_last_plan", [] {
     py::dict d;
     auto plan = backend::engine().last_plan();
@@ -229,6 +229,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     py::list peaks;
     for (const auto& p : plan->programs) peaks.append(p.peak_bytes);
     d["peak_bytes"] = peaks;
+    d["recomputed_ops"] = plan->report.recomputed_ops;  // recomputation : 1 (docs/RECOMPUTATION.md)
+    d["dropped_activation_bytes"] = plan->report.dropped_activation_bytes;
     // The schedule on a clock of node costs (scheduler/analysis/plan_timeline.h).
     if (const auto& t = plan->report.timeline) {
       d["idle_fraction"] = t->idle_fraction;

@@ -234,8 +234,10 @@ def physical_devices():
 
 
 def last_plan():
-    """The plan of the last step: its log line ("summary"), planning time ("compile_ms") and each physical
-    device's predicted peak ("peak_bytes": bytes beyond what the device held before the step)."""
+    """The plan of the last step: its log line ("summary"), planning time ("compile_ms"), each physical
+    device's predicted peak ("peak_bytes": bytes beyond what the device held before the step), and under
+    recomputation the launches it adds ("recomputed_ops") and the activation bytes it no longer holds from the
+    forward to the backward pass ("dropped_activation_bytes")."""
     return dict(_C._last_plan())
 
 

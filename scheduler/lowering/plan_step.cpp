@@ -118,6 +118,8 @@ std::shared_ptr<PlannedStep> plan_step(const PlanRequest& r) {
   }
   if (!best) best = lower(r, layout, analysis, nullptr);
   best->report.summary += "; " + describe(chosen);
+  best->report.recomputed_ops = chosen.recomputed_nodes;
+  best->report.dropped_activation_bytes = chosen.dropped_bytes;
   if (chosen.none.empty()) {
     best->report.summary += fmt::format(" (checkpoints at the end {})", fmt::join(tried, ", "));
   }

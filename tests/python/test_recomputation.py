@@ -64,6 +64,8 @@ def test_recomputation_halves_the_example_gpts_peak(tmp_path):
     assert again["predicted_peak"] == again["measured_peak"], again["summary"]
     assert again["measured_peak"][0] <= 0.5 * plain["measured_peak"][0], (again["summary"], plain["summary"])
     assert "op(s) run again in the backward pass" in again["summary"]
+    assert again["recomputed_ops"] > 0 and again["dropped_activation_bytes"] > 0  # torch.moreh.last_plan()
+    assert plain["recomputed_ops"] == 0 and plain["dropped_activation_bytes"] == 0
 
 
 @pytest.mark.parametrize("devices,line", [(4, "num_stages : 1, " + RC), (4, PP2 + ", " + RC),
