@@ -351,6 +351,11 @@ void Engine::bring_home(Buffer& b) {
   gather_home(b, raw(devices_));
 }
 
+bool Engine::read_to_host(const Buffer& b, void* dst) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  return read_whole(b, raw(devices_), dst);
+}
+
 void Engine::synchronize() {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   flush_locked();

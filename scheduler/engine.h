@@ -89,6 +89,9 @@ class Engine {
   // Makes device 0 hold b's whole value (gathering rows, summing partial values) and the only copy: for
   // host reads and eager ops, which use device 0's memory. Call with the devices idle (after synchronize).
   void bring_home(runtime::Buffer& b);
+  // A host read: b's whole value copied into `dst` (b.bytes()) from where the last plan left it over the
+  // devices, which keep it so; false at home or with one device (read device 0's block after bring_home).
+  bool read_to_host(const runtime::Buffer& b, void* dst);
   double replay_host_ms() const { return static_cast<double>(executor_.replay_ns()) / 1e6; }
   // Bytes the devices have sent in collectives and messages since the engine started (0 with one device).
   uint64_t collective_bytes() const {

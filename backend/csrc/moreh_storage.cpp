@@ -174,6 +174,23 @@ at::Tensor materialized_cpu_view(const at::Tensor& t) {
   return copy;
 }
 
+at::Tensor host_value(const at::Tensor& t) {
+  synchronize_device();
+  runtime::TensorRef ref = make_ref(t);
+  if (auto why = ref.buffer->failure()) TORCH_CHECK(false, "this moreh tensor's value is unavailable: ", *why);
+  c10::Storage host(c10::Storage::use_byte_size_t(), static_cast<int64_t>(ref.buffer->bytes()),
+                    c10::GetDefaultCPUAllocator(), false);
+  bool read = false;
+  translating_errors([&] { read = engine().read_to_host(*ref.buffer, host.mutable_data()); });
+  if (!read) return materialized_cpu_view(t);
+  auto copy = at::detail::make_tensor<c10::TensorImpl>(std::move(host), c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                                       c10::scalarTypeToTypeMeta(static_cast<c10::ScalarType>(ref.dtype)));
+  copy.unsafeGetTensorImpl()->set_sizes_and_strides(c10::IntArrayRef(ref.sizes.data(), ref.sizes.size()),
+                                                    c10::IntArrayRef(ref.strides.data(), ref.strides.size()),
+                                                    ref.offset);
+  return copy;
+}
+
 void store_from_cpu(const at::Tensor& t, const at::Tensor& src) {
   at::Tensor host = materialized_cpu_view(t);
   host.copy_(src);

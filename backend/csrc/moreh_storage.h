@@ -42,6 +42,9 @@ at::Tensor cpu_view(runtime::PhysicalBlock& block, const runtime::TensorRef& ref
 // the physical memory, on CUDA devices it is a copy (write through store_from_cpu). Memory of a buffer
 // that nothing ever wrote is allocated (uninitialized, like torch.empty).
 at::Tensor materialized_cpu_view(const at::Tensor& t);
+// A host read of t's value: like materialized_cpu_view, but a value a plan left over several devices (rows,
+// partial sums) is assembled on the host and stays where it is (no room needed on device 0).
+at::Tensor host_value(const at::Tensor& t);
 // Writes a CPU tensor's values into a moreh tensor's physical memory (same shape), after materializing it.
 void store_from_cpu(const at::Tensor& t, const at::Tensor& src);
 // Binds a CPU storage's bytes as `buffer`'s memory on the first device: adopted where the device is

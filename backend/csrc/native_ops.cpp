@@ -68,7 +68,7 @@ at::Tensor copy_from(const at::Tensor& self, const at::Tensor& dst, bool non_blo
   if (is_moreh(dst) && (is_moreh(self) || self.device().is_cpu())) {
     record_copy(dst, self, non_blocking);  // moreh<-moreh, or an upload of a snapshot of the host tensor
   } else if (is_moreh(self) && dst.device().is_cpu()) {
-    dst.copy_(materialized_cpu_view(self));  // a host read: the step ends here
+    dst.copy_(host_value(self));  // a host read: the step ends here
   } else {
     TORCH_CHECK(false, "moreh cannot copy from ", self.device(), " to ", dst.device(),
                 "; copy through the CPU (tensor.cpu())");
@@ -81,7 +81,7 @@ at::Tensor copy_from_and_resize(const at::Tensor& self, const at::Tensor& dst) {
   return copy_from(self, dst, false);
 }
 
-c10::Scalar local_scalar_dense(const at::Tensor& self) { return materialized_cpu_view(self).item(); }
+c10::Scalar local_scalar_dense(const at::Tensor& self) { return host_value(self).item(); }
 
 void check_moreh_storage(const c10::Storage& storage) {
   TORCH_CHECK(storage.device_type() == kMoreh, "moreh: set_ needs a moreh storage, got one on ",

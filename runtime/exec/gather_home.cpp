@@ -3,71 +3,96 @@
 #include <fmt/format.h>
 
 #include <cstring>
+#include <memory>
 
 #include "runtime/base/errors.h"
 #include "runtime/kernels/elementwise_reduction.h"
 
 namespace moreh::runtime {
+namespace {
+
+// Host devices' blocks are host memory; a CUDA device's are read through its copies.
+const char* host_bytes(PhysicalDevice& device, PhysicalBlock& m, uint64_t bytes, std::vector<char>& staging) {
+  if (device.host_accessible()) return static_cast<const char*>(m.data());
+  staging.resize(bytes);
+  device.read(staging.data(), m.data(), bytes);
+  return staging.data();
+}
+
+// Writes b's whole value into `dst` (b.bytes() of host memory) from where `p` says it lies: the rows of a
+// kShard value from their holders, the sum of a kPartial one's addends, else a holder's whole copy. False
+// when no holder has memory (a value never written).
+bool assemble(const Buffer& b, const Placement& p, const std::vector<PhysicalDevice*>& devices, char* dst) {
+  const int n = static_cast<int>(devices.size());
+  const std::vector<int> holders = placement_devices(p, n);  // the devices the placement speaks of
+  const int h = static_cast<int>(holders.size());
+  std::vector<char> staging;
+  if (p.kind == PlacementKind::kShard) {
+    if (!b.has_memory()) return false;
+    const uint64_t row = b.bytes() / static_cast<uint64_t>(p.rows);
+    for (int rank = 0; rank < h; ++rank) {
+      const int d = holders[rank];
+      const RowRange r = split_rows(p.rows, h, rank);
+      if (r.count == 0) continue;
+      PhysicalBlock* m = b.memory(d);
+      if (!m) throw Error(fmt::format("buffer {} lost its rows on {}", b.id(), devices[d]->name()));
+      std::memcpy(dst + r.begin * row, host_bytes(*devices[d], *m, r.count * row, staging), r.count * row);
+    }
+    return true;
+  }
+  if (p.kind == PlacementKind::kPartial) {
+    std::vector<std::vector<char>> parts_staging(n);
+    std::vector<const void*> parts;
+    for (int d : holders)
+      if (PhysicalBlock* m = b.memory(d)) parts.push_back(host_bytes(*devices[d], *m, b.bytes(), parts_staging[d]));
+    if (parts.empty()) return false;
+    reduce_elements(p.type, ReduceOp::kSum, parts, dst, b.bytes() / size_of(p.type));
+    return true;
+  }
+  for (int d : holders)
+    if (PhysicalBlock* m = b.memory(d)) {
+      std::memcpy(dst, host_bytes(*devices[d], *m, b.bytes(), staging), b.bytes());
+      return true;
+    }
+  return false;
+}
+
+}  // namespace
 
 void gather_home(Buffer& b, const std::vector<PhysicalDevice*>& devices) {
   if (devices.size() <= 1) return;
   const Placement p = b.placement();
   if (p.kind == PlacementKind::kHome) return;
   const int n = static_cast<int>(devices.size());
-  const std::vector<int> holders = placement_devices(p, n);  // the devices the placement speaks of
-  const int h = static_cast<int>(holders.size());
-  // Host devices' blocks are host memory; a CUDA device's are read and written through its copies.
-  auto host_bytes = [&](int d, PhysicalBlock& m, uint64_t offset, uint64_t bytes, std::vector<char>& staging) {
-    if (devices[d]->host_accessible()) return static_cast<const char*>(m.data()) + offset;
-    staging.resize(bytes);
-    devices[d]->read(staging.data(), static_cast<const char*>(m.data()) + offset, bytes);
-    return static_cast<const char*>(staging.data());
-  };
+  const std::vector<int> holders = placement_devices(p, n);
   PhysicalDevice& home = *devices[0];
-  if (p.kind == PlacementKind::kShard && b.has_memory()) {
-    // Gather the rows onto device 0.
-    auto full = home.allocate(b.bytes());
-    const uint64_t row = b.bytes() / static_cast<uint64_t>(p.rows);
-    std::vector<char> staging;
-    for (int rank = 0; rank < h; ++rank) {
-      const int d = holders[rank];
-      RowRange r = split_rows(p.rows, h, rank);
-      if (r.count == 0) continue;
-      PhysicalBlock* m = b.memory(d);
-      if (!m) throw Error(fmt::format("buffer {} lost its rows on {}", b.id(), devices[d]->name()));
-      const char* src = host_bytes(d, *m, 0, r.count * row, staging);
-      char* dst = static_cast<char*>(full->data()) + r.begin * row;
-      if (home.host_accessible()) std::memcpy(dst, src, r.count * row);
-      else home.write(dst, src, r.count * row);
+  // A whole value device 0 already holds stays where it is; anything else is assembled and put there.
+  const bool home_holds_whole = p.kind != PlacementKind::kShard && p.kind != PlacementKind::kPartial &&
+                                holders.front() == 0 && b.memory(0);
+  if (!home_holds_whole && (p.kind == PlacementKind::kShard ? b.has_memory() : b.memory(holders.front()) != nullptr)) {
+    std::vector<char> value(b.bytes());
+    if (assemble(b, p, devices, value.data())) {
+      // Device 0's own full-size block (an addend of a partial value) takes the value; else a new one.
+      PhysicalBlock* own = p.kind != PlacementKind::kShard && holders.front() == 0 ? b.memory(0) : nullptr;
+      std::unique_ptr<PhysicalBlock> full = own && own->bytes() >= b.bytes() ? nullptr : home.allocate(b.bytes());
+      PhysicalBlock& into = full ? *full : *own;
+      if (home.host_accessible()) std::memcpy(into.data(), value.data(), b.bytes());
+      else home.write(into.data(), value.data(), b.bytes());
+      if (full) {
+        b.unbind_all();
+        b.bind(0, std::move(full));
+      }
     }
-    b.unbind_all();
-    b.bind(0, std::move(full));
-  } else if (p.kind == PlacementKind::kPartial && b.memory(holders.front())) {
-    const uint64_t bytes = b.bytes();
-    std::vector<std::vector<char>> staging(n);
-    std::vector<const void*> parts;
-    for (int d : holders)
-      if (b.memory(d)) parts.push_back(host_bytes(d, *b.memory(d), 0, bytes, staging[d]));
-    if (holders.front() != 0 || !b.memory(0)) b.bind(0, home.allocate(bytes));  // not a holder: its block is stale
-    if (home.host_accessible()) {
-      reduce_elements(p.type, ReduceOp::kSum, parts, b.memory(0)->data(), bytes / size_of(p.type));
-    } else {
-      std::vector<char> sum(bytes);
-      reduce_elements(p.type, ReduceOp::kSum, parts, sum.data(), bytes / size_of(p.type));
-      home.write(b.memory(0)->data(), sum.data(), bytes);
-    }
-  } else if (holders.front() != 0 && b.memory(holders.front())) {
-    // A whole value held elsewhere only (a pipeline stage's parameter): copy it to device 0.
-    const uint64_t bytes = b.bytes();
-    std::vector<char> staging;
-    const char* src = host_bytes(holders.front(), *b.memory(holders.front()), 0, bytes, staging);
-    auto mine = home.allocate(bytes);
-    if (home.host_accessible()) std::memcpy(mine->data(), src, bytes);
-    else home.write(mine->data(), src, bytes);
-    b.bind(0, std::move(mine));
   }
   for (int d = 1; d < n; ++d) b.unbind(d);
   b.set_placement({PlacementKind::kHome});
+}
+
+bool read_whole(const Buffer& b, const std::vector<PhysicalDevice*>& devices, void* dst) {
+  if (devices.size() <= 1) return false;
+  const Placement p = b.placement();
+  if (p.kind == PlacementKind::kHome) return false;
+  return assemble(b, p, devices, static_cast<char*>(dst));
 }
 
 }  // namespace moreh::runtime

@@ -1,4 +1,4 @@
-// A buffer's whole value brought to device 0 from wherever a plan left it over the devices.
+// A buffer's whole value brought to device 0, or read to the host, from wherever a plan left it over the devices.
 #pragma once
 #include <vector>
 
@@ -11,5 +11,10 @@ namespace moreh::runtime {
 // kPartial one summed, other devices' copies dropped; the placement becomes kHome. For host reads and eager
 // ops, which use device 0's memory; call it with the devices idle. A no-op with one device or at home.
 void gather_home(Buffer& b, const std::vector<PhysicalDevice*>& devices);
+
+// Copies b's whole value into `dst` (b.bytes() of host memory) from wherever a plan left it, and leaves it
+// there (a host read of a parameter resting in rows does not bring it home, nor need room on device 0).
+// False with one device, at home, or with no value to copy: the caller reads device 0's block.
+bool read_whole(const Buffer& b, const std::vector<PhysicalDevice*>& devices, void* dst);
 
 }  // namespace moreh::runtime

@@ -144,3 +144,38 @@ def test_low_precision_sharding_without_autocast_says_there_is_nothing_to_shard(
     got = train("gpt:8", 2, parallelism="distribute_low_prec_param : true")
     with open(got["log_file"]) as f:
         assert "no low-precision copies of parameters to shard" in f.read()
+
+
+def test_a_state_dict_saved_under_zero3_is_whole_and_loads_as_zero2s(tmp_path):
+    """The parameters rest in rows under ZeRO-3: torch.save of the model's and the optimizer's state dicts
+    gathers each whole, and they equal what ZeRO-2 saves, bit for bit."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from test_recomputation import BIG_MODEL
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    code = BIG_MODEL % os.path.join(here, "..", "..", "bench")
+
+    def run(capacity):
+        env = dict(os.environ, MOREH_NUM_DEVICES="4", MOREH_PARALLELISM=ZERO)
+        env.pop("MOREH_HOST_MEMORY_CAPACITY", None)
+        if capacity:
+            env["MOREH_HOST_MEMORY_CAPACITY"] = capacity
+        out = tmp_path / f"state-{capacity}.pt"
+        proc = subprocess.run([sys.executable, "-c", code, str(out)], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.splitlines()[-1]), torch.load(out, map_location="cpu"), proc.stderr
+
+    zero2, a, _ = run(None)
+    zero3, b, log = run("2400KiB")
+    assert "ZeRO-3" in log and "ZeRO-3" not in zero2["summary"]
+    assert zero3["losses"] == zero2["losses"]
+    for name, p in a["model"].items():
+        assert b["model"][name].shape == p.shape and torch.equal(b["model"][name], p), name
+    for i, st in a["opt"]["state"].items():
+        for k, v in st.items():
+            assert torch.equal(b["opt"]["state"][i][k], v), f"{i}.{k}"

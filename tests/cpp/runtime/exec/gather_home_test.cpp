@@ -45,6 +45,40 @@ TEST_F(GatherHomeTest, RowsSplitOverTheDevicesComeTogetherOnDeviceZero) {
   EXPECT_EQ(b.memory(2), nullptr);
 }
 
+TEST_F(GatherHomeTest, AHostReadAssemblesRowsAndSumsWithoutBringingThemHome) {
+  Buffer rows(vm, 5 * 4, kDevices);  // a parameter resting in rows (ZeRO-3)
+  for (int d = 0; d < kDevices; ++d) {
+    const RowRange r = split_rows(5, kDevices, d);
+    float* f = on(rows, d, r.count * 4);
+    for (int64_t i = 0; i < r.count; ++i) f[i] = static_cast<float>(10 * (r.begin + i));
+  }
+  rows.set_placement({PlacementKind::kShard, 5});
+  std::vector<float> host(5, -1.0f);
+  ASSERT_TRUE(read_whole(rows, raw, host.data()));
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(host[i], 10.0f * i);
+  EXPECT_EQ(rows.placement().kind, PlacementKind::kShard);  // left where it lies, every device's rows kept
+  for (int d = 0; d < kDevices; ++d) EXPECT_NE(rows.memory(d), nullptr);
+
+  Buffer partial(vm, 2 * 4, kDevices);
+  for (int d = 0; d < kDevices; ++d) {
+    float* f = on(partial, d, 8);
+    f[0] = static_cast<float>(d + 1);
+    f[1] = 1.0f;
+  }
+  partial.set_placement({PlacementKind::kPartial, 0, DataType::kFloat32});
+  std::vector<float> sum(2);
+  ASSERT_TRUE(read_whole(partial, raw, sum.data()));
+  EXPECT_EQ(sum[0], 6.0f);
+  EXPECT_EQ(sum[1], 3.0f);
+  EXPECT_EQ(partial.placement().kind, PlacementKind::kPartial);
+
+  Buffer home(vm, 4, kDevices);
+  *on(home, 0, 4) = 1.0f;
+  home.set_placement({PlacementKind::kHome});
+  float x = 0;
+  EXPECT_FALSE(read_whole(home, raw, &x));  // at home: the caller reads device 0's block
+}
+
 TEST_F(GatherHomeTest, PartialValuesAreSummedOnDeviceZero) {
   Buffer b(vm, 3 * 4, kDevices);
   for (int d = 0; d < kDevices; ++d) {
