@@ -159,13 +159,16 @@ def test_recomputation_with_elementwise_fusion_trains_alike(kind, devices, monke
     """With fusion on (MOREH_FUSION=on, as CUDA devices have it by default), a recomputing plan is fused over
     each device's program as it runs, reruns too, and the fused plan's peak is the one the device reaches.
     Its kernels group the ops otherwise than the plan without recomputation (reruns stand between them), and
-    a generated kernel may contract a multiply and an add: the results agree to rounding, not to the bit."""
+    a generated kernel may contract a multiply and an add: the results agree to rounding (as batch splitting's
+    do: 1e-4 on the parameters), not always to the bit."""
     if kind.startswith("llama"):
         pytest.importorskip("transformers")
     monkeypatch.setenv("MOREH_FUSION", "on")
     plain = train(kind, devices, parallelism="num_stages : 1")
     again = train(kind, devices, parallelism="num_stages : 1, " + RC)
-    assert_same(plain, again, loss_rel=1e-5, rtol=1e-5, atol=1e-5)
+    # Seen: losses within 1e-7, parameters within 4e-5 (AdamW's normalised steps carry a last-bit difference of
+    # a small gradient), where the kernels were compiled in another order; bit for bit where they were not.
+    assert_same(plain, again, loss_rel=1e-5, rtol=1e-4, atol=1e-4)
     with open(again["log_file"]) as f:
         log = f.read()
     assert "op(s) run again in the backward pass" in log, log[-3000:]
