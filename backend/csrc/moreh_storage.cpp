@@ -123,6 +123,19 @@ void resize_storage_bytes(const c10::Storage& storage, size_t nbytes) {
   }
 }
 
+namespace {
+
+// A CPU tensor over `storage` with ref's sizes and strides, `offset` elements in.
+at::Tensor cpu_tensor(c10::Storage storage, const runtime::TensorRef& ref, int64_t offset) {
+  auto t = at::detail::make_tensor<c10::TensorImpl>(std::move(storage), c10::DispatchKeySet(c10::DispatchKey::CPU),
+                                                    c10::scalarTypeToTypeMeta(static_cast<c10::ScalarType>(ref.dtype)));
+  t.unsafeGetTensorImpl()->set_sizes_and_strides(c10::IntArrayRef(ref.sizes.data(), ref.sizes.size()),
+                                                 c10::IntArrayRef(ref.strides.data(), ref.strides.size()), offset);
+  return t;
+}
+
+}  // namespace
+
 at::Tensor cpu_view(runtime::PhysicalBlock& block, const runtime::TensorRef& ref) {
   auto& view = block.provider_view();
   if (!view) {
@@ -130,12 +143,7 @@ at::Tensor cpu_view(runtime::PhysicalBlock& block, const runtime::TensorRef& ref
                                                   c10::DataPtr(block.data(), c10::Device(c10::kCPU)), nullptr, false);
     view = storage;
   }
-  const auto& storage = *std::static_pointer_cast<c10::Storage>(view);
-  auto t = at::detail::make_tensor<c10::TensorImpl>(c10::Storage(storage), c10::DispatchKeySet(c10::DispatchKey::CPU),
-                                                    c10::scalarTypeToTypeMeta(static_cast<c10::ScalarType>(ref.dtype)));
-  t.unsafeGetTensorImpl()->set_sizes_and_strides(c10::IntArrayRef(ref.sizes.data(), ref.sizes.size()),
-                                                 c10::IntArrayRef(ref.strides.data(), ref.strides.size()), ref.offset);
-  return t;
+  return cpu_tensor(*std::static_pointer_cast<c10::Storage>(view), ref, ref.offset);
 }
 
 int64_t view_span(const runtime::TensorRef& ref) {
@@ -167,11 +175,7 @@ at::Tensor materialized_cpu_view(const at::Tensor& t) {
                           static_cast<uint64_t>(span));
     });
   }
-  auto copy = at::detail::make_tensor<c10::TensorImpl>(std::move(host), c10::DispatchKeySet(c10::DispatchKey::CPU),
-                                                       c10::scalarTypeToTypeMeta(static_cast<c10::ScalarType>(ref.dtype)));
-  copy.unsafeGetTensorImpl()->set_sizes_and_strides(c10::IntArrayRef(ref.sizes.data(), ref.sizes.size()),
-                                                    c10::IntArrayRef(ref.strides.data(), ref.strides.size()), 0);
-  return copy;
+  return cpu_tensor(std::move(host), ref, 0);
 }
 
 at::Tensor host_value(const at::Tensor& t) {
@@ -183,12 +187,7 @@ at::Tensor host_value(const at::Tensor& t) {
   bool read = false;
   translating_errors([&] { read = engine().read_to_host(*ref.buffer, host.mutable_data()); });
   if (!read) return materialized_cpu_view(t);
-  auto copy = at::detail::make_tensor<c10::TensorImpl>(std::move(host), c10::DispatchKeySet(c10::DispatchKey::CPU),
-                                                       c10::scalarTypeToTypeMeta(static_cast<c10::ScalarType>(ref.dtype)));
-  copy.unsafeGetTensorImpl()->set_sizes_and_strides(c10::IntArrayRef(ref.sizes.data(), ref.sizes.size()),
-                                                    c10::IntArrayRef(ref.strides.data(), ref.strides.size()),
-                                                    ref.offset);
-  return copy;
+  return cpu_tensor(std::move(host), ref, ref.offset);
 }
 
 void store_from_cpu(const at::Tensor& t, const at::Tensor& src) {

@@ -20,20 +20,13 @@ using Kind = Instruction::Kind;
 
 namespace {
 
-uint64_t peak_of(const PlannedStep& plan) {
-  uint64_t peak = 0;
-  for (const auto& p : plan.programs) peak = std::max(peak, p.peak_bytes);
-  return peak;
-}
-
 // Each piece of the split is one device: the SPMD steps become one program per device, with the bytes its
 // kernels write and its collectives send (the memory model gives each program's peak).
 class Emission {
  public:
   Emission(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical, const BatchSplit& split,
-           int devices, int64_t rows, bool recomputes)
-      : graph_(graph), cg_(canonical), split_(split), steps_(split.steps), n_(devices), rows_(rows),
-        recomputes_(recomputes) {}
+           int devices, int64_t rows)
+      : graph_(graph), cg_(canonical), split_(split), steps_(split.steps), n_(devices), rows_(rows) {}
 
   // The slots an SPMD step touches.
   void touched(const SplitStep& st, std::vector<uint32_t>& out) const {
@@ -56,10 +49,9 @@ class Emission {
           touched(steps_[i], t);
           if (steps_[i].kind == Kind::kLaunch)
             fresh.assign(cg_.node_outputs[steps_[i].index].begin(), cg_.node_outputs[steps_[i].index].end());
-          else if (steps_[i].kind == Kind::kAllocate && recomputes_)  // memory again for a node run again
+          else if (steps_[i].kind == Kind::kAllocate)  // a first binding (again, for a node run again)
             fresh.push_back(steps_[i].index);
         });
-    std::vector<uint32_t> t;
     PlannedStep plan;
     plan.graph_hash = cg_.hash;
     plan.num_nodes = graph_.size();
@@ -129,7 +121,6 @@ class Emission {
   const std::vector<SplitStep>& steps_;
   const int n_;
   const int64_t rows_;
-  const bool recomputes_;
 };
 
 }  // namespace
@@ -164,17 +155,17 @@ PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const ru
                                    {.optimizer = distribute_param,
                                     .params_in_rows = params_in_rows,
                                     .low_precision = distribute_low_prec_param});
-      PlannedStep p = Emission(graph, canonical, split, devices, r, order != nullptr).run();
+      PlannedStep p = Emission(graph, canonical, split, devices, r).run();
       if (sharded) p.report.summary = describe(sharding, devices);
       return p;
     };
     PlannedStep p = lower(false);
     // ZeRO-3 where memory demands it: when the ZeRO-2 plan's peak does not fit what the devices have free,
     // the parameters rest in rows and are gathered for each pass, if that lowers the peak.
-    if (distribute_param && available_bytes > 0 && peak_of(p) > available_bytes) {
+    if (distribute_param && available_bytes > 0 && max_peak_bytes(p) > available_bytes) {
       PlannedStep q = lower(true);
-      if (peak_of(q) < peak_of(p)) {
-        q.report.summary += fmt::format(" (ZeRO-2's peak +{} bytes is over the {} bytes free)", peak_of(p), available_bytes);
+      if (max_peak_bytes(q) < max_peak_bytes(p)) {
+        q.report.summary += fmt::format(" (ZeRO-2's peak +{} bytes is over the {} bytes free)", max_peak_bytes(p), available_bytes);
         p = std::move(q);
       }
     }

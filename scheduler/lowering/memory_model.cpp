@@ -24,6 +24,12 @@ uint64_t view_end(const runtime::TensorRef& ref, int64_t offset, const runtime::
 
 }  // namespace
 
+uint64_t max_peak_bytes(const runtime::Plan& plan) {
+  uint64_t peak = 0;
+  for (const auto& p : plan.programs) peak = std::max(peak, p.peak_bytes);
+  return peak;
+}
+
 uint64_t program_peak(const runtime::Plan& plan, const runtime::DeviceProgram& program,
                       const runtime::StepGraph* graph, const runtime::CanonicalGraph& cg) {
   // What the device holds of the values from before the step, as their placements say: releasing one lowers

@@ -19,4 +19,7 @@ namespace moreh::scheduler {
 uint64_t program_peak(const runtime::Plan& plan, const runtime::DeviceProgram& program,
                       const runtime::StepGraph* graph, const runtime::CanonicalGraph& canonical);
 
+// The largest of a plan's programs' peaks (what program_peak gave each).
+uint64_t max_peak_bytes(const runtime::Plan& plan);
+
 }  // namespace moreh::scheduler

@@ -54,12 +54,13 @@ class Sharding {
   Sharding(const runtime::StepGraph& graph, const runtime::CanonicalGraph& cg, BatchSplit& split, int devices,
            const std::vector<bool>& whole_nodes, const ShardingOptions& options)
       : graph_(graph), cg_(cg), split_(split), n_(devices), whole_nodes_(whole_nodes), options_(options),
-        params_in_rows_(options.params_in_rows), seeds_(backward_seeds(graph, cg)), rows_(cg.buffers.size(), 0),
+        seeds_(backward_seeds(graph, cg)), rows_(cg.buffers.size(), 0),
         candidate_(cg.buffers.size(), false), state_(cg.buffers.size(), State::kWhole),
         whole_use_(cg.buffers.size(), false), last_node_(cg.buffers.size(), 0) {}
 
   OptimizerSharding run() {
     r_.optimizer = options_.optimizer;
+    r_.params_in_rows = options_.params_in_rows;
     r_.low_precision = options_.low_precision;
     choose();
     if (std::none_of(shardable_.begin(), shardable_.end(), [](bool b) { return b; })) return r_;
@@ -80,7 +81,6 @@ class Sharding {
     for (size_t i = 0; i < split_.steps.size(); ++i) lower(i);
     finish();
     split_.steps = std::move(out_);
-    r_.params_in_rows = params_in_rows_;
     return r_;
   }
 
@@ -279,7 +279,7 @@ class Sharding {
     out_.push_back(st);
     for (uint32_t s : reads) whole_use_[s] = true, last_node_[s] = st.node;
     for (uint32_t s : writes) last_node_[s] = st.node;
-    if (params_in_rows_ || options_.low_precision) drop_after_pass(i, reads, writes);
+    if (options_.params_in_rows || options_.low_precision) drop_after_pass(i, reads, writes);
     // What it makes: a per-device partial sum (a launch on the batch's rows), else whole.
     if (st.kind == Kind::kLaunch) {
       const auto& out = cg_.node_outputs[st.index];
@@ -300,23 +300,29 @@ class Sharding {
     return static_cast<size_t>(std::upper_bound(seeds_.begin(), seeds_.end(), node) - seeds_.begin());
   }
 
+  // Each replica keeps its rows of whole value s (no traffic) and lets go of the rest.
+  void keep_rows(uint32_t s, uint32_t node) {
+    split_.slots[s].row_bytes = row_bytes(s);
+    out_.push_back({Kind::kKeepRows, s});
+    out_.back().node = node;
+    out_.back().own_rows = true;
+    last_node_[s] = node;
+    state_[s] = State::kRows;
+  }
+
   // ZeRO-3 (and autocast's copies of parameters, distribute_low_prec_param): a parameter read whole by step i
   // and next touched in a later pass goes back to rows: each replica keeps its rows (no traffic) and releases
   // the rest; the next whole use gathers it again.
   void drop_after_pass(size_t i, const std::vector<uint32_t>& reads, const std::vector<uint32_t>& writes) {
     const uint32_t node = split_.steps[i].node;
     for (uint32_t s : reads) {
-      const bool param = params_in_rows_ && cg_.buffers[s].origin == BufferOrigin::kMaterialized;
+      const bool param = options_.params_in_rows && cg_.buffers[s].origin == BufferOrigin::kMaterialized;
       if (!candidate_[s] || state_[s] != State::kWhole || !(param || low_copy_[s]) ||
           std::find(writes.begin(), writes.end(), s) != writes.end())
         continue;
       const size_t next = next_use(s, i);
       if (next >= split_.steps.size() || pass_of(split_.steps[next].node) <= pass_of(node)) continue;
-      split_.slots[s].row_bytes = row_bytes(s);
-      out_.push_back({Kind::kKeepRows, s});
-      out_.back().node = node;
-      out_.back().own_rows = true;
-      state_[s] = State::kRows;
+      keep_rows(s, node);
       ++r_.dropped;
     }
   }
@@ -339,13 +345,7 @@ class Sharding {
         whole_in[x] = true;
         continue;
       }
-      // A whole value every replica holds: each keeps its rows.
-      split_.slots[s].row_bytes = row_bytes(s);
-      out_.push_back({Kind::kKeepRows, s});
-      out_.back().node = st.node;
-      out_.back().own_rows = true;
-      last_node_[s] = st.node;
-      state_[s] = State::kRows;
+      keep_rows(s, st.node);  // a whole value every replica holds: each keeps its rows
     }
     SplitStep l{Kind::kLaunch, st.index};
     l.node = st.node;
@@ -385,7 +385,7 @@ class Sharding {
       if (!candidate_[s] || state_[s] != State::kRows) continue;
       const uint32_t slot = static_cast<uint32_t>(s);
       if (!cg_.buffers[s].live_after) continue;
-      if (whole_use_[s] && cg_.buffers[s].origin == BufferOrigin::kMaterialized && !params_in_rows_) {
+      if (whole_use_[s] && cg_.buffers[s].origin == BufferOrigin::kMaterialized && !options_.params_in_rows) {
         gather(slot);
         split_.final_placements[s] = {PlacementKind::kReplicate};
       } else {
@@ -402,7 +402,6 @@ class Sharding {
   const int n_;
   const std::vector<bool>& whole_nodes_;
   const ShardingOptions options_;
-  const bool params_in_rows_;
   std::vector<bool> low_copy_;      // per slot: autocast's copy of a parameter, made on rows
   const std::vector<size_t> seeds_;  // the backward passes' seeds (backward_seeds.h)
   std::vector<int64_t> rows_;       // per slot: its first dim, the rows a replica takes a share of

@@ -22,16 +22,6 @@ double ms_since(std::chrono::steady_clock::time_point started) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
 }
 
-}  // namespace
-
-namespace {
-
-uint64_t peak_of(const PlannedStep& plan) {
-  uint64_t peak = 0;
-  for (const auto& p : plan.programs) peak = std::max(peak, p.peak_bytes);
-  return peak;
-}
-
 // The plan under the request's layout, its nodes run in `recompute`'s order when given.
 std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::ParallelSizes& layout,
                                    const StepAnalysis& analysis, const Recomputation* recompute) {
@@ -69,7 +59,7 @@ std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::Parallel
     fuse_device_programs(r.graph, r.canonical, *plan, r.fusion_limits);
     if (order) {  // what a group never stores takes no memory, a release a group needs moves after it
       for (auto& p : plan->programs) p.peak_bytes = program_peak(*plan, p, &r.graph, r.canonical);
-      plan->report.summary += fmt::format("; peak +{} bytes per device once fused", peak_of(*plan));
+      plan->report.summary += fmt::format("; peak +{} bytes per device once fused", max_peak_bytes(*plan));
     }
     plan->report.compile_ms += ms_since(started);
     if (plan->report.fused_nodes > 0)
@@ -108,10 +98,10 @@ std::shared_ptr<PlannedStep> plan_step(const PlanRequest& r) {
     }
     if (best && rc.order == chosen.order) continue;
     std::shared_ptr<PlannedStep> plan = lower(r, layout, analysis, &rc);
-    tried.push_back(fmt::format("{} kept: peak +{}, {} op(s) again", tail, peak_of(*plan), rc.recomputed_nodes));
+    tried.push_back(fmt::format("{} kept: peak +{}, {} op(s) again", tail, max_peak_bytes(*plan), rc.recomputed_nodes));
     // The lowest peak; among equal peaks, the fewest ops run again (the longest tail kept).
-    if (!best || peak_of(*plan) < peak_of(*best) ||
-        (peak_of(*plan) == peak_of(*best) && rc.recomputed_nodes < chosen.recomputed_nodes)) {
+    if (!best || max_peak_bytes(*plan) < max_peak_bytes(*best) ||
+        (max_peak_bytes(*plan) == max_peak_bytes(*best) && rc.recomputed_nodes < chosen.recomputed_nodes)) {
       best = std::move(plan);
       chosen = std::move(rc);
     }

@@ -144,10 +144,6 @@ class Planner {
     return seed < n_ && !reads_[s].empty() && reads_[s].back() >= seed;
   }
 
-  size_t root(size_t i) {
-    while (group_[i] != i) i = group_[i] = group_[group_[i]];
-    return i;
-  }
   size_t root(size_t i) const {
     while (group_[i] != i) i = group_[i];
     return i;
@@ -292,9 +288,7 @@ std::string mib(uint64_t bytes) { return fmt::format("{:.1f} MiB", static_cast<d
 
 Recomputation plan_recomputation(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                  size_t tail, const std::vector<int64_t>& rows) {
-  Recomputation r = Planner(graph, canonical, tail, rows).run();
-  r.tail = tail;
-  return r;
+  return Planner(graph, canonical, tail, rows).run();
 }
 
 std::string describe(const Recomputation& r) {

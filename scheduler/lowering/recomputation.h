@@ -30,7 +30,6 @@ struct Recomputation {
   std::vector<std::string> ops;  // what runs again: "aten::gelu ×4"
   uint64_t dropped_bytes = 0;    // activation bytes no longer held from the forward to the backward pass
   std::string none;              // why nothing is recomputed ("" when something is)
-  size_t tail = 1;               // the checkpoints at the forward pass's end after which everything is kept
 };
 
 // `tail`: the forward pass's last `tail` checkpoints and what follows them are kept (the backward pass would
