@@ -78,6 +78,14 @@ void PhysicalDevice::scale_in_stream(DataType type, void* data, uint64_t count, 
   scale_elements(type, data, count, factor);
 }
 
+void PhysicalDevice::copy_2d_in_stream(void* dst, uint64_t dst_pitch, const void* src, uint64_t src_pitch,
+                                       uint64_t width, uint64_t height) {
+  if (width == 0) return;
+  if (dst_pitch == width && src_pitch == width) return copy_in_stream(dst, src, width * height);
+  for (uint64_t r = 0; r < height; ++r)
+    copy_in_stream(static_cast<char*>(dst) + r * dst_pitch, static_cast<const char*>(src) + r * src_pitch, width);
+}
+
 void PhysicalDevice::accumulate_in_stream(DataType type, void* dst, const void* src, uint64_t count) {
   if (!host_accessible()) throw Error(name() + " cannot add to its memory on the host");
   const void* parts[2] = {dst, src};

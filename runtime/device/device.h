@@ -106,6 +106,11 @@ class PhysicalDevice {
   // valid until the stream reaches it.
   virtual void copy_in_stream(void* dst, const void* src, uint64_t bytes) = 0;
   virtual void zero_in_stream(void* dst, uint64_t bytes) = 0;
+  // `height` rows of `width` bytes, row r from src + r * src_pitch to dst + r * dst_pitch (the parts of a
+  // value split along a later dimension). Optional: the default copies row by row with copy_in_stream;
+  // the ranges must not overlap.
+  virtual void copy_2d_in_stream(void* dst, uint64_t dst_pitch, const void* src, uint64_t src_pitch, uint64_t width,
+                                 uint64_t height);
   // Synchronous copies between host memory and this device's memory, from any thread, once the work that
   // produced (read) or uses (write) the memory has been synchronized. Complete on return.
   virtual void read(void* host_dst, const void* src, uint64_t bytes) = 0;

@@ -199,10 +199,12 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
             for (size_t i = 0; i < mine.inputs.size() && i < local.inputs.size(); ++i) {  // this device's rows
               mine.inputs[i].offset = local.inputs[i].offset;
               mine.inputs[i].sizes = local.inputs[i].sizes;
+              if (!local.inputs[i].strides.empty()) mine.inputs[i].strides = local.inputs[i].strides;
             }
             for (size_t k = 0; k < mine.outputs.size() && k < local.outputs.size(); ++k) {
               mine.outputs[k].offset = local.outputs[k].offset;
               mine.outputs[k].sizes = local.outputs[k].sizes;
+              if (!local.outputs[k].strides.empty()) mine.outputs[k].strides = local.outputs[k].strides;
             }
             if (local.joins.empty()) provider_->launch(mine, LaunchContext(device, mine, &local));
             else launch_joined(mine, local, device);
@@ -425,22 +427,36 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
     }
     case Instruction::Kind::kAllGather: {
       // Rows travel as 8-, 4- or 2-byte words, whichever divides a row.
-      const uint64_t row = info.row_bytes;
+      const uint64_t row = info.row_bytes, outer = std::max<uint64_t>(info.outer, 1);
+      if (row == 0) throw Error(fmt::format("buffer {} has no rows to gather", b.id()));
       const DataType unit = row % 8 == 0 ? DataType::kInt64 : row % 4 == 0 ? DataType::kInt32 : DataType::kFloat16;
-      const uint64_t rows = b.bytes() / row;
+      const int64_t rows = static_cast<int64_t>(b.bytes() / (row * outer));
       auto [comm, crank] = on();
       std::vector<uint64_t> counts;
       for (int r = 0; r < comm->size(); ++r)
-        counts.push_back(split_rows(static_cast<int64_t>(rows), comm->size(), r).count * row / size_of(unit));
+        counts.push_back(split_rows(rows, comm->size(), r).count * outer * row / size_of(unit));
       PhysicalBlock& local = block(b);
       auto full = device.allocate(b.bytes());
+      // Split along a later dimension, each device's part arrives as [outer, its rows, row]: gathered rank
+      // after rank beside the value, then laid into its blocks.
+      auto staging = outer > 1 ? device.allocate(b.bytes()) : nullptr;
       CollectivePart p;
       p.kind = CollectiveKind::kAllGather;
       p.type = unit;
       p.send = local.data();
-      p.recv = full->data();
+      p.recv = staging ? staging->data() : full->data();
       p.counts = counts;
       comm->run_in_stream(crank, p);
+      if (staging) {
+        uint64_t from = 0;
+        for (int r = 0; r < comm->size(); ++r) {
+          const RowRange part = split_rows(rows, comm->size(), r);
+          const uint64_t width = static_cast<uint64_t>(part.count) * row;
+          device.copy_2d_in_stream(static_cast<char*>(full->data()) + part.begin * row, rows * row,
+                                   static_cast<const char*>(staging->data()) + from, width, width, outer);
+          from += width * outer;
+        }
+      }
       b.bind(rank, std::move(full));
       break;
     }
@@ -476,31 +492,49 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
       break;
     }
     case Instruction::Kind::kReduceScatter: {  // the sum's rows, each device its own (split_rows)
-      const uint64_t row = info.row_bytes;
+      const uint64_t row = info.row_bytes, outer = std::max<uint64_t>(info.outer, 1);
       const DataType t = need_type();
       if (row == 0 || row % size_of(t) != 0) throw Error(fmt::format("buffer {} has no rows to scatter", b.id()));
-      const int64_t rows = static_cast<int64_t>(b.bytes() / row);
+      const int64_t rows = static_cast<int64_t>(b.bytes() / (row * outer));
       auto [comm, crank] = on();
       CollectivePart p;
       p.kind = CollectiveKind::kReduceScatter;
       p.type = t;
       p.op = ReduceOp::kSum;
       for (int r = 0; r < comm->size(); ++r)
-        p.counts.push_back(static_cast<uint64_t>(split_rows(rows, comm->size(), r).count) * row / size_of(t));
+        p.counts.push_back(static_cast<uint64_t>(split_rows(rows, comm->size(), r).count) * outer * row / size_of(t));
+      const char* whole = static_cast<const char*>(block(b).data());
+      // Split along a later dimension: the addends are first laid rank after rank, each rank's rows of every
+      // block together, as the collective scatters them.
+      auto staging = outer > 1 ? device.allocate(b.bytes()) : nullptr;
+      if (staging) {
+        uint64_t to = 0;
+        for (int r = 0; r < comm->size(); ++r) {
+          const RowRange part = split_rows(rows, comm->size(), r);
+          const uint64_t width = static_cast<uint64_t>(part.count) * row;
+          device.copy_2d_in_stream(static_cast<char*>(staging->data()) + to, width, whole + part.begin * row,
+                                   rows * row, width, outer);
+          to += width * outer;
+        }
+      }
       auto mine = device.allocate(std::max<uint64_t>(p.counts[crank] * size_of(t), 1));
-      p.send = block(b).data();
+      p.send = staging ? staging->data() : whole;
       p.recv = mine->data();
       comm->run_in_stream(crank, p);
       b.bind(rank, std::move(mine));
       break;
     }
     case Instruction::Kind::kKeepRows: {
-      const uint64_t row = info.row_bytes;
+      const uint64_t row = info.row_bytes, outer = std::max<uint64_t>(info.outer, 1);
+      if (row == 0) throw Error(fmt::format("buffer {} has no rows to keep", b.id()));
       const int ranks = ins.group ? static_cast<int>(plan.groups.at(ins.group - 1).size()) : comm_ ? comm_->size() : 1;
       const int mine_rank = ins.group ? on().second : rank;
-      const RowRange r = split_rows(static_cast<int64_t>(b.bytes() / row), ranks, mine_rank);
-      auto mine = device.allocate(r.count * row);
-      device.copy_in_stream(mine->data(), static_cast<const char*>(block(b).data()) + r.begin * row, r.count * row);
+      const int64_t rows = static_cast<int64_t>(b.bytes() / (row * outer));
+      const RowRange r = split_rows(rows, ranks, mine_rank);
+      const uint64_t width = static_cast<uint64_t>(r.count) * row;
+      auto mine = device.allocate(width * outer);
+      device.copy_2d_in_stream(mine->data(), width, static_cast<const char*>(block(b).data()) + r.begin * row,
+                               rows * row, width, outer);
       b.bind(rank, std::move(mine));
       break;
     }

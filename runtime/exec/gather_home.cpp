@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 
@@ -29,14 +30,19 @@ bool assemble(const Buffer& b, const Placement& p, const std::vector<PhysicalDev
   std::vector<char> staging;
   if (p.kind == PlacementKind::kShard) {
     if (!b.has_memory()) return false;
-    const uint64_t row = b.bytes() / static_cast<uint64_t>(p.rows);
+    const uint64_t outer = static_cast<uint64_t>(std::max<int64_t>(p.outer, 1));
+    const uint64_t row = b.bytes() / (static_cast<uint64_t>(p.rows) * outer);
     for (int rank = 0; rank < h; ++rank) {
       const int d = holders[rank];
       const RowRange r = split_rows(p.rows, h, rank);
       if (r.count == 0) continue;
       PhysicalBlock* m = b.memory(d);
       if (!m) throw Error(fmt::format("buffer {} lost its rows on {}", b.id(), devices[d]->name()));
-      std::memcpy(dst + r.begin * row, host_bytes(*devices[d], *m, r.count * row, staging), r.count * row);
+      // The device's rows of each of the `outer` blocks, [outer, its rows, row] on the device.
+      const uint64_t width = r.count * row;
+      const char* part = host_bytes(*devices[d], *m, width * outer, staging);
+      for (uint64_t j = 0; j < outer; ++j)
+        std::memcpy(dst + (j * static_cast<uint64_t>(p.rows) + r.begin) * row, part + j * width, width);
     }
     return true;
   }

@@ -122,6 +122,7 @@ CanonicalGraph CanonicalGraph::build(const StepGraph& graph, Offsets offsets) {
       const Placement& p = g.bindings[i]->placement();
       hs.word(static_cast<uint64_t>(p.kind));
       hs.word(static_cast<uint64_t>(p.rows));
+      if (p.outer != 1) hs.word(static_cast<uint64_t>(p.outer));  // split along a later dimension
       hs.word(p.devices);
     }
   }

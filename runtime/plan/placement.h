@@ -12,7 +12,8 @@ namespace moreh::runtime {
 enum class PlacementKind : uint8_t {
   kHome,       // the whole value, on device 0 only (written by the host or an eager op)
   kReplicate,  // the whole value on every device
-  kShard,      // split by rows: device d holds rows split_rows(rows, N, d) of `rows` equal rows, contiguous
+  kShard,      // split by rows: device d holds rows split_rows(rows, N, d) of `rows` equal rows, contiguous;
+               // with outer > 1, of each of `outer` blocks (see Placement::outer)
   kPartial,    // every device holds a full-size addend; the value is their sum
   kLocal,      // every device holds its own value (per-device batch-norm statistics); device 0's counts
 };
@@ -24,6 +25,10 @@ struct Placement {
   // The devices the kinds above speak of, as a bit per device (a pipeline stage's data-parallel replicas);
   // 0: every device. kHome is always device 0.
   uint64_t devices = 0;
+  // kShard along a dimension that is not the leading one (tensor parallelism): the value is `outer` blocks
+  // of `rows` rows each (outer: the product of the sizes before that dimension; a row: what follows it),
+  // and device d holds its rows of every block, [outer, its rows, row] contiguous. 1: split by leading rows.
+  int64_t outer = 1;
   bool operator==(const Placement&) const = default;
 };
 

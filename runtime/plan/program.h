@@ -52,10 +52,12 @@ struct ByteRange {
   uint64_t offset = 0, bytes = 0, block_bytes = 0;
 };
 
-// A tensor as one device sees it under batch splitting: strides stay as recorded.
+// A tensor as one device sees it: its part of the batch (strides as recorded), or its part of a value split
+// along another dimension (`strides` of its own block; empty: as recorded).
 struct LocalRef {
   int64_t offset = 0;
   Dims sizes;
+  Dims strides;
 };
 
 // A node run on one device's part of the batch.
@@ -92,6 +94,7 @@ struct LocalLaunch {
 struct SlotInfo {
   std::optional<DataType> type;  // the element type, when the runtime can compute on it
   uint64_t row_bytes = 0;        // kShard slots: bytes per row
+  uint64_t outer = 1;            // kShard slots: blocks of rows (Placement::outer)
 };
 
 // Several elementwise nodes of the step run as one generated kernel (scheduler/fusion/elementwise_fusion.h). Where

@@ -111,8 +111,9 @@ class Lowering {
       case PlacementKind::kReplicate: return;
       case PlacementKind::kHome:
       case PlacementKind::kLocal: steps_.push_back({Kind::kBroadcast, s}); break;
-      case PlacementKind::kShard:
-        slots_[s].row_bytes = bytes(s) / static_cast<uint64_t>(state_[s].rows);
+      case PlacementKind::kShard:  // by leading rows, or along a later dimension (re-laid once gathered)
+        slots_[s].outer = static_cast<uint64_t>(std::max<int64_t>(state_[s].outer, 1));
+        slots_[s].row_bytes = bytes(s) / (static_cast<uint64_t>(state_[s].rows) * slots_[s].outer);
         steps_.push_back({Kind::kAllGather, s});
         break;
       case PlacementKind::kPartial: steps_.push_back({Kind::kAllReduce, s}); break;
@@ -121,7 +122,8 @@ class Lowering {
   }
 
   std::optional<int> batch_dim(uint32_t s, const TensorRef& r) const {
-    if (!known_[s] || state_[s].kind != PlacementKind::kShard || state_[s].rows != rows_) return std::nullopt;
+    if (!known_[s] || state_[s].kind != PlacementKind::kShard || state_[s].rows != rows_ || state_[s].outer != 1)
+      return std::nullopt;
     return row_dim(r, bytes(s), rows_);
   }
 

@@ -12,12 +12,16 @@ using Kind = Instruction::Kind;
 
 namespace {
 
-// Bytes from a buffer's start to the end of a view (a kernel's fresh output covers that much).
-uint64_t view_end(const runtime::TensorRef& ref, int64_t offset, const runtime::Dims& sizes) {
+// Bytes from a buffer's start to the end of a device's view (a kernel's fresh output covers that much): its
+// own strides where it has them, else the recorded ones.
+uint64_t view_end(const runtime::TensorRef& ref, const runtime::LocalRef& local) {
+  const runtime::Dims& sizes = local.sizes;
+  const runtime::Dims& strides = local.strides.empty() ? ref.strides : local.strides;
+  const int64_t offset = local.offset;
   int64_t extent = 1;
   for (size_t d = 0; d < sizes.size(); ++d) {
     if (sizes[d] == 0) return 0;
-    extent += (sizes[d] - 1) * ref.strides[d];
+    extent += (sizes[d] - 1) * strides[d];
   }
   return static_cast<uint64_t>(offset + extent) * ref.itemsize;
 }
@@ -49,7 +53,8 @@ uint64_t program_peak(const runtime::Plan& plan, const runtime::DeviceProgram& p
       const auto at = std::find(holders.begin(), holders.end(), program.device);
       if (at == holders.end()) continue;
       if (p.kind == runtime::PlacementKind::kShard && p.rows > 0)
-        b = b / p.rows * runtime::split_rows(p.rows, static_cast<int>(holders.size()), static_cast<int>(at - holders.begin())).count;
+        b = b / (p.rows * std::max<int64_t>(p.outer, 1)) * std::max<int64_t>(p.outer, 1) *
+            runtime::split_rows(p.rows, static_cast<int>(holders.size()), static_cast<int>(at - holders.begin())).count;
     }
     held[s] = b;
     total += b;
@@ -75,10 +80,13 @@ uint64_t program_peak(const runtime::Plan& plan, const runtime::DeviceProgram& p
       case Kind::kBroadcast:
         if (held[s] == 0) set(s, static_cast<int64_t>(cg.buffers[s].bytes));
         break;
-      case Kind::kAllGather:
-        transient(static_cast<int64_t>(cg.buffers[s].bytes));
-        set(s, static_cast<int64_t>(cg.buffers[s].bytes));
+      case Kind::kAllGather: {  // the whole value beside the device's part (and, split along a later
+        // dimension, the parts as they arrive, before they are laid into its blocks)
+        const int64_t whole = static_cast<int64_t>(cg.buffers[s].bytes);
+        transient(s < plan.slots.size() && plan.slots[s].outer > 1 ? 2 * whole : whole);
+        set(s, whole);
         break;
+      }
       case Kind::kRelease: set(s, 0); break;
       case Kind::kKeepRows:         // the device's rows of the whole value, copied out of it
       case Kind::kReduceScatter: {  // or of the sum of everyone's
@@ -90,9 +98,11 @@ uint64_t program_peak(const runtime::Plan& plan, const runtime::DeviceProgram& p
           ranks = static_cast<int>(members.size());
           rank = static_cast<int>(std::find(members.begin(), members.end(), program.device) - members.begin());
         }
-        const auto rows = runtime::split_rows(static_cast<int64_t>(cg.buffers[s].bytes / row), ranks, rank);
-        const int64_t mine = static_cast<int64_t>(row) * rows.count;
-        transient(mine);
+        const uint64_t outer = std::max<uint64_t>(plan.slots[s].outer, 1);
+        const auto rows = runtime::split_rows(static_cast<int64_t>(cg.buffers[s].bytes / (row * outer)), ranks, rank);
+        const int64_t mine = static_cast<int64_t>(row * outer) * rows.count;
+        // A sum split along a later dimension is laid rank after rank in a copy of its own first.
+        transient(ins.kind == Kind::kReduceScatter && outer > 1 ? mine + static_cast<int64_t>(cg.buffers[s].bytes) : mine);
         set(s, mine);
         break;
       }
@@ -120,8 +130,7 @@ uint64_t program_peak(const runtime::Plan& plan, const runtime::DeviceProgram& p
                                     static_cast<uint32_t>(std::max(lists.outputs[k], 0))))
               continue;
           } else if (local && k < local->outputs.size())
-            b = std::min<int64_t>(b, static_cast<int64_t>(view_end(node.outputs[k], local->outputs[k].offset,
-                                                                    local->outputs[k].sizes)));
+            b = std::min<int64_t>(b, static_cast<int64_t>(view_end(node.outputs[k], local->outputs[k])));
           const bool joins = local && !local->joins.empty() &&
                              local->joins[k] != runtime::LocalLaunch::Join::kFresh && held[o] > 0;
           if (joins) fresh_joined += b;  // beside the block it joins, until it is added or copied in

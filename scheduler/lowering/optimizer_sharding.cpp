@@ -67,7 +67,7 @@ class Sharding {
     for (size_t s = 0; s < cg_.buffers.size(); ++s) {
       if (!candidate_[s] || cg_.buffers[s].origin != BufferOrigin::kMaterialized) continue;
       const Placement& p = cg_.bindings[s]->placement();  // where an earlier step left it
-      if (p.kind == PlacementKind::kShard && p.rows == rows_[s]) state_[s] = State::kRows;
+      if (p.kind == PlacementKind::kShard && p.rows == rows_[s] && p.outer == 1) state_[s] = State::kRows;
       if (p.kind == PlacementKind::kPartial) state_[s] = State::kPartial;  // gradients of a backward pass
     }
     uses_.assign(cg_.buffers.size(), {});

@@ -120,6 +120,8 @@ std::shared_ptr<PlannedStep> plan_step(const PlanRequest& r) {
 
 bool plan_accepts(const runtime::Placement& p, const runtime::ParallelSizes& layout) {
   if (p.kind == runtime::PlacementKind::kHome) return true;
+  // Split along a later dimension: batch splitting gathers it (re-laid in its blocks); pipeline stages cannot.
+  if (p.kind == runtime::PlacementKind::kShard && p.outer != 1) return layout.pp == 1 && p.devices == 0;
   if (layout.pp == 1) return p.devices == 0;  // batch splitting speaks of every device
   if (p.devices == 0) return p.kind == runtime::PlacementKind::kReplicate;
   for (int j = 0; j < layout.pp; ++j) {  // one stage's replicas (pipeline_planner.h's layout)

@@ -197,6 +197,19 @@ TEST_F(CanonicalGraphTest, StructuralChangesChangeTheHash) {
                                           }).graph)
                         .hash;
   EXPECT_NE(bigger, base);
+
+  // Where a value from before the step rests decides the plan's collectives: split by leading rows or in
+  // blocks along a later dimension hash apart.
+  auto resting = [&](int64_t outer) {
+    return CanonicalGraph::build(make_step([&](Step& s) {
+                                   Placement p{PlacementKind::kShard, 4};
+                                   p.outer = outer;
+                                   s.w->set_placement(p);
+                                 }).graph)
+        .hash;
+  };
+  EXPECT_NE(resting(1), base);
+  EXPECT_NE(resting(4), resting(1));
 }
 
 TEST_F(CanonicalGraphTest, StepDataDoesNotChangeTheHash) {

@@ -119,6 +119,30 @@ TEST_F(DataParallelPlannerTest, SplitsTheBatchAndAllReducesTheWeightGradient) {
   EXPECT_EQ(plan.final_placements[slot_of(w)].kind, PlacementKind::kReplicate);
 }
 
+// A weight resting split along its columns (Placement::outer > 1, as tensor parallelism leaves it) is gathered
+// whole before the batch splits through it: the gather knows its blocks (4 rows of 4-byte columns).
+TEST_F(DataParallelPlannerTest, AWeightRestingInColumnsIsGatheredWithItsBlocks) {
+  const int n = 2;
+  auto w = buffer(4 * 16, true, n);
+  w->set_placement(runtime::Placement{PlacementKind::kShard, 4, runtime::DataType::kFloat32, 0, 4});
+  auto x = buffer(4 * 32, false, n);
+  auto h = buffer(4 * 32, false, n);
+  StepGraph g;
+  g.append(upload(x, {8, 4}));
+  g.append(node("aten::mm", {shaped(x, {8, 4}), shaped(w, {4, 4})}, {shaped(h, {8, 4})}));
+  CanonicalGraph c = CanonicalGraph::build(g);
+  PlannedStep plan = compile_data_parallel_plan(g, c, n, {8});
+  const size_t sw = static_cast<size_t>(std::find(c.bindings.begin(), c.bindings.end(), w) - c.bindings.begin());
+  for (const auto& p : plan.programs) {
+    ASSERT_EQ(count(p, Kind::kAllGather), 1u);
+    EXPECT_EQ(std::find_if(p.code.begin(), p.code.end(), [](const Instruction& i) { return i.kind == Kind::kAllGather; })->index, sw);
+  }
+  EXPECT_EQ(plan.slots[sw].outer, 4u);
+  EXPECT_EQ(plan.slots[sw].row_bytes, 4u);
+  EXPECT_EQ(plan.final_placements[sw].kind, PlacementKind::kReplicate);
+  EXPECT_EQ(plan.final_placements[sw].outer, 1);
+}
+
 // A weight used twice (tied embedding and LM head): its two gradients are partial sums, added on each device
 // and all-reduced once (bytes of one gradient), not once per use.
 TEST_F(DataParallelPlannerTest, TheGradientsOfATiedWeightAreAllReducedOnce) {

@@ -33,6 +33,31 @@ TEST(MemoryModelTest, AllocationsOutputsReceivesAndReleasesAddUp) {
   EXPECT_EQ(program_peak(runtime::Plan{}, p, &g, cg), 1200u);
 }
 
+// A value split along a later dimension (Placement::outer > 1) is gathered beside the parts as they arrive,
+// and a sum is laid rank after rank in a copy before it is scattered (executor_split_dims_test measures
+// the same peaks).
+TEST(MemoryModelTest, LaterDimensions) {
+  runtime::VirtualMemory vm;
+  auto a = std::make_shared<runtime::Buffer>(vm, 80, 3);
+  runtime::StepGraph g;
+  g.append(node("aten::relu", {shaped(a, {20})}, {shaped(std::make_shared<runtime::Buffer>(vm, 80, 3), {20})}));
+  a->mark_defined();  // a value from before the step, resting in columns
+  a->set_placement(runtime::Placement{runtime::PlacementKind::kShard, 5, runtime::DataType::kFloat32, 0, 4});
+  const runtime::CanonicalGraph cg = runtime::CanonicalGraph::build(g);
+  runtime::Plan plan;
+  plan.num_devices = 3;
+  plan.slots.assign(cg.buffers.size(), runtime::SlotInfo{runtime::DataType::kFloat32, 4, 4});
+  runtime::DeviceProgram p;
+  p.device = 2;  // one column of each of 4 rows held: 16 bytes
+  p.code = {{Kind::kAllGather, 0}};
+  EXPECT_EQ(program_peak(plan, p, &g, cg), 2 * 80u);
+  // Two columns held (32 bytes); gathered (32 + 80 + 80), then the whole sum scattered from a copy into 32
+  // bytes (80 + 80 + 32): 192 at most, 160 above the start.
+  p.device = 0;
+  p.code = {{Kind::kAllGather, 0}, {Kind::kReduceScatter, 0}};
+  EXPECT_EQ(program_peak(plan, p, &g, cg), 160u);
+}
+
 TEST(MemoryModelTest, AMicroBatchResultExistsBesideTheBlockItJoins) {
   runtime::VirtualMemory vm;
   auto x = std::make_shared<runtime::Buffer>(vm, 64, 1), y = std::make_shared<runtime::Buffer>(vm, 64, 1);

@@ -127,6 +127,13 @@ TEST(PlanAcceptsTest, APlanStartsFromWhatItsLayoutLeft) {
   EXPECT_FALSE(plan_accepts(stage1, dp4));
   stage1.devices = 0b0110;
   EXPECT_FALSE(plan_accepts(stage1, pp2));
+  // Split along a later dimension: batch splitting gathers it in its blocks; pipeline stages cannot.
+  Placement columns{PlacementKind::kShard, 8};
+  columns.outer = 4;
+  EXPECT_TRUE(plan_accepts(columns, dp4));
+  EXPECT_FALSE(plan_accepts(columns, pp2));
+  columns.devices = 0b0101;
+  EXPECT_FALSE(plan_accepts(columns, dp4));
 }
 
 }  // namespace
