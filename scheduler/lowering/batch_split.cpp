@@ -45,13 +45,67 @@ std::optional<int> row_dim(const TensorRef& ref, uint64_t buffer_bytes, int64_t 
   return std::nullopt;
 }
 
+std::optional<int> split_dim(const TensorRef& ref, uint64_t buffer_bytes, int64_t rows, int64_t outer) {
+  if (outer <= 1) return row_dim(ref, buffer_bytes, rows);
+  if (rows <= 0 || ref.itemsize == 0) return std::nullopt;
+  const int64_t elems = static_cast<int64_t>(buffer_bytes / ref.itemsize);
+  if (elems % (rows * outer) != 0) return std::nullopt;
+  const int64_t row_elems = elems / (rows * outer), block = rows * row_elems;
+  for (size_t d = 0; d < ref.sizes.size(); ++d) {
+    const int64_t size = ref.sizes[d], stride = ref.strides[d];
+    if (stride <= 0 || size % rows != 0 || (size / rows) * stride != row_elems) continue;
+    int64_t reach = ref.offset % block;  // where the view starts inside its block
+    bool empty = false, ok = true;
+    for (size_t e = 0; e < ref.sizes.size(); ++e) {
+      if (e == d || ref.sizes[e] == 1) continue;
+      if (ref.sizes[e] == 0) empty = true;
+      else if (ref.strides[e] < 0) ok = false;
+      else if (ref.strides[e] % block != 0) reach += ref.strides[e] * (ref.sizes[e] - 1);  // else: block to block
+    }
+    if (ok && !empty && reach < stride) return static_cast<int>(d);
+  }
+  return std::nullopt;
+}
+
+std::optional<SplitLayout> split_layout(const TensorRef& ref, uint64_t buffer_bytes, int dim, int64_t rows) {
+  if (dim < 0 || dim >= static_cast<int>(ref.sizes.size()) || rows <= 0 || ref.itemsize == 0) return std::nullopt;
+  const int64_t size = ref.sizes[dim], stride = ref.strides[dim];
+  if (stride <= 0 || size % rows != 0) return std::nullopt;
+  const int64_t row_elems = (size / rows) * stride, elems = static_cast<int64_t>(buffer_bytes / ref.itemsize);
+  if (elems % (rows * row_elems) != 0) return std::nullopt;
+  const SplitLayout layout{rows, elems / (rows * row_elems)};
+  if (split_dim(ref, buffer_bytes, layout.rows, layout.outer) != dim) return std::nullopt;
+  return layout;
+}
+
+LocalRef local_part(const TensorRef& ref, uint64_t buffer_bytes, int dim, const SplitLayout& layout,
+                    const RowRange& part, bool in_block) {
+  LocalRef lr{ref.offset, ref.sizes, {}};
+  const int64_t per = ref.sizes[dim] / layout.rows;
+  lr.sizes[dim] = part.count * per;
+  if (!in_block) {  // cut from the whole value
+    lr.offset += part.begin * per * ref.strides[dim];
+    return lr;
+  }
+  if (layout.outer <= 1) return lr;  // the device's rows start its block, as the value's first rows start it
+  const int64_t elems = static_cast<int64_t>(buffer_bytes / ref.itemsize);
+  const int64_t row_elems = elems / (layout.rows * layout.outer), block = layout.rows * row_elems;
+  const int64_t mine = part.count * row_elems;  // the device's block holds its rows of each block
+  lr.strides = ref.strides;
+  for (size_t e = 0; e < ref.sizes.size(); ++e)
+    if (static_cast<int>(e) != dim && ref.strides[e] > 0 && ref.strides[e] % block == 0)
+      lr.strides[e] = ref.strides[e] / block * mine;
+  lr.offset = ref.offset / block * mine + ref.offset % block;
+  return lr;
+}
+
 namespace {
 
 class Lowering {
  public:
   Lowering(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
-           const std::vector<RowRange>& pieces, int64_t rows)
-      : graph_(graph), cg_(canonical), pieces_(pieces), n_(static_cast<int>(pieces.size())), rows_(rows),
+           const std::vector<RowRange>& pieces, int64_t rows, const SplitSeeds* seeds)
+      : graph_(graph), cg_(canonical), pieces_(pieces), n_(static_cast<int>(pieces.size())), rows_(rows), seeds_(seeds),
         state_(canonical.buffers.size()),
         known_(canonical.buffers.size(), false), slots_(canonical.buffers.size()) {
     for (size_t s = 0; s < cg_.buffers.size(); ++s) {
@@ -96,6 +150,28 @@ class Lowering {
   }
 
   RowRange range(int d) const { return pieces_[d]; }
+  // Device d's part of `rows` rows: its piece of the batch, or (tensor parallelism) split_rows' part.
+  RowRange range(int64_t rows, int d) const {
+    return rows == rows_ && rows_ > 0 ? pieces_[d] : runtime::split_rows(rows, n_, d);
+  }
+  static Placement shard_state(const SplitLayout& l) {
+    Placement p{PlacementKind::kShard, l.rows};
+    p.outer = l.outer;
+    return p;
+  }
+  static SplitLayout layout_of(const Placement& p) { return {p.rows, p.outer}; }
+  void note_split(uint32_t s, const SplitLayout& l) {
+    slots_[s].outer = static_cast<uint64_t>(l.outer);
+    slots_[s].row_bytes = bytes(s) / static_cast<uint64_t>(l.rows * l.outer);
+  }
+  // How slot s would lie if view `r` of it were split at `dim` into `rows` rows: nullopt when its layout does
+  // not allow it (batch splitting: by leading rows only; every device's rows an even number of bytes).
+  std::optional<SplitLayout> layout_for(uint32_t s, const TensorRef& r, int dim, int64_t rows) const {
+    auto l = split_layout(r, bytes(s), dim, rows);
+    if (!l || (!seeds_ && l->outer != 1) || (bytes(s) / static_cast<uint64_t>(l->rows * l->outer)) % 2 != 0)
+      return std::nullopt;
+    return l;
+  }
 
   // Brings a slot to kReplicate, emitting the collective it needs.
   void replicate(uint32_t s) {
@@ -121,10 +197,11 @@ class Lowering {
     state_[s] = {PlacementKind::kReplicate};
   }
 
+  // Where view `r` of slot s is split: batch splitting's rows, or (tensor parallelism) any split.
   std::optional<int> batch_dim(uint32_t s, const TensorRef& r) const {
-    if (!known_[s] || state_[s].kind != PlacementKind::kShard || state_[s].rows != rows_ || state_[s].outer != 1)
-      return std::nullopt;
-    return row_dim(r, bytes(s), rows_);
+    if (!known_[s] || state_[s].kind != PlacementKind::kShard) return std::nullopt;
+    if (!seeds_ && (state_[s].rows != rows_ || state_[s].outer != 1)) return std::nullopt;
+    return split_dim(r, bytes(s), state_[s].rows, state_[s].outer);
   }
 
   void lower_node(uint32_t index, const Node& node) {
@@ -136,16 +213,40 @@ class Lowering {
 
     BatchDims dims(node.inputs.size());
     bool any = false;
+    int64_t rows = rows_;  // the rows this node's split inputs share
+    if (seeds_) rows = 0;
     for (size_t i = 0; i < node.inputs.size(); ++i) {
       dims[i] = batch_dim(in_slots[i], node.inputs[i]);
+      if (dims[i] && seeds_) {  // splits of other rows than the first one's are read whole
+        if (rows == 0) rows = state_[in_slots[i]].rows;
+        else if (state_[in_slots[i]].rows != rows) dims[i].reset();
+      }
       any = any || dims[i].has_value();
     }
     if (!any && sums_partials(index, node)) return;
-    if (any) {
+    // Tensor parallelism: a value to split (a weight of a linear pair) that is still whole is read split here.
+    bool seeded = false;
+    if (seeds_ && !node.host_input)
+      for (size_t i = 0; i < node.inputs.size(); ++i) {
+        const uint32_t s = in_slots[i];
+        auto seed = seeds_->find(s);
+        if (dims[i] || seed == seeds_->end() || (rows != 0 && seed->second.rows != rows)) continue;
+        if (known_[s] && state_[s].kind != PlacementKind::kReplicate && state_[s].kind != PlacementKind::kHome) continue;
+        if (auto dim = split_dim(node.inputs[i], bytes(s), seed->second.rows, seed->second.outer)) {
+          dims[i] = dim;
+          rows = seed->second.rows;
+          seeded = true;
+        }
+      }
+    if (any || seeded) {
       auto d = shard_rule(node, dims);
-      std::string why = d ? invalid(node, index, *d) : std::string("no rule for this layout");
+      std::string why = d ? invalid(node, index, *d, rows) : std::string("no rule for this layout");
       if (why.empty()) {
-        emit_split(index, node, *d, dims);
+        emit_split(index, node, *d, dims, rows);
+        return;
+      }
+      if (!any) {  // only a value to split was read: it is read whole here, no fallback
+        emit_replicated(index, node);
         return;
       }
       ++fallbacks_;
@@ -189,7 +290,7 @@ class Lowering {
   }
 
   // Why the decision cannot run split ("" when it can).
-  std::string invalid(const Node& node, uint32_t index, const ShardDecision& d) const {
+  std::string invalid(const Node& node, uint32_t index, const ShardDecision& d, int64_t rows) const {
     const auto& in_slots = cg_.node_inputs[index];
     const auto& out_slots = cg_.node_outputs[index];
     if (d.inputs.size() != node.inputs.size() || d.outputs.size() != node.outputs.size()) return "rule arity";
@@ -203,22 +304,20 @@ class Lowering {
       }
       if (u.dim < 0 || u.dim >= static_cast<int>(node.inputs[i].sizes.size())) return fmt::format("input {} dim", i);
       const int64_t size = node.inputs[i].sizes[u.dim];
-      if (size % rows_ != 0 || size < rows_) return fmt::format("input {} has {} rows along dim {}", i, size, u.dim);
+      if (rows <= 0 || size % rows != 0 || size < rows)
+        return fmt::format("input {} has {} rows along dim {}", i, size, u.dim);
       if (is_written(node, i)) {
-        // Written by rows: it must already be split that way, or be new in this step.
         // Written by rows: split that way already, or new in this step, or laid out by rows so that each
         // device can keep its rows of the whole value first.
-        bool aligned = batch_dim(s, node.inputs[i]) == u.dim;
-        bool rows = row_dim(node.inputs[i], bytes(s), rows_) == u.dim && (bytes(s) / rows_) % 2 == 0;
-        if (!aligned && !rows) return fmt::format("written input {} is not split along dim {}", i, u.dim);
+        bool aligned = batch_dim(s, node.inputs[i]) == u.dim && state_[s].rows == rows;
+        if (!aligned && !layout_for(s, node.inputs[i], u.dim, rows))
+          return fmt::format("written input {} is not split along dim {}", i, u.dim);
       }
     }
     for (size_t k = 0; k < node.outputs.size(); ++k) {
       const auto& o = d.outputs[k];
-      if (o.kind == OutputSpec::Kind::kShard) {
-        if (row_dim(node.outputs[k], bytes(out_slots[k]), rows_) != o.dim) return fmt::format("output {} is not laid out by rows along dim {}", k, o.dim);
-        if ((bytes(out_slots[k]) / rows_) % 2 != 0) return fmt::format("output {} has odd-sized rows", k);
-      }
+      if (o.kind == OutputSpec::Kind::kShard && !layout_for(out_slots[k], node.outputs[k], o.dim, rows))
+        return fmt::format("output {} is not laid out by rows along dim {} (or has odd-sized rows)", k, o.dim);
       if (o.kind == OutputSpec::Kind::kPartial || o.scale_by_share) {
         auto t = runtime::data_type_of(node.outputs[k].dtype);
         if (!t || *t == runtime::DataType::kInt64 || *t == runtime::DataType::kInt32) return fmt::format("output {} cannot be summed", k);
@@ -238,7 +337,7 @@ class Lowering {
     const TensorRef& r = node.inputs[0];
     if (known_[s] || r.sizes.empty() || r.sizes[0] != rows_ || row_dim(r, bytes(s), rows_) != 0) return false;
     if ((bytes(s) / rows_) % 2 != 0) return false;
-    allocate_split(s);
+    allocate_split(s, {rows_, 1});
     Step launch{Kind::kLaunch, index};
     for (int d = 0; d < n_; ++d) {
       LocalLaunch l;
@@ -256,12 +355,12 @@ class Lowering {
     return true;
   }
 
-  void allocate_split(uint32_t s) {
+  void allocate_split(uint32_t s, const SplitLayout& layout) {
     Step a{Kind::kAllocate, s};
     a.split_allocation = true;
-    const uint64_t row_bytes = bytes(s) / static_cast<uint64_t>(rows_);
-    for (int d = 0; d < n_; ++d) a.bytes.push_back(row_bytes * static_cast<uint64_t>(range(d).count));
-    slots_[s].row_bytes = row_bytes;
+    note_split(s, layout);
+    const uint64_t part_row = slots_[s].row_bytes * static_cast<uint64_t>(layout.outer);
+    for (int d = 0; d < n_; ++d) a.bytes.push_back(part_row * static_cast<uint64_t>(range(layout.rows, d).count));
     steps_.push_back(std::move(a));
     known_[s] = true;
   }
@@ -275,7 +374,8 @@ class Lowering {
     }
   }
 
-  void emit_split(uint32_t index, const Node& node, const ShardDecision& d, const BatchDims& dims) {
+  void emit_split(uint32_t index, const Node& node, const ShardDecision& d, const BatchDims& dims, int64_t rows) {
+    (void)dims;
     const auto& in_slots = cg_.node_inputs[index];
     const auto& out_slots = cg_.node_outputs[index];
     // Inputs: whole ones replicated; split ones local (aligned shards as they are, others sliced from a
@@ -291,17 +391,17 @@ class Lowering {
         continue;
       }
       aligned[i] = static_cast<int8_t>(u.dim);
-      if (dims[i] == u.dim) continue;
-      if (!known_[s] && is_written(node, i)) {
-        allocate_split(s);
-        state_[s] = {PlacementKind::kShard, rows_};
-        continue;
-      }
-      if (is_written(node, i)) {  // R -> S locally: each device keeps its rows
-        replicate(s);
-        slots_[s].row_bytes = bytes(s) / static_cast<uint64_t>(rows_);
-        steps_.push_back({Kind::kKeepRows, s});
-        state_[s] = {PlacementKind::kShard, rows_};
+      if (batch_dim(s, node.inputs[i]) == u.dim && state_[s].rows == rows) continue;  // in its blocks already
+      if (is_written(node, i)) {
+        const SplitLayout layout = *layout_for(s, node.inputs[i], u.dim, rows);  // invalid() checked it
+        if (!known_[s]) {
+          allocate_split(s, layout);
+        } else {  // R -> S locally: each device keeps its rows
+          replicate(s);
+          note_split(s, layout);
+          steps_.push_back({Kind::kKeepRows, s});
+        }
+        state_[s] = shard_state(layout);
         continue;
       }
       replicate(s);
@@ -315,31 +415,32 @@ class Lowering {
       launch.loss_out = node.output_of_ret(0);
       launch.loss_weight = node.output_of_ret(1);
     }
+    // How each split input (in its blocks) and output lies.
+    std::vector<SplitLayout> in_layout(node.inputs.size()), out_layout(node.outputs.size());
+    for (size_t i = 0; i < node.inputs.size(); ++i)
+      if (d.inputs[i].batch && !sliced[i]) in_layout[i] = layout_of(state_[in_slots[i]]);
+    for (size_t k = 0; k < node.outputs.size(); ++k)
+      if (d.outputs[k].kind == OutputSpec::Kind::kShard)
+        out_layout[k] = *layout_for(out_slots[k], node.outputs[k], d.outputs[k].dim, rows);
     for (int dev = 0; dev < n_; ++dev) {
-      const RowRange rr = range(dev);
+      const RowRange rr = range(rows, dev);
       LocalLaunch l;
       l.rows = rr;
-      l.batch_rows = rows_;
+      l.batch_rows = rows;
       if (!d.inputs.empty() && d.inputs[0].batch) l.input0_dim = d.inputs[0].dim;
+      if (d.first_device_beta >= 0 && dev > 0) l.int_args.emplace_back(d.first_device_beta, 0);
       for (size_t i = 0; i < node.inputs.size(); ++i) {
         const TensorRef& r = node.inputs[i];
-        LocalRef lr{r.offset, r.sizes};
         const auto& u = d.inputs[i];
-        if (u.batch) {
-          const int64_t per_row = r.sizes[u.dim] / rows_;
-          lr.sizes[u.dim] = rr.count * per_row;
-          if (sliced[i]) lr.offset += rr.begin * per_row * r.strides[u.dim];
-        }
-        l.inputs.push_back(std::move(lr));
+        if (!u.batch) l.inputs.push_back(LocalRef{r.offset, r.sizes, {}});
+        else if (sliced[i]) l.inputs.push_back(local_part(r, bytes(in_slots[i]), u.dim, {rows, 1}, rr, false));
+        else l.inputs.push_back(local_part(r, bytes(in_slots[i]), u.dim, in_layout[i], rr, true));
       }
       for (size_t k = 0; k < node.outputs.size(); ++k) {
         const TensorRef& r = node.outputs[k];
-        LocalRef lr{r.offset, r.sizes};
-        if (d.outputs[k].kind == OutputSpec::Kind::kShard) {
-          const int dim = d.outputs[k].dim;
-          lr.sizes[dim] = rr.count * (r.sizes[dim] / rows_);
-        }
-        l.outputs.push_back(std::move(lr));
+        if (d.outputs[k].kind == OutputSpec::Kind::kShard)
+          l.outputs.push_back(local_part(r, bytes(out_slots[k]), d.outputs[k].dim, out_layout[k], rr, true));
+        else l.outputs.push_back(LocalRef{r.offset, r.sizes, {}});
       }
       launch.launches.push_back(std::move(l));
     }
@@ -351,8 +452,8 @@ class Lowering {
       known_[s] = true;
       switch (o.kind) {
         case OutputSpec::Kind::kShard:
-          state_[s] = {PlacementKind::kShard, rows_};
-          slots_[s].row_bytes = bytes(s) / static_cast<uint64_t>(rows_);
+          state_[s] = shard_state(out_layout[k]);
+          note_split(s, out_layout[k]);
           break;
         case OutputSpec::Kind::kPartial:
           state_[s] = {PlacementKind::kPartial, 0, slots_[s].type.value_or(runtime::DataType::kFloat32)};
@@ -363,7 +464,7 @@ class Lowering {
       if (o.scale_by_share) {
         Step scale{Kind::kScale, s};
         for (int dev = 0; dev < n_; ++dev)
-          scale.factors.push_back(static_cast<double>(range(dev).count) / static_cast<double>(rows_));
+          scale.factors.push_back(static_cast<double>(range(rows, dev).count) / static_cast<double>(rows));
         steps_.push_back(std::move(scale));
       }
     }
@@ -385,6 +486,7 @@ class Lowering {
   const std::vector<RowRange>& pieces_;
   const int n_;
   const int64_t rows_;
+  const SplitSeeds* seeds_;
   std::vector<Placement> state_;
   std::vector<bool> known_;
   std::vector<runtime::SlotInfo> slots_;
@@ -427,8 +529,8 @@ void step_slots(const runtime::StepGraph& graph, const runtime::CanonicalGraph& 
 
 BatchSplit split_batch(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                        const std::vector<RowRange>& pieces, int64_t rows, const std::vector<uint32_t>* order,
-                       bool reallocate) {
-  return Lowering(graph, canonical, pieces, rows).run(order, reallocate);
+                       bool reallocate, const SplitSeeds* seeds) {
+  return Lowering(graph, canonical, pieces, rows, seeds).run(order, reallocate);
 }
 
 }  // namespace moreh::scheduler

@@ -5,6 +5,7 @@
 // gives each a micro-batch of a stage's device.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -65,12 +66,38 @@ void step_slots(const runtime::StepGraph& graph, const runtime::CanonicalGraph& 
 // a node listed twice runs again, on what its inputs are then); with `reallocate`, a node that runs again
 // gets new memory for the inputs it gives a first value to (copy_ into torch.empty), as it did the first
 // time (else they keep theirs from the forward pass: a pipeline's micro-batches share such blocks).
+//
+// `seeds` (tensor parallelism, tensor_parallel_planner.h): values split where they are read, along their
+// own dimensions rather than the batch's; a split then carries whatever rows and blocks its value has
+// (runtime::Placement::outer), each device taking split_rows' part of them. With seeds, `rows` is 0.
+struct SplitLayout {
+  int64_t rows = 0;   // the rows the value is split into
+  int64_t outer = 1;  // in each of this many blocks (the product of the sizes before the split dimension)
+  bool operator==(const SplitLayout&) const = default;
+};
+using SplitSeeds = std::map<uint32_t, SplitLayout>;  // slot -> how tensor parallelism splits it
+
 BatchSplit split_batch(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                        const std::vector<runtime::RowRange>& pieces, int64_t rows,
-                       const std::vector<uint32_t>* order = nullptr, bool reallocate = true);
+                       const std::vector<uint32_t>* order = nullptr, bool reallocate = true,
+                       const SplitSeeds* seeds = nullptr);
 
 // The dim of `ref` along which a buffer split into `rows` contiguous rows is split, if the view walks the
 // rows in order.
 std::optional<int> row_dim(const runtime::TensorRef& ref, uint64_t buffer_bytes, int64_t rows);
+
+// The same for a buffer of `outer` blocks of `rows` rows each: the dim that walks the rows of a block, every
+// other dim staying inside one of its steps or stepping from block to block. outer 1: row_dim.
+std::optional<int> split_dim(const runtime::TensorRef& ref, uint64_t buffer_bytes, int64_t rows, int64_t outer);
+
+// How the buffer is laid out when `ref`'s dim `dim` is split into `rows` rows: its rows and blocks, if the
+// view walks them (split_dim gives `dim` back).
+std::optional<SplitLayout> split_layout(const runtime::TensorRef& ref, uint64_t buffer_bytes, int dim, int64_t rows);
+
+// The view a device takes of `ref` split at `dim` as `layout` says, holding rows `part`: in its own block
+// ([outer, its rows, row]: strides that step from block to block step its smaller blocks), or cut from the
+// whole value (`in_block` false: the recorded strides, at its rows' offset).
+runtime::LocalRef local_part(const runtime::TensorRef& ref, uint64_t buffer_bytes, int dim, const SplitLayout& layout,
+                             const runtime::RowRange& part, bool in_block);
 
 }  // namespace moreh::scheduler

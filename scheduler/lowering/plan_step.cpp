@@ -12,6 +12,7 @@
 #include "scheduler/lowering/memory_model.h"
 #include "scheduler/lowering/planner.h"
 #include "scheduler/lowering/recomputation.h"
+#include "scheduler/lowering/tensor_parallel_planner.h"
 #include "scheduler/fusion/program_fusion.h"
 #include "scheduler/analysis/step_analysis.h"
 
@@ -28,8 +29,9 @@ std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::Parallel
   const std::vector<uint32_t>* order = recompute ? &recompute->order : nullptr;
   // Fusion: over the recorded order (a one-device plan), or over each device's program as it runs (batch
   // splitting, and a recomputing order's reruns).
-  const bool graph_fusion = r.fusion && !order && layout.dp == 1;
-  const bool program_fusion = r.fusion && !graph_fusion;
+  const bool graph_fusion = r.fusion && !order && layout.dp == 1 && layout.tp == 1;
+  // (Not under tensor parallelism yet: its local views have strides of their own, which fused kernels do not take.)
+  const bool program_fusion = r.fusion && !graph_fusion && layout.tp == 1;
   std::shared_ptr<PlannedStep> plan;
   if (layout.pp > 1 || r.parallelism.num_micro_batches > 1) {
     plan = std::make_shared<PlannedStep>(compile_pipeline_plan(
@@ -41,6 +43,8 @@ std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::Parallel
                                        .order = order},
         analysis.batch_sizes));
     return plan;  // pipelines are not fused
+  } else if (layout.tp > 1) {
+    plan = std::make_shared<PlannedStep>(compile_tensor_parallel_plan(r.graph, r.canonical, layout.tp, order));
   } else if (layout.dp == 1) {
     const auto started = std::chrono::steady_clock::now();
     std::optional<FusionResult> fused;
@@ -73,7 +77,7 @@ std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::Parallel
 
 std::shared_ptr<PlannedStep> plan_step(const PlanRequest& r) {
   const runtime::ParallelSizes layout = runtime::parallel_layout(r.parallelism, r.devices);
-  if (const std::string why = runtime::unsupported_parallelism(r.parallelism); !why.empty())
+  if (const std::string why = runtime::unsupported_parallelism(r.parallelism, r.devices); !why.empty())
     throw runtime::ConfigError(why);
   const auto started = std::chrono::steady_clock::now();
   const StepAnalysis analysis = analyze_step(r.graph, r.canonical);

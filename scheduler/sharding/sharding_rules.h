@@ -42,6 +42,9 @@ struct ShardDecision {
   // nll_loss with reduction='mean': output 0 is a local mean over output 1's local weight; the plan
   // turns them into the global mean.
   bool loss_mean = false;
+  // A partial sum with a bias (addmm over a split contraction): the bias is added on the first device only;
+  // the others run with this Scalar argument (beta) 0. -1: none.
+  int first_device_beta = -1;
 };
 
 // Where the batch lies in each input: its dim, or nullopt when the input is not split by rows (whole

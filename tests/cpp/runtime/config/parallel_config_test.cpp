@@ -109,27 +109,33 @@ TEST(ParallelConfigTest, AnImpossibleLayoutIsAnErrorNamingTheField) {
 }
 
 TEST(ParallelConfigTest, WhatThisBuildCannotRunIsNamed) {
-  EXPECT_EQ(unsupported_parallelism(ParallelConfig{}), "");
+  EXPECT_EQ(unsupported_parallelism(ParallelConfig{}, 4), "");
   ParallelConfig c;
   c.batch_per_device = 4;  // informational: batch splitting decides the rows
-  EXPECT_EQ(unsupported_parallelism(c), "");
+  EXPECT_EQ(unsupported_parallelism(c, 4), "");
   // The seed's line: two stages, four micro-batches, the optimizer sharded: it all runs.
-  EXPECT_EQ(unsupported_parallelism(parse_parallel_config(kSeedLine)), "");
+  EXPECT_EQ(unsupported_parallelism(parse_parallel_config(kSeedLine), 4), "");
   ParallelConfig zero;
   zero.distribute_param = true;
-  EXPECT_EQ(unsupported_parallelism(zero), "");
+  EXPECT_EQ(unsupported_parallelism(zero, 4), "");
   zero.distribute_low_prec_param = true;
   zero.recomputation = 1;
-  EXPECT_EQ(unsupported_parallelism(zero), "");  // under batch splitting
+  EXPECT_EQ(unsupported_parallelism(zero, 4), "");  // under batch splitting
   zero.num_stages = 2;
-  EXPECT_NE(unsupported_parallelism(zero).find("low-precision parameter sharding with pipeline stages"),
+  EXPECT_NE(unsupported_parallelism(zero, 4).find("low-precision parameter sharding with pipeline stages"),
             std::string::npos);
   c = ParallelConfig{};
   c.num_stages = 2;
   c.num_micro_batches = 4;
-  EXPECT_EQ(unsupported_parallelism(c), "");
+  EXPECT_EQ(unsupported_parallelism(c, 4), "");
   c.tp = 2;
-  EXPECT_NE(unsupported_parallelism(c).find("tensor parallelism (TP : 2)"), std::string::npos);
+  EXPECT_NE(unsupported_parallelism(c, 4).find("tensor parallelism (TP : 2)"), std::string::npos);
+  c = ParallelConfig{};
+  c.tp = 2;  // alone, over both devices: it runs
+  EXPECT_EQ(unsupported_parallelism(c, 2), "");
+  EXPECT_NE(unsupported_parallelism(c, 4).find("TP : 2 alone runs on 2 devices"), std::string::npos);  // dp 2 x tp 2
+  c.recomputation = 1;
+  EXPECT_NE(unsupported_parallelism(c, 2).find("tensor parallelism"), std::string::npos);
 }
 
 }  // namespace

@@ -49,6 +49,30 @@ TEST_F(ShardingRulesTest, MatmulRowsGiveRowsAndAContractionGivesAPartialSum) {
   EXPECT_EQ(p->inputs[0].dim, 1);
 }
 
+// Tensor parallelism's linear layers: a weight split by output features gives split columns (its bias cut
+// alike); a contraction split on both sides with a bias is a partial sum that adds the bias once.
+TEST_F(ShardingRulesTest, MatmulColumnsGiveColumnsAndABiasIsAddedOnce) {
+  const runtime::Node column = node("aten::addmm", {t({6}), t({8, 4}), t({4, 6})}, {t({8, 6})});
+  const auto c = shard_rule(column, split(3, {{2, 1}}));
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->outputs[0].kind, Kind::kShard);
+  EXPECT_EQ(c->outputs[0].dim, 1);
+  EXPECT_TRUE(c->inputs[0].batch);  // the bias, cut to the same columns
+  EXPECT_FALSE(c->inputs[1].batch);
+  EXPECT_EQ(c->first_device_beta, -1);
+  const runtime::Node row = node("aten::addmm", {t({4}), t({8, 6}), t({6, 4})}, {t({8, 4})});
+  const auto r = shard_rule(row, split(3, {{1, 1}, {2, 0}}));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->outputs[0].kind, Kind::kPartial);
+  EXPECT_FALSE(r->inputs[0].batch);
+  EXPECT_EQ(r->first_device_beta, 3);  // addmm's beta: 0 on every device but the first
+  EXPECT_FALSE(shard_rule(row, split(3, {{0, 0}, {1, 1}, {2, 0}})));  // a split bias cannot be added once
+  const runtime::Node backward = node("aten::mm", {t({8, 4}), t({4, 6})}, {t({8, 6})});  // g @ W, W by columns
+  const auto b = shard_rule(backward, split(2, {{1, 1}}));
+  ASSERT_TRUE(b);
+  EXPECT_EQ(b->outputs[0].dim, 1);
+}
+
 TEST_F(ShardingRulesTest, AReductionOverTheBatchIsPartialAndAMeanScalesByTheShare) {
   const runtime::Node sum = node("aten::sum.dim_IntList", {t({8, 4})}, {t({4})}, {},
                                  {std::vector<int64_t>{0}, false});

@@ -1,0 +1,18 @@
+// One program per device from the SPMD steps of a split (batch_split.h): each device runs every step on its
+// part (batch splitting's rows, tensor parallelism's shards), values are released after their last use,
+// and each program's peak comes from the memory model.
+#pragma once
+
+#include "runtime/graph/canonical_graph.h"
+#include "runtime/graph/step_graph.h"
+#include "scheduler/lowering/batch_split.h"
+#include "scheduler/plan_report.h"
+
+namespace moreh::scheduler {
+
+// Device d runs piece d's launches. The report holds the fallbacks, the bytes each device's collectives send
+// (ring all-reduce: 2(N-1)/N of the value) and the bytes the busiest device's kernels write.
+PlannedStep emit_spmd_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
+                           const BatchSplit& split, int devices);
+
+}  // namespace moreh::scheduler

@@ -1,0 +1,26 @@
+// Tensor parallelism (TP : N over the N devices, DESIGN.md §2.5): Megatron's layout derived from the graph.
+// Each linear pair (analysis/linear_pairs.h) has its first weight and bias split by output features and its
+// second weight by input features; sharding propagation (batch_split.h with seeds, sharding_rules.h) carries
+// the splits through the hidden activations, their gradients and the optimizer's updates, so each pair
+// all-reduces one partial sum forward and one backward. Everything else runs replicated.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "runtime/graph/canonical_graph.h"
+#include "runtime/graph/step_graph.h"
+#include "scheduler/lowering/batch_split.h"
+#include "scheduler/plan_report.h"
+
+namespace moreh::scheduler {
+
+// What tensor parallelism splits over `devices` devices: the pairs whose hidden features divide evenly.
+SplitSeeds tensor_parallel_seeds(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
+                                 int devices, int* pairs = nullptr);
+
+// The plan: one program per device. `order`: the nodes in the order they run (recomputation.h); nullptr: as
+// recorded.
+PlannedStep compile_tensor_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
+                                         int devices, const std::vector<uint32_t>* order = nullptr);
+
+}  // namespace moreh::scheduler

@@ -1,0 +1,189 @@
+// Tensor parallelism: linear pairs found on the graph, their weights split (the first by rows, the second by
+// columns), splits of any rows and blocks carried through views, and one all-reduce where a pair ends.
+#include "scheduler/lowering/tensor_parallel_planner.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <memory>
+
+#include "runtime/memory/virtual_memory.h"
+#include "scheduler/analysis/linear_pairs.h"
+#include "scheduler/lowering/batch_split.h"
+#include "test_graph.h"
+
+namespace moreh::scheduler {
+namespace {
+
+using moreh::testing::node;
+using moreh::testing::shaped;
+using moreh::testing::upload;
+using runtime::Buffer;
+using runtime::CanonicalGraph;
+using runtime::Instruction;
+using runtime::PlacementKind;
+using runtime::StepGraph;
+using runtime::TensorRef;
+using Kind = Instruction::Kind;
+
+TensorRef transposed(TensorRef r) {
+  std::swap(r.sizes[0], r.sizes[1]);
+  std::swap(r.strides[0], r.strides[1]);
+  return r;
+}
+
+TEST(SplitGeometryTest, AViewFindsTheDimThatWalksTheRowsOfEachBlock) {
+  runtime::VirtualMemory vm;
+  auto b = std::make_shared<Buffer>(vm, 4 * 6 * 4);  // [4, 6] floats, split along its 6 columns: 4 blocks
+  const TensorRef m = shaped(b, {4, 6});
+  EXPECT_EQ(split_dim(m, b->bytes(), 6, 4), 1);
+  EXPECT_EQ(split_dim(transposed(m), b->bytes(), 6, 4), 0);  // [6, 4] over the same memory
+  EXPECT_EQ(split_dim(shaped(b, {2, 2, 6}), b->bytes(), 6, 4), 2);
+  EXPECT_EQ(split_dim(shaped(b, {24}), b->bytes(), 6, 4), std::nullopt);  // rows and blocks in one dim
+  EXPECT_EQ(split_dim(m, b->bytes(), 4, 1), 0);  // by leading rows: row_dim
+  const auto layout = split_layout(m, b->bytes(), 1, 6);
+  ASSERT_TRUE(layout);
+  EXPECT_EQ(*layout, (SplitLayout{6, 4}));
+  EXPECT_EQ(split_layout(m, b->bytes(), 0, 4), (SplitLayout{4, 1}));
+
+  // Device 1 of 2 holds columns 3..5 of every row as [4, 3]; cut from the whole value it reads at offset 3.
+  const runtime::LocalRef mine = local_part(m, b->bytes(), 1, *layout, {3, 3}, true);
+  EXPECT_EQ(mine.sizes, (runtime::Dims{4, 3}));
+  EXPECT_EQ(mine.strides, (runtime::Dims{3, 1}));
+  EXPECT_EQ(mine.offset, 0);
+  const runtime::LocalRef cut = local_part(m, b->bytes(), 1, *layout, {3, 3}, false);
+  EXPECT_EQ(cut.sizes, (runtime::Dims{4, 3}));
+  EXPECT_TRUE(cut.strides.empty());  // the recorded ones
+  EXPECT_EQ(cut.offset, 3);
+  TensorRef row2 = m;  // the third row only, as a view from its start
+  row2.offset = 12;
+  row2.sizes = {1, 6};
+  const runtime::LocalRef in_block = local_part(row2, b->bytes(), 1, *layout, {3, 3}, true);
+  EXPECT_EQ(in_block.offset, 6);  // the third of the device's blocks of 3
+}
+
+class TensorParallelTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    runtime::register_data_type(6, runtime::DataType::kFloat32);
+    for (const char* op : {"aten::relu", "aten::add_.Tensor"}) runtime::set_op_facts(runtime::intern_op(op), {.pointwise = true});
+  }
+  std::shared_ptr<Buffer> buffer(int64_t floats, bool defined) {
+    auto b = std::make_shared<Buffer>(vm, static_cast<uint64_t>(floats) * 4, 2);
+    if (defined) {
+      b->mark_defined();
+      b->set_placement({PlacementKind::kReplicate});
+    }
+    return b;
+  }
+  // x [8, 4] -> addmm(b1, x, w1^T) [8, 6] -> relu -> addmm(b2, h, w2^T) [8, 4] -> relu; then w1 and w2 are
+  // written in place (an optimizer's update).
+  void build() {
+    w1 = buffer(6 * 4, true), b1 = buffer(6, true), w2 = buffer(4 * 6, true), b2 = buffer(4, true);
+    x = buffer(8 * 4, false), y1 = buffer(8 * 6, false), h = buffer(8 * 6, false), y2 = buffer(8 * 4, false);
+    out = buffer(8 * 4, false);
+    g.append(upload(x, {8, 4}));
+    g.append(node("aten::addmm", {shaped(b1, {6}), shaped(x, {8, 4}), transposed(shaped(w1, {6, 4}))}, {shaped(y1, {8, 6})}));
+    g.append(node("aten::relu", {shaped(y1, {8, 6})}, {shaped(h, {8, 6})}));
+    g.append(node("aten::addmm", {shaped(b2, {4}), shaped(h, {8, 6}), transposed(shaped(w2, {4, 6}))}, {shaped(y2, {8, 4})}));
+    g.append(node("aten::relu", {shaped(y2, {8, 4})}, {shaped(out, {8, 4})}));
+    g.append(node("aten::add_.Tensor", {shaped(w1, {6, 4}), shaped(w1, {6, 4})}, {}, {0}));
+    g.append(node("aten::add_.Tensor", {shaped(w2, {4, 6}), shaped(w2, {4, 6})}, {}, {0}));
+    y1->release_frontend();
+    h->release_frontend();
+    y2->release_frontend();
+  }
+  size_t slot(const std::shared_ptr<Buffer>& b, const CanonicalGraph& c) const {
+    return static_cast<size_t>(std::find(c.bindings.begin(), c.bindings.end(), b) - c.bindings.begin());
+  }
+  runtime::VirtualMemory vm;
+  std::shared_ptr<Buffer> w1, b1, w2, b2, x, y1, h, y2, out;
+  StepGraph g;
+};
+
+TEST_F(TensorParallelTest, APairIsTwoLinearLayersWithElementwiseOpsBetween) {
+  build();
+  const CanonicalGraph c = CanonicalGraph::build(g);
+  const auto pairs = find_linear_pairs(g, c);
+  ASSERT_EQ(pairs.size(), 1u);
+  EXPECT_EQ(pairs[0].first_node, 1u);
+  EXPECT_EQ(pairs[0].second_node, 3u);
+  EXPECT_EQ(pairs[0].first_weight, slot(w1, c));
+  EXPECT_EQ(pairs[0].first_bias, static_cast<int64_t>(slot(b1, c)));
+  EXPECT_EQ(pairs[0].second_weight, slot(w2, c));
+  EXPECT_EQ(pairs[0].hidden, 6);
+  EXPECT_EQ(pairs[0].out, 4);
+  const SplitSeeds seeds = tensor_parallel_seeds(g, c, 2);
+  EXPECT_EQ(seeds.at(slot(w1, c)), (SplitLayout{6, 1}));
+  EXPECT_EQ(seeds.at(slot(w2, c)), (SplitLayout{6, 4}));
+  EXPECT_TRUE(tensor_parallel_seeds(g, c, 4).empty());  // 6 hidden features do not split 4 ways evenly
+}
+
+TEST_F(TensorParallelTest, AnOpThatIsNotElementwiseEndsTheChain) {
+  w1 = buffer(6 * 4, true), w2 = buffer(4 * 6, true);
+  x = buffer(8 * 4, true), y1 = buffer(8 * 6, false), h = buffer(8 * 6, false), y2 = buffer(8 * 4, false);
+  g.append(node("aten::mm", {shaped(x, {8, 4}), transposed(shaped(w1, {6, 4}))}, {shaped(y1, {8, 6})}));
+  g.append(node("aten::cumsum", {shaped(y1, {8, 6})}, {shaped(h, {8, 6})}));
+  g.append(node("aten::mm", {shaped(h, {8, 6}), transposed(shaped(w2, {4, 6}))}, {shaped(y2, {8, 4})}));
+  EXPECT_TRUE(find_linear_pairs(g, CanonicalGraph::build(g)).empty());
+}
+
+TEST_F(TensorParallelTest, ThePairRunsOnShardsAndAllReducesItsOutputOnce) {
+  build();
+  const CanonicalGraph c = CanonicalGraph::build(g);
+  const PlannedStep plan = compile_tensor_parallel_plan(g, c, 2);
+  ASSERT_EQ(plan.programs.size(), 2u);
+  EXPECT_EQ(plan.report.replicated_fallbacks, 0u) << plan.report.summary;
+  for (const auto& p : plan.programs) {
+    const auto count = [&](Kind k) { return std::count_if(p.code.begin(), p.code.end(), [&](const Instruction& i) { return i.kind == k; }); };
+    EXPECT_EQ(count(Kind::kAllReduce), 1);  // the second layer's partial sum, before the last relu
+    EXPECT_EQ(count(Kind::kAllGather), 0);
+    EXPECT_EQ(count(Kind::kKeepRows), 2);   // the updates keep each device's part of both weights
+  }
+  // Device 1's first layer: w1^T's columns 3..5 cut from the whole weight, its output [8, 3] in its block.
+  const runtime::LocalLaunch& first = plan.programs[1].launches.at(0);
+  EXPECT_EQ(first.inputs[2].sizes, (runtime::Dims{4, 3}));
+  EXPECT_EQ(first.inputs[2].offset, 3 * 4);
+  EXPECT_EQ(first.outputs[0].sizes, (runtime::Dims{8, 3}));
+  EXPECT_EQ(first.outputs[0].strides, (runtime::Dims{3, 1}));
+  // The second layer adds its bias on device 0 only.
+  const runtime::LocalLaunch& second = plan.programs[1].launches.at(2);
+  ASSERT_EQ(second.int_args.size(), 1u);
+  EXPECT_EQ(second.int_args[0], (std::pair<int, int64_t>{3, 0}));
+  EXPECT_TRUE(plan.programs[0].launches.at(2).int_args.empty());
+  const auto& w1_at = plan.final_placements[slot(w1, c)];
+  EXPECT_EQ(w1_at.kind, PlacementKind::kShard);
+  EXPECT_EQ(w1_at.rows, 6);
+  EXPECT_EQ(w1_at.outer, 1);
+  const auto& w2_at = plan.final_placements[slot(w2, c)];
+  EXPECT_EQ(w2_at.kind, PlacementKind::kShard);
+  EXPECT_EQ(w2_at.outer, 4);
+  EXPECT_EQ(plan.slots[slot(w2, c)].row_bytes, 4u);
+  // Each device holds half of each weight once the step has run, and the peak says so.
+  EXPECT_GT(plan.programs[0].peak_bytes, 0u);
+}
+
+TEST_F(TensorParallelTest, TheNextStepReadsTheWeightsInTheirBlocks) {
+  build();
+  runtime::Placement rows{PlacementKind::kShard, 6};
+  runtime::Placement columns{PlacementKind::kShard, 6};
+  columns.outer = 4;
+  w1->set_placement(rows);
+  b1->set_placement(rows);
+  w2->set_placement(columns);
+  const CanonicalGraph c = CanonicalGraph::build(g);
+  const PlannedStep plan = compile_tensor_parallel_plan(g, c, 2);
+  EXPECT_EQ(plan.report.replicated_fallbacks, 0u);
+  for (const auto& p : plan.programs) {
+    EXPECT_EQ(std::count_if(p.code.begin(), p.code.end(), [](const Instruction& i) { return i.kind == Kind::kKeepRows; }), 0);
+    EXPECT_EQ(std::count_if(p.code.begin(), p.code.end(), [](const Instruction& i) { return i.kind == Kind::kAllGather; }), 0);
+  }
+  // w2^T [6, 4] read in device 1's block [4, 3]: its rows 3..5 as a [3, 4] view with strides (1, 3).
+  const runtime::LocalLaunch& second = plan.programs[1].launches.at(2);
+  EXPECT_EQ(second.inputs[2].sizes, (runtime::Dims{3, 4}));
+  EXPECT_EQ(second.inputs[2].strides, (runtime::Dims{1, 3}));
+  EXPECT_EQ(second.inputs[2].offset, 0);
+}
+
+}  // namespace
+}  // namespace moreh::scheduler
