@@ -133,10 +133,10 @@ std::string unsupported_parallelism(const ParallelConfig& c, int devices) {
   std::vector<std::string> missing;
   // Tensor parallelism runs alone: every device one rank of TP, nothing else asked.
   if (c.tp > 1 && (devices != c.tp || c.num_stages > 1 || c.num_micro_batches > 1 || c.distribute_param ||
-                   c.distribute_low_prec_param || c.recomputation))
+                   c.distribute_low_prec_param))
     missing.push_back(fmt::format("tensor parallelism (TP : {}) with data-parallel replicas, pipeline stages, "
-                                  "micro-batches, distribute_param, distribute_low_prec_param or recomputation "
-                                  "(TP : {} alone runs on {} devices)", c.tp, c.tp, c.tp));
+                                  "micro-batches, distribute_param or distribute_low_prec_param (TP : {} runs on {} "
+                                  "devices, with recomputation or without)", c.tp, c.tp, c.tp));
   if (c.distribute_low_prec_param && (c.num_stages > 1 || c.num_micro_batches > 1))
     missing.push_back("low-precision parameter sharding with pipeline stages or micro-batches "
                       "(distribute_low_prec_param : true)");
@@ -144,7 +144,7 @@ std::string unsupported_parallelism(const ParallelConfig& c, int devices) {
   return fmt::format("not supported yet: {}; this build runs batch splitting and pipeline stages with "
                      "micro-batches, the optimizer sharded over the replicas with distribute_param : true, "
                      "autocast's copies of the parameters sharded with distribute_low_prec_param : true under batch "
-                     "splitting, recomputation : 1, and TP : N alone over the N devices", fmt::join(missing, ", "));
+                     "splitting, recomputation : 1, and TP : N over the N devices (with recomputation or without)", fmt::join(missing, ", "));
 }
 
 }  // namespace moreh::runtime

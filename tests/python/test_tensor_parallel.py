@@ -87,7 +87,7 @@ def test_tensor_parallel_with_other_knobs_is_refused_by_name(tmp_path):
     code = r"""
 import torch
 from torch_moreh._C import ConfigError
-for kwargs in [{"tp": 2}, {"tp": 2, "recomputation": True}, {"tp": 4}]:
+for kwargs in [{"tp": 2}, {"tp": 4, "distribute_param": True}, {"tp": 4, "recomputation": True}]:
     try:
         torch.moreh.option.set_parallelism(**kwargs)
         print("accepted", kwargs)
@@ -98,5 +98,19 @@ for kwargs in [{"tp": 2}, {"tp": 2, "recomputation": True}, {"tp": 4}]:
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout.splitlines()
     assert "tensor parallelism (TP : 2) with data-parallel replicas" in out[0]  # dp 2 x tp 2: not yet
-    assert "TP : 2 alone runs on 2 devices" in out[1]
-    assert out[2] == "accepted {'tp': 4}"
+    assert "TP : 4 runs on 4 devices, with recomputation or without" in out[1]
+    assert out[2] == "accepted {'tp': 4, 'recomputation': True}"
+
+
+@pytest.mark.parametrize("kind,devices", [("gpt:8", 4), ("gpt_dropout:4", 2)])
+def test_recomputation_under_tensor_parallelism_changes_no_bit(kind, devices):
+    """tp 4 + recomputation: the reruns run on the same shards, dropout from its recorded seed; the peak drops."""
+    plain = train(kind, devices, parallelism=f"TP : {devices}")
+    again = train(kind, devices, parallelism=f"TP : {devices}, recomputation : 1")
+    assert again["losses"] == plain["losses"]
+    for name, p in plain["params"].items():
+        assert again["params"][name].equal(p), name
+    with open(again["log_file"]) as f:
+        assert any("op(s) run again in the backward pass" in line for line in f)
+    peak = lambda r: max(d["memory_peak"] for d in r["devices_after_step_2"])
+    assert peak(again) < peak(plain)

@@ -133,8 +133,10 @@ TEST(ParallelConfigTest, WhatThisBuildCannotRunIsNamed) {
   c = ParallelConfig{};
   c.tp = 2;  // alone, over both devices: it runs
   EXPECT_EQ(unsupported_parallelism(c, 2), "");
-  EXPECT_NE(unsupported_parallelism(c, 4).find("TP : 2 alone runs on 2 devices"), std::string::npos);  // dp 2 x tp 2
+  EXPECT_NE(unsupported_parallelism(c, 4).find("TP : 2 runs on 2 devices"), std::string::npos);  // dp 2 x tp 2
   c.recomputation = 1;
+  EXPECT_EQ(unsupported_parallelism(c, 2), "");
+  c.distribute_param = true;
   EXPECT_NE(unsupported_parallelism(c, 2).find("tensor parallelism"), std::string::npos);
 }
 
