@@ -11,16 +11,19 @@ using runtime::TensorRef;
 namespace {
 
 struct Linear {
-  uint32_t weight = 0;
+  uint32_t x = 0, weight = 0;  // slots
   int64_t bias = -1;
   int64_t in = 0, out = 0;
-  int x = 0;  // the input holding the activations
+  int x_input = 0, weight_input = 0;
 };
 
-// A whole 2-D weight [out, in] read as its transpose [in, out].
-bool transposed_weight(const TensorRef& r, uint64_t bytes) {
-  return r.sizes.size() == 2 && r.offset == 0 && r.strides[0] == 1 && r.strides[1] == r.sizes[0] &&
-         static_cast<uint64_t>(r.sizes[0] * r.sizes[1]) * r.itemsize == bytes;
+// A whole 2-D weight read as [in, out]: its transpose ([out, in] in memory) or itself.
+bool whole_weight(const TensorRef& r, uint64_t bytes) {
+  if (r.sizes.size() != 2 || r.offset != 0 || static_cast<uint64_t>(r.sizes[0] * r.sizes[1]) * r.itemsize != bytes)
+    return false;
+  const bool transposed = r.strides[0] == 1 && r.strides[1] == r.sizes[0];
+  const bool direct = r.strides[0] == r.sizes[1] && r.strides[1] == 1;
+  return transposed || direct;
 }
 
 std::optional<Linear> linear(const Node& n, const std::vector<uint32_t>& slots, const runtime::CanonicalGraph& cg) {
@@ -29,9 +32,9 @@ std::optional<Linear> linear(const Node& n, const std::vector<uint32_t>& slots, 
   if (!(addmm || mm) || n.outputs.size() != 1 || !n.written.empty()) return std::nullopt;
   const int x = addmm ? 1 : 0, w = x + 1;
   const TensorRef& wr = n.inputs[w];
-  if (!transposed_weight(wr, cg.buffers[slots[w]].bytes) || n.inputs[x].sizes.size() != 2) return std::nullopt;
-  Linear l{slots[w], -1, wr.sizes[0], wr.sizes[1], x};
-  if (slots[w] == slots[x]) return std::nullopt;
+  if (!whole_weight(wr, cg.buffers[slots[w]].bytes) || n.inputs[x].sizes.size() != 2 || slots[w] == slots[x])
+    return std::nullopt;
+  Linear l{slots[x], slots[w], -1, wr.sizes[0], wr.sizes[1], x, w};
   if (addmm) {
     const TensorRef& b = n.inputs[0];
     if (b.sizes.size() != 1 || b.sizes[0] != l.out || b.strides[0] != 1 || b.offset != 0 ||
@@ -52,47 +55,71 @@ int64_t numel(const TensorRef& r) {
 
 std::vector<LinearPair> find_linear_pairs(const runtime::StepGraph& graph, const runtime::CanonicalGraph& cg) {
   const auto& nodes = graph.nodes();
-  // The first node after `after` that reads slot s.
-  auto first_reader = [&](uint32_t s, size_t after) -> std::optional<size_t> {
-    for (size_t i = after + 1; i < nodes.size(); ++i)
-      for (uint32_t t : cg.node_inputs[i])
-        if (t == s) return i;
-    return std::nullopt;
-  };
-  std::vector<LinearPair> pairs;
-  std::set<uint32_t> taken;
+  std::vector<std::optional<Linear>> linears(nodes.size());
+  std::vector<int64_t> made_by(cg.buffers.size(), -1);  // the linear layer whose output a slot is
   for (size_t i = 0; i < nodes.size(); ++i) {
-    const auto first = linear(nodes[i], cg.node_inputs[i], cg);
-    if (!first) continue;
+    linears[i] = linear(nodes[i], cg.node_inputs[i], cg);
+    if (linears[i]) made_by[cg.node_outputs[i][0]] = static_cast<int64_t>(i);
+  }
+  std::vector<LinearPair> pairs;
+  std::set<uint32_t> taken;  // weights and biases already in a pair
+  std::set<size_t> firsts;   // layers already a pair's first
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    if (!linears[i] || firsts.count(i)) continue;
+    const Linear& first = *linears[i];
     const int64_t elems = numel(nodes[i].outputs[0]);
-    uint32_t current = cg.node_outputs[i][0];
-    size_t at = i;
-    while (true) {
-      const auto next = first_reader(current, at);
-      if (!next) break;
-      const Node& n = nodes[*next];
-      const auto& in = cg.node_inputs[*next];
-      if (const auto second = linear(n, in, cg)) {
-        if (in[second->x] == current && second->in == first->out && numel(n.inputs[second->x]) == elems &&
-            !taken.count(first->weight) && !taken.count(second->weight) &&
-            (first->bias < 0 || !taken.count(static_cast<uint32_t>(first->bias))) && first->weight != second->weight) {
-          pairs.push_back({static_cast<uint32_t>(i), static_cast<uint32_t>(*next), first->weight, first->bias,
-                           second->weight, first->out, second->out});
-          taken.insert(first->weight);
-          taken.insert(second->weight);
-          if (first->bias >= 0) taken.insert(static_cast<uint32_t>(first->bias));
-        }
+    std::set<uint32_t> region{cg.node_outputs[i][0]};  // what the pair has made so far
+    std::vector<size_t> first_nodes{i};
+    std::optional<size_t> second;
+    for (size_t j = i + 1; j < nodes.size() && !second; ++j) {
+      const auto& in = cg.node_inputs[j];
+      bool reads = false;
+      for (uint32_t t : in) reads = reads || region.count(t);
+      if (!reads) continue;
+      const Node& n = nodes[j];
+      if (linears[j]) {
+        if (region.count(linears[j]->x) && linears[j]->in == first.out && numel(n.inputs[linears[j]->x_input]) == elems)
+          second = j;
         break;
       }
-      // An elementwise op of the activations alone (dropout also gives its mask).
       const bool elementwise = runtime::op_facts(n.op).pointwise || runtime::op_facts(n.op).seeded;
       if (!elementwise || !n.written.empty() || n.outputs.empty() || numel(n.outputs[0]) != elems) break;
-      bool only = true;
-      for (uint32_t t : in) only = only && t == current;
-      if (!only) break;
-      current = cg.node_outputs[*next][0];
-      at = *next;
+      bool ok = true;
+      for (size_t k = 0; k < in.size() && ok; ++k) {
+        if (region.count(in[k]) || numel(n.inputs[k]) == 1) continue;
+        const int64_t sibling = made_by[in[k]];  // another first layer over the same input
+        ok = sibling >= 0 && linears[sibling]->x == first.x && linears[sibling]->out == first.out;
+        if (ok) {
+          first_nodes.push_back(static_cast<size_t>(sibling));
+          region.insert(in[k]);
+        }
+      }
+      if (!ok) break;
+      for (uint32_t o : cg.node_outputs[j]) region.insert(o);
     }
+    if (!second) continue;
+    LinearPair pair;
+    pair.second_node = static_cast<uint32_t>(*second);
+    pair.hidden = first.out;
+    bool free = true;
+    auto seed = [&](uint32_t slot, const TensorRef& view, int dim) {
+      auto layout = split_layout(view, cg.buffers[slot].bytes, dim, pair.hidden);
+      if (!layout || taken.count(slot)) free = false;
+      else pair.seeds[slot] = *layout;
+    };
+    for (size_t f : first_nodes) {
+      const Linear& l = *linears[f];
+      seed(l.weight, nodes[f].inputs[l.weight_input], 1);  // [in, hidden]: its columns
+      if (l.bias >= 0) seed(static_cast<uint32_t>(l.bias), nodes[f].inputs[0], 0);
+      pair.first_nodes.push_back(static_cast<uint32_t>(f));
+    }
+    const Linear& s = *linears[*second];
+    seed(s.weight, nodes[*second].inputs[s.weight_input], 0);  // [hidden, out]: its rows
+    if (!free) continue;
+    for (const auto& [slot, layout] : pair.seeds) taken.insert(slot);
+    for (size_t f : first_nodes) firsts.insert(f);
+    firsts.insert(*second);  // the second layer starts no pair of its own
+    pairs.push_back(std::move(pair));
   }
   return pairs;
 }

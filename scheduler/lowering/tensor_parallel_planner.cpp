@@ -16,10 +16,8 @@ SplitSeeds tensor_parallel_seeds(const runtime::StepGraph& graph, const runtime:
   SplitSeeds seeds;
   int used = 0;
   for (const LinearPair& p : find_linear_pairs(graph, canonical)) {
-    if (p.hidden % devices != 0 || p.hidden < devices) continue;
-    seeds[p.first_weight] = {p.hidden, 1};       // [hidden, in]: its rows
-    if (p.first_bias >= 0) seeds[static_cast<uint32_t>(p.first_bias)] = {p.hidden, 1};
-    seeds[p.second_weight] = {p.hidden, p.out};  // [out, hidden]: its columns, in each of `out` rows
+    if (p.hidden % devices != 0 || p.hidden < devices) continue;  // even parts only
+    seeds.insert(p.seeds.begin(), p.seeds.end());
     ++used;
   }
   if (pairs) *pairs = used;

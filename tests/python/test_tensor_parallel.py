@@ -16,7 +16,12 @@ import torch
 from conftest import run_python
 from test_data_parallel import train
 
-CASES = [("mlp:8", 2), ("mlp:8", 4), ("gpt:8", 2), ("gpt:8", 4), ("gpt_clip:8", 2), ("gpt_accum:8", 4)]
+CASES = [("mlp:8", 2), ("mlp:8", 4), ("gpt:8", 2), ("gpt:8", 4), ("gpt_clip:8", 2), ("gpt_accum:8", 4),
+         ("gpt2:4", 2), ("gpt2:4", 4), ("llama:4", 2), ("llama:4", 4)]
+# Parameter tolerances where one device's rounding is not kept, with what was seen (10 AdamW steps, host devices).
+# Hugging Face GPT-2: c_proj (the MLP's second layer) 2.1e-5 at TP 4, c_attn's bias 3.1e-5 (its key part, as above).
+# Llama (GQA): 4.7e-6 at TP 4.
+TOLERANCE = {"gpt2": 5e-5}
 
 
 def plan_lines(result):
@@ -24,25 +29,28 @@ def plan_lines(result):
         return [line for line in f if "tensor parallel:" in line]
 
 
-def assert_like_one_device(ref, got):
+def assert_like_one_device(ref, got, tolerance=1e-5):
     for step, (a, b) in enumerate(zip(ref["losses"], got["losses"], strict=True)):
         assert abs(a - b) <= 1e-5 * abs(a), f"step {step}: 1 device {a} vs {b}"
     for name, p in ref["params"].items():
-        tol = 1e-4 if name.endswith("attn.qkv.bias") else 1e-5  # see the module's docstring
+        tol = 1e-4 if name.endswith("attn.qkv.bias") else tolerance  # see the module's docstring
         torch.testing.assert_close(got["params"][name], p, rtol=tol, atol=tol, msg=name)
 
 
 @pytest.mark.parametrize("kind,devices", CASES, ids=[f"{k}-tp{d}" for k, d in CASES])
 def test_tensor_parallel_trains_like_one_device(kind, devices):
+    family = kind.split(":")[0].split("_")[0]
+    if family in ("gpt2", "llama"):
+        pytest.importorskip("transformers")
     ref = train(kind, 1)
     got = train(kind, devices, parallelism=f"TP : {devices}")
-    assert_like_one_device(ref, got)
+    assert_like_one_device(ref, got, TOLERANCE.get(family, 1e-5))
     lines = plan_lines(got)
     # clip_grad_norm_'s _foreach_norm has no rule for a split gradient yet: it runs on gathered gradients, once.
     fallbacks = 1 if kind.startswith("gpt_clip") else 0
     counts = [int(re.search(r"(\d+) replicated fallback", l).group(1)) for l in lines]
     assert counts and max(counts) == fallbacks, lines
-    pairs = {"mlp": 1, "gpt": 2}[kind.split(":")[0].split("_")[0]]
+    pairs = {"mlp": 1, "gpt": 2, "gpt2": 2, "llama": 2}[family]  # Llama's: gate and up, then down
     assert f"{pairs} linear pair(s) split" in lines[0], lines[0]
     # Each device holds its part of the split weights: less than one device's peak.
     ref_peak = ref["devices_after_step_2"][0]["memory_peak"]

@@ -106,17 +106,45 @@ TEST_F(TensorParallelTest, APairIsTwoLinearLayersWithElementwiseOpsBetween) {
   const CanonicalGraph c = CanonicalGraph::build(g);
   const auto pairs = find_linear_pairs(g, c);
   ASSERT_EQ(pairs.size(), 1u);
-  EXPECT_EQ(pairs[0].first_node, 1u);
+  EXPECT_EQ(pairs[0].first_nodes, (std::vector<uint32_t>{1}));
   EXPECT_EQ(pairs[0].second_node, 3u);
-  EXPECT_EQ(pairs[0].first_weight, slot(w1, c));
-  EXPECT_EQ(pairs[0].first_bias, static_cast<int64_t>(slot(b1, c)));
-  EXPECT_EQ(pairs[0].second_weight, slot(w2, c));
   EXPECT_EQ(pairs[0].hidden, 6);
-  EXPECT_EQ(pairs[0].out, 4);
+  EXPECT_EQ(pairs[0].seeds.size(), 3u);  // w1, b1 and w2; not b2
   const SplitSeeds seeds = tensor_parallel_seeds(g, c, 2);
-  EXPECT_EQ(seeds.at(slot(w1, c)), (SplitLayout{6, 1}));
-  EXPECT_EQ(seeds.at(slot(w2, c)), (SplitLayout{6, 4}));
+  EXPECT_EQ(seeds.at(slot(w1, c)), (SplitLayout{6, 1}));  // [6, 4]: its rows
+  EXPECT_EQ(seeds.at(slot(b1, c)), (SplitLayout{6, 1}));
+  EXPECT_EQ(seeds.at(slot(w2, c)), (SplitLayout{6, 4}));  // [4, 6]: its columns, in each of 4 rows
   EXPECT_TRUE(tensor_parallel_seeds(g, c, 4).empty());  // 6 hidden features do not split 4 ways evenly
+}
+
+// Hugging Face's Conv1D keeps its weight as [in, out] and multiplies by it directly; Llama's MLP multiplies
+// two first layers' outputs (gate and up) before the second: both are split, and so is a sibling's weight.
+TEST_F(TensorParallelTest, DirectWeightsAndSiblingFirstLayersMakePairsToo) {
+  runtime::set_op_facts(runtime::intern_op("aten::silu"), {.pointwise = true});
+  runtime::set_op_facts(runtime::intern_op("aten::mul.Tensor"), {.pointwise = true});
+  auto conv_w1 = buffer(4 * 6, true), conv_w2 = buffer(6 * 4, true);
+  auto gate = buffer(6 * 4, true), up = buffer(6 * 4, true), down = buffer(4 * 6, true);
+  x = buffer(8 * 4, true);
+  auto t = [&](int64_t n) { return buffer(n, false); };
+  auto a = t(48), a2 = t(48), a3 = t(32), gy = t(48), uy = t(48), s = t(48), p = t(48), d = t(32);
+  g.append(node("aten::mm", {shaped(x, {8, 4}), shaped(conv_w1, {4, 6})}, {shaped(a, {8, 6})}));
+  g.append(node("aten::relu", {shaped(a, {8, 6})}, {shaped(a2, {8, 6})}));
+  g.append(node("aten::mm", {shaped(a2, {8, 6}), shaped(conv_w2, {6, 4})}, {shaped(a3, {8, 4})}));
+  g.append(node("aten::mm", {shaped(x, {8, 4}), transposed(shaped(gate, {6, 4}))}, {shaped(gy, {8, 6})}));
+  g.append(node("aten::silu", {shaped(gy, {8, 6})}, {shaped(s, {8, 6})}));
+  g.append(node("aten::mm", {shaped(x, {8, 4}), transposed(shaped(up, {6, 4}))}, {shaped(uy, {8, 6})}));
+  g.append(node("aten::mul.Tensor", {shaped(s, {8, 6}), shaped(uy, {8, 6})}, {shaped(p, {8, 6})}));
+  g.append(node("aten::mm", {shaped(p, {8, 6}), transposed(shaped(down, {4, 6}))}, {shaped(d, {8, 4})}));
+  const CanonicalGraph c = CanonicalGraph::build(g);
+  const auto pairs = find_linear_pairs(g, c);
+  ASSERT_EQ(pairs.size(), 2u);
+  EXPECT_EQ(pairs[0].seeds.at(slot(conv_w1, c)), (SplitLayout{6, 4}));  // [4, 6]: its columns
+  EXPECT_EQ(pairs[0].seeds.at(slot(conv_w2, c)), (SplitLayout{6, 1}));  // [6, 4]: its rows
+  EXPECT_EQ(pairs[1].first_nodes, (std::vector<uint32_t>{3, 5}));
+  EXPECT_EQ(pairs[1].seeds.at(slot(up, c)), (SplitLayout{6, 1}));
+  EXPECT_EQ(pairs[1].seeds.at(slot(down, c)), (SplitLayout{6, 4}));
+  const PlannedStep plan = compile_tensor_parallel_plan(g, c, 2);
+  EXPECT_EQ(plan.report.replicated_fallbacks, 0u) << plan.report.summary;
 }
 
 TEST_F(TensorParallelTest, AnOpThatIsNotElementwiseEndsTheChain) {
