@@ -3,7 +3,8 @@ predicted and measured peak bytes per device, parameter + optimizer bytes per de
 sends per step, and the schedule's idle fraction against GPipe's (p - 1) / (m + p - 1). Pipelines run 1F1B (the
 default) and, for two layouts, GPipe too: 1F1B holds fewer micro-batches' activations at a time. Batch splitting
 runs with its optimizer sharded too (distribute_param : true). Recomputation (recomputation : 1) runs beside
-the same layouts without it: its column is the measured peak as a share of theirs.
+the same layouts without it: its column is the measured peak as a share of theirs. Tensor parallelism (TP : N)
+runs over 2 and 4 devices. `--only "TP"` runs the layouts whose line holds a piece (and one device first).
 
 The number of devices is fixed when moreh's engine starts, so each layout runs in its own process; the
 baseline is the same training on one device, run first. Host devices share this machine's 2 cores, so time
@@ -39,6 +40,10 @@ LAYOUTS = [  # (devices, MOREH_PARALLELISM)
     (8, "num_stages : 4, num_micro_batches : 4"),
     (8, "num_stages : 8, num_micro_batches : 8"),
     (8, "num_stages : 8, num_micro_batches : 8, pipeline_schedule : gpipe"),
+    (2, "TP : 2"),
+    (2, "TP : 2, " + RC),
+    (4, "TP : 4"),
+    (4, "TP : 4, " + RC),
 ]
 
 
@@ -79,7 +84,7 @@ def run(devices, line, cfg):
     if line:
         env["MOREH_PARALLELISM"] = line
     args = [sys.executable, os.path.abspath(__file__), "--worker"] + [f"--{k.replace('_', '-')}={v}" for k, v in
-                                                                       vars(cfg).items() if k != "worker"]
+                                                                       vars(cfg).items() if k not in ("worker", "only")]
     with tempfile.TemporaryDirectory() as cwd:  # the layout's dump file goes there
         proc = subprocess.run(args, env=env, cwd=cwd, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
@@ -96,6 +101,8 @@ def main():
     p.add_argument("--n-layer", type=int, default=8)
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--vocab", type=int, default=96)
+    p.add_argument("--only", default="", help="run only the layouts whose line contains one of these comma-separated "
+                                              "pieces (and one device, the baseline)")
     cfg = p.parse_args()
     if cfg.worker:
         return worker(cfg)
@@ -106,7 +113,10 @@ def main():
     print(f"{'devices':>7} {'layout':40} {'plan ms':>7} {'held':>10} {'/1dev':>6} {'pred peak':>9} {'meas peak':>9} "
           f"{'/no rc':>6} {'sent/step':>9} {'idle':>5} {'gpipe':>5} {'loss diff':>9}")
     done = {}
+    pieces = [x.strip() for x in cfg.only.split(",") if x.strip()]
     for devices, line in LAYOUTS:
+        if pieces and (devices, line) != (1, "") and not any(x in line for x in pieces):
+            continue
         r = done[(devices, line)] = run(devices, line, cfg)
         plain = done.get((devices, line.replace(", " + RC, "").replace(RC, "")))
         rc = f"{max(r['measured_peak']) / max(plain['measured_peak']):6.2f}" if RC in line and plain else f"{'':>6}"
@@ -117,7 +127,7 @@ def main():
         gpipe = (stages - 1) / (micro + stages - 1)
         held = max(r["held"])
         diff = max(abs(a - b) / abs(a) for a, b in zip(one["losses"], r["losses"]))
-        shown = (line.replace(", pipeline_schedule : gpipe", " GPipe")
+        shown = (line.replace(", pipeline_schedule : gpipe", " GPipe").replace("TP : ", "tp ")
                  .replace(", distribute_param : true", " + distribute_param").replace(", " + RC, " + recompute")
                  .replace(RC, "recompute") or "(one device)")
         print(f"{devices:>7} {shown:40} {r['compile_ms']:7.2f} {kib(held):>10} "

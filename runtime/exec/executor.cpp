@@ -15,10 +15,23 @@
 namespace moreh::runtime {
 
 PhysicalBlock& LaunchContext::input_memory(size_t i) const {
-  const Buffer& b = *node_.inputs.at(i).buffer;
+  const TensorRef& r = node_.inputs.at(i);
+  const Buffer& b = *r.buffer;
   if (auto why = b.failure()) throw Error("this tensor's value is unavailable: " + *why);
   PhysicalBlock* m = b.memory(device_.index());
   if (!m) throw Error(fmt::format("buffer {} has no memory on {}", b.id(), device_.name()));
+  if (local_) {  // a device's part of a value: the view must stay inside what the device holds of it
+    int64_t end = r.offset + 1;
+    bool empty = false;
+    for (size_t d = 0; d < r.sizes.size(); ++d) {
+      if (r.sizes[d] == 0) empty = true;
+      else end += (r.sizes[d] - 1) * std::max<int64_t>(r.strides[d], 0);
+    }
+    if (!empty && static_cast<uint64_t>(end) * r.itemsize > m->bytes())
+      throw Error(fmt::format("input {} reads {} bytes of buffer {}, whose block on {} holds {}: the plan's view of "
+                              "the device's part is wrong", i, static_cast<uint64_t>(end) * r.itemsize, b.id(),
+                              device_.name(), m->bytes()));
+  }
   return *m;
 }
 

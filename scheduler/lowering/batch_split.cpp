@@ -300,6 +300,9 @@ class Lowering {
       bool local = std::find(d.written_local.begin(), d.written_local.end(), static_cast<int>(i)) != d.written_local.end();
       if (!u.batch) {
         if (is_written(node, i) && !local) return fmt::format("input {} is written whole", i);
+        for (size_t j = 0; j < node.inputs.size(); ++j)
+          if (in_slots[j] == s && d.inputs[j].batch && is_written(node, j))
+            return fmt::format("input {} reads whole what input {} writes by rows", i, j);
         continue;
       }
       if (u.dim < 0 || u.dim >= static_cast<int>(node.inputs[i].sizes.size())) return fmt::format("input {} dim", i);
@@ -366,11 +369,30 @@ class Lowering {
   }
 
   void emit_replicated(uint32_t index, const Node& node) {
-    for (uint32_t s : cg_.node_inputs[index]) replicate(s);
+    // Tensor parallelism: values split along their own dims that this node reads whole are gathered for it and
+    // kept in their parts again after it (clip_grad_norm_'s norms read every gradient; the optimizer's update
+    // that follows then runs on the parts, and its state rests split).
+    std::vector<std::pair<uint32_t, Placement>> regather;
+    const auto& in_slots = cg_.node_inputs[index];
+    for (size_t i = 0; i < in_slots.size(); ++i) {
+      const uint32_t s = in_slots[i];
+      if (seeds_ && known_[s] && state_[s].kind == PlacementKind::kShard && !is_written(node, i) &&
+          std::none_of(regather.begin(), regather.end(), [&](const auto& r) { return r.first == s; }))
+        regather.emplace_back(s, state_[s]);
+    }
+    for (uint32_t s : in_slots) replicate(s);
     steps_.push_back({Kind::kLaunch, index});
     for (uint32_t s : cg_.node_outputs[index]) {
       known_[s] = true;
       state_[s] = {PlacementKind::kReplicate};
+    }
+    for (const auto& [s, was] : regather) {
+      bool written = false;
+      for (size_t i = 0; i < in_slots.size(); ++i) written = written || (in_slots[i] == s && is_written(node, i));
+      if (written) continue;
+      note_split(s, layout_of(was));
+      steps_.push_back({Kind::kKeepRows, s});
+      state_[s] = was;
     }
   }
 
@@ -382,7 +404,14 @@ class Lowering {
     // replicated copy); per-device ones as they are.
     std::vector<bool> sliced(node.inputs.size(), false);
     std::vector<int8_t> aligned(node.inputs.size(), -1);
-    for (size_t i = 0; i < node.inputs.size(); ++i) {
+    // Written inputs first: a value the node also reads (x.mul_(y) recorded as mul.out(x, y, out=x)) is then
+    // read from the device's rows it keeps, not cut from the whole value it no longer holds.
+    std::vector<size_t> inputs_order;
+    for (size_t i = 0; i < node.inputs.size(); ++i)
+      if (is_written(node, i)) inputs_order.push_back(i);
+    for (size_t i = 0; i < node.inputs.size(); ++i)
+      if (!is_written(node, i)) inputs_order.push_back(i);
+    for (size_t i : inputs_order) {
       const uint32_t s = in_slots[i];
       const auto& u = d.inputs[i];
       if (!u.batch) {

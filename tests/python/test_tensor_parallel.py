@@ -52,7 +52,12 @@ def test_tensor_parallel_trains_like_one_device(kind, devices):
     assert counts and max(counts) == fallbacks, lines
     pairs = {"mlp": 1, "gpt": 2, "gpt2": 2, "llama": 2}[family]  # Llama's: gate and up, then down
     assert f"{pairs} linear pair(s) split" in lines[0], lines[0]
-    # Each device holds its part of the split weights: less than one device's peak.
+    # Each device holds its part of the split weights and of their optimizer state, clip_grad_norm_ or not (its
+    # norms read the gradients whole, which are then kept in parts again): seen at TP 2, 0.55 of one device's
+    # bytes for the MLP, 0.71 for the GPT (attention, embeddings and the head are not split), 0.73 for Llama.
+    held = lambda r: max(d["memory_used"] for d in r["devices_after_step_2"])
+    bound = {"mlp": 0.6, "gpt": 0.75, "gpt2": 0.8, "llama": 0.8}[family] if devices == 2 else 0.75
+    assert held(got) <= bound * held(ref), (held(got), held(ref))
     ref_peak = ref["devices_after_step_2"][0]["memory_peak"]
     assert all(d["memory_peak"] < ref_peak for d in got["devices_after_step_2"]), got["devices_after_step_2"]
 
