@@ -101,6 +101,8 @@ def main():
     p.add_argument("--n-layer", type=int, default=8)
     p.add_argument("--n-head", type=int, default=4)
     p.add_argument("--vocab", type=int, default=96)
+    p.add_argument("--dropout", type=float, default=0.1, help="the GPT's dropout (attention splits by heads under TP "
+                                                               "only without it)")
     p.add_argument("--only", default="", help="run only the layouts whose line contains one of these comma-separated "
                                               "pieces (and one device, the baseline)")
     cfg = p.parse_args()
@@ -108,7 +110,7 @@ def main():
         return worker(cfg)
     kib = lambda b: f"{b / 1024:.0f}"
     one = None
-    print(f"example GPT: {cfg.n_layer} layers, d_model {cfg.d_model}, batch {cfg.batch_size} x {cfg.block_size}, "
+    print(f"example GPT: {cfg.n_layer} layers, d_model {cfg.d_model}, dropout {cfg.dropout}, batch {cfg.batch_size} x {cfg.block_size}, "
           f"AdamW; one process per layout; KiB per device (max over devices; ratio to one device)")
     print(f"{'devices':>7} {'layout':40} {'plan ms':>7} {'held':>10} {'/1dev':>6} {'pred peak':>9} {'meas peak':>9} "
           f"{'/no rc':>6} {'sent/step':>9} {'idle':>5} {'gpipe':>5} {'loss diff':>9}")

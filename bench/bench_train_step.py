@@ -20,7 +20,7 @@ from step_timing import compare  # noqa: E402
 
 def make(device, cfg):
     torch.manual_seed(0)
-    model = GPT(cfg.vocab, cfg.block_size, cfg.d_model, cfg.n_head, cfg.n_layer, 0.1).to(device)
+    model = GPT(cfg.vocab, cfg.block_size, cfg.d_model, cfg.n_head, cfg.n_layer, getattr(cfg, "dropout", 0.1)).to(device)
     return model, torch.optim.AdamW(model.parameters(), lr=3e-4)
 
 

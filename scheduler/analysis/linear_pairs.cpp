@@ -3,6 +3,8 @@
 #include <optional>
 #include <set>
 
+#include "scheduler/sharding/sharding_rules.h"
+
 namespace moreh::scheduler {
 
 using runtime::Node;
@@ -61,6 +63,57 @@ std::vector<LinearPair> find_linear_pairs(const runtime::StepGraph& graph, const
     linears[i] = linear(nodes[i], cg.node_inputs[i], cg);
     if (linears[i]) made_by[cg.node_outputs[i][0]] = static_cast<int64_t>(i);
   }
+  // Attention: a linear layer making q, k and v (one [tokens, 3C] output, or C), attention over them, and the
+  // output projection reading attention's output. Split by heads where the attention rule takes its inputs
+  // split on the heads dim (dim 1 of [B, H, T, hd]): the projection weights by their output features in each
+  // of the q, k, v blocks, the output projection's by its input features.
+  auto attention_pair = [&](size_t i, const Linear& qkv, const std::set<uint32_t>& used) -> std::optional<LinearPair> {
+    const uint32_t y = cg.node_outputs[i][0];
+    std::optional<size_t> at;
+    for (size_t j = i + 1; j < nodes.size() && !at; ++j)
+      for (uint32_t t : cg.node_inputs[j])
+        if (t == y) at = j;
+    if (!at || linears[*at]) return std::nullopt;
+    const Node& a = nodes[*at];
+    BatchDims dims(a.inputs.size());
+    int64_t heads = 0, views = 0;
+    for (size_t k = 0; k < a.inputs.size(); ++k)
+      if (cg.node_inputs[*at][k] == y && a.inputs[k].sizes.size() == 4) {
+        if (heads && a.inputs[k].sizes[1] != heads) return std::nullopt;
+        heads = a.inputs[k].sizes[1];
+        dims[k] = 1;
+        ++views;
+      }
+    if (views != 3 || heads <= 1 || qkv.out % 3 != 0 || (qkv.out / 3) % heads != 0 || !shard_rule(a, dims))
+      return std::nullopt;
+    // The output projection: the first linear layer after attention reading its output as its input.
+    const uint32_t out = cg.node_outputs[*at][0];
+    std::optional<size_t> proj;
+    for (size_t j = *at + 1; j < nodes.size() && !proj; ++j) {
+      bool reads = false;
+      for (uint32_t t : cg.node_inputs[j]) reads = reads || t == out;
+      if (!reads) continue;
+      if (!linears[j] || linears[j]->x != out || linears[j]->in != qkv.out / 3) return std::nullopt;
+      proj = j;
+    }
+    if (!proj) return std::nullopt;
+    LinearPair pair;
+    pair.first_nodes = {static_cast<uint32_t>(i)};
+    pair.second_node = static_cast<uint32_t>(*proj);
+    pair.hidden = heads;
+    bool free = true;
+    auto seed = [&](uint32_t slot, const TensorRef& view, int dim, int64_t blocks) {
+      auto layout = split_layout(view, cg.buffers[slot].bytes, dim, heads, blocks);
+      if (!layout || used.count(slot)) free = false;
+      else pair.seeds[slot] = *layout;
+    };
+    seed(qkv.weight, nodes[i].inputs[qkv.weight_input], 1, 3);  // [C, 3C]: heads of each of q, k, v
+    if (qkv.bias >= 0) seed(static_cast<uint32_t>(qkv.bias), nodes[i].inputs[0], 0, 3);
+    const Linear& p = *linears[*proj];
+    seed(p.weight, nodes[*proj].inputs[p.weight_input], 0, 1);  // [C, out]: its rows, head by head
+    if (!free) return std::nullopt;
+    return pair;
+  };
   std::vector<LinearPair> pairs;
   std::set<uint32_t> taken;  // weights and biases already in a pair
   std::set<size_t> firsts;   // layers already a pair's first
@@ -97,7 +150,15 @@ std::vector<LinearPair> find_linear_pairs(const runtime::StepGraph& graph, const
       if (!ok) break;
       for (uint32_t o : cg.node_outputs[j]) region.insert(o);
     }
-    if (!second) continue;
+    if (!second) {
+      if (auto pair = attention_pair(i, first, taken)) {
+        for (const auto& [slot, layout] : pair->seeds) taken.insert(slot);
+        firsts.insert(i);
+        firsts.insert(pair->second_node);
+        pairs.push_back(std::move(*pair));
+      }
+      continue;
+    }
     LinearPair pair;
     pair.second_node = static_cast<uint32_t>(*second);
     pair.hidden = first.out;

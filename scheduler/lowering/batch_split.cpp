@@ -45,15 +45,24 @@ std::optional<int> row_dim(const TensorRef& ref, uint64_t buffer_bytes, int64_t 
   return std::nullopt;
 }
 
-std::optional<int> split_dim(const TensorRef& ref, uint64_t buffer_bytes, int64_t rows, int64_t outer) {
-  if (outer <= 1) return row_dim(ref, buffer_bytes, rows);
+std::optional<ViewSplit> view_split(const TensorRef& ref, uint64_t buffer_bytes, int64_t rows, int64_t outer) {
+  if (outer <= 1) {
+    if (auto d = row_dim(ref, buffer_bytes, rows)) return ViewSplit{*d, 1};
+    return std::nullopt;
+  }
   if (rows <= 0 || ref.itemsize == 0) return std::nullopt;
   const int64_t elems = static_cast<int64_t>(buffer_bytes / ref.itemsize);
   if (elems % (rows * outer) != 0) return std::nullopt;
   const int64_t row_elems = elems / (rows * outer), block = rows * row_elems;
   for (size_t d = 0; d < ref.sizes.size(); ++d) {
     const int64_t size = ref.sizes[d], stride = ref.strides[d];
-    if (stride <= 0 || size % rows != 0 || (size / rows) * stride != row_elems) continue;
+    // Each index of the dim steps `stride` elements: `per` indices to a row, rows * per to a block, and the dim
+    // may run on through `blocks` blocks (a fused [3C, C] weight split by heads: 3 blocks of heads).
+    if (stride <= 0 || row_elems % stride != 0) continue;
+    const int64_t per = row_elems / stride;
+    if (size % (rows * per) != 0) continue;
+    const int64_t blocks = size / (rows * per);
+    if (outer % blocks != 0) continue;
     int64_t reach = ref.offset % block;  // where the view starts inside its block
     bool empty = false, ok = true;
     for (size_t e = 0; e < ref.sizes.size(); ++e) {
@@ -62,28 +71,36 @@ std::optional<int> split_dim(const TensorRef& ref, uint64_t buffer_bytes, int64_
       else if (ref.strides[e] < 0) ok = false;
       else if (ref.strides[e] % block != 0) reach += ref.strides[e] * (ref.sizes[e] - 1);  // else: block to block
     }
-    if (ok && !empty && reach < stride) return static_cast<int>(d);
+    if (ok && !empty && reach < stride) return ViewSplit{static_cast<int>(d), blocks};
   }
   return std::nullopt;
 }
 
-std::optional<SplitLayout> split_layout(const TensorRef& ref, uint64_t buffer_bytes, int dim, int64_t rows) {
-  if (dim < 0 || dim >= static_cast<int>(ref.sizes.size()) || rows <= 0 || ref.itemsize == 0) return std::nullopt;
+std::optional<int> split_dim(const TensorRef& ref, uint64_t buffer_bytes, int64_t rows, int64_t outer) {
+  if (auto v = view_split(ref, buffer_bytes, rows, outer)) return v->dim;
+  return std::nullopt;
+}
+
+std::optional<SplitLayout> split_layout(const TensorRef& ref, uint64_t buffer_bytes, int dim, int64_t rows,
+                                        int64_t blocks) {
+  if (dim < 0 || dim >= static_cast<int>(ref.sizes.size()) || rows <= 0 || blocks <= 0 || ref.itemsize == 0)
+    return std::nullopt;
   const int64_t size = ref.sizes[dim], stride = ref.strides[dim];
-  if (stride <= 0 || size % rows != 0) return std::nullopt;
-  const int64_t row_elems = (size / rows) * stride, elems = static_cast<int64_t>(buffer_bytes / ref.itemsize);
+  if (stride <= 0 || size % (rows * blocks) != 0) return std::nullopt;
+  const int64_t row_elems = (size / (rows * blocks)) * stride, elems = static_cast<int64_t>(buffer_bytes / ref.itemsize);
   if (elems % (rows * row_elems) != 0) return std::nullopt;
   const SplitLayout layout{rows, elems / (rows * row_elems)};
-  if (split_dim(ref, buffer_bytes, layout.rows, layout.outer) != dim) return std::nullopt;
+  const auto v = view_split(ref, buffer_bytes, layout.rows, layout.outer);
+  if (!v || v->dim != dim || v->blocks != blocks) return std::nullopt;
   return layout;
 }
 
 LocalRef local_part(const TensorRef& ref, uint64_t buffer_bytes, int dim, const SplitLayout& layout,
-                    const RowRange& part, bool in_block) {
+                    const RowRange& part, bool in_block, int64_t blocks) {
   LocalRef lr{ref.offset, ref.sizes, {}};
-  const int64_t per = ref.sizes[dim] / layout.rows;
-  lr.sizes[dim] = part.count * per;
-  if (!in_block) {  // cut from the whole value
+  const int64_t per = ref.sizes[dim] / (layout.rows * blocks);
+  lr.sizes[dim] = blocks * part.count * per;  // in each block the dim runs through, the device's rows
+  if (!in_block) {  // cut from the whole value (one block: a range of the dim)
     lr.offset += part.begin * per * ref.strides[dim];
     return lr;
   }
@@ -166,8 +183,9 @@ class Lowering {
   }
   // How slot s would lie if view `r` of it were split at `dim` into `rows` rows: nullopt when its layout does
   // not allow it (batch splitting: by leading rows only; every device's rows an even number of bytes).
-  std::optional<SplitLayout> layout_for(uint32_t s, const TensorRef& r, int dim, int64_t rows) const {
-    auto l = split_layout(r, bytes(s), dim, rows);
+  std::optional<SplitLayout> layout_for(uint32_t s, const TensorRef& r, int dim, int64_t rows,
+                                        int64_t blocks = 1) const {
+    auto l = split_layout(r, bytes(s), dim, rows, blocks);
     if (!l || (!seeds_ && l->outer != 1) || (bytes(s) / static_cast<uint64_t>(l->rows * l->outer)) % 2 != 0)
       return std::nullopt;
     return l;
@@ -203,6 +221,12 @@ class Lowering {
     if (!seeds_ && (state_[s].rows != rows_ || state_[s].outer != 1)) return std::nullopt;
     return split_dim(r, bytes(s), state_[s].rows, state_[s].outer);
   }
+  // How many of its blocks view `r` of split slot s runs through along its split dim (1: within one).
+  int64_t blocks_of(uint32_t s, const TensorRef& r) const {
+    if (!known_[s] || state_[s].kind != PlacementKind::kShard) return 1;
+    auto v = view_split(r, bytes(s), state_[s].rows, state_[s].outer);
+    return v ? v->blocks : 1;
+  }
 
   void lower_node(uint32_t index, const Node& node) {
     const auto& in_slots = cg_.node_inputs[index];
@@ -214,6 +238,7 @@ class Lowering {
     BatchDims dims(node.inputs.size());
     bool any = false;
     int64_t rows = rows_;  // the rows this node's split inputs share
+    int64_t blocks = 0;    // and the blocks their split dims run through (0: not known yet)
     if (seeds_) rows = 0;
     for (size_t i = 0; i < node.inputs.size(); ++i) {
       dims[i] = batch_dim(in_slots[i], node.inputs[i]);
@@ -221,6 +246,7 @@ class Lowering {
         if (rows == 0) rows = state_[in_slots[i]].rows;
         else if (state_[in_slots[i]].rows != rows) dims[i].reset();
       }
+      if (dims[i] && blocks == 0) blocks = blocks_of(in_slots[i], node.inputs[i]);
       any = any || dims[i].has_value();
     }
     if (!any && sums_partials(index, node)) return;
@@ -232,17 +258,19 @@ class Lowering {
         auto seed = seeds_->find(s);
         if (dims[i] || seed == seeds_->end() || (rows != 0 && seed->second.rows != rows)) continue;
         if (known_[s] && state_[s].kind != PlacementKind::kReplicate && state_[s].kind != PlacementKind::kHome) continue;
-        if (auto dim = split_dim(node.inputs[i], bytes(s), seed->second.rows, seed->second.outer)) {
-          dims[i] = dim;
+        if (auto v = view_split(node.inputs[i], bytes(s), seed->second.rows, seed->second.outer)) {
+          dims[i] = v->dim;
           rows = seed->second.rows;
+          if (blocks == 0) blocks = v->blocks;
           seeded = true;
         }
       }
     if (any || seeded) {
       auto d = shard_rule(node, dims);
-      std::string why = d ? invalid(node, index, *d, rows) : std::string("no rule for this layout");
+      if (blocks == 0) blocks = 1;
+      std::string why = d ? invalid(node, index, *d, rows, blocks) : std::string("no rule for this layout");
       if (why.empty()) {
-        emit_split(index, node, *d, dims, rows);
+        emit_split(index, node, *d, dims, rows, blocks);
         return;
       }
       if (!any) {  // only a value to split was read: it is read whole here, no fallback
@@ -290,7 +318,16 @@ class Lowering {
   }
 
   // Why the decision cannot run split ("" when it can).
-  std::string invalid(const Node& node, uint32_t index, const ShardDecision& d, int64_t rows) const {
+  // The blocks output k's split dim runs through: the node's, or (cat along the split dim) its inputs' together.
+  int64_t output_blocks(const Node& node, uint32_t index, const ShardDecision& d, size_t k, int64_t blocks) const {
+    if (!d.outputs[k].concat_blocks) return blocks;
+    int64_t sum = 0;
+    for (size_t i = 0; i < node.inputs.size(); ++i)
+      if (d.inputs[i].batch) sum += blocks_of(cg_.node_inputs[index][i], node.inputs[i]);
+    return std::max<int64_t>(sum, 1);
+  }
+
+  std::string invalid(const Node& node, uint32_t index, const ShardDecision& d, int64_t rows, int64_t blocks) const {
     const auto& in_slots = cg_.node_inputs[index];
     const auto& out_slots = cg_.node_outputs[index];
     if (d.inputs.size() != node.inputs.size() || d.outputs.size() != node.outputs.size()) return "rule arity";
@@ -313,13 +350,17 @@ class Lowering {
         // Written by rows: split that way already, or new in this step, or laid out by rows so that each
         // device can keep its rows of the whole value first.
         bool aligned = batch_dim(s, node.inputs[i]) == u.dim && state_[s].rows == rows;
-        if (!aligned && !layout_for(s, node.inputs[i], u.dim, rows))
+        if (!aligned && !layout_for(s, node.inputs[i], u.dim, rows, blocks))
           return fmt::format("written input {} is not split along dim {}", i, u.dim);
+      } else if (blocks > 1 && !(batch_dim(s, node.inputs[i]) == u.dim && state_[s].rows == rows) &&
+                 (!known_[s] || !layout_for(s, node.inputs[i], u.dim, rows, blocks))) {
+        return fmt::format("input {} would be cut from its whole value through several blocks", i);
       }
     }
     for (size_t k = 0; k < node.outputs.size(); ++k) {
       const auto& o = d.outputs[k];
-      if (o.kind == OutputSpec::Kind::kShard && !layout_for(out_slots[k], node.outputs[k], o.dim, rows))
+      if (o.kind == OutputSpec::Kind::kShard &&
+          !layout_for(out_slots[k], node.outputs[k], o.dim, rows, output_blocks(node, index, d, k, blocks)))
         return fmt::format("output {} is not laid out by rows along dim {} (or has odd-sized rows)", k, o.dim);
       if (o.kind == OutputSpec::Kind::kPartial || o.scale_by_share) {
         auto t = runtime::data_type_of(node.outputs[k].dtype);
@@ -396,7 +437,8 @@ class Lowering {
     }
   }
 
-  void emit_split(uint32_t index, const Node& node, const ShardDecision& d, const BatchDims& dims, int64_t rows) {
+  void emit_split(uint32_t index, const Node& node, const ShardDecision& d, const BatchDims& dims, int64_t rows,
+                  int64_t blocks) {
     (void)dims;
     const auto& in_slots = cg_.node_inputs[index];
     const auto& out_slots = cg_.node_outputs[index];
@@ -421,8 +463,12 @@ class Lowering {
       }
       aligned[i] = static_cast<int8_t>(u.dim);
       if (batch_dim(s, node.inputs[i]) == u.dim && state_[s].rows == rows) continue;  // in its blocks already
-      if (is_written(node, i)) {
-        const SplitLayout layout = *layout_for(s, node.inputs[i], u.dim, rows);  // invalid() checked it
+      // Written, or (tensor parallelism) a split dim running through several blocks, which no cut of the whole
+      // value gives: each device keeps its part first.
+      if (is_written(node, i) || blocks > 1) {
+        const auto kept = layout_for(s, node.inputs[i], u.dim, rows, blocks);
+        if (!kept) throw std::logic_error("tensor parallelism: an input cannot be kept in its parts");
+        const SplitLayout layout = *kept;  // invalid() checked it for written inputs
         if (!known_[s]) {
           allocate_split(s, layout);
         } else {  // R -> S locally: each device keeps its rows
@@ -446,11 +492,17 @@ class Lowering {
     }
     // How each split input (in its blocks) and output lies.
     std::vector<SplitLayout> in_layout(node.inputs.size()), out_layout(node.outputs.size());
+    std::vector<int64_t> in_blocks(node.inputs.size(), 1), out_blocks(node.outputs.size(), 1);
     for (size_t i = 0; i < node.inputs.size(); ++i)
-      if (d.inputs[i].batch && !sliced[i]) in_layout[i] = layout_of(state_[in_slots[i]]);
+      if (d.inputs[i].batch && !sliced[i]) {
+        in_layout[i] = layout_of(state_[in_slots[i]]);
+        in_blocks[i] = blocks_of(in_slots[i], node.inputs[i]);
+      }
     for (size_t k = 0; k < node.outputs.size(); ++k)
-      if (d.outputs[k].kind == OutputSpec::Kind::kShard)
-        out_layout[k] = *layout_for(out_slots[k], node.outputs[k], d.outputs[k].dim, rows);
+      if (d.outputs[k].kind == OutputSpec::Kind::kShard) {
+        out_blocks[k] = output_blocks(node, index, d, k, blocks);
+        out_layout[k] = *layout_for(out_slots[k], node.outputs[k], d.outputs[k].dim, rows, out_blocks[k]);
+      }
     for (int dev = 0; dev < n_; ++dev) {
       const RowRange rr = range(rows, dev);
       LocalLaunch l;
@@ -463,12 +515,13 @@ class Lowering {
         const auto& u = d.inputs[i];
         if (!u.batch) l.inputs.push_back(LocalRef{r.offset, r.sizes, {}});
         else if (sliced[i]) l.inputs.push_back(local_part(r, bytes(in_slots[i]), u.dim, {rows, 1}, rr, false));
-        else l.inputs.push_back(local_part(r, bytes(in_slots[i]), u.dim, in_layout[i], rr, true));
+        else l.inputs.push_back(local_part(r, bytes(in_slots[i]), u.dim, in_layout[i], rr, true, in_blocks[i]));
       }
       for (size_t k = 0; k < node.outputs.size(); ++k) {
         const TensorRef& r = node.outputs[k];
         if (d.outputs[k].kind == OutputSpec::Kind::kShard)
-          l.outputs.push_back(local_part(r, bytes(out_slots[k]), d.outputs[k].dim, out_layout[k], rr, true));
+          l.outputs.push_back(
+              local_part(r, bytes(out_slots[k]), d.outputs[k].dim, out_layout[k], rr, true, out_blocks[k]));
         else l.outputs.push_back(LocalRef{r.offset, r.sizes, {}});
       }
       launch.launches.push_back(std::move(l));

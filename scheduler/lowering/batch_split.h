@@ -87,17 +87,26 @@ BatchSplit split_batch(const runtime::StepGraph& graph, const runtime::Canonical
 std::optional<int> row_dim(const runtime::TensorRef& ref, uint64_t buffer_bytes, int64_t rows);
 
 // The same for a buffer of `outer` blocks of `rows` rows each: the dim that walks the rows of a block, every
-// other dim staying inside one of its steps or stepping from block to block. outer 1: row_dim.
+// other dim staying inside one of its steps or stepping from block to block. The dim may run on through
+// several blocks (`blocks`: a fused [3C, C] qkv weight split by heads is 3 blocks of heads, and its
+// transpose's dim 1 runs through all three). outer 1: row_dim.
+struct ViewSplit {
+  int dim = 0;
+  int64_t blocks = 1;
+};
+std::optional<ViewSplit> view_split(const runtime::TensorRef& ref, uint64_t buffer_bytes, int64_t rows, int64_t outer);
 std::optional<int> split_dim(const runtime::TensorRef& ref, uint64_t buffer_bytes, int64_t rows, int64_t outer);
 
-// How the buffer is laid out when `ref`'s dim `dim` is split into `rows` rows: its rows and blocks, if the
-// view walks them (split_dim gives `dim` back).
-std::optional<SplitLayout> split_layout(const runtime::TensorRef& ref, uint64_t buffer_bytes, int dim, int64_t rows);
+// How the buffer is laid out when `ref`'s dim `dim` is split into `rows` rows in each of `blocks` blocks it runs
+// through: its rows and blocks, if the view walks them (view_split gives `dim` and `blocks` back).
+std::optional<SplitLayout> split_layout(const runtime::TensorRef& ref, uint64_t buffer_bytes, int dim, int64_t rows,
+                                        int64_t blocks = 1);
 
-// The view a device takes of `ref` split at `dim` as `layout` says, holding rows `part`: in its own block
-// ([outer, its rows, row]: strides that step from block to block step its smaller blocks), or cut from the
-// whole value (`in_block` false: the recorded strides, at its rows' offset).
+// The view a device takes of `ref` split at `dim` as `layout` says, holding rows `part` (of each of the `blocks`
+// blocks the dim runs through): in its own block ([outer, its rows, row]: strides that step from block to
+// block step its smaller blocks), or cut from the whole value (`in_block` false, one block only: the
+// recorded strides, at its rows' offset).
 runtime::LocalRef local_part(const runtime::TensorRef& ref, uint64_t buffer_bytes, int dim, const SplitLayout& layout,
-                             const runtime::RowRange& part, bool in_block);
+                             const runtime::RowRange& part, bool in_block, int64_t blocks = 1);
 
 }  // namespace moreh::scheduler

@@ -23,7 +23,19 @@ std::optional<ShardDecision> cat(const Node& n, const BatchDims& b) {
     extent = n.inputs[i].sizes[*dim];
   }
   if (!dim || n.outputs.size() != 1) return std::nullopt;
-  if (normalize(int_arg(n, 1, 0), rank_of(n.outputs[0])) == *dim) return std::nullopt;
+  if (normalize(int_arg(n, 1, 0), rank_of(n.outputs[0])) == *dim) {
+    // Along the split dim: when every input is split there alike, each device concatenates its parts, and the
+    // output's split runs through one block per input (the backward's cat(dq, dk, dv) under tensor parallelism).
+    ShardDecision d = whole_inputs(n);
+    for (size_t i = 0; i < n.inputs.size(); ++i) {
+      if (!b[i] || *b[i] != *dim || n.inputs[i].sizes[*dim] != extent) return std::nullopt;
+      d.inputs[i] = {true, *dim};
+    }
+    OutputSpec out = shard(*dim);
+    out.concat_blocks = true;
+    d.outputs.push_back(out);
+    return d;
+  }
   ShardDecision d = whole_inputs(n);
   for (size_t i = 0; i < n.inputs.size(); ++i) {  // the others are cut to the same rows
     if (n.inputs[i].sizes.size() == 1 && n.inputs[i].sizes[0] == 0) continue;  // cat skips legacy empty tensors

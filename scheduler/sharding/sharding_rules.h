@@ -32,6 +32,9 @@ struct OutputSpec {
   // Multiply the device's result by its share of the batch (rows / batch rows): a local mean becomes an
   // addend of the global mean, or a gradient of a local mean becomes one of the global mean.
   bool scale_by_share = false;
+  // cat along the split dim: the output's split dim runs through its inputs' blocks one after another (each
+  // device concatenates its parts of each input), not through one block of rows.
+  bool concat_blocks = false;
 };
 
 struct ShardDecision {

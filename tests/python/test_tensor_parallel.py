@@ -50,13 +50,16 @@ def test_tensor_parallel_trains_like_one_device(kind, devices):
     fallbacks = 1 if kind.startswith("gpt_clip") else 0
     counts = [int(re.search(r"(\d+) replicated fallback", l).group(1)) for l in lines]
     assert counts and max(counts) == fallbacks, lines
-    pairs = {"mlp": 1, "gpt": 2, "gpt2": 2, "llama": 2}[family]  # Llama's: gate and up, then down
+    # The GPT's: each block's MLP and its attention (by heads); GPT-2's and Llama's: the MLPs (Llama's gate and
+    # up, then down). Their attention is not split yet (GPT-2's passes a mask; Llama's rotates q and k first).
+    pairs = {"mlp": 1, "gpt": 4, "gpt2": 2, "llama": 2}[family]
     assert f"{pairs} linear pair(s) split" in lines[0], lines[0]
     # Each device holds its part of the split weights and of their optimizer state, clip_grad_norm_ or not (its
     # norms read the gradients whole, which are then kept in parts again): seen at TP 2, 0.55 of one device's
-    # bytes for the MLP, 0.71 for the GPT (attention, embeddings and the head are not split), 0.73 for Llama.
+    # bytes for the MLP, 0.57 for the GPT (the embeddings, norms and head are not split), 0.73 for Llama (its
+    # attention is not split).
     held = lambda r: max(d["memory_used"] for d in r["devices_after_step_2"])
-    bound = {"mlp": 0.6, "gpt": 0.75, "gpt2": 0.8, "llama": 0.8}[family] if devices == 2 else 0.75
+    bound = {"mlp": 0.6, "gpt": 0.6, "gpt2": 0.8, "llama": 0.8}[family] if devices == 2 else 0.75
     assert held(got) <= bound * held(ref), (held(got), held(ref))
     ref_peak = ref["devices_after_step_2"][0]["memory_peak"]
     assert all(d["memory_peak"] < ref_peak for d in got["devices_after_step_2"]), got["devices_after_step_2"]
