@@ -59,26 +59,52 @@ std::vector<LinearPair> find_linear_pairs(const runtime::StepGraph& graph, const
   const auto& nodes = graph.nodes();
   std::vector<std::optional<Linear>> linears(nodes.size());
   std::vector<int64_t> made_by(cg.buffers.size(), -1);  // the linear layer whose output a slot is
+  std::vector<int64_t> producer(cg.buffers.size(), -1);  // the node that makes a slot
   for (size_t i = 0; i < nodes.size(); ++i) {
     linears[i] = linear(nodes[i], cg.node_inputs[i], cg);
     if (linears[i]) made_by[cg.node_outputs[i][0]] = static_cast<int64_t>(i);
+    for (uint32_t o : cg.node_outputs[i]) producer[o] = static_cast<int64_t>(i);
   }
+  // Whether slot t is y itself, or made from y alone by one node (Hugging Face's key/value cache appends k and v
+  // to an empty tensor with cat): the empty inputs aside, that node reads y only.
+  auto from = [&](uint32_t t, uint32_t y) {
+    if (t == y) return true;
+    if (producer[t] < 0) return false;
+    const size_t p = static_cast<size_t>(producer[t]);
+    bool reads = false;
+    for (size_t k = 0; k < nodes[p].inputs.size(); ++k) {
+      if (numel(nodes[p].inputs[k]) == 0) continue;
+      if (cg.node_inputs[p][k] != y) return false;
+      reads = true;
+    }
+    return reads && nodes[p].written.empty();
+  };
   // Attention: a linear layer making q, k and v (one [tokens, 3C] output, or C), attention over them, and the
   // output projection reading attention's output. Split by heads where the attention rule takes its inputs
   // split on the heads dim (dim 1 of [B, H, T, hd]): the projection weights by their output features in each
   // of the q, k, v blocks, the output projection's by its input features.
   auto attention_pair = [&](size_t i, const Linear& qkv, const std::set<uint32_t>& used) -> std::optional<LinearPair> {
     const uint32_t y = cg.node_outputs[i][0];
+    // Attention: the first node after the projection that takes three 4-D inputs made from its output.
     std::optional<size_t> at;
-    for (size_t j = i + 1; j < nodes.size() && !at; ++j)
-      for (uint32_t t : cg.node_inputs[j])
-        if (t == y) at = j;
-    if (!at || linears[*at]) return std::nullopt;
+    for (size_t j = i + 1; j < nodes.size() && !at; ++j) {
+      if (linears[j]) {
+        bool reads = false;
+        for (uint32_t t : cg.node_inputs[j]) reads = reads || t == y;
+        if (reads) return std::nullopt;
+        continue;
+      }
+      int made = 0;
+      for (size_t k = 0; k < nodes[j].inputs.size(); ++k)
+        made += nodes[j].inputs[k].sizes.size() == 4 && from(cg.node_inputs[j][k], y);
+      if (made >= 3) at = j;
+    }
+    if (!at) return std::nullopt;
     const Node& a = nodes[*at];
     BatchDims dims(a.inputs.size());
     int64_t heads = 0, views = 0;
     for (size_t k = 0; k < a.inputs.size(); ++k)
-      if (cg.node_inputs[*at][k] == y && a.inputs[k].sizes.size() == 4) {
+      if (from(cg.node_inputs[*at][k], y) && a.inputs[k].sizes.size() == 4) {
         if (heads && a.inputs[k].sizes[1] != heads) return std::nullopt;
         heads = a.inputs[k].sizes[1];
         dims[k] = 1;

@@ -169,6 +169,56 @@ TEST_F(TensorParallelTest, DirectWeightsAndSiblingFirstLayersMakePairsToo) {
   EXPECT_EQ(plan.report.replicated_fallbacks, 0u) << plan.report.summary;
 }
 
+// Attention by heads: y = x @ w_qkv^T is [B*T, 3C]; q, k and v are its three [B, H, T, hd] views; attention's
+// output [B, H, T, hd] (laid out [B, T, H, hd]) is the output projection's input. B 2, T 4, H 2, hd 2, C 4.
+TEST_F(TensorParallelTest, AttentionIsAPairSplitByHeads) {
+  const int64_t B = 2, T = 4, H = 2, hd = 2, C = H * hd;
+  auto wqkv = buffer(3 * C * C, true), bqkv = buffer(3 * C, true), wo = buffer(C * C, true), bo = buffer(C, true);
+  x = buffer(B * T * C, true);
+  auto y = buffer(B * T * 3 * C, false), att = buffer(B * T * C, false), lse = buffer(B * H * T, false);
+  auto seed = buffer(2, false), offset = buffer(2, false), o = buffer(B * T * C, false);
+  g.append(node("aten::addmm", {shaped(bqkv, {3 * C}), shaped(x, {B * T, C}), transposed(shaped(wqkv, {3 * C, C}))},
+                {shaped(y, {B * T, 3 * C})}));
+  auto head_view = [&](int64_t section) {  // [B, H, T, hd] of y's section (q 0, k 1, v 2)
+    TensorRef r = shaped(y, {B, H, T, hd});
+    r.strides = {T * 3 * C, hd, 3 * C, 1};
+    r.offset = section * C;
+    return r;
+  };
+  TensorRef out = shaped(att, {B, H, T, hd});
+  out.strides = {T * C, hd, C, 1};
+  runtime::Node a = node("aten::_scaled_dot_product_fused_attention_overrideable", {head_view(0), head_view(1), head_view(2)},
+                         {out, shaped(lse, {B, H, T}), shaped(seed, {}), shaped(offset, {})}, {},
+                         {runtime::StepValue{0.0}, true, false});
+  a.attr_args = {4, 5, 6};
+  a.output_rets = {0, 1, 6, 7};
+  g.append(std::move(a));
+  g.append(node("aten::addmm", {shaped(bo, {C}), shaped(att, {B * T, C}), transposed(shaped(wo, {C, C}))},
+                {shaped(o, {B * T, C})}));
+  g.append(node("aten::relu", {shaped(o, {B * T, C})}, {shaped(buffer(B * T * C, false), {B * T, C})}));
+  for (const auto& b : {y, att, lse, seed, offset, o}) b->release_frontend();
+  const CanonicalGraph c = CanonicalGraph::build(g);
+  const auto pairs = find_linear_pairs(g, c);
+  ASSERT_EQ(pairs.size(), 1u);
+  EXPECT_EQ(pairs[0].hidden, H);
+  EXPECT_EQ(pairs[0].seeds.at(slot(wqkv, c)), (SplitLayout{H, 3}));  // its heads of each of q, k and v
+  EXPECT_EQ(pairs[0].seeds.at(slot(bqkv, c)), (SplitLayout{H, 3}));
+  EXPECT_EQ(pairs[0].seeds.at(slot(wo, c)), (SplitLayout{H, C}));    // [C, C]: each row's features of its heads
+  const PlannedStep plan = compile_tensor_parallel_plan(g, c, 2);
+  EXPECT_EQ(plan.report.replicated_fallbacks, 0u) << plan.report.summary;
+  for (const auto& p : plan.programs) {
+    EXPECT_EQ(std::count_if(p.code.begin(), p.code.end(), [](const Instruction& i) { return i.kind == Kind::kAllReduce; }), 1);
+    EXPECT_EQ(std::count_if(p.code.begin(), p.code.end(), [](const Instruction& i) { return i.kind == Kind::kAllGather; }), 0);
+  }
+  // Device 1's q: its head of each row of y's local block [B*T, 3, 1, hd], a [B, 1, T, hd] view.
+  const runtime::LocalLaunch& att1 = plan.programs[1].launches.at(1);
+  EXPECT_EQ(att1.inputs[0].sizes, (runtime::Dims{B, 1, T, hd}));
+  EXPECT_EQ(att1.inputs[0].strides, (runtime::Dims{T * 3 * hd, hd, 3 * hd, 1}));
+  EXPECT_EQ(att1.inputs[1].offset, hd);  // k: the second of its three heads in a row
+  EXPECT_EQ(att1.outputs[0].sizes, (runtime::Dims{B, 1, T, hd}));
+  EXPECT_EQ(plan.final_placements[slot(wqkv, c)].kind, PlacementKind::kShard);  // kept in its parts for the read
+}
+
 TEST_F(TensorParallelTest, AnOpThatIsNotElementwiseEndsTheChain) {
   w1 = buffer(6 * 4, true), w2 = buffer(4 * 6, true);
   x = buffer(8 * 4, true), y1 = buffer(8 * 6, false), h = buffer(8 * 6, false), y2 = buffer(8 * 4, false);
