@@ -134,3 +134,55 @@ def test_recomputation_under_tensor_parallelism_changes_no_bit(kind, devices):
         assert any("op(s) run again in the backward pass" in line for line in f)
     peak = lambda r: max(d["memory_peak"] for d in r["devices_after_step_2"])
     assert peak(again) < peak(plain)
+
+
+def test_switching_between_tensor_parallelism_and_batch_splitting_keeps_training(tmp_path):
+    """Steps under TP leave the pairs' weights and their AdamW state in parts (a weight split by columns rests in
+    blocks); batch splitting then starts from there (it gathers them, blocks re-laid), and TP again after it. The
+    run follows CPU eager's; a model without any pair trains under TP too, every op replicated."""
+    code = r"""
+import copy, sys, torch
+import torch.nn.functional as F
+sys.path.insert(0, "tests/python")
+from models import GPT, MLP
+for name, make in (("gpt", lambda: GPT()), ("conv", lambda: torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(10)))):
+    torch.manual_seed(0)
+    ref = make()
+    if name == "conv":
+        ref(torch.randn(1, 3, 8, 8))
+    model = copy.deepcopy(ref)
+    g = torch.Generator().manual_seed(2)
+    if name == "gpt":
+        data = [(torch.randint(0, 96, (8, 32), generator=g), torch.randint(0, 96, (8, 32), generator=g)) for _ in range(6)]
+        loss_of = lambda m, x, y: m(x, y)[1]
+    else:
+        data = [(torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g)) for _ in range(6)]
+        loss_of = lambda m, x, y: F.cross_entropy(m(x), y)
+    losses = {}
+    for m, dev in ((ref, "cpu"), (model, "moreh")):
+        m.to(dev)
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+        out = losses[dev] = []
+        for i, (x, y) in enumerate(data):
+            if dev == "moreh":
+                if i == 0: torch.moreh.option.set_parallelism(tp=2)
+                if i == 2: torch.moreh.option.set_parallelism()  # batch splitting
+                if i == 4: torch.moreh.option.set_parallelism(tp=2)
+            loss = loss_of(m, x.to(dev), y.to(dev))
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            out.append(loss.item())
+    for a, b in zip(losses["cpu"], losses["moreh"]):
+        assert abs(a - b) <= 1e-5 * abs(a), (name, losses)
+    for (n, p), q in zip(ref.named_parameters(), model.parameters()):
+        tol = 1e-4 if n.endswith("qkv.bias") else 2e-5
+        assert torch.allclose(q.detach().cpu(), p.detach(), atol=tol, rtol=tol), (name, n, (q.detach().cpu() - p).abs().max())
+    torch.moreh.option.set_parallelism()
+print("ok")
+"""
+    proc = run_python(code, env={"MOREH_NUM_DEVICES": "2", "MOREH_CONFIG_DIR": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("ok"), proc.stdout
+    assert "tensor parallel: 4 linear pair(s)" in proc.stderr and "tensor parallel: 0 linear pair(s)" in proc.stderr
