@@ -55,6 +55,13 @@ inline TensorRef shaped(std::shared_ptr<Buffer> b, Dims sizes) {
   return r;
 }
 
+// The transpose of a 2-D view (its two dims and strides swapped).
+inline TensorRef transposed(TensorRef r) {
+  std::swap(r.sizes[0], r.sizes[1]);
+  std::swap(r.strides[0], r.strides[1]);
+  return r;
+}
+
 // x.to("moreh"): a host copy into the buffer, viewed with `sizes`.
 inline Node upload(const std::shared_ptr<Buffer>& dst, Dims sizes) {
   Node n = node("aten::copy_", {shaped(dst, sizes)}, {}, {0});

@@ -18,6 +18,7 @@ namespace {
 using moreh::testing::node;
 using moreh::testing::ref;
 using moreh::testing::shaped;
+using moreh::testing::transposed;
 using moreh::testing::upload;
 using runtime::Buffer;
 using runtime::CanonicalGraph;
@@ -29,12 +30,6 @@ using Kind = Instruction::Kind;
 
 
 const runtime::Dims qkv = {4, 2, 8, 8};  // attention's q, k, v in the attention tests
-
-TensorRef transposed(TensorRef r) {
-  std::swap(r.sizes[0], r.sizes[1]);
-  std::swap(r.strides[0], r.strides[1]);
-  return r;
-}
 
 size_t count(const runtime::DeviceProgram& p, Kind k) {
   return static_cast<size_t>(std::count_if(p.code.begin(), p.code.end(), [&](const Instruction& i) { return i.kind == k; }));

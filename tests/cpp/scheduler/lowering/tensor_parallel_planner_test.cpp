@@ -17,6 +17,7 @@ namespace {
 
 using moreh::testing::node;
 using moreh::testing::shaped;
+using moreh::testing::transposed;
 using moreh::testing::upload;
 using runtime::Buffer;
 using runtime::CanonicalGraph;
@@ -25,12 +26,6 @@ using runtime::PlacementKind;
 using runtime::StepGraph;
 using runtime::TensorRef;
 using Kind = Instruction::Kind;
-
-TensorRef transposed(TensorRef r) {
-  std::swap(r.sizes[0], r.sizes[1]);
-  std::swap(r.strides[0], r.strides[1]);
-  return r;
-}
 
 TEST(SplitGeometryTest, AViewFindsTheDimThatWalksTheRowsOfEachBlock) {
   runtime::VirtualMemory vm;
