@@ -270,7 +270,7 @@ class Lowering {
       if (blocks == 0) blocks = 1;
       std::string why = d ? invalid(node, index, *d, rows, blocks) : std::string("no rule for this layout");
       if (why.empty()) {
-        emit_split(index, node, *d, dims, rows, blocks);
+        emit_split(index, node, *d, rows, blocks);
         return;
       }
       if (!any) {  // only a value to split was read: it is read whole here, no fallback
@@ -437,9 +437,7 @@ class Lowering {
     }
   }
 
-  void emit_split(uint32_t index, const Node& node, const ShardDecision& d, const BatchDims& dims, int64_t rows,
-                  int64_t blocks) {
-    (void)dims;
+  void emit_split(uint32_t index, const Node& node, const ShardDecision& d, int64_t rows, int64_t blocks) {
     const auto& in_slots = cg_.node_inputs[index];
     const auto& out_slots = cg_.node_outputs[index];
     // Inputs: whole ones replicated; split ones local (aligned shards as they are, others sliced from a
