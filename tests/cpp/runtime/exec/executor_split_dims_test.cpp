@@ -7,7 +7,9 @@
 #include <memory>
 #include <vector>
 
+#include "runtime/base/errors.h"
 #include "runtime/comm/host_communicator.h"
+#include "runtime/device/kernel_provider.h"
 #include "runtime/exec/executor.h"
 #include "runtime/exec/gather_home.h"
 #include "runtime/host/host_device.h"
@@ -153,6 +155,32 @@ TEST_F(SplitDimsTest, AGroupKeepsItsPartsSplitAmongItsOwnDevices) {
         EXPECT_EQ(data(*b, d)[r * cols.count + c], entry(r, static_cast<int>(cols.begin + c)));
   }
   EXPECT_EQ(b->memory(2)->bytes(), kBytes);  // untouched
+}
+
+// A device's view of its part must stay inside what it holds: a wrong plan is an error naming the input, not a
+// kernel reading past the block.
+TEST(LaunchContextTest, ADevicesViewPastItsBlockIsAnError) {
+  VirtualMemory vm;
+  HostDevice device(0, 1 << 16);
+  auto b = std::make_shared<Buffer>(vm, kBytes, 1);
+  b->bind(0, device.allocate(kRows * 2 * 4));  // its 2 columns of each of 4 rows
+  Node n;
+  TensorRef r;
+  r.buffer = b;
+  r.sizes = {kRows, 2};
+  r.strides = {2, 1};
+  r.itemsize = 4;
+  n.inputs.push_back(r);
+  LocalLaunch local;
+  EXPECT_NO_THROW(LaunchContext(device, n, &local).input_memory(0));
+  n.inputs[0].strides = {kCols, 1};  // the whole value's strides: reads past the device's 32 bytes
+  try {
+    LaunchContext(device, n, &local).input_memory(0);
+    FAIL() << "read past the block";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("input 0 reads 68 bytes of buffer"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(LaunchContext(device, n).input_memory(0));  // as recorded (a whole launch): not checked here
 }
 
 TEST(CopyTwoDimensionsTest, TheDefaultCopiesRowByRowBetweenPitches) {
