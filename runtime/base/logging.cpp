@@ -31,7 +31,7 @@ void init_logging(const Config& config) {
     try {
       std::filesystem::path p(config.log_file);
       if (p.has_parent_path()) std::filesystem::create_directories(p.parent_path());
-      auto file_sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(config.log_file, /*truncate=*/false);
+      auto file_sink = std::make_shared<spdlog::sinks::basic_file_sink_mt>(config.log_file, config.log_file_fresh);
       file_sink->set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%l] %v");
       g_logger->sinks().push_back(file_sink);
       g_path = config.log_file;

@@ -100,6 +100,7 @@ Config Config::from_env() {
   } else {
     const char* home = env("HOME");
     c.log_file = std::string(home ? home : "/tmp") + "/.moreh/logs/moreh-" + std::to_string(getpid()) + ".log";
+    c.log_file_fresh = true;  // a reused pid's file is a dead process's log: this run starts its own
   }
   c.config_dir = runtime::config_dir();
   FlavorChoice choice = choose_flavor(env("MOREH_FLAVOR"), env("MOREH_NUM_DEVICES"), user_config_path(c.config_dir));

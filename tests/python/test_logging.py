@@ -35,3 +35,24 @@ def test_log_level_info_hides_debug(tmp_path):
 def test_bad_log_level_is_rejected():
     proc = run_python("import torch", env={"MOREH_LOG_LEVEL": "loud"})
     assert proc.returncode != 0 and "MOREH_LOG_LEVEL='loud' is not valid" in proc.stderr
+
+
+def test_the_default_log_file_of_a_reused_pid_starts_empty(tmp_path):
+    """~/.moreh/logs/moreh-<pid>.log belongs to this process: an earlier process that had the same pid does not
+    leave its lines in it (a test reading a run's log once read another run's there)."""
+    code = r"""
+import os
+path = os.path.join(os.environ["HOME"], ".moreh", "logs", "moreh-%d.log" % os.getpid())
+os.makedirs(os.path.dirname(path), exist_ok=True)
+with open(path, "w") as f:
+    f.write("a line of a dead process that had this pid\n")
+import torch
+torch.ones(2).to("moreh").sum().item()
+assert torch.moreh.log_file() == path, torch.moreh.log_file()
+print(path)
+"""
+    proc = run_python(code, env={"HOME": str(tmp_path), "MOREH_CONFIG_DIR": str(tmp_path / "cfg")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(proc.stdout.strip().splitlines()[-1]) as f:  # flushed when the process ended
+        log = f.read()
+    assert "dead process" not in log and "moreh log file" in log, log

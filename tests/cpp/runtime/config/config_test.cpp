@@ -90,6 +90,7 @@ TEST_F(ConfigEnvTest, DefaultsWhenUnset) {
   EXPECT_DOUBLE_EQ(c.sync_timeout_s, 1800.0);
   EXPECT_GT(c.host_memory_capacity, 0u);
   EXPECT_FALSE(c.log_file.empty());
+  EXPECT_TRUE(c.log_file_fresh);  // named by pid: a reused pid starts its own log
 }
 
 TEST_F(ConfigEnvTest, ValidValuesParse) {
@@ -103,6 +104,7 @@ TEST_F(ConfigEnvTest, ValidValuesParse) {
   EXPECT_EQ(c.host_memory_capacity, 2 * GiB);
   EXPECT_EQ(c.log_level, "warning");
   EXPECT_EQ(c.log_file, "/tmp/moreh-config-test.log");
+  EXPECT_FALSE(c.log_file_fresh);  // a file the user names is appended to
   EXPECT_EQ(c.max_pending_ops, 100u);
   EXPECT_EQ(c.graph_cache_size, 8u);
   EXPECT_DOUBLE_EQ(c.sync_timeout_s, 2.5);
