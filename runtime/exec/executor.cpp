@@ -187,7 +187,7 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
       if (ins.kind == Instruction::Kind::kAllReduce && joins(pc + 1)) {
         // Consecutive all-reduces (a step's gradients, before the optimizer reads them) go as one group.
         std::vector<CollectivePart> parts;
-        for (; joins(pc); ++pc) parts.push_back(all_reduce_part(step, code[pc], device));
+        for (; joins(pc); ++pc) parts.push_back(all_reduce_part(step, program, code[pc], device));
         --pc;
         auto [comm, rank] = communicator_for(*step.plan, ins, device);
         comm->run_group_in_stream(rank, parts);
@@ -379,7 +379,8 @@ void Executor::run_fused(const std::vector<Node>& nodes, const FusedLaunch& fuse
   device.elementwise_in_stream(*fused.kernel, args);
 }
 
-CollectivePart Executor::all_reduce_part(const StepExecution& step, const Instruction& ins, PhysicalDevice& device) {
+CollectivePart Executor::all_reduce_part(const StepExecution& step, const DeviceProgram& program, const Instruction& ins,
+                                         PhysicalDevice& device) {
   Buffer& b = *step.bindings[ins.index];
   const SlotInfo& info = step.plan->slots.at(ins.index);
   if (!info.type || !is_reducible(*info.type))
@@ -387,8 +388,12 @@ CollectivePart Executor::all_reduce_part(const StepExecution& step, const Instru
   if (auto why = b.failure()) throw Error("this tensor's value is unavailable: " + *why);
   PhysicalBlock* m = b.memory(device.index());
   if (!m) throw Error(fmt::format("buffer {} has no memory on {}", b.id(), device.name()));
-  // In place: the devices' partial sums of their rows become the whole batch's.
-  return CollectivePart::all_reduce(m->data(), m->data(), b.bytes() / size_of(*info.type), *info.type, ReduceOp::kSum);
+  // In place: the devices' partial sums of their rows become the whole batch's (of the device's part of the
+  // value, where tensor parallelism splits it beside the batch).
+  const uint64_t whole = ins.aux ? whole_bytes(program.geometries.at(ins.aux - 1), b.bytes()) : b.bytes();
+  if (whole > m->bytes())
+    throw Error(fmt::format("buffer {} holds {} bytes on {}, fewer than the {} to sum", b.id(), m->bytes(), device.name(), whole));
+  return CollectivePart::all_reduce(m->data(), m->data(), whole / size_of(*info.type), *info.type, ReduceOp::kSum);
 }
 
 void Executor::run_collective(const StepExecution& step, const DeviceProgram& program, const Instruction& ins,
@@ -435,24 +440,25 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
   switch (ins.kind) {
     case Instruction::Kind::kAllReduce: {
       auto [comm, crank] = on();
-      comm->run_in_stream(crank, all_reduce_part(step, ins, device));
+      comm->run_in_stream(crank, all_reduce_part(step, program, ins, device));
       break;
     }
     case Instruction::Kind::kAllGather: {
       // Rows travel as 8-, 4- or 2-byte words, whichever divides a row.
-      const uint64_t row = info.row_bytes, outer = std::max<uint64_t>(info.outer, 1);
+      const SlotInfo& geo = geometry_of(plan, program, ins);
+      const uint64_t row = geo.row_bytes, outer = std::max<uint64_t>(geo.outer, 1), whole = whole_bytes(geo, b.bytes());
       if (row == 0) throw Error(fmt::format("buffer {} has no rows to gather", b.id()));
       const DataType unit = row % 8 == 0 ? DataType::kInt64 : row % 4 == 0 ? DataType::kInt32 : DataType::kFloat16;
-      const int64_t rows = static_cast<int64_t>(b.bytes() / (row * outer));
+      const int64_t rows = static_cast<int64_t>(whole / (row * outer));
       auto [comm, crank] = on();
       std::vector<uint64_t> counts;
       for (int r = 0; r < comm->size(); ++r)
         counts.push_back(split_rows(rows, comm->size(), r).count * outer * row / size_of(unit));
       PhysicalBlock& local = block(b);
-      auto full = device.allocate(b.bytes());
+      auto full = device.allocate(whole);
       // Split along a later dimension, each device's part arrives as [outer, its rows, row]: gathered rank
       // after rank beside the value, then laid into its blocks.
-      auto staging = outer > 1 ? device.allocate(b.bytes()) : nullptr;
+      auto staging = outer > 1 ? device.allocate(whole) : nullptr;
       CollectivePart p;
       p.kind = CollectiveKind::kAllGather;
       p.type = unit;
@@ -505,10 +511,11 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
       break;
     }
     case Instruction::Kind::kReduceScatter: {  // the sum's rows, each device its own (split_rows)
-      const uint64_t row = info.row_bytes, outer = std::max<uint64_t>(info.outer, 1);
+      const SlotInfo& geo = geometry_of(plan, program, ins);
+      const uint64_t row = geo.row_bytes, outer = std::max<uint64_t>(geo.outer, 1), whole = whole_bytes(geo, b.bytes());
       const DataType t = need_type();
       if (row == 0 || row % size_of(t) != 0) throw Error(fmt::format("buffer {} has no rows to scatter", b.id()));
-      const int64_t rows = static_cast<int64_t>(b.bytes() / (row * outer));
+      const int64_t rows = static_cast<int64_t>(whole / (row * outer));
       auto [comm, crank] = on();
       CollectivePart p;
       p.kind = CollectiveKind::kReduceScatter;
@@ -516,33 +523,34 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
       p.op = ReduceOp::kSum;
       for (int r = 0; r < comm->size(); ++r)
         p.counts.push_back(static_cast<uint64_t>(split_rows(rows, comm->size(), r).count) * outer * row / size_of(t));
-      const char* whole = static_cast<const char*>(block(b).data());
+      const char* addend = static_cast<const char*>(block(b).data());
       // Split along a later dimension: the addends are first laid rank after rank, each rank's rows of every
       // block together, as the collective scatters them.
-      auto staging = outer > 1 ? device.allocate(b.bytes()) : nullptr;
+      auto staging = outer > 1 ? device.allocate(whole) : nullptr;
       if (staging) {
         uint64_t to = 0;
         for (int r = 0; r < comm->size(); ++r) {
           const RowRange part = split_rows(rows, comm->size(), r);
           const uint64_t width = static_cast<uint64_t>(part.count) * row;
-          device.copy_2d_in_stream(static_cast<char*>(staging->data()) + to, width, whole + part.begin * row,
+          device.copy_2d_in_stream(static_cast<char*>(staging->data()) + to, width, addend + part.begin * row,
                                    rows * row, width, outer);
           to += width * outer;
         }
       }
       auto mine = device.allocate(std::max<uint64_t>(p.counts[crank] * size_of(t), 1));
-      p.send = staging ? staging->data() : whole;
+      p.send = staging ? staging->data() : addend;
       p.recv = mine->data();
       comm->run_in_stream(crank, p);
       b.bind(rank, std::move(mine));
       break;
     }
     case Instruction::Kind::kKeepRows: {
-      const uint64_t row = info.row_bytes, outer = std::max<uint64_t>(info.outer, 1);
+      const SlotInfo& geo = geometry_of(plan, program, ins);
+      const uint64_t row = geo.row_bytes, outer = std::max<uint64_t>(geo.outer, 1);
       if (row == 0) throw Error(fmt::format("buffer {} has no rows to keep", b.id()));
       const int ranks = ins.group ? static_cast<int>(plan.groups.at(ins.group - 1).size()) : comm_ ? comm_->size() : 1;
       const int mine_rank = ins.group ? on().second : rank;
-      const int64_t rows = static_cast<int64_t>(b.bytes() / (row * outer));
+      const int64_t rows = static_cast<int64_t>(whole_bytes(geo, b.bytes()) / (row * outer));
       const RowRange r = split_rows(rows, ranks, mine_rank);
       const uint64_t width = static_cast<uint64_t>(r.count) * row;
       auto mine = device.allocate(width * outer);

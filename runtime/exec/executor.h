@@ -53,7 +53,8 @@ class Executor {
   void launch_joined(const Node& mine, const LocalLaunch& local, PhysicalDevice& device);
   void run_fused(const std::vector<Node>& nodes, const FusedLaunch& fused, PhysicalDevice& device);
   // The in-place sum over the devices of an all-reduce instruction's buffer on `device`.
-  static CollectivePart all_reduce_part(const StepExecution& step, const Instruction& ins, PhysicalDevice& device);
+  static CollectivePart all_reduce_part(const StepExecution& step, const DeviceProgram& program, const Instruction& ins,
+                                        PhysicalDevice& device);
   void run_collective(const StepExecution& step, const DeviceProgram& program, const Instruction& ins,
                       PhysicalDevice& device);
   // The communicator an instruction's collective runs on and `device`'s rank in it: every device's, or its

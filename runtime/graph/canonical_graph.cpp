@@ -124,6 +124,7 @@ CanonicalGraph CanonicalGraph::build(const StepGraph& graph, Offsets offsets) {
       hs.word(static_cast<uint64_t>(p.rows));
       if (p.outer != 1) hs.word(static_cast<uint64_t>(p.outer));  // split along a later dimension
       hs.word(p.devices);
+      if (p.ranks != 0) hs.word(static_cast<uint64_t>(p.ranks) << 32 | static_cast<uint32_t>(p.stride));  // a mesh axis
     }
   }
   g.hash = hs.done();

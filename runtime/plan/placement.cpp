@@ -1,5 +1,7 @@
 #include "runtime/plan/placement.h"
 
+#include <algorithm>
+
 namespace moreh::runtime {
 
 RowRange split_rows(int64_t rows, int devices, int device) {
@@ -14,9 +16,21 @@ namespace moreh::runtime {
 
 std::vector<int> placement_devices(const Placement& p, int count) {
   std::vector<int> out;
+  if (p.ranks > 0) {
+    for (int q = 0; q < p.ranks && q * p.stride < count; ++q) out.push_back(q * p.stride);
+    return out;
+  }
   for (int d = 0; d < count; ++d)
     if (p.devices == 0 || (d < 64 && (p.devices >> d) & 1u)) out.push_back(d);
   return out;
+}
+
+PlacementRank placement_rank(const Placement& p, int count, int device) {
+  if (p.kind == PlacementKind::kHome) return {device == 0 ? 0 : -1, 1};
+  if (p.ranks > 0) return {(device / std::max(p.stride, 1)) % p.ranks, p.ranks};
+  const std::vector<int> holders = placement_devices(p, count);
+  const auto at = std::find(holders.begin(), holders.end(), device);
+  return {at == holders.end() ? -1 : static_cast<int>(at - holders.begin()), static_cast<int>(holders.size())};
 }
 
 }  // namespace moreh::runtime

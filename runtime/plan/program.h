@@ -1,5 +1,6 @@
 // What the scheduler hands the runtime: one program per physical device, cached by graph hash.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -36,7 +37,9 @@ struct Instruction {
   };
   Kind kind;
   uint32_t index;
-  uint32_t aux = 0;  // kAllocate: sizes[aux] bytes; kLaunch: launches[aux - 1] (0: as recorded); kSend/kRecv: peer
+  // kAllocate: sizes[aux] bytes; kLaunch: launches[aux - 1] (0: as recorded); kSend/kRecv: peer; kAllGather,
+  // kReduceScatter, kKeepRows: the rows in geometries[aux - 1] (0: the plan's slots[index]).
+  uint32_t aux = 0;
   uint32_t tag = 0;  // kSend/kRecv
   // Collectives: over every device of the plan (0) or over the devices of groups[group - 1] (a pipeline
   // stage's data-parallel replicas), ranked in that list's order.
@@ -95,7 +98,15 @@ struct SlotInfo {
   std::optional<DataType> type;  // the element type, when the runtime can compute on it
   uint64_t row_bytes = 0;        // kShard slots: bytes per row
   uint64_t outer = 1;            // kShard slots: blocks of rows (Placement::outer)
+  // kShard slots: the rows split, when the value the collective's group shares is less than the buffer (its
+  // part of the batch, tensor parallelism beside data parallelism); 0: as many as the buffer holds.
+  uint64_t rows = 0;
 };
+
+// The bytes of the whole value a collective of `info`'s geometry gathers, scatters or keeps rows of.
+inline uint64_t whole_bytes(const SlotInfo& info, uint64_t buffer_bytes) {
+  return info.rows ? info.rows * info.row_bytes * std::max<uint64_t>(info.outer, 1) : buffer_bytes;
+}
 
 // Several elementwise nodes of the step run as one generated kernel (scheduler/fusion/elementwise_fusion.h). Where
 // each kernel argument comes from is named by node, so a cached plan serves every step with its graph's hash:
@@ -128,6 +139,7 @@ struct DeviceProgram {
   std::vector<double> factors;
   std::vector<FusedLaunch> fused;
   std::vector<ByteRange> ranges;  // kSend/kRecv
+  std::vector<SlotInfo> geometries;  // kAllGather, kReduceScatter, kKeepRows
 };
 
 // What the executor runs for a step (what the scheduler says about it is its report,
@@ -143,5 +155,10 @@ struct Plan {
   std::vector<Placement> final_placements;
   std::vector<SlotInfo> slots;
 };
+
+// The rows a collective of `program` moves: its own geometry, else the slot's.
+inline const SlotInfo& geometry_of(const Plan& plan, const DeviceProgram& program, const Instruction& ins) {
+  return ins.aux ? program.geometries.at(ins.aux - 1) : plan.slots.at(ins.index);
+}
 
 }  // namespace moreh::runtime

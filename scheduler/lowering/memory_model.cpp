@@ -49,12 +49,11 @@ uint64_t program_peak(const runtime::Plan& plan, const runtime::DeviceProgram& p
     if (p.kind == runtime::PlacementKind::kHome) {
       if (program.device != 0) continue;
     } else {
-      const std::vector<int> holders = runtime::placement_devices(p, devices);
-      const auto at = std::find(holders.begin(), holders.end(), program.device);
-      if (at == holders.end()) continue;
+      const runtime::PlacementRank at = runtime::placement_rank(p, devices, program.device);
+      if (at.rank < 0) continue;
       if (p.kind == runtime::PlacementKind::kShard && p.rows > 0)
         b = b / (p.rows * std::max<int64_t>(p.outer, 1)) * std::max<int64_t>(p.outer, 1) *
-            runtime::split_rows(p.rows, static_cast<int>(holders.size()), static_cast<int>(at - holders.begin())).count;
+            runtime::split_rows(p.rows, at.ranks, at.rank).count;
     }
     held[s] = b;
     total += b;
@@ -82,15 +81,18 @@ uint64_t program_peak(const runtime::Plan& plan, const runtime::DeviceProgram& p
         break;
       case Kind::kAllGather: {  // the whole value beside the device's part (and, split along a later
         // dimension, the parts as they arrive, before they are laid into its blocks)
-        const int64_t whole = static_cast<int64_t>(cg.buffers[s].bytes);
-        transient(s < plan.slots.size() && plan.slots[s].outer > 1 ? 2 * whole : whole);
+        const bool geometry = ins.aux || s < plan.slots.size();
+        const runtime::SlotInfo info = geometry ? runtime::geometry_of(plan, program, ins) : runtime::SlotInfo{};
+        const int64_t whole = static_cast<int64_t>(runtime::whole_bytes(info, cg.buffers[s].bytes));
+        transient(info.outer > 1 ? 2 * whole : whole);
         set(s, whole);
         break;
       }
       case Kind::kRelease: set(s, 0); break;
       case Kind::kKeepRows:         // the device's rows of the whole value, copied out of it
       case Kind::kReduceScatter: {  // or of the sum of everyone's
-        const uint64_t row = plan.slots.at(s).row_bytes;
+        const runtime::SlotInfo& info = runtime::geometry_of(plan, program, ins);
+        const uint64_t row = info.row_bytes;
         if (row == 0) break;
         int ranks = plan.num_devices, rank = program.device;
         if (ins.group) {
@@ -98,11 +100,11 @@ uint64_t program_peak(const runtime::Plan& plan, const runtime::DeviceProgram& p
           ranks = static_cast<int>(members.size());
           rank = static_cast<int>(std::find(members.begin(), members.end(), program.device) - members.begin());
         }
-        const uint64_t outer = std::max<uint64_t>(plan.slots[s].outer, 1);
-        const auto rows = runtime::split_rows(static_cast<int64_t>(cg.buffers[s].bytes / (row * outer)), ranks, rank);
+        const uint64_t outer = std::max<uint64_t>(info.outer, 1), whole = runtime::whole_bytes(info, cg.buffers[s].bytes);
+        const auto rows = runtime::split_rows(static_cast<int64_t>(whole / (row * outer)), ranks, rank);
         const int64_t mine = static_cast<int64_t>(row * outer) * rows.count;
         // A sum split along a later dimension is laid rank after rank in a copy of its own first.
-        transient(ins.kind == Kind::kReduceScatter && outer > 1 ? mine + static_cast<int64_t>(cg.buffers[s].bytes) : mine);
+        transient(ins.kind == Kind::kReduceScatter && outer > 1 ? mine + static_cast<int64_t>(whole) : mine);
         set(s, mine);
         break;
       }
