@@ -36,6 +36,11 @@ struct SplitStep {
   // kLaunch: inputs the kernel is given but whose values it does not use (a mean loss's total weight once
   // deferred_loss_division.h takes its gradient as a sum): no ordering waits on them.
   std::vector<int> unused_inputs;
+  // Collectives with tensor parallelism beside the batch split (a mesh of pieces × tensor ranks): over the
+  // devices of the step's mesh axis (kAll: every device), with the rows of `geometry` (else the slot's).
+  enum class Axis : uint8_t { kAll, kBatch, kTensor };
+  Axis axis = Axis::kAll;
+  std::optional<runtime::SlotInfo> geometry;
   // Rows of the slot's own first dim over the replicas (optimizer_sharding.h), not of the batch: a kLaunch
   // whose launches[i] runs once on replica i's rows of every tensor, a kKeepRows, kReduceScatter or
   // kAllGather in that geometry, a kAllocate of bytes[i] per replica.
@@ -52,6 +57,7 @@ struct BatchSplit {
   std::vector<runtime::Placement> final_placements;  // where each slot is after the steps, per piece
   std::vector<bool> known;                           // the slot was written or placed (else never touched)
   std::vector<runtime::SlotInfo> slots;
+  int tensor_ranks = 1;  // devices per piece of the batch (device d: piece d / tensor_ranks)
   uint64_t replicated_fallbacks = 0;
   std::vector<std::string> fallback_ops;      // "aten::cumsum ×2"
   std::vector<std::string> fallback_details;  // per node, why (filled when the log is at debug)
@@ -67,20 +73,26 @@ void step_slots(const runtime::StepGraph& graph, const runtime::CanonicalGraph& 
 // gets new memory for the inputs it gives a first value to (copy_ into torch.empty), as it did the first
 // time (else they keep theirs from the forward pass: a pipeline's micro-batches share such blocks).
 //
-// `seeds` (tensor parallelism, tensor_parallel_planner.h): values split where they are read, along their
-// own dimensions rather than the batch's; a split then carries whatever rows and blocks its value has
-// (runtime::Placement::outer), each device taking split_rows' part of them. With seeds, `rows` is 0.
+// `tensor` (tensor parallelism, tensor_parallel_planner.h): each piece of the batch runs on `ranks` devices
+// (device d: piece d / ranks, tensor rank d % ranks), and `seeds` name values split where they are read,
+// along their own dimensions rather than the batch's; such a split then carries whatever rows and blocks
+// its value has (runtime::Placement::outer), each rank taking split_rows' part of them. Beside a batch
+// split (several pieces), the pieces must be equal.
 struct SplitLayout {
   int64_t rows = 0;   // the rows the value is split into
   int64_t outer = 1;  // in each of this many blocks (the product of the sizes before the split dimension)
   bool operator==(const SplitLayout&) const = default;
 };
 using SplitSeeds = std::map<uint32_t, SplitLayout>;  // slot -> how tensor parallelism splits it
+struct TensorSplit {
+  const SplitSeeds* seeds = nullptr;  // nullptr: no tensor parallelism
+  int ranks = 1;
+};
 
 BatchSplit split_batch(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                        const std::vector<runtime::RowRange>& pieces, int64_t rows,
                        const std::vector<uint32_t>* order = nullptr, bool reallocate = true,
-                       const SplitSeeds* seeds = nullptr);
+                       const TensorSplit& tensor = {});
 
 // The dim of `ref` along which a buffer split into `rows` contiguous rows is split, if the view walks the
 // rows in order.

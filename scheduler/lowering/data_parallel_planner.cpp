@@ -23,15 +23,11 @@ PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const ru
                                          bool distribute_param, const std::vector<uint32_t>* order,
                                          uint64_t available_bytes, bool distribute_low_prec_param) {
   auto start = std::chrono::steady_clock::now();
-  // Each candidate batch (and no split at all) is lowered; the cheapest by a simple cost model wins: the
-  // bytes the busiest device's kernels write plus the bytes it sends, with a fallback weighing as much as
-  // moving everything it wrote twice. Lowering takes well under a millisecond for a GPT step.
+  // Each candidate batch (and no split at all) is lowered; the cheapest by spmd_cost wins. Lowering takes well
+  // under a millisecond for a GPT step.
   std::optional<PlannedStep> best;
   int64_t rows = 0;
-  auto cost = [](const PlannedStep& p) {
-    return static_cast<double>(p.report.work_bytes_per_device) + static_cast<double>(p.report.collective_bytes_per_device) +
-           1e3 * static_cast<double>(p.report.replicated_fallbacks);
-  };
+  const auto cost = spmd_cost;
   std::vector<int64_t> candidates{0};
   for (int64_t r : candidate_rows)
     if (r >= devices && std::find(candidates.begin(), candidates.end(), r) == candidates.end()) candidates.push_back(r);

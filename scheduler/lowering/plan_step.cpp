@@ -44,7 +44,8 @@ std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::Parallel
         analysis.batch_sizes));
     return plan;  // pipelines are not fused
   } else if (layout.tp > 1) {
-    plan = std::make_shared<PlannedStep>(compile_tensor_parallel_plan(r.graph, r.canonical, layout.tp, order));
+    plan = std::make_shared<PlannedStep>(compile_tensor_parallel_plan(
+        r.graph, r.canonical, {.tp = layout.tp, .dp = layout.dp, .candidate_rows = analysis.batch_sizes, .order = order}));
   } else if (layout.dp == 1) {
     const auto started = std::chrono::steady_clock::now();
     std::optional<FusionResult> fused;
@@ -124,6 +125,12 @@ std::shared_ptr<PlannedStep> plan_step(const PlanRequest& r) {
 
 bool plan_accepts(const runtime::Placement& p, const runtime::ParallelSizes& layout) {
   if (p.kind == runtime::PlacementKind::kHome) return true;
+  // Tensor parallelism beside batch splitting: a value split (or partial) along one axis of its mesh.
+  if (layout.tp > 1 && layout.dp > 1) {
+    if (p.kind == runtime::PlacementKind::kReplicate || p.kind == runtime::PlacementKind::kLocal) return p.devices == 0;
+    return p.devices == 0 && ((p.ranks == layout.tp && p.stride == 1) || (p.ranks == layout.dp && p.stride == layout.tp));
+  }
+  if (p.ranks != 0) return false;  // placed on a mesh
   // Split along a later dimension: batch splitting gathers it (re-laid in its blocks); pipeline stages cannot.
   if (p.kind == runtime::PlacementKind::kShard && p.outer != 1) return layout.pp == 1 && p.devices == 0;
   if (layout.pp == 1) return p.devices == 0;  // batch splitting speaks of every device

@@ -53,12 +53,39 @@ class Emission {
     for (int d = 0; d < n_; ++d) plan.programs[d].device = d;
     std::vector<uint64_t> work(n_, 0);  // bytes the device's kernels write: the cost model's proxy for work
     uint64_t comm_bytes = 0;
-    const double ring = n_ > 1 ? 2.0 * (n_ - 1) / n_ : 0.0;
+    // Tensor parallelism beside the batch split: collectives along one axis span a group, the tensor ranks of
+    // a piece (groups 1..P) or a tensor rank's pieces (groups P+1..P+T).
+    const int t = std::max(split_.tensor_ranks, 1), pieces = n_ / t;
+    const bool mesh = t > 1 && pieces > 1;
+    if (mesh) {
+      for (int p = 0; p < pieces; ++p) {
+        std::vector<int> g;
+        for (int r = 0; r < t; ++r) g.push_back(p * t + r);
+        plan.groups.push_back(std::move(g));
+      }
+      for (int r = 0; r < t; ++r) {
+        std::vector<int> g;
+        for (int p = 0; p < pieces; ++p) g.push_back(p * t + r);
+        plan.groups.push_back(std::move(g));
+      }
+    }
+    auto group_of = [&](SplitStep::Axis axis, int d) -> uint16_t {
+      if (!mesh || axis == SplitStep::Axis::kAll) return 0;
+      return static_cast<uint16_t>(axis == SplitStep::Axis::kTensor ? 1 + d / t : 1 + pieces + d % t);
+    };
+    auto members = [&](SplitStep::Axis axis) {
+      return !mesh || axis == SplitStep::Axis::kAll ? n_ : axis == SplitStep::Axis::kTensor ? t : pieces;
+    };
     for (size_t i = 0; i < steps_.size(); ++i) {
       const SplitStep& st = steps_[i];
       for (int d = 0; d < n_; ++d) {
         auto& prog = plan.programs[d];
         Instruction ins{st.kind, st.index, st.aux};
+        ins.group = group_of(st.axis, d);
+        if (st.geometry) {
+          prog.geometries.push_back(*st.geometry);
+          ins.aux = static_cast<uint32_t>(prog.geometries.size());
+        }
         switch (st.kind) {
           case Kind::kAllocate:
             ins.aux = static_cast<uint32_t>(prog.sizes.size());
@@ -71,7 +98,14 @@ class Emission {
             }
             for (size_t k = 0; k < cg_.node_outputs[st.index].size(); ++k) {
               const uint32_t s = cg_.node_outputs[st.index][k];
-              work[d] += part_bytes(s, d);
+              if (st.launches.empty() || k >= st.launches[d].outputs.size()) {
+                work[d] += part_bytes(s, d);
+                continue;
+              }
+              // What the device's view of the output covers.
+              uint64_t elems = 1;
+              for (int64_t size : st.launches[d].outputs[k].sizes) elems *= static_cast<uint64_t>(size);
+              work[d] += elems * graph_.nodes()[st.index].outputs[k].itemsize;
             }
             break;
           case Kind::kScale:
@@ -82,9 +116,11 @@ class Emission {
         }
         prog.code.push_back(ins);
       }
-      if (st.kind == Kind::kAllReduce) comm_bytes += static_cast<uint64_t>(ring * bytes(st.index));
+      const int m = members(st.axis);
+      const uint64_t whole = st.geometry ? runtime::whole_bytes(*st.geometry, bytes(st.index)) : bytes(st.index);
+      if (st.kind == Kind::kAllReduce && m > 1) comm_bytes += static_cast<uint64_t>(2.0 * (m - 1) / m * whole);
       if (st.kind == Kind::kAllGather || st.kind == Kind::kBroadcast)
-        comm_bytes += static_cast<uint64_t>((n_ - 1) * bytes(st.index) / n_);
+        comm_bytes += static_cast<uint64_t>((m - 1) * whole / m);
       for (uint32_t s : release_after[i])
         if (!cg_.buffers[s].live_after)
           for (int d = 0; d < n_; ++d) plan.programs[d].code.push_back({Kind::kRelease, s});
@@ -122,6 +158,11 @@ class Emission {
 PlannedStep emit_spmd_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                            const BatchSplit& split, int devices) {
   return Emission(graph, canonical, split, devices).run();
+}
+
+double spmd_cost(const PlannedStep& p) {
+  return static_cast<double>(p.report.work_bytes_per_device) + static_cast<double>(p.report.collective_bytes_per_device) +
+         1e3 * static_cast<double>(p.report.replicated_fallbacks);
 }
 
 }  // namespace moreh::scheduler

@@ -15,4 +15,8 @@ namespace moreh::scheduler {
 PlannedStep emit_spmd_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                            const BatchSplit& split, int devices);
 
+// What the SPMD planners choose among candidate batch splits by: the bytes the busiest device's kernels write
+// plus the bytes it sends, a fallback weighing as much as moving everything it wrote twice.
+double spmd_cost(const PlannedStep& plan);
+
 }  // namespace moreh::scheduler

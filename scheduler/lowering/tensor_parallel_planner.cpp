@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
+#include <optional>
 
 #include "runtime/base/spdlog_logger.h"
 #include "scheduler/analysis/linear_pairs.h"
@@ -25,20 +27,48 @@ SplitSeeds tensor_parallel_seeds(const runtime::StepGraph& graph, const runtime:
 }
 
 PlannedStep compile_tensor_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
-                                         int devices, const std::vector<uint32_t>* order) {
+                                         const TensorParallelOptions& options) {
   const auto start = std::chrono::steady_clock::now();
+  const int tp = options.tp, dp = std::max(options.dp, 1), devices = tp * dp;
   int pairs = 0;
-  const SplitSeeds seeds = tensor_parallel_seeds(graph, canonical, devices, &pairs);
-  const std::vector<runtime::RowRange> pieces(static_cast<size_t>(devices));  // no batch split
-  const BatchSplit split = split_batch(graph, canonical, pieces, 0, order, true, &seeds);
-  PlannedStep plan = emit_spmd_plan(graph, canonical, split, devices);
+  const SplitSeeds seeds = tensor_parallel_seeds(graph, canonical, tp, &pairs);
+  // The batch: each candidate that every replica gets an equal part of (the tensor splits' layouts are a
+  // piece's, the same on every replica), and no split at all; the cheapest by spmd_cost wins.
+  std::vector<int64_t> candidates{0};
+  if (dp > 1)
+    for (int64_t r : options.candidate_rows)
+      if (r >= dp && r % dp == 0 && std::find(candidates.begin(), candidates.end(), r) == candidates.end())
+        candidates.push_back(r);
+  std::optional<PlannedStep> best;
+  int64_t rows = 0;
+  std::string tried;
+  for (int64_t r : candidates) {
+    std::vector<runtime::RowRange> pieces;
+    for (int p = 0; p < dp; ++p) pieces.push_back(r ? runtime::split_rows(r, dp, p) : runtime::RowRange{});
+    const BatchSplit split = split_batch(graph, canonical, pieces, r, options.order, true, {&seeds, tp});
+    PlannedStep p = emit_spmd_plan(graph, canonical, split, devices);
+    if (dp > 1)
+      tried += fmt::format("{}{}: {:.0f}", tried.empty() ? "" : ", ", r ? fmt::format("batch {}", r) : "not split",
+                           spmd_cost(p));
+    if (!best || spmd_cost(p) < spmd_cost(*best)) {
+      best = std::move(p);
+      rows = r;
+    }
+  }
+  PlannedStep plan = std::move(*best);
   for (const auto& line : plan.report.fallback_details) runtime::log().debug("{}", line);
   plan.report.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  const std::string batch = dp == 1    ? std::string()
+                            : rows > 0 ? fmt::format("batch {} split by rows over {} replicas, ", rows, dp)
+                                       : fmt::format("batch not split ({} replicas run all of it), ", dp);
   plan.report.summary = fmt::format(
-      "{} ops on {} devices, tensor parallel: {} linear pair(s) split (first weight by output features, second by "
-      "input features), {} collective bytes per device, {} replicated fallback op(s), peak +{} bytes per device",
-      plan.num_nodes, devices, pairs, plan.report.collective_bytes_per_device, plan.report.replicated_fallbacks,
-      max_peak_bytes(plan));
+      "{} ops on {} devices, {}tensor parallel: {} linear pair(s) split over {} ranks (first weight by output "
+      "features, second by input features), {} collective bytes per device, {} replicated fallback op(s), peak +{} "
+      "bytes per device",
+      plan.num_nodes, devices, batch, pairs, tp, plan.report.collective_bytes_per_device,
+      plan.report.replicated_fallbacks, max_peak_bytes(plan));
+  if (!tried.empty()) plan.report.summary += fmt::format(" (cost of candidates: {})", tried);
+  plan.report.split_rows = rows;
   return plan;
 }
 

@@ -1,4 +1,5 @@
-// Tensor parallelism (TP : N over the N devices, DESIGN.md §2.5): Megatron's layout derived from the graph.
+// Tensor parallelism (TP : k, DESIGN.md §2.5): Megatron's layout derived from the graph, over every device or
+// beside batch splitting (dp × tp: the batch split over dp groups of k devices, each group one TP rank set).
 // Each linear pair (analysis/linear_pairs.h) has its first weight and bias split by output features and its
 // second weight by input features; sharding propagation (batch_split.h with seeds, sharding_rules.h) carries
 // the splits through the hidden activations, their gradients and the optimizer's updates, so each pair
@@ -18,9 +19,17 @@ namespace moreh::scheduler {
 SplitSeeds tensor_parallel_seeds(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                  int devices, int* pairs = nullptr);
 
-// The plan: one program per device. `order`: the nodes in the order they run (recomputation.h); nullptr: as
-// recorded.
+// The plan: one program per device, `tp` tensor ranks per data-parallel replica, `dp` replicas (device d:
+// replica d / tp, rank d % tp). With dp > 1, the first of `candidate_rows` (the step's batch sizes) that splits
+// evenly over the replicas is split by rows, else every replica runs the whole batch. `order`: the nodes in
+// the order they run (recomputation.h); nullptr: as recorded.
+struct TensorParallelOptions {
+  int tp = 1;
+  int dp = 1;
+  std::vector<int64_t> candidate_rows;
+  const std::vector<uint32_t>* order = nullptr;
+};
 PlannedStep compile_tensor_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
-                                         int devices, const std::vector<uint32_t>* order = nullptr);
+                                         const TensorParallelOptions& options);
 
 }  // namespace moreh::scheduler

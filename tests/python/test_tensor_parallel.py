@@ -107,7 +107,8 @@ def test_tensor_parallel_with_other_knobs_is_refused_by_name(tmp_path):
     code = r"""
 import torch
 from torch_moreh._C import ConfigError
-for kwargs in [{"tp": 2}, {"tp": 4, "distribute_param": True}, {"tp": 4, "recomputation": True}]:
+for kwargs in [{"tp": 2}, {"tp": 4, "distribute_param": True}, {"tp": 2, "num_stages": 2},
+               {"tp": 4, "recomputation": True}]:
     try:
         torch.moreh.option.set_parallelism(**kwargs)
         print("accepted", kwargs)
@@ -117,9 +118,10 @@ for kwargs in [{"tp": 2}, {"tp": 4, "distribute_param": True}, {"tp": 4, "recomp
     proc = run_python(code, env={"MOREH_NUM_DEVICES": "4", "MOREH_CONFIG_DIR": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout.splitlines()
-    assert "tensor parallelism (TP : 2) with data-parallel replicas" in out[0]  # dp 2 x tp 2: not yet
-    assert "TP : 4 runs on 4 devices, with recomputation or without" in out[1]
-    assert out[2] == "accepted {'tp': 4, 'recomputation': True}"
+    assert out[0] == "accepted {'tp': 2}"  # dp 2 x tp 2
+    assert "tensor parallelism (TP : 4) with pipeline stages, micro-batches, distribute_param" in out[1]
+    assert "tensor parallelism (TP : 2) with pipeline stages" in out[2]
+    assert out[3] == "accepted {'tp': 4, 'recomputation': True}"
 
 
 @pytest.mark.parametrize("kind,devices", [("gpt:8", 4), ("gpt_dropout:4", 2)])

@@ -87,9 +87,10 @@ TEST_F(PlanStepTest, ALayoutItCannotRunIsAConfigErrorBeforeAnyPlanning) {
   devices = 4;
   ParallelConfig tensor_parallel;
   tensor_parallel.tp = 2;
+  tensor_parallel.num_stages = 2;
   try {
     plan(tensor_parallel);
-    FAIL() << "tensor parallelism is not built yet";
+    FAIL() << "tensor parallelism beside pipeline stages is not built yet";
   } catch (const runtime::ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("not supported yet: tensor parallelism (TP : 2)"), std::string::npos);
   }
@@ -134,6 +135,20 @@ TEST(PlanAcceptsTest, APlanStartsFromWhatItsLayoutLeft) {
   EXPECT_FALSE(plan_accepts(columns, pp2));
   columns.devices = 0b0101;
   EXPECT_FALSE(plan_accepts(columns, dp4));
+  // dp 2 x tp 2: a value split along one of its mesh's axes, not one over every device (and the reverse).
+  const runtime::ParallelSizes mesh{.dp = 2, .tp = 2};
+  Placement features{PlacementKind::kShard, 8};
+  features.ranks = 2;
+  EXPECT_TRUE(plan_accepts(features, mesh));
+  EXPECT_FALSE(plan_accepts(features, dp4));
+  Placement pieces{PlacementKind::kShard, 8};
+  pieces.ranks = 2;
+  pieces.stride = 2;
+  EXPECT_TRUE(plan_accepts(pieces, mesh));
+  pieces.stride = 3;
+  EXPECT_FALSE(plan_accepts(pieces, mesh));
+  EXPECT_FALSE(plan_accepts({PlacementKind::kShard, 8}, mesh));
+  EXPECT_TRUE(plan_accepts({PlacementKind::kReplicate}, mesh));
 }
 
 }  // namespace

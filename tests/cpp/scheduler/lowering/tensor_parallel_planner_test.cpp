@@ -160,7 +160,7 @@ TEST_F(TensorParallelTest, DirectWeightsAndSiblingFirstLayersMakePairsToo) {
   EXPECT_EQ(pairs[1].first_nodes, (std::vector<uint32_t>{3, 5}));
   EXPECT_EQ(pairs[1].seeds.at(slot(up, c)), (SplitLayout{6, 1}));
   EXPECT_EQ(pairs[1].seeds.at(slot(down, c)), (SplitLayout{6, 4}));
-  const PlannedStep plan = compile_tensor_parallel_plan(g, c, 2);
+  const PlannedStep plan = compile_tensor_parallel_plan(g, c, {.tp = 2});
   EXPECT_EQ(plan.report.replicated_fallbacks, 0u) << plan.report.summary;
 }
 
@@ -199,7 +199,7 @@ TEST_F(TensorParallelTest, AttentionIsAPairSplitByHeads) {
   EXPECT_EQ(pairs[0].seeds.at(slot(wqkv, c)), (SplitLayout{H, 3}));  // its heads of each of q, k and v
   EXPECT_EQ(pairs[0].seeds.at(slot(bqkv, c)), (SplitLayout{H, 3}));
   EXPECT_EQ(pairs[0].seeds.at(slot(wo, c)), (SplitLayout{H, C}));    // [C, C]: each row's features of its heads
-  const PlannedStep plan = compile_tensor_parallel_plan(g, c, 2);
+  const PlannedStep plan = compile_tensor_parallel_plan(g, c, {.tp = 2});
   EXPECT_EQ(plan.report.replicated_fallbacks, 0u) << plan.report.summary;
   for (const auto& p : plan.programs) {
     EXPECT_EQ(std::count_if(p.code.begin(), p.code.end(), [](const Instruction& i) { return i.kind == Kind::kAllReduce; }), 1);
@@ -226,7 +226,7 @@ TEST_F(TensorParallelTest, AnOpThatIsNotElementwiseEndsTheChain) {
 TEST_F(TensorParallelTest, ThePairRunsOnShardsAndAllReducesItsOutputOnce) {
   build();
   const CanonicalGraph c = CanonicalGraph::build(g);
-  const PlannedStep plan = compile_tensor_parallel_plan(g, c, 2);
+  const PlannedStep plan = compile_tensor_parallel_plan(g, c, {.tp = 2});
   ASSERT_EQ(plan.programs.size(), 2u);
   EXPECT_EQ(plan.report.replicated_fallbacks, 0u) << plan.report.summary;
   for (const auto& p : plan.programs) {
@@ -272,7 +272,7 @@ TEST_F(TensorParallelTest, TheNextStepReadsTheWeightsInTheirBlocks) {
   b1->set_placement(rows);
   w2->set_placement(columns);
   const CanonicalGraph c = CanonicalGraph::build(g);
-  const PlannedStep plan = compile_tensor_parallel_plan(g, c, 2);
+  const PlannedStep plan = compile_tensor_parallel_plan(g, c, {.tp = 2});
   EXPECT_EQ(plan.report.replicated_fallbacks, 0u);
   for (const auto& p : plan.programs) {
     EXPECT_EQ(std::count_if(p.code.begin(), p.code.end(), [](const Instruction& i) { return i.kind == Kind::kKeepRows; }), 0);
@@ -283,6 +283,66 @@ TEST_F(TensorParallelTest, TheNextStepReadsTheWeightsInTheirBlocks) {
   EXPECT_EQ(second.inputs[2].sizes, (runtime::Dims{3, 4}));
   EXPECT_EQ(second.inputs[2].strides, (runtime::Dims{1, 3}));
   EXPECT_EQ(second.inputs[2].offset, 0);
+}
+
+// dp 2 x tp 2: the batch's rows over the pieces (devices 0, 1 and 2, 3), the pair's weights over each piece's
+// ranks. A device reads its piece's rows of x and its rank's features of w1; the second layer's partial sum is
+// all-reduced within the piece (its rows only), and what outlives the step rests split along one axis.
+TEST_F(TensorParallelTest, BesideBatchSplittingEachPieceRunsThePairOnItsRows) {
+  build();
+  const CanonicalGraph c = CanonicalGraph::build(g);
+  const PlannedStep plan = compile_tensor_parallel_plan(g, c, {.tp = 2, .dp = 2, .candidate_rows = {8}});
+  ASSERT_EQ(plan.programs.size(), 4u);
+  EXPECT_EQ(plan.report.split_rows, 8) << plan.report.summary;
+  EXPECT_EQ(plan.report.replicated_fallbacks, 0u) << plan.report.summary;
+  EXPECT_EQ(plan.groups, (std::vector<std::vector<int>>{{0, 1}, {2, 3}, {0, 2}, {1, 3}}));
+  for (const auto& p : plan.programs) {
+    std::vector<Instruction> reduces;
+    std::copy_if(p.code.begin(), p.code.end(), std::back_inserter(reduces),
+                 [](const Instruction& i) { return i.kind == Kind::kAllReduce; });
+    ASSERT_EQ(reduces.size(), 1u);
+    EXPECT_EQ(reduces[0].group, 1 + p.device / 2);  // over the piece's ranks
+    ASSERT_GT(reduces[0].aux, 0u);
+    EXPECT_EQ(runtime::whole_bytes(p.geometries.at(reduces[0].aux - 1), 0), 4u * 4 * 4);  // [4, 4] floats
+    EXPECT_EQ(std::count_if(p.code.begin(), p.code.end(), [](const Instruction& i) { return i.kind == Kind::kAllGather; }), 0);
+  }
+  // Device 3: piece 1 (rows 4..7 of x, in its own block), rank 1 (w1^T's columns 3..5 cut from the whole weight).
+  const runtime::LocalLaunch& first = plan.programs[3].launches.at(1);
+  EXPECT_EQ(first.inputs[1].sizes, (runtime::Dims{4, 4}));
+  EXPECT_EQ(first.inputs[1].offset, 0);
+  EXPECT_EQ(first.inputs[2].sizes, (runtime::Dims{4, 3}));
+  EXPECT_EQ(first.inputs[2].offset, 3 * 4);
+  EXPECT_EQ(first.outputs[0].sizes, (runtime::Dims{4, 3}));  // its rows, its features: [4, 3] in its block
+  EXPECT_EQ(first.outputs[0].strides, (runtime::Dims{3, 1}));
+  EXPECT_EQ(first.rows.begin, 4);
+  // Only the piece's first rank adds the second layer's bias.
+  EXPECT_TRUE(plan.programs[2].launches.at(3).int_args.empty());
+  EXPECT_EQ(plan.programs[3].launches.at(3).int_args.size(), 1u);
+  const auto& w1_at = plan.final_placements[slot(w1, c)];  // by features over the ranks, the same in each piece
+  EXPECT_EQ(w1_at.kind, PlacementKind::kShard);
+  EXPECT_EQ(w1_at.rows, 6);
+  EXPECT_EQ(w1_at.ranks, 2);
+  EXPECT_EQ(w1_at.stride, 1);
+  const auto& out_at = plan.final_placements[slot(out, c)];  // by the batch's rows over the pieces
+  EXPECT_EQ(out_at.kind, PlacementKind::kShard);
+  EXPECT_EQ(out_at.rows, 8);
+  EXPECT_EQ(out_at.ranks, 2);
+  EXPECT_EQ(out_at.stride, 2);
+}
+
+// An odd batch does not split evenly over the pieces: every piece runs all of it (tensor splits are a piece's).
+TEST_F(TensorParallelTest, ABatchThatDoesNotSplitEvenlyRunsWholeInEveryPiece) {
+  build();
+  const CanonicalGraph c = CanonicalGraph::build(g);
+  const PlannedStep plan = compile_tensor_parallel_plan(g, c, {.tp = 2, .dp = 3, .candidate_rows = {8}});
+  ASSERT_EQ(plan.programs.size(), 6u);
+  EXPECT_EQ(plan.report.split_rows, 0);
+  EXPECT_NE(plan.report.summary.find("batch not split (3 replicas run all of it)"), std::string::npos)
+      << plan.report.summary;
+  const runtime::LocalLaunch& first = plan.programs[5].launches.at(0);  // the upload runs whole
+  ASSERT_EQ(first.inputs.size(), 3u);
+  EXPECT_EQ(first.inputs[1].sizes, (runtime::Dims{8, 4}));  // all of x
+  EXPECT_EQ(first.inputs[2].offset, 3 * 4);                 // rank 1 of piece 2: w1^T's columns 3..5
 }
 
 }  // namespace
