@@ -69,9 +69,39 @@ def test_tensor_parallel_trains_like_one_device(kind, devices):
     assert all(d["memory_peak"] < ref_peak for d in got["devices_after_step_2"]), got["devices_after_step_2"]
 
 
-def test_a_split_weight_reads_back_whole_and_saves_whole(tmp_path):
-    """After a step the pair's weights rest split (the second by columns): reading one, saving the state dict and
-    loading it on one device give the whole tensors, and training goes on from where they lie."""
+# dp x tp: (kind, devices, tp); the batch split over devices / tp replicas, each replica's tp ranks splitting the
+# pairs. Seen (10 AdamW steps): the same tolerances as TP alone (the GPT's parameters within 5e-6 but the qkv
+# bias's key part, 6e-5; GPT-2 2.8e-5; Llama 1.3e-6), losses within 2e-7 relative.
+MESH_CASES = [("gpt:8", 4, 2), ("gpt_clip:8", 4, 2), ("gpt_accum:8", 4, 2), ("gpt_ignore:8", 4, 2), ("gpt2:4", 4, 2),
+              ("llama:4", 4, 2), ("gpt:8", 8, 2), ("gpt:8", 8, 4)]
+
+
+@pytest.mark.parametrize("kind,devices,tp", MESH_CASES, ids=[f"{k}-dp{d // t}xtp{t}" for k, d, t in MESH_CASES])
+def test_tensor_parallelism_beside_batch_splitting_trains_like_one_device(kind, devices, tp):
+    family = kind.split(":")[0].split("_")[0]
+    if family in ("gpt2", "llama"):
+        pytest.importorskip("transformers")
+    ref = train(kind, 1)
+    got = train(kind, devices, parallelism=f"TP : {tp}")
+    assert_like_one_device(ref, got, TOLERANCE.get(family, 1e-5))
+    lines = plan_lines(got)
+    # The training step's plan: the batch split over the replicas, the pairs over each replica's ranks.
+    batch = int(kind.split(":")[1])
+    assert any(f"batch {batch} split by rows over {devices // tp} replicas" in l and f"split over {tp} ranks" in l
+               for l in lines), lines
+    counts = [int(re.search(r"(\d+) replicated fallback", l).group(1)) for l in lines]
+    assert max(counts) <= (1 if kind.startswith("gpt_clip") else 0), lines
+    # The weights rest split over the ranks (each replica holds the same parts): as TP alone holds.
+    held = lambda r: max(d["memory_used"] for d in r["devices_after_step_2"])
+    bound = {"gpt": 0.6, "gpt2": 0.6, "llama": 0.8}[family] if tp == 2 else 0.4
+    assert held(got) <= bound * held(ref), (held(got), held(ref))
+
+
+@pytest.mark.parametrize("devices", [2, 4])
+def test_a_split_weight_reads_back_whole_and_saves_whole(tmp_path, devices):
+    """After a step the pair's weights rest split (the second by columns; on 4 devices, the same parts in each of
+    2 replicas): reading one, saving the state dict and loading it on one device give the whole tensors, and
+    training goes on from where they lie."""
     code = r"""
 import io, sys, torch
 sys.path.insert(0, "tests/python")
@@ -98,7 +128,7 @@ for name, p in ref.state_dict().items():
 print(torch.moreh.option.get_parallelism())
 print("ok")
 """
-    proc = run_python(code, env={"MOREH_NUM_DEVICES": "2", "MOREH_CONFIG_DIR": str(tmp_path)}, cwd=None)
+    proc = run_python(code, env={"MOREH_NUM_DEVICES": str(devices), "MOREH_CONFIG_DIR": str(tmp_path)}, cwd=None)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "TP : 2" in proc.stdout and proc.stdout.strip().endswith("ok"), proc.stdout
 
@@ -124,24 +154,32 @@ for kwargs in [{"tp": 2}, {"tp": 4, "distribute_param": True}, {"tp": 2, "num_st
     assert out[3] == "accepted {'tp': 4, 'recomputation': True}"
 
 
-@pytest.mark.parametrize("kind,devices", [("gpt:8", 4), ("gpt_dropout:4", 2)])
-def test_recomputation_under_tensor_parallelism_changes_no_bit(kind, devices):
-    """tp 4 + recomputation: the reruns run on the same shards, dropout from its recorded seed; the peak drops."""
-    plain = train(kind, devices, parallelism=f"TP : {devices}")
-    again = train(kind, devices, parallelism=f"TP : {devices}, recomputation : 1")
+@pytest.mark.parametrize("kind,devices,tp", [("gpt:8", 4, 4), ("gpt_dropout:4", 2, 2), ("gpt:8", 4, 2),
+                                             ("gpt_dropout:4", 4, 2)])
+def test_recomputation_under_tensor_parallelism_changes_no_bit(kind, devices, tp):
+    """tp 4 (and dp 2 x tp 2) + recomputation: the reruns run on the same shards, dropout from its recorded seed; the
+    peak drops (but for dp 2 x tp 2 on the dropout GPT's batch of 4, whose peak is the optimizer's step, not the
+    activations')."""
+    plain = train(kind, devices, parallelism=f"TP : {tp}")
+    again = train(kind, devices, parallelism=f"TP : {tp}, recomputation : 1")
     assert again["losses"] == plain["losses"]
     for name, p in plain["params"].items():
         assert again["params"][name].equal(p), name
     with open(again["log_file"]) as f:
         assert any("op(s) run again in the backward pass" in line for line in f)
     peak = lambda r: max(d["memory_peak"] for d in r["devices_after_step_2"])
-    assert peak(again) < peak(plain)
+    if (kind, devices, tp) == ("gpt_dropout:4", 4, 2):
+        assert peak(again) <= peak(plain)
+    else:
+        assert peak(again) < peak(plain)
 
 
-def test_switching_between_tensor_parallelism_and_batch_splitting_keeps_training(tmp_path):
+@pytest.mark.parametrize("devices", [2, 4])
+def test_switching_between_tensor_parallelism_and_batch_splitting_keeps_training(tmp_path, devices):
     """Steps under TP leave the pairs' weights and their AdamW state in parts (a weight split by columns rests in
-    blocks); batch splitting then starts from there (it gathers them, blocks re-laid), and TP again after it. The
-    run follows CPU eager's; a model without any pair trains under TP too, every op replicated."""
+    blocks); batch splitting then starts from there (it gathers them, blocks re-laid), and TP again after it. On 4
+    devices TP 2 runs beside 2 replicas, whose placements (along one axis of the mesh) batch splitting brings
+    home first. The run follows CPU eager's; a model without any pair trains under TP too, every op replicated."""
     code = r"""
 import copy, sys, torch
 import torch.nn.functional as F
@@ -184,7 +222,7 @@ for name, make in (("gpt", lambda: GPT()), ("conv", lambda: torch.nn.Sequential(
     torch.moreh.option.set_parallelism()
 print("ok")
 """
-    proc = run_python(code, env={"MOREH_NUM_DEVICES": "2", "MOREH_CONFIG_DIR": str(tmp_path)})
+    proc = run_python(code, env={"MOREH_NUM_DEVICES": str(devices), "MOREH_CONFIG_DIR": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.strip().endswith("ok"), proc.stdout
     assert "tensor parallel: 4 linear pair(s)" in proc.stderr and "tensor parallel: 0 linear pair(s)" in proc.stderr
