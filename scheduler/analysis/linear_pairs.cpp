@@ -1,5 +1,6 @@
 #include "scheduler/analysis/linear_pairs.h"
 
+#include <algorithm>
 #include <optional>
 #include <set>
 
@@ -140,6 +141,95 @@ std::vector<LinearPair> find_linear_pairs(const runtime::StepGraph& graph, const
     if (!free) return std::nullopt;
     return pair;
   };
+  // Attention over separate projections (Llama): q, k and v each made by a linear layer over the same input,
+  // then by per-head ops of their own (rotary embedding's elementwise ops, a cat along the head dim, a key/value
+  // cache's cat onto an empty tensor) into attention, whose output the output projection reads. k and v may
+  // have fewer heads than q (grouped-query attention): each device takes an even part of each, so its query
+  // heads meet their own key/value heads when the key/value heads split evenly.
+  std::vector<int64_t> root(cg.buffers.size(), -1);  // the linear layer a value is made from by per-head ops
+  for (size_t j = 0; j < nodes.size(); ++j) {
+    if (linears[j]) {
+      root[cg.node_outputs[j][0]] = static_cast<int64_t>(j);
+      continue;
+    }
+    const Node& n = nodes[j];
+    static const runtime::OpId kCat = runtime::intern_op("aten::cat");
+    if (!n.written.empty() || n.outputs.size() != 1 || n.outputs[0].sizes.size() != 4) continue;
+    if (!(runtime::op_facts(n.op).pointwise || n.op == kCat)) continue;
+    int64_t r = -1;
+    bool ok = true;
+    for (size_t k = 0; k < n.inputs.size() && ok; ++k) {
+      const int64_t rk = root[cg.node_inputs[j][k]];
+      if (rk < 0) continue;  // a constant (cos, sin), a scalar or an empty tensor
+      ok = r < 0 || r == rk;
+      r = rk;
+    }
+    if (ok && r >= 0) root[cg.node_outputs[j][0]] = r;
+  }
+  auto split_attention = [&](size_t i, const std::set<uint32_t>& used) -> std::optional<LinearPair> {
+    const Linear& q = *linears[i];
+    std::optional<size_t> at;
+    std::vector<int> views;  // the attention node's inputs made from q, k and v, in that order
+    for (size_t j = i + 1; j < nodes.size() && !at; ++j) {
+      if (linears[j]) continue;
+      std::vector<int> mine;
+      for (size_t k = 0; k < nodes[j].inputs.size(); ++k) {
+        const int64_t r = root[cg.node_inputs[j][k]];
+        if (r >= 0 && nodes[j].inputs[k].sizes.size() == 4 && linears[r]->x == q.x) mine.push_back(static_cast<int>(k));
+      }
+      const bool per_head = !cg.node_outputs[j].empty() && root[cg.node_outputs[j][0]] >= 0;  // not attention
+      if (mine.size() >= 3 && !per_head && root[cg.node_inputs[j][mine[0]]] == static_cast<int64_t>(i)) {
+        at = j;
+        views.assign(mine.begin(), mine.begin() + 3);
+      }
+    }
+    if (!at) return std::nullopt;
+    const Node& a = nodes[*at];
+    std::vector<size_t> layers;
+    std::vector<int64_t> heads;
+    BatchDims dims(a.inputs.size());
+    for (int k : views) {
+      const size_t l = static_cast<size_t>(root[cg.node_inputs[*at][k]]);
+      if (std::find(layers.begin(), layers.end(), l) != layers.end()) return std::nullopt;  // three layers
+      layers.push_back(l);
+      heads.push_back(a.inputs[k].sizes[1]);
+      dims[k] = 1;
+    }
+    const int64_t kv = std::min(heads[1], heads[2]);
+    if (heads[1] != heads[2] || kv <= 1 || heads[0] % kv != 0 || !shard_rule(a, dims)) return std::nullopt;
+    for (size_t m = 0; m < 3; ++m)
+      if (linears[layers[m]]->out % heads[m] != 0) return std::nullopt;
+    const uint32_t out = cg.node_outputs[*at][0];
+    std::optional<size_t> proj;
+    for (size_t j = *at + 1; j < nodes.size() && !proj; ++j) {
+      bool reads = false;
+      for (uint32_t t : cg.node_inputs[j]) reads = reads || t == out;
+      if (!reads) continue;
+      if (!linears[j] || linears[j]->x != out || linears[j]->in != q.out) return std::nullopt;
+      proj = j;
+    }
+    if (!proj) return std::nullopt;
+    LinearPair pair;
+    for (size_t l : layers) pair.first_nodes.push_back(static_cast<uint32_t>(l));
+    pair.second_node = static_cast<uint32_t>(*proj);
+    pair.hidden = kv;  // the fewest heads: every part must take a whole number of each
+    bool free = true;
+    auto seed = [&](uint32_t slot, const TensorRef& view, int dim, int64_t rows) {
+      auto layout = split_layout(view, cg.buffers[slot].bytes, dim, rows, 1);
+      if (!layout || used.count(slot)) free = false;
+      else pair.seeds[slot] = *layout;
+    };
+    for (size_t m = 0; m < 3; ++m) {
+      const Linear& l = *linears[layers[m]];
+      seed(l.weight, nodes[layers[m]].inputs[l.weight_input], 1, heads[m]);  // [C, heads x hd]: its heads
+      if (l.bias >= 0) seed(static_cast<uint32_t>(l.bias), nodes[layers[m]].inputs[0], 0, heads[m]);
+    }
+    const Linear& p = *linears[*proj];
+    seed(p.weight, nodes[*proj].inputs[p.weight_input], 0, heads[0]);  // [H x hd, C]: its rows, head by head
+    if (!free) return std::nullopt;
+    return pair;
+  };
+
   std::vector<LinearPair> pairs;
   std::set<uint32_t> taken;  // weights and biases already in a pair
   std::set<size_t> firsts;   // layers already a pair's first
@@ -177,9 +267,11 @@ std::vector<LinearPair> find_linear_pairs(const runtime::StepGraph& graph, const
       for (uint32_t o : cg.node_outputs[j]) region.insert(o);
     }
     if (!second) {
-      if (auto pair = attention_pair(i, first, taken)) {
+      auto pair = attention_pair(i, first, taken);
+      if (!pair) pair = split_attention(i, taken);
+      if (pair) {
         for (const auto& [slot, layout] : pair->seeds) taken.insert(slot);
-        firsts.insert(i);
+        for (uint32_t f : pair->first_nodes) firsts.insert(f);
         firsts.insert(pair->second_node);
         pairs.push_back(std::move(*pair));
       }

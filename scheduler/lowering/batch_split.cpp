@@ -356,6 +356,12 @@ class Lowering {
     return v ? v->blocks : 1;
   }
 
+  // Whether splits of r1 and r2 rows give every device the same share: equal rows, or (tensor parallelism)
+  // both even over the ranks (grouped-query attention's query and key heads: each rank its part of each).
+  bool same_parts(int a, int64_t r1, int64_t r2) const {
+    return r1 == r2 || (a == kT && r1 > 0 && r2 > 0 && r1 % t_ == 0 && r2 % t_ == 0);
+  }
+
   bool is_written(const Node& node, size_t i) const {
     return std::find(node.written.begin(), node.written.end(), i) != node.written.end();
   }
@@ -408,12 +414,15 @@ class Lowering {
       BatchDims tdims(node.inputs.size());
       bool any = false;
       int64_t rows = 0, blocks = 0;
+      bool mixed = false;  // splits of different rows into the same parts: the node's rows are the parts
       for (size_t i = 0; i < node.inputs.size(); ++i) {
         if (b.split && (b.reads[i] == Read::kKept || b.reads[i] == Read::kSliced)) continue;  // whole along it
         tdims[i] = split_at(kT, in_slots[i], vn.inputs[i], view.in_bytes[i]);
-        if (tdims[i]) {  // splits of other rows than the first one's are read whole
-          if (rows == 0) rows = state_[kT][in_slots[i]].rows;
-          else if (state_[kT][in_slots[i]].rows != rows) tdims[i].reset();
+        if (tdims[i]) {  // splits into other parts than the first one's are read whole
+          const int64_t r = state_[kT][in_slots[i]].rows;
+          if (rows == 0) rows = r;
+          else if (r != rows && same_parts(kT, r, rows)) mixed = true;
+          else if (r != rows) tdims[i].reset();
         }
         if (tdims[i] && blocks == 0) blocks = blocks_of(kT, in_slots[i], vn.inputs[i], view.in_bytes[i]);
         any = any || tdims[i].has_value();
@@ -424,17 +433,19 @@ class Lowering {
         for (size_t i = 0; i < node.inputs.size(); ++i) {
           const uint32_t s = in_slots[i];
           auto seed = seeds_->find(s);
-          if (tdims[i] || seed == seeds_->end() || (rows != 0 && seed->second.rows != rows)) continue;
+          if (tdims[i] || seed == seeds_->end() || (rows != 0 && !same_parts(kT, seed->second.rows, rows))) continue;
           if (known_[s] && (state_[kT][s].kind != PlacementKind::kReplicate ||
                             (state_[kB][s].kind != PlacementKind::kReplicate && state_[kB][s].kind != PlacementKind::kHome)))
             continue;
           if (auto v = view_split(vn.inputs[i], view.in_bytes[i], seed->second.rows, seed->second.outer)) {
             tdims[i] = v->dim;
+            mixed = mixed || (rows != 0 && rows != seed->second.rows);
             rows = seed->second.rows;
             if (blocks == 0) blocks = v->blocks;
             seeded = true;
           }
         }
+      if (mixed) rows = t_;
       if (any || seeded) {
         auto d = shard_rule(vn, tdims);
         if (blocks == 0) blocks = 1;
@@ -513,7 +524,7 @@ class Lowering {
       const bool cut_by_batch = b.split && b.reads[i] != Read::kWhole;
       const bool whole_below = b.split && (b.reads[i] == Read::kKept || b.reads[i] == Read::kSliced);
       if (!whole_below && split_at(a, s, node.inputs[i], view.in_bytes[i]) == d.inputs[i].dim &&
-          state_[a][s].rows == rows) {
+          same_parts(a, state_[a][s].rows, rows)) {
         c.reads[i] = Read::kAligned;
         c.in_layout[i] = layout_of(state_[a][s]);
         c.in_blocks[i] = blocks_of(a, s, node.inputs[i], view.in_bytes[i]);
@@ -611,11 +622,12 @@ class Lowering {
       }
       if (u.dim < 0 || u.dim >= static_cast<int>(node.inputs[i].sizes.size())) return fmt::format("input {} dim", i);
       const int64_t size = node.inputs[i].sizes[u.dim];
-      if (rows <= 0 || size % rows != 0 || size < rows)
-        return fmt::format("input {} has {} rows along dim {}", i, size, u.dim);
       const bool batch_whole = b.split && (b.reads[i] == Read::kKept || b.reads[i] == Read::kSliced);
       const bool aligned = !batch_whole && split_at(a, s, node.inputs[i], view.in_bytes[i]) == u.dim &&
-                           state_[a][s].rows == rows;
+                           same_parts(a, state_[a][s].rows, rows);
+      const int64_t mine = aligned ? state_[a][s].rows : rows;  // an aligned input keeps its own rows
+      if (rows <= 0 || size % mine != 0 || size < mine)
+        return fmt::format("input {} has {} rows along dim {}", i, size, u.dim);
       if (b.split && b.reads[i] == Read::kSliced && (is_written(node, i) || blocks > 1))
         return fmt::format("input {} is cut from its whole value by the batch and cannot be kept in parts", i);
       if (is_written(node, i)) {
@@ -860,10 +872,10 @@ class Lowering {
       // The tensor split's layout is the piece's: the same for every piece, at the device's own offset.
       (void)piece;
       const bool sliced = !output && t.reads[i] == Read::kSliced;
-      const RowRange part = range(kT, t.rows, dev);
-      if (sliced) lr = local_part(cur, buffer, ut.dim, {t.rows, 1}, part, false);
-      else lr = local_part(cur, buffer, ut.dim, output ? t.out_layout[i] : t.in_layout[i], part, true,
-                           output ? t.out_blocks[i] : t.in_blocks[i]);
+      const SplitLayout layout = sliced ? SplitLayout{t.rows, 1} : output ? t.out_layout[i] : t.in_layout[i];
+      const RowRange part = range(kT, layout.rows, dev);  // its own rows' part (the same share as the node's)
+      if (sliced) lr = local_part(cur, buffer, ut.dim, layout, part, false);
+      else lr = local_part(cur, buffer, ut.dim, layout, part, true, output ? t.out_blocks[i] : t.in_blocks[i]);
     }
     return lr;
   }

@@ -44,10 +44,13 @@ struct FusedAttentionArgs {
 
 std::optional<ShardDecision> fused_attention(const Node& n, const BatchDims& b, const FusedAttentionArgs& a) {
   if (step_value_arg(n, a.dropout) != 0 || (a.bias >= 0 && n.input_of_arg(a.bias) >= 0)) return std::nullopt;
-  auto d = same_rows(n, b, a.batch_args, {}, a.local_rets);
   // The batch (dim 0) or the heads (dim 1, tensor parallelism): either way each device's part is independent.
+  // By heads, the key and value may have fewer (grouped-query attention): an even part of each keeps each
+  // device's query heads with their own key/value heads.
   const auto q = batch_of_arg(n, b, a.query);
-  if (!d || !q || (*q != 0 && *q != 1)) return std::nullopt;
+  if (!q || (*q != 0 && *q != 1)) return std::nullopt;
+  auto d = same_rows(n, b, a.batch_args, {}, a.local_rets, /*groups=*/*q == 1);
+  if (!d) return std::nullopt;
   for (int arg : a.per_device_args)
     if (int i = n.input_of_arg(arg); i >= 0) d->inputs[i] = {false, -1};
   return d;

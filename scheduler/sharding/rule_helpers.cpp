@@ -56,7 +56,7 @@ OutputSpec partial(bool scale) { return {OutputSpec::Kind::kPartial, 0, scale}; 
 
 // Ops where every listed input has the batch on the same dim as the first, and every output keeps it.
 std::optional<ShardDecision> same_rows(const Node& n, const BatchDims& b, std::vector<int> batch_args,
-                                       std::vector<int> partial_rets, std::vector<int> local_rets) {
+                                       std::vector<int> partial_rets, std::vector<int> local_rets, bool groups) {
   std::optional<int> dim;
   for (int arg : batch_args) {
     auto x = batch_of_arg(n, b, arg);
@@ -74,7 +74,7 @@ std::optional<ShardDecision> same_rows(const Node& n, const BatchDims& b, std::v
     if (*dim >= rank_of(n.inputs[i])) return std::nullopt;
     int64_t s = n.inputs[i].sizes[*dim];
     if (rows_extent < 0) rows_extent = static_cast<int>(s);
-    else if (s != rows_extent) return std::nullopt;
+    else if (s != rows_extent && !(groups && s > 0 && rows_extent % s == 0)) return std::nullopt;
     d.inputs[i] = {true, *dim};
   }
   for (size_t k = 0; k < n.outputs.size(); ++k) {

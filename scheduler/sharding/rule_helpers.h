@@ -24,8 +24,11 @@ ShardDecision whole_inputs(const runtime::Node& n);
 OutputSpec shard(int dim, bool scale = false);
 OutputSpec partial(bool scale = false);
 // Every input of `batch_args` has the batch on the same dim as the first, and every output keeps it (the
-// returns in `partial_rets` become partial sums, those in `local_rets` per-device values).
+// returns in `partial_rets` become partial sums, those in `local_rets` per-device values). The inputs'
+// extents along that dim are equal, or (`groups`) each divides the first one's: grouped-query attention's
+// key heads, each serving a group of query heads, split into as many even parts as those.
 std::optional<ShardDecision> same_rows(const runtime::Node& n, const BatchDims& b, std::vector<int> batch_args,
-                                       std::vector<int> partial_rets = {}, std::vector<int> local_rets = {});
+                                       std::vector<int> partial_rets = {}, std::vector<int> local_rets = {},
+                                       bool groups = false);
 
 }  // namespace moreh::scheduler

@@ -23,8 +23,9 @@ CASES = [("mlp:8", 2), ("mlp:8", 4), ("mlp_aux:8", 2), ("gpt:8", 2), ("gpt:8", 4
          ("gpt_accum:8", 4), ("gpt_ignore:8", 2), ("gpt2:4", 2), ("gpt2:4", 4), ("llama:4", 2), ("llama:4", 4)]
 # Parameter tolerances where one device's rounding is not kept, with what was seen (10 AdamW steps, host devices).
 # Hugging Face GPT-2: c_proj (the MLP's second layer) 2.0e-5 at TP 4, c_attn's bias 2.9e-5 (its key part, as above).
-# Llama (GQA): 4.7e-6 at TP 4.
-TOLERANCE = {"gpt2": 5e-5}
+# Llama (GQA): 1.2e-5 at TP 2, where its attention splits by heads too (the MLP's up projection, downstream of the
+# output projection's sums in parts), 4.7e-6 at TP 4 (its 2 key/value heads do not split 4 ways).
+TOLERANCE = {"gpt2": 5e-5, "llama": 3e-5}
 
 
 def plan_lines(result):
@@ -54,14 +55,13 @@ def test_tensor_parallel_trains_like_one_device(kind, devices):
     counts = [int(re.search(r"(\d+) replicated fallback", l).group(1)) for l in lines]
     assert counts and max(counts) == fallbacks, lines
     # The GPT's and GPT-2's: each block's MLP and its attention (by heads; GPT-2's k and v pass through its key/value
-    # cache's cat); Llama's: the MLPs (gate and up, then down). Its attention is not split yet (separate q, k, v
-    # projections, fewer k and v heads, q and k rotated first).
-    pairs = {"mlp": 1, "gpt": 4, "gpt2": 4, "llama": 2}[family]
+    # cache's cat); Llama's: the MLPs (gate and up, then down) and, at TP 2, its attention (separate q, k and v
+    # projections, q and k rotated, 2 key/value heads for 4 query heads: each device one of them and two of q's).
+    pairs = {"mlp": 1, "gpt": 4, "gpt2": 4, "llama": 4 if devices == 2 else 2}[family]
     assert f"{pairs} linear pair(s) split" in lines[0], lines[0]
     # Each device holds its part of the split weights and of their optimizer state, clip_grad_norm_ or not (its
     # norms read the gradients whole, which are then kept in parts again): seen at TP 2, 0.55 of one device's
-    # bytes for the MLP, 0.57 for the GPT (the embeddings, norms and head are not split), 0.73 for Llama (its
-    # attention is not split).
+    # bytes for the MLP, 0.57 for the GPT (the embeddings, norms and head are not split), 0.59 for Llama.
     held = lambda r: max(d["memory_used"] for d in r["devices_after_step_2"])
     bound = {"mlp": 0.6, "gpt": 0.6, "gpt2": 0.8, "llama": 0.8}[family] if devices == 2 else 0.75
     assert held(got) <= bound * held(ref), (held(got), held(ref))
@@ -71,7 +71,7 @@ def test_tensor_parallel_trains_like_one_device(kind, devices):
 
 # dp x tp: (kind, devices, tp); the batch split over devices / tp replicas, each replica's tp ranks splitting the
 # pairs. Seen (10 AdamW steps): the same tolerances as TP alone (the GPT's parameters within 5e-6 but the qkv
-# bias's key part, 6e-5; GPT-2 2.8e-5; Llama 1.3e-6), losses within 2e-7 relative.
+# bias's key part, 6e-5; GPT-2 2.8e-5; Llama 1.2e-5), losses within 2e-7 relative.
 MESH_CASES = [("gpt:8", 4, 2), ("gpt_clip:8", 4, 2), ("gpt_accum:8", 4, 2), ("gpt_ignore:8", 4, 2), ("gpt2:4", 4, 2),
               ("llama:4", 4, 2), ("gpt:8", 8, 2), ("gpt:8", 8, 4)]
 

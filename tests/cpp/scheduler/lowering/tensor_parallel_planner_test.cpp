@@ -214,6 +214,65 @@ TEST_F(TensorParallelTest, AttentionIsAPairSplitByHeads) {
   EXPECT_EQ(plan.final_placements[slot(wqkv, c)].kind, PlacementKind::kShard);  // kept in its parts for the read
 }
 
+// Llama's attention: separate q, k and v projections (no bias), q rotated by an elementwise product first, k and
+// v with half of q's heads (grouped-query attention), attention, then the output projection. Split by heads,
+// each device takes an even part of q's heads and of k's and v's: query heads 0-1 meet key/value head 0.
+// B 2, T 4, H 4, H_kv 2, hd 2, C 8.
+TEST_F(TensorParallelTest, AttentionOverSeparateProjectionsWithFewerKeyHeadsSplitsEachByHeads) {
+  runtime::set_op_facts(runtime::intern_op("aten::mul.Tensor"), {.pointwise = true});
+  const int64_t B = 2, T = 4, H = 4, KV = 2, hd = 2, C = H * hd;
+  auto wq = buffer(C * C, true), wk = buffer(KV * hd * C, true), wv = buffer(KV * hd * C, true);
+  auto wo = buffer(C * C, true), cosine = buffer(T * hd, true);
+  x = buffer(B * T * C, true);
+  auto q = buffer(B * T * C, false), k = buffer(B * T * KV * hd, false), v = buffer(B * T * KV * hd, false);
+  auto qr = buffer(B * H * T * hd, false), att = buffer(B * T * C, false), lse = buffer(B * H * T, false);
+  auto seed = buffer(2, false), offset = buffer(2, false), o = buffer(B * T * C, false);
+  g.append(node("aten::mm", {shaped(x, {B * T, C}), transposed(shaped(wq, {C, C}))}, {shaped(q, {B * T, C})}));
+  g.append(node("aten::mm", {shaped(x, {B * T, C}), transposed(shaped(wk, {KV * hd, C}))}, {shaped(k, {B * T, KV * hd})}));
+  g.append(node("aten::mm", {shaped(x, {B * T, C}), transposed(shaped(wv, {KV * hd, C}))}, {shaped(v, {B * T, KV * hd})}));
+  auto heads = [&](const std::shared_ptr<Buffer>& b, int64_t n) {  // [B, n, T, hd] of a [B*T, n*hd] output
+    TensorRef r = shaped(b, {B, n, T, hd});
+    r.strides = {T * n * hd, hd, n * hd, 1};
+    return r;
+  };
+  TensorRef cos_view = shaped(cosine, {1, 1, T, hd});
+  g.append(node("aten::mul.Tensor", {heads(q, H), cos_view}, {shaped(qr, {B, H, T, hd})}));
+  TensorRef out = shaped(att, {B, H, T, hd});
+  out.strides = {T * C, hd, C, 1};
+  runtime::Node a = node("aten::_scaled_dot_product_fused_attention_overrideable",
+                         {shaped(qr, {B, H, T, hd}), heads(k, KV), heads(v, KV)},
+                         {out, shaped(lse, {B, H, T}), shaped(seed, {}), shaped(offset, {})}, {},
+                         {runtime::StepValue{0.0}, true, false});
+  a.attr_args = {4, 5, 6};
+  a.output_rets = {0, 1, 6, 7};
+  g.append(std::move(a));
+  g.append(node("aten::mm", {shaped(att, {B * T, C}), transposed(shaped(wo, {C, C}))}, {shaped(o, {B * T, C})}));
+  g.append(node("aten::relu", {shaped(o, {B * T, C})}, {shaped(buffer(B * T * C, false), {B * T, C})}));
+  for (const auto& b : {q, k, v, qr, att, lse, seed, offset, o}) b->release_frontend();
+  const CanonicalGraph c = CanonicalGraph::build(g);
+  const auto pairs = find_linear_pairs(g, c);
+  ASSERT_EQ(pairs.size(), 1u);
+  EXPECT_EQ(pairs[0].first_nodes, (std::vector<uint32_t>{0, 1, 2}));
+  EXPECT_EQ(pairs[0].second_node, 5u);
+  EXPECT_EQ(pairs[0].hidden, KV);
+  EXPECT_EQ(pairs[0].seeds.at(slot(wq, c)), (SplitLayout{H, 1}));
+  EXPECT_EQ(pairs[0].seeds.at(slot(wk, c)), (SplitLayout{KV, 1}));
+  EXPECT_EQ(pairs[0].seeds.at(slot(wo, c)), (SplitLayout{H, C}));
+  const PlannedStep plan = compile_tensor_parallel_plan(g, c, {.tp = 2});
+  EXPECT_EQ(plan.report.replicated_fallbacks, 0u) << plan.report.summary;
+  for (const auto& p : plan.programs) {
+    EXPECT_EQ(std::count_if(p.code.begin(), p.code.end(), [](const Instruction& i) { return i.kind == Kind::kAllReduce; }), 1);
+    EXPECT_EQ(std::count_if(p.code.begin(), p.code.end(), [](const Instruction& i) { return i.kind == Kind::kAllGather; }), 0);
+  }
+  // Device 1's attention: query heads 2-3, key and value head 1.
+  const runtime::LocalLaunch& att1 = plan.programs[1].launches.at(4);
+  EXPECT_EQ(att1.inputs[0].sizes, (runtime::Dims{B, 2, T, hd}));
+  EXPECT_EQ(att1.inputs[1].sizes, (runtime::Dims{B, 1, T, hd}));
+  EXPECT_EQ(att1.inputs[2].sizes, (runtime::Dims{B, 1, T, hd}));
+  EXPECT_EQ(att1.outputs[0].sizes, (runtime::Dims{B, 2, T, hd}));
+  EXPECT_EQ(tensor_parallel_seeds(g, c, 4).size(), 0u);  // 2 key heads do not split 4 ways
+}
+
 TEST_F(TensorParallelTest, AnOpThatIsNotElementwiseEndsTheChain) {
   w1 = buffer(6 * 4, true), w2 = buffer(4 * 6, true);
   x = buffer(8 * 4, true), y1 = buffer(8 * 6, false), h = buffer(8 * 6, false), y2 = buffer(8 * 4, false);
