@@ -311,6 +311,8 @@ class Lowering {
 
   // Brings slot s to kReplicate along axis a (both: replicate(s)), emitting the collective it needs.
   void replicate(uint32_t s) {
+    // A sum over the pieces of a tensor-parallel part (a gradient) is summed in its parts first, then gathered.
+    if (known_[s] && state_[kB][s].kind == PlacementKind::kPartial) replicate(s, kB);
     replicate(s, kT);
     replicate(s, kB);
   }
@@ -707,6 +709,12 @@ class Lowering {
     // that follows then runs on the parts, and its state rests split).
     std::vector<std::pair<uint32_t, Placement>> regather;
     const auto& in_slots = cg_.node_inputs[index];
+    for (size_t i = 0; i < in_slots.size(); ++i) {  // a gradient summed over the pieces first, in its parts
+      const uint32_t s = in_slots[i];
+      if (seeds_ && known_[s] && state_[kT][s].kind == PlacementKind::kShard &&
+          state_[kB][s].kind == PlacementKind::kPartial)
+        replicate(s, kB);
+    }
     for (size_t i = 0; i < in_slots.size(); ++i) {
       const uint32_t s = in_slots[i];
       if (seeds_ && known_[s] && state_[kT][s].kind == PlacementKind::kShard &&

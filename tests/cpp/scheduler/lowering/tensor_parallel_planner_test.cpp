@@ -10,6 +10,7 @@
 #include "runtime/memory/virtual_memory.h"
 #include "scheduler/analysis/linear_pairs.h"
 #include "scheduler/lowering/batch_split.h"
+#include "scheduler/lowering/spmd_emission.h"
 #include "test_graph.h"
 
 namespace moreh::scheduler {
@@ -387,6 +388,41 @@ TEST_F(TensorParallelTest, BesideBatchSplittingEachPieceRunsThePairOnItsRows) {
   EXPECT_EQ(out_at.rows, 8);
   EXPECT_EQ(out_at.ranks, 2);
   EXPECT_EQ(out_at.stride, 2);
+}
+
+// A weight gradient under dp x tp is split by TP and a partial sum over the pieces. An op with no rule reading it
+// (clip_grad_norm_'s norms) has it summed over the pieces in its parts, then gathered, and kept in its parts again
+// after: the gradient rests split, never whole.
+TEST_F(TensorParallelTest, AGradientReadWholeIsSummedInItsPartsAndKeptInThem) {
+  runtime::set_op_facts(runtime::intern_op("aten::cumsum"), {});
+  w1 = buffer(6 * 4, true), b1 = buffer(6, true);
+  x = buffer(8 * 4, false), y1 = buffer(8 * 6, false);
+  auto grad = buffer(4 * 6, false), sums = buffer(4 * 6, false);
+  g.append(upload(x, {8, 4}));
+  g.append(node("aten::addmm", {shaped(b1, {6}), shaped(x, {8, 4}), transposed(shaped(w1, {6, 4}))}, {shaped(y1, {8, 6})}));
+  g.append(node("aten::mm", {transposed(shaped(x, {8, 4})), shaped(y1, {8, 6})}, {shaped(grad, {4, 6})}));
+  g.append(node("aten::cumsum", {shaped(grad, {4, 6})}, {shaped(sums, {4, 6})}));
+  y1->release_frontend();
+  const CanonicalGraph c = CanonicalGraph::build(g);
+  const SplitSeeds seeds{{static_cast<uint32_t>(slot(w1, c)), {6, 1}}, {static_cast<uint32_t>(slot(b1, c)), {6, 1}}};
+  const BatchSplit split = split_batch(g, c, {{0, 4}, {4, 4}}, 8, nullptr, true, {&seeds, 2});
+  const PlannedStep plan = emit_spmd_plan(g, c, split, 4);
+  EXPECT_EQ(plan.report.replicated_fallbacks, 1u);
+  const auto& p = plan.programs[3];
+  std::vector<Instruction> moves;
+  for (const auto& i : p.code)
+    if (i.index == slot(grad, c) && i.kind != Kind::kRelease && i.kind != Kind::kLaunch && i.kind != Kind::kAllocate)
+      moves.push_back(i);
+  ASSERT_EQ(moves.size(), 3u);
+  EXPECT_EQ(moves[0].kind, Kind::kAllReduce);  // over the pieces (devices 1 and 3), its [4, 3] part only
+  EXPECT_EQ(moves[0].group, 3 + 1);
+  EXPECT_EQ(runtime::whole_bytes(p.geometries.at(moves[0].aux - 1), 0), 4u * 3 * 4);
+  EXPECT_EQ(moves[1].kind, Kind::kAllGather);  // over the ranks, for the op with no rule
+  EXPECT_EQ(moves[2].kind, Kind::kKeepRows);   // its part again
+  const auto& at = plan.final_placements[slot(grad, c)];
+  EXPECT_EQ(at.kind, PlacementKind::kShard);
+  EXPECT_EQ(at.ranks, 2);
+  EXPECT_EQ(at.stride, 1);
 }
 
 // An odd batch does not split evenly over the pieces: every piece runs all of it (tensor splits are a piece's).
