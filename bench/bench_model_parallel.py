@@ -47,6 +47,7 @@ LAYOUTS = [  # (devices, MOREH_PARALLELISM)
     (4, "TP : 4, " + RC),
     (4, "TP : 2"),  # dp 2 x tp 2
     (4, "TP : 2, " + RC),
+    (4, "TP : 2, distribute_param : true"),
     (8, "TP : 2"),  # dp 4 x tp 2
     (8, "TP : 4"),  # dp 2 x tp 4
 ]

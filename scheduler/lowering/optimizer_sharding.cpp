@@ -53,7 +53,8 @@ class Sharding {
  public:
   Sharding(const runtime::StepGraph& graph, const runtime::CanonicalGraph& cg, BatchSplit& split, int devices,
            const std::vector<bool>& whole_nodes, const ShardingOptions& options)
-      : graph_(graph), cg_(cg), split_(split), n_(devices), whole_nodes_(whole_nodes), options_(options),
+      : graph_(graph), cg_(cg), split_(split), t_(std::max(split.tensor_ranks, 1)), n_(devices / t_),
+        whole_nodes_(whole_nodes), options_(options),
         seeds_(backward_seeds(graph, cg)), rows_(cg.buffers.size(), 0),
         candidate_(cg.buffers.size(), false), state_(cg.buffers.size(), State::kWhole),
         whole_use_(cg.buffers.size(), false), last_node_(cg.buffers.size(), 0) {}
@@ -217,11 +218,24 @@ class Sharding {
     return j < split_.steps.size() && shardable_[j];
   }
 
+  // Tensor parallelism beside the replicas: a collective of rows runs over a tensor rank's replicas, with the
+  // slot's own rows.
+  void on_replicas(SplitStep& st) const {
+    if (t_ == 1) return;
+    st.axis = SplitStep::Axis::kBatch;
+    runtime::SlotInfo g = split_.slots[st.index];
+    g.row_bytes = row_bytes(st.index);
+    g.outer = 1;
+    g.rows = static_cast<uint64_t>(rows_[st.index]);
+    st.geometry = g;
+  }
+
   void gather(uint32_t s) {
     split_.slots[s].row_bytes = row_bytes(s);
     out_.push_back({Kind::kAllGather, s});
     out_.back().node = last_node_[s];  // on the stage that holds it (pipeline stages)
     out_.back().own_rows = true;
+    on_replicas(out_.back());
     state_[s] = State::kWhole;
     ++r_.gathers;
   }
@@ -233,13 +247,14 @@ class Sharding {
     touched(st, reads, writes);
     // Collectives batch_split placed for whole ops: a sharded update wants rows instead.
     if ((st.kind == Kind::kAllReduce || st.kind == Kind::kAllGather || st.kind == Kind::kBroadcast) &&
-        candidate_[st.index]) {
+        candidate_[st.index] && st.axis != SplitStep::Axis::kTensor) {
       const uint32_t s = st.index;
       if (st.kind == Kind::kAllReduce && state_[s] == State::kPartial && next_is_sharded(s, i)) {
         split_.slots[s].row_bytes = row_bytes(s);
         out_.push_back({Kind::kReduceScatter, s});
         out_.back().node = st.node;
         out_.back().own_rows = true;
+        on_replicas(out_.back());
         last_node_[s] = st.node;
         state_[s] = State::kRows;
         ++r_.reduce_scatters;
@@ -258,8 +273,8 @@ class Sharding {
     if (st.kind == Kind::kAllocate && candidate_[st.index] && next_is_sharded(st.index, i)) {
       SplitStep a = st;
       a.bytes.clear();
-      for (int d = 0; d < n_; ++d)
-        a.bytes.push_back(row_bytes(st.index) * static_cast<uint64_t>(runtime::split_rows(rows_[st.index], n_, d).count));
+      for (int d = 0; d < n_ * t_; ++d)  // device d: replica d / t_
+        a.bytes.push_back(row_bytes(st.index) * static_cast<uint64_t>(runtime::split_rows(rows_[st.index], n_, d / t_).count));
       split_.slots[st.index].row_bytes = row_bytes(st.index);
       a.own_rows = true;
       out_.push_back(std::move(a));
@@ -306,6 +321,7 @@ class Sharding {
     out_.push_back({Kind::kKeepRows, s});
     out_.back().node = node;
     out_.back().own_rows = true;
+    on_replicas(out_.back());
     last_node_[s] = node;
     state_[s] = State::kRows;
   }
@@ -352,12 +368,12 @@ class Sharding {
     l.own_rows = true;
     for (uint32_t s : in) last_node_[s] = st.node;
     for (uint32_t s : out) last_node_[s] = st.node;
-    for (int d = 0; d < n_; ++d) {
+    for (int d = 0; d < n_ * t_; ++d) {  // device d: replica d / t_
       LocalLaunch local;
       auto mine = [&](const TensorRef& r, uint32_t s, bool whole = false) {
         LocalRef lr{r.offset, r.sizes};
         if (r.sizes.empty()) return lr;
-        const runtime::RowRange rows = runtime::split_rows(rows_[s], n_, d);
+        const runtime::RowRange rows = runtime::split_rows(rows_[s], n_, d / t_);
         lr.sizes[0] = rows.count;
         if (whole) lr.offset += rows.begin * r.strides[0];  // its rows of the whole block
         return lr;
@@ -390,6 +406,10 @@ class Sharding {
         split_.final_placements[s] = {PlacementKind::kReplicate};
       } else {
         split_.final_placements[s] = {PlacementKind::kShard, rows_[s]};
+        if (t_ > 1) {  // over the replicas, the same rows on each of a replica's tensor ranks
+          split_.final_placements[s].ranks = n_;
+          split_.final_placements[s].stride = t_;
+        }
         ++r_.sharded_state;
         r_.sharded_bytes += bytes(slot);
       }
@@ -399,7 +419,8 @@ class Sharding {
   const runtime::StepGraph& graph_;
   const runtime::CanonicalGraph& cg_;
   BatchSplit& split_;
-  const int n_;
+  const int t_;  // tensor ranks per replica (device d is replica d / t_)
+  const int n_;  // replicas
   const std::vector<bool>& whole_nodes_;
   const ShardingOptions options_;
   std::vector<bool> low_copy_;      // per slot: autocast's copy of a parameter, made on rows
@@ -442,7 +463,7 @@ std::string describe(const OptimizerSharding& r, int replicas) {
 OptimizerSharding shard_optimizer(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                   BatchSplit& split, int devices, const std::vector<bool>& whole_nodes,
                                   const ShardingOptions& options) {
-  if (devices < 2) return {};
+  if (devices / std::max(split.tensor_ranks, 1) < 2) return {};
   return Sharding(graph, canonical, split, devices, whole_nodes, options).run();
 }
 

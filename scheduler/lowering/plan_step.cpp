@@ -45,7 +45,14 @@ std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::Parallel
     return plan;  // pipelines are not fused
   } else if (layout.tp > 1) {
     plan = std::make_shared<PlannedStep>(compile_tensor_parallel_plan(
-        r.graph, r.canonical, {.tp = layout.tp, .dp = layout.dp, .candidate_rows = analysis.batch_sizes, .order = order}));
+        r.graph, r.canonical,
+        {.tp = layout.tp,
+         .dp = layout.dp,
+         .candidate_rows = analysis.batch_sizes,
+         .order = order,
+         .distribute_param = r.parallelism.distribute_param,
+         .distribute_low_prec_param = r.parallelism.distribute_low_prec_param,
+         .available_bytes = r.available_bytes}));
   } else if (layout.dp == 1) {
     const auto started = std::chrono::steady_clock::now();
     std::optional<FusionResult> fused;

@@ -9,6 +9,7 @@
 #include "runtime/base/spdlog_logger.h"
 #include "scheduler/analysis/linear_pairs.h"
 #include "scheduler/lowering/memory_model.h"
+#include "scheduler/lowering/optimizer_sharding.h"
 #include "scheduler/lowering/spmd_emission.h"
 
 namespace moreh::scheduler {
@@ -45,8 +46,25 @@ PlannedStep compile_tensor_parallel_plan(const runtime::StepGraph& graph, const 
   for (int64_t r : candidates) {
     std::vector<runtime::RowRange> pieces;
     for (int p = 0; p < dp; ++p) pieces.push_back(r ? runtime::split_rows(r, dp, p) : runtime::RowRange{});
-    const BatchSplit split = split_batch(graph, canonical, pieces, r, options.order, true, {&seeds, tp});
-    PlannedStep p = emit_spmd_plan(graph, canonical, split, devices);
+    const bool sharded = dp > 1 && (options.distribute_param || options.distribute_low_prec_param);
+    auto lower = [&](bool params_in_rows) {
+      BatchSplit split = split_batch(graph, canonical, pieces, r, options.order, true, {&seeds, tp});
+      OptimizerSharding sharding;
+      if (sharded)
+        sharding = shard_optimizer(graph, canonical, split, devices, {},
+                                   {.optimizer = options.distribute_param,
+                                    .params_in_rows = params_in_rows,
+                                    .low_precision = options.distribute_low_prec_param});
+      PlannedStep p = emit_spmd_plan(graph, canonical, split, devices);
+      if (sharded) p.report.summary = describe(sharding, dp);
+      return p;
+    };
+    PlannedStep p = lower(false);
+    // ZeRO-3 where memory demands it, as batch splitting alone decides it.
+    if (sharded && options.distribute_param && options.available_bytes > 0 && max_peak_bytes(p) > options.available_bytes) {
+      PlannedStep q = lower(true);
+      if (max_peak_bytes(q) < max_peak_bytes(p)) p = std::move(q);
+    }
     if (dp > 1)
       tried += fmt::format("{}{}: {:.0f}", tried.empty() ? "" : ", ", r ? fmt::format("batch {}", r) : "not split",
                            spmd_cost(p));
@@ -56,6 +74,7 @@ PlannedStep compile_tensor_parallel_plan(const runtime::StepGraph& graph, const 
     }
   }
   PlannedStep plan = std::move(*best);
+  const std::string sharding = plan.report.summary;  // the optimizer's sharding, when asked
   for (const auto& line : plan.report.fallback_details) runtime::log().debug("{}", line);
   plan.report.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   const std::string batch = dp == 1    ? std::string()
@@ -68,6 +87,9 @@ PlannedStep compile_tensor_parallel_plan(const runtime::StepGraph& graph, const 
       plan.num_nodes, devices, batch, pairs, tp, plan.report.collective_bytes_per_device,
       plan.report.replicated_fallbacks, max_peak_bytes(plan));
   if (!tried.empty()) plan.report.summary += fmt::format(" (cost of candidates: {})", tried);
+  plan.report.summary += sharding;
+  if (dp == 1 && (options.distribute_param || options.distribute_low_prec_param))
+    plan.report.summary += "; distribute_param / distribute_low_prec_param: no data-parallel replicas to shard over";
   plan.report.split_rows = rows;
   return plan;
 }

@@ -28,6 +28,10 @@ struct TensorParallelOptions {
   int dp = 1;
   std::vector<int64_t> candidate_rows;
   const std::vector<uint32_t>* order = nullptr;
+  // The optimizer (and autocast's copies of the parameters) sharded over each rank's replicas, for what TP keeps
+  // whole (optimizer_sharding.h); ZeRO-3 where the ZeRO-2 plan's peak exceeds `available_bytes` (0: no limit).
+  bool distribute_param = false, distribute_low_prec_param = false;
+  uint64_t available_bytes = 0;
 };
 PlannedStep compile_tensor_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                          const TensorParallelOptions& options);

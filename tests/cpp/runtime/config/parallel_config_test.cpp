@@ -136,8 +136,12 @@ TEST(ParallelConfigTest, WhatThisBuildCannotRunIsNamed) {
   EXPECT_EQ(unsupported_parallelism(c, 4), "");  // dp 2 x tp 2
   c.recomputation = 1;
   EXPECT_EQ(unsupported_parallelism(c, 2), "");
-  c.distribute_param = true;
-  EXPECT_NE(unsupported_parallelism(c, 2).find("tensor parallelism"), std::string::npos);
+  c.distribute_param = true;  // over the replicas of dp 2 x tp 2
+  c.distribute_low_prec_param = true;
+  EXPECT_EQ(unsupported_parallelism(c, 4), "");
+  c.num_micro_batches = 2;  // micro-batches (and pipeline stages) beside TP: not yet
+  EXPECT_NE(unsupported_parallelism(c, 4).find("tensor parallelism (TP : 2) with pipeline stages or micro-batches"),
+            std::string::npos);
 }
 
 }  // namespace

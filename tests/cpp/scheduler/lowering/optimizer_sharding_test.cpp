@@ -9,6 +9,7 @@
 #include "pipeline_test_graph.h"
 #include "runtime/base/data_type.h"
 #include "scheduler/lowering/data_parallel_planner.h"
+#include "scheduler/lowering/spmd_emission.h"
 
 namespace moreh::scheduler {
 namespace {
@@ -85,6 +86,41 @@ TEST_F(OptimizerShardingTest, GradientsAreReduceScatteredUpdatesRunOnRowsStateSt
   EXPECT_EQ(split.slots[m].row_bytes, 16u);
   EXPECT_EQ(r.sharded_state, 1u);
   EXPECT_EQ(r.sharded_bytes, 64u);
+}
+
+// Beside tensor parallelism (2 replicas x 2 ranks; nothing here split by TP): what TP keeps whole is sharded over
+// each rank's replicas, devices 0 and 2, 1 and 3. Device d takes replica d / 2's rows; the collectives run over
+// its rank's replicas with the slot's own rows, and the state rests in rows along that axis of the mesh.
+TEST_F(OptimizerShardingTest, BesideTensorParallelismEachRanksReplicasShareTheRows) {
+  StepWithState s(vm, 4);
+  const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(s.graph);
+  const SplitSeeds none;
+  BatchSplit split = split_batch(s.graph, c, {{0, 4}, {4, 4}}, 8, nullptr, true, {&none, 2});
+  const OptimizerSharding r = shard_optimizer(s.graph, c, split, 4);
+  EXPECT_EQ(r.reduce_scatters, 2u);
+  EXPECT_EQ(r.sharded_ops, 3u);
+  const uint32_t gw2 = slot(c, s.step.gw2), m = slot(c, s.m);
+  const auto scatter = std::find_if(split.steps.begin(), split.steps.end(), [&](const SplitStep& st) {
+    return st.kind == Kind::kReduceScatter && st.index == gw2;
+  });
+  ASSERT_NE(scatter, split.steps.end());
+  EXPECT_EQ(scatter->axis, SplitStep::Axis::kBatch);
+  ASSERT_TRUE(scatter->geometry.has_value());
+  EXPECT_EQ(scatter->geometry->rows, 4u);
+  EXPECT_EQ(scatter->geometry->row_bytes, 16u);
+  const auto update = std::find_if(split.steps.begin(), split.steps.end(), [](const SplitStep& st) {
+    return st.kind == Kind::kLaunch && st.index == kUpdate1;
+  });
+  ASSERT_NE(update, split.steps.end());
+  ASSERT_EQ(update->launches.size(), 4u);  // one per device: replica 1's rows on devices 2 and 3
+  EXPECT_EQ(update->launches[3].inputs.at(0).sizes, (runtime::Dims{2, 4}));
+  EXPECT_EQ(split.final_placements[m].kind, PlacementKind::kShard);
+  EXPECT_EQ(split.final_placements[m].ranks, 2);
+  EXPECT_EQ(split.final_placements[m].stride, 2);
+  const PlannedStep plan = emit_spmd_plan(s.graph, c, split, 4);
+  for (const auto& p : plan.programs)
+    for (const auto& i : p.code)
+      if (i.kind == Kind::kReduceScatter) EXPECT_EQ(i.group, 1 + 2 + p.device % 2) << "device " << p.device;
 }
 
 TEST_F(OptimizerShardingTest, TheNextStepKeepsTheStateInRowsAndItsPlanPredictsItsPeak) {
