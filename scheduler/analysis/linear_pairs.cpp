@@ -80,6 +80,19 @@ std::vector<LinearPair> find_linear_pairs(const runtime::StepGraph& graph, const
     }
     return reads && nodes[p].written.empty();
   };
+  // The output projection of attention node `at`: the first node after it that reads its output, a linear layer
+  // with `features` input features reading it as its input.
+  auto output_projection = [&](size_t at, int64_t features) -> std::optional<size_t> {
+    const uint32_t out = cg.node_outputs[at][0];
+    for (size_t j = at + 1; j < nodes.size(); ++j) {
+      bool reads = false;
+      for (uint32_t t : cg.node_inputs[j]) reads = reads || t == out;
+      if (!reads) continue;
+      if (!linears[j] || linears[j]->x != out || linears[j]->in != features) return std::nullopt;
+      return j;
+    }
+    return std::nullopt;
+  };
   // Attention: a linear layer making q, k and v (one [tokens, 3C] output, or C), attention over them, and the
   // output projection reading attention's output. Split by heads where the attention rule takes its inputs
   // split on the heads dim (dim 1 of [B, H, T, hd]): the projection weights by their output features in each
@@ -113,16 +126,7 @@ std::vector<LinearPair> find_linear_pairs(const runtime::StepGraph& graph, const
       }
     if (views != 3 || heads <= 1 || qkv.out % 3 != 0 || (qkv.out / 3) % heads != 0 || !shard_rule(a, dims))
       return std::nullopt;
-    // The output projection: the first linear layer after attention reading its output as its input.
-    const uint32_t out = cg.node_outputs[*at][0];
-    std::optional<size_t> proj;
-    for (size_t j = *at + 1; j < nodes.size() && !proj; ++j) {
-      bool reads = false;
-      for (uint32_t t : cg.node_inputs[j]) reads = reads || t == out;
-      if (!reads) continue;
-      if (!linears[j] || linears[j]->x != out || linears[j]->in != qkv.out / 3) return std::nullopt;
-      proj = j;
-    }
+    const std::optional<size_t> proj = output_projection(*at, qkv.out / 3);
     if (!proj) return std::nullopt;
     LinearPair pair;
     pair.first_nodes = {static_cast<uint32_t>(i)};
@@ -199,15 +203,7 @@ std::vector<LinearPair> find_linear_pairs(const runtime::StepGraph& graph, const
     if (heads[1] != heads[2] || kv <= 1 || heads[0] % kv != 0 || !shard_rule(a, dims)) return std::nullopt;
     for (size_t m = 0; m < 3; ++m)
       if (linears[layers[m]]->out % heads[m] != 0) return std::nullopt;
-    const uint32_t out = cg.node_outputs[*at][0];
-    std::optional<size_t> proj;
-    for (size_t j = *at + 1; j < nodes.size() && !proj; ++j) {
-      bool reads = false;
-      for (uint32_t t : cg.node_inputs[j]) reads = reads || t == out;
-      if (!reads) continue;
-      if (!linears[j] || linears[j]->x != out || linears[j]->in != q.out) return std::nullopt;
-      proj = j;
-    }
+    const std::optional<size_t> proj = output_projection(*at, q.out);
     if (!proj) return std::nullopt;
     LinearPair pair;
     for (size_t l : layers) pair.first_nodes.push_back(static_cast<uint32_t>(l));

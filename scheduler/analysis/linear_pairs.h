@@ -7,7 +7,7 @@
 
 #include "runtime/graph/canonical_graph.h"
 #include "runtime/graph/step_graph.h"
-#include "scheduler/lowering/batch_split.h"
+#include "scheduler/lowering/split_geometry.h"
 
 namespace moreh::scheduler {
 

@@ -23,100 +23,6 @@ using runtime::TensorRef;
 using Kind = Instruction::Kind;
 using Step = SplitStep;
 
-// The dim of `ref` along which a buffer split into `rows` contiguous rows of `row_elems` elements is
-// split, if the view walks the rows in order: one dim spans every row (k indices per row), and
-// everything else the view reaches stays inside one stride of that dim.
-std::optional<int> row_dim(const TensorRef& ref, uint64_t buffer_bytes, int64_t rows) {
-  if (rows <= 0 || ref.itemsize == 0 || buffer_bytes % (static_cast<uint64_t>(rows) * ref.itemsize) != 0)
-    return std::nullopt;
-  const int64_t row_elems = static_cast<int64_t>(buffer_bytes / ref.itemsize) / rows;
-  for (size_t d = 0; d < ref.sizes.size(); ++d) {
-    const int64_t size = ref.sizes[d], stride = ref.strides[d];
-    if (stride <= 0 || size % rows != 0 || (size / rows) * stride != row_elems) continue;
-    int64_t reach = ref.offset;
-    bool empty = false;
-    for (size_t e = 0; e < ref.sizes.size(); ++e) {
-      if (e == d) continue;
-      if (ref.sizes[e] == 0) empty = true;
-      else if (ref.strides[e] < 0) reach = INT64_MAX;
-      else reach += ref.strides[e] * (ref.sizes[e] - 1);
-    }
-    if (!empty && reach < stride) return static_cast<int>(d);
-  }
-  return std::nullopt;
-}
-
-std::optional<ViewSplit> view_split(const TensorRef& ref, uint64_t buffer_bytes, int64_t rows, int64_t outer) {
-  if (outer <= 1) {
-    if (auto d = row_dim(ref, buffer_bytes, rows)) return ViewSplit{*d, 1};
-    return std::nullopt;
-  }
-  if (rows <= 0 || ref.itemsize == 0) return std::nullopt;
-  const int64_t elems = static_cast<int64_t>(buffer_bytes / ref.itemsize);
-  if (elems % (rows * outer) != 0) return std::nullopt;
-  const int64_t row_elems = elems / (rows * outer), block = rows * row_elems;
-  for (size_t d = 0; d < ref.sizes.size(); ++d) {
-    const int64_t size = ref.sizes[d], stride = ref.strides[d];
-    // Each index of the dim steps `stride` elements: `per` indices to a row, rows * per to a block, and the dim
-    // may run on through `blocks` blocks (a fused [3C, C] weight split by heads: 3 blocks of heads).
-    if (stride <= 0 || row_elems % stride != 0) continue;
-    const int64_t per = row_elems / stride;
-    if (size % (rows * per) != 0) continue;
-    const int64_t blocks = size / (rows * per);
-    if (outer % blocks != 0) continue;
-    int64_t reach = ref.offset % block;  // where the view starts inside its block
-    bool empty = false, ok = true;
-    for (size_t e = 0; e < ref.sizes.size(); ++e) {
-      if (e == d || ref.sizes[e] == 1) continue;
-      if (ref.sizes[e] == 0) empty = true;
-      else if (ref.strides[e] < 0) ok = false;
-      else if (ref.strides[e] % block != 0) reach += ref.strides[e] * (ref.sizes[e] - 1);  // else: block to block
-    }
-    if (ok && !empty && reach < stride) return ViewSplit{static_cast<int>(d), blocks};
-  }
-  return std::nullopt;
-}
-
-std::optional<int> split_dim(const TensorRef& ref, uint64_t buffer_bytes, int64_t rows, int64_t outer) {
-  if (auto v = view_split(ref, buffer_bytes, rows, outer)) return v->dim;
-  return std::nullopt;
-}
-
-std::optional<SplitLayout> split_layout(const TensorRef& ref, uint64_t buffer_bytes, int dim, int64_t rows,
-                                        int64_t blocks) {
-  if (dim < 0 || dim >= static_cast<int>(ref.sizes.size()) || rows <= 0 || blocks <= 0 || ref.itemsize == 0)
-    return std::nullopt;
-  const int64_t size = ref.sizes[dim], stride = ref.strides[dim];
-  if (stride <= 0 || size % (rows * blocks) != 0) return std::nullopt;
-  const int64_t row_elems = (size / (rows * blocks)) * stride, elems = static_cast<int64_t>(buffer_bytes / ref.itemsize);
-  if (elems % (rows * row_elems) != 0) return std::nullopt;
-  const SplitLayout layout{rows, elems / (rows * row_elems)};
-  const auto v = view_split(ref, buffer_bytes, layout.rows, layout.outer);
-  if (!v || v->dim != dim || v->blocks != blocks) return std::nullopt;
-  return layout;
-}
-
-LocalRef local_part(const TensorRef& ref, uint64_t buffer_bytes, int dim, const SplitLayout& layout,
-                    const RowRange& part, bool in_block, int64_t blocks) {
-  LocalRef lr{ref.offset, ref.sizes, {}};
-  const int64_t per = ref.sizes[dim] / (layout.rows * blocks);
-  lr.sizes[dim] = blocks * part.count * per;  // in each block the dim runs through, the device's rows
-  if (!in_block) {  // cut from the whole value (one block: a range of the dim)
-    lr.offset += part.begin * per * ref.strides[dim];
-    return lr;
-  }
-  if (layout.outer <= 1) return lr;  // the device's rows start its block, as the value's first rows start it
-  const int64_t elems = static_cast<int64_t>(buffer_bytes / ref.itemsize);
-  const int64_t row_elems = elems / (layout.rows * layout.outer), block = layout.rows * row_elems;
-  const int64_t mine = part.count * row_elems;  // the device's block holds its rows of each block
-  lr.strides = ref.strides;
-  for (size_t e = 0; e < ref.sizes.size(); ++e)
-    if (static_cast<int>(e) != dim && ref.strides[e] > 0 && ref.strides[e] % block == 0)
-      lr.strides[e] = ref.strides[e] / block * mine;
-  lr.offset = ref.offset / block * mine + ref.offset % block;
-  return lr;
-}
-
 namespace {
 
 using Axis = SplitStep::Axis;
@@ -509,7 +415,6 @@ class Lowering {
                    const AxisCut& b) const {
     const Node& node = view.get();
     const auto& in_slots = cg_.node_inputs[index];
-    const auto& out_slots = cg_.node_outputs[index];
     AxisCut c;
     c.split = true;
     c.d = d;
@@ -523,7 +428,6 @@ class Lowering {
     for (size_t i = 0; i < node.inputs.size(); ++i) {
       const uint32_t s = in_slots[i];
       if (!d.inputs[i].batch) continue;
-      const bool cut_by_batch = b.split && b.reads[i] != Read::kWhole;
       const bool whole_below = b.split && (b.reads[i] == Read::kKept || b.reads[i] == Read::kSliced);
       if (!whole_below && split_at(a, s, node.inputs[i], view.in_bytes[i]) == d.inputs[i].dim &&
           same_parts(a, state_[a][s].rows, rows)) {
@@ -539,7 +443,6 @@ class Lowering {
       } else {
         c.reads[i] = Read::kSliced;
       }
-      (void)cut_by_batch;
     }
     // What a written input keeps in parts, another input reading the same value along the same dim reads as
     // kept (written inputs are brought to their parts first).
@@ -738,7 +641,7 @@ class Lowering {
   }
 
   // Brings input i to how axis a reads it (`buffer`: the bytes its part is cut from along a).
-  void prepare_input(int a, uint32_t s, const AxisCut& c, size_t i, const Node& node, uint64_t buffer) {
+  void prepare_input(int a, uint32_t s, const AxisCut& c, size_t i, uint64_t buffer) {
     const auto& u = c.d.inputs[i];
     if (!c.split || !u.batch) {
       if (a == kB && c.split && u.dim == -1 && state_[kB][s].kind == PlacementKind::kLocal) return;
@@ -763,7 +666,6 @@ class Lowering {
         state_[a][s] = shard_state(c.in_layout[i]);
         return;
     }
-    (void)node;
   }
 
   void emit_split(uint32_t index, const Node& node, const AxisCut& b, const AxisCut& t, const View& view) {
@@ -779,8 +681,8 @@ class Lowering {
     for (size_t i : inputs_order) {
       // A value first written here by tensor parallelism's parts only gets its parts, not the whole first.
       const bool tensor_first = !known_[in_slots[i]] && t.split && t.d.inputs[i].batch && !(b.split && b.d.inputs[i].batch);
-      if (!tensor_first) prepare_input(kB, in_slots[i], b, i, node, bytes(in_slots[i]));
-      if (seeds_) prepare_input(kT, in_slots[i], t, i, node, view.in_bytes[i]);
+      if (!tensor_first) prepare_input(kB, in_slots[i], b, i, bytes(in_slots[i]));
+      if (seeds_) prepare_input(kT, in_slots[i], t, i, view.in_bytes[i]);
     }
     Step launch{Kind::kLaunch, index};
     const AxisCut& first = b.split ? b : t;  // the aligned dims and outputs the launch records
@@ -792,7 +694,6 @@ class Lowering {
       launch.loss_out = node.output_of_ret(0);
       launch.loss_weight = node.output_of_ret(1);
     }
-    const Node& vn = view.get();
     for (int dev = 0; dev < n_; ++dev) {
       LocalLaunch l;
       const int a = b.split ? kB : kT;
@@ -804,15 +705,14 @@ class Lowering {
       for (size_t i = 0; i < node.inputs.size(); ++i) {
         const uint32_t s = in_slots[i];
         l.inputs.push_back(part_of(node.inputs[i], bytes(s), b, t, b.split ? b.d.inputs[i] : InputUse{},
-                                   t.split ? t.d.inputs[i] : InputUse{}, i, dev, vn.inputs[i], view.in_bytes[i], false));
+                                   t.split ? t.d.inputs[i] : InputUse{}, i, dev, view.in_bytes[i], false));
       }
       for (size_t k = 0; k < node.outputs.size(); ++k) {
         const uint32_t s = out_slots[k];
         const bool bs = b.split && b.d.outputs[k].kind == OutputSpec::Kind::kShard;
         const bool ts = t.split && t.d.outputs[k].kind == OutputSpec::Kind::kShard;
         l.outputs.push_back(part_of(node.outputs[k], bytes(s), b, t, InputUse{bs, bs ? b.d.outputs[k].dim : 0},
-                                    InputUse{ts, ts ? t.d.outputs[k].dim : 0}, k, dev, vn.outputs[k],
-                                    view.out_bytes[k], true));
+                                    InputUse{ts, ts ? t.d.outputs[k].dim : 0}, k, dev, view.out_bytes[k], true));
       }
       launch.launches.push_back(std::move(l));
     }
@@ -862,10 +762,9 @@ class Lowering {
   }
 
   // Device dev's view of `ref` (in `buffer` bytes): cut by the batch's rows as `ub` says, then by tensor
-  // parallelism's as `ut` says, on the piece's view `piece` (in `piece_buffer` bytes).
+  // parallelism's as `ut` says, in the piece's block (`piece_buffer` bytes) where the batch cut it.
   LocalRef part_of(const TensorRef& ref, uint64_t buffer, const AxisCut& b, const AxisCut& t, const InputUse& ub,
-                   const InputUse& ut, size_t i, int dev, const TensorRef& piece, uint64_t piece_buffer,
-                   bool output) const {
+                   const InputUse& ut, size_t i, int dev, uint64_t piece_buffer, bool output) const {
     LocalRef lr{ref.offset, ref.sizes, {}};
     TensorRef cur = ref;
     if (ub.batch) {
@@ -878,7 +777,6 @@ class Lowering {
     }
     if (ut.batch) {
       // The tensor split's layout is the piece's: the same for every piece, at the device's own offset.
-      (void)piece;
       const bool sliced = !output && t.reads[i] == Read::kSliced;
       const SplitLayout layout = sliced ? SplitLayout{t.rows, 1} : output ? t.out_layout[i] : t.in_layout[i];
       const RowRange part = range(kT, layout.rows, dev);  // its own rows' part (the same share as the node's)

@@ -5,7 +5,6 @@
 // gives each a micro-batch of a stage's device.
 #pragma once
 #include <cstdint>
-#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -13,6 +12,7 @@
 #include "runtime/graph/canonical_graph.h"
 #include "runtime/graph/step_graph.h"
 #include "runtime/plan/program.h"
+#include "scheduler/lowering/split_geometry.h"
 #include "scheduler/sharding/sharding_rules.h"
 
 namespace moreh::scheduler {
@@ -78,12 +78,6 @@ void step_slots(const runtime::StepGraph& graph, const runtime::CanonicalGraph& 
 // along their own dimensions rather than the batch's; such a split then carries whatever rows and blocks
 // its value has (runtime::Placement::outer), each rank taking split_rows' part of them. Beside a batch
 // split (several pieces), the pieces must be equal.
-struct SplitLayout {
-  int64_t rows = 0;   // the rows the value is split into
-  int64_t outer = 1;  // in each of this many blocks (the product of the sizes before the split dimension)
-  bool operator==(const SplitLayout&) const = default;
-};
-using SplitSeeds = std::map<uint32_t, SplitLayout>;  // slot -> how tensor parallelism splits it
 struct TensorSplit {
   const SplitSeeds* seeds = nullptr;  // nullptr: no tensor parallelism
   int ranks = 1;
@@ -93,32 +87,5 @@ BatchSplit split_batch(const runtime::StepGraph& graph, const runtime::Canonical
                        const std::vector<runtime::RowRange>& pieces, int64_t rows,
                        const std::vector<uint32_t>* order = nullptr, bool reallocate = true,
                        const TensorSplit& tensor = {});
-
-// The dim of `ref` along which a buffer split into `rows` contiguous rows is split, if the view walks the
-// rows in order.
-std::optional<int> row_dim(const runtime::TensorRef& ref, uint64_t buffer_bytes, int64_t rows);
-
-// The same for a buffer of `outer` blocks of `rows` rows each: the dim that walks the rows of a block, every
-// other dim staying inside one of its steps or stepping from block to block. The dim may run on through
-// several blocks (`blocks`: a fused [3C, C] qkv weight split by heads is 3 blocks of heads, and its
-// transpose's dim 1 runs through all three). outer 1: row_dim.
-struct ViewSplit {
-  int dim = 0;
-  int64_t blocks = 1;
-};
-std::optional<ViewSplit> view_split(const runtime::TensorRef& ref, uint64_t buffer_bytes, int64_t rows, int64_t outer);
-std::optional<int> split_dim(const runtime::TensorRef& ref, uint64_t buffer_bytes, int64_t rows, int64_t outer);
-
-// How the buffer is laid out when `ref`'s dim `dim` is split into `rows` rows in each of `blocks` blocks it runs
-// through: its rows and blocks, if the view walks them (view_split gives `dim` and `blocks` back).
-std::optional<SplitLayout> split_layout(const runtime::TensorRef& ref, uint64_t buffer_bytes, int dim, int64_t rows,
-                                        int64_t blocks = 1);
-
-// The view a device takes of `ref` split at `dim` as `layout` says, holding rows `part` (of each of the `blocks`
-// blocks the dim runs through): in its own block ([outer, its rows, row]: strides that step from block to
-// block step its smaller blocks), or cut from the whole value (`in_block` false, one block only: the
-// recorded strides, at its rows' offset).
-runtime::LocalRef local_part(const runtime::TensorRef& ref, uint64_t buffer_bytes, int dim, const SplitLayout& layout,
-                             const runtime::RowRange& part, bool in_block, int64_t blocks = 1);
 
 }  // namespace moreh::scheduler
