@@ -33,6 +33,23 @@ def plan_lines(result):
         return [line for line in f if "tensor parallel:" in line]
 
 
+def assert_like_one_device_in_bf16(ref, got):
+    """Under bf16 autocast: to bf16's rounding (see test_bf16_autocast_under_tensor_parallelism_...)."""
+    for step, (a, b) in enumerate(zip(ref["losses"], got["losses"], strict=True)):
+        assert abs(a - b) <= 2e-4 * abs(a), f"step {step}: 1 device {a} vs {b}"
+    for name, p in ref["params"].items():
+        tol = 3e-2 if name.endswith("attn.qkv.bias") else 1e-2
+        torch.testing.assert_close(got["params"][name], p, rtol=tol, atol=tol, msg=name)
+
+
+def one_device_and(kind, devices, line):
+    """The model's training on one device and on `devices` under MOREH_PARALLELISM `line`, and its family."""
+    family = kind.split(":")[0].split("_")[0]
+    if family in ("gpt2", "llama"):
+        pytest.importorskip("transformers")
+    return train(kind, 1), train(kind, devices, parallelism=line), family
+
+
 def assert_like_one_device(ref, got, tolerance=1e-5):
     for step, (a, b) in enumerate(zip(ref["losses"], got["losses"], strict=True)):
         assert abs(a - b) <= 1e-5 * abs(a), f"step {step}: 1 device {a} vs {b}"
@@ -43,11 +60,7 @@ def assert_like_one_device(ref, got, tolerance=1e-5):
 
 @pytest.mark.parametrize("kind,devices", CASES, ids=[f"{k}-tp{d}" for k, d in CASES])
 def test_tensor_parallel_trains_like_one_device(kind, devices):
-    family = kind.split(":")[0].split("_")[0]
-    if family in ("gpt2", "llama"):
-        pytest.importorskip("transformers")
-    ref = train(kind, 1)
-    got = train(kind, devices, parallelism=f"TP : {devices}")
+    ref, got, family = one_device_and(kind, devices, f"TP : {devices}")
     assert_like_one_device(ref, got, TOLERANCE.get(family, 1e-5))
     lines = plan_lines(got)
     # clip_grad_norm_'s _foreach_norm has no rule for a split gradient yet: it runs on gathered gradients, once.
@@ -78,11 +91,7 @@ MESH_CASES = [("gpt:8", 4, 2), ("gpt_clip:8", 4, 2), ("gpt_accum:8", 4, 2), ("gp
 
 @pytest.mark.parametrize("kind,devices,tp", MESH_CASES, ids=[f"{k}-dp{d // t}xtp{t}" for k, d, t in MESH_CASES])
 def test_tensor_parallelism_beside_batch_splitting_trains_like_one_device(kind, devices, tp):
-    family = kind.split(":")[0].split("_")[0]
-    if family in ("gpt2", "llama"):
-        pytest.importorskip("transformers")
-    ref = train(kind, 1)
-    got = train(kind, devices, parallelism=f"TP : {tp}")
+    ref, got, family = one_device_and(kind, devices, f"TP : {tp}")
     assert_like_one_device(ref, got, TOLERANCE.get(family, 1e-5))
     lines = plan_lines(got)
     # The training step's plan: the batch split over the replicas, the pairs over each replica's ranks.
@@ -238,8 +247,7 @@ KNOB_CASES = [("gpt:8", "TP : 2, distribute_param : true"),
 
 @pytest.mark.parametrize("kind,line", KNOB_CASES, ids=[f"{k}-{l}" for k, l in KNOB_CASES])
 def test_the_sharded_optimizer_and_recomputation_beside_dp_x_tp_train_like_one_device(kind, line):
-    ref = train(kind, 1)
-    got = train(kind, 4, parallelism=line)
+    ref, got, _ = one_device_and(kind, 4, line)
     assert_like_one_device(ref, got)
     with open(got["log_file"]) as f:
         text = f.read()
@@ -255,11 +263,7 @@ def test_low_precision_copies_beside_dp_x_tp_follow_one_device_to_bf16_rounding(
     replica's rows and gathered per pass; results as TP's under bf16 (the test below)."""
     ref = train("gpt_bf16:8", 1)
     got = train("gpt_bf16:8", 4, parallelism="TP : 2, distribute_low_prec_param : true")
-    for step, (a, b) in enumerate(zip(ref["losses"], got["losses"], strict=True)):
-        assert abs(a - b) <= 2e-4 * abs(a), f"step {step}: 1 device {a} vs {b}"
-    for name, p in ref["params"].items():
-        tol = 3e-2 if name.endswith("attn.qkv.bias") else 1e-2
-        torch.testing.assert_close(got["params"][name], p, rtol=tol, atol=tol, msg=name)
+    assert_like_one_device_in_bf16(ref, got)
     with open(got["log_file"]) as f:
         assert re.search(r"; [1-9]\d* low-precision copies of parameters made on each of the 2 replicas' rows", f.read())
 
@@ -271,9 +275,5 @@ def test_bf16_autocast_under_tensor_parallelism_follows_one_device_to_bf16_round
     as in the module's docstring). Both sides of the rounding are bf16's 3 significant digits."""
     ref = train("gpt_bf16:8", 1)
     got = train("gpt_bf16:8", 2, parallelism="TP : 2")
-    for step, (a, b) in enumerate(zip(ref["losses"], got["losses"], strict=True)):
-        assert abs(a - b) <= 2e-4 * abs(a), f"step {step}: 1 device {a} vs {b}"
-    for name, p in ref["params"].items():
-        tol = 3e-2 if name.endswith("attn.qkv.bias") else 1e-2
-        torch.testing.assert_close(got["params"][name], p, rtol=tol, atol=tol, msg=name)
+    assert_like_one_device_in_bf16(ref, got)
     assert any(" 4 linear pair(s) split" in line for line in plan_lines(got))
