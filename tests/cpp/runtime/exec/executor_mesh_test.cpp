@@ -170,20 +170,5 @@ TEST_F(ExecutorMeshTest, AValueSplitAlongOneAxisReadsBackFromDeviceZerosGroup) {
   EXPECT_EQ(rows->memory(2), nullptr);
 }
 
-TEST(PlacementRankTest, AMeshAxisGivesEachDeviceItsRankAlongIt) {
-  Placement p{PlacementKind::kShard, 8};
-  EXPECT_EQ(placement_devices(p, 4), (std::vector<int>{0, 1, 2, 3}));
-  EXPECT_EQ(placement_rank(p, 4, 3).rank, 3);
-  p.ranks = 2;  // the tensor axis of 2 pieces x 2 ranks
-  EXPECT_EQ(placement_devices(p, 4), (std::vector<int>{0, 1}));
-  EXPECT_EQ(placement_rank(p, 4, 3).rank, 1);
-  EXPECT_EQ(placement_rank(p, 4, 3).ranks, 2);
-  p.stride = 2;  // the batch's axis
-  EXPECT_EQ(placement_devices(p, 4), (std::vector<int>{0, 2}));
-  EXPECT_EQ(placement_rank(p, 4, 1).rank, 0);
-  EXPECT_EQ(placement_rank(p, 4, 3).rank, 1);
-  EXPECT_EQ(placement_rank(Placement{}, 4, 1).rank, -1);  // kHome: device 0 only
-}
-
 }  // namespace
 }  // namespace moreh::runtime
