@@ -79,10 +79,11 @@ print("ok", batch, tries)
 
 
 @pytest.mark.parametrize("devices,capacity,layout", [("1", "24MiB", ""), ("4", "8MiB", ""),
-                                                     ("4", "8MiB", "num_stages : 2, num_micro_batches : 2")])
+                                                     ("4", "8MiB", "num_stages : 2, num_micro_batches : 2"),
+                                                     ("4", "6MiB", "TP : 2")])
 def test_values_recorded_before_an_out_of_memory_op_survive_it(devices, capacity, layout, tmp_path):
     env = {"MOREH_HOST_MEMORY_CAPACITY": capacity, "MOREH_NUM_DEVICES": devices}
-    if layout:  # pipeline stages: the op that does not fit may be on either stage
+    if layout:  # pipeline stages: the op that does not fit may be on either stage; dp 2 x tp 2: the pair's parts
         env["MOREH_PARALLELISM"] = layout
     proc = run_python(SURVIVE, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -68,7 +68,7 @@ import torch
 from torch_moreh._C import ConfigError
 x = torch.arange(3.).to("moreh")
 for args, kwargs in [((%r,), {}), ((), {"tp": 2, "num_stages": 2}), ((), {"num_stages": 8}), ((), {"num_stages": 3}),
-                     ((), {"num_micro_batches": 2, "tp": 2}), ((), {"distribute_param": True, "tp": 2}),
+                     ((), {"num_micro_batches": 2, "tp": 2}), ((), {"recomputation": True, "tp": 2, "num_stages": 2}),
                      ((), {"distribute_low_prec_param": True, "num_micro_batches": 2}),
                      (("num_stages : two",), {}), (("num_stage : 2",), {}), ((), {"num_micro_batches": 2.5})]:
     try:
@@ -89,7 +89,7 @@ print(x.tolist())
     assert "num_stages : 8 needs at least 8 devices; the virtual device has 4" in out[2]
     assert "num_stages : 3 x TP : 1 = 3 does not divide the 4 devices" in out[3]
     assert "not supported yet: tensor parallelism (TP : 2)" in out[4]
-    assert "not supported yet: tensor parallelism (TP : 2)" in out[5]  # dp 2 x tp 2 alone runs
+    assert "not supported yet: tensor parallelism (TP : 2)" in out[5]  # dp 2 x tp 2 (+ recomputation) runs
     assert "low-precision parameter sharding with pipeline stages or micro-batches" in out[6]
     assert "num_stages must be an integer of at least 1, got 'two'" in out[7]
     assert "unknown field 'num_stage'" in out[8]

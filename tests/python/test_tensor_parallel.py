@@ -146,7 +146,7 @@ def test_tensor_parallel_with_other_knobs_is_refused_by_name(tmp_path):
     code = r"""
 import torch
 from torch_moreh._C import ConfigError
-for kwargs in [{"tp": 2}, {"tp": 4, "distribute_param": True}, {"tp": 2, "num_stages": 2},
+for kwargs in [{"tp": 2, "distribute_param": True}, {"tp": 4, "num_micro_batches": 2}, {"tp": 2, "num_stages": 2},
                {"tp": 4, "recomputation": True}]:
     try:
         torch.moreh.option.set_parallelism(**kwargs)
@@ -157,8 +157,8 @@ for kwargs in [{"tp": 2}, {"tp": 4, "distribute_param": True}, {"tp": 2, "num_st
     proc = run_python(code, env={"MOREH_NUM_DEVICES": "4", "MOREH_CONFIG_DIR": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout.splitlines()
-    assert out[0] == "accepted {'tp': 2}"  # dp 2 x tp 2
-    assert "tensor parallelism (TP : 4) with pipeline stages, micro-batches, distribute_param" in out[1]
+    assert out[0] == "accepted {'tp': 2, 'distribute_param': True}"  # dp 2 x tp 2, the optimizer sharded
+    assert "tensor parallelism (TP : 4) with pipeline stages or micro-batches" in out[1]
     assert "tensor parallelism (TP : 2) with pipeline stages" in out[2]
     assert out[3] == "accepted {'tp': 4, 'recomputation': True}"
 
@@ -186,9 +186,9 @@ def test_recomputation_under_tensor_parallelism_changes_no_bit(kind, devices, tp
 @pytest.mark.parametrize("devices", [2, 4])
 def test_switching_between_tensor_parallelism_and_batch_splitting_keeps_training(tmp_path, devices):
     """Steps under TP leave the pairs' weights and their AdamW state in parts (a weight split by columns rests in
-    blocks); batch splitting then starts from there (it gathers them, blocks re-laid), and TP again after it. On 4
-    devices TP 2 runs beside 2 replicas, whose placements (along one axis of the mesh) batch splitting brings
-    home first. The run follows CPU eager's; a model without any pair trains under TP too, every op replicated."""
+    blocks); batch splitting then starts from there (it gathers them, blocks re-laid), then pipeline stages, and TP
+    again after them. On 4 devices TP 2 runs beside 2 replicas, whose placements (along one axis of the mesh) the
+    next layout brings home first. The run follows CPU eager's; a model without any pair trains under TP too, every op replicated."""
     code = r"""
 import copy, sys, torch
 import torch.nn.functional as F
@@ -217,6 +217,7 @@ for name, make in (("gpt", lambda: GPT()), ("conv", lambda: torch.nn.Sequential(
             if dev == "moreh":
                 if i == 0: torch.moreh.option.set_parallelism(tp=2)
                 if i == 2: torch.moreh.option.set_parallelism()  # batch splitting
+                if i == 3: torch.moreh.option.set_parallelism(num_stages=2)  # pipeline stages
                 if i == 4: torch.moreh.option.set_parallelism(tp=2)
             loss = loss_of(m, x.to(dev), y.to(dev))
             loss.backward()
