@@ -263,6 +263,15 @@ def test_the_sharded_optimizer_and_recomputation_beside_dp_x_tp_train_like_one_d
     assert held(got) <= 0.53 * held(ref), (held(got), held(ref))
 
 
+def test_dp_x_tp_runs_its_group_collectives_through_nccl():
+    """With NCCL as the communicator (the tests' stand-in library), dp 2 x tp 2's collectives over a replica's ranks
+    and over a rank's replicas go through NCCL communicators of their groups."""
+    ref = train("gpt:8", 1)
+    got = train("gpt:8", 4, nccl=True, parallelism="TP : 2")
+    assert_like_one_device(ref, got)
+    assert got["fake_nccl_calls"]["ncclAllReduce"] > 0, got["fake_nccl_calls"]
+
+
 def test_low_precision_copies_beside_dp_x_tp_follow_one_device_to_bf16_rounding():
     """distribute_low_prec_param under dp 2 x tp 2: autocast's bf16 copies of what TP keeps whole are made on each
     replica's rows and gathered per pass; results as TP's under bf16 (the test below)."""
