@@ -86,7 +86,7 @@ def test_tensor_parallel_trains_like_one_device(kind, devices):
 # pairs. Seen (10 AdamW steps): the same tolerances as TP alone (the GPT's parameters within 5e-6 but the qkv
 # bias's key part, 6e-5; GPT-2 2.8e-5; Llama 1.2e-5), losses within 2e-7 relative.
 MESH_CASES = [("gpt:8", 4, 2), ("gpt_clip:8", 4, 2), ("gpt_accum:8", 4, 2), ("gpt_ignore:8", 4, 2), ("gpt2:4", 4, 2),
-              ("llama:4", 4, 2), ("gpt:8", 8, 2), ("gpt:8", 8, 4)]
+              ("llama:4", 4, 2), ("gpt:8", 8, 2), ("gpt:8", 8, 4), ("gpt_dropout:4", 4, 2)]
 
 
 @pytest.mark.parametrize("kind,devices,tp", MESH_CASES, ids=[f"{k}-dp{d // t}xtp{t}" for k, d, t in MESH_CASES])
@@ -100,9 +100,13 @@ def test_tensor_parallelism_beside_batch_splitting_trains_like_one_device(kind, 
                for l in lines), lines
     counts = [int(re.search(r"(\d+) replicated fallback", l).group(1)) for l in lines]
     assert max(counts) <= (1 if kind.startswith("gpt_clip") else 0), lines
-    # The weights rest split over the ranks (each replica holds the same parts): as TP alone holds.
+    # The weights rest split over the ranks (each replica holds the same parts): as TP alone holds. With dropout the
+    # attention stays whole (its random numbers span every head) and only the MLPs split: 0.71 seen. Dropout's masks
+    # are drawn for the whole batch and kept by rows, as one device draws them.
     held = lambda r: max(d["memory_used"] for d in r["devices_after_step_2"])
     bound = {"gpt": 0.6, "gpt2": 0.6, "llama": 0.8}[family] if tp == 2 else 0.4
+    if kind.startswith("gpt_dropout"):
+        bound = 0.75
     assert held(got) <= bound * held(ref), (held(got), held(ref))
 
 
