@@ -1,7 +1,6 @@
 #include "scheduler/lowering/batch_split.h"
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <array>

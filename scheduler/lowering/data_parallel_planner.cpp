@@ -18,6 +18,37 @@ using runtime::Instruction;
 using runtime::RowRange;
 using Kind = Instruction::Kind;
 
+PlannedStep lower_candidate(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
+                            const std::vector<RowRange>& pieces, int64_t rows, int devices,
+                            const CandidateOptions& options) {
+  const int replicas = devices / std::max(options.tensor.ranks, 1);
+  const bool sharded = replicas > 1 && (options.distribute_param || options.distribute_low_prec_param);
+  auto lower = [&](bool params_in_rows) {
+    BatchSplit split = split_batch(graph, canonical, pieces, rows, options.order, true, options.tensor);
+    OptimizerSharding sharding;
+    if (sharded)
+      sharding = shard_optimizer(graph, canonical, split, devices, {},
+                                 {.optimizer = options.distribute_param,
+                                  .params_in_rows = params_in_rows,
+                                  .low_precision = options.distribute_low_prec_param});
+    PlannedStep p = emit_spmd_plan(graph, canonical, split, devices);
+    if (sharded) p.report.summary = describe(sharding, replicas);
+    return p;
+  };
+  PlannedStep p = lower(false);
+  // ZeRO-3 where memory demands it: when the ZeRO-2 plan's peak does not fit what the devices have free,
+  // the parameters rest in rows and are gathered for each pass, if that lowers the peak.
+  if (sharded && options.distribute_param && options.available_bytes > 0 && max_peak_bytes(p) > options.available_bytes) {
+    PlannedStep q = lower(true);
+    if (max_peak_bytes(q) < max_peak_bytes(p)) {
+      q.report.summary +=
+          fmt::format(" (ZeRO-2's peak +{} bytes is over the {} bytes free)", max_peak_bytes(p), options.available_bytes);
+      p = std::move(q);
+    }
+  }
+  return p;
+}
+
 PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                          int devices, const std::vector<int64_t>& candidate_rows,
                                          bool distribute_param, const std::vector<uint32_t>* order,
@@ -35,29 +66,11 @@ PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const ru
   for (int64_t r : candidates) {
     std::vector<RowRange> pieces;
     for (int d = 0; d < devices; ++d) pieces.push_back(runtime::split_rows(r, devices, d));
-    auto lower = [&](bool params_in_rows) {
-      BatchSplit split = split_batch(graph, canonical, pieces, r, order);
-      OptimizerSharding sharding;
-      const bool sharded = distribute_param || distribute_low_prec_param;
-      if (sharded)
-        sharding = shard_optimizer(graph, canonical, split, devices, {},
-                                   {.optimizer = distribute_param,
-                                    .params_in_rows = params_in_rows,
-                                    .low_precision = distribute_low_prec_param});
-      PlannedStep p = emit_spmd_plan(graph, canonical, split, devices);
-      if (sharded) p.report.summary = describe(sharding, devices);
-      return p;
-    };
-    PlannedStep p = lower(false);
-    // ZeRO-3 where memory demands it: when the ZeRO-2 plan's peak does not fit what the devices have free,
-    // the parameters rest in rows and are gathered for each pass, if that lowers the peak.
-    if (distribute_param && available_bytes > 0 && max_peak_bytes(p) > available_bytes) {
-      PlannedStep q = lower(true);
-      if (max_peak_bytes(q) < max_peak_bytes(p)) {
-        q.report.summary += fmt::format(" (ZeRO-2's peak +{} bytes is over the {} bytes free)", max_peak_bytes(p), available_bytes);
-        p = std::move(q);
-      }
-    }
+    PlannedStep p = lower_candidate(graph, canonical, pieces, r, devices,
+                                    {.order = order,
+                                     .distribute_param = distribute_param,
+                                     .distribute_low_prec_param = distribute_low_prec_param,
+                                     .available_bytes = available_bytes});
     tried += fmt::format("{}{}: {:.0f}", tried.empty() ? "" : ", ", r ? fmt::format("batch {}", r) : "not split", cost(p));
     if (!best || cost(p) < cost(*best)) {
       best = std::move(p);

@@ -10,9 +10,24 @@
 #include "runtime/graph/canonical_graph.h"
 #include "runtime/graph/step_graph.h"
 #include "runtime/plan/program.h"
+#include "scheduler/lowering/batch_split.h"
 #include "scheduler/plan_report.h"
 
 namespace moreh::scheduler {
+
+// One candidate batch of `rows` rows in `pieces` (one per replica), lowered for `devices` devices: split (with
+// tensor parallelism beside it when `tensor` says so), the optimizer sharded over the replicas as asked, and
+// emitted. With distribute_param, a plan whose peak is over `available_bytes` (0: unknown) rests the
+// parameters in rows (ZeRO-3) if that lowers the peak.
+struct CandidateOptions {
+  const std::vector<uint32_t>* order = nullptr;
+  TensorSplit tensor;
+  bool distribute_param = false, distribute_low_prec_param = false;
+  uint64_t available_bytes = 0;
+};
+PlannedStep lower_candidate(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
+                            const std::vector<runtime::RowRange>& pieces, int64_t rows, int devices,
+                            const CandidateOptions& options);
 
 // `candidate_rows`: batch sizes to try (the leading dims of the step's host copies, step_analysis.h); the
 // plan keeps the cheapest of them and of not splitting at all (every device runs the whole step).

@@ -9,7 +9,7 @@
 #include "runtime/base/spdlog_logger.h"
 #include "scheduler/analysis/linear_pairs.h"
 #include "scheduler/lowering/memory_model.h"
-#include "scheduler/lowering/optimizer_sharding.h"
+#include "scheduler/lowering/data_parallel_planner.h"
 #include "scheduler/lowering/spmd_emission.h"
 
 namespace moreh::scheduler {
@@ -46,25 +46,12 @@ PlannedStep compile_tensor_parallel_plan(const runtime::StepGraph& graph, const 
   for (int64_t r : candidates) {
     std::vector<runtime::RowRange> pieces;
     for (int p = 0; p < dp; ++p) pieces.push_back(r ? runtime::split_rows(r, dp, p) : runtime::RowRange{});
-    const bool sharded = dp > 1 && (options.distribute_param || options.distribute_low_prec_param);
-    auto lower = [&](bool params_in_rows) {
-      BatchSplit split = split_batch(graph, canonical, pieces, r, options.order, true, {&seeds, tp});
-      OptimizerSharding sharding;
-      if (sharded)
-        sharding = shard_optimizer(graph, canonical, split, devices, {},
-                                   {.optimizer = options.distribute_param,
-                                    .params_in_rows = params_in_rows,
-                                    .low_precision = options.distribute_low_prec_param});
-      PlannedStep p = emit_spmd_plan(graph, canonical, split, devices);
-      if (sharded) p.report.summary = describe(sharding, dp);
-      return p;
-    };
-    PlannedStep p = lower(false);
-    // ZeRO-3 where memory demands it, as batch splitting alone decides it.
-    if (sharded && options.distribute_param && options.available_bytes > 0 && max_peak_bytes(p) > options.available_bytes) {
-      PlannedStep q = lower(true);
-      if (max_peak_bytes(q) < max_peak_bytes(p)) p = std::move(q);
-    }
+    PlannedStep p = lower_candidate(graph, canonical, pieces, r, devices,
+                                    {.order = options.order,
+                                     .tensor = {&seeds, tp},
+                                     .distribute_param = options.distribute_param,
+                                     .distribute_low_prec_param = options.distribute_low_prec_param,
+                                     .available_bytes = options.available_bytes});
     if (dp > 1)
       tried += fmt::format("{}{}: {:.0f}", tried.empty() ? "" : ", ", r ? fmt::format("batch {}", r) : "not split",
                            spmd_cost(p));
