@@ -1,6 +1,7 @@
 #include "runtime/plan/placement.h"
 
 #include <algorithm>
+#include <bit>
 
 namespace moreh::runtime {
 
@@ -16,8 +17,9 @@ namespace moreh::runtime {
 
 std::vector<int> placement_devices(const Placement& p, int count) {
   std::vector<int> out;
-  if (p.ranks > 0) {
-    for (int q = 0; q < p.ranks && q * p.stride < count; ++q) out.push_back(q * p.stride);
+  if (p.ranks > 0) {  // from the first device the placement speaks of (a pipeline stage's, or device 0)
+    const int first = p.devices == 0 ? 0 : std::countr_zero(p.devices);
+    for (int q = 0; q < p.ranks && first + q * p.stride < count; ++q) out.push_back(first + q * p.stride);
     return out;
   }
   for (int d = 0; d < count; ++d)
@@ -27,7 +29,10 @@ std::vector<int> placement_devices(const Placement& p, int count) {
 
 PlacementRank placement_rank(const Placement& p, int count, int device) {
   if (p.kind == PlacementKind::kHome) return {device == 0 ? 0 : -1, 1};
-  if (p.ranks > 0) return {(device / std::max(p.stride, 1)) % p.ranks, p.ranks};
+  if (p.ranks > 0) {
+    if (p.devices != 0 && (device >= 64 || !((p.devices >> device) & 1u))) return {-1, p.ranks};
+    return {(device / std::max(p.stride, 1)) % p.ranks, p.ranks};
+  }
   const std::vector<int> holders = placement_devices(p, count);
   const auto at = std::find(holders.begin(), holders.end(), device);
   return {at == holders.end() ? -1 : static_cast<int>(at - holders.begin()), static_cast<int>(holders.size())};

@@ -29,8 +29,8 @@ struct Placement {
   // of `rows` rows each (outer: the product of the sizes before that dimension; a row: what follows it),
   // and device d holds its rows of every block, [outer, its rows, row] contiguous. 1: split by leading rows.
   int64_t outer = 1;
-  // Along one axis of a mesh (data parallelism beside tensor parallelism, runtime/plan/device_mesh.h): device
-  // d's rank on the axis is (d / stride) % ranks. kShard: rank q's devices each hold split_rows(rows, ranks,
+  // Along one axis of a mesh (data parallelism beside tensor parallelism, a pipeline stage's replicas × ranks):
+  // device d of `devices` has rank (d / stride) % ranks on the axis. kShard: rank q's devices each hold split_rows(rows, ranks,
   // q) (equal copies); kPartial: the value is the sum over one group along the axis, each group giving the
   // same sum. ranks 0: every device (of `devices`) is a rank of its own.
   int32_t stride = 1;
@@ -39,7 +39,7 @@ struct Placement {
 };
 
 // The devices of `p` in ascending order, out of `count` (every one when p.devices is 0); along a mesh axis
-// (p.ranks > 0), the group of device 0: one device per rank, in rank order.
+// (p.ranks > 0), the group of the first device of `devices` (device 0 when 0): one device per rank, in rank order.
 std::vector<int> placement_devices(const Placement& p, int count);
 
 // Device `device`'s rank among the holders of `p` (of `count` devices), and how many ranks there are; rank -1

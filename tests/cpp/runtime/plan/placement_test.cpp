@@ -32,5 +32,19 @@ TEST(PlacementRankTest, AMeshAxisGivesEachDeviceItsRankAlongIt) {
   EXPECT_EQ(placement_rank(Placement{}, 4, 1).rank, -1);  // kHome: device 0 only
 }
 
+TEST(PlacementRankTest, AStagesMeshCountsFromItsFirstDevice) {
+  // 2 replicas x 2 stages x 2 ranks: stage 1 is devices 2, 3, 6, 7.
+  Placement p{PlacementKind::kShard, 8};
+  p.devices = 0b11001100;
+  p.ranks = 2;  // its tensor axis
+  EXPECT_EQ(placement_devices(p, 8), (std::vector<int>{2, 3}));
+  EXPECT_EQ(placement_rank(p, 8, 7).rank, 1);
+  EXPECT_EQ(placement_rank(p, 8, 1).rank, -1);  // stage 0's
+  p.stride = 4;  // its replicas' axis
+  EXPECT_EQ(placement_devices(p, 8), (std::vector<int>{2, 6}));
+  EXPECT_EQ(placement_rank(p, 8, 7).rank, 1);
+  EXPECT_EQ(placement_rank(p, 8, 2).rank, 0);
+}
+
 }  // namespace
 }  // namespace moreh::runtime
