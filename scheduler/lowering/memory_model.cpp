@@ -34,12 +34,11 @@ uint64_t max_peak_bytes(const runtime::Plan& plan) {
   return peak;
 }
 
-uint64_t program_peak(const runtime::Plan& plan, const runtime::DeviceProgram& program,
-                      const runtime::StepGraph* graph, const runtime::CanonicalGraph& cg) {
+DeviceMemory::DeviceMemory(const runtime::Plan& plan, int device, const runtime::StepGraph* graph,
+                           const runtime::CanonicalGraph& cg)
+    : plan_(plan), device_(device), graph_(graph), cg_(cg), held_(cg.buffers.size(), 0) {
   // What the device holds of the values from before the step, as their placements say: releasing one lowers
   // the count below where the step began.
-  std::vector<int64_t> held(cg.buffers.size(), 0);
-  int64_t total = 0;
   const int devices = std::max(plan.num_devices, 1);
   for (size_t s = 0; s < cg.buffers.size(); ++s) {
     if (cg.buffers[s].origin != runtime::BufferOrigin::kMaterialized) continue;
@@ -47,105 +46,112 @@ uint64_t program_peak(const runtime::Plan& plan, const runtime::DeviceProgram& p
         s < cg.bindings.size() && cg.bindings[s] ? cg.bindings[s]->placement() : runtime::Placement{};
     int64_t b = static_cast<int64_t>(cg.buffers[s].bytes);
     if (p.kind == runtime::PlacementKind::kHome) {
-      if (program.device != 0) continue;
+      if (device != 0) continue;
     } else {
-      const runtime::PlacementRank at = runtime::placement_rank(p, devices, program.device);
+      const runtime::PlacementRank at = runtime::placement_rank(p, devices, device);
       if (at.rank < 0) continue;
       if (p.kind == runtime::PlacementKind::kShard && p.rows > 0)
         b = b / (p.rows * std::max<int64_t>(p.outer, 1)) * std::max<int64_t>(p.outer, 1) *
             runtime::split_rows(p.rows, at.ranks, at.rank).count;
     }
-    held[s] = b;
-    total += b;
+    held_[s] = b;
+    total_ += b;
   }
-  const int64_t start = total;
-  int64_t peak = total;
-  auto set = [&](uint32_t s, int64_t b) {
-    total += b - held[s];
-    held[s] = b;
-    peak = std::max(peak, total);
-  };
-  auto transient = [&](int64_t b) { peak = std::max(peak, total + b); };
-  for (const Instruction& ins : program.code) {
-    const uint32_t s = ins.index;
-    switch (ins.kind) {
-      case Kind::kAllocate:
-        set(s, static_cast<int64_t>(program.sizes.empty() ? cg.buffers[s].bytes : program.sizes.at(ins.aux)));
-        break;
-      case Kind::kRecv:
-        if (held[s] == 0)
-          set(s, static_cast<int64_t>(ins.range ? program.ranges.at(ins.range - 1).block_bytes : cg.buffers[s].bytes));
-        break;
-      case Kind::kBroadcast:
-        if (held[s] == 0) set(s, static_cast<int64_t>(cg.buffers[s].bytes));
-        break;
-      case Kind::kAllGather: {  // the whole value beside the device's part (and, split along a later
-        // dimension, the parts as they arrive, before they are laid into its blocks)
-        const bool geometry = ins.aux || s < plan.slots.size();
-        const runtime::SlotInfo info = geometry ? runtime::geometry_of(plan, program, ins) : runtime::SlotInfo{};
-        const int64_t whole = static_cast<int64_t>(runtime::whole_bytes(info, cg.buffers[s].bytes));
-        transient(info.outer > 1 ? 2 * whole : whole);
-        set(s, whole);
-        break;
-      }
-      case Kind::kRelease: set(s, 0); break;
-      case Kind::kKeepRows:         // the device's rows of the whole value, copied out of it
-      case Kind::kReduceScatter: {  // or of the sum of everyone's
-        const runtime::SlotInfo& info = runtime::geometry_of(plan, program, ins);
-        const uint64_t row = info.row_bytes;
-        if (row == 0) break;
-        int ranks = plan.num_devices, rank = program.device;
-        if (ins.group) {
-          const auto& members = plan.groups.at(ins.group - 1);
-          ranks = static_cast<int>(members.size());
-          rank = static_cast<int>(std::find(members.begin(), members.end(), program.device) - members.begin());
-        }
-        const uint64_t outer = std::max<uint64_t>(info.outer, 1), whole = runtime::whole_bytes(info, cg.buffers[s].bytes);
-        const auto rows = runtime::split_rows(static_cast<int64_t>(whole / (row * outer)), ranks, rank);
-        const int64_t mine = static_cast<int64_t>(row * outer) * rows.count;
-        // A sum split along a later dimension is laid rank after rank in a copy of its own first.
-        transient(ins.kind == Kind::kReduceScatter && outer > 1 ? mine + static_cast<int64_t>(whole) : mine);
-        set(s, mine);
-        break;
-      }
-      case Kind::kFused:  // the results it stores (the values only the kernel reads take nothing)
-        for (const auto& out : program.fused.at(ins.index).outputs)
-          if (out.fresh) set(cg.node_outputs.at(out.node).at(out.index), static_cast<int64_t>(cg.buffers[cg.node_outputs.at(out.node).at(out.index)].bytes));
-        break;
-      case Kind::kLaunch: {
-        const runtime::LocalLaunch* local = ins.aux ? &program.launches.at(ins.aux - 1) : nullptr;
-        if (!local) {  // as recorded: every output whole
-          for (uint32_t o : cg.node_outputs[ins.index]) set(o, static_cast<int64_t>(cg.buffers[o].bytes));
-          break;
-        }
-        const auto& node = graph->nodes()[ins.index];
-        const auto& outs = cg.node_outputs[ins.index];
-        int64_t fresh_joined = 0;
-        std::vector<std::pair<uint32_t, int64_t>> bound;
-        const bool by_element = local && !local->elements.empty();
-        const runtime::ListElements lists = by_element ? runtime::list_elements(node) : runtime::ListElements{};
-        for (size_t k = 0; k < outs.size(); ++k) {
-          const uint32_t o = outs[k];
-          int64_t b = static_cast<int64_t>(cg.buffers[o].bytes);
-          if (by_element) {  // the outputs of its own list elements
-            if (!std::binary_search(local->elements.begin(), local->elements.end(),
-                                    static_cast<uint32_t>(std::max(lists.outputs[k], 0))))
-              continue;
-          } else if (local && k < local->outputs.size())
-            b = std::min<int64_t>(b, static_cast<int64_t>(view_end(node.outputs[k], local->outputs[k])));
-          const bool joins = local && !local->joins.empty() &&
-                             local->joins[k] != runtime::LocalLaunch::Join::kFresh && held[o] > 0;
-          if (joins) fresh_joined += b;  // beside the block it joins, until it is added or copied in
-          else bound.emplace_back(o, b);
-        }
-        for (const auto& [o, b] : bound) set(o, b);
-        transient(fresh_joined);
-        break;
-      }
-      default: break;
+  start_ = peak_ = total_;
+}
+
+void DeviceMemory::set(uint32_t s, int64_t b) {
+  total_ += b - held_[s];
+  held_[s] = b;
+  peak_ = std::max(peak_, total_);
+}
+
+void DeviceMemory::apply(const runtime::DeviceProgram& program, const Instruction& ins) {
+  const uint32_t s = ins.index;
+  switch (ins.kind) {
+    case Kind::kAllocate:
+      set(s, static_cast<int64_t>(program.sizes.empty() ? cg_.buffers[s].bytes : program.sizes.at(ins.aux)));
+      break;
+    case Kind::kRecv:
+      if (held_[s] == 0)
+        set(s, static_cast<int64_t>(ins.range ? program.ranges.at(ins.range - 1).block_bytes : cg_.buffers[s].bytes));
+      break;
+    case Kind::kBroadcast:
+      if (held_[s] == 0) set(s, static_cast<int64_t>(cg_.buffers[s].bytes));
+      break;
+    case Kind::kAllGather: {  // the whole value beside the device's part (and, split along a later
+      // dimension, the parts as they arrive, before they are laid into its blocks)
+      const bool geometry = ins.aux || s < plan_.slots.size();
+      const runtime::SlotInfo info = geometry ? runtime::geometry_of(plan_, program, ins) : runtime::SlotInfo{};
+      const int64_t whole = static_cast<int64_t>(runtime::whole_bytes(info, cg_.buffers[s].bytes));
+      transient(info.outer > 1 ? 2 * whole : whole);
+      set(s, whole);
+      break;
     }
+    case Kind::kRelease: set(s, 0); break;
+    case Kind::kKeepRows:         // the device's rows of the whole value, copied out of it
+    case Kind::kReduceScatter: {  // or of the sum of everyone's
+      const runtime::SlotInfo& info = runtime::geometry_of(plan_, program, ins);
+      const uint64_t row = info.row_bytes;
+      if (row == 0) break;
+      int ranks = plan_.num_devices, rank = device_;
+      if (ins.group) {
+        const auto& members = plan_.groups.at(ins.group - 1);
+        ranks = static_cast<int>(members.size());
+        rank = static_cast<int>(std::find(members.begin(), members.end(), device_) - members.begin());
+      }
+      const uint64_t outer = std::max<uint64_t>(info.outer, 1), whole = runtime::whole_bytes(info, cg_.buffers[s].bytes);
+      const auto rows = runtime::split_rows(static_cast<int64_t>(whole / (row * outer)), ranks, rank);
+      const int64_t mine = static_cast<int64_t>(row * outer) * rows.count;
+      // A sum split along a later dimension is laid rank after rank in a copy of its own first.
+      transient(ins.kind == Kind::kReduceScatter && outer > 1 ? mine + static_cast<int64_t>(whole) : mine);
+      set(s, mine);
+      break;
+    }
+    case Kind::kFused:  // the results it stores (the values only the kernel reads take nothing)
+      for (const auto& out : program.fused.at(ins.index).outputs)
+        if (out.fresh) set(cg_.node_outputs.at(out.node).at(out.index), static_cast<int64_t>(cg_.buffers[cg_.node_outputs.at(out.node).at(out.index)].bytes));
+      break;
+    case Kind::kLaunch: {
+      const runtime::LocalLaunch* local = ins.aux ? &program.launches.at(ins.aux - 1) : nullptr;
+      if (!local) {  // as recorded: every output whole
+        for (uint32_t o : cg_.node_outputs[ins.index]) set(o, static_cast<int64_t>(cg_.buffers[o].bytes));
+        break;
+      }
+      const auto& node = graph_->nodes()[ins.index];
+      const auto& outs = cg_.node_outputs[ins.index];
+      int64_t fresh_joined = 0;
+      std::vector<std::pair<uint32_t, int64_t>> bound;
+      const bool by_element = local && !local->elements.empty();
+      const runtime::ListElements lists = by_element ? runtime::list_elements(node) : runtime::ListElements{};
+      size_t kept = 0;  // the output's index among those the launch keeps (its refs', by list element)
+      for (size_t k = 0; k < outs.size(); ++k) {
+        const uint32_t o = outs[k];
+        int64_t b = static_cast<int64_t>(cg_.buffers[o].bytes);
+        if (by_element && lists.outputs[k] >= 0 &&
+            !std::binary_search(local->elements.begin(), local->elements.end(), static_cast<uint32_t>(lists.outputs[k])))
+          continue;  // the outputs of its own list elements only
+        const size_t at = kept++;
+        if (at < local->outputs.size())
+          b = std::min<int64_t>(b, static_cast<int64_t>(view_end(node.outputs[k], local->outputs[at])));
+        const bool joins = !local->joins.empty() &&
+                           local->joins[at] != runtime::LocalLaunch::Join::kFresh && held_[o] > 0;
+        if (joins) fresh_joined += b;  // beside the block it joins, until it is added or copied in
+        else bound.emplace_back(o, b);
+      }
+      for (const auto& [o, b] : bound) set(o, b);
+      transient(fresh_joined);
+      break;
+    }
+    default: break;
   }
-  return static_cast<uint64_t>(std::max<int64_t>(peak - start, 0));
+}
+
+uint64_t program_peak(const runtime::Plan& plan, const runtime::DeviceProgram& program,
+                      const runtime::StepGraph* graph, const runtime::CanonicalGraph& cg) {
+  DeviceMemory memory(plan, program.device, graph, cg);
+  for (const Instruction& ins : program.code) memory.apply(program, ins);
+  return memory.peak();
 }
 
 }  // namespace moreh::scheduler

@@ -1,7 +1,9 @@
 // The memory a device's program holds as it runs, instruction by instruction: the one account of
 // liveness and peak bytes that the planners report and the engine checks against a device's capacity.
 #pragma once
+#include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "runtime/graph/canonical_graph.h"
 #include "runtime/graph/step_graph.h"
@@ -18,6 +20,29 @@ namespace moreh::scheduler {
 // (nullptr: a plan with none).
 uint64_t program_peak(const runtime::Plan& plan, const runtime::DeviceProgram& program,
                       const runtime::StepGraph* graph, const runtime::CanonicalGraph& canonical);
+
+// A device's blocks as its program binds them, one instruction after another: what program_peak counts, and
+// what a planner asks while it writes a program (how many bytes of a value a device holds, to send them).
+// `plan` (its slots, groups and device count) and `graph` are read as instructions arrive, not copied.
+class DeviceMemory {
+ public:
+  DeviceMemory(const runtime::Plan& plan, int device, const runtime::StepGraph* graph,
+               const runtime::CanonicalGraph& canonical);
+  void apply(const runtime::DeviceProgram& program, const runtime::Instruction& ins);
+  uint64_t held(uint32_t slot) const { return static_cast<uint64_t>(held_[slot]); }
+  // The most bytes held at once so far beyond what the device held before the step.
+  uint64_t peak() const { return static_cast<uint64_t>(std::max<int64_t>(peak_ - start_, 0)); }
+
+ private:
+  void set(uint32_t s, int64_t b);
+  void transient(int64_t b) { peak_ = std::max(peak_, total_ + b); }
+  const runtime::Plan& plan_;
+  const int device_;
+  const runtime::StepGraph* graph_;
+  const runtime::CanonicalGraph& cg_;
+  std::vector<int64_t> held_;
+  int64_t total_ = 0, start_ = 0, peak_ = 0;
+};
 
 // The largest of a plan's programs' peaks (what program_peak gave each).
 uint64_t max_peak_bytes(const runtime::Plan& plan);
