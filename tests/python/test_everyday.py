@@ -166,7 +166,9 @@ def test_checkpointed_gpt_trains_like_cpu():
     loss = lambda m, x, y: m(x, y)  # noqa: E731
     ref = run_training(copy.deepcopy(model), "cpu", batches, loss, adamw)
     got = run_training(model, "moreh", batches, loss, adamw)
-    assert_same_training(ref, got)
+    # Attention's key bias has a gradient that is zero up to rounding, which Adam turns into steps of up to lr
+    # either way: CPU eager's BLAS sums in an order that varies from run to run under load (seen: 1e-4 apart).
+    assert_same_training(ref, got, key_bias_atol=1e-2 * len(batches))
 
 
 def test_in_place_ops_on_views_match_cpu():
