@@ -76,6 +76,7 @@ class Lowering {
     const auto& nodes = graph_.nodes();
     const size_t positions = order ? order->size() : nodes.size();
     std::vector<bool> ran(nodes.size(), false);
+    std::vector<int64_t> last_writer(cg_.buffers.size(), -1);
     uint32_t last = 0;
     for (size_t p = 0; p < positions; ++p) {
       const uint32_t i = order ? (*order)[p] : static_cast<uint32_t>(p);
@@ -85,18 +86,22 @@ class Lowering {
       const size_t first = steps_.size();
       lower_node(i, nodes[i]);
       for (size_t k = first; k < steps_.size(); ++k) steps_[k].node = i;
+      for (uint32_t s : cg_.node_outputs[i]) last_writer[s] = i;
+      for (uint16_t w : nodes[i].written) last_writer[cg_.node_inputs[i][w]] = i;
       last = i;
     }
     // On a mesh, a value that outlives the step rests split (or partial) along one axis at most: placements
     // speak of one. A gradient split by tensor parallelism and partial over the batch's pieces is summed over
     // them (it rests in its parts, as the optimizer reads it); anything else is gathered along the tensor axis.
+    // The collective belongs to the value's last writer (a pipeline runs it on that node's stage).
     if (mesh()) {
-      const size_t first = steps_.size();
       for (size_t s = 0; s < cg_.buffers.size(); ++s)
         if (known_[s] && cg_.buffers[s].live_after && state_[kB][s].kind != PlacementKind::kReplicate &&
-            state_[kT][s].kind != PlacementKind::kReplicate)
+            state_[kT][s].kind != PlacementKind::kReplicate) {
+          const size_t first = steps_.size();
           replicate(static_cast<uint32_t>(s), state_[kB][s].kind == PlacementKind::kPartial ? kB : kT);
-      for (size_t k = first; k < steps_.size(); ++k) steps_[k].node = last;
+          for (size_t k = first; k < steps_.size(); ++k) steps_[k].node = last_writer[s] >= 0 ? static_cast<uint32_t>(last_writer[s]) : last;
+        }
     }
     BatchSplit out;
     out.steps = std::move(steps_);
@@ -142,7 +147,7 @@ class Lowering {
     Placement q = p;
     if (p.ranks > 0) {
       if (p.ranks == t_ && p.stride == 1 && t_ > 1) a = kT;
-      else if (p.ranks == p_ && p.stride == t_) a = kB;
+      else if (p.ranks == p_ && p.stride % t_ == 0) a = kB;  // t_ apart, or a stage's replicas (pp × t_ apart)
       else throw std::logic_error("a value placed on another mesh was not brought home before planning");
       q.ranks = 0;
       q.stride = 1;

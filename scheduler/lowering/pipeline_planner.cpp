@@ -12,15 +12,18 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <stdexcept>
 #include <tuple>
 
 #include "runtime/base/errors.h"
+#include "runtime/base/spdlog_logger.h"
 #include "scheduler/lowering/batch_split.h"
 #include "scheduler/lowering/deferred_loss_division.h"
 #include "scheduler/lowering/memory_model.h"
 #include "scheduler/lowering/optimizer_sharding.h"
 #include "scheduler/lowering/pipeline_schedule.h"
 #include "scheduler/lowering/stage_cut.h"
+#include "scheduler/lowering/tensor_parallel_planner.h"
 
 namespace moreh::scheduler {
 
@@ -55,23 +58,45 @@ struct SlotUse {
 class PipelineEmission {
  public:
   // `pieces`: piece i × micro + k is micro-batch k of replica i (batch_split's pieces).
+  // With tensor parallelism (split.tensor_ranks t > 1), each replica of a stage is t devices, and launch
+  // (piece × t + rank) of a split step runs on its rank.
   PipelineEmission(const runtime::StepGraph& graph, const runtime::CanonicalGraph& cg, const BatchSplit& split,
                    const StageCut& cut, int stages, int dp, int micro, int64_t rows, std::vector<RowRange> pieces,
                    PipelineSchedule schedule, Rings rings = {})
-      : graph_(graph), cg_(cg), split_(split), cut_(cut), pp_(stages), dp_(dp), m_(micro), rows_(rows),
+      : graph_(graph), cg_(cg), split_(split), cut_(cut), pp_(stages), dp_(dp), m_(micro),
+        t_(std::max(split.tensor_ranks, 1)), rows_(rows),
         schedule_(schedule), rings_(std::move(rings)),
         piece_rows_(std::move(pieces)),
         at_(cg.buffers.size(), std::vector<uint32_t>(micro, 0)), home_(cg.buffers.size(), false),
         everywhere_(cg.buffers.size(), false), by_rows_(cg.buffers.size(), false),
         own_rows_(cg.buffers.size(), false), owner_(cg.buffers.size(), -1) {
     for (int i = 0; i < dp_; ++i) device_rows_.push_back(runtime::split_rows(rows_, dp_, i));
-    programs_.resize(static_cast<size_t>(dp_ * pp_));
+    programs_.resize(static_cast<size_t>(dp_ * pp_ * t_));
     for (size_t d = 0; d < programs_.size(); ++d) programs_[d].device = static_cast<int>(d);
     for (int j = 0; j < pp_; ++j) {
       uint64_t mask = 0;
-      for (int i = 0; i < dp_; ++i) mask |= uint64_t{1} << device(i, j);
+      for (int i = 0; i < dp_; ++i)
+        for (int r = 0; r < t_; ++r) mask |= uint64_t{1} << device(i, j, r);
       stage_mask_.push_back(mask);
     }
+    // The groups collectives span: a stage's replicas (of one rank), a replica's ranks, a stage's devices.
+    layout_.num_devices = static_cast<int>(programs_.size());
+    layout_.slots = split_.slots;
+    auto add_group = [&](auto&& member, int size) {
+      std::vector<int> g;
+      for (int q = 0; q < size; ++q) g.push_back(member(q));
+      layout_.groups.push_back(std::move(g));
+    };
+    if (dp_ > 1)
+      for (int j = 0; j < pp_; ++j)
+        for (int r = 0; r < t_; ++r) add_group([&](int i) { return device(i, j, r); }, dp_);
+    if (t_ > 1)
+      for (int i = 0; i < dp_; ++i)
+        for (int j = 0; j < pp_; ++j) add_group([&](int r) { return device(i, j, r); }, t_);
+    if (dp_ > 1 && t_ > 1)
+      for (int j = 0; j < pp_; ++j) add_group([&](int q) { return device(q / t_, j, q % t_); }, dp_ * t_);
+    for (const auto& prog : programs_) memory_.emplace_back(layout_, prog.device, &graph_, cg_);
+    applied_.assign(programs_.size(), 0);
     for (size_t s = 0; s < cg.buffers.size(); ++s) {
       if (cg.buffers[s].origin != BufferOrigin::kMaterialized) continue;
       const Placement& p = cg.bindings[s]->placement();
@@ -85,9 +110,11 @@ class PipelineEmission {
           throw runtime::Error(fmt::format("buffer {} lies on devices {:#x}, which are no stage of this layout; "
                                            "bring it home before planning", cg.bindings[s]->id(), p.devices));
         set_whole(static_cast<uint32_t>(s), static_cast<int>(j - stage_mask_.begin()));
-        // Rows of the batch, or of the slot's own first dim (optimizer state a sharded optimizer left).
-        own_rows_[s] = p.kind == PlacementKind::kShard && p.rows != rows_;
-        by_rows_[s] = p.kind == PlacementKind::kShard && !own_rows_[s];
+        // Rows of the batch, or of the slot's own first dim (optimizer state a sharded optimizer left); not
+        // a tensor-parallel part (along a replica's ranks).
+        const bool ranks = t_ > 1 && (dp_ == 1 || (p.ranks == t_ && p.stride == 1));
+        own_rows_[s] = p.kind == PlacementKind::kShard && !ranks && p.rows != rows_;
+        by_rows_[s] = p.kind == PlacementKind::kShard && !ranks && !own_rows_[s];
       }
     }
   }
@@ -129,7 +156,7 @@ class PipelineEmission {
       }
       r.positions = static_cast<int>(taken.size());
       if (r.positions >= m_) continue;  // every micro-batch alive at once: the block as it is
-      const int i = d / pp_;
+      const int i = d / (pp_ * t_);
       for (int k = 0; k < m_; ++k) r.rows = std::max(r.rows, piece(i, k).count);
       out.emplace(key, std::move(r));
     }
@@ -202,7 +229,20 @@ class PipelineEmission {
   }
 
  private:
-  int device(int replica, int stage) const { return replica * pp_ + stage; }
+  // ezpz's layout: replicas slowest, then stages, tensor ranks fastest.
+  int device(int replica, int stage, int rank = 0) const { return (replica * pp_ + stage) * t_ + rank; }
+  // Group ids (Instruction::group) of the groups the constructor made.
+  uint16_t replicas_group(int stage, int rank) const { return static_cast<uint16_t>(1 + stage * t_ + rank); }
+  uint16_t ranks_group(int replica, int stage) const {
+    return static_cast<uint16_t>(1 + (dp_ > 1 ? pp_ * t_ : 0) + replica * pp_ + stage);
+  }
+  uint16_t stage_group(int stage) const { return static_cast<uint16_t>(1 + pp_ * t_ + dp_ * pp_ + stage); }
+  // The bytes device d holds of slot s now (its block as the instructions so far bound it).
+  uint64_t held(int d, uint32_t s) {
+    const auto& prog = programs_[d];
+    for (size_t& pc = applied_[d]; pc < prog.code.size(); ++pc) memory_[d].apply(prog, prog.code[pc]);
+    return memory_[d].held(s);
+  }
   uint32_t bit(int stage) const { return uint32_t{1} << stage; }
   uint64_t bytes(uint32_t s) const { return cg_.buffers[s].bytes; }
   uint64_t row_bytes(uint32_t s) const { return split_.slots[s].row_bytes; }
@@ -286,7 +326,8 @@ class PipelineEmission {
     if (everywhere_[s]) return;
     if (home_[s]) {  // written by the host or an eager op: device 0 sends it to the stage
       for (int i = 0; i < dp_; ++i)
-        if (device(i, j) != 0) send(s, 0, device(i, j), {0, bytes(s), bytes(s)}, {0, bytes(s), bytes(s)});
+        for (int r = 0; r < t_; ++r)
+          if (device(i, j, r) != 0) send(s, 0, device(i, j, r), {0, bytes(s), bytes(s)}, {0, bytes(s), bytes(s)});
       set_whole(s, j);
       return;
     }
@@ -298,11 +339,15 @@ class PipelineEmission {
     }
     if (at[0] == 0 || (at[0] & bit(j))) return;
     const int from = std::countr_zero(at[0]);
-    for (int i = 0; i < dp_; ++i) {
-      const uint64_t b = own_rows_[s] ? own_bytes(s, i) : block_bytes(s, i);  // replica i's rows go to replica i
-      const ByteRange whole{0, b, b};
-      send(s, device(i, from), device(i, j), whole, whole);
-    }
+    for (int i = 0; i < dp_; ++i)
+      for (int r = 0; r < t_; ++r) {  // replica i's rows (rank r's part) go to replica i (rank r)
+        const int src = device(i, from, r);
+        const uint64_t b = t_ > 1 ? held(src, s) : own_rows_[s] ? own_bytes(s, i) : block_bytes(s, i);
+        if (b == 0 && bytes(s) > 0)
+          throw std::logic_error(fmt::format("the pipeline planner sends slot {} from device {}, which holds none of it", s, src));
+        const ByteRange whole{0, b, b};
+        send(s, src, device(i, j, r), whole, whole);
+      }
     for (auto& x : at_[s]) x |= bit(j);
   }
 
@@ -478,15 +523,27 @@ class PipelineEmission {
       auto mine = [&](int e) { return std::binary_search(elements.begin(), elements.end(), static_cast<uint32_t>(e)); };
       for (size_t x = 0; x < in.size(); ++x)
         if (lists.inputs[x] < 0 || mine(lists.inputs[x])) bring_whole(in[x], j);
-      for (int i = 0; i < dp_; ++i) {
-        LocalLaunch l;
-        l.elements = elements;
-        auto& prog = programs_[device(i, j)];
-        prog.launches.push_back(std::move(l));
-        push(device(i, j), Kind::kLaunch, st.index, static_cast<uint32_t>(prog.launches.size()));
-        for (uint32_t s : in) note(device(i, j), s, -1);
-        for (uint32_t s : out) note(device(i, j), s, -1);
-      }
+      for (int i = 0; i < dp_; ++i)
+        for (int r = 0; r < t_; ++r) {
+          // A rank's views of its parts (tensor parallelism), of the elements it keeps; else as recorded.
+          LocalLaunch l;
+          if (!st.launches.empty()) {
+            const LocalLaunch& all = st.launches.at(static_cast<size_t>(i * t_ + r));
+            for (size_t x = 0; x < all.inputs.size() && x < in.size(); ++x)
+              if (lists.inputs[x] < 0 || mine(lists.inputs[x])) l.inputs.push_back(all.inputs[x]);
+            for (size_t k = 0; k < all.outputs.size() && k < out.size(); ++k)
+              if (lists.outputs[k] < 0 || mine(lists.outputs[k])) l.outputs.push_back(all.outputs[k]);
+            l.rows = all.rows;
+            l.batch_rows = all.batch_rows;
+          }
+          l.elements = elements;
+          const int d = device(i, j, r);
+          auto& prog = programs_[d];
+          prog.launches.push_back(std::move(l));
+          push(d, Kind::kLaunch, st.index, static_cast<uint32_t>(prog.launches.size()));
+          for (uint32_t s : in) note(d, s, -1);
+          for (uint32_t s : out) note(d, s, -1);
+        }
       for (size_t k = 0; k < out.size(); ++k)
         if (mine(lists.outputs[k])) {
           set_whole(out[k], j);
@@ -504,32 +561,37 @@ class PipelineEmission {
     if (st.own_rows && st.kind != Kind::kLaunch && st.kind != Kind::kAllocate && !home_[st.index] &&
         !everywhere_[st.index] && at_[st.index][0] != 0 && !(at_[st.index][0] & bit(j)))
       j = std::countr_zero(at_[st.index][0]);
-    const uint16_t group = dp_ > 1 ? static_cast<uint16_t>(j + 1) : 0;
     const uint32_t s = st.index;
     switch (st.kind) {
       case Kind::kAllocate:
         own_rows_[s] = st.own_rows;
-        for (int i = 0; i < dp_; ++i) {
-          by_rows_[s] = st.split_allocation && !st.own_rows;
-          allocate(device(i, j), s, st.own_rows ? st.bytes.at(i) : block_bytes_on(s, i, device(i, j)));
-        }
+        by_rows_[s] = st.split_allocation && !st.own_rows;
+        for (int i = 0; i < dp_; ++i)
+          for (int r = 0; r < t_; ++r) {
+            const int d = device(i, j, r);
+            // The split's own sizes (per replica and rank) where they are a device's; micro-batches' rows
+            // (rings) as laid out here.
+            allocate(d, s, st.own_rows || t_ > 1 ? st.bytes.at(static_cast<size_t>(i * t_ + r)) : block_bytes_on(s, i, d));
+          }
         set_whole(s, j);
         return;
       case Kind::kLaunch: {
         if (!cut_.element_stage[st.index].empty()) return emit_by_element(st);
         const auto& node = graph_.nodes()[st.index];
         for (uint32_t in : cg_.node_inputs[st.index]) bring_whole(in, j);
-        for (int i = 0; i < dp_; ++i) {
-          if (st.own_rows) {  // replica i's rows of every tensor (optimizer_sharding.h)
-            auto& prog = programs_[device(i, j)];
-            prog.launches.push_back(st.launches.at(i));
-            push(device(i, j), Kind::kLaunch, st.index, static_cast<uint32_t>(prog.launches.size()));
-          } else {
-            push(device(i, j), Kind::kLaunch, st.index);
+        for (int i = 0; i < dp_; ++i)
+          for (int r = 0; r < t_; ++r) {
+            const int d = device(i, j, r);
+            if (st.own_rows) {  // replica i's rows of every tensor (optimizer_sharding.h)
+              auto& prog = programs_[d];
+              prog.launches.push_back(st.launches.at(static_cast<size_t>(i * t_ + r)));
+              push(d, Kind::kLaunch, st.index, static_cast<uint32_t>(prog.launches.size()));
+            } else {
+              push(d, Kind::kLaunch, st.index);
+            }
+            for (uint32_t s : cg_.node_inputs[st.index]) note(d, s, -1);
+            for (uint32_t s : cg_.node_outputs[st.index]) note(d, s, -1);
           }
-          for (uint32_t s : cg_.node_inputs[st.index]) note(device(i, j), s, -1);
-          for (uint32_t s : cg_.node_outputs[st.index]) note(device(i, j), s, -1);
-        }
         for (size_t k = 0; k < cg_.node_outputs[st.index].size(); ++k) {
           const uint32_t out = cg_.node_outputs[st.index][k];
           set_whole(out, j);
@@ -551,7 +613,7 @@ class PipelineEmission {
           return;
         }
         bring_whole(s, j);
-        if (dp_ > 1) collective(j, Kind::kBroadcast, s, group);
+        collective(j, st, Kind::kBroadcast);
         set_whole(s, j);
         by_rows_[s] = false;
         return;
@@ -560,7 +622,7 @@ class PipelineEmission {
       case Kind::kKeepRows:
       case Kind::kReduceScatter:
         bring_whole(s, j);
-        if (dp_ > 1) collective(j, st.kind, s, group);
+        collective(j, st, st.kind);
         set_whole(s, j);
         // The batch's rows, or (own_rows) the slot's own: then the block is not a block of batch rows.
         if (st.kind == Kind::kAllGather || st.own_rows) by_rows_[s] = false;
@@ -570,11 +632,13 @@ class PipelineEmission {
       case Kind::kDivide:
         bring_whole(s, j);
         bring_whole(st.aux, j);
-        for (int i = 0; i < dp_; ++i) {
-          push(device(i, j), Kind::kDivide, s, st.aux);
-          note(device(i, j), s, -1);
-          note(device(i, j), st.aux, -1);
-        }
+        for (int i = 0; i < dp_; ++i)
+          for (int r = 0; r < t_; ++r) {
+            const int d = device(i, j, r);
+            push(d, Kind::kDivide, s, st.aux);
+            note(d, s, -1);
+            note(d, st.aux, -1);
+          }
         set_whole(s, j);
         return;
       default:
@@ -589,17 +653,36 @@ class PipelineEmission {
     push(d, Kind::kAllocate, s, static_cast<uint32_t>(prog.sizes.size() - 1));
   }
 
-  void collective(int j, Kind kind, uint32_t s, uint16_t group) {
-    for (int i = 0; i < dp_; ++i) {
-      push(device(i, j), kind, s).group = group;
-      note(device(i, j), s, -1);
-    }
-    const double share = static_cast<double>(dp_ - 1) / dp_;
-    const double b = static_cast<double>(bytes(s)) * (kind == Kind::kAllReduce ? 2 * share : share);
-    for (int i = 0; i < dp_; ++i) sent_[device(i, j)] += static_cast<uint64_t>(b);
+  // A split step's collective on stage j, along its axis: over each rank's replicas (the batch's; with one
+  // axis, the only one there is), each replica's ranks (tensor parallelism's), or the stage's devices.
+  void collective(int j, const SplitStep& st, Kind kind) {
+    using Axis = SplitStep::Axis;
+    Axis axis = st.axis;
+    if (axis == Axis::kAll && (t_ == 1 || dp_ == 1)) axis = t_ > 1 ? Axis::kTensor : Axis::kBatch;
+    const int members = axis == Axis::kBatch ? dp_ : axis == Axis::kTensor ? t_ : dp_ * t_;
+    if (members == 1) return;
+    const uint32_t s = st.index;
+    const uint64_t whole = st.geometry ? runtime::whole_bytes(*st.geometry, bytes(s)) : bytes(s);
+    const double share = static_cast<double>(members - 1) / members;
+    const double b = static_cast<double>(whole) * (kind == Kind::kAllReduce ? 2 * share : share);
+    for (int i = 0; i < dp_; ++i)
+      for (int r = 0; r < t_; ++r) {
+        const int d = device(i, j, r);
+        Instruction& ins = push(d, kind, s);
+        ins.group = axis == Axis::kBatch ? replicas_group(j, r) : axis == Axis::kTensor ? ranks_group(i, j) : stage_group(j);
+        if (st.geometry) {
+          programs_[d].geometries.push_back(*st.geometry);
+          ins.aux = static_cast<uint32_t>(programs_[d].geometries.size());
+        }
+        note(d, s, -1);
+        sent_[d] += static_cast<uint64_t>(b);
+      }
   }
 
   void emit_piece(const SplitStep& st, int k) {
+    // Tensor parallelism's optimizer updates over lists whose elements lie on several stages (one
+    // micro-batch: the pieces are the replicas).
+    if (t_ > 1 && !cut_.element_stage[st.index].empty()) return emit_by_element(st);
     const int j = stage_of(st);
     const auto& node = graph_.nodes()[st.index];
     const auto& in = cg_.node_inputs[st.index];
@@ -621,11 +704,12 @@ class PipelineEmission {
       piece_in[x] = x < st.aligned.size() && st.aligned[x] >= 0 && by_rows_[in[x]] && m_ > 1;
     for (size_t o = 0; o < out.size() && o < st.outputs.size(); ++o)
       piece_out[o] = st.outputs[o].kind == OutputSpec::Kind::kShard && m_ > 1;
-    for (int i = 0; i < dp_; ++i) {
-      const int d = device(i, j);
+    for (int q = 0; q < dp_ * t_; ++q) {  // replica i's tensor rank `rank`
+      const int i = q / t_, rank = q % t_;
+      const int d = device(i, j, rank);
       const RowRange p = piece(i, k);
-      LocalLaunch l = st.launches.at(static_cast<size_t>(i * m_ + k));
-      for (size_t x = 0; x < l.inputs.size() && x < st.aligned.size(); ++x) {
+      LocalLaunch l = st.launches.at(static_cast<size_t>((i * m_ + k) * t_ + rank));
+      for (size_t x = 0; x < l.inputs.size() && x < st.aligned.size() && m_ > 1; ++x) {  // micro-batch k's rows
         if (st.aligned[x] < 0) continue;
         const auto& r = node.inputs[x];
         const int dim = st.aligned[x];
@@ -712,13 +796,8 @@ class PipelineEmission {
     PlannedStep plan;
     plan.graph_hash = cg_.hash;
     plan.num_nodes = graph_.size();
-    plan.num_devices = dp_ * pp_;
-    if (dp_ > 1)
-      for (int j = 0; j < pp_; ++j) {
-        std::vector<int> members;
-        for (int i = 0; i < dp_; ++i) members.push_back(device(i, j));
-        plan.groups.push_back(members);
-      }
+    plan.num_devices = layout_.num_devices;
+    plan.groups = layout_.groups;
     // Where each slot lies after the step: the stages that hold it (one, for a split or partial value).
     plan.final_placements.resize(num_slots);
     std::vector<uint64_t> holders(num_slots, 0);
@@ -733,6 +812,8 @@ class PipelineEmission {
         holders[s] = stage_mask_[owner_[s]];
         p.devices = holders[s];
         if (p.kind == PlacementKind::kHome) p.kind = PlacementKind::kReplicate;
+        // Along the replicas' axis of the stage's mesh: its replicas lie pp × t devices apart.
+        if (p.ranks > 0 && p.stride != 1) p.stride = pp_ * t_;
       } else {
         holders[s] = ~uint64_t{0};  // never placed (a slot the step does not touch)
       }
@@ -787,7 +868,7 @@ class PipelineEmission {
   const runtime::CanonicalGraph& cg_;
   const BatchSplit& split_;
   const StageCut& cut_;
-  const int pp_, dp_, m_;
+  const int pp_, dp_, m_, t_;
   const int64_t rows_;
   const PipelineSchedule schedule_;
   const Rings rings_;
@@ -796,6 +877,10 @@ class PipelineEmission {
   std::vector<RowRange> device_rows_;
   std::vector<uint64_t> stage_mask_;
   std::vector<runtime::DeviceProgram> programs_;
+  // The devices and groups of the plan, and each device's blocks as its program so far binds them.
+  runtime::Plan layout_;
+  std::vector<DeviceMemory> memory_;
+  std::vector<size_t> applied_;  // per device: the instructions memory_ has seen
   // Where each slot's value is: per micro-batch, a bit per stage whose replicas hold it (a value not split
   // by micro-batch has the same bits for all); on device 0 only (home); on every device.
   std::vector<std::vector<uint32_t>> at_;
@@ -834,8 +919,12 @@ std::string schedule_summary(PipelineSchedule asked, int micro, int one_f_one_b,
 PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                     const PipelineOptions& options, const std::vector<int64_t>& candidate_rows) {
   const auto started = std::chrono::steady_clock::now();
-  const int dp = options.dp, pp = options.stages;
-  if (dp * pp > 64) throw runtime::ConfigError("pipeline parallelism: at most 64 devices in this build");
+  const int dp = options.dp, pp = options.stages, tp = std::max(options.tp, 1);
+  if (dp * pp * tp > 64) throw runtime::ConfigError("pipeline parallelism: at most 64 devices in this build");
+  if (tp > 1 && options.micro_batches > 1)
+    throw runtime::ConfigError(fmt::format("TP : {} with num_micro_batches : {}: tensor parallelism beside pipeline "
+                                           "stages runs one micro-batch per replica in this build",
+                                           tp, options.micro_batches));
   if (pp > 32) throw runtime::ConfigError(fmt::format("num_stages : {}: at most 32 stages in this build", pp));
   // Values an earlier step left on one stage's replicas stay there: the step's ops follow them.
   std::vector<int> placed(canonical.buffers.size(), -1);
@@ -843,7 +932,7 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
     if (canonical.buffers[s].origin != BufferOrigin::kMaterialized) continue;
     const uint64_t devices = canonical.bindings[s]->placement().devices;
     for (int j = 0; j < pp && devices != 0; ++j)
-      if (devices & (uint64_t{1} << j)) placed[s] = j;  // replica 0 of stage j is device j
+      if (devices & (uint64_t{1} << (j * tp))) placed[s] = j;  // replica 0's rank 0 of stage j is device j × tp
   }
   const StageCut cut = cut_stages(graph, canonical, pp, placed);
   // The batch: of the step's batch sizes with a row for every replica (and not splitting), the one whose
@@ -865,14 +954,19 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
   std::vector<RowRange> pieces;
   int64_t rows = 0;
   int micro = 1;
+  // Tensor parallelism: each stage's replicas are groups of tp ranks that split the linear pairs
+  // (tensor_parallel_planner.h); beside replicas, the batch splits into equal pieces only (one replica: whole).
+  int pairs = 0;
+  const SplitSeeds seeds = tp > 1 ? tensor_parallel_seeds(graph, canonical, tp, &pairs) : SplitSeeds{};
+  const TensorSplit tensor{tp > 1 ? &seeds : nullptr, tp};
   std::vector<int64_t> candidates;
   for (int64_t r : candidate_rows)
-    if (r >= dp) candidates.push_back(r);
+    if (r >= dp && (tp == 1 || (dp > 1 && r % dp == 0))) candidates.push_back(r);
   candidates.push_back(0);
   for (int64_t r : candidates) {
     const int m = r > 0 ? static_cast<int>(std::min<int64_t>(options.micro_batches, r / dp)) : 1;
     std::vector<RowRange> p = pieces_of(r, m);
-    BatchSplit b = split_batch(graph, canonical, p, r, options.order, /*reallocate=*/false);
+    BatchSplit b = split_batch(graph, canonical, p, r, options.order, /*reallocate=*/false, tensor);
     if (!split || b.replicated_fallbacks < split->replicated_fallbacks) {
       split = std::move(b);
       pieces = std::move(p);
@@ -884,7 +978,7 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
   if (options.distribute_param) {
     std::vector<bool> by_element(graph.size(), false);  // run on each stage over its elements, whole
     for (size_t i = 0; i < graph.size(); ++i) by_element[i] = !cut.element_stage[i].empty();
-    sharding = shard_optimizer(graph, canonical, *split, dp, by_element);
+    sharding = shard_optimizer(graph, canonical, *split, dp * tp, by_element);
   }
   auto emission = std::make_unique<PipelineEmission>(graph, canonical, *split, cut, pp, dp, micro, rows, pieces,
                                                      options.schedule);
@@ -909,10 +1003,13 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
   for (double c : cut.stage_cost) costs.push_back(fmt::format("{:.0f}", c));
   plan.report.summary = fmt::format(
       "{} ops on {} devices: {} pipeline stages (forward ops from #{}; costs {}; {} bytes cross the cuts) × {} "
-      "replica(s), {}, {} micro-batch(es) per replica ({}, {} phases), {} messages of {} bytes between stages, "
+      "replica(s){}, {}, {} micro-batch(es) per replica ({}, {} phases), {} messages of {} bytes between stages, "
       "{} bytes sent by the busiest device, {} replicated fallback op(s), peak +{} bytes per device",
-      plan.num_nodes, dp * pp, pp, fmt::join(cut.starts, ", #"), fmt::join(costs, " / "),
+      plan.num_nodes, dp * pp * tp, pp, fmt::join(cut.starts, ", #"), fmt::join(costs, " / "),
       fmt::format("{}", fmt::join(cut.cut_bytes, " + ")), dp,
+      tp > 1 ? fmt::format(" × {} ranks (tensor parallel: {} linear pair(s) split over {} ranks, first weight by output "
+                           "features, second by input features)", tp, pairs, tp)
+             : std::string(),
       rows ? fmt::format("batch {} split by rows", rows) : std::string("batch not split"),
       micro == options.micro_batches ? fmt::format("{}", micro)
                                      : fmt::format("{} (of {} asked: a micro-batch needs a row)", micro,
@@ -926,6 +1023,7 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
                                        ring_blocks, ring_depth);
   if (options.distribute_param)
     plan.report.summary += describe(sharding, dp);
+  for (const auto& line : plan.report.fallback_details) runtime::log().debug("{}", line);
   return plan;
 }
 

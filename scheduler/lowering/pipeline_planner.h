@@ -20,6 +20,7 @@ namespace moreh::scheduler {
 struct PipelineOptions {
   int stages = 2;
   int dp = 1;              // data-parallel replicas per stage
+  int tp = 1;              // tensor-parallel ranks per replica (tensor_parallel_planner.h); one micro-batch then
   int micro_batches = 1;   // per replica; fewer when the batch has fewer rows
   PipelineSchedule schedule = PipelineSchedule::k1F1B;
   bool distribute_param = false;  // the optimizer sharded over each stage's replicas (optimizer_sharding.h)
@@ -28,7 +29,8 @@ struct PipelineOptions {
   const std::vector<uint32_t>* order = nullptr;
 };
 
-// Devices are laid out as ezpz's (dp slowest, then pp): stage j's replica i is device i × stages + j.
+// Devices are laid out as ezpz's (dp slowest, then pp, tp fastest): stage j's replica i, tensor rank r, is
+// device (i × stages + j) × tp + r. A value moves between stages rank to rank, each rank sending the part it holds.
 // `candidate_rows`: the step's batch sizes, most frequent first (step_analysis.h); the first one with a row
 // for every micro-batch of every replica is split, else the step runs unsplit on each stage.
 PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,

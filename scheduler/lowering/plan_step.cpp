@@ -37,6 +37,7 @@ std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::Parallel
     plan = std::make_shared<PlannedStep>(compile_pipeline_plan(
         r.graph, r.canonical, {.stages = layout.pp,
                                        .dp = layout.dp,
+                                       .tp = layout.tp,
                                        .micro_batches = r.parallelism.num_micro_batches,
                                        .schedule = r.parallelism.pipeline_schedule,
                                        .distribute_param = r.parallelism.distribute_param,
@@ -131,23 +132,34 @@ std::shared_ptr<PlannedStep> plan_step(const PlanRequest& r) {
 }
 
 bool plan_accepts(const runtime::Placement& p, const runtime::ParallelSizes& layout) {
-  if (p.kind == runtime::PlacementKind::kHome) return true;
-  // Tensor parallelism beside batch splitting: a value split (or partial) along one axis of its mesh.
-  if (layout.tp > 1 && layout.dp > 1) {
-    if (p.kind == runtime::PlacementKind::kReplicate || p.kind == runtime::PlacementKind::kLocal) return p.devices == 0;
-    return p.devices == 0 && ((p.ranks == layout.tp && p.stride == 1) || (p.ranks == layout.dp && p.stride == layout.tp));
+  using runtime::PlacementKind;
+  if (p.kind == PlacementKind::kHome) return true;
+  const bool split = p.kind == PlacementKind::kShard || p.kind == PlacementKind::kPartial;
+  // Along one axis of a mesh of replicas × tensor ranks (every device's, or a pipeline stage's): the tensor
+  // ranks of a replica, or a rank's replicas (pp × tp devices apart beside pipeline stages).
+  const bool mesh = layout.tp > 1 && layout.dp > 1;
+  auto on_axis = [&] {
+    return (p.ranks == layout.tp && p.stride == 1) || (p.ranks == layout.dp && p.stride == layout.pp * layout.tp);
+  };
+  if (layout.pp == 1) {
+    if (p.devices != 0) return false;  // batch splitting and TP speak of every device
+    if (mesh) return split ? on_axis() : p.ranks == 0;
+    if (p.ranks != 0) return false;
+    return true;  // split along a later dimension too: batch splitting gathers it (re-laid in its blocks)
   }
-  if (p.ranks != 0) return false;  // placed on a mesh
-  // Split along a later dimension: batch splitting gathers it (re-laid in its blocks); pipeline stages cannot.
-  if (p.kind == runtime::PlacementKind::kShard && p.outer != 1) return layout.pp == 1 && p.devices == 0;
-  if (layout.pp == 1) return p.devices == 0;  // batch splitting speaks of every device
-  if (p.devices == 0) return p.kind == runtime::PlacementKind::kReplicate;
-  for (int j = 0; j < layout.pp; ++j) {  // one stage's replicas (pipeline_planner.h's layout)
+  if (p.devices == 0) return p.kind == PlacementKind::kReplicate && p.ranks == 0;
+  bool stage = false;  // one stage's devices (pipeline_planner.h's layout)
+  for (int j = 0; j < layout.pp && !stage; ++j) {
     uint64_t mask = 0;
-    for (int i = 0; i < layout.dp; ++i) mask |= uint64_t{1} << (i * layout.pp + j);
-    if (p.devices == mask) return true;
+    for (int i = 0; i < layout.dp; ++i)
+      for (int r = 0; r < layout.tp; ++r) mask |= uint64_t{1} << ((i * layout.pp + j) * layout.tp + r);
+    stage = p.devices == mask;
   }
-  return false;
+  if (!stage) return false;
+  if (mesh && split) return on_axis();
+  if (p.ranks != 0) return false;
+  // Split along a later dimension: TP's parts; without TP, pipeline stages cannot gather it.
+  return !(p.kind == PlacementKind::kShard && p.outer != 1 && layout.tp == 1);
 }
 
 }  // namespace moreh::scheduler

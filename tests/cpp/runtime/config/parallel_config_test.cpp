@@ -139,8 +139,11 @@ TEST(ParallelConfigTest, WhatThisBuildCannotRunIsNamed) {
   c.distribute_param = true;  // over the replicas of dp 2 x tp 2
   c.distribute_low_prec_param = true;
   EXPECT_EQ(unsupported_parallelism(c, 4), "");
-  c.num_micro_batches = 2;  // micro-batches (and pipeline stages) beside TP: not yet
-  EXPECT_NE(unsupported_parallelism(c, 4).find("tensor parallelism (TP : 2) with pipeline stages or micro-batches"),
+  c.distribute_low_prec_param = false;
+  c.num_stages = 2;  // pp 2 x tp 2, one micro-batch
+  EXPECT_EQ(unsupported_parallelism(c, 4), "");
+  c.num_micro_batches = 2;  // micro-batches beside TP: not yet
+  EXPECT_NE(unsupported_parallelism(c, 4).find("tensor parallelism (TP : 2) with micro-batches (num_micro_batches : 2"),
             std::string::npos);
 }
 

@@ -88,9 +88,10 @@ TEST_F(PlanStepTest, ALayoutItCannotRunIsAConfigErrorBeforeAnyPlanning) {
   ParallelConfig tensor_parallel;
   tensor_parallel.tp = 2;
   tensor_parallel.num_stages = 2;
+  tensor_parallel.num_micro_batches = 2;
   try {
     plan(tensor_parallel);
-    FAIL() << "tensor parallelism beside pipeline stages is not built yet";
+    FAIL() << "tensor parallelism beside micro-batches is not built yet";
   } catch (const runtime::ConfigError& e) {
     EXPECT_NE(std::string(e.what()).find("not supported yet: tensor parallelism (TP : 2)"), std::string::npos);
   }

@@ -7,9 +7,11 @@
 #include <algorithm>
 #include <memory>
 
+#include "runtime/base/errors.h"
 #include "runtime/memory/virtual_memory.h"
 #include "scheduler/analysis/linear_pairs.h"
 #include "scheduler/lowering/batch_split.h"
+#include "scheduler/lowering/pipeline_planner.h"
 #include "scheduler/lowering/spmd_emission.h"
 #include "test_graph.h"
 
@@ -388,6 +390,51 @@ TEST_F(TensorParallelTest, ABatchThatDoesNotSplitEvenlyRunsWholeInEveryPiece) {
   ASSERT_EQ(first.inputs.size(), 3u);
   EXPECT_EQ(first.inputs[1].sizes, (runtime::Dims{8, 4}));  // all of x
   EXPECT_EQ(first.inputs[2].offset, 3 * 4);                 // rank 1 of piece 2: w1^T's columns 3..5
+}
+
+// pp 2 x tp 2: each stage's devices are two tensor ranks (stage 0: devices 0, 1; stage 1: 2, 3). A value crossing
+// the cut goes rank to rank, each rank sending the part it holds; the pair's all-reduce runs over the ranks of the
+// stage that ends it; split weights rest in their parts on their own stage.
+TEST_F(TensorParallelTest, BesidePipelineStagesEachStageIsItsOwnTensorRanks) {
+  build();
+  const CanonicalGraph c = CanonicalGraph::build(g);
+  const PlannedStep plan = compile_pipeline_plan(g, c, {.stages = 2, .tp = 2}, {8});
+  ASSERT_EQ(plan.programs.size(), 4u);
+  EXPECT_EQ(plan.report.replicated_fallbacks, 0u) << plan.report.summary;
+  EXPECT_NE(plan.report.summary.find("tensor parallel: 1 linear pair(s) split over 2 ranks"), std::string::npos)
+      << plan.report.summary;
+  EXPECT_EQ(plan.groups, (std::vector<std::vector<int>>{{0, 1}, {2, 3}}));
+  size_t sends = 0, reduces = 0, split_sends = 0;
+  for (const auto& p : plan.programs)
+    for (const Instruction& i : p.code) {
+      if (i.kind == Kind::kSend) {
+        ++sends;
+        EXPECT_LT(p.device, 2);
+        EXPECT_EQ(static_cast<int>(i.aux), p.device + 2);  // to the same rank of the next stage
+        ASSERT_GT(i.range, 0u);
+        // A split value goes as the rank's part: h [8, 6] as [8, 3] (else the whole of a replicated one).
+        if (i.index == slot(h, c) || i.index == slot(y1, c)) {
+          EXPECT_EQ(p.ranges.at(i.range - 1).bytes, 8u * 3 * 4);
+          ++split_sends;
+        }
+      }
+      if (i.kind == Kind::kAllReduce) {
+        ++reduces;
+        EXPECT_EQ(i.group, 1 + p.device / 2);  // over its stage's ranks
+      }
+    }
+  EXPECT_GT(sends, 0u);
+  EXPECT_GT(split_sends, 0u) << plan.report.summary;  // the cut falls inside the pair
+  EXPECT_EQ(reduces, 2u);  // the second layer's partial sum, on both ranks of its stage
+  const auto& w1_at = plan.final_placements[slot(w1, c)];
+  EXPECT_EQ(w1_at.kind, PlacementKind::kShard);
+  EXPECT_EQ(w1_at.rows, 6);
+  const auto& w2_at = plan.final_placements[slot(w2, c)];
+  EXPECT_EQ(w2_at.kind, PlacementKind::kShard);
+  EXPECT_EQ(w2_at.outer, 4);
+  for (const auto* at : {&w1_at, &w2_at}) EXPECT_TRUE(at->devices == 0b0011 || at->devices == 0b1100) << at->devices;
+  // Micro-batches beside TP are refused by name.
+  EXPECT_THROW(compile_pipeline_plan(g, c, {.stages = 2, .tp = 2, .micro_batches = 2}, {8}), runtime::ConfigError);
 }
 
 }  // namespace
