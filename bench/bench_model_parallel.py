@@ -4,7 +4,8 @@ sends per step, and the schedule's idle fraction against GPipe's (p - 1) / (m + 
 default) and, for two layouts, GPipe too: 1F1B holds fewer micro-batches' activations at a time. Batch splitting
 runs with its optimizer sharded too (distribute_param : true). Recomputation (recomputation : 1) runs beside
 the same layouts without it: its column is the measured peak as a share of theirs. Tensor parallelism (TP : N)
-runs over 2 and 4 devices, and beside data-parallel replicas (TP : 2 on 4 and 8 devices, TP : 4 on 8: dp x tp).
+runs over 2 and 4 devices, beside data-parallel replicas (TP : 2 on 4 and 8 devices, TP : 4 on 8: dp x tp), and
+beside 2 pipeline stages (pp 2 x tp 2 on 4 devices, dp 2 x pp 2 x tp 2 on 8).
 `--only "TP"` runs the layouts whose line holds a piece (and one device first).
 
 The number of devices is fixed when moreh's engine starts, so each layout runs in its own process; the
@@ -50,6 +51,10 @@ LAYOUTS = [  # (devices, MOREH_PARALLELISM)
     (4, "TP : 2, distribute_param : true"),
     (8, "TP : 2"),  # dp 4 x tp 2
     (8, "TP : 4"),  # dp 2 x tp 4
+    (4, "num_stages : 2, TP : 2"),  # pp 2 x tp 2
+    (4, "num_stages : 2, TP : 2, " + RC),
+    (8, "num_stages : 2, TP : 2"),  # dp 2 x pp 2 x tp 2
+    (8, "num_stages : 2, TP : 2, distribute_param : true"),
 ]
 
 
@@ -136,8 +141,9 @@ def main():
         held = max(r["held"])
         diff = max(abs(a - b) / abs(a) for a, b in zip(one["losses"], r["losses"]))
         tp = int(line.split("TP : ")[1].split(",")[0]) if "TP : " in line else 1
+        dp = devices // (tp * stages)
         shown = (line.replace(", pipeline_schedule : gpipe", " GPipe")
-                 .replace("TP : ", f"dp {devices // tp} x tp " if tp > 1 and devices > tp else "tp ")
+                 .replace("TP : ", f"dp {dp} x tp " if tp > 1 and dp > 1 else "tp ")
                  .replace(", distribute_param : true", " + distribute_param").replace(", " + RC, " + recompute")
                  .replace(RC, "recompute") or "(one device)")
         print(f"{devices:>7} {shown:40} {r['compile_ms']:7.2f} {kib(held):>10} "
