@@ -32,15 +32,34 @@ bool assemble(const Buffer& b, const Placement& p, const std::vector<PhysicalDev
     if (!b.has_memory()) return false;
     const uint64_t outer = static_cast<uint64_t>(std::max<int64_t>(p.outer, 1));
     const uint64_t row = b.bytes() / (static_cast<uint64_t>(p.rows) * outer);
+    std::vector<char> joined;
     for (int rank = 0; rank < h; ++rank) {
       const int d = holders[rank];
       const RowRange r = split_rows(p.rows, h, rank);
       if (r.count == 0) continue;
-      PhysicalBlock* m = b.memory(d);
-      if (!m) throw Error(fmt::format("buffer {} lost its rows on {}", b.id(), devices[d]->name()));
       // The device's rows of each of the `outer` blocks, [outer, its rows, row] on the device.
       const uint64_t width = r.count * row;
-      const char* part = host_bytes(*devices[d], *m, width * outer, staging);
+      const char* part = nullptr;
+      if (p.inner_rows > 0 && p.inner_ranks > 0) {
+        // The part split again by its own leading rows over the other axis: joined from its holders first.
+        const uint64_t inner_row = width * outer / static_cast<uint64_t>(p.inner_rows);
+        joined.assign(width * outer, 0);
+        for (int q = 0; q < p.inner_ranks; ++q) {
+          const int e = d + q * p.inner_stride;
+          const RowRange rows = split_rows(p.inner_rows, p.inner_ranks, q);
+          if (rows.count == 0) continue;
+          PhysicalBlock* m = e < n ? b.memory(e) : nullptr;
+          if (!m) throw Error(fmt::format("buffer {} lost its rows on device {}", b.id(), e));
+          const uint64_t bytes = static_cast<uint64_t>(rows.count) * inner_row;
+          std::memcpy(joined.data() + static_cast<uint64_t>(rows.begin) * inner_row,
+                      host_bytes(*devices[e], *m, bytes, staging), bytes);
+        }
+        part = joined.data();
+      } else {
+        PhysicalBlock* m = b.memory(d);
+        if (!m) throw Error(fmt::format("buffer {} lost its rows on {}", b.id(), devices[d]->name()));
+        part = host_bytes(*devices[d], *m, width * outer, staging);
+      }
       for (uint64_t j = 0; j < outer; ++j)
         std::memcpy(dst + (j * static_cast<uint64_t>(p.rows) + r.begin) * row, part + j * width, width);
     }

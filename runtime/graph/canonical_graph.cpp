@@ -125,6 +125,10 @@ CanonicalGraph CanonicalGraph::build(const StepGraph& graph, Offsets offsets) {
       if (p.outer != 1) hs.word(static_cast<uint64_t>(p.outer));  // split along a later dimension
       hs.word(p.devices);
       if (p.ranks != 0) hs.word(static_cast<uint64_t>(p.ranks) << 32 | static_cast<uint32_t>(p.stride));  // a mesh axis
+      if (p.inner_rows != 0) {  // its parts split again along the other axis
+        hs.word(static_cast<uint64_t>(p.inner_rows));
+        hs.word(static_cast<uint64_t>(p.inner_ranks) << 32 | static_cast<uint32_t>(p.inner_stride));
+      }
     }
   }
   g.hash = hs.done();

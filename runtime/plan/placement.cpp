@@ -38,4 +38,20 @@ PlacementRank placement_rank(const Placement& p, int count, int device) {
   return {at == holders.end() ? -1 : static_cast<int>(at - holders.begin()), static_cast<int>(holders.size())};
 }
 
+uint64_t placement_bytes(const Placement& p, uint64_t bytes, int count, int device) {
+  if (p.kind == PlacementKind::kHome) return device == 0 ? bytes : 0;
+  const PlacementRank at = placement_rank(p, count, device);
+  if (at.rank < 0) return 0;
+  if (p.kind != PlacementKind::kShard || p.rows <= 0) return bytes;
+  const uint64_t outer = static_cast<uint64_t>(std::max<int64_t>(p.outer, 1));
+  uint64_t part = bytes / (static_cast<uint64_t>(p.rows) * outer) * outer *
+                  static_cast<uint64_t>(split_rows(p.rows, at.ranks, at.rank).count);
+  if (p.inner_rows > 0 && p.inner_ranks > 0) {
+    const int q = (device / std::max(p.inner_stride, 1)) % p.inner_ranks;
+    part = part / static_cast<uint64_t>(p.inner_rows) *
+           static_cast<uint64_t>(split_rows(p.inner_rows, p.inner_ranks, q).count);
+  }
+  return part;
+}
+
 }  // namespace moreh::runtime

@@ -35,6 +35,13 @@ struct Placement {
   // same sum. ranks 0: every device (of `devices`) is a rank of its own.
   int32_t stride = 1;
   int32_t ranks = 0;
+  // kShard along a mesh axis whose parts are split again along the other axis (the optimizer state of tensor
+  // parallelism's parts sharded over the replicas): a device's part ([outer, its rows, row]) is `inner_rows`
+  // rows of the part's own leading dim, of which device d keeps split_rows(inner_rows, inner_ranks, q), q =
+  // (d / inner_stride) % inner_ranks. 0: each device holds its whole part.
+  int64_t inner_rows = 0;
+  int32_t inner_stride = 1;
+  int32_t inner_ranks = 0;
   bool operator==(const Placement&) const = default;
 };
 
@@ -48,6 +55,10 @@ struct PlacementRank {
   int rank = -1, ranks = 0;
 };
 PlacementRank placement_rank(const Placement& p, int count, int device);
+
+// The bytes device `device` holds of a value of `bytes` bytes placed as `p` (0: none of it): its rows of a
+// kShard value (of its part, when the part is split again), else the whole.
+uint64_t placement_bytes(const Placement& p, uint64_t bytes, int count, int device);
 
 struct RowRange {
   int64_t begin = 0, count = 0;

@@ -60,7 +60,8 @@ class Lowering {
            const std::vector<RowRange>& pieces, int64_t rows, const TensorSplit& tensor)
       : graph_(graph), cg_(canonical), pieces_(pieces), p_(static_cast<int>(pieces.size())),
         t_(tensor.seeds ? std::max(tensor.ranks, 1) : 1), n_(p_ * t_), rows_(rows), seeds_(tensor.seeds),
-        known_(canonical.buffers.size(), false), slots_(canonical.buffers.size()) {
+        known_(canonical.buffers.size(), false), slots_(canonical.buffers.size()),
+        inner_rows_(canonical.buffers.size(), 0) {
     if (mesh() && rows_ % p_ != 0)
       throw std::logic_error("tensor parallelism beside a batch split needs equal pieces of the batch");
     for (auto& st : state_) st.assign(canonical.buffers.size(), Placement{PlacementKind::kReplicate});
@@ -152,10 +153,38 @@ class Lowering {
       q.ranks = 0;
       q.stride = 1;
     }
+    if (p.inner_rows > 0) {  // TP's part, in rows over the replicas
+      if (a != kT || !mesh() || p.inner_ranks != p_)
+        throw std::logic_error("a value placed on another mesh was not brought home before planning");
+      inner_rows_[s] = p.inner_rows;
+      q.inner_rows = 0;
+      q.inner_ranks = 0;
+      q.inner_stride = 1;
+    }
     state_[a][s] = q;
   }
+  // A TP part resting in rows over the replicas is gathered whole (over its rank's replicas) before its first use.
+  void join_part(uint32_t s) {
+    const int64_t rows = inner_rows_[s];
+    if (rows == 0) return;
+    inner_rows_[s] = 0;
+    runtime::SlotInfo g = slots_[s];
+    g.outer = 1;
+    g.rows = static_cast<uint64_t>(rows);
+    g.row_bytes = tensor_part_bytes(s) / static_cast<uint64_t>(rows);
+    collective(Kind::kAllGather, s, kB, g);
+  }
+
   Placement final_placement(uint32_t s) const {
     const Placement &b = state_[kB][s], &t = state_[kT][s];
+    if (inner_rows_[s] > 0) {  // untouched: where it rested
+      Placement p = t;
+      p.ranks = t_;
+      p.inner_rows = inner_rows_[s];
+      p.inner_ranks = p_;
+      p.inner_stride = t_;
+      return p;
+    }
     if (t.kind != PlacementKind::kReplicate) {
       Placement p = t;
       if (mesh()) p.ranks = t_;
@@ -291,6 +320,7 @@ class Lowering {
 
   void lower_node(uint32_t index, const Node& node) {
     const auto& in_slots = cg_.node_inputs[index];
+    for (uint32_t s : in_slots) join_part(s);
     for (size_t i = 0; i < node.inputs.size(); ++i) note_type(in_slots[i], node.inputs[i]);
     for (size_t k = 0; k < node.outputs.size(); ++k) note_type(cg_.node_outputs[index][k], node.outputs[k]);
     if (rows_ > 0 && rows_ >= p_ && node.host_input && try_split_upload(index, node)) return;
@@ -694,6 +724,7 @@ class Lowering {
     for (size_t i = 0; i < node.inputs.size(); ++i)
       if (first.d.inputs[i].batch && first.reads[i] != Read::kSliced) launch.aligned[i] = static_cast<int8_t>(first.d.inputs[i].dim);
     launch.outputs = first.d.outputs;
+    launch.tensor_only = !b.split && t.split;
     if (first.d.loss_mean) {
       launch.loss_out = node.output_of_ret(0);
       launch.loss_weight = node.output_of_ret(1);
@@ -798,6 +829,9 @@ class Lowering {
   const SplitSeeds* seeds_;
   std::array<std::vector<Placement>, 2> state_;  // per axis: the batch's rows, tensor parallelism's splits
   std::vector<bool> known_;
+  // Per slot: TP's part left in rows over the replicas by an earlier step's sharded optimizer (Placement::
+  // inner_rows), until the part is gathered for its first use (0: none).
+  std::vector<int64_t> inner_rows_;
   std::vector<runtime::SlotInfo> slots_;
   std::vector<Step> steps_;
   uint64_t fallbacks_ = 0;

@@ -32,6 +32,8 @@ struct SplitStep {
   // outputs; a loss mean's (output, weight) pair.
   std::vector<int8_t> aligned;
   std::vector<OutputSpec> outputs;
+  // kLaunch split by tensor parallelism alone (the batch does not split it): `aligned` and `outputs` are TP's.
+  bool tensor_only = false;
   int loss_out = -1, loss_weight = -1;
   // kLaunch: inputs the kernel is given but whose values it does not use (a mean loss's total weight once
   // deferred_loss_division.h takes its gradient as a sum): no ordering waits on them.

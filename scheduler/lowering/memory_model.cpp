@@ -44,16 +44,7 @@ DeviceMemory::DeviceMemory(const runtime::Plan& plan, int device, const runtime:
     if (cg.buffers[s].origin != runtime::BufferOrigin::kMaterialized) continue;
     const runtime::Placement p =
         s < cg.bindings.size() && cg.bindings[s] ? cg.bindings[s]->placement() : runtime::Placement{};
-    int64_t b = static_cast<int64_t>(cg.buffers[s].bytes);
-    if (p.kind == runtime::PlacementKind::kHome) {
-      if (device != 0) continue;
-    } else {
-      const runtime::PlacementRank at = runtime::placement_rank(p, devices, device);
-      if (at.rank < 0) continue;
-      if (p.kind == runtime::PlacementKind::kShard && p.rows > 0)
-        b = b / (p.rows * std::max<int64_t>(p.outer, 1)) * std::max<int64_t>(p.outer, 1) *
-            runtime::split_rows(p.rows, at.ranks, at.rank).count;
-    }
+    const int64_t b = static_cast<int64_t>(runtime::placement_bytes(p, cg.buffers[s].bytes, devices, device));
     held_[s] = b;
     total_ += b;
   }

@@ -55,7 +55,7 @@ class Sharding {
            const std::vector<bool>& whole_nodes, const ShardingOptions& options)
       : graph_(graph), cg_(cg), split_(split), t_(std::max(split.tensor_ranks, 1)), n_(devices / t_),
         whole_nodes_(whole_nodes), options_(options),
-        seeds_(backward_seeds(graph, cg)), rows_(cg.buffers.size(), 0),
+        seeds_(backward_seeds(graph, cg)), rows_(cg.buffers.size(), 0), part_(cg.buffers.size(), 0),
         candidate_(cg.buffers.size(), false), state_(cg.buffers.size(), State::kWhole),
         whole_use_(cg.buffers.size(), false), last_node_(cg.buffers.size(), 0) {}
 
@@ -68,7 +68,10 @@ class Sharding {
     for (size_t s = 0; s < cg_.buffers.size(); ++s) {
       if (!candidate_[s] || cg_.buffers[s].origin != BufferOrigin::kMaterialized) continue;
       const Placement& p = cg_.bindings[s]->placement();  // where an earlier step left it
-      if (p.kind == PlacementKind::kShard && p.rows == rows_[s] && p.outer == 1) state_[s] = State::kRows;
+      const bool ranks_axis = t_ > 1 && p.ranks == t_ && p.stride == 1;  // TP's parts
+      if (p.kind == PlacementKind::kShard && !ranks_axis && p.rows == rows_[s] && p.outer == 1) state_[s] = State::kRows;
+      if (p.kind == PlacementKind::kShard && ranks_axis && p.inner_rows == rows_[s] && p.inner_ranks == n_)
+        state_[s] = State::kRows;  // TP's parts, each in rows over the replicas
       if (p.kind == PlacementKind::kPartial) state_[s] = State::kPartial;  // gradients of a backward pass
     }
     uses_.assign(cg_.buffers.size(), {});
@@ -87,7 +90,14 @@ class Sharding {
 
  private:
   uint64_t bytes(uint32_t s) const { return cg_.buffers[s].bytes; }
-  uint64_t row_bytes(uint32_t s) const { return bytes(s) / static_cast<uint64_t>(rows_[s]); }
+  // What a device holds of slot s where updates run on it: the whole value, or (tensor parallelism) its part.
+  uint64_t part(uint32_t s) const { return part_[s] ? part_[s] : bytes(s); }
+  bool tensor_part(uint32_t s) const { return part(s) != bytes(s); }
+  uint64_t row_bytes(uint32_t s) const { return part(s) / static_cast<uint64_t>(rows_[s]); }
+  // The plan's own geometry of a whole slot (a TP part's collectives carry theirs: on_replicas).
+  void note_rows(uint32_t s) {
+    if (!tensor_part(s)) split_.slots[s].row_bytes = row_bytes(s);
+  }
 
   void touched(const SplitStep& st, std::vector<uint32_t>& reads, std::vector<uint32_t>& writes) const {
     step_slots(graph_, cg_, st, reads, writes);
@@ -107,6 +117,11 @@ class Sharding {
       const Node& n = graph_.nodes()[st.index];
       const auto& in = cg_.node_inputs[st.index];
       const auto& out = cg_.node_outputs[st.index];
+      if (!st.launches.empty() && st.tensor_only && t_ > 1) {  // tensor parallelism's parts: rows of each
+        if (elementwise(n) && !(st.index < whole_nodes_.size() && whole_nodes_[st.index]))
+          shape_ok[i] = visit_parts(st, no_rows);
+        continue;
+      }
       if (!st.launches.empty()) {  // a launch on the batch's rows: what it takes by rows is not ours
         for (size_t x = 0; x < in.size() && x < st.aligned.size(); ++x)
           if (st.aligned[x] >= 0) no_rows[in[x]] = true;
@@ -128,7 +143,9 @@ class Sharding {
         auto [it, fresh] = shape.try_emplace(element, r.sizes);
         if (!fresh && it->second != r.sizes) ok = false;
         if (rows_[s] != 0 && rows_[s] != r.sizes[0]) no_rows[s] = true;
+        if (part_[s] != 0 && part_[s] != bytes(s)) no_rows[s] = true;
         rows_[s] = r.sizes[0];
+        part_[s] = bytes(s);
       };
       for (size_t x = 0; x < in.size(); ++x) visit(n.inputs[x], in[x], lists.length ? lists.inputs[x] : 0);
       for (size_t k = 0; k < out.size(); ++k) visit(n.outputs[k], out[k], lists.length ? lists.outputs[k] : 0);
@@ -231,7 +248,7 @@ class Sharding {
   }
 
   void gather(uint32_t s) {
-    split_.slots[s].row_bytes = row_bytes(s);
+    note_rows(s);
     out_.push_back({Kind::kAllGather, s});
     out_.back().node = last_node_[s];  // on the stage that holds it (pipeline stages)
     out_.back().own_rows = true;
@@ -250,7 +267,7 @@ class Sharding {
         candidate_[st.index] && st.axis != SplitStep::Axis::kTensor) {
       const uint32_t s = st.index;
       if (st.kind == Kind::kAllReduce && state_[s] == State::kPartial && next_is_sharded(s, i)) {
-        split_.slots[s].row_bytes = row_bytes(s);
+        note_rows(s);
         out_.push_back({Kind::kReduceScatter, s});
         out_.back().node = st.node;
         out_.back().own_rows = true;
@@ -275,7 +292,7 @@ class Sharding {
       a.bytes.clear();
       for (int d = 0; d < n_ * t_; ++d)  // device d: replica d / t_
         a.bytes.push_back(row_bytes(st.index) * static_cast<uint64_t>(runtime::split_rows(rows_[st.index], n_, d / t_).count));
-      split_.slots[st.index].row_bytes = row_bytes(st.index);
+      note_rows(st.index);
       a.own_rows = true;
       out_.push_back(std::move(a));
       state_[st.index] = State::kRows;
@@ -317,7 +334,7 @@ class Sharding {
 
   // Each replica keeps its rows of whole value s (no traffic) and lets go of the rest.
   void keep_rows(uint32_t s, uint32_t node) {
-    split_.slots[s].row_bytes = row_bytes(s);
+    note_rows(s);
     out_.push_back({Kind::kKeepRows, s});
     out_.back().node = node;
     out_.back().own_rows = true;
@@ -341,6 +358,63 @@ class Sharding {
       keep_rows(s, node);
       ++r_.dropped;
     }
+  }
+
+  // A launch tensor parallelism split (no batch rows): each of its tensors is read whole, or as the device's
+  // part (aligned with its split, or an output split so), a contiguous view of the device's block from its start
+  // and the same on every device. Notes each tensor's rows and part; false when some tensor is not so.
+  bool visit_parts(const SplitStep& st, std::vector<bool>& no_rows) {
+    const Node& n = graph_.nodes()[st.index];
+    const auto& in = cg_.node_inputs[st.index];
+    const auto& out = cg_.node_outputs[st.index];
+    const runtime::ListElements lists = runtime::list_elements(n);
+    std::map<int, runtime::Dims> shape;
+    bool ok = true;
+    auto visit = [&](const TensorRef& r, uint32_t s, int element, bool split, auto&& local) {
+      if (r.sizes.empty() || !ok) return;
+      const LocalRef* first = local(0);
+      const runtime::Dims& sizes = first ? first->sizes : r.sizes;
+      for (int d = 0; d < n_ * t_ && ok; ++d) {
+        const LocalRef* l = local(d);
+        const runtime::Dims& strides = l && !l->strides.empty() ? l->strides : r.strides;
+        TensorRef v = r;
+        v.offset = l ? l->offset : r.offset;
+        v.sizes = l ? l->sizes : r.sizes;
+        v.strides = strides;
+        uint64_t numel = 1;
+        for (int64_t x : v.sizes) numel *= static_cast<uint64_t>(x);
+        const uint64_t part = numel * r.itemsize;
+        ok = v.sizes == sizes && full_view(v, part) && (split ? part * static_cast<uint64_t>(t_) == bytes(s) : part == bytes(s));
+      }
+      uint64_t numel = 1;
+      for (int64_t x : sizes) numel *= static_cast<uint64_t>(x);
+      const uint64_t part = numel * r.itemsize;
+      if (!ok || element < 0 || sizes[0] < n_ || part % static_cast<uint64_t>(sizes[0]) != 0 ||
+          (part / static_cast<uint64_t>(sizes[0])) % 2 != 0) {
+        ok = false;
+        return;
+      }
+      auto [it, fresh] = shape.try_emplace(element, sizes);
+      if (!fresh && it->second != sizes) ok = false;
+      if ((rows_[s] != 0 && rows_[s] != sizes[0]) || (part_[s] != 0 && part_[s] != part)) no_rows[s] = true;
+      rows_[s] = sizes[0];
+      part_[s] = part;
+    };
+    for (size_t x = 0; x < in.size(); ++x) {
+      const bool split = x < st.aligned.size() && st.aligned[x] >= 0;
+      visit(n.inputs[x], in[x], lists.length ? lists.inputs[x] : 0, split, [&](int d) -> const LocalRef* {
+        const auto& refs = st.launches.at(static_cast<size_t>(d)).inputs;
+        return x < refs.size() ? &refs[x] : nullptr;
+      });
+    }
+    for (size_t k = 0; k < out.size(); ++k) {
+      const bool split = k < st.outputs.size() && st.outputs[k].kind == OutputSpec::Kind::kShard;
+      visit(n.outputs[k], out[k], lists.length ? lists.outputs[k] : 0, split, [&](int d) -> const LocalRef* {
+        const auto& refs = st.launches.at(static_cast<size_t>(d)).outputs;
+        return k < refs.size() ? &refs[k] : nullptr;
+      });
+    }
+    return ok && !shape.empty();
   }
 
   // Each replica runs the launch on its rows of every tensor. False when an input is a partial sum (the
@@ -369,23 +443,34 @@ class Sharding {
     for (uint32_t s : in) last_node_[s] = st.node;
     for (uint32_t s : out) last_node_[s] = st.node;
     for (int d = 0; d < n_ * t_; ++d) {  // device d: replica d / t_
+      // Its rows of each tensor as the device sees it: the recorded view, or its TP part's (tensor_only).
+      const LocalLaunch* tensor = st.launches.empty() ? nullptr : &st.launches[static_cast<size_t>(d)];
       LocalLaunch local;
-      auto mine = [&](const TensorRef& r, uint32_t s, bool whole = false) {
+      if (tensor) {
+        local = *tensor;
+        local.inputs.clear();
+        local.outputs.clear();
+      }
+      auto mine = [&](const TensorRef& r, const std::vector<LocalRef>* refs, size_t x, uint32_t s, bool whole = false) {
         LocalRef lr{r.offset, r.sizes};
+        if (refs && x < refs->size()) lr = (*refs)[x];
         if (r.sizes.empty()) return lr;
         const runtime::RowRange rows = runtime::split_rows(rows_[s], n_, d / t_);
         lr.sizes[0] = rows.count;
-        if (whole) lr.offset += rows.begin * r.strides[0];  // its rows of the whole block
+        const int64_t stride0 = lr.strides.empty() ? r.strides[0] : lr.strides[0];
+        if (whole) lr.offset += rows.begin * stride0;  // its rows of the whole block
         return lr;
       };
-      for (size_t x = 0; x < in.size(); ++x) local.inputs.push_back(mine(n.inputs[x], in[x], whole_in[x]));
-      for (size_t k = 0; k < out.size(); ++k) local.outputs.push_back(mine(n.outputs[k], out[k]));
+      for (size_t x = 0; x < in.size(); ++x)
+        local.inputs.push_back(mine(n.inputs[x], tensor ? &tensor->inputs : nullptr, x, in[x], whole_in[x]));
+      for (size_t k = 0; k < out.size(); ++k)
+        local.outputs.push_back(mine(n.outputs[k], tensor ? &tensor->outputs : nullptr, k, out[k]));
       l.launches.push_back(std::move(local));
     }
     out_.push_back(std::move(l));
     for (size_t k = 0; k < out.size(); ++k) {
       state_[out[k]] = n.outputs[k].sizes.empty() ? State::kWhole : State::kRows;
-      if (!n.outputs[k].sizes.empty()) split_.slots[out[k]].row_bytes = row_bytes(out[k]);
+      if (!n.outputs[k].sizes.empty()) note_rows(out[k]);
     }
     ++r_.sharded_ops;
     if (cast) ++r_.low_precision_casts;
@@ -403,7 +488,15 @@ class Sharding {
       if (!cg_.buffers[s].live_after) continue;
       if (whole_use_[s] && cg_.buffers[s].origin == BufferOrigin::kMaterialized && !options_.params_in_rows) {
         gather(slot);
-        split_.final_placements[s] = {PlacementKind::kReplicate};
+        // Whole, or in TP's parts as tensor parallelism left it.
+        if (!tensor_part(slot)) split_.final_placements[s] = {PlacementKind::kReplicate};
+      } else if (tensor_part(slot)) {  // TP's parts (along a replica's ranks), each in rows over the replicas
+        Placement& p = split_.final_placements[s];
+        p.inner_rows = rows_[s];
+        p.inner_ranks = n_;
+        p.inner_stride = t_;
+        ++r_.sharded_state;
+        r_.sharded_bytes += bytes(slot);
       } else {
         split_.final_placements[s] = {PlacementKind::kShard, rows_[s]};
         if (t_ > 1) {  // over the replicas, the same rows on each of a replica's tensor ranks
@@ -426,6 +519,7 @@ class Sharding {
   std::vector<bool> low_copy_;      // per slot: autocast's copy of a parameter, made on rows
   const std::vector<size_t> seeds_;  // the backward passes' seeds (backward_seeds.h)
   std::vector<int64_t> rows_;       // per slot: its first dim, the rows a replica takes a share of
+  std::vector<uint64_t> part_;      // per slot: the bytes a device's updates see of it (0: not seen yet)
   std::vector<bool> candidate_;     // a slot sharded updates touch
   std::vector<State> state_;
   std::vector<bool> whole_use_;     // read whole by some op of the step

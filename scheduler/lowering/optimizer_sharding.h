@@ -40,9 +40,8 @@ struct ShardingOptions {
 };
 
 // Rewrites `split` (an SPMD sequence for `devices` devices: replicas, each of split.tensor_ranks tensor-parallel
-// ranks) in place, with its final placements and slot facts. Beside tensor parallelism, what it shards are the
-// values TP keeps whole (its split weights' updates run on their parts, as TP placed them), over each rank's
-// replicas.
+// ranks) in place, with its final placements and slot facts. Beside tensor parallelism it shards over each rank's
+// replicas what TP keeps whole (by its rows) and TP's parts (by the rows of each device's part).
 // `whole_nodes` (per node, optional): nodes to leave as they are (a pipeline's foreach ops split by list
 // element over its stages). With `params_in_rows` (ZeRO-3) the parameters are not gathered after their
 // update but rest in rows between steps; a pass (forward, or a backward pass) gathers each before its first

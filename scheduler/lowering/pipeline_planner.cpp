@@ -814,6 +814,7 @@ class PipelineEmission {
         if (p.kind == PlacementKind::kHome) p.kind = PlacementKind::kReplicate;
         // Along the replicas' axis of the stage's mesh: its replicas lie pp × t devices apart.
         if (p.ranks > 0 && p.stride != 1) p.stride = pp_ * t_;
+        if (p.inner_ranks > 0) p.inner_stride = pp_ * t_;
       } else {
         holders[s] = ~uint64_t{0};  // never placed (a slot the step does not touch)
       }

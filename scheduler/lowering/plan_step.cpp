@@ -139,8 +139,12 @@ bool plan_accepts(const runtime::Placement& p, const runtime::ParallelSizes& lay
   // ranks of a replica, or a rank's replicas (pp × tp devices apart beside pipeline stages).
   const bool mesh = layout.tp > 1 && layout.dp > 1;
   auto on_axis = [&] {
+    if (p.inner_rows > 0)  // TP's parts, each in rows over the replicas (the sharded optimizer's state)
+      return p.ranks == layout.tp && p.stride == 1 && p.inner_ranks == layout.dp &&
+             p.inner_stride == layout.pp * layout.tp;
     return (p.ranks == layout.tp && p.stride == 1) || (p.ranks == layout.dp && p.stride == layout.pp * layout.tp);
   };
+  if (p.inner_rows > 0 && !(mesh && split)) return false;
   if (layout.pp == 1) {
     if (p.devices != 0) return false;  // batch splitting and TP speak of every device
     if (mesh) return split ? on_axis() : p.ranks == 0;

@@ -141,5 +141,36 @@ TEST_F(GatherHomeTest, AStagesValueComesHomeFromItsDevices) {
   EXPECT_EQ(*static_cast<const float*>(sum.memory(0)->data()), 3.0f);
 }
 
+// The optimizer state of a tensor-parallel part sharded over the replicas (2 replicas x 2 ranks): each rank's part
+// (2 of the 4 rows) is split again by its own rows over the replicas, device d = replica d / 2, rank d % 2.
+TEST(GatherHomeMeshTest, APartSplitAgainOverTheReplicasComesTogether) {
+  VirtualMemory vm;
+  std::vector<std::unique_ptr<PhysicalDevice>> devices;
+  std::vector<PhysicalDevice*> raw;
+  for (int d = 0; d < 4; ++d) {
+    devices.push_back(std::make_unique<HostDevice>(d, 1 << 20));
+    raw.push_back(devices.back().get());
+  }
+  Buffer b(vm, 4 * 4, 4);
+  const int row_on[4] = {0, 2, 1, 3};  // rank r's rows 2r, 2r + 1; replica i keeps the i-th of them
+  for (int d = 0; d < 4; ++d) {
+    b.bind(d, devices[d]->allocate(4));
+    *static_cast<float*>(b.memory(d)->data()) = 10.0f * static_cast<float>(row_on[d]);
+  }
+  Placement p{PlacementKind::kShard, 4};
+  p.ranks = 2;
+  p.inner_rows = 2;
+  p.inner_ranks = 2;
+  p.inner_stride = 2;
+  b.set_placement(p);
+  for (int d = 0; d < 4; ++d) EXPECT_EQ(placement_bytes(p, 16, 4, d), 4u);
+  float read[4] = {};
+  ASSERT_TRUE(read_whole(b, raw, read));
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(read[i], 10.0f * static_cast<float>(i));
+  gather_home(b, raw);
+  const float* home = static_cast<const float*>(b.memory(0)->data());
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(home[i], 10.0f * static_cast<float>(i));
+}
+
 }  // namespace
 }  // namespace moreh::runtime

@@ -210,6 +210,19 @@ TEST_F(CanonicalGraphTest, StructuralChangesChangeTheHash) {
   };
   EXPECT_NE(resting(1), base);
   EXPECT_NE(resting(4), resting(1));
+  // A tensor-parallel part whose rows rest over the replicas (a sharded optimizer's state) needs a gather first.
+  auto part = [&](int64_t inner_rows) {
+    return CanonicalGraph::build(make_step([&](Step& s) {
+                                   Placement p{PlacementKind::kShard, 4};
+                                   p.ranks = 2;
+                                   p.inner_rows = inner_rows;
+                                   p.inner_ranks = inner_rows ? 2 : 0;
+                                   p.inner_stride = 2;
+                                   s.w->set_placement(p);
+                                 }).graph)
+        .hash;
+  };
+  EXPECT_NE(part(2), part(0));
 }
 
 TEST_F(CanonicalGraphTest, StepDataDoesNotChangeTheHash) {

@@ -392,6 +392,72 @@ TEST_F(TensorParallelTest, ABatchThatDoesNotSplitEvenlyRunsWholeInEveryPiece) {
   EXPECT_EQ(first.inputs[2].offset, 3 * 4);                 // rank 1 of piece 2: w1^T's columns 3..5
 }
 
+// dp 2 x tp 2 with distribute_param: w1's update (in place, on its TP part [3, 4]) runs on each replica's rows of
+// the part, 2 and 1: the replica keeps its rows (no traffic) over its rank's replicas, updates them, and gathers
+// the part again for the next forward pass.
+TEST_F(TensorParallelTest, TheShardedOptimizerSplitsATensorParallelPartOverTheReplicas) {
+  build();
+  const CanonicalGraph c = CanonicalGraph::build(g);
+  const PlannedStep plan =
+      compile_tensor_parallel_plan(g, c, {.tp = 2, .dp = 2, .candidate_rows = {8}, .distribute_param = true});
+  ASSERT_EQ(plan.programs.size(), 4u);
+  EXPECT_NE(plan.report.summary.find("optimizer sharded over the 2 replicas"), std::string::npos) << plan.report.summary;
+  const uint32_t w1_slot = static_cast<uint32_t>(slot(w1, c));
+  for (const auto& p : plan.programs) {
+    bool kept = false, gathered = false;
+    for (const Instruction& i : p.code) {
+      if (i.index != w1_slot || (i.kind != Kind::kKeepRows && i.kind != Kind::kAllGather)) continue;
+      if (i.group != 3 + p.device % 2) continue;  // over its rank's replicas (groups {0, 2} and {1, 3})
+      ASSERT_GT(i.aux, 0u);
+      const runtime::SlotInfo& geo = p.geometries.at(i.aux - 1);
+      EXPECT_EQ(geo.rows, 3u);        // the part's rows
+      EXPECT_EQ(geo.row_bytes, 16u);  // of 4 floats
+      (i.kind == Kind::kKeepRows ? kept : gathered) = true;
+    }
+    EXPECT_TRUE(kept && gathered) << "device " << p.device;
+    // The update: launch 5 (w1 += w1) on the replica's rows of the part.
+    const auto update = std::find_if(p.code.begin(), p.code.end(),
+                                     [](const Instruction& i) { return i.kind == Kind::kLaunch && i.index == 5; });
+    ASSERT_NE(update, p.code.end());
+    ASSERT_GT(update->aux, 0u);
+    const runtime::LocalLaunch& l = p.launches.at(update->aux - 1);
+    EXPECT_EQ(l.inputs.at(0).sizes, (runtime::Dims{p.device < 2 ? 2 : 1, 4})) << "device " << p.device;
+    EXPECT_EQ(l.inputs.at(0).offset, 0);
+  }
+  const auto& w1_at = plan.final_placements[w1_slot];  // gathered: TP's parts, whole in every replica
+  EXPECT_EQ(w1_at.kind, PlacementKind::kShard);
+  EXPECT_EQ(w1_at.ranks, 2);
+  EXPECT_EQ(w1_at.inner_rows, 0);
+}
+
+// A TP part that an earlier step's sharded optimizer left in rows over the replicas (Placement::inner_rows) is
+// gathered over its rank's replicas before its first use, and the lowering reads it as TP's part from there.
+TEST_F(TensorParallelTest, APartLeftInRowsOverTheReplicasIsGatheredBeforeItsFirstUse) {
+  build();
+  runtime::Placement rows{PlacementKind::kShard, 6};
+  rows.ranks = 2;
+  rows.inner_rows = 3;
+  rows.inner_ranks = 2;
+  rows.inner_stride = 2;
+  w1->set_placement(rows);
+  const CanonicalGraph c = CanonicalGraph::build(g);
+  const SplitSeeds seeds = tensor_parallel_seeds(g, c, 2);
+  const BatchSplit split = split_batch(g, c, {{0, 4}, {4, 4}}, 8, nullptr, true, {&seeds, 2});
+  const uint32_t w1_slot = static_cast<uint32_t>(slot(w1, c));
+  const auto gather = std::find_if(split.steps.begin(), split.steps.end(), [&](const SplitStep& st) {
+    return st.kind == Kind::kAllGather && st.index == w1_slot;
+  });
+  ASSERT_NE(gather, split.steps.end());
+  EXPECT_EQ(gather->axis, SplitStep::Axis::kBatch);
+  ASSERT_TRUE(gather->geometry.has_value());
+  EXPECT_EQ(gather->geometry->rows, 3u);
+  EXPECT_EQ(gather->geometry->row_bytes, 16u);
+  const auto first_launch = std::find_if(split.steps.begin(), split.steps.end(),
+                                         [](const SplitStep& st) { return st.kind == Kind::kLaunch && st.index == 1; });
+  EXPECT_LT(gather, first_launch);  // before the first layer reads it
+  EXPECT_EQ(split.replicated_fallbacks, 0u);
+}
+
 // pp 2 x tp 2: each stage's devices are two tensor ranks (stage 0: devices 0, 1; stage 1: 2, 3). A value crossing
 // the cut goes rank to rank, each rank sending the part it holds; the pair's all-reduce runs over the ranks of the
 // stage that ends it; split weights rest in their parts on their own stage.
