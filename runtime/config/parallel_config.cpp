@@ -137,14 +137,11 @@ std::string unsupported_parallelism(const ParallelConfig& c, int devices) {
     missing.push_back(fmt::format("tensor parallelism (TP : {}) with micro-batches (num_micro_batches : {}; TP runs "
                                   "over every device, beside data-parallel replicas, and beside pipeline stages "
                                   "with one micro-batch)", c.tp, c.num_micro_batches));
-  if (c.distribute_low_prec_param && (c.num_stages > 1 || c.num_micro_batches > 1))
-    missing.push_back("low-precision parameter sharding with pipeline stages or micro-batches "
-                      "(distribute_low_prec_param : true)");
   if (missing.empty()) return "";
   return fmt::format("not supported yet: {}; this build runs batch splitting and pipeline stages with "
                      "micro-batches, the optimizer sharded over the replicas with distribute_param : true, "
-                     "autocast's copies of the parameters sharded with distribute_low_prec_param : true under batch "
-                     "splitting, recomputation : 1, and TP : k over k devices, beside data-parallel replicas or beside pipeline "
+                     "autocast's copies of the parameters sharded with distribute_low_prec_param : true, "
+                     "recomputation : 1, and TP : k over k devices, beside data-parallel replicas or beside pipeline "
                      "stages with one micro-batch", fmt::join(missing, ", "));
 }
 

@@ -976,10 +976,12 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
     }
   }
   OptimizerSharding sharding;
-  if (options.distribute_param) {
+  const bool sharded = options.distribute_param || options.distribute_low_prec_param;
+  if (sharded) {
     std::vector<bool> by_element(graph.size(), false);  // run on each stage over its elements, whole
     for (size_t i = 0; i < graph.size(); ++i) by_element[i] = !cut.element_stage[i].empty();
-    sharding = shard_optimizer(graph, canonical, *split, dp * tp, by_element);
+    sharding = shard_optimizer(graph, canonical, *split, dp * tp, by_element,
+                               {.optimizer = options.distribute_param, .low_precision = options.distribute_low_prec_param});
   }
   auto emission = std::make_unique<PipelineEmission>(graph, canonical, *split, cut, pp, dp, micro, rows, pieces,
                                                      options.schedule);
@@ -1022,8 +1024,9 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
   if (ring_blocks > 0)
     plan.report.summary += fmt::format("; {} blocks of micro-batch rows hold at most {} micro-batch(es) at a time",
                                        ring_blocks, ring_depth);
-  if (options.distribute_param)
-    plan.report.summary += describe(sharding, dp);
+  if (sharded && dp > 1) plan.report.summary += describe(sharding, dp);
+  if (sharded && dp == 1)
+    plan.report.summary += "; distribute_param / distribute_low_prec_param: no data-parallel replicas to shard over";
   for (const auto& line : plan.report.fallback_details) runtime::log().debug("{}", line);
   return plan;
 }

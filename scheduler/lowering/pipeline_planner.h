@@ -24,6 +24,7 @@ struct PipelineOptions {
   int micro_batches = 1;   // per replica; fewer when the batch has fewer rows
   PipelineSchedule schedule = PipelineSchedule::k1F1B;
   bool distribute_param = false;  // the optimizer sharded over each stage's replicas (optimizer_sharding.h)
+  bool distribute_low_prec_param = false;  // autocast's copies of the parameters made on each replica's rows
   // The nodes in the order they run, some twice (recomputation.h; a node runs again on its own stage, in the
   // backward half of its micro-batch); nullptr: as recorded.
   const std::vector<uint32_t>* order = nullptr;

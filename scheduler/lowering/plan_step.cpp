@@ -41,6 +41,7 @@ std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::Parallel
                                        .micro_batches = r.parallelism.num_micro_batches,
                                        .schedule = r.parallelism.pipeline_schedule,
                                        .distribute_param = r.parallelism.distribute_param,
+                                       .distribute_low_prec_param = r.parallelism.distribute_low_prec_param,
                                        .order = order},
         analysis.batch_sizes));
     return plan;  // pipelines are not fused

@@ -123,11 +123,14 @@ def step_peaks(result):
         return [int(m) for m in re.findall(r"batch \d+ split by rows.*?peak \+(\d+) bytes per device", f.read())]
 
 
-@pytest.mark.parametrize("devices,line", [(2, "num_stages : 1"), (4, ZERO)])
-def test_low_precision_copies_of_the_parameters_are_sharded(devices, line):
+@pytest.mark.parametrize("devices,line,replicas", [(2, "num_stages : 1", 2), (4, ZERO, 4),
+                                                   (4, "num_stages : 2, num_micro_batches : 2", 2),
+                                                   (8, "num_stages : 2, TP : 2", 2)])
+def test_low_precision_copies_of_the_parameters_are_sharded(devices, line, replicas):
     """distribute_low_prec_param : true under bf16 autocast: each device casts its rows of every parameter
     autocast copies, and gathers the copy before each pass's first use (forward, backward) and lets it go
-    after the pass's last. Casts are elementwise and gathers are copies: no bit changes, and the peak falls."""
+    after the pass's last. Casts are elementwise and gathers are copies: no bit changes, and the peak falls.
+    Beside pipeline stages each stage's replicas share its parameters' copies (beside TP, those TP keeps whole)."""
     plain = train("gpt_bf16:8", devices, parallelism=line)
     low = train("gpt_bf16:8", devices, parallelism=line + ", distribute_low_prec_param : true")
     assert low["losses"] == plain["losses"]
@@ -135,7 +138,7 @@ def test_low_precision_copies_of_the_parameters_are_sharded(devices, line):
         assert torch.equal(p, low["params"][name]), name
     with open(low["log_file"]) as f:
         log = f.read()
-    assert f"low-precision copies of parameters made on each of the {devices} replicas' rows" in log
+    assert f"low-precision copies of parameters made on each of the {replicas} replicas' rows" in log
     # The steady step's plan (the first also uploads the parameters, which it casts from the host's copies).
     assert step_peaks(low)[-1] < step_peaks(plain)[-1], (step_peaks(low), step_peaks(plain))
 
