@@ -323,8 +323,6 @@ void Engine::log_layout_once() {
 void Engine::set_parallelism(const ParallelConfig& config) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   parallel_layout(config, static_cast<int>(devices_.size()));  // throws for an impossible layout
-  if (const std::string why = unsupported_parallelism(config, static_cast<int>(devices_.size())); !why.empty())
-    throw ConfigError(why);
   flush_locked();  // what was recorded so far is planned as it was recorded
   parallelism_ = config;
   layout_key_ = config == ParallelConfig{} ? 0 : std::hash<std::string>{}(format_parallel_config(config)) * 0x100000001b3ull;

@@ -129,20 +129,4 @@ ParallelSizes parallel_layout(const ParallelConfig& c, int devices) {
   return s;
 }
 
-std::string unsupported_parallelism(const ParallelConfig& c, int devices) {
-  std::vector<std::string> missing;
-  // Tensor parallelism runs over every device, beside batch splitting (dp x tp) and beside pipeline stages
-  // with one micro-batch per replica.
-  if (c.tp > 1 && c.num_micro_batches > 1)
-    missing.push_back(fmt::format("tensor parallelism (TP : {}) with micro-batches (num_micro_batches : {}; TP runs "
-                                  "over every device, beside data-parallel replicas, and beside pipeline stages "
-                                  "with one micro-batch)", c.tp, c.num_micro_batches));
-  if (missing.empty()) return "";
-  return fmt::format("not supported yet: {}; this build runs batch splitting and pipeline stages with "
-                     "micro-batches, the optimizer sharded over the replicas with distribute_param : true, "
-                     "autocast's copies of the parameters sharded with distribute_low_prec_param : true, "
-                     "recomputation : 1, and TP : k over k devices, beside data-parallel replicas or beside pipeline "
-                     "stages with one micro-batch", fmt::join(missing, ", "));
-}
-
 }  // namespace moreh::runtime

@@ -38,8 +38,4 @@ std::string format_parallel_config(const ParallelConfig& config);
 // ConfigError naming the field when the stages outnumber the devices or the product does not divide them.
 ParallelSizes parallel_layout(const ParallelConfig& config, int devices);
 
-// What of `config` this build cannot run yet on `devices` devices, as a sentence naming the fields ("" when it
-// can run all of it).
-std::string unsupported_parallelism(const ParallelConfig& config, int devices);
-
 }  // namespace moreh::runtime

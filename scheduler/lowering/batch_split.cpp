@@ -144,17 +144,20 @@ class Lowering {
       state_[kB][s] = p;
       return;
     }
-    int a = t_ > 1 && p_ == 1 ? kT : kB;  // every device a rank of its own: the one axis there is
+    // Every device a rank of its own: TP's parts when there are TP ranks (a graph without pieces placed them:
+    // a pipeline step's optimizer, or one replica's), else the batch's rows.
+    int a = t_ > 1 ? kT : kB;
     Placement q = p;
     if (p.ranks > 0) {
       if (p.ranks == t_ && p.stride == 1 && t_ > 1) a = kT;
-      else if (p.ranks == p_ && p.stride % t_ == 0) a = kB;  // t_ apart, or a stage's replicas (pp × t_ apart)
+      // t_ apart, or a stage's replicas (pp × t_ apart; each holds its micro-batches' rows, several pieces)
+      else if (p.stride % t_ == 0 && p_ % p.ranks == 0) a = kB;
       else throw std::logic_error("a value placed on another mesh was not brought home before planning");
       q.ranks = 0;
       q.stride = 1;
     }
     if (p.inner_rows > 0) {  // TP's part, in rows over the replicas
-      if (a != kT || !mesh() || p.inner_ranks != p_)
+      if (a != kT || !mesh() || p.inner_ranks < 1 || p_ % p.inner_ranks != 0)
         throw std::logic_error("a value placed on another mesh was not brought home before planning");
       inner_rows_[s] = p.inner_rows;
       q.inner_rows = 0;
@@ -632,6 +635,7 @@ class Lowering {
   void allocate_split(uint32_t s, int a, const SplitLayout& layout, uint64_t whole) {
     Step al{Kind::kAllocate, s};
     al.split_allocation = true;
+    al.batch_rows = a == kB;
     const runtime::SlotInfo g = geometry(s, layout, whole);
     const uint64_t part_row = g.row_bytes * g.outer;
     for (int d = 0; d < n_; ++d) al.bytes.push_back(part_row * static_cast<uint64_t>(range(a, layout.rows, d).count));

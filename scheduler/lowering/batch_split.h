@@ -27,6 +27,7 @@ struct SplitStep {
   std::vector<uint64_t> bytes;                 // kAllocate: per piece
   std::vector<double> factors;                 // kScale: per piece
   bool split_allocation = false;               // kAllocate: each piece gets its rows only
+  bool batch_rows = false;                     // kAllocate: bytes[i] are piece i's rows of the batch
   // kLaunch split by rows: per input, the dim along which an input already split by rows is read at its
   // recorded offset (-1: whole, or sliced from a whole value at the piece's own offset); the decision's
   // outputs; a loss mean's (output, weight) pair.
@@ -49,9 +50,10 @@ struct SplitStep {
   bool own_rows = false;
 };
 
-// Whether a step runs once per piece of the batch (a kLaunch split by rows), as against once per replica.
+// Whether a step runs once per piece of the batch (a kLaunch split by rows), as against once per replica (a
+// launch on whole values, the sharded optimizer's rows, or TP's parts alone: every piece of a replica alike).
 inline bool per_piece(const SplitStep& st) {
-  return st.kind == runtime::Instruction::Kind::kLaunch && !st.launches.empty() && !st.own_rows;
+  return st.kind == runtime::Instruction::Kind::kLaunch && !st.launches.empty() && !st.own_rows && !st.tensor_only;
 }
 
 struct BatchSplit {

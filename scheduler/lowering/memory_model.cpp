@@ -10,10 +10,6 @@ namespace moreh::scheduler {
 using runtime::Instruction;
 using Kind = Instruction::Kind;
 
-namespace {
-
-// Bytes from a buffer's start to the end of a device's view (a kernel's fresh output covers that much): its
-// own strides where it has them, else the recorded ones.
 uint64_t view_end(const runtime::TensorRef& ref, const runtime::LocalRef& local) {
   const runtime::Dims& sizes = local.sizes;
   const runtime::Dims& strides = local.strides.empty() ? ref.strides : local.strides;
@@ -25,8 +21,6 @@ uint64_t view_end(const runtime::TensorRef& ref, const runtime::LocalRef& local)
   }
   return static_cast<uint64_t>(offset + extent) * ref.itemsize;
 }
-
-}  // namespace
 
 uint64_t max_peak_bytes(const runtime::Plan& plan) {
   uint64_t peak = 0;

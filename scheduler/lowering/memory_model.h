@@ -21,6 +21,10 @@ namespace moreh::scheduler {
 uint64_t program_peak(const runtime::Plan& plan, const runtime::DeviceProgram& program,
                       const runtime::StepGraph* graph, const runtime::CanonicalGraph& canonical);
 
+// Bytes from a buffer's start to the end of a device's view (a kernel's fresh output covers that much): its
+// own strides where it has them, else the recorded ones.
+uint64_t view_end(const runtime::TensorRef& ref, const runtime::LocalRef& local);
+
 // A device's blocks as its program binds them, one instruction after another: what program_peak counts, and
 // what a planner asks while it writes a program (how many bytes of a value a device holds, to send them).
 // `plan` (its slots, groups and device count) and `graph` are read as instructions arrive, not copied.

@@ -124,6 +124,7 @@ class PipelineEmission {
   // once than there are), for a second run to lay out so.
   Rings rings() const {
     Rings out;
+    if (t_ > 1) return out;  // TP's blocks hold every micro-batch's rows (TP's collectives wait for all of them)
     for (const auto& [key, use] : uses_) {
       const auto [d, s] = key;
       const auto& buffer = cg_.buffers[s];
@@ -229,6 +230,12 @@ class PipelineEmission {
   }
 
  private:
+  // The launch of a step run once per replica (not per micro-batch) on replica i's rank r: the sharded
+  // optimizer's are per replica and rank, a split's per piece and rank (the replica's first piece: TP's parts
+  // alone are alike in every piece).
+  size_t launch_index(const SplitStep& st, int i, int r) const {
+    return static_cast<size_t>(st.own_rows ? i * t_ + r : i * m_ * t_ + r);
+  }
   // ezpz's layout: replicas slowest, then stages, tensor ranks fastest.
   int device(int replica, int stage, int rank = 0) const { return (replica * pp_ + stage) * t_ + rank; }
   // Group ids (Instruction::group) of the groups the constructor made.
@@ -357,16 +364,23 @@ class PipelineEmission {
     const uint32_t at = at_[s][k];
     if (at == 0 || (at & bit(j))) return;
     const int from = std::countr_zero(at);
-    for (int i = 0; i < dp_; ++i) {
-      const RowRange p = piece(i, k);
-      const uint64_t row = row_bytes(s);
-      const int src = device(i, from), dst = device(i, j);
-      auto range_on = [&](int d) {
-        return ByteRange{static_cast<uint64_t>(rows_before(s, i, k, d)) * row, static_cast<uint64_t>(p.count) * row,
-                         block_bytes_on(s, i, d)};
-      };
-      send(s, src, dst, range_on(src), range_on(dst), k);
-    }
+    for (int i = 0; i < dp_; ++i)
+      for (int rank = 0; rank < t_; ++rank) {
+        const int src = device(i, from, rank), dst = device(i, j, rank);
+        if (t_ > 1) {  // the rank's block holds m equal pieces of its part
+          const uint64_t b = held(src, s), each = b / static_cast<uint64_t>(m_);
+          const ByteRange range{each * static_cast<uint64_t>(k), each, b};
+          send(s, src, dst, range, range, k);
+          continue;
+        }
+        const RowRange p = piece(i, k);
+        const uint64_t row = row_bytes(s);
+        auto range_on = [&](int d) {
+          return ByteRange{static_cast<uint64_t>(rows_before(s, i, k, d)) * row, static_cast<uint64_t>(p.count) * row,
+                           block_bytes_on(s, i, d)};
+        };
+        send(s, src, dst, range_on(src), range_on(dst), k);
+      }
     at_[s][k] |= bit(j);
   }
 
@@ -528,7 +542,7 @@ class PipelineEmission {
           // A rank's views of its parts (tensor parallelism), of the elements it keeps; else as recorded.
           LocalLaunch l;
           if (!st.launches.empty()) {
-            const LocalLaunch& all = st.launches.at(static_cast<size_t>(i * t_ + r));
+            const LocalLaunch& all = st.launches.at(launch_index(st, i, r));
             for (size_t x = 0; x < all.inputs.size() && x < in.size(); ++x)
               if (lists.inputs[x] < 0 || mine(lists.inputs[x])) l.inputs.push_back(all.inputs[x]);
             for (size_t k = 0; k < all.outputs.size() && k < out.size(); ++k)
@@ -569,9 +583,14 @@ class PipelineEmission {
         for (int i = 0; i < dp_; ++i)
           for (int r = 0; r < t_; ++r) {
             const int d = device(i, j, r);
-            // The split's own sizes (per replica and rank) where they are a device's; micro-batches' rows
+            // The split's own sizes where they are a device's: the sharded optimizer's per replica and rank,
+            // TP's per piece and rank (a replica's micro-batches' rows: m equal pieces); else micro-batches' rows
             // (rings) as laid out here.
-            allocate(d, s, st.own_rows || t_ > 1 ? st.bytes.at(static_cast<size_t>(i * t_ + r)) : block_bytes_on(s, i, d));
+            uint64_t b = 0;
+            if (st.own_rows) b = st.bytes.at(static_cast<size_t>(i * t_ + r));
+            else if (t_ > 1) b = st.bytes.at(static_cast<size_t>(i * m_ * t_ + r)) * (st.batch_rows ? m_ : 1);
+            else b = block_bytes_on(s, i, d);
+            allocate(d, s, b);
           }
         set_whole(s, j);
         return;
@@ -582,9 +601,9 @@ class PipelineEmission {
         for (int i = 0; i < dp_; ++i)
           for (int r = 0; r < t_; ++r) {
             const int d = device(i, j, r);
-            if (st.own_rows) {  // replica i's rows of every tensor (optimizer_sharding.h)
+            if (!st.launches.empty()) {  // replica i's rows of every tensor (optimizer_sharding.h), or TP's parts
               auto& prog = programs_[d];
-              prog.launches.push_back(st.launches.at(static_cast<size_t>(i * t_ + r)));
+              prog.launches.push_back(st.launches.at(launch_index(st, i, r)));
               push(d, Kind::kLaunch, st.index, static_cast<uint32_t>(prog.launches.size()));
             } else {
               push(d, Kind::kLaunch, st.index);
@@ -662,7 +681,14 @@ class PipelineEmission {
     const int members = axis == Axis::kBatch ? dp_ : axis == Axis::kTensor ? t_ : dp_ * t_;
     if (members == 1) return;
     const uint32_t s = st.index;
-    const uint64_t whole = st.geometry ? runtime::whole_bytes(*st.geometry, bytes(s)) : bytes(s);
+    std::optional<runtime::SlotInfo> geometry = st.geometry;
+    // Along TP's axis on one piece's rows of the batch: the rank's block holds its micro-batches' rows, m pieces
+    // (the batch's rows lead, so m times the outer blocks, or the bytes of a sum).
+    if (geometry && m_ > 1 && axis == Axis::kTensor && runtime::whole_bytes(*geometry, bytes(s)) * dp_ * m_ == bytes(s)) {
+      if (geometry->outer > 1 || geometry->rows > 1) geometry->outer = std::max<uint64_t>(geometry->outer, 1) * m_;
+      else geometry->row_bytes *= static_cast<uint64_t>(m_);
+    }
+    const uint64_t whole = geometry ? runtime::whole_bytes(*geometry, bytes(s)) : bytes(s);
     const double share = static_cast<double>(members - 1) / members;
     const double b = static_cast<double>(whole) * (kind == Kind::kAllReduce ? 2 * share : share);
     for (int i = 0; i < dp_; ++i)
@@ -670,8 +696,8 @@ class PipelineEmission {
         const int d = device(i, j, r);
         Instruction& ins = push(d, kind, s);
         ins.group = axis == Axis::kBatch ? replicas_group(j, r) : axis == Axis::kTensor ? ranks_group(i, j) : stage_group(j);
-        if (st.geometry) {
-          programs_[d].geometries.push_back(*st.geometry);
+        if (geometry) {
+          programs_[d].geometries.push_back(*geometry);
           ins.aux = static_cast<uint32_t>(programs_[d].geometries.size());
         }
         note(d, s, -1);
@@ -680,9 +706,6 @@ class PipelineEmission {
   }
 
   void emit_piece(const SplitStep& st, int k) {
-    // Tensor parallelism's optimizer updates over lists whose elements lie on several stages (one
-    // micro-batch: the pieces are the replicas).
-    if (t_ > 1 && !cut_.element_stage[st.index].empty()) return emit_by_element(st);
     const int j = stage_of(st);
     const auto& node = graph_.nodes()[st.index];
     const auto& in = cg_.node_inputs[st.index];
@@ -696,7 +719,14 @@ class PipelineEmission {
       for (size_t o = 0; o < out.size() && o < st.outputs.size(); ++o)
         if (st.outputs[o].kind == OutputSpec::Kind::kShard) {
           by_rows_[out[o]] = true;
-          for (int i = 0; i < dp_; ++i) allocate(device(i, j), out[o], block_bytes_on(out[o], i, device(i, j)));
+          for (int i = 0; i < dp_; ++i)
+            for (int rank = 0; rank < t_; ++rank) {
+              const int d = device(i, j, rank);
+              // Beside TP: m equal pieces of the rank's view of one (the batch's rows lead).
+              const LocalLaunch& l = st.launches.at(static_cast<size_t>((i * m_ + k) * t_ + rank));
+              allocate(d, out[o], t_ > 1 && o < l.outputs.size() ? view_end(node.outputs[o], l.outputs[o]) * m_
+                                                                 : block_bytes_on(out[o], i, d));
+            }
         }
     // Per input and output: micro-batch k's rows of a block split by rows (else the whole value).
     std::vector<bool> piece_in(in.size(), false), piece_out(out.size(), false);
@@ -713,7 +743,10 @@ class PipelineEmission {
         if (st.aligned[x] < 0) continue;
         const auto& r = node.inputs[x];
         const int dim = st.aligned[x];
-        l.inputs[x].offset += rows_before(in[x], i, k, d) * (r.sizes[dim] / rows_) * r.strides[dim];
+        if (t_ > 1)  // the rank's block is m equal pieces of its part, the batch's rows leading
+          l.inputs[x].offset += k * static_cast<int64_t>(held(d, in[x]) / static_cast<uint64_t>(m_) / r.itemsize);
+        else
+          l.inputs[x].offset += rows_before(in[x], i, k, d) * (r.sizes[dim] / rows_) * r.strides[dim];
       }
       bool joined = st.loss_out >= 0;
       std::vector<LocalLaunch::Join> joins(out.size(), LocalLaunch::Join::kFresh);
@@ -729,7 +762,8 @@ class PipelineEmission {
         if (spec.kind == OutputSpec::Kind::kShard) {
           const auto& r = node.outputs[o];
           joins[o] = LocalLaunch::Join::kInto;
-          into[o] = rows_before(out[o], i, k, d) * (r.sizes[spec.dim] / rows_) * r.strides[spec.dim];
+          into[o] = t_ > 1 ? k * static_cast<int64_t>(held(d, out[o]) / static_cast<uint64_t>(m_) / r.itemsize)
+                           : rows_before(out[o], i, k, d) * (r.sizes[spec.dim] / rows_) * r.strides[spec.dim];
           joined = true;
         } else if (spec.kind == OutputSpec::Kind::kPartial) {
           joins[o] = LocalLaunch::Join::kAccumulate;
@@ -813,8 +847,17 @@ class PipelineEmission {
         p.devices = holders[s];
         if (p.kind == PlacementKind::kHome) p.kind = PlacementKind::kReplicate;
         // Along the replicas' axis of the stage's mesh: its replicas lie pp × t devices apart.
-        if (p.ranks > 0 && p.stride != 1) p.stride = pp_ * t_;
-        if (p.inner_ranks > 0) p.inner_stride = pp_ * t_;
+        if (p.ranks > 0 && p.stride != 1) {  // the replicas (the split's pieces are replicas × micro-batches)
+          p.stride = pp_ * t_;
+          p.ranks = dp_;
+          // One replica holds every micro-batch's rows, and their sum: the whole value.
+          if (dp_ == 1) p = {PlacementKind::kReplicate, 0, p.type, p.devices};
+        }
+        if (p.ranks > 0 && p.stride == 1 && dp_ == 1) p.ranks = 0;  // TP's parts: every device of the stage a rank
+        if (p.inner_ranks > 0) {  // a TP part's rows over the replicas
+          p.inner_stride = pp_ * t_;
+          p.inner_ranks = dp_;
+        }
       } else {
         holders[s] = ~uint64_t{0};  // never placed (a slot the step does not touch)
       }
@@ -922,10 +965,6 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
   const auto started = std::chrono::steady_clock::now();
   const int dp = options.dp, pp = options.stages, tp = std::max(options.tp, 1);
   if (dp * pp * tp > 64) throw runtime::ConfigError("pipeline parallelism: at most 64 devices in this build");
-  if (tp > 1 && options.micro_batches > 1)
-    throw runtime::ConfigError(fmt::format("TP : {} with num_micro_batches : {}: tensor parallelism beside pipeline "
-                                           "stages runs one micro-batch per replica in this build",
-                                           tp, options.micro_batches));
   if (pp > 32) throw runtime::ConfigError(fmt::format("num_stages : {}: at most 32 stages in this build", pp));
   // Values an earlier step left on one stage's replicas stay there: the step's ops follow them.
   std::vector<int> placed(canonical.buffers.size(), -1);
@@ -960,12 +999,19 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
   int pairs = 0;
   const SplitSeeds seeds = tp > 1 ? tensor_parallel_seeds(graph, canonical, tp, &pairs) : SplitSeeds{};
   const TensorSplit tensor{tp > 1 ? &seeds : nullptr, tp};
+  // Beside TP the pieces (replicas × micro-batches) are equal: as many micro-batches as asked that divide the batch.
+  auto micro_for = [&](int64_t r) {
+    int m = r > 0 ? static_cast<int>(std::min<int64_t>(options.micro_batches, r / dp)) : 1;
+    if (tp > 1)
+      while (m > 1 && r % (static_cast<int64_t>(dp) * m) != 0) --m;
+    return m;
+  };
   std::vector<int64_t> candidates;
   for (int64_t r : candidate_rows)
-    if (r >= dp && (tp == 1 || (dp > 1 && r % dp == 0))) candidates.push_back(r);
+    if (r >= dp && (tp == 1 || (r % dp == 0 && (dp > 1 || micro_for(r) > 1)))) candidates.push_back(r);
   candidates.push_back(0);
   for (int64_t r : candidates) {
-    const int m = r > 0 ? static_cast<int>(std::min<int64_t>(options.micro_batches, r / dp)) : 1;
+    const int m = micro_for(r);
     std::vector<RowRange> p = pieces_of(r, m);
     BatchSplit b = split_batch(graph, canonical, p, r, options.order, /*reallocate=*/false, tensor);
     if (!split || b.replicated_fallbacks < split->replicated_fallbacks) {

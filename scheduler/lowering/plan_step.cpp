@@ -87,8 +87,6 @@ std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::Parallel
 
 std::shared_ptr<PlannedStep> plan_step(const PlanRequest& r) {
   const runtime::ParallelSizes layout = runtime::parallel_layout(r.parallelism, r.devices);
-  if (const std::string why = runtime::unsupported_parallelism(r.parallelism, r.devices); !why.empty())
-    throw runtime::ConfigError(why);
   const auto started = std::chrono::steady_clock::now();
   const StepAnalysis analysis = analyze_step(r.graph, r.canonical);
   if (!r.parallelism.recomputation) {

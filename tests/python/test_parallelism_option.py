@@ -67,8 +67,8 @@ def test_what_cannot_run_is_refused_before_anything_changes(tmp_path):
 import torch
 from torch_moreh._C import ConfigError
 x = torch.arange(3.).to("moreh")
-for args, kwargs in [((%r,), {}), ((), {"tp": 2, "num_stages": 2, "num_micro_batches": 2}), ((), {"num_stages": 8}),
-                     ((), {"num_stages": 3}), ((), {"num_micro_batches": 2, "tp": 2}), ((), {"recomputation": True, "tp": 3}),
+for args, kwargs in [((%r,), {}), ((), {"tp": 0, "num_stages": 2}), ((), {"num_stages": 8}),
+                     ((), {"num_stages": 3}), ((), {"num_micro_batches": 2, "tp": 8}), ((), {"recomputation": True, "tp": 3}),
                      ((), {"distribute_low_prec_param": True, "num_micro_batches": 0}),
                      (("num_stages : two",), {}), (("num_stage : 2",), {}), ((), {"num_micro_batches": 2.5})]:
     try:
@@ -78,16 +78,16 @@ for args, kwargs in [((%r,), {}), ((), {"tp": 2, "num_stages": 2, "num_micro_bat
         print("ConfigError:", e)
 print(torch.moreh.option.get_parallelism())
 print(x.tolist())
-""" % SEED.replace("No TP", "TP : 2")
+""" % SEED.replace("No TP", "TP : 4")
     proc = run(code, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout.splitlines()
     assert all(o.startswith("ConfigError: ") for o in out[:10]), out
-    assert "not supported yet: tensor parallelism (TP : 2) with micro-batches (num_micro_batches : 4" in out[0]
-    assert "not supported yet: tensor parallelism (TP : 2) with micro-batches" in out[1]  # pp 2 x tp 2 runs one
+    assert "num_stages : 2 x TP : 4 = 8 does not divide the 4 devices" in out[0]
+    assert "TP must be an integer of at least 1, got '0'" in out[1]
     assert "num_stages : 8 needs at least 8 devices; the virtual device has 4" in out[2]
     assert "num_stages : 3 x TP : 1 = 3 does not divide the 4 devices" in out[3]
-    assert "not supported yet: tensor parallelism (TP : 2)" in out[4]
+    assert "TP : 8 needs at least 8 devices; the virtual device has 4" in out[4]
     assert "num_stages : 1 x TP : 3 = 3 does not divide the 4 devices" in out[5]
     assert "num_micro_batches must be an integer of at least 1, got '0'" in out[6]
     assert "num_stages must be an integer of at least 1, got 'two'" in out[7]
@@ -103,9 +103,9 @@ def test_a_bad_moreh_parallelism_names_the_variable_and_the_field(tmp_path):
     assert proc.returncode != 0
     assert "MOREH_PARALLELISM='num_stages : 2, TP : two' is not valid: parallel configuration: TP must be an " \
            "integer of at least 1, got 'two'" in proc.stderr
-    proc = run("import torch", tmp_path, parallelism="num_stages : 2, num_micro_batches : 2, TP : 2")
+    proc = run("import torch", tmp_path, parallelism="num_stages : 2, num_micro_batches : 2, TP : 4")
     assert proc.returncode != 0
-    assert "not supported yet: tensor parallelism (TP : 2) with micro-batches" in proc.stderr
+    assert "num_stages : 2 x TP : 4 = 8 does not divide the 4 devices" in proc.stderr
     assert not (tmp_path / DUMP).exists()
 
 

@@ -108,43 +108,17 @@ TEST(ParallelConfigTest, AnImpossibleLayoutIsAnErrorNamingTheField) {
   EXPECT_THROW(parallel_layout(c, 4), ConfigError);
 }
 
-TEST(ParallelConfigTest, WhatThisBuildCannotRunIsNamed) {
-  EXPECT_EQ(unsupported_parallelism(ParallelConfig{}, 4), "");
-  ParallelConfig c;
-  c.batch_per_device = 4;  // informational: batch splitting decides the rows
-  EXPECT_EQ(unsupported_parallelism(c, 4), "");
-  // The seed's line: two stages, four micro-batches, the optimizer sharded: it all runs.
-  EXPECT_EQ(unsupported_parallelism(parse_parallel_config(kSeedLine), 4), "");
-  ParallelConfig zero;
-  zero.distribute_param = true;
-  EXPECT_EQ(unsupported_parallelism(zero, 4), "");
-  zero.distribute_low_prec_param = true;
-  zero.recomputation = 1;
-  EXPECT_EQ(unsupported_parallelism(zero, 4), "");  // under batch splitting
-  zero.num_stages = 2;  // and beside pipeline stages
-  zero.num_micro_batches = 2;
-  EXPECT_EQ(unsupported_parallelism(zero, 4), "");
-  c = ParallelConfig{};
-  c.num_stages = 2;
-  c.num_micro_batches = 4;
-  EXPECT_EQ(unsupported_parallelism(c, 4), "");
+// Every knob composes with every other: a line whose stages and TP divide the devices has a layout.
+TEST(ParallelConfigTest, EveryKnobComposesWhereTheDevicesDivide) {
+  ParallelConfig c = parse_parallel_config(kSeedLine);  // two stages, four micro-batches, the optimizer sharded
   c.tp = 2;
-  EXPECT_NE(unsupported_parallelism(c, 4).find("tensor parallelism (TP : 2)"), std::string::npos);
-  c = ParallelConfig{};
-  c.tp = 2;  // alone, over both devices: it runs
-  EXPECT_EQ(unsupported_parallelism(c, 2), "");
-  EXPECT_EQ(unsupported_parallelism(c, 4), "");  // dp 2 x tp 2
   c.recomputation = 1;
-  EXPECT_EQ(unsupported_parallelism(c, 2), "");
-  c.distribute_param = true;  // over the replicas of dp 2 x tp 2
   c.distribute_low_prec_param = true;
-  EXPECT_EQ(unsupported_parallelism(c, 4), "");
-  c.distribute_low_prec_param = false;
-  c.num_stages = 2;  // pp 2 x tp 2, one micro-batch
-  EXPECT_EQ(unsupported_parallelism(c, 4), "");
-  c.num_micro_batches = 2;  // micro-batches beside TP: not yet
-  EXPECT_NE(unsupported_parallelism(c, 4).find("tensor parallelism (TP : 2) with micro-batches (num_micro_batches : 2"),
-            std::string::npos);
+  const ParallelSizes s = parallel_layout(c, 8);  // dp 2 x pp 2 x tp 2
+  EXPECT_EQ(s.dp, 2);
+  EXPECT_EQ(s.pp, 2);
+  EXPECT_EQ(s.tp, 2);
+  EXPECT_THROW(parallel_layout(c, 6), ConfigError);  // 2 x 2 does not divide 6
 }
 
 }  // namespace

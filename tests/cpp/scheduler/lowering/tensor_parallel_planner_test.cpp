@@ -499,8 +499,32 @@ TEST_F(TensorParallelTest, BesidePipelineStagesEachStageIsItsOwnTensorRanks) {
   EXPECT_EQ(w2_at.kind, PlacementKind::kShard);
   EXPECT_EQ(w2_at.outer, 4);
   for (const auto* at : {&w1_at, &w2_at}) EXPECT_TRUE(at->devices == 0b0011 || at->devices == 0b1100) << at->devices;
-  // Micro-batches beside TP are refused by name.
-  EXPECT_THROW(compile_pipeline_plan(g, c, {.stages = 2, .tp = 2, .micro_batches = 2}, {8}), runtime::ConfigError);
+}
+
+// pp 2 x tp 2 with 2 micro-batches: each stage runs the pair's ops micro-batch after micro-batch into blocks that
+// hold both micro-batches' rows of the rank's part; TP's all-reduce of the second layer's partial sum waits for
+// both and sums the block's two pieces at once (its geometry is the replica's, twice one piece's).
+TEST_F(TensorParallelTest, BesideMicroBatchesTheirRowsShareTheRanksBlocks) {
+  build();
+  const CanonicalGraph c = CanonicalGraph::build(g);
+  const PlannedStep plan = compile_pipeline_plan(g, c, {.stages = 2, .tp = 2, .micro_batches = 2}, {8});
+  ASSERT_EQ(plan.programs.size(), 4u);
+  EXPECT_NE(plan.report.summary.find("batch 8 split by rows, 2 micro-batch(es) per replica"), std::string::npos)
+      << plan.report.summary;
+  size_t reduces = 0, joined = 0;
+  for (const auto& p : plan.programs) {
+    for (const Instruction& i : p.code)
+      if (i.kind == Kind::kAllReduce) {
+        ++reduces;
+        ASSERT_GT(i.aux, 0u);
+        EXPECT_EQ(runtime::whole_bytes(p.geometries.at(i.aux - 1), 0), 8u * 4 * 4);  // y2's [8, 4] floats
+      }
+    for (const runtime::LocalLaunch& l : p.launches)
+      for (size_t k = 0; k < l.joins.size(); ++k)
+        if (l.joins[k] == runtime::LocalLaunch::Join::kInto && l.into[k] > 0) ++joined;  // micro-batch 1's rows
+  }
+  EXPECT_EQ(reduces, 2u);
+  EXPECT_GT(joined, 0u);
 }
 
 }  // namespace
