@@ -29,16 +29,16 @@ def set_parallelism(config=None, *, num_stages=1, num_micro_batches=1, batch_per
     (``"num_stages : 2, num_micro_batches : 4, batch_per_device : 1, No TP, recomputation : 0,
     distribute_param : true, distribute_low_prec_param : false"``); otherwise the keywords give the fields
     (``tp=1`` is ``No TP``; ``batch_per_device`` is kept for the line, and batch splitting still takes the
-    script's batch: 0 says so). The layout is checked against the virtual device's devices and what this
-    build runs before anything changes: an impossible
-    field or one not supported yet raises ``torch_moreh._C.ConfigError`` naming it. Once set, it is logged
+    script's batch: 0 says so). The layout is checked against the virtual device's devices before anything
+    changes: an impossible field (a malformed value, more stages than devices, ``num_stages × tp`` not dividing
+    them) raises ``torch_moreh._C.ConfigError`` naming it. Once set, it is logged
     (``Configuration for parallelism is selected.`` and the line), written to
     ``advanced_parallelization_selected_config.dump`` in the working directory, and the rank table shows it.
-    This build runs batch splitting, with the optimizer's state and updates sharded over the replicas when
-    ``distribute_param=True`` (ZeRO-2), and pipeline stages with micro-batches, in 1F1B order or GPipe's
-    (``pipeline_schedule="gpipe"``, moreh's own field ``pipeline_schedule : gpipe`` of the line), each stage's
-    optimizer sharded over its replicas with ``distribute_param=True``; TP, recomputation and low-precision
-    parameter sharding are refused as not supported yet.
+    Every knob composes with the others: batch splitting over the data-parallel replicas, pipeline stages with
+    micro-batches in 1F1B order or GPipe's (``pipeline_schedule="gpipe"``, moreh's own field
+    ``pipeline_schedule : gpipe`` of the line), tensor parallelism (``tp``) over each replica's ranks,
+    recomputation, the optimizer sharded over the replicas (``distribute_param=True``: ZeRO-2, ZeRO-3 where
+    memory demands it) and autocast's copies of the parameters sharded (``distribute_low_prec_param=True``).
     """
     if config is None:
         tp_field = "No TP" if tp == 1 else f"TP : {tp}"

@@ -1,7 +1,6 @@
 """torch.moreh.option.set_parallelism and MOREH_PARALLELISM: a parallel layout chosen by hand as MoAI's
 configuration line (seed 000), checked before anything changes, logged, dumped and shown in the rank table.
-This build runs batch splitting (with its optimizer state sharded: distribute_param) and pipeline stages with
-micro-batches; the other knobs are refused as not supported yet."""
+Every knob composes; what the devices cannot hold (or a malformed field) is refused by name."""
 import os
 import subprocess
 import sys
