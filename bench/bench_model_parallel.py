@@ -5,7 +5,7 @@ default) and, for two layouts, GPipe too: 1F1B holds fewer micro-batches' activa
 runs with its optimizer sharded too (distribute_param : true). Recomputation (recomputation : 1) runs beside
 the same layouts without it: its column is the measured peak as a share of theirs. Tensor parallelism (TP : N)
 runs over 2 and 4 devices, beside data-parallel replicas (TP : 2 on 4 and 8 devices, TP : 4 on 8: dp x tp), and
-beside 2 pipeline stages (pp 2 x tp 2 on 4 devices, dp 2 x pp 2 x tp 2 on 8).
+beside 2 pipeline stages (pp 2 x tp 2 on 4 devices, with 4 micro-batches too, dp 2 x pp 2 x tp 2 on 8).
 `--only "TP"` runs the layouts whose line holds a piece (and one device first).
 
 The number of devices is fixed when moreh's engine starts, so each layout runs in its own process; the
@@ -55,6 +55,7 @@ LAYOUTS = [  # (devices, MOREH_PARALLELISM)
     (4, "num_stages : 2, TP : 2, " + RC),
     (8, "num_stages : 2, TP : 2"),  # dp 2 x pp 2 x tp 2
     (8, "num_stages : 2, TP : 2, distribute_param : true"),
+    (4, "num_stages : 2, num_micro_batches : 4, TP : 2"),  # pp 2 x tp 2, GPipe's order beside TP
 ]
 
 
