@@ -346,13 +346,18 @@ def test_tp_parts_rest_in_rows_over_the_replicas_when_memory_demands_it(tmp_path
     assert max(zero3["held"]) + max(zero3["measured_peak"]) <= capacity
 
 
-def test_dp_x_tp_runs_its_group_collectives_through_nccl():
+@pytest.mark.parametrize("devices,line", [(4, "TP : 2"), (8, "num_stages : 2, TP : 2, distribute_param : true")])
+def test_mesh_group_collectives_go_through_nccl(devices, line):
     """With NCCL as the communicator (the tests' stand-in library), dp 2 x tp 2's collectives over a replica's ranks
-    and over a rank's replicas go through NCCL communicators of their groups."""
+    and over a rank's replicas go through NCCL communicators of their groups; beside pipeline stages, so do each
+    stage's groups and the sends between stages."""
     ref = train("gpt:8", 1)
-    got = train("gpt:8", 4, nccl=True, parallelism="TP : 2")
+    got = train("gpt:8", devices, nccl=True, parallelism=line)
     assert_like_one_device(ref, got)
     assert got["fake_nccl_calls"]["ncclAllReduce"] > 0, got["fake_nccl_calls"]
+    if "num_stages" in line:
+        assert got["fake_nccl_calls"]["ncclSend"] > 0 and got["fake_nccl_calls"]["ncclAllGather"] > 0, \
+            got["fake_nccl_calls"]
 
 
 def test_low_precision_copies_beside_dp_x_tp_follow_one_device_to_bf16_rounding():
