@@ -4,6 +4,7 @@
 // micro-batch in 1F1B or GPipe order (pipeline_schedule.h): activations go forward and gradients back
 // with send/receive, a micro-batch's partial sums (weight gradients, the loss) are added to the earlier ones on the device, and the rest of the step
 // (the loss's division by its weight, the gradients' all-reduce over the replicas, the optimizer) runs once.
+// With TP each replica is a group of tensor ranks, lowered as dp × tp lowers them (tensor_parallel_planner.h).
 #pragma once
 #include <cstdint>
 #include <vector>
