@@ -69,7 +69,7 @@ class PipelineEmission {
         piece_rows_(std::move(pieces)),
         at_(cg.buffers.size(), std::vector<uint32_t>(micro, 0)), home_(cg.buffers.size(), false),
         everywhere_(cg.buffers.size(), false), by_rows_(cg.buffers.size(), false),
-        own_rows_(cg.buffers.size(), false), owner_(cg.buffers.size(), -1) {
+        owner_(cg.buffers.size(), -1) {
     for (int i = 0; i < dp_; ++i) device_rows_.push_back(runtime::split_rows(rows_, dp_, i));
     programs_.resize(static_cast<size_t>(dp_ * pp_ * t_));
     for (size_t d = 0; d < programs_.size(); ++d) programs_[d].device = static_cast<int>(d);
@@ -110,11 +110,10 @@ class PipelineEmission {
           throw runtime::Error(fmt::format("buffer {} lies on devices {:#x}, which are no stage of this layout; "
                                            "bring it home before planning", cg.bindings[s]->id(), p.devices));
         set_whole(static_cast<uint32_t>(s), static_cast<int>(j - stage_mask_.begin()));
-        // Rows of the batch, or of the slot's own first dim (optimizer state a sharded optimizer left); not
-        // a tensor-parallel part (along a replica's ranks).
+        // Rows of the batch (not of the slot's own first dim, as a sharded optimizer leaves its state; not a
+        // tensor-parallel part, along a replica's ranks).
         const bool ranks = t_ > 1 && (dp_ == 1 || (p.ranks == t_ && p.stride == 1));
-        own_rows_[s] = p.kind == PlacementKind::kShard && !ranks && p.rows != rows_;
-        by_rows_[s] = p.kind == PlacementKind::kShard && !ranks && !own_rows_[s];
+        by_rows_[s] = p.kind == PlacementKind::kShard && !ranks && p.rows == rows_;
       }
     }
   }
@@ -257,12 +256,6 @@ class PipelineEmission {
   uint64_t block_bytes(uint32_t s, int i) const {
     return by_rows_[s] && row_bytes(s) ? row_bytes(s) * static_cast<uint64_t>(device_rows_[i].count) : bytes(s);
   }
-  // Replica i's rows of a slot held in its own rows (optimizer_sharding.h).
-  uint64_t own_bytes(uint32_t s, int i) const {
-    const uint64_t row = row_bytes(s);
-    if (row == 0) return bytes(s);
-    return static_cast<uint64_t>(runtime::split_rows(static_cast<int64_t>(bytes(s) / row), dp_, i).count) * row;
-  }
   // The bytes of the slot's block on device d (replica i): a ring of a few micro-batches' rows, or as above.
   uint64_t block_bytes_on(uint32_t s, int i, int d) const {
     const Ring* r = ring(d, s);
@@ -347,9 +340,9 @@ class PipelineEmission {
     if (at[0] == 0 || (at[0] & bit(j))) return;
     const int from = std::countr_zero(at[0]);
     for (int i = 0; i < dp_; ++i)
-      for (int r = 0; r < t_; ++r) {  // replica i's rows (rank r's part) go to replica i (rank r)
+      for (int r = 0; r < t_; ++r) {  // replica i's block (rank r's part) goes to replica i (rank r), as it lies
         const int src = device(i, from, r);
-        const uint64_t b = t_ > 1 ? held(src, s) : own_rows_[s] ? own_bytes(s, i) : block_bytes(s, i);
+        const uint64_t b = held(src, s);
         if (b == 0 && bytes(s) > 0)
           throw std::logic_error(fmt::format("the pipeline planner sends slot {} from device {}, which holds none of it", s, src));
         const ByteRange whole{0, b, b};
@@ -578,7 +571,6 @@ class PipelineEmission {
     const uint32_t s = st.index;
     switch (st.kind) {
       case Kind::kAllocate:
-        own_rows_[s] = st.own_rows;
         by_rows_[s] = st.split_allocation && !st.own_rows;
         for (int i = 0; i < dp_; ++i)
           for (int r = 0; r < t_; ++r) {
@@ -615,12 +607,8 @@ class PipelineEmission {
           const uint32_t out = cg_.node_outputs[st.index][k];
           set_whole(out, j);
           by_rows_[out] = false;
-          own_rows_[out] = st.own_rows && !node.outputs[k].sizes.empty();
         }
-        for (uint16_t w : node.written) {
-          set_whole(cg_.node_inputs[st.index][w], j);
-          if (!st.own_rows) own_rows_[cg_.node_inputs[st.index][w]] = false;
-        }
+        for (uint16_t w : node.written) set_whole(cg_.node_inputs[st.index][w], j);
         return;
       }
       case Kind::kScale:
@@ -646,7 +634,6 @@ class PipelineEmission {
         // The batch's rows, or (own_rows) the slot's own: then the block is not a block of batch rows.
         if (st.kind == Kind::kAllGather || st.own_rows) by_rows_[s] = false;
         else if (st.kind == Kind::kKeepRows) by_rows_[s] = true;
-        if (st.own_rows) own_rows_[s] = st.kind != Kind::kAllGather;
         return;
       case Kind::kDivide:
         bring_whole(s, j);
@@ -790,12 +777,9 @@ class PipelineEmission {
         if (x < st.aligned.size() && st.aligned[x] >= 0 && m_ > 1) at_[in[x]][k] = bit(j), home_[in[x]] = false, owner_[in[x]] = j;
         else set_whole(in[x], j);
       }
-    for (size_t x = 0; x < in.size(); ++x)
-      if (std::find(node.written.begin(), node.written.end(), x) != node.written.end()) own_rows_[in[x]] = false;
     for (size_t o = 0; o < out.size(); ++o) {
       const bool rows = o < st.outputs.size() && st.outputs[o].kind == OutputSpec::Kind::kShard;
       by_rows_[out[o]] = rows;
-      own_rows_[out[o]] = false;
       if (rows && m_ > 1) at_[out[o]][k] = bit(j), owner_[out[o]] = j;
       else set_whole(out[o], j);
     }
@@ -930,7 +914,6 @@ class PipelineEmission {
   std::vector<std::vector<uint32_t>> at_;
   std::vector<bool> home_, everywhere_;
   std::vector<bool> by_rows_;  // replicas hold their rows of it (else the whole value, or a partial one)
-  std::vector<bool> own_rows_;  // replicas hold their rows of its own first dim (a sharded optimizer's)
   // The stage that keeps the slot after the step: the last to write it, else the first it went to (copies
   // elsewhere are released; a parameter read by another stage is sent again next step, after its update).
   std::vector<int> owner_;
