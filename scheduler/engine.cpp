@@ -19,7 +19,13 @@
 #include "runtime/device/physical_devices.h"
 #include "runtime/exec/gather_home.h"
 #include "runtime/plan/rank_layout.h"
+#include "scheduler/analysis/backward_seeds.h"
+#include "scheduler/analysis/step_analysis.h"
 #include "scheduler/lowering/plan_step.h"
+#include "scheduler/search/candidates.h"
+#include "scheduler/search/search_report.h"
+#include "scheduler/search/selection_cache.h"
+#include "scheduler/search/step_cost.h"
 
 namespace moreh::scheduler {
 
@@ -82,6 +88,9 @@ Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devic
   if (!devices_.empty() && devices_[0]->kind() == DeviceKind::kCuda)
     cuda::KernelCache::instance().set_disk_dir(config_.kernel_cache_dir);  // kernels compiled by earlier runs
 #endif
+  if (config_.device_profile != "auto" && config_.device_profile != "host" && !named_profile(config_.device_profile))
+    throw ConfigError(fmt::format("MOREH_DEVICE_PROFILE='{}' is not valid: expected auto, host or one of {}",
+                                  config_.device_profile, fmt::join(profile_names(), ", ")));
   communicator_ = make_communicator(config_, raw(devices_));
   if (communicator_) executor_.set_communicator(communicator_.get());
   if (config_.parallelism) set_parallelism(*config_.parallelism);  // MOREH_PARALLELISM
@@ -222,14 +231,18 @@ void Engine::flush_locked() {
   if (devices_.size() > 1 && bring_home_misplaced_locked(canonical))
     canonical = CanonicalGraph::build(*graph, offset_keying());  // their placements are in the hash
 
+  // Advanced Parallelization chooses the layout at the first step with a batch.
+  std::shared_ptr<PlannedStep> searched;
+  if (advanced_parallelization_ && !layout_searched_ && searchable_locked(*graph, canonical)) {
+    layout_searched_ = true;
+    searched = choose_layout_locked(*graph, canonical, "Advanced Parallelization is enabled", true);
+  }
   // A graph planned with and without fusion, or under another layout, has another plan: the key says which.
-  uint64_t plan_key = fusion_enabled_ ? canonical.hash ^ 0x9e3779b97f4a7c15ull : canonical.hash;
-  plan_key ^= layout_key_;
-  std::shared_ptr<const PlannedStep> plan = cache_.find(plan_key);
-  if (plan) {
-    log().debug("Step graph {:016x} found in the plan cache ({} ops)", canonical.hash, plan->num_nodes);
-  } else {
-    std::shared_ptr<PlannedStep> compiled = compile_locked(*graph, canonical);
+  auto key_of = [&] {
+    const uint64_t key = fusion_enabled_ ? canonical.hash ^ 0x9e3779b97f4a7c15ull : canonical.hash;
+    return key ^ layout_key_;
+  };
+  auto take_compiled = [&](std::shared_ptr<PlannedStep> compiled) {
     if (devices_.size() > 1) log_layout_once();
     if (compiled->report.replicated_fallbacks > 0)
       log().info("{} op(s) had no sharding rule and ran replicated on gathered inputs: {}",
@@ -241,11 +254,15 @@ void Engine::flush_locked() {
     for (const auto& program : compiled->programs)
       for (const auto& f : program.fused) devices_.at(program.device)->prepare_elementwise(f.kernel);
     if (compiled->num_devices > 1) compiled->report.timeline = simulate_plan(*compiled, *graph);
+    if (profile_) compiled->report.predicted_ms = predict_step(*compiled, *graph, canonical, ProfileTiming(*profile_, static_cast<int>(devices_.size()))).seconds * 1e3;
     stats_.last_compile_ms = compiled->report.compile_ms;
     stats_.total_compile_ms += compiled->report.compile_ms;
-    plan = compiled;
-    cache_.insert(plan_key, plan);
-  }
+    cache_.insert(key_of(), compiled);
+    return std::shared_ptr<const PlannedStep>(compiled);
+  };
+  std::shared_ptr<const PlannedStep> plan = cache_.find(key_of());
+  if (plan) log().debug("Step graph {:016x} found in the plan cache ({} ops)", canonical.hash, plan->num_nodes);
+  else plan = take_compiled(searched ? searched : compile_locked(*graph, canonical));
   stats_.cache_hits = cache_.hits();
   stats_.cache_misses = cache_.misses();
 
@@ -259,12 +276,40 @@ void Engine::flush_locked() {
       }
     }
   }
+  std::string no_layout_fits;
+  if (const DeviceProgram* over = first_overflow(*plan);
+      over && devices_.size() > 1 && oom_searched_.insert(canonical.hash ^ layout_key_).second &&
+      searchable_locked(*graph, canonical)) {
+    // Automatic model parallelism: the layout does not fit, others may.
+    const PhysicalDevice& dev = *devices_.at(over->device);
+    log().warn("This step needs {} bytes more on {} under the current layout ({}), which has {} bytes free: "
+               "searching the layouts that fit (pipeline stages, tensor parallelism, sharded parameters) instead "
+               "of raising OUT_OF_MEMORY",
+               over->peak_bytes, dev.name(), format_parallel_config(parallelism_), dev.available());
+    layout_searched_ = true;
+    if (std::shared_ptr<PlannedStep> found = choose_layout_locked(*graph, canonical, "the step ran out of memory", false)) {
+      plan = cache_.find(key_of());
+      if (!plan) plan = take_compiled(found);
+    } else if (last_search_) {
+      const int least = last_search_->least_memory();
+      if (least >= 0) {
+        const CandidateResult& c = last_search_->candidates[static_cast<size_t>(least)];
+        no_layout_fits = fmt::format(
+            "No parallel layout fits either: the one needing the least memory ({}) needs {} bytes on a device of "
+            "{} bytes (less a margin of {}). Lower the batch size, or pick a flavor with more or larger devices "
+            "(moreh-switch-model).",
+            format_parallel_config(c.config), c.max_peak(), devices_[0]->capacity(),
+            config_.memory_margin(devices_[0]->capacity()));
+        log().error("{}", no_layout_fits);
+      }
+    }
+  }
   if (const DeviceProgram* over = first_overflow(*plan)) {
     // As on a GPU, the ops before the one that runs out of memory run and the rest do not: every value that
     // existed before (uploads and parameters recorded in this step included) survives, and only what the ops
     // that did not run would have produced carries the error.
     PhysicalDevice& dev = *devices_.at(over->device);
-    OutOfMemoryError oom(dev.name(), over->peak_bytes, dev.available(), dev.capacity());
+    OutOfMemoryError oom(dev.name(), over->peak_bytes, dev.available(), dev.capacity(), no_layout_fits);
     const size_t kept = longest_fitting_prefix(*graph);
     log().error("A step of {} ops needs {} bytes more on {}; {} bytes are free. Its first {} ops run; the rest were "
                 "not run.",
@@ -310,6 +355,141 @@ bool Engine::bring_home_misplaced_locked(const CanonicalGraph& canonical) {
   return true;
 }
 
+bool Engine::bring_home_for_layouts_locked(const CanonicalGraph& canonical, const std::vector<ParallelSizes>& layouts) {
+  std::vector<Buffer*> misplaced;
+  for (size_t s = 0; s < canonical.bindings.size(); ++s) {
+    if (canonical.buffers[s].origin != BufferOrigin::kMaterialized) continue;
+    for (const ParallelSizes& layout : layouts)
+      if (!plan_accepts(canonical.bindings[s]->placement(), layout)) {
+        misplaced.push_back(canonical.bindings[s].get());
+        break;
+      }
+  }
+  if (misplaced.empty()) return false;
+  wait_locked();
+  for (Buffer* b : misplaced) gather_home(*b, raw(devices_));
+  log().debug("{} value(s) were brought to device 0 so that every candidate layout can start from them", misplaced.size());
+  return true;
+}
+
+bool Engine::searchable_locked(const StepGraph& graph, const CanonicalGraph& canonical) const {
+  return devices_.size() > 1 && !parallelism_by_hand_ && analyze_step(graph, canonical).split_rows > 0;
+}
+
+std::shared_ptr<PlannedStep> Engine::choose_layout_locked(const StepGraph& graph, CanonicalGraph& canonical,
+                                                          const std::string& reason, bool use_cache) {
+  const int n = static_cast<int>(devices_.size());
+  const uint64_t graph_hash = stable_graph_hash(graph, canonical);
+  const SelectionCache selections(config_.ap_cache ? config_.config_dir + "/ap" : std::string());
+  const char* train = backward_seeds(graph, canonical).empty() ? "train: false" : "train: true";
+  if (use_cache) {
+    if (std::optional<ParallelConfig> earlier = selections.find(graph_hash, config_.flavor.name, n)) {
+      log().info("Advanced Parallelization: graph {:016x} on {} was searched by an earlier run ({}); its "
+                 "selection is taken without a search.",
+                 graph_hash, config_.flavor.name, selections.path(graph_hash, config_.flavor.name, n));
+      adopt_layout_locked(*earlier, train);
+      if (bring_home_misplaced_locked(canonical)) canonical = CanonicalGraph::build(graph, offset_keying());
+      return nullptr;
+    }
+  }
+  const StepAnalysis analysis = analyze_step(graph, canonical);
+  const CandidateSpace space{.devices = n, .batch = analysis.split_rows, .autocast = false};
+  std::vector<ParallelSizes> layouts;
+  for (const ParallelConfig& c : enumerate_candidates(space)) layouts.push_back(parallel_layout(c, n));
+  if (bring_home_for_layouts_locked(canonical, layouts)) canonical = CanonicalGraph::build(graph, offset_keying());
+  for (auto& d : devices_) {  // what the devices hold once earlier steps are done
+    try {
+      d->synchronize(timeout_of(config_));
+    } catch (...) {
+      if (!deferred_error_) deferred_error_ = std::current_exception();
+    }
+  }
+  std::vector<uint64_t> used;
+  for (const auto& d : devices_) used.push_back(d->used());
+  const uint64_t capacity = devices_[0]->capacity();
+  const ProfileTiming timing(device_profile_locked(), n);
+  const SearchRequest request{.graph = graph,
+                              .canonical = canonical,
+                              .devices = n,
+                              .used_bytes = used,
+                              .capacity = capacity,
+                              .margin = config_.memory_margin(capacity),
+                              .fusion = fusion_enabled_,
+                              .fusion_limits = fusion_limits(),
+                              .timing = timing};
+  SearchResult result = search_parallel_layouts(request, [](SearchPhase phase, const SearchResult& r) {
+    switch (phase) {
+      case SearchPhase::kEnumerated:
+        log().info("The number of candidates is {}.", r.candidates.size());
+        log().info("Parallel Graph Compile start...");
+        break;
+      case SearchPhase::kLowered:
+        log().info("Elapsed Time to compile all candidates = {} [ms]", static_cast<int64_t>(r.compile_ms));
+        log().info("Parallel Graph Compile finished.");
+        log().info("The number of possible candidates is {}.", r.lowered_and_fitting);
+        log().info("SelectBestGraphFromCandidates start...");
+        break;
+      case SearchPhase::kTimed:
+        log().info("Elapsed Time to compute cost for survived candidates = {} [ms]", static_cast<int64_t>(r.cost_ms));
+        log().info("SelectBestGraphFromCandidates finished.");
+        break;
+    }
+  });
+  if (log().should_log(spdlog::level::debug)) {
+    log().debug("Advanced Parallelization candidates ({}; costs from the {} profile):", reason, timing.profile().name);
+    for (const auto& line : candidate_table(result, n)) log().debug("  {}", line);
+  }
+  const SearchContext context{.flavor = config_.flavor.name,
+                              .devices = n,
+                              .profile = timing.profile().name,
+                              .graph_hash = graph_hash,
+                              .reason = reason,
+                              .capacity = capacity,
+                              .margin = request.margin};
+  const char* explanation = "advanced_parallelization_candidates.json";
+  if (std::FILE* f = std::fopen(explanation, "w")) {
+    const std::string text = candidates_json(result, context);
+    const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+    if (std::fclose(f) != 0 || !ok) log().warn("could not write {} in the working directory", explanation);
+  } else {
+    log().warn("could not write {} in the working directory: {}", explanation, std::strerror(errno));
+  }
+  std::shared_ptr<PlannedStep> plan;
+  if (result.selected >= 0) {
+    CandidateResult& chosen = result.candidates[static_cast<size_t>(result.selected)];
+    plan = std::move(chosen.plan);
+    log().info("Predicted step time {:.3f} ms ({:.0f} tokens/s) on the {} profile; {} of {} candidates fit; "
+               "advanced_parallelization_candidates.json says why the others were dropped",
+               chosen.step_ms, chosen.tokens_per_s, timing.profile().name, result.feasible, result.candidates.size());
+    adopt_layout_locked(chosen.config, train);
+    if (!selections.store(graph_hash, config_.flavor.name, n, chosen.config) && config_.ap_cache)
+      log().warn("could not keep the selection under {}; the next run searches again", config_.config_dir + "/ap");
+  } else {
+    log().warn("Advanced Parallelization: no candidate fits the devices' memory ({})", reason);
+  }
+  for (auto& c : result.candidates) c.plan.reset();
+  last_search_ = std::make_shared<const SearchResult>(std::move(result));
+  return plan;
+}
+
+void Engine::adopt_layout_locked(const ParallelConfig& config, const char* after_selection) {
+  parallelism_ = config;
+  layout_key_ = config == ParallelConfig{} ? 0 : std::hash<std::string>{}(format_parallel_config(config)) * 0x100000001b3ull;
+  const std::string line = format_parallel_config(config);
+  log().info("Configuration for parallelism is selected.");
+  log().info("{}", line);
+  if (after_selection) log().info("{}", after_selection);
+  const char* dump = "advanced_parallelization_selected_config.dump";
+  if (std::FILE* f = std::fopen(dump, "w")) {
+    const bool ok = std::fprintf(f, "%s\n", line.c_str()) > 0;
+    if (std::fclose(f) != 0 || !ok) log().warn("could not write {} in the working directory", dump);
+  } else {
+    log().warn("could not write {} in the working directory: {}", dump, std::strerror(errno));
+  }
+  layout_logged_ = false;
+  log_layout_once();
+}
+
 void Engine::log_layout_once() {
   if (layout_logged_) return;
   layout_logged_ = true;
@@ -324,20 +504,8 @@ void Engine::set_parallelism(const ParallelConfig& config) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   parallel_layout(config, static_cast<int>(devices_.size()));  // throws for an impossible layout
   flush_locked();  // what was recorded so far is planned as it was recorded
-  parallelism_ = config;
-  layout_key_ = config == ParallelConfig{} ? 0 : std::hash<std::string>{}(format_parallel_config(config)) * 0x100000001b3ull;
-  const std::string line = format_parallel_config(config);
-  log().info("Configuration for parallelism is selected.");
-  log().info("{}", line);
-  const char* dump = "advanced_parallelization_selected_config.dump";
-  if (std::FILE* f = std::fopen(dump, "w")) {
-    const bool ok = std::fprintf(f, "%s\n", line.c_str()) > 0;
-    if (std::fclose(f) != 0 || !ok) log().warn("could not write {} in the working directory", dump);
-  } else {
-    log().warn("could not write {} in the working directory: {}", dump, std::strerror(errno));
-  }
-  layout_logged_ = false;
-  log_layout_once();
+  parallelism_by_hand_ = true;
+  adopt_layout_locked(config);
 }
 
 ParallelConfig Engine::parallelism() const {
@@ -444,6 +612,41 @@ EngineStats Engine::stats() const {
 void Engine::set_advanced_parallelization(bool enabled) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   advanced_parallelization_ = enabled;
+}
+
+void Engine::set_host_calibration(HostCalibration calibrate) {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  host_calibration_ = std::move(calibrate);
+}
+
+DeviceProfile Engine::device_profile() {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  return device_profile_locked();
+}
+
+DeviceProfile Engine::device_profile_locked() {
+  if (profile_) return *profile_;
+  const std::string& name = config_.device_profile;
+  const uint64_t capacity = devices_.empty() ? 0 : devices_[0]->capacity();
+  if (name == "host" || (name == "auto" && (devices_.empty() || devices_[0]->kind() == DeviceKind::kHost))) {
+    profile_ = host_profile(config_.config_dir + "/profiles/host.txt", host_calibration_, capacity);
+  } else if (name == "auto") {
+    std::optional<DeviceProfile> p = profile_for_device_name(devices_[0]->name());
+    if (!p) {
+      log().info("moreh: no profile matches {}; the cost simulator uses the H100's (MOREH_DEVICE_PROFILE picks one)",
+                 devices_[0]->name());
+      p = named_profile("h100");
+    }
+    profile_ = *p;
+  } else {
+    profile_ = *named_profile(name);
+  }
+  return *profile_;
+}
+
+std::shared_ptr<const SearchResult> Engine::last_search() const {
+  std::lock_guard<std::recursive_mutex> lock(mu_);
+  return last_search_;
 }
 
 FusionLimits Engine::fusion_limits() const {

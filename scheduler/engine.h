@@ -5,6 +5,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <unordered_set>
 #include <vector>
 
 #include "runtime/memory/buffer.h"
@@ -19,6 +20,8 @@
 #include "runtime/memory/virtual_memory.h"
 #include "scheduler/fusion/elementwise_fusion.h"
 #include "scheduler/plan_cache.h"
+#include "scheduler/search/device_profile.h"
+#include "scheduler/search/parallel_search.h"
 
 namespace moreh::scheduler {
 
@@ -105,8 +108,16 @@ class Engine {
     executor_.add_group_bytes_by_device(out);
     return out;
   }
+  // Advanced Parallelization: the next step with a batch (and none chosen by hand) searches the layouts
+  // (search/parallel_search.h), or takes the one an earlier run selected for its graph.
   void set_advanced_parallelization(bool enabled);
   bool advanced_parallelization() const;
+  // The host profile's micro-benchmark (the backend runs it with its kernels, on first need).
+  void set_host_calibration(HostCalibration calibrate);
+  // The profile the cost simulator times steps with (MOREH_DEVICE_PROFILE; host devices measured once).
+  DeviceProfile device_profile();
+  // The last layout search (nullptr before any).
+  std::shared_ptr<const SearchResult> last_search() const;
   // The parallel layout chosen by hand (torch.moreh.option.set_parallelism, MOREH_PARALLELISM): checked
   // against the devices and what this build runs (ConfigError naming the field, nothing changed), then
   // logged with MoAI's two lines and the rank table, and written to advanced_parallelization_selected_config.dump
@@ -139,6 +150,20 @@ class Engine {
   // Brings to device 0 the step's values that an earlier layout left where this one cannot start from;
   // true when there were any.
   bool bring_home_misplaced_locked(const runtime::CanonicalGraph& canonical);
+  // The same for values that some of `layouts` cannot start from.
+  bool bring_home_for_layouts_locked(const runtime::CanonicalGraph& canonical,
+                                     const std::vector<runtime::ParallelSizes>& layouts);
+  // Whether `graph` is a step AP chooses a layout for: several devices, no layout chosen by hand, a batch.
+  bool searchable_locked(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical) const;
+  // AP for `graph`: the layout selected by an earlier run for it, or the search; adopts the selected layout and
+  // returns its plan (nullptr when a cached selection is taken: the caller compiles it; or when nothing fits,
+  // with `search` holding why). `canonical` is rebuilt when values had to come home first.
+  std::shared_ptr<PlannedStep> choose_layout_locked(const runtime::StepGraph& graph, runtime::CanonicalGraph& canonical,
+                                                    const std::string& reason, bool use_cache);
+  // Makes `config` the layout from here on: the log lines, the dump, the rank table.
+  // `after_selection`: a line logged after the configuration's (AP's "train: true").
+  void adopt_layout_locked(const runtime::ParallelConfig& config, const char* after_selection = nullptr);
+  DeviceProfile device_profile_locked();
 
   runtime::Config config_;
   runtime::VirtualMemory vm_;
@@ -151,6 +176,12 @@ class Engine {
   std::shared_ptr<const PlannedStep> last_plan_;
   std::exception_ptr deferred_error_;  // a failed step noticed while a flush waited for memory
   bool advanced_parallelization_ = false;
+  bool parallelism_by_hand_ = false;  // set_parallelism / MOREH_PARALLELISM: AP does not override it
+  bool layout_searched_ = false;      // AP chose (or loaded) the layout of this process
+  HostCalibration host_calibration_;
+  std::optional<DeviceProfile> profile_;
+  std::shared_ptr<const SearchResult> last_search_;
+  std::unordered_set<uint64_t> oom_searched_;  // graphs × layouts that ran out of memory and were searched
   std::unique_ptr<runtime::ProcessRegistry> registry_;
   std::unique_ptr<runtime::Communicator> communicator_;
   bool layout_logged_ = false;

@@ -15,6 +15,9 @@ namespace moreh::scheduler {
 struct PlanReport {
   std::string summary;  // one line for the log
   double compile_ms = 0;
+  // The step's predicted time on the engine's device profile (search/step_cost.h), once the profile is known
+  // (Advanced Parallelization ran, or torch.moreh.option.device_profile() was asked); 0 before.
+  double predicted_ms = 0;
   // The leading dimensions of the step's data inputs, most frequent first (analysis/step_analysis.h).
   std::vector<int64_t> batch_sizes;
   // With several devices: the ops that had no sharding rule and ran replicated on gathered inputs, the

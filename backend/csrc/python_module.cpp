@@ -5,6 +5,7 @@
 
 #include "backend/csrc/attention_choice.h"
 #include "backend/csrc/device_hooks.h"
+#include "backend/csrc/host_calibration.h"
 #include "backend/csrc/host_kernel_provider.h"
 #include "backend/csrc/interrupt_handler.h"
 #ifdef MOREH_TORCH_CUDA
@@ -48,6 +49,7 @@ void init() {
   e.set_kernel_provider(&backend::host_kernel_provider());
 #endif
   backend::register_recorded_composites();
+  e.set_host_calibration(&backend::measure_host);
 }
 
 py::dict stats() {
@@ -226,6 +228,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     if (!plan) return d;
     d["summary"] = plan->report.summary;
     d["compile_ms"] = plan->report.compile_ms;
+    d["predicted_ms"] = plan->report.predicted_ms;
     py::list peaks;
     for (const auto& p : plan->programs) peaks.append(p.peak_bytes);
     d["peak_bytes"] = peaks;
@@ -260,6 +263,49 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     backend::engine().set_fusion_enabled(on);
   });
   m.def("_advanced_parallelization", [] { return backend::engine().advanced_parallelization(); });
+  m.def("_device_profile", [] {
+    const scheduler::DeviceProfile p = [] {
+      py::gil_scoped_release nogil;  // the host profile may be measured now
+      return backend::engine().device_profile();
+    }();
+    py::dict d;
+    d["name"] = p.name;
+    d["fp32_flops"] = p.fp32_flops;
+    d["low_prec_flops"] = p.low_prec_flops;
+    d["memory_bytes_per_s"] = p.memory_bytes_per_s;
+    d["launch_s"] = p.launch_s;
+    d["memory_bytes"] = p.memory_bytes;
+    d["link_bytes_per_s"] = p.intra_node.bytes_per_s;
+    d["link_latency_s"] = p.intra_node.latency_s;
+    d["stream_speedup"] = p.stream_speedup;
+    d["stream_launch_s"] = p.stream_launch_s;
+    d["measured"] = p.measured;
+    return d;
+  });
+  // The last layout search: per candidate its configuration line, fate, peak bytes per device and prediction.
+  m.def("_last_search", []() -> py::object {
+    const auto r = backend::engine().last_search();
+    if (!r) return py::none();
+    py::list candidates;
+    for (size_t i = 0; i < r->candidates.size(); ++i) {
+      const auto& c = r->candidates[i];
+      py::dict d;
+      d["config"] = runtime::format_parallel_config(c.config);
+      d["selected"] = static_cast<int>(i) == r->selected;
+      d["dropped"] = c.dropped;
+      d["peak_bytes"] = c.peak_bytes;
+      d["step_ms"] = c.step_ms;
+      d["tokens_per_s"] = c.tokens_per_s;
+      candidates.append(d);
+    }
+    py::dict out;
+    out["candidates"] = candidates;
+    out["selected"] = r->selected;
+    out["compile_ms"] = r->compile_ms;
+    out["cost_ms"] = r->cost_ms;
+    out["tokens_per_step"] = r->tokens_per_step;
+    return out;
+  });
   m.def("_set_parallelism", [](const std::string& line) {
     const runtime::ParallelConfig config = runtime::parse_parallel_config(line);
     py::gil_scoped_release nogil;

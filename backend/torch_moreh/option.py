@@ -3,13 +3,17 @@ from . import _C
 
 
 def enable_advanced_parallelization():
-    """Lets Advanced Parallelization search the whole space at the next plan selection.
+    """Lets Advanced Parallelization choose the parallel layout.
 
-    The request is stored; the AP planner (a later milestone) reads it. Until then the plan is the
-    default one and the log says so.
+    At the next step with a batch, every layout of the devices (data, pipeline and tensor parallelism,
+    micro-batches, recomputation, sharded parameters) is lowered, those that do not fit a device's memory are
+    dropped, the rest are timed by the cost simulator and the fastest is selected: logged as MoAI logs it,
+    written to ``advanced_parallelization_selected_config.dump`` and explained in
+    ``advanced_parallelization_candidates.json`` in the working directory, and kept under
+    ``~/.moreh/ap`` so that the next run of the script takes it without searching. A layout chosen by hand
+    (``set_parallelism``, ``MOREH_PARALLELISM``) is kept instead.
     """
     _C._set_advanced_parallelization(True)
-    _C._log("info", "Advanced Parallelization requested (stored for the planner).")
 
 
 def disable_advanced_parallelization():
@@ -18,6 +22,17 @@ def disable_advanced_parallelization():
 
 def is_advanced_parallelization_enabled():
     return bool(_C._advanced_parallelization())
+
+
+def advanced_parallelization_candidates():
+    """The last layout search as a dict (``candidates``: config line, ``selected``, ``dropped`` reason,
+    ``peak_bytes`` per device, predicted ``step_ms`` and ``tokens_per_s``), or None before any."""
+    return _C._last_search()
+
+
+def device_profile():
+    """The device profile the cost simulator times steps with (measured once on host devices)."""
+    return _C._device_profile()
 
 
 def set_parallelism(config=None, *, num_stages=1, num_micro_batches=1, batch_per_device=0, tp=1,

@@ -21,7 +21,10 @@ std::string oom_text(const std::string& device, uint64_t requested, uint64_t ava
 
 }  // namespace
 
-OutOfMemoryError::OutOfMemoryError(std::string device, uint64_t requested, uint64_t available, uint64_t capacity)
-    : Error(oom_text(device, requested, available, capacity)), requested_(requested), available_(available) {}
+OutOfMemoryError::OutOfMemoryError(std::string device, uint64_t requested, uint64_t available, uint64_t capacity,
+                                   const std::string& note)
+    : Error(oom_text(device, requested, available, capacity) + (note.empty() ? "" : "\n" + note)),
+      requested_(requested),
+      available_(available) {}
 
 }  // namespace moreh::runtime

@@ -39,7 +39,9 @@ class InterruptedError : public Error {
 // A device could not hold what a step needs. The text follows MoAI's "Error Code 4: OUT_OF_MEMORY".
 class OutOfMemoryError : public Error {
  public:
-  OutOfMemoryError(std::string device, uint64_t requested, uint64_t available, uint64_t capacity);
+  // `note`: what else the user should know (a line appended to the text), empty for none.
+  OutOfMemoryError(std::string device, uint64_t requested, uint64_t available, uint64_t capacity,
+                   const std::string& note = {});
   uint64_t requested() const { return requested_; }
   uint64_t available() const { return available_; }
 

@@ -139,6 +139,32 @@ Config Config::from_env() {
   c.kernel_cache_dir = c.config_dir + "/kernels";
   if (const char* v = env("MOREH_KERNEL_CACHE_DIR")) c.kernel_cache_dir = std::string(v) == "off" ? "" : v;
   if (const char* v = env("MOREH_NCCL_LIBRARY")) c.nccl_library = v;
+  if (const char* v = env("MOREH_MEMORY_MARGIN")) {
+    const std::string text = lower(v);
+    if (!text.empty() && text.back() == '%') {
+      c.memory_margin_fraction = parse_var("MOREH_MEMORY_MARGIN", v, "a share such as 5% or a size such as 512MiB",
+                                           [](std::string_view s) {
+                                             size_t used = 0;
+                                             const std::string digits(s.substr(0, s.size() - 1));
+                                             const double d = std::stod(digits, &used);
+                                             if (used != digits.size() || !(d >= 0) || !(d < 100))
+                                               throw std::invalid_argument("share");
+                                             return d / 100.0;
+                                           });
+    } else if (text == "0") {
+      c.memory_margin_bytes = 0;
+    } else {
+      c.memory_margin_bytes = parse_var("MOREH_MEMORY_MARGIN", v, "a share such as 5% or a size such as 512MiB",
+                                        parse_size);
+    }
+  }
+  if (const char* v = env("MOREH_DEVICE_PROFILE")) c.device_profile = lower(v);
+  if (const char* v = env("MOREH_AP_CACHE"))
+    c.ap_cache = parse_var("MOREH_AP_CACHE", v, "0 or 1", [](std::string_view s) {
+      if (s == "0") return false;
+      if (s == "1") return true;
+      throw std::invalid_argument("flag");
+    });
   if (const char* v = env("MOREH_FUSION_MIN_OPS"))
     c.fusion_min_ops = parse_var("MOREH_FUSION_MIN_OPS", v, "a positive integer", parse_count);
   if (const char* v = env("MOREH_PARALLELISM")) {

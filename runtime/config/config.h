@@ -37,6 +37,14 @@ struct Config {
   std::string kernel_cache_dir;          // MOREH_KERNEL_CACHE_DIR (default <config_dir>/kernels; "off": none)
   // MOREH_PARALLELISM: a parallel layout chosen by hand, as MoAI's configuration line (parallel_config.h).
   std::optional<ParallelConfig> parallelism;
+  // MOREH_MEMORY_MARGIN: memory Advanced Parallelization keeps free on every device: a share of its capacity
+  // (memory_margin_fraction, default 5%) or a size (memory_margin_bytes, when set).
+  double memory_margin_fraction = 0.05;
+  std::optional<uint64_t> memory_margin_bytes;
+  // MOREH_DEVICE_PROFILE: the profile the cost simulator times steps with (auto: the devices' own; host, or a
+  // named GPU: h100, h200, a100, mi250). Checked by the engine, which knows the names.
+  std::string device_profile = "auto";
+  bool ap_cache = true;                  // MOREH_AP_CACHE: keep AP's selections under <config_dir>/ap
   std::string nccl_library;              // MOREH_NCCL_LIBRARY: NCCL for logical devices on distinct GPUs
                                          // (unset: libnccl.so.2; see nccl_library_name())
 
@@ -45,6 +53,11 @@ struct Config {
 
   // Reads the environment; a malformed value throws ConfigError naming the variable.
   static Config from_env();
+
+  // The margin in bytes for a device of `capacity` bytes.
+  uint64_t memory_margin(uint64_t capacity) const {
+    return memory_margin_bytes ? *memory_margin_bytes : static_cast<uint64_t>(static_cast<double>(capacity) * memory_margin_fraction);
+  }
 };
 
 // "16GiB", "512MiB", "1.5GB", "1048576" -> bytes. Throws std::invalid_argument.

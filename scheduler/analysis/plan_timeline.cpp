@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <map>
+#include <memory>
 #include <utility>
 
+#include "scheduler/lowering/memory_model.h"
 #include "scheduler/lowering/stage_cut.h"
 
 namespace moreh::scheduler {
@@ -19,24 +21,39 @@ bool is_collective(Kind k) {
   return k == Kind::kAllReduce || k == Kind::kAllGather || k == Kind::kBroadcast || k == Kind::kReduceScatter;
 }
 
-}  // namespace
+// Node costs, communication free.
+class CostUnits final : public StepTiming {
+ public:
+  KernelTime kernel(const runtime::Node& node, const runtime::LocalLaunch*, double share) const override {
+    return {node_cost(node) * share, 0};
+  }
+};
 
-PlanTimeline simulate_plan(const runtime::Plan& plan, const runtime::StepGraph& graph) {
+PlanTimeline simulate(const runtime::Plan& plan, const runtime::StepGraph& graph,
+                      const runtime::CanonicalGraph* canonical, const StepTiming& timing) {
   const size_t n = plan.programs.size();
   PlanTimeline t;
   t.busy.assign(n, 0);
+  t.communication.assign(n, 0);
   std::vector<double> clock(n, 0);
+  double overhead = 0;  // the kernels' fixed costs, over every device
   std::vector<size_t> pc(n, 0);
-  std::map<int, size_t> index_of;  // device -> program
-  for (size_t i = 0; i < n; ++i) index_of[plan.programs[i].device] = i;
-  // Messages sent: (sender, receiver) -> times, in order; how many each receiver has taken.
+  // Each device's blocks as its program runs: what a collective or a message moves.
+  std::vector<std::unique_ptr<DeviceMemory>> memory(n);
+  if (canonical)
+    for (size_t i = 0; i < n; ++i)
+      memory[i] = std::make_unique<DeviceMemory>(plan, plan.programs[i].device, &graph, *canonical);
+  auto held = [&](size_t i, uint32_t slot) { return memory[i] ? static_cast<double>(memory[i]->held(slot)) : 0.0; };
+  std::vector<int> all_devices;
+  for (const auto& p : plan.programs) all_devices.push_back(p.device);
+  // Messages sent: (sender, receiver) -> arrival times, in order; how many each receiver has taken.
   std::map<std::pair<int, int>, std::vector<double>> sent;
   std::map<std::pair<int, int>, size_t> taken;
-  // Collectives: per group, the k-th collective's arrivals.
+  // Collectives: per group, the k-th collective's arrivals and its duration (the largest block's).
   struct Meeting {
     std::vector<bool> arrived;
     size_t count = 0;
-    double start = 0;
+    double start = 0, bytes = 0;
   };
   std::map<std::pair<int, size_t>, Meeting> meetings;
   std::map<std::pair<size_t, int>, size_t> done_in_group;  // (program, group) -> collectives finished
@@ -48,27 +65,42 @@ PlanTimeline simulate_plan(const runtime::Plan& plan, const runtime::StepGraph& 
       const auto& prog = plan.programs[i];
       while (pc[i] < prog.code.size()) {
         const Instruction& ins = prog.code[pc[i]];
+        double bytes_before = 0;
         if (ins.kind == Kind::kLaunch || ins.kind == Kind::kFused) {
-          double cost = 0;
+          KernelTime cost;
+          auto add = [&cost](KernelTime k) {
+            cost.seconds += k.seconds;
+            cost.overhead += k.overhead;
+          };
           if (ins.kind == Kind::kLaunch) {
-            cost = node_cost(graph.nodes().at(ins.index));
-            if (ins.aux) {
-              const auto& l = prog.launches.at(ins.aux - 1);
-              if (l.batch_rows > 0) cost *= static_cast<double>(l.rows.count) / static_cast<double>(l.batch_rows);
-            }
+            double share = 1;
+            const runtime::LocalLaunch* local = ins.aux ? &prog.launches.at(ins.aux - 1) : nullptr;
+            if (local && local->batch_rows > 0)
+              share = static_cast<double>(local->rows.count) / static_cast<double>(local->batch_rows);
+            add(timing.kernel(graph.nodes().at(ins.index), local, share));
           } else {
-            for (uint32_t node : prog.fused.at(ins.index).nodes) cost += node_cost(graph.nodes().at(node));
+            for (uint32_t node : prog.fused.at(ins.index).nodes) add(timing.kernel(graph.nodes().at(node), nullptr, 1));
           }
-          clock[i] += cost;
-          t.busy[i] += cost;
+          clock[i] += cost.seconds;
+          t.busy[i] += cost.seconds;
+          overhead += cost.overhead;
+        } else if (ins.kind == Kind::kScale || ins.kind == Kind::kMultiply || ins.kind == Kind::kDivide) {
+          clock[i] += timing.scalar_kernel();
+          t.busy[i] += timing.scalar_kernel();
+          overhead += timing.scalar_kernel();
         } else if (ins.kind == Kind::kSend) {
-          sent[{prog.device, static_cast<int>(ins.aux)}].push_back(clock[i]);
+          const double bytes = ins.range ? static_cast<double>(prog.ranges.at(ins.range - 1).bytes) : held(i, ins.index);
+          const int to = static_cast<int>(ins.aux);
+          sent[{prog.device, to}].push_back(clock[i] + timing.message(bytes, prog.device, to));
         } else if (ins.kind == Kind::kRecv) {
           const std::pair<int, int> key{static_cast<int>(ins.aux), prog.device};
           const auto& times = sent[key];
           if (taken[key] >= times.size()) break;  // not sent yet
-          clock[i] = std::max(clock[i], times[taken[key]++]);
+          const double arrival = times[taken[key]++];
+          if (arrival > clock[i]) t.communication[i] += arrival - clock[i];
+          clock[i] = std::max(clock[i], arrival);
         } else if (is_collective(ins.kind)) {  // the k-th collective of its group: all members meet
+          bytes_before = held(i, ins.index);
           const size_t k = done_in_group[{i, ins.group}];
           Meeting& m = meetings[{ins.group, k}];
           if (m.arrived.empty()) m.arrived.assign(n, false);
@@ -76,11 +108,19 @@ PlanTimeline simulate_plan(const runtime::Plan& plan, const runtime::StepGraph& 
             m.arrived[i] = true;
             ++m.count;
             m.start = std::max(m.start, clock[i]);
+            if (memory[i]) {  // the whole value's bytes on this device: before a reduction, after a gather
+              DeviceMemory after = *memory[i];
+              after.apply(prog, ins);
+              m.bytes = std::max({m.bytes, bytes_before, static_cast<double>(after.held(ins.index))});
+            }
           }
           if (m.count < group_size(ins.group)) break;
-          clock[i] = std::max(clock[i], m.start);
+          const double took = timing.collective(ins.kind, m.bytes, ins.group == 0 ? all_devices : plan.groups.at(ins.group - 1));
+          t.communication[i] += took + (m.start - clock[i]);
+          clock[i] = m.start + took;
           ++done_in_group[{i, ins.group}];
         }
+        if (memory[i]) memory[i]->apply(prog, ins);
         ++pc[i];
         progress = true;
       }
@@ -91,11 +131,25 @@ PlanTimeline simulate_plan(const runtime::Plan& plan, const runtime::StepGraph& 
       t.stuck = fmt::format("device {} waits at instruction {} forever", plan.programs[i].device, pc[i]);
       break;
     }
-  t.makespan = *std::max_element(clock.begin(), clock.end());
+  t.makespan = n ? *std::max_element(clock.begin(), clock.end()) : 0;
   double total = 0;
   for (double b : t.busy) total += b;
+  // Devices that share their compute (host devices on one machine's cores) take turns beyond its concurrency.
+  if (const double speedup = timing.speedup(static_cast<int>(n)); speedup < static_cast<double>(n))
+    t.makespan = std::max(t.makespan, (total - overhead) / speedup + overhead / timing.overhead_parallelism(static_cast<int>(n)));
   t.idle_fraction = t.makespan > 0 ? 1.0 - total / (static_cast<double>(n) * t.makespan) : 0.0;
   return t;
+}
+
+}  // namespace
+
+PlanTimeline simulate_plan(const runtime::Plan& plan, const runtime::StepGraph& graph) {
+  return simulate(plan, graph, nullptr, CostUnits());
+}
+
+PlanTimeline simulate_plan(const runtime::Plan& plan, const runtime::StepGraph& graph,
+                           const runtime::CanonicalGraph& canonical, const StepTiming& timing) {
+  return simulate(plan, graph, &canonical, timing);
 }
 
 }  // namespace moreh::scheduler

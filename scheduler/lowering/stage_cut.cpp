@@ -1,6 +1,7 @@
 #include "scheduler/lowering/stage_cut.h"
 
 #include "scheduler/analysis/backward_seeds.h"
+#include "scheduler/analysis/node_work.h"
 
 #include <algorithm>
 #include <cmath>
@@ -39,26 +40,8 @@ bool splits_by_element(const Node& node) {
 }
 
 double node_cost(const Node& node) {
-  double bytes = 0;
-  for (const auto& o : node.outputs) bytes += static_cast<double>(numel(o.sizes) * o.itemsize);
-  for (uint16_t w : node.written) bytes += static_cast<double>(numel(node.inputs[w].sizes) * node.inputs[w].itemsize);
-  // Multiply-adds: an output element of a matmul takes the contraction's length of them.
-  double macs = 0;
-  const std::string_view name = runtime::op_name(node.op);
-  if (!node.outputs.empty() && node.inputs.size() >= 2) {
-    const auto& a = node.inputs[node.inputs.size() - 2];
-    if ((starts_with(name, "aten::mm") || starts_with(name, "aten::addmm") || starts_with(name, "aten::bmm") ||
-         starts_with(name, "aten::baddbmm")) && !a.sizes.empty())
-      macs = static_cast<double>(numel(node.outputs[0].sizes)) * static_cast<double>(a.sizes.back());
-  }
-  if (name.find("scaled_dot_product") != std::string_view::npos && !node.inputs.empty() &&
-      node.inputs[0].sizes.size() >= 2) {
-    const auto& q = node.inputs[0].sizes;  // (batch, heads, L, E): QK^T and PV, each L × L × E per head
-    const double l = static_cast<double>(q[q.size() - 2]);
-    macs = 2.0 * static_cast<double>(numel(q)) * l;
-    if (name.find("backward") != std::string_view::npos) macs *= 2;
-  }
-  return bytes + macs / 8.0;
+  const NodeWork w = node_work(node);
+  return w.bytes_written + w.multiply_adds / 8.0;
 }
 
 // Cuts the forward pass's computing nodes where the cost reaches each stage's share, each cut moved within

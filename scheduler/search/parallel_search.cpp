@@ -1,0 +1,172 @@
+#include "scheduler/search/parallel_search.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <boost/asio/post.hpp>
+#include <boost/asio/thread_pool.hpp>
+#include <chrono>
+#include <thread>
+
+#include "runtime/base/data_type.h"
+#include "scheduler/analysis/step_analysis.h"
+#include "scheduler/lowering/plan_step.h"
+#include "scheduler/search/candidates.h"
+
+namespace moreh::scheduler {
+
+namespace {
+
+double ms_since(std::chrono::steady_clock::time_point started) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+}
+
+// Runs `task(i)` for i in [0, count) on a pool of `threads` threads and waits for all of them.
+template <typename Task>
+void run_on_pool(size_t count, int threads, const Task& task) {
+  if (count == 0) return;
+  const size_t workers = std::min<size_t>(count, static_cast<size_t>(std::max(threads, 1)));
+  if (workers == 1) {
+    for (size_t i = 0; i < count; ++i) task(i);
+    return;
+  }
+  boost::asio::thread_pool pool(workers);
+  for (size_t i = 0; i < count; ++i) boost::asio::post(pool, [&task, i] { task(i); });
+  pool.join();
+}
+
+std::string bytes_text(uint64_t b) { return fmt::format("{:.1f} MiB", static_cast<double>(b) / (1024.0 * 1024.0)); }
+
+}  // namespace
+
+uint64_t CandidateResult::max_peak() const {
+  return peak_bytes.empty() ? 0 : *std::max_element(peak_bytes.begin(), peak_bytes.end());
+}
+
+int SearchResult::least_memory() const {
+  int best = -1;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    if (candidates[i].peak_bytes.empty()) continue;  // not lowered
+    if (best < 0 || candidates[i].max_peak() < candidates[static_cast<size_t>(best)].max_peak()) best = static_cast<int>(i);
+  }
+  return best;
+}
+
+int64_t step_tokens(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical) {
+  const StepAnalysis analysis = analyze_step(graph, canonical);
+  if (analysis.data_inputs.empty() || analysis.batch_size <= 0) return 0;
+  const uint32_t slot = analysis.data_inputs.front();
+  // The host copy that writes it: a fresh output, or an input written in place (x.to(device) into a buffer).
+  const runtime::TensorRef* ref = nullptr;
+  for (size_t n = 0; n < graph.size() && !ref; ++n) {
+    const runtime::Node& node = graph.nodes()[n];
+    for (size_t k = 0; k < node.outputs.size() && !ref; ++k)
+      if (canonical.node_outputs[n][k] == slot) ref = &node.outputs[k];
+    for (uint16_t w : node.written)
+      if (!ref && canonical.node_inputs[n][w] == slot) ref = &node.inputs[w];
+  }
+  if (!ref) return analysis.batch_size;
+  const auto type = runtime::data_type_of(ref->dtype);
+  if (!type || runtime::is_floating_point(*type) || ref->sizes.empty() || ref->sizes.size() > 2) return analysis.batch_size;
+  int64_t elements = 1;
+  for (int64_t s : ref->sizes) elements *= s;
+  return elements;
+}
+
+SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgress& progress) {
+  SearchResult out;
+  const StepAnalysis analysis = analyze_step(r.graph, r.canonical);
+  const std::vector<runtime::ParallelConfig> configs = enumerate_candidates(
+      {.devices = r.devices, .batch = analysis.split_rows, .autocast = r.autocast, .max_micro_batches = r.max_micro_batches});
+  out.candidates.resize(configs.size());
+  for (size_t i = 0; i < configs.size(); ++i) out.candidates[i].config = configs[i];
+  if (progress) progress(SearchPhase::kEnumerated, out);
+  out.tokens_per_step = step_tokens(r.graph, r.canonical);
+  const int threads = r.threads > 0 ? r.threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  uint64_t least_free = UINT64_MAX;
+  for (int d = 0; d < r.devices; ++d) {
+    const uint64_t used = static_cast<size_t>(d) < r.used_bytes.size() ? r.used_bytes[d] : 0;
+    least_free = std::min(least_free, r.capacity > used + r.margin ? r.capacity - used - r.margin : 0);
+  }
+  const uint64_t limit = r.capacity > r.margin ? r.capacity - r.margin : 0;
+
+  // Phase 1: lower every candidate, keep each one's peak per device; those over a device's memory are dropped.
+  std::vector<std::shared_ptr<PlannedStep>> plans(configs.size());
+  auto started = std::chrono::steady_clock::now();
+  run_on_pool(configs.size(), threads, [&](size_t i) {
+    CandidateResult& c = out.candidates[i];
+    try {
+      plans[i] = plan_step({.graph = r.graph,
+                            .canonical = r.canonical,
+                            .devices = r.devices,
+                            .parallelism = configs[i],
+                            .fusion = r.fusion,
+                            .fusion_limits = r.fusion_limits,
+                            .available_bytes = std::max<uint64_t>(least_free, 1)});
+    } catch (const std::exception& e) {
+      c.dropped = fmt::format("cannot be lowered: {}", e.what());
+      return;
+    }
+    c.peak_bytes.assign(static_cast<size_t>(r.devices), 0);
+    for (const auto& program : plans[i]->programs) {
+      const size_t d = static_cast<size_t>(program.device);
+      if (d >= c.peak_bytes.size()) continue;
+      c.peak_bytes[d] = (d < r.used_bytes.size() ? r.used_bytes[d] : 0) + program.peak_bytes;
+    }
+    for (size_t d = 0; d < c.peak_bytes.size() && c.dropped.empty(); ++d)
+      if (c.peak_bytes[d] > limit)
+        c.dropped = fmt::format("out of memory: needs {} on device {}, more than its {} less the margin of {}",
+                                bytes_text(c.peak_bytes[d]), d, bytes_text(r.capacity), bytes_text(r.margin));
+    if (!c.dropped.empty()) plans[i].reset();
+  });
+  out.compile_ms = ms_since(started);
+
+  // Phase 2: the survivors' step on the simulator's clock.
+  std::vector<size_t> survivors;
+  for (size_t i = 0; i < configs.size(); ++i)
+    if (plans[i]) survivors.push_back(i);
+  out.lowered_and_fitting = survivors.size();
+  if (progress) progress(SearchPhase::kLowered, out);
+  started = std::chrono::steady_clock::now();
+  run_on_pool(survivors.size(), threads, [&](size_t k) {
+    const size_t i = survivors[k];
+    CandidateResult& c = out.candidates[i];
+    const StepCost cost = predict_step(*plans[i], r.graph, r.canonical, r.timing);
+    if (!cost.stuck.empty()) {
+      c.dropped = "its programs cannot finish: " + cost.stuck;
+      return;
+    }
+    c.step_ms = cost.seconds * 1e3;
+    c.idle_fraction = cost.idle_fraction;
+    c.communication_ms = cost.communication_seconds * 1e3;
+    c.tokens_per_s = cost.seconds > 0 ? static_cast<double>(out.tokens_per_step) / cost.seconds : 0;
+  });
+  out.cost_ms = ms_since(started);
+
+  // The fastest; among equals (within a microsecond) the least memory, then the earlier (simpler) candidate.
+  for (size_t i : survivors) {
+    const CandidateResult& c = out.candidates[i];
+    if (!c.dropped.empty()) continue;
+    if (out.selected < 0) {
+      out.selected = static_cast<int>(i);
+      continue;
+    }
+    const CandidateResult& best = out.candidates[static_cast<size_t>(out.selected)];
+    if (c.step_ms < best.step_ms - 1e-3 || (c.step_ms <= best.step_ms + 1e-3 && c.max_peak() < best.max_peak()))
+      out.selected = static_cast<int>(i);
+  }
+  out.feasible = 0;
+  for (const auto& c : out.candidates) out.feasible += c.dropped.empty() ? 1 : 0;
+  if (out.selected >= 0) {
+    CandidateResult& chosen = out.candidates[static_cast<size_t>(out.selected)];
+    chosen.plan = plans[static_cast<size_t>(out.selected)];
+    const runtime::ParallelSizes sizes = runtime::parallel_layout(chosen.config, r.devices);
+    const int64_t per = static_cast<int64_t>(sizes.dp) * chosen.config.num_micro_batches;
+    if (analysis.split_rows > 0 && per > 0 && analysis.split_rows % per == 0)
+      chosen.config.batch_per_device = static_cast<int>(analysis.split_rows / per);
+  }
+  if (progress) progress(SearchPhase::kTimed, out);
+  return out;
+}
+
+}  // namespace moreh::scheduler

@@ -1,0 +1,70 @@
+// Advanced Parallelization's search (DESIGN.md §2.5): every candidate layout lowered to per-device programs on
+// a thread pool, those that do not fit a device's memory dropped, the rest timed by the cost simulator, the
+// cheapest chosen; every candidate's fate kept for the log and the explanation.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/config/parallel_config.h"
+#include "runtime/graph/canonical_graph.h"
+#include "runtime/graph/step_graph.h"
+#include "scheduler/fusion/elementwise_fusion.h"
+#include "scheduler/plan_report.h"
+#include "scheduler/search/step_cost.h"
+
+namespace moreh::scheduler {
+
+struct SearchRequest {
+  const runtime::StepGraph& graph;
+  const runtime::CanonicalGraph& canonical;
+  int devices = 1;
+  std::vector<uint64_t> used_bytes;  // per device: what it holds before the step
+  uint64_t capacity = 0;             // one device's memory
+  uint64_t margin = 0;               // kept free on every device (MOREH_MEMORY_MARGIN)
+  bool fusion = false;
+  FusionLimits fusion_limits;
+  const ProfileTiming& timing;
+  int threads = 0;                   // 0: the machine's cores
+  int max_micro_batches = 8;
+  bool autocast = false;             // the step casts parameters to a low precision
+};
+
+struct CandidateResult {
+  runtime::ParallelConfig config;
+  // Why it was dropped (empty: it fits and was timed): it cannot be lowered, or its peak exceeds a device.
+  std::string dropped;
+  std::vector<uint64_t> peak_bytes;  // per device: what it held before the step plus the step's peak
+  double step_ms = 0;                // predicted
+  double tokens_per_s = 0;           // predicted: the step's tokens (samples where there are no tokens) per second
+  double idle_fraction = 0, communication_ms = 0;
+  std::shared_ptr<PlannedStep> plan;  // the selected candidate's (the others' are not kept)
+  uint64_t max_peak() const;
+};
+
+struct SearchResult {
+  std::vector<CandidateResult> candidates;  // in enumerate_candidates' order
+  size_t lowered_and_fitting = 0;           // after the memory prune
+  size_t feasible = 0;                      // candidates that fit and whose programs finish
+  double compile_ms = 0, cost_ms = 0;       // the two phases' wall time
+  int selected = -1;                        // the cheapest feasible candidate (-1: none fits)
+  int64_t tokens_per_step = 0;
+  // The candidate needing the least memory (the best a user could hope for when none fits).
+  int least_memory() const;
+};
+
+// Where the search stands, for the log: the candidates enumerated, lowered (and pruned), timed.
+enum class SearchPhase { kEnumerated, kLowered, kTimed };
+using SearchProgress = std::function<void(SearchPhase, const SearchResult&)>;
+
+// Runs the search. The candidates come from enumerate_candidates over the step's batch; the selected one's
+// config has batch_per_device filled in (rows per device and micro-batch) and its plan kept.
+SearchResult search_parallel_layouts(const SearchRequest& request, const SearchProgress& progress = {});
+
+// The step's tokens: the first data input's elements when it holds integer ids of at most 2 dimensions (a
+// batch of sequences), else its rows (samples); 0 without a data input.
+int64_t step_tokens(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical);
+
+}  // namespace moreh::scheduler
