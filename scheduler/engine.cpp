@@ -235,7 +235,7 @@ void Engine::flush_locked() {
   std::shared_ptr<PlannedStep> searched;
   if (advanced_parallelization_ && !layout_searched_ && searchable_locked(*graph, canonical)) {
     layout_searched_ = true;
-    searched = choose_layout_locked(*graph, canonical, "Advanced Parallelization is enabled", true);
+    searched = choose_layout_locked(*graph, canonical, "Advanced Parallelization is enabled", false);
   }
   // A graph planned with and without fusion, or under another layout, has another plan: the key says which.
   auto key_of = [&] {
@@ -287,7 +287,7 @@ void Engine::flush_locked() {
                "of raising OUT_OF_MEMORY",
                over->peak_bytes, dev.name(), format_parallel_config(parallelism_), dev.available());
     layout_searched_ = true;
-    if (std::shared_ptr<PlannedStep> found = choose_layout_locked(*graph, canonical, "the step ran out of memory", false)) {
+    if (std::shared_ptr<PlannedStep> found = choose_layout_locked(*graph, canonical, "the step ran out of memory", true)) {
       plan = cache_.find(key_of());
       if (!plan) plan = take_compiled(found);
     } else if (last_search_) {
@@ -377,12 +377,12 @@ bool Engine::searchable_locked(const StepGraph& graph, const CanonicalGraph& can
 }
 
 std::shared_ptr<PlannedStep> Engine::choose_layout_locked(const StepGraph& graph, CanonicalGraph& canonical,
-                                                          const std::string& reason, bool use_cache) {
+                                                          const std::string& reason, bool after_out_of_memory) {
   const int n = static_cast<int>(devices_.size());
   const uint64_t graph_hash = stable_graph_hash(graph, canonical);
   const SelectionCache selections(config_.ap_cache ? config_.config_dir + "/ap" : std::string());
   const char* train = backward_seeds(graph, canonical).empty() ? "train: false" : "train: true";
-  if (use_cache) {
+  if (!after_out_of_memory) {
     if (std::optional<ParallelConfig> earlier = selections.find(graph_hash, config_.flavor.name, n)) {
       log().info("Advanced Parallelization: graph {:016x} on {} was searched by an earlier run ({}); its "
                  "selection is taken without a search.",
@@ -392,11 +392,25 @@ std::shared_ptr<PlannedStep> Engine::choose_layout_locked(const StepGraph& graph
       return nullptr;
     }
   }
-  const StepAnalysis analysis = analyze_step(graph, canonical);
-  const CandidateSpace space{.devices = n, .batch = analysis.split_rows, .autocast = false};
-  std::vector<ParallelSizes> layouts;
-  for (const ParallelConfig& c : enumerate_candidates(space)) layouts.push_back(parallel_layout(c, n));
-  if (bring_home_for_layouts_locked(canonical, layouts)) canonical = CanonicalGraph::build(graph, offset_keying());
+  const CandidateSpace space{.devices = n, .batch = step_rows(graph, canonical), .autocast = false};
+  // Every candidate starts from where the values are: those that some cannot start from come home first when
+  // the devices have room for it (AP's first step); after an out-of-memory step, only the candidates that can
+  // start from them are tried.
+  std::function<bool(const ParallelConfig&)> admissible;
+  if (!after_out_of_memory) {
+    std::vector<ParallelSizes> layouts;
+    for (const ParallelConfig& c : enumerate_candidates(space)) layouts.push_back(parallel_layout(c, n));
+    if (bring_home_for_layouts_locked(canonical, layouts)) canonical = CanonicalGraph::build(graph, offset_keying());
+  } else {
+    admissible = [&](const ParallelConfig& c) {
+      const ParallelSizes layout = parallel_layout(c, n);
+      for (size_t s = 0; s < canonical.bindings.size(); ++s)
+        if (canonical.buffers[s].origin == BufferOrigin::kMaterialized &&
+            !plan_accepts(canonical.bindings[s]->placement(), layout))
+          return false;
+      return true;
+    };
+  }
   for (auto& d : devices_) {  // what the devices hold once earlier steps are done
     try {
       d->synchronize(timeout_of(config_));
@@ -416,7 +430,10 @@ std::shared_ptr<PlannedStep> Engine::choose_layout_locked(const StepGraph& graph
                               .margin = config_.memory_margin(capacity),
                               .fusion = fusion_enabled_,
                               .fusion_limits = fusion_limits(),
-                              .timing = timing};
+                              .timing = timing,
+                              .admissible = admissible,
+                              .inadmissible_reason = "cannot start from where the previous layout left the step's "
+                                                     "values (and there is no room to bring them to device 0)"};
   SearchResult result = search_parallel_layouts(request, [](SearchPhase phase, const SearchResult& r) {
     switch (phase) {
       case SearchPhase::kEnumerated:

@@ -157,9 +157,11 @@ class Engine {
   bool searchable_locked(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical) const;
   // AP for `graph`: the layout selected by an earlier run for it, or the search; adopts the selected layout and
   // returns its plan (nullptr when a cached selection is taken: the caller compiles it; or when nothing fits,
-  // with `search` holding why). `canonical` is rebuilt when values had to come home first.
+  // with last_search_ saying why). `canonical` is rebuilt when values had to come home first.
+  // `after_out_of_memory`: the step did not fit its layout; no earlier selection is taken, nothing is brought
+  // home, and only the candidates that can start from the values' placements are tried.
   std::shared_ptr<PlannedStep> choose_layout_locked(const runtime::StepGraph& graph, runtime::CanonicalGraph& canonical,
-                                                    const std::string& reason, bool use_cache);
+                                                    const std::string& reason, bool after_out_of_memory);
   // Makes `config` the layout from here on: the log lines, the dump, the rank table.
   // `after_selection`: a line logged after the configuration's (AP's "train: true").
   void adopt_layout_locked(const runtime::ParallelConfig& config, const char* after_selection = nullptr);

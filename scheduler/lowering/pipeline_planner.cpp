@@ -874,6 +874,23 @@ class PipelineEmission {
                     slots.end());
       std::vector<Instruction> code;
       code.reserve(prog.code.size() * 2);
+      // Values an earlier layout left on this device (replicated by batch splitting) that this step neither
+      // uses here nor leaves here: their copies go at once.
+      std::vector<bool> used_here(num_slots, false);
+      {
+        std::vector<uint32_t> slots;
+        for (const Instruction& ins : prog.code) {
+          slots.clear();
+          touched(prog, ins, slots);
+          for (uint32_t s : slots) used_here[s] = true;
+        }
+      }
+      for (size_t s = 0; s < num_slots; ++s) {
+        if (cg_.buffers[s].origin != runtime::BufferOrigin::kMaterialized || used_here[s] || ((holders[s] >> d) & 1u))
+          continue;
+        const std::vector<int> on = runtime::placement_devices(cg_.bindings[s]->placement(), layout_.num_devices);
+        if (std::find(on.begin(), on.end(), d) != on.end()) code.push_back({Kind::kRelease, static_cast<uint32_t>(s)});
+      }
       for (size_t pc = 0; pc < prog.code.size(); ++pc) {
         code.push_back(prog.code[pc]);
         for (uint32_t s : after[pc]) code.push_back({Kind::kRelease, s});

@@ -52,22 +52,49 @@ int SearchResult::least_memory() const {
   return best;
 }
 
+namespace {
+
+// The host copy that writes a data input: a fresh output, or an input written in place (x.to(device) into a buffer).
+const runtime::TensorRef* upload_of(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
+                                    uint32_t slot) {
+  for (size_t n = 0; n < graph.size(); ++n) {
+    const runtime::Node& node = graph.nodes()[n];
+    if (!node.host_input) continue;
+    for (size_t k = 0; k < node.outputs.size(); ++k)
+      if (canonical.node_outputs[n][k] == slot) return &node.outputs[k];
+    for (uint16_t w : node.written)
+      if (canonical.node_inputs[n][w] == slot) return &node.inputs[w];
+  }
+  return nullptr;
+}
+
+// The step's batch: the first data input the script lets go of after the step (a batch, not a parameter that
+// model.to() uploads in the same graph), else the analysis' rows.
+const runtime::TensorRef* batch_input(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
+                                      const StepAnalysis& analysis) {
+  for (uint32_t slot : analysis.data_inputs)
+    if (!canonical.buffers[slot].live_after)
+      if (const runtime::TensorRef* ref = upload_of(graph, canonical, slot); ref && !ref->sizes.empty())
+        return ref;
+  return nullptr;
+}
+
+}  // namespace
+
+int64_t step_rows(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical) {
+  const StepAnalysis analysis = analyze_step(graph, canonical);
+  if (analysis.split_rows <= 0) return 0;
+  const runtime::TensorRef* ref = batch_input(graph, canonical, analysis);
+  return ref ? ref->sizes[0] : analysis.split_rows;
+}
+
 int64_t step_tokens(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical) {
   const StepAnalysis analysis = analyze_step(graph, canonical);
-  if (analysis.data_inputs.empty() || analysis.batch_size <= 0) return 0;
-  const uint32_t slot = analysis.data_inputs.front();
-  // The host copy that writes it: a fresh output, or an input written in place (x.to(device) into a buffer).
-  const runtime::TensorRef* ref = nullptr;
-  for (size_t n = 0; n < graph.size() && !ref; ++n) {
-    const runtime::Node& node = graph.nodes()[n];
-    for (size_t k = 0; k < node.outputs.size() && !ref; ++k)
-      if (canonical.node_outputs[n][k] == slot) ref = &node.outputs[k];
-    for (uint16_t w : node.written)
-      if (!ref && canonical.node_inputs[n][w] == slot) ref = &node.inputs[w];
-  }
-  if (!ref) return analysis.batch_size;
+  if (analysis.split_rows <= 0) return 0;
+  const runtime::TensorRef* ref = batch_input(graph, canonical, analysis);
+  if (!ref) return analysis.split_rows;
   const auto type = runtime::data_type_of(ref->dtype);
-  if (!type || runtime::is_floating_point(*type) || ref->sizes.empty() || ref->sizes.size() > 2) return analysis.batch_size;
+  if (!type || runtime::is_floating_point(*type) || ref->sizes.size() > 2) return ref->sizes[0];
   int64_t elements = 1;
   for (int64_t s : ref->sizes) elements *= s;
   return elements;
@@ -75,9 +102,9 @@ int64_t step_tokens(const runtime::StepGraph& graph, const runtime::CanonicalGra
 
 SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgress& progress) {
   SearchResult out;
-  const StepAnalysis analysis = analyze_step(r.graph, r.canonical);
+  const int64_t rows = step_rows(r.graph, r.canonical);
   const std::vector<runtime::ParallelConfig> configs = enumerate_candidates(
-      {.devices = r.devices, .batch = analysis.split_rows, .autocast = r.autocast, .max_micro_batches = r.max_micro_batches});
+      {.devices = r.devices, .batch = rows, .autocast = r.autocast, .max_micro_batches = r.max_micro_batches});
   out.candidates.resize(configs.size());
   for (size_t i = 0; i < configs.size(); ++i) out.candidates[i].config = configs[i];
   if (progress) progress(SearchPhase::kEnumerated, out);
@@ -95,6 +122,10 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
   auto started = std::chrono::steady_clock::now();
   run_on_pool(configs.size(), threads, [&](size_t i) {
     CandidateResult& c = out.candidates[i];
+    if (r.admissible && !r.admissible(configs[i])) {
+      c.dropped = r.inadmissible_reason;
+      return;
+    }
     try {
       plans[i] = plan_step({.graph = r.graph,
                             .canonical = r.canonical,
@@ -162,8 +193,7 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
     chosen.plan = plans[static_cast<size_t>(out.selected)];
     const runtime::ParallelSizes sizes = runtime::parallel_layout(chosen.config, r.devices);
     const int64_t per = static_cast<int64_t>(sizes.dp) * chosen.config.num_micro_batches;
-    if (analysis.split_rows > 0 && per > 0 && analysis.split_rows % per == 0)
-      chosen.config.batch_per_device = static_cast<int>(analysis.split_rows / per);
+    if (rows > 0 && per > 0 && rows % per == 0) chosen.config.batch_per_device = static_cast<int>(rows / per);
   }
   if (progress) progress(SearchPhase::kTimed, out);
   return out;

@@ -30,6 +30,9 @@ struct SearchRequest {
   int threads = 0;                   // 0: the machine's cores
   int max_micro_batches = 8;
   bool autocast = false;             // the step casts parameters to a low precision
+  // Whether a candidate may be lowered (empty: all may); the others are dropped with `inadmissible_reason`.
+  std::function<bool(const runtime::ParallelConfig&)> admissible;
+  std::string inadmissible_reason;
 };
 
 struct CandidateResult {
@@ -63,8 +66,11 @@ using SearchProgress = std::function<void(SearchPhase, const SearchResult&)>;
 // config has batch_per_device filled in (rows per device and micro-batch) and its plan kept.
 SearchResult search_parallel_layouts(const SearchRequest& request, const SearchProgress& progress = {});
 
-// The step's tokens: the first data input's elements when it holds integer ids of at most 2 dimensions (a
-// batch of sequences), else its rows (samples); 0 without a data input.
+// The step's batch rows: the leading dimension of its first data input that the script does not keep after the
+// step (not a parameter model.to() uploads in the same graph); 0 for a step without a batch.
+int64_t step_rows(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical);
+// The step's tokens: that input's elements when it holds integer ids of at most 2 dimensions (a batch of
+// sequences), else its rows (samples); 0 for a step without a batch.
 int64_t step_tokens(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical);
 
 }  // namespace moreh::scheduler

@@ -11,6 +11,7 @@ import sys
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+import torch_moreh
 
 from models import GPT, MLP
 from training_loop import run_training
@@ -44,9 +45,9 @@ def mlp_mse(batch):
     return model, batches, lambda m, x, y: F.mse_loss(m(x), y), lambda p: torch.optim.Adam(p, lr=1e-2)
 
 
-def gpt(batch, dropout=0.0):
+def gpt(batch, dropout=0.0, **sizes):
     torch.manual_seed(0)
-    model = GPT(dropout=dropout)
+    model = GPT(dropout=dropout, **sizes)
     batches = [(x[:, :-1], x[:, 1:]) for (x,) in token_batches(96, batch, 33)]
     return model, batches, lambda m, x, y: m(x, y)[1], lambda p: torch.optim.AdamW(p, lr=1e-3)
 
@@ -98,6 +99,8 @@ def build(kind):
         return mlp_mse(batch)
     if name == "gpt":
         return gpt(batch)
+    if name == "gpt_wide":  # parameters outweigh a small batch's activations (model parallelism saves memory)
+        return gpt(batch, d_model=192, n_layer=4)
     if name == "gpt_dropout":
         return gpt(batch, dropout=0.1)
     if name == "gpt_clip":  # gradient clipping with foreach ops over every parameter's gradient
@@ -149,6 +152,8 @@ def build(kind):
 def main():
     kind, out = sys.argv[1], sys.argv[2]
     torch.moreh.manual_seed(0)
+    if os.environ.get("DP_WORKER_AP") == "1":  # Advanced Parallelization chooses the layout
+        torch.moreh.option.enable_advanced_parallelization()
     model, batches, loss_fn, make_optimizer = build(kind)
     # What each physical device holds after the second step (parameters, gradients, optimizer state), before
     # the parameters are read back to the host.
@@ -175,7 +180,9 @@ def main():
     torch.save({"losses": losses, "params": params, "buffers": buffers, "opt_state": opt_state,
                 "stats": torch.moreh.graph_stats(),
                 "devices_after_step_2": held.get("devices"),
-                "log_file": torch.moreh.log_file(), "fake_nccl_calls": fake_nccl_calls()}, out)
+                "log_file": torch.moreh.log_file(), "fake_nccl_calls": fake_nccl_calls(),
+                "parallelism": torch_moreh._C._parallelism(),
+                "search": torch.moreh.option.advanced_parallelization_candidates()}, out)
 
 
 def fake_nccl_calls():

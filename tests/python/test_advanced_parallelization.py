@@ -1,0 +1,172 @@
+"""Advanced Parallelization (torch.moreh.option.enable_advanced_parallelization) and automatic model
+parallelism: the search's log lines in MoAI's order (seed 000), its dump and explanation files, the selection
+kept for the next run, a layout chosen by the search training like one device, and a step whose batch-split
+plan does not fit the devices' memory training on a model-parallel layout instead of raising OUT_OF_MEMORY.
+
+Each run is a dp_worker.py subprocess (the engine's device count is fixed when it starts) in a directory of its
+own (the files land in the working directory) with a config directory of its own (the kept selections and the
+host profile).
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+import pytest
+import torch
+
+from test_data_parallel import assert_same, train
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+SEED_ORDER = [
+    "The number of candidates is",
+    "Parallel Graph Compile start...",
+    "Elapsed Time to compile all candidates =",
+    "Parallel Graph Compile finished.",
+    "The number of possible candidates is",
+    "SelectBestGraphFromCandidates start...",
+    "Elapsed Time to compute cost for survived candidates =",
+    "SelectBestGraphFromCandidates finished.",
+    "Configuration for parallelism is selected.",
+    "num_stages : ",
+    "train: true",
+]
+
+
+def run_worker(kind, devices, cwd, config_dir, ap=True, env=None):
+    out = os.path.join(cwd, "out.pt")
+    full = dict(os.environ, MOREH_NUM_DEVICES=str(devices), MOREH_CONFIG_DIR=config_dir,
+                PYTHONPATH=HERE + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    for k in ("MOREH_FLAVOR", "MOREH_PARALLELISM", "MOREH_NCCL_LIBRARY", "MOREH_LOG_FILE"):
+        full.pop(k, None)
+    if ap:
+        full["DP_WORKER_AP"] = "1"
+    full.update(env or {})
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "dp_worker.py"), kind, out], env=full, cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+    result = torch.load(out) if proc.returncode == 0 else None
+    return proc, result
+
+
+def messages(stderr):
+    """The log lines' messages, without the timestamp and level."""
+    return [re.sub(r"^\[[^\]]*\] \[[a-z]+\] ", "", line) for line in stderr.splitlines()]
+
+
+@pytest.fixture
+def dirs():
+    with tempfile.TemporaryDirectory() as cwd, tempfile.TemporaryDirectory() as config_dir:
+        yield cwd, config_dir
+
+
+def test_the_search_logs_seed_000s_lines_writes_its_files_and_trains_like_one_device(dirs):
+    cwd, config_dir = dirs
+    proc, got = run_worker("gpt:8", 4, cwd, config_dir)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lines = messages(proc.stderr)
+    # Seed 000's lines, in its order and wording.
+    at = [next(i for i, line in enumerate(lines) if line.startswith(prefix)) for prefix in SEED_ORDER]
+    assert at == sorted(at), lines
+    n = int(re.search(r"The number of candidates is (\d+)\.", proc.stderr).group(1))
+    k = int(re.search(r"The number of possible candidates is (\d+)\.", proc.stderr).group(1))
+    assert n >= 30 and 1 <= k <= n
+    assert re.search(r"Elapsed Time to compile all candidates = \d+ \[ms\]", proc.stderr)
+    selected = lines[at[SEED_ORDER.index("num_stages : ")]]
+    # The dump holds the selected line, the engine runs it, and it reads back as a layout line.
+    with open(os.path.join(cwd, "advanced_parallelization_selected_config.dump")) as f:
+        assert f.read().strip() == selected
+    assert got["parallelism"] == selected
+    # The explanation: every candidate, its peak per device and prediction, why the dropped ones were.
+    with open(os.path.join(cwd, "advanced_parallelization_candidates.json")) as f:
+        table = json.load(f)
+    assert len(table["candidates"]) == n and table["devices"] == 4 and table["tokens_per_step"] == 8 * 32
+    chosen = [c for c in table["candidates"] if c["selected"]]
+    assert len(chosen) == 1 and chosen[0]["config"] == selected and chosen[0]["feasible"]
+    feasible = [c for c in table["candidates"] if c["feasible"]]
+    assert all(c["dropped"] is None and c["step_ms"] > 0 and len(c["peak_bytes"]) == 4 for c in feasible)
+    assert chosen[0]["step_ms"] == min(c["step_ms"] for c in feasible)
+    assert all(c["dropped"] for c in table["candidates"] if not c["feasible"])
+    assert got["search"]["selected"] == table["selected"]
+    # The selected layout trains as one device does.
+    assert_same(train("gpt:8", 1), got)
+
+
+def test_the_second_run_takes_the_kept_selection_without_searching(dirs):
+    cwd, config_dir = dirs
+    first, a = run_worker("mlp:8", 2, cwd, config_dir)
+    assert first.returncode == 0, first.stderr[-4000:]
+    assert "Parallel Graph Compile start..." in first.stderr
+    kept = os.listdir(os.path.join(config_dir, "ap"))
+    assert len(kept) == 1 and kept[0].endswith(".conf")
+    second, b = run_worker("mlp:8", 2, cwd, config_dir)
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert "Parallel Graph Compile start..." not in second.stderr
+    assert "was searched by an earlier run" in second.stderr
+    assert b["parallelism"] == a["parallelism"]
+    assert a["losses"] == b["losses"]
+    # Without the cache (MOREH_AP_CACHE=0) it searches again and keeps nothing.
+    with tempfile.TemporaryDirectory() as other:
+        third, _ = run_worker("mlp:8", 2, cwd, other, env={"MOREH_AP_CACHE": "0"})
+        assert third.returncode == 0 and "Parallel Graph Compile start..." in third.stderr
+        assert not os.path.exists(os.path.join(other, "ap"))
+
+
+def test_a_layout_chosen_by_hand_is_kept_over_the_search(dirs):
+    cwd, config_dir = dirs
+    proc, got = run_worker("mlp:8", 2, cwd, config_dir, env={"MOREH_PARALLELISM": "num_stages : 2"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "Parallel Graph Compile start..." not in proc.stderr
+    assert got["parallelism"].startswith("num_stages : 2,")
+
+
+def test_batch_splitting_out_of_memory_trains_on_a_model_parallel_layout(dirs):
+    # gpt_wide's parameters outweigh a batch of 4: batch splitting holds all of them on every device (14.7 MB at
+    # the first step), 4 pipeline stages a quarter each. 10 MB devices, AP not enabled: the search runs anyway.
+    cwd, config_dir = dirs
+    proc, got = run_worker("gpt_wide:4", 4, cwd, config_dir, ap=False, env={"MOREH_HOST_MEMORY_CAPACITY": "10MB"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "instead of raising OUT_OF_MEMORY" in proc.stderr
+    assert "Parallel Graph Compile start..." in proc.stderr
+    assert got["parallelism"] != "num_stages : 1, num_micro_batches : 1, batch_per_device : 0, No TP, " \
+                                 "recomputation : 0, distribute_param : false, distribute_low_prec_param : false"
+    with open(os.path.join(cwd, "advanced_parallelization_candidates.json")) as f:
+        table = json.load(f)
+    assert table["reason"] == "the step ran out of memory"
+    assert any(c["dropped"] and c["dropped"].startswith("out of memory") for c in table["candidates"])
+    limit = table["capacity_bytes"] - table["margin_bytes"]
+    assert all(max(c["peak_bytes"]) <= limit for c in table["candidates"] if c["feasible"])
+    # One device with room for everything is the reference.
+    assert_same(train("gpt_wide:4", 1), got)
+
+
+def test_when_no_layout_fits_the_error_names_the_least_need_and_what_to_do(dirs):
+    cwd, config_dir = dirs
+    proc, _ = run_worker("gpt_wide:4", 4, cwd, config_dir, ap=False, env={"MOREH_HOST_MEMORY_CAPACITY": "3MB"})
+    assert proc.returncode != 0
+    assert "OUT_OF_MEMORY" in proc.stderr
+    assert "No parallel layout fits either" in proc.stderr
+    assert "Lower the batch size" in proc.stderr
+
+
+@pytest.mark.parametrize("var,value", [("MOREH_MEMORY_MARGIN", "lots"), ("MOREH_MEMORY_MARGIN", "150%"),
+                                       ("MOREH_DEVICE_PROFILE", "tpu9"), ("MOREH_AP_CACHE", "maybe")])
+def test_a_malformed_setting_stops_the_import_naming_it(moreh_subprocess, var, value):
+    proc = moreh_subprocess("import torch", env={var: value})
+    assert proc.returncode != 0
+    assert var in proc.stderr
+
+
+def test_the_device_profile_is_measured_once_and_kept(moreh_subprocess):
+    with tempfile.TemporaryDirectory() as config_dir:
+        code = "import torch, torch_moreh; p = torch.moreh.option.device_profile(); print(p['name'], p['measured'])"
+        first = moreh_subprocess(code, env={"MOREH_CONFIG_DIR": config_dir})
+        assert first.returncode == 0, first.stderr
+        assert first.stdout.split() == ["host", "True"]
+        assert "measured and kept" in first.stderr
+        second = moreh_subprocess(code, env={"MOREH_CONFIG_DIR": config_dir})
+        assert "measured and kept" not in second.stderr
+        named = moreh_subprocess(code, env={"MOREH_CONFIG_DIR": config_dir, "MOREH_DEVICE_PROFILE": "h100"})
+        assert named.stdout.split() == ["h100", "False"]
