@@ -1,0 +1,120 @@
+// The layout search on the pipeline tests' two-layer step: every candidate lowered, pruned by memory, timed,
+// the cheapest chosen, the same whatever the thread pool.
+#include "scheduler/search/parallel_search.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "runtime/base/data_type.h"
+#include "../lowering/pipeline_test_graph.h"
+
+namespace moreh::scheduler {
+namespace {
+
+using namespace moreh::testing;
+
+class ParallelSearchTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    runtime::register_data_type(6, runtime::DataType::kFloat32);
+    runtime::set_op_facts(runtime::intern_op("aten::relu"), {.pointwise = true});
+    profile_.name = "toy";
+    profile_.fp32_flops = profile_.low_prec_flops = profile_.attention_flops = 1e9;
+    profile_.elementwise_flops = 1e9, profile_.memory_bytes_per_s = 1e9, profile_.launch_s = 1e-6;
+    profile_.intra_node = {1e-6, 1e9};
+  }
+  SearchResult search(uint64_t capacity, int threads = 0, std::function<bool(const runtime::ParallelConfig&)> admissible = {},
+                      SearchProgress progress = {}) {
+    const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step_.graph);
+    const ProfileTiming timing(profile_, 2);
+    return search_parallel_layouts({.graph = step_.graph,
+                                    .canonical = c,
+                                    .devices = 2,
+                                    .used_bytes = {0, 0},
+                                    .capacity = capacity,
+                                    .margin = 0,
+                                    .fusion = false,
+                                    .fusion_limits = {},
+                                    .timing = timing,
+                                    .threads = threads,
+                                    .admissible = std::move(admissible),
+                                    .inadmissible_reason = "not admissible"},
+                                   progress);
+  }
+  runtime::VirtualMemory vm_;
+  PipelineStep step_{vm_, 2};
+  DeviceProfile profile_;
+};
+
+TEST_F(ParallelSearchTest, EveryCandidateIsLoweredAndTimedAndTheCheapestIsSelected) {
+  const SearchResult r = search(1 << 30);
+  ASSERT_FALSE(r.candidates.empty());
+  EXPECT_EQ(r.tokens_per_step, 8);  // x's rows: floats, so samples
+  EXPECT_EQ(r.feasible, r.candidates.size());
+  ASSERT_GE(r.selected, 0);
+  const CandidateResult& chosen = r.candidates[static_cast<size_t>(r.selected)];
+  for (const auto& c : r.candidates) {
+    EXPECT_TRUE(c.dropped.empty()) << c.dropped;
+    EXPECT_GT(c.step_ms, 0);
+    EXPECT_EQ(c.peak_bytes.size(), 2u);
+    EXPECT_GE(c.step_ms, chosen.step_ms);
+    if (&c != &chosen) {
+      EXPECT_FALSE(c.plan) << "only the selected plan is kept";
+    }
+  }
+  ASSERT_TRUE(chosen.plan);
+  EXPECT_EQ(chosen.plan->num_devices, 2);
+  const runtime::ParallelSizes s = runtime::parallel_layout(chosen.config, 2);
+  EXPECT_EQ(chosen.config.batch_per_device * s.dp * chosen.config.num_micro_batches, 8);
+  EXPECT_NEAR(chosen.tokens_per_s, 8 / (chosen.step_ms / 1e3), 1e-6 * chosen.tokens_per_s);
+}
+
+TEST_F(ParallelSearchTest, CandidatesOverTheMemoryAreDroppedAndNamed) {
+  const SearchResult all = search(1 << 30);
+  std::vector<uint64_t> peaks;
+  for (const auto& c : all.candidates) peaks.push_back(c.max_peak());
+  std::sort(peaks.begin(), peaks.end());
+  ASSERT_LT(peaks.front(), peaks.back()) << "the layouts differ in memory";
+  const uint64_t capacity = peaks.front();  // only the leanest fit
+  const SearchResult some = search(capacity);
+  EXPECT_GT(some.feasible, 0u);
+  EXPECT_LT(some.feasible, some.candidates.size());
+  EXPECT_EQ(some.lowered_and_fitting, some.feasible);
+  ASSERT_GE(some.selected, 0);
+  EXPECT_LE(some.candidates[static_cast<size_t>(some.selected)].max_peak(), capacity);
+  for (const auto& c : some.candidates)
+    if (!c.dropped.empty()) {
+      EXPECT_NE(c.dropped.find("out of memory"), std::string::npos) << c.dropped;
+    }
+  const SearchResult none = search(peaks.front() - 1);
+  EXPECT_EQ(none.selected, -1);
+  EXPECT_EQ(none.feasible, 0u);
+  ASSERT_GE(none.least_memory(), 0);
+  EXPECT_EQ(none.candidates[static_cast<size_t>(none.least_memory())].max_peak(), peaks.front());
+}
+
+TEST_F(ParallelSearchTest, ThePoolDoesNotChangeTheOutcome) {
+  const SearchResult one = search(1 << 30, 1), four = search(1 << 30, 4);
+  ASSERT_EQ(one.candidates.size(), four.candidates.size());
+  EXPECT_EQ(one.selected, four.selected);
+  for (size_t i = 0; i < one.candidates.size(); ++i) {
+    EXPECT_EQ(one.candidates[i].config, four.candidates[i].config);
+    EXPECT_EQ(one.candidates[i].peak_bytes, four.candidates[i].peak_bytes);
+    EXPECT_DOUBLE_EQ(one.candidates[i].step_ms, four.candidates[i].step_ms);
+  }
+}
+
+TEST_F(ParallelSearchTest, InadmissibleCandidatesAreDroppedAndProgressIsReportedInOrder) {
+  std::vector<SearchPhase> phases;
+  const SearchResult r = search(
+      1 << 30, 0, [](const runtime::ParallelConfig& c) { return c.num_stages == 1; },
+      [&](SearchPhase p, const SearchResult&) { phases.push_back(p); });
+  EXPECT_EQ(phases, (std::vector<SearchPhase>{SearchPhase::kEnumerated, SearchPhase::kLowered, SearchPhase::kTimed}));
+  for (const auto& c : r.candidates) EXPECT_EQ(c.dropped.empty(), c.config.num_stages == 1) << c.dropped;
+  ASSERT_GE(r.selected, 0);
+  EXPECT_EQ(r.candidates[static_cast<size_t>(r.selected)].config.num_stages, 1);
+}
+
+}  // namespace
+}  // namespace moreh::scheduler
