@@ -85,7 +85,11 @@ def main():
     p.add_argument("--dropout", type=float, default=0.1)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=1337)
+    p.add_argument("--advanced-parallelization", action="store_true",
+                   help="let moreh choose the parallel layout (torch.moreh.option.enable_advanced_parallelization)")
     args = p.parse_args()
+    if args.advanced_parallelization and args.device == "moreh":
+        torch.moreh.option.enable_advanced_parallelization()
 
     torch.manual_seed(args.seed)
     text = open(os.path.abspath(__file__), encoding="utf-8").read()

@@ -94,6 +94,10 @@ Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devic
   communicator_ = make_communicator(config_, raw(devices_));
   if (communicator_) executor_.set_communicator(communicator_.get());
   if (config_.parallelism) set_parallelism(*config_.parallelism);  // MOREH_PARALLELISM
+  if (config_.plan_only)
+    log().info("MOREH_PLAN_ONLY: steps are recorded and planned over {} virtual device(s) of {} bytes ({} profile), "
+               "not run; host reads give zeros",
+               devices_.size(), devices_.empty() ? 0 : devices_[0]->capacity(), config_.device_profile);
 }
 
 Engine::~Engine() {
@@ -112,6 +116,12 @@ Engine& Engine::global() {
   static Engine* engine = [] {
     Config config = Config::from_env();
     init_logging(config);
+    if (config.plan_only) {
+      // Virtual devices: host devices whose memory is only accounted (a named GPU's, with its profile).
+      config.device_kind = DeviceKindChoice::kHost;
+      if (const auto gpu = named_profile(config.device_profile); gpu && !config.host_memory_capacity_set)
+        config.host_memory_capacity = gpu->memory_bytes;
+    }
     install_fork_guard();  // the devices start threads: a forked child must not use them
     DeviceChoice choice = make_physical_devices(config, cuda_kernels_available());
     if (!choice.fallback_reason.empty())
@@ -337,7 +347,43 @@ void Engine::flush_locked() {
     stats_.replicated_fallbacks += plan->report.replicated_fallbacks;
     stats_.last_replicated_fallbacks = plan->report.replicated_fallbacks;
   }
+  if (config_.plan_only) {
+    hold_planned_locked(*plan, canonical);
+    return;
+  }
   executor_.submit(StepExecution{plan, graph, std::move(canonical.bindings)});
+}
+
+void Engine::hold_planned_locked(const Plan& plan, const CanonicalGraph& canonical) {
+  // What each device holds once the step would have run: the values the script keeps, as the plan leaves them,
+  // as blocks that count against the device's memory and hold none.
+  const int n = static_cast<int>(devices_.size());
+  for (size_t s = 0; s < canonical.bindings.size(); ++s) {
+    Buffer& b = *canonical.bindings[s];
+    for (int d = 0; d < n; ++d) {
+      const uint64_t want = b.frontend_alive() ? placement_bytes(plan.final_placements.empty() ? Placement{PlacementKind::kHome}
+                                                                                              : plan.final_placements[s],
+                                                                 b.bytes(), n, d)
+                                               : 0;
+      const PhysicalBlock* have = b.memory(d);
+      if (have && have->bytes() == want && have->data() == nullptr) continue;
+      b.unbind(d);
+      if (want > 0) b.bind(d, devices_[static_cast<size_t>(d)]->adopt(nullptr, want, nullptr));
+    }
+  }
+}
+
+void Engine::gather_home_locked(Buffer& b) {
+  if (!config_.plan_only) {
+    gather_home(b, raw(devices_));
+    return;
+  }
+  for (int d = 1; d < static_cast<int>(devices_.size()); ++d) b.unbind(d);
+  if (!b.memory(0) || b.memory(0)->bytes() != b.bytes()) {
+    b.unbind(0);
+    b.bind(0, devices_[0]->adopt(nullptr, b.bytes(), nullptr));
+  }
+  b.set_placement({PlacementKind::kHome});
 }
 
 bool Engine::bring_home_misplaced_locked(const CanonicalGraph& canonical) {
@@ -350,7 +396,7 @@ bool Engine::bring_home_misplaced_locked(const CanonicalGraph& canonical) {
       misplaced.push_back(canonical.bindings[s].get());
   if (misplaced.empty()) return false;
   wait_locked();  // the steps that placed them have run
-  for (Buffer* b : misplaced) gather_home(*b, raw(devices_));
+  for (Buffer* b : misplaced) gather_home_locked(*b);
   log().debug("{} value(s) placed under another layout were brought to device 0 before planning", misplaced.size());
   return true;
 }
@@ -367,7 +413,7 @@ bool Engine::bring_home_for_layouts_locked(const CanonicalGraph& canonical, cons
   }
   if (misplaced.empty()) return false;
   wait_locked();
-  for (Buffer* b : misplaced) gather_home(*b, raw(devices_));
+  for (Buffer* b : misplaced) gather_home_locked(*b);
   log().debug("{} value(s) were brought to device 0 so that every candidate layout can start from them", misplaced.size());
   return true;
 }
@@ -532,11 +578,15 @@ ParallelConfig Engine::parallelism() const {
 
 void Engine::bring_home(Buffer& b) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
-  gather_home(b, raw(devices_));
+  gather_home_locked(b);
 }
 
 bool Engine::read_to_host(const Buffer& b, void* dst) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
+  if (config_.plan_only) {
+    std::memset(dst, 0, b.bytes());
+    return true;
+  }
   return read_whole(b, raw(devices_), dst);
 }
 

@@ -55,6 +55,7 @@ class Engine {
   static bool cuda_kernels_available() { return cuda_kernels_flag().load(); }
 
   const runtime::Config& config() const { return config_; }
+  bool plan_only() const { return config_.plan_only; }
   void set_kernel_provider(runtime::KernelProvider* provider);
   runtime::PhysicalDevice& device(int index = 0) { return *devices_.at(index); }
   size_t num_devices() const { return devices_.size(); }
@@ -94,6 +95,7 @@ class Engine {
   void bring_home(runtime::Buffer& b);
   // A host read: b's whole value copied into `dst` (b.bytes()) from where the last plan left it over the
   // devices, which keep it so; false at home or with one device (read device 0's block after bring_home).
+  // MOREH_PLAN_ONLY: zeros (nothing ran).
   bool read_to_host(const runtime::Buffer& b, void* dst);
   double replay_host_ms() const { return static_cast<double>(executor_.replay_ns()) / 1e6; }
   // Bytes the devices have sent in collectives and messages since the engine started (0 with one device).
@@ -162,6 +164,11 @@ class Engine {
   // home, and only the candidates that can start from the values' placements are tried.
   std::shared_ptr<PlannedStep> choose_layout_locked(const runtime::StepGraph& graph, runtime::CanonicalGraph& canonical,
                                                     const std::string& reason, bool after_out_of_memory);
+  // MOREH_PLAN_ONLY: instead of running a planned step, binds to each value the script keeps blocks that account
+  // for what the plan leaves on each device (and hold no memory).
+  void hold_planned_locked(const runtime::Plan& plan, const runtime::CanonicalGraph& canonical);
+  // gather_home, or in plan-only mode its accounting (device 0 holds the whole value).
+  void gather_home_locked(runtime::Buffer& b);
   // Makes `config` the layout from here on: the log lines, the dump, the rank table.
   // `after_selection`: a line logged after the configuration's (AP's "train: true").
   void adopt_layout_locked(const runtime::ParallelConfig& config, const char* after_selection = nullptr);

@@ -3,9 +3,12 @@
 #include <c10/core/CPUAllocator.h>
 
 #include <algorithm>
+#include <cstring>
+#include <mutex>
 
 #include "backend/csrc/interrupt_handler.h"
 #include "runtime/base/errors.h"
+#include "runtime/base/logging.h"
 #include "runtime/base/fork_guard.h"
 
 namespace moreh::backend {
@@ -155,10 +158,24 @@ int64_t view_span(const runtime::TensorRef& ref) {
   return last + 1;
 }
 
+// MOREH_PLAN_ONLY: nothing runs, so a value the host asks for is zeros of the tensor's geometry (said once).
+static at::Tensor plan_only_zeros(const runtime::TensorRef& ref) {
+  static std::once_flag warned;
+  std::call_once(warned, [] {
+    runtime::log_message(runtime::LogLevel::kWarning,
+                         "moreh: MOREH_PLAN_ONLY: steps are planned, not run; values read on the host are zeros");
+  });
+  c10::Storage host(c10::Storage::use_byte_size_t(), static_cast<int64_t>(ref.buffer->bytes()),
+                    c10::GetDefaultCPUAllocator(), false);
+  if (ref.buffer->bytes() > 0) std::memset(host.mutable_data(), 0, ref.buffer->bytes());
+  return cpu_tensor(std::move(host), ref, ref.offset);
+}
+
 at::Tensor materialized_cpu_view(const at::Tensor& t) {
   synchronize_device();
   runtime::TensorRef ref = make_ref(t);
   if (auto why = ref.buffer->failure()) TORCH_CHECK(false, "this moreh tensor's value is unavailable: ", *why);
+  if (engine().plan_only()) return plan_only_zeros(ref);
   translating_errors([&] { engine().bring_home(*ref.buffer); });  // rows or partial sums on several devices
   if (!ref.buffer->memory()) {
     translating_errors([&] { ref.buffer->bind(engine().device(0).allocate(ref.buffer->bytes())); });
@@ -182,6 +199,7 @@ at::Tensor host_value(const at::Tensor& t) {
   synchronize_device();
   runtime::TensorRef ref = make_ref(t);
   if (auto why = ref.buffer->failure()) TORCH_CHECK(false, "this moreh tensor's value is unavailable: ", *why);
+  if (engine().plan_only()) return plan_only_zeros(ref);
   c10::Storage host(c10::Storage::use_byte_size_t(), static_cast<int64_t>(ref.buffer->bytes()),
                     c10::GetDefaultCPUAllocator(), false);
   bool read = false;
@@ -191,6 +209,7 @@ at::Tensor host_value(const at::Tensor& t) {
 }
 
 void store_from_cpu(const at::Tensor& t, const at::Tensor& src) {
+  if (engine().plan_only()) return;  // nothing holds values
   at::Tensor host = materialized_cpu_view(t);
   host.copy_(src);
   runtime::TensorRef ref = make_ref(t);

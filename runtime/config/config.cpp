@@ -108,9 +108,11 @@ Config Config::from_env() {
   c.flavor_source = choice.source;
   // The host devices share the machine's RAM: by default they split 80% of it.
   c.host_memory_capacity = std::max<uint64_t>(default_host_capacity() / c.flavor.num_devices, 1);
-  if (const char* v = env("MOREH_HOST_MEMORY_CAPACITY"))
+  if (const char* v = env("MOREH_HOST_MEMORY_CAPACITY")) {
     c.host_memory_capacity = parse_var("MOREH_HOST_MEMORY_CAPACITY", v, "a size such as 16GiB, 512MiB or 1073741824",
                                        parse_size);
+    c.host_memory_capacity_set = true;
+  }
   if (const char* v = env("MOREH_MAX_PENDING_OPS"))
     c.max_pending_ops = parse_var("MOREH_MAX_PENDING_OPS", v, "a positive integer", parse_count);
   if (const char* v = env("MOREH_GRAPH_CACHE_SIZE"))
@@ -159,6 +161,12 @@ Config Config::from_env() {
     }
   }
   if (const char* v = env("MOREH_DEVICE_PROFILE")) c.device_profile = lower(v);
+  if (const char* v = env("MOREH_PLAN_ONLY"))
+    c.plan_only = parse_var("MOREH_PLAN_ONLY", v, "0 or 1", [](std::string_view s) {
+      if (s == "0") return false;
+      if (s == "1") return true;
+      throw std::invalid_argument("flag");
+    });
   if (const char* v = env("MOREH_AP_CACHE"))
     c.ap_cache = parse_var("MOREH_AP_CACHE", v, "0 or 1", [](std::string_view s) {
       if (s == "0") return false;

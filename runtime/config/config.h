@@ -26,6 +26,10 @@ struct Config {
   Flavor flavor;                         // MOREH_FLAVOR / MOREH_NUM_DEVICES > <config_dir>/config > Small.64GB
   std::string flavor_source;             // where the flavor came from (a variable, the file's path, "default")
   uint64_t host_memory_capacity = 0;     // MOREH_HOST_MEMORY_CAPACITY, per host device (default: 80% of RAM / N)
+  bool host_memory_capacity_set = false;  // MOREH_HOST_MEMORY_CAPACITY was given
+  // MOREH_PLAN_ONLY: steps are recorded and planned over virtual devices that hold no memory, never run; host
+  // reads give zeros. With a named MOREH_DEVICE_PROFILE each device has that GPU's memory.
+  bool plan_only = false;
   uint64_t max_pending_ops = 20000;      // MOREH_MAX_PENDING_OPS
   uint64_t graph_cache_size = 256;       // MOREH_GRAPH_CACHE_SIZE
   double sync_timeout_s = 1800.0;        // MOREH_SYNC_TIMEOUT

@@ -68,18 +68,36 @@ const runtime::TensorRef* upload_of(const runtime::StepGraph& graph, const runti
   return nullptr;
 }
 
-// The step's batch: the first data input the script lets go of after the step (a batch, not a parameter that
-// model.to() uploads in the same graph), else the analysis' rows.
+// The step's batch: among the data inputs, the one most like a batch: let go of by the script after the step
+// (not a parameter model.to() uploads in the same graph), of two or more dimensions (a batch of samples, not a
+// vector), with more than one row; ties go to the more frequent leading dimension, then the earlier input.
 const runtime::TensorRef* batch_input(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                       const StepAnalysis& analysis) {
-  for (uint32_t slot : analysis.data_inputs)
-    if (!canonical.buffers[slot].live_after)
-      if (const runtime::TensorRef* ref = upload_of(graph, canonical, slot); ref && !ref->sizes.empty())
-        return ref;
-  return nullptr;
+  const runtime::TensorRef* best = nullptr;
+  int best_score = -1;
+  for (int64_t rows : analysis.batch_sizes)
+    for (uint32_t slot : analysis.data_inputs) {
+      const runtime::TensorRef* ref = upload_of(graph, canonical, slot);
+      if (!ref || ref->sizes.empty() || ref->sizes[0] != rows) continue;
+      const int score = (canonical.buffers[slot].live_after ? 0 : 1) + (ref->sizes.size() >= 2 ? 1 : 0) + (rows > 1 ? 1 : 0);
+      if (score > best_score) best = ref, best_score = score;
+    }
+  return best;
 }
 
 }  // namespace
+
+bool casts_parameters(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical) {
+  for (size_t n = 0; n < graph.size(); ++n) {
+    const runtime::Node& node = graph.nodes()[n];
+    if (node.inputs.empty() || node.outputs.empty() || runtime::op_name(node.op) != "aten::_to_copy") continue;
+    const uint32_t from = canonical.node_inputs[n][0];
+    if (canonical.buffers[from].origin == runtime::BufferOrigin::kMaterialized && canonical.buffers[from].live_after &&
+        node.inputs[0].itemsize == 4 && node.outputs[0].itemsize == 2)
+      return true;
+  }
+  return false;
+}
 
 int64_t step_rows(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical) {
   const StepAnalysis analysis = analyze_step(graph, canonical);
@@ -104,7 +122,10 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
   SearchResult out;
   const int64_t rows = step_rows(r.graph, r.canonical);
   const std::vector<runtime::ParallelConfig> configs = enumerate_candidates(
-      {.devices = r.devices, .batch = rows, .autocast = r.autocast, .max_micro_batches = r.max_micro_batches});
+      {.devices = r.devices,
+       .batch = rows,
+       .autocast = r.autocast || casts_parameters(r.graph, r.canonical),
+       .max_micro_batches = r.max_micro_batches});
   out.candidates.resize(configs.size());
   for (size_t i = 0; i < configs.size(); ++i) out.candidates[i].config = configs[i];
   if (progress) progress(SearchPhase::kEnumerated, out);

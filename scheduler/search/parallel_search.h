@@ -29,7 +29,7 @@ struct SearchRequest {
   const ProfileTiming& timing;
   int threads = 0;                   // 0: the machine's cores
   int max_micro_batches = 8;
-  bool autocast = false;             // the step casts parameters to a low precision
+  bool autocast = false;             // the step casts parameters to a low precision (else found in the graph)
   // Whether a candidate may be lowered (empty: all may); the others are dropped with `inadmissible_reason`.
   std::function<bool(const runtime::ParallelConfig&)> admissible;
   std::string inadmissible_reason;
@@ -66,6 +66,9 @@ using SearchProgress = std::function<void(SearchPhase, const SearchResult&)>;
 // config has batch_per_device filled in (rows per device and micro-batch) and its plan kept.
 SearchResult search_parallel_layouts(const SearchRequest& request, const SearchProgress& progress = {});
 
+// Whether the step casts parameters (values that existed before it and outlive it) from 4 to 2 bytes per
+// element: autocast's low-precision copies, which distribute_low_prec_param shards.
+bool casts_parameters(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical);
 // The step's batch rows: the leading dimension of its first data input that the script does not keep after the
 // step (not a parameter model.to() uploads in the same graph); 0 for a step without a batch.
 int64_t step_rows(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical);

@@ -1,0 +1,72 @@
+"""Which parallel layout, and how fast, for Llama-3-8B on GPUs this machine does not have?
+
+Plan-only mode records a training step and plans it without running it: the model is built on the moreh device
+(its parameters take no memory here), Advanced Parallelization searches the layouts of the flavor's devices
+against a GPU's profile, and the selection and its predicted throughput come back in seconds.
+
+    MOREH_PLAN_ONLY=1 MOREH_DEVICE_PROFILE=h100 MOREH_NUM_DEVICES=16 python examples/plan_llama.py --batch-size 64
+
+(seed 003's runs: batch 16 on 4 GPUs, 64 and 512 on 16, 1024 tokens per sample, bf16 autocast.) `--tiny` plans a
+two-layer model of the same shape family instead, for a quick look.
+"""
+import argparse
+import json
+import os
+import time
+
+import torch
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--seq-len", type=int, default=1024)
+    p.add_argument("--tiny", action="store_true", help="2 layers, hidden 256: the same ops, a small graph")
+    p.add_argument("--json", help="write the selection and prediction here")
+    args = p.parse_args()
+    import transformers
+
+    if os.environ.get("MOREH_PLAN_ONLY") != "1":
+        print("note: MOREH_PLAN_ONLY is not 1: the step runs for real on this machine's devices")
+    if args.tiny:
+        cfg = transformers.LlamaConfig(vocab_size=1024, hidden_size=256, intermediate_size=896, num_hidden_layers=2,
+                                       num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=2048)
+    else:  # Llama-3-8B
+        cfg = transformers.LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336,
+                                       num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8,
+                                       max_position_embeddings=8192, rope_theta=500000.0)
+    cfg._attn_implementation = "sdpa"
+    torch.moreh.option.enable_advanced_parallelization()
+    start = time.time()
+    with torch.device("moreh"):
+        model = transformers.LlamaForCausalLM(cfg)
+    params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    ids = torch.randint(0, cfg.vocab_size, (args.batch_size, args.seq_len)).to("moreh")
+    with torch.autocast("moreh", dtype=torch.bfloat16):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    opt.step()  # the step graph ends here: AP searches and selects
+    search = torch.moreh.option.advanced_parallelization_candidates()
+    elapsed = time.time() - start
+    if not search or search["selected"] < 0:
+        raise SystemExit("no layout was selected (see the log and advanced_parallelization_candidates.json)")
+    chosen = search["candidates"][search["selected"]]
+    devices = torch.moreh.physical_devices()
+    result = {"params": params, "devices": len(devices), "profile": torch.moreh.option.device_profile()["name"],
+              "batch_size": args.batch_size, "seq_len": args.seq_len, "config": chosen["config"],
+              "predicted_step_ms": chosen["step_ms"], "predicted_tokens_per_s": chosen["tokens_per_s"],
+              "peak_gib_per_device": max(chosen["peak_bytes"]) / 2**30, "candidates": len(search["candidates"]),
+              "feasible": sum(1 for c in search["candidates"] if not c["dropped"]), "planning_s": elapsed}
+    print(f"{params / 1e9:.2f}B parameters, batch {args.batch_size} x {args.seq_len} tokens on {len(devices)} x "
+          f"{result['profile']}: {result['feasible']} of {result['candidates']} layouts fit")
+    print(f"selected: {chosen['config']}")
+    print(f"predicted: {chosen['step_ms']:.0f} ms per step, {chosen['tokens_per_s']:.0f} tokens/s, "
+          f"{result['peak_gib_per_device']:.1f} GiB peak per device; planned in {elapsed:.1f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
