@@ -33,6 +33,8 @@ using namespace moreh::runtime;
 
 namespace {
 
+constexpr uint64_t kPlanOnlyAddressBase = 0x100000000000ull, kPlanOnlyAddressSpace = 1ull << 46;  // 64 TiB
+
 std::vector<PhysicalDevice*> raw(const std::vector<std::unique_ptr<PhysicalDevice>>& devices) {
   std::vector<PhysicalDevice*> out;
   for (const auto& d : devices) out.push_back(d.get());
@@ -80,6 +82,10 @@ bool fusion_wanted(FusionChoice choice, DeviceKind kind) {
 
 Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devices)
     : config_(std::move(config)),
+      // Plan-only steps may name far more bytes than any machine holds (a big batch's activations): their
+      // addresses, never dereferenced, get a larger space.
+      vm_(config_.plan_only ? kPlanOnlyAddressBase : VirtualMemory::kDefaultBase,
+          config_.plan_only ? kPlanOnlyAddressSpace : VirtualMemory::kDefaultSize),
       devices_(std::move(devices)),
       executor_(raw(devices_), nullptr),
       cache_(config_.graph_cache_size) {

@@ -11,6 +11,11 @@ if "MOREH_CONFIG_DIR" not in os.environ:
 
     os.environ["MOREH_CONFIG_DIR"] = tempfile.mkdtemp(prefix="moreh-tests-")
 
+# Several host devices run ATen's kernels on threads at once, and MKL's dynamic thread count (its default) then
+# varies a matmul's blocking and its rounding from run to run; the tests compare runs bit for bit. MKL reads this
+# when it starts, before moreh can change it (docs/ENVIRONMENT.md).
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
