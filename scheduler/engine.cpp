@@ -492,6 +492,11 @@ std::shared_ptr<PlannedStep> Engine::choose_layout_locked(const StepGraph& graph
         log().info("The number of candidates is {}.", r.candidates.size());
         log().info("Parallel Graph Compile start...");
         break;
+      case SearchPhase::kWidened:
+        log().info("No candidate fits the devices' memory: {} more with up to {} micro-batches per replica, also "
+                   "without pipeline stages (gradients accumulated over them), are compiled too.",
+                   r.widened, kWidenedMicroBatches);
+        break;
       case SearchPhase::kLowered:
         log().info("Elapsed Time to compile all candidates = {} [ms]", static_cast<int64_t>(r.compile_ms));
         log().info("Parallel Graph Compile finished.");

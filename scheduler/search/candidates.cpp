@@ -28,7 +28,8 @@ std::vector<runtime::ParallelConfig> enumerate_candidates(const CandidateSpace& 
       if (dp > 1 && (space.batch <= 0 || space.batch % dp != 0)) continue;
       const int64_t rows = space.batch > 0 ? space.batch / dp : 0;
       std::vector<int> micro{1};
-      if (pp > 1 && rows > 0) micro = divisors(rows, std::max(space.max_micro_batches, 1));
+      if ((pp > 1 || space.micro_batches_without_stages) && rows > 0)
+        micro = divisors(rows, std::max(space.max_micro_batches, 1));
       for (int m : micro)
         for (int rc = 0; rc <= 1; ++rc)
           for (int zero = 0; zero <= (dp > 1 ? 1 : 0); ++zero)

@@ -121,11 +121,11 @@ int64_t step_tokens(const runtime::StepGraph& graph, const runtime::CanonicalGra
 SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgress& progress) {
   SearchResult out;
   const int64_t rows = step_rows(r.graph, r.canonical);
-  const std::vector<runtime::ParallelConfig> configs = enumerate_candidates(
-      {.devices = r.devices,
-       .batch = rows,
-       .autocast = r.autocast || casts_parameters(r.graph, r.canonical),
-       .max_micro_batches = r.max_micro_batches});
+  const CandidateSpace space{.devices = r.devices,
+                             .batch = rows,
+                             .autocast = r.autocast || casts_parameters(r.graph, r.canonical),
+                             .max_micro_batches = r.max_micro_batches};
+  std::vector<runtime::ParallelConfig> configs = enumerate_candidates(space);
   out.candidates.resize(configs.size());
   for (size_t i = 0; i < configs.size(); ++i) out.candidates[i].config = configs[i];
   if (progress) progress(SearchPhase::kEnumerated, out);
@@ -140,8 +140,7 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
 
   // Phase 1: lower every candidate, keep each one's peak per device; those over a device's memory are dropped.
   std::vector<std::shared_ptr<PlannedStep>> plans(configs.size());
-  auto started = std::chrono::steady_clock::now();
-  run_on_pool(configs.size(), threads, [&](size_t i) {
+  auto lower = [&](size_t i) {
     CandidateResult& c = out.candidates[i];
     if (r.admissible && !r.admissible(configs[i])) {
       c.dropped = r.inadmissible_reason;
@@ -170,7 +169,25 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
         c.dropped = fmt::format("out of memory: needs {} on device {}, more than its {} less the margin of {}",
                                 bytes_text(c.peak_bytes[d]), d, bytes_text(r.capacity), bytes_text(r.margin));
     if (!c.dropped.empty()) plans[i].reset();
-  });
+  };
+  auto started = std::chrono::steady_clock::now();
+  run_on_pool(configs.size(), threads, lower);
+  auto fitting = [&] { return static_cast<size_t>(std::count_if(plans.begin(), plans.end(), [](const auto& p) { return p != nullptr; })); };
+  if (fitting() == 0 && rows > 0) {
+    // None fits: smaller micro-batches, with stages or without (a replica accumulating its gradients).
+    CandidateSpace wide = space;
+    wide.max_micro_batches = kWidenedMicroBatches;
+    wide.micro_batches_without_stages = true;
+    const size_t first = configs.size();
+    for (const runtime::ParallelConfig& c : enumerate_candidates(wide))
+      if (std::find(configs.begin(), first + configs.begin(), c) == first + configs.begin()) configs.push_back(c);
+    out.widened = configs.size() - first;
+    out.candidates.resize(configs.size());
+    plans.resize(configs.size());
+    for (size_t i = first; i < configs.size(); ++i) out.candidates[i].config = configs[i];
+    if (progress) progress(SearchPhase::kWidened, out);
+    run_on_pool(configs.size() - first, threads, [&](size_t k) { lower(first + k); });
+  }
   out.compile_ms = ms_since(started);
 
   // Phase 2: the survivors' step on the simulator's clock.

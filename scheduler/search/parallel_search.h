@@ -48,7 +48,8 @@ struct CandidateResult {
 };
 
 struct SearchResult {
-  std::vector<CandidateResult> candidates;  // in enumerate_candidates' order
+  std::vector<CandidateResult> candidates;  // in enumerate_candidates' order (the widened ones after)
+  size_t widened = 0;                       // candidates added when none of the first fitted
   size_t lowered_and_fitting = 0;           // after the memory prune
   size_t feasible = 0;                      // candidates that fit and whose programs finish
   double compile_ms = 0, cost_ms = 0;       // the two phases' wall time
@@ -59,11 +60,15 @@ struct SearchResult {
 };
 
 // Where the search stands, for the log: the candidates enumerated, lowered (and pruned), timed.
-enum class SearchPhase { kEnumerated, kLowered, kTimed };
+// kWidened: none fitted, and the candidates with more micro-batches (kWidenedMicroBatches per replica at most,
+// and without stages) were added and lowered.
+enum class SearchPhase { kEnumerated, kWidened, kLowered, kTimed };
+inline constexpr int kWidenedMicroBatches = 64;
 using SearchProgress = std::function<void(SearchPhase, const SearchResult&)>;
 
-// Runs the search. The candidates come from enumerate_candidates over the step's batch; the selected one's
-// config has batch_per_device filled in (rows per device and micro-batch) and its plan kept.
+// Runs the search. The candidates come from enumerate_candidates over the step's batch; when none fits, those
+// with up to kWidenedMicroBatches micro-batches per replica, with stages or without, are tried too. The selected
+// one's config has batch_per_device filled in (rows per device and micro-batch) and its plan kept.
 SearchResult search_parallel_layouts(const SearchRequest& request, const SearchProgress& progress = {});
 
 // Whether the step casts parameters (values that existed before it and outlive it) from 4 to 2 bytes per

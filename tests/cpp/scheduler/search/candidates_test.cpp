@@ -51,5 +51,20 @@ TEST(CandidatesTest, ABatchThatDoesNotDivideTheReplicasLeavesThemOut) {
   EXPECT_EQ(enumerate_candidates({.devices = 1, .batch = 4}).size(), 2u);  // recomputation on and off
 }
 
+TEST(CandidatesTest, MicroBatchesWithoutStagesAccumulateAReplicasGradients) {
+  const auto plain = enumerate_candidates({.devices = 2, .batch = 8});
+  const auto wide = enumerate_candidates({.devices = 2, .batch = 8, .max_micro_batches = 64, .micro_batches_without_stages = true});
+  EXPECT_GT(wide.size(), plain.size());
+  bool accumulates = false;
+  for (const auto& c : wide) {
+    const int dp = replicas(c, 2);
+    EXPECT_EQ(8 % (dp * c.num_micro_batches), 0);
+    accumulates |= c.num_stages == 1 && c.num_micro_batches == 8;  // one replica, a row per micro-batch
+  }
+  EXPECT_TRUE(accumulates);
+  for (const auto& c : plain)
+    if (c.num_stages == 1) EXPECT_EQ(c.num_micro_batches, 1);
+}
+
 }  // namespace
 }  // namespace moreh::scheduler
