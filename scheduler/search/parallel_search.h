@@ -63,7 +63,7 @@ struct SearchResult {
 // kWidened: none fitted, and the candidates with more micro-batches (kWidenedMicroBatches per replica at most,
 // and without stages) were added and lowered.
 enum class SearchPhase { kEnumerated, kWidened, kLowered, kTimed };
-inline constexpr int kWidenedMicroBatches = 64;
+inline constexpr int kWidenedMicroBatches = 16;  // more makes plans of big models too large to hold
 using SearchProgress = std::function<void(SearchPhase, const SearchResult&)>;
 
 // Runs the search. The candidates come from enumerate_candidates over the step's batch; when none fits, those
