@@ -25,7 +25,9 @@ CASES = [("mlp:8", 2), ("mlp:8", 4), ("mlp_aux:8", 2), ("gpt:8", 2), ("gpt:8", 4
 # Hugging Face GPT-2: c_proj (the MLP's second layer) 2.0e-5 at TP 4, c_attn's bias 2.9e-5 (its key part, as above).
 # Llama (GQA): 1.2e-5 at TP 2, where its attention splits by heads too (the MLP's up projection, downstream of the
 # output projection's sums in parts), 4.7e-6 at TP 4 (its 2 key/value heads do not split 4 ways).
-TOLERANCE = {"gpt2": 5e-5, "llama": 3e-5}
+# The tests' GPT: 1.2e-5 at TP 4 on 2026-12-05's machine (blocks.1.mlp.0.weight, the same bits from the code
+# before and after that day's changes: this CPU's MKL rounds the parts' sums otherwise than earlier machines').
+TOLERANCE = {"gpt2": 5e-5, "llama": 3e-5, "gpt": 2e-5}
 
 
 def plan_lines(result):
