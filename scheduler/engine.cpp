@@ -394,17 +394,7 @@ void Engine::gather_home_locked(Buffer& b) {
 
 bool Engine::bring_home_misplaced_locked(const CanonicalGraph& canonical) {
   // A value that an earlier step under another layout left on its devices (set_parallelism between steps).
-  const ParallelSizes layout = parallel_layout(parallelism_, static_cast<int>(devices_.size()));
-  std::vector<Buffer*> misplaced;
-  for (size_t s = 0; s < canonical.bindings.size(); ++s)
-    if (canonical.buffers[s].origin == BufferOrigin::kMaterialized &&
-        !plan_accepts(canonical.bindings[s]->placement(), layout))
-      misplaced.push_back(canonical.bindings[s].get());
-  if (misplaced.empty()) return false;
-  wait_locked();  // the steps that placed them have run
-  for (Buffer* b : misplaced) gather_home_locked(*b);
-  log().debug("{} value(s) placed under another layout were brought to device 0 before planning", misplaced.size());
-  return true;
+  return bring_home_for_layouts_locked(canonical, {parallel_layout(parallelism_, static_cast<int>(devices_.size()))});
 }
 
 bool Engine::bring_home_for_layouts_locked(const CanonicalGraph& canonical, const std::vector<ParallelSizes>& layouts) {
@@ -418,9 +408,9 @@ bool Engine::bring_home_for_layouts_locked(const CanonicalGraph& canonical, cons
       }
   }
   if (misplaced.empty()) return false;
-  wait_locked();
+  wait_locked();  // the steps that placed them have run
   for (Buffer* b : misplaced) gather_home_locked(*b);
-  log().debug("{} value(s) were brought to device 0 so that every candidate layout can start from them", misplaced.size());
+  log().debug("{} value(s) placed under another layout were brought to device 0 before planning", misplaced.size());
   return true;
 }
 
