@@ -105,7 +105,9 @@ class PipelineEmission {
       } else if (p.devices == 0 && p.kind == PlacementKind::kReplicate) {
         everywhere_[s] = true;
       } else {
-        const auto j = std::find(stage_mask_.begin(), stage_mask_.end(), p.devices);
+        // One stage is every device: batch splitting's placements (0, every device) are that stage's.
+        const uint64_t devices = p.devices == 0 && pp_ == 1 ? stage_mask_[0] : p.devices;
+        const auto j = std::find(stage_mask_.begin(), stage_mask_.end(), devices);
         if (j == stage_mask_.end())
           throw runtime::Error(fmt::format("buffer {} lies on devices {:#x}, which are no stage of this layout; "
                                            "bring it home before planning", cg.bindings[s]->id(), p.devices));
@@ -175,7 +177,7 @@ class PipelineEmission {
     bool backward = false;
     // 1F1B: where the phase's backward half begins (its first step of the backward pass after per-micro-batch
     // steps of the forward pass; 0: the phase has no two halves).
-    const bool interleave = schedule_ == PipelineSchedule::k1F1B && m_ > 1 && pp_ > 1;
+    const bool interleave = schedule_ == PipelineSchedule::k1F1B && m_ > 1;
     bool forward_pieces = false;
     size_t turn = 0;
     const std::vector<SplitStep>* steps = &split_.steps;
@@ -841,6 +843,12 @@ class PipelineEmission {
         if (p.inner_ranks > 0) {  // a TP part's rows over the replicas
           p.inner_stride = pp_ * t_;
           p.inner_ranks = dp_;
+        }
+        // One stage is every device: said as batch splitting says it, so that the next step, under this layout
+        // or batch splitting, starts from it (rather than bringing it home).
+        if (pp_ == 1) {
+          p.devices = 0;
+          if (t_ == 1 && p.ranks == dp_ && p.stride == 1) p.ranks = 0;
         }
       } else {
         holders[s] = ~uint64_t{0};  // never placed (a slot the step does not touch)

@@ -236,3 +236,23 @@ def test_one_f_one_b_holds_fewer_micro_batches_than_gpipe(tmp_path):
     assert one_f_one_b["measured_peak"] == one_f_one_b["predicted_peak"]
     assert max(one_f_one_b["measured_peak"]) < 0.8 * max(gpipe["measured_peak"]), (one_f_one_b, gpipe)
     assert "blocks of micro-batch rows hold at most" in one_f_one_b["summary"]
+
+
+def test_micro_batches_on_one_stage_accumulate_gradients_one_micro_batch_at_a_time(tmp_path):
+    """num_stages : 1 with micro-batches (gradient accumulation, which Advanced Parallelization tries when no
+    layout fits): 1F1B on one stage runs each micro-batch's backward pass right after its forward pass, so one
+    micro-batch's activations are live at a time (GPipe's order, every forward pass first, holds them all). The
+    values the step leaves on every device stay there for the next step: it moves what batch splitting moves
+    (the gradients' all-reduce), not the parameters from device 0 again (they once came home between steps,
+    and the memory model, which counted them anew, was 2.5 MB over the measured peak). Trains as one device."""
+    whole = peaks(2, "num_stages : 1", tmp_path)
+    accumulated = peaks(2, "num_stages : 1, num_micro_batches : 4", tmp_path)
+    gpipe = peaks(2, "num_stages : 1, num_micro_batches : 4, pipeline_schedule : gpipe", tmp_path)
+    assert "1F1B" in accumulated["summary"] and "blocks of micro-batch rows hold at most 1" in accumulated["summary"]
+    for got in (accumulated, gpipe):
+        assert got["measured_peak"] == got["predicted_peak"], got["summary"]
+        assert got["sent"] == whole["sent"], (got["sent"], whole["sent"])
+    assert max(accumulated["measured_peak"]) < 0.7 * max(gpipe["measured_peak"]), (accumulated, gpipe)
+    assert accumulated["losses"] == pytest.approx(whole["losses"], rel=1e-5)
+    ref, got = train("gpt:8", 1), train("gpt:8", 2, parallelism="num_stages : 1, num_micro_batches : 2")
+    assert_same(ref, got)
