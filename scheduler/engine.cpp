@@ -249,9 +249,11 @@ void Engine::flush_locked() {
 
   // Advanced Parallelization chooses the layout at the first step with a batch.
   std::shared_ptr<PlannedStep> searched;
+  bool nothing_fits = false;  // this step's search found no layout that fits: the out-of-memory path need not search
   if (advanced_parallelization_ && !layout_searched_ && searchable_locked(*graph, canonical)) {
     layout_searched_ = true;
     searched = choose_layout_locked(*graph, canonical, "Advanced Parallelization is enabled", false);
+    nothing_fits = !searched && last_search_ && last_search_->selected < 0;
   }
   // A graph planned with and without fusion, or under another layout, has another plan: the key says which.
   auto key_of = [&] {
@@ -293,9 +295,23 @@ void Engine::flush_locked() {
     }
   }
   std::string no_layout_fits;
-  if (const DeviceProgram* over = first_overflow(*plan);
-      over && devices_.size() > 1 && oom_searched_.insert(canonical.hash ^ layout_key_).second &&
-      searchable_locked(*graph, canonical)) {
+  auto say_no_layout_fits = [&] {
+    const int least = last_search_->least_memory();
+    if (least < 0) return;
+    const CandidateResult& c = last_search_->candidates[static_cast<size_t>(least)];
+    no_layout_fits = fmt::format(
+        "No parallel layout fits either: the one needing the least memory ({}) needs {} bytes on a device of "
+        "{} bytes (less a margin of {}). Lower the batch size, or pick a flavor with more or larger devices "
+        "(moreh-switch-model).",
+        format_parallel_config(c.config), c.max_peak(), devices_[0]->capacity(),
+        config_.memory_margin(devices_[0]->capacity()));
+    log().error("{}", no_layout_fits);
+  };
+  if (nothing_fits && first_overflow(*plan)) {
+    say_no_layout_fits();  // the search that just ran tried every layout the out-of-memory search would
+  } else if (const DeviceProgram* over = first_overflow(*plan);
+             over && devices_.size() > 1 && oom_searched_.insert(canonical.hash ^ layout_key_).second &&
+             searchable_locked(*graph, canonical)) {
     // Automatic model parallelism: the layout does not fit, others may.
     const PhysicalDevice& dev = *devices_.at(over->device);
     log().warn("This step needs {} bytes more on {} under the current layout ({}), which has {} bytes free: "
@@ -307,17 +323,7 @@ void Engine::flush_locked() {
       plan = cache_.find(key_of());
       if (!plan) plan = take_compiled(found);
     } else if (last_search_) {
-      const int least = last_search_->least_memory();
-      if (least >= 0) {
-        const CandidateResult& c = last_search_->candidates[static_cast<size_t>(least)];
-        no_layout_fits = fmt::format(
-            "No parallel layout fits either: the one needing the least memory ({}) needs {} bytes on a device of "
-            "{} bytes (less a margin of {}). Lower the batch size, or pick a flavor with more or larger devices "
-            "(moreh-switch-model).",
-            format_parallel_config(c.config), c.max_peak(), devices_[0]->capacity(),
-            config_.memory_margin(devices_[0]->capacity()));
-        log().error("{}", no_layout_fits);
-      }
+      say_no_layout_fits();
     }
   }
   if (const DeviceProgram* over = first_overflow(*plan)) {
@@ -491,6 +497,9 @@ std::shared_ptr<PlannedStep> Engine::choose_layout_locked(const StepGraph& graph
         log().info("Elapsed Time to compile all candidates = {} [ms]", static_cast<int64_t>(r.compile_ms));
         log().info("Parallel Graph Compile finished.");
         log().info("The number of possible candidates is {}.", r.lowered_and_fitting);
+        if (r.lowered_again > 0)
+          log().info("{} of their plans were not kept (more than {} of this process's memory in all): they are "
+                     "compiled again to be timed.", r.lowered_again, fmt::format("{} GiB", kKeptPlanBytes >> 30));
         log().info("SelectBestGraphFromCandidates start...");
         break;
       case SearchPhase::kTimed:

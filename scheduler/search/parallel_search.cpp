@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <chrono>
@@ -36,6 +37,21 @@ void run_on_pool(size_t count, int threads, const Task& task) {
 }
 
 std::string bytes_text(uint64_t b) { return fmt::format("{:.1f} MiB", static_cast<double>(b) / (1024.0 * 1024.0)); }
+
+// What a lowered plan takes in this process's memory (its programs' instructions and launches; what is shared
+// with the graph not counted). Sized from the vectors' capacities: an estimate within a few percent.
+uint64_t plan_footprint(const PlannedStep& plan) {
+  uint64_t bytes = sizeof(PlannedStep);
+  for (const auto& program : plan.programs) {
+    bytes += program.code.capacity() * sizeof(runtime::Instruction) + program.sizes.capacity() * sizeof(uint64_t) +
+             program.factors.capacity() * sizeof(double) + program.ranges.capacity() * sizeof(runtime::ByteRange);
+    bytes += program.launches.capacity() * sizeof(runtime::LocalLaunch);
+    for (const auto& l : program.launches)
+      bytes += (l.inputs.capacity() + l.outputs.capacity()) * sizeof(runtime::LocalRef) + l.joins.capacity() +
+               (l.into.capacity() + l.factors.capacity()) * 8 + l.int_args.capacity() * 16;
+  }
+  return bytes;
+}
 
 }  // namespace
 
@@ -139,7 +155,22 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
   const uint64_t limit = r.capacity > r.margin ? r.capacity - r.margin : 0;
 
   // Phase 1: lower every candidate, keep each one's peak per device; those over a device's memory are dropped.
+  // The plans that fit are kept for phase 2 while they take less than kept_plan_bytes of this process's memory
+  // (a big model's plans with many micro-batches take gigabytes each); past that a fitting candidate keeps only
+  // its figures and is lowered again when it is timed.
   std::vector<std::shared_ptr<PlannedStep>> plans(configs.size());
+  std::vector<char> fits(configs.size(), 0);
+  std::atomic<uint64_t> kept_bytes{0};
+  std::atomic<size_t> lowered_again{0};
+  auto lower_plan = [&](size_t i) {
+    return plan_step({.graph = r.graph,
+                      .canonical = r.canonical,
+                      .devices = r.devices,
+                      .parallelism = configs[i],
+                      .fusion = r.fusion,
+                      .fusion_limits = r.fusion_limits,
+                      .available_bytes = std::max<uint64_t>(least_free, 1)});
+  };
   auto lower = [&](size_t i) {
     CandidateResult& c = out.candidates[i];
     if (r.admissible && !r.admissible(configs[i])) {
@@ -147,13 +178,7 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
       return;
     }
     try {
-      plans[i] = plan_step({.graph = r.graph,
-                            .canonical = r.canonical,
-                            .devices = r.devices,
-                            .parallelism = configs[i],
-                            .fusion = r.fusion,
-                            .fusion_limits = r.fusion_limits,
-                            .available_bytes = std::max<uint64_t>(least_free, 1)});
+      plans[i] = lower_plan(i);
     } catch (const std::exception& e) {
       c.dropped = fmt::format("cannot be lowered: {}", e.what());
       return;
@@ -168,11 +193,21 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
       if (c.peak_bytes[d] > limit)
         c.dropped = fmt::format("out of memory: needs {} on device {}, more than its {} less the margin of {}",
                                 bytes_text(c.peak_bytes[d]), d, bytes_text(r.capacity), bytes_text(r.margin));
-    if (!c.dropped.empty()) plans[i].reset();
+    if (!c.dropped.empty()) {
+      plans[i].reset();
+      return;
+    }
+    fits[i] = 1;
+    const uint64_t footprint = plan_footprint(*plans[i]);
+    if (kept_bytes.fetch_add(footprint) + footprint > r.kept_plan_bytes) {
+      kept_bytes.fetch_sub(footprint);
+      plans[i].reset();
+      ++lowered_again;
+    }
   };
   auto started = std::chrono::steady_clock::now();
   run_on_pool(configs.size(), threads, lower);
-  auto fitting = [&] { return static_cast<size_t>(std::count_if(plans.begin(), plans.end(), [](const auto& p) { return p != nullptr; })); };
+  auto fitting = [&] { return static_cast<size_t>(std::count(fits.begin(), fits.end(), 1)); };
   if (fitting() == 0 && rows > 0) {
     // None fits: smaller micro-batches, with stages or without (a replica accumulating its gradients).
     CandidateSpace wide = space;
@@ -184,23 +219,26 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
     out.widened = configs.size() - first;
     out.candidates.resize(configs.size());
     plans.resize(configs.size());
+    fits.resize(configs.size(), 0);
     for (size_t i = first; i < configs.size(); ++i) out.candidates[i].config = configs[i];
     if (progress) progress(SearchPhase::kWidened, out);
     run_on_pool(configs.size() - first, threads, [&](size_t k) { lower(first + k); });
   }
   out.compile_ms = ms_since(started);
+  out.lowered_again = lowered_again;
 
   // Phase 2: the survivors' step on the simulator's clock.
   std::vector<size_t> survivors;
   for (size_t i = 0; i < configs.size(); ++i)
-    if (plans[i]) survivors.push_back(i);
+    if (fits[i]) survivors.push_back(i);
   out.lowered_and_fitting = survivors.size();
   if (progress) progress(SearchPhase::kLowered, out);
   started = std::chrono::steady_clock::now();
   run_on_pool(survivors.size(), threads, [&](size_t k) {
     const size_t i = survivors[k];
     CandidateResult& c = out.candidates[i];
-    const StepCost cost = predict_step(*plans[i], r.graph, r.canonical, r.timing);
+    std::shared_ptr<PlannedStep> plan = plans[i] ? plans[i] : lower_plan(i);
+    const StepCost cost = predict_step(*plan, r.graph, r.canonical, r.timing);
     if (!cost.stuck.empty()) {
       c.dropped = "its programs cannot finish: " + cost.stuck;
       return;
@@ -229,6 +267,7 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
   if (out.selected >= 0) {
     CandidateResult& chosen = out.candidates[static_cast<size_t>(out.selected)];
     chosen.plan = plans[static_cast<size_t>(out.selected)];
+    if (!chosen.plan) chosen.plan = lower_plan(static_cast<size_t>(out.selected));
     const runtime::ParallelSizes sizes = runtime::parallel_layout(chosen.config, r.devices);
     const int64_t per = static_cast<int64_t>(sizes.dp) * chosen.config.num_micro_batches;
     if (rows > 0 && per > 0 && rows % per == 0) chosen.config.batch_per_device = static_cast<int>(rows / per);

@@ -17,6 +17,9 @@
 
 namespace moreh::scheduler {
 
+// How much of this process's memory lowered plans may take between the search's two phases, by default.
+inline constexpr uint64_t kKeptPlanBytes = uint64_t{2} << 30;
+
 struct SearchRequest {
   const runtime::StepGraph& graph;
   const runtime::CanonicalGraph& canonical;
@@ -29,6 +32,9 @@ struct SearchRequest {
   const ProfileTiming& timing;
   int threads = 0;                   // 0: the machine's cores
   int max_micro_batches = 8;
+  // The most this process keeps of lowered plans between lowering and timing; past it, candidates that fit
+  // are lowered again to be timed (a big model's many candidates would otherwise not fit the host's memory).
+  uint64_t kept_plan_bytes = kKeptPlanBytes;
   bool autocast = false;             // the step casts parameters to a low precision (else found in the graph)
   // Whether a candidate may be lowered (empty: all may); the others are dropped with `inadmissible_reason`.
   std::function<bool(const runtime::ParallelConfig&)> admissible;
@@ -51,6 +57,7 @@ struct SearchResult {
   std::vector<CandidateResult> candidates;  // in enumerate_candidates' order (the widened ones after)
   size_t widened = 0;                       // candidates added when none of the first fitted
   size_t lowered_and_fitting = 0;           // after the memory prune
+  size_t lowered_again = 0;                 // fitting candidates whose plans were not kept (kept_plan_bytes)
   size_t feasible = 0;                      // candidates that fit and whose programs finish
   double compile_ms = 0, cost_ms = 0;       // the two phases' wall time
   int selected = -1;                        // the cheapest feasible candidate (-1: none fits)

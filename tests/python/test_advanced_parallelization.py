@@ -151,6 +151,12 @@ def test_when_no_layout_fits_the_error_names_the_least_need_and_what_to_do(dirs)
     assert proc.returncode != 0
     assert "OUT_OF_MEMORY" in proc.stderr
     assert "No parallel layout fits either" in proc.stderr
+    assert proc.stderr.count("Parallel Graph Compile start...") == 1
+    # With AP enabled the step's search finds nothing either; the out-of-memory step does not search again.
+    proc, _ = run_worker("gpt_wide:4", 4, cwd, config_dir, ap=True, env={"MOREH_HOST_MEMORY_CAPACITY": "3MB"})
+    assert proc.returncode != 0
+    assert "OUT_OF_MEMORY" in proc.stderr and "No parallel layout fits either" in proc.stderr
+    assert proc.stderr.count("Parallel Graph Compile start...") == 1, proc.stderr[-4000:]
     assert "Lower the batch size" in proc.stderr
 
 

@@ -25,7 +25,7 @@ class ParallelSearchTest : public ::testing::Test {
     profile_.intra_node = {1e-6, 1e9};
   }
   SearchResult search(uint64_t capacity, int threads = 0, std::function<bool(const runtime::ParallelConfig&)> admissible = {},
-                      SearchProgress progress = {}) {
+                      SearchProgress progress = {}, uint64_t kept_plan_bytes = uint64_t{1} << 30) {
     const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step_.graph);
     const ProfileTiming timing(profile_, 2);
     return search_parallel_layouts({.graph = step_.graph,
@@ -38,6 +38,7 @@ class ParallelSearchTest : public ::testing::Test {
                                     .fusion_limits = {},
                                     .timing = timing,
                                     .threads = threads,
+                                    .kept_plan_bytes = kept_plan_bytes,
                                     .admissible = std::move(admissible),
                                     .inadmissible_reason = "not admissible"},
                                    progress);
@@ -109,6 +110,23 @@ TEST_F(ParallelSearchTest, ThePoolDoesNotChangeTheOutcome) {
     EXPECT_EQ(one.candidates[i].peak_bytes, four.candidates[i].peak_bytes);
     EXPECT_DOUBLE_EQ(one.candidates[i].step_ms, four.candidates[i].step_ms);
   }
+}
+
+TEST_F(ParallelSearchTest, PlansPastTheKeptBytesAreLoweredAgainWithTheSameOutcome) {
+  const SearchResult kept = search(1 << 30, 2);
+  EXPECT_EQ(kept.lowered_again, 0u);
+  const SearchResult lean = search(1 << 30, 2, {}, {}, 1);  // no plan fits one byte: every one is lowered again
+  EXPECT_EQ(lean.lowered_again, lean.lowered_and_fitting);
+  ASSERT_EQ(kept.candidates.size(), lean.candidates.size());
+  EXPECT_EQ(kept.selected, lean.selected);
+  for (size_t i = 0; i < kept.candidates.size(); ++i) {
+    EXPECT_EQ(kept.candidates[i].peak_bytes, lean.candidates[i].peak_bytes);
+    EXPECT_DOUBLE_EQ(kept.candidates[i].step_ms, lean.candidates[i].step_ms);
+  }
+  ASSERT_GE(lean.selected, 0);
+  const auto& chosen = lean.candidates[static_cast<size_t>(lean.selected)];
+  ASSERT_TRUE(chosen.plan) << "the selected plan is lowered again to be run";
+  EXPECT_EQ(chosen.plan->programs.size(), kept.candidates[static_cast<size_t>(kept.selected)].plan->programs.size());
 }
 
 TEST_F(ParallelSearchTest, InadmissibleCandidatesAreDroppedAndProgressIsReportedInOrder) {
