@@ -170,7 +170,14 @@ class PipelineEmission {
     // partial values, a gather of their rows, a whole-value op that reads what they wrote or writes what
     // they read). Within a phase each micro-batch runs every per-micro-batch step, and the others run once,
     // in the first micro-batch.
-    std::vector<const SplitStep*> phase;
+    // A step that must wait for every micro-batch (a gradient's division by the loss's weight, its all-reduce,
+    // its copy into .grad) is put off to the phase's end while the steps after it leave its slots alone; a
+    // micro-batch's step that needs what a put-off step makes ends the phase. A backward pass whose gradients
+    // finish layer by layer is then one phase whose micro-batches each run their forward and backward passes
+    // in turn (gradient accumulation holding one micro-batch's activations), not a phase per gradient holding
+    // every micro-batch's activations until the last.
+    std::vector<const SplitStep*> phase, postponed;
+    std::set<uint32_t> postponed_slots;
     std::set<uint32_t> piece_written, piece_touched;
     std::vector<uint32_t> reads, writes;
     int last_piece_stage = 0;
@@ -185,24 +192,39 @@ class PipelineEmission {
       deferred_ = defer_loss_division(graph_, cg_, split_.steps, cut_.forward_end);
       if (!deferred_.steps.empty()) steps = &deferred_.steps;
     }
+    auto end_phase = [&] {
+      emit_phase(phase, turn);
+      for (const SplitStep* p : postponed) emit_once(*p);
+      postponed.clear();
+      postponed_slots.clear();
+      phase.clear();
+      turn = 0;
+      forward_pieces = false;
+      piece_written.clear();
+      piece_touched.clear();
+      last_piece_stage = 0;
+      backward = false;
+    };
     for (const SplitStep& st : *steps) {
       slots_of(st, reads, writes);
       const bool per_piece = scheduler::per_piece(st);
       const bool folded = st.kind == Kind::kScale || st.kind == Kind::kMultiply;  // into the launches
+      bool touches_postponed = false;
+      for (uint32_t s : reads) touches_postponed = touches_postponed || postponed_slots.count(s);
+      for (uint32_t s : writes) touches_postponed = touches_postponed || postponed_slots.count(s);
       if (!per_piece && !folded) {
-        bool barrier = false;
+        bool barrier = touches_postponed;
         for (uint32_t s : reads) barrier = barrier || piece_written.count(s);
         for (uint32_t s : writes) barrier = barrier || piece_touched.count(s);
-        if (barrier) {
-          emit_phase(phase, turn);
-          phase.clear();
-          turn = 0;
-          forward_pieces = false;
-          piece_written.clear();
-          piece_touched.clear();
-          last_piece_stage = 0;
-          backward = false;
+        if (barrier && m_ > 1) {
+          postponed.push_back(&st);
+          for (uint32_t s : reads) postponed_slots.insert(s);
+          for (uint32_t s : writes) postponed_slots.insert(s);
+          continue;
         }
+        if (barrier) end_phase();
+      } else if (touches_postponed) {
+        end_phase();  // a micro-batch's step that needs a put-off result: the phase ends before it
       } else if (!interleave) {
         // The backward pass begins (a micro-batch's ops go back to an earlier stage): every micro-batch's
         // forward ops come first, so that stage 0 runs its next micro-batch while the later stages work.
@@ -226,7 +248,7 @@ class PipelineEmission {
       }
       phase.push_back(&st);
     }
-    emit_phase(phase, turn);
+    end_phase();
     return finish();
   }
 

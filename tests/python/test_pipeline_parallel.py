@@ -256,3 +256,55 @@ def test_micro_batches_on_one_stage_accumulate_gradients_one_micro_batch_at_a_ti
     assert accumulated["losses"] == pytest.approx(whole["losses"], rel=1e-5)
     ref, got = train("gpt:8", 1), train("gpt:8", 2, parallelism="num_stages : 1, num_micro_batches : 2")
     assert_same(ref, got)
+
+
+LLAMA_ACCUMULATION = """
+import json, sys, torch, torch_moreh, transformers
+cfg = transformers.LlamaConfig(vocab_size=512, hidden_size=128, intermediate_size=384, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+cfg._attn_implementation = "sdpa"
+torch.manual_seed(0)
+model = transformers.LlamaForCausalLM(cfg).to("moreh")
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+g = torch.Generator().manual_seed(0)
+losses = []
+for step in range(3):
+    torch.moreh.synchronize()
+    torch.moreh.reset_peak_memory_stats()
+    before = torch.moreh.physical_devices()
+    ids = torch.randint(0, 512, (32, 128), generator=g).to("moreh")  # uploaded in the step: its batch
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    losses.append(loss.item())
+after = torch.moreh.physical_devices()
+plan = torch.moreh.last_plan()
+print(json.dumps({"losses": losses, "predicted": plan["peak_bytes"], "summary": plan["summary"],
+                  "measured": [a["memory_peak"] - b["memory_used"] for a, b in zip(after, before)]}))
+"""
+
+
+def test_gradient_accumulation_on_one_stage_lowers_a_llamas_peak(moreh_subprocess):
+    """Hugging Face Llama's backward pass finishes a gradient per layer, each divided by the loss's weight (1F1B
+    takes the loss's gradient as a sum) and copied into .grad: steps that wait for every micro-batch. They are
+    put off to the end of the pass, so the pass stays one phase in which micro-batches run one after another;
+    as phases cut at each of them, every micro-batch's activations were held (8 micro-batches: 588 of 717 MiB
+    in a planned example, 250 MiB now; here 64 of 120 MB)."""
+    pytest.importorskip("transformers")
+    import json
+
+    def run(line):
+        proc = moreh_subprocess(LLAMA_ACCUMULATION, env={"MOREH_NUM_DEVICES": "1", "MOREH_PARALLELISM": line})
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+    whole = run("num_stages : 1")
+    accumulated = run("num_stages : 1, num_micro_batches : 8")
+    assert "1 phases" in accumulated["summary"], accumulated["summary"]
+    # The model's peak less the devices' is the same in both (the step's own upload of the batch, which this
+    # measurement counts before the step: 32 KiB); the exact equality is checked on the GPT above.
+    offset = lambda r: r["predicted"][0] - r["measured"][0]
+    assert offset(accumulated) == offset(whole) and 0 <= offset(whole) <= 32 * 128 * 8 + 64, (accumulated, whole)
+    assert accumulated["measured"][0] < 0.6 * whole["measured"][0], (accumulated["measured"], whole["measured"])
+    assert accumulated["losses"] == pytest.approx(whole["losses"], rel=1e-4)
