@@ -40,6 +40,10 @@ def main():
     start = time.time()
     with torch.device("moreh"):
         model = transformers.LlamaForCausalLM(cfg)
+    # The parameters' initialisation is a step of its own (on device 0, where values written outside a training
+    # step live): the training step then starts from parameters that exist, as every later step does, and AP
+    # plans that step rather than one that also creates the model.
+    torch.moreh.synchronize()
     params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     ids = torch.randint(0, cfg.vocab_size, (args.batch_size, args.seq_len)).to("moreh")

@@ -211,17 +211,10 @@ class Sharding {
       if (shardable_[i]) rank_slots(i, false, [&](uint32_t s) { candidate_[s] = true; });
   }
 
-  // autocast's cast of a parameter: copy_ into a fresh buffer of a narrower type, run whole.
+  // autocast's cast of a parameter, run whole.
   bool low_precision_cast(const SplitStep& st) const {
-    static const runtime::OpId copy = runtime::intern_op("aten::copy_");
     if (st.kind != Kind::kLaunch || !st.launches.empty()) return false;
-    const Node& n = graph_.nodes()[st.index];
-    if (n.op != copy || n.inputs.size() < 2 || n.written.size() != 1 || n.written[0] != 0 || n.initializes.size() != 1)
-      return false;
-    const auto& in = cg_.node_inputs[st.index];
-    return n.inputs[0].itemsize < n.inputs[1].itemsize && n.inputs[0].sizes == n.inputs[1].sizes &&
-           cg_.buffers[in[1]].origin == BufferOrigin::kMaterialized && cg_.buffers[in[1]].live_after &&
-           !cg_.buffers[in[0]].live_after;
+    return casts_a_parameter(graph_.nodes()[st.index], cg_.node_inputs[st.index], cg_);
   }
 
   // The next step after i that touches s (steps_.size() when none).
@@ -559,6 +552,16 @@ OptimizerSharding shard_optimizer(const runtime::StepGraph& graph, const runtime
                                   const ShardingOptions& options) {
   if (devices / std::max(split.tensor_ranks, 1) < 2) return {};
   return Sharding(graph, canonical, split, devices, whole_nodes, options).run();
+}
+
+bool casts_a_parameter(const Node& n, const std::vector<uint32_t>& in, const runtime::CanonicalGraph& cg) {
+  static const runtime::OpId copy = runtime::intern_op("aten::copy_");
+  if (n.op != copy || n.inputs.size() < 2 || in.size() < 2 || n.written.size() != 1 || n.written[0] != 0 ||
+      n.initializes.size() != 1)
+    return false;
+  return n.inputs[0].itemsize < n.inputs[1].itemsize && n.inputs[0].sizes == n.inputs[1].sizes &&
+         cg.buffers[in[1]].origin == BufferOrigin::kMaterialized && cg.buffers[in[1]].live_after &&
+         !cg.buffers[in[0]].live_after;
 }
 
 }  // namespace moreh::scheduler

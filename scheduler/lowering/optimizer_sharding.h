@@ -54,4 +54,10 @@ OptimizerSharding shard_optimizer(const runtime::StepGraph& graph, const runtime
 // For a plan's summary: "; optimizer sharded over the 4 replicas (distribute_param): ...".
 std::string describe(const OptimizerSharding& sharding, int replicas);
 
+// autocast's cast of a parameter: a copy_ into a fresh buffer of a narrower type, of the same sizes, from a value
+// that existed before the step and outlives it (what distribute_low_prec_param shards). `slots`: the node's
+// inputs' slots (CanonicalGraph::node_inputs).
+bool casts_a_parameter(const runtime::Node& node, const std::vector<uint32_t>& slots,
+                       const runtime::CanonicalGraph& canonical);
+
 }  // namespace moreh::scheduler

@@ -11,6 +11,7 @@
 
 #include "runtime/base/data_type.h"
 #include "scheduler/analysis/step_analysis.h"
+#include "scheduler/lowering/optimizer_sharding.h"
 #include "scheduler/lowering/plan_step.h"
 #include "scheduler/search/candidates.h"
 
@@ -104,14 +105,8 @@ const runtime::TensorRef* batch_input(const runtime::StepGraph& graph, const run
 }  // namespace
 
 bool casts_parameters(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical) {
-  for (size_t n = 0; n < graph.size(); ++n) {
-    const runtime::Node& node = graph.nodes()[n];
-    if (node.inputs.empty() || node.outputs.empty() || runtime::op_name(node.op) != "aten::_to_copy") continue;
-    const uint32_t from = canonical.node_inputs[n][0];
-    if (canonical.buffers[from].origin == runtime::BufferOrigin::kMaterialized && canonical.buffers[from].live_after &&
-        node.inputs[0].itemsize == 4 && node.outputs[0].itemsize == 2)
-      return true;
-  }
+  for (size_t n = 0; n < graph.size(); ++n)
+    if (casts_a_parameter(graph.nodes()[n], canonical.node_inputs[n], canonical)) return true;
   return false;
 }
 

@@ -78,8 +78,8 @@ using SearchProgress = std::function<void(SearchPhase, const SearchResult&)>;
 // one's config has batch_per_device filled in (rows per device and micro-batch) and its plan kept.
 SearchResult search_parallel_layouts(const SearchRequest& request, const SearchProgress& progress = {});
 
-// Whether the step casts parameters (values that existed before it and outlive it) from 4 to 2 bytes per
-// element: autocast's low-precision copies, which distribute_low_prec_param shards.
+// Whether the step casts parameters (values that existed before it and outlive it) to a narrower type:
+// autocast's low-precision copies, which distribute_low_prec_param shards (optimizer_sharding.h's rule).
 bool casts_parameters(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical);
 // The step's batch rows: the leading dimension of its first data input that the script does not keep after the
 // step (not a parameter model.to() uploads in the same graph); 0 for a step without a batch.

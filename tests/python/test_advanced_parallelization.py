@@ -179,3 +179,41 @@ def test_the_device_profile_is_measured_once_and_kept(moreh_subprocess):
         assert "measured and kept" not in second.stderr
         named = moreh_subprocess(code, env={"MOREH_CONFIG_DIR": config_dir, "MOREH_DEVICE_PROFILE": "h100"})
         assert named.stdout.split() == ["h100", "False"]
+
+
+AUTOCAST_SEARCH = """
+import json, torch, torch_moreh
+import torch.nn.functional as F
+from models import GPT
+torch.manual_seed(0)
+model = GPT().to("moreh")
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+def step():
+    x = torch.randint(0, 64, (8, 16)).to("moreh")
+    with torch.autocast("moreh", dtype=torch.bfloat16):
+        logits = model(x)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), x.view(-1))
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.item()
+step()  # the parameters exist before the searched step, as in every step after the first
+torch.moreh.option.enable_advanced_parallelization()
+step()
+search = torch.moreh.option.advanced_parallelization_candidates()
+print(json.dumps([(c["config"], c["dropped"]) for c in search["candidates"]]))
+"""
+
+
+def test_under_autocast_the_search_shards_the_low_precision_copies_too(moreh_subprocess, dirs):
+    """autocast's bf16 copies of the parameters (copy_ into a narrower buffer) are found, and the candidates
+    include distribute_low_prec_param : true (they were never tried: the search looked for _to_copy, which moreh
+    records as copy_)."""
+    cwd, config_dir = dirs
+    proc = moreh_subprocess(AUTOCAST_SEARCH, env={"MOREH_NUM_DEVICES": "2", "MOREH_CONFIG_DIR": config_dir,
+                                                  "PYTHONPATH": HERE}, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    candidates = json.loads(proc.stdout.strip().splitlines()[-1])
+    low = [(c, why) for c, why in candidates if "distribute_low_prec_param : true" in c]
+    assert low, candidates
+    assert any(not why for _, why in low), low  # lowered and timed, not refused
