@@ -26,7 +26,10 @@ RC = "recomputation : 1"
 LAYOUTS = [  # (devices, MOREH_PARALLELISM)
     (1, ""),
     (1, RC),
+    (1, "num_stages : 1, num_micro_batches : 4"),  # gradient accumulation: one micro-batch's activations at a time
+    (1, "num_stages : 1, num_micro_batches : 8"),
     (4, "num_stages : 1"),
+    (4, "num_stages : 1, num_micro_batches : 4"),
     (4, "num_stages : 1, " + RC),
     (4, "num_stages : 1, distribute_param : true"),
     (4, "num_stages : 2, num_micro_batches : 4"),
