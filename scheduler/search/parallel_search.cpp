@@ -40,7 +40,8 @@ void run_on_pool(size_t count, int threads, const Task& task) {
 std::string bytes_text(uint64_t b) { return fmt::format("{:.1f} MiB", static_cast<double>(b) / (1024.0 * 1024.0)); }
 
 // What a lowered plan takes in this process's memory (its programs' instructions and launches; what is shared
-// with the graph not counted). Sized from the vectors' capacities: an estimate within a few percent.
+// with the graph not counted), from the vectors' capacities: an estimate from below (dims spilled to the heap and
+// allocator overhead are not counted).
 uint64_t plan_footprint(const PlannedStep& plan) {
   uint64_t bytes = sizeof(PlannedStep);
   for (const auto& program : plan.programs) {
@@ -49,7 +50,8 @@ uint64_t plan_footprint(const PlannedStep& plan) {
     bytes += program.launches.capacity() * sizeof(runtime::LocalLaunch);
     for (const auto& l : program.launches)
       bytes += (l.inputs.capacity() + l.outputs.capacity()) * sizeof(runtime::LocalRef) + l.joins.capacity() +
-               (l.into.capacity() + l.factors.capacity()) * 8 + l.int_args.capacity() * 16;
+               l.into.capacity() * sizeof(int64_t) + l.factors.capacity() * sizeof(double) +
+               l.int_args.capacity() * sizeof(std::pair<int, int64_t>);
   }
   return bytes;
 }
