@@ -61,18 +61,18 @@ def same_bits(a, b):
 
 
 def bitwise_pair(first, second):
-    """Two runs that should agree to the last bit (`first`, `second`: callables returning train()'s result).
-    Host-device runs in separate processes have differed in the last bits of one parameter about once in a
+    """Two runs that should agree to the last bit (`first`, `second`: train()'s keyword arguments).
+    Host-device runs in separate processes have differed in the last bits of one value about once in a
     thousand multi-device runs of the CI (never in 160 repeated runs alone; docs/ENVIRONMENT.md): when the pair
-    differs, both run once more, with a warning, and the second pair is what the test checks. A difference the
-    code makes comes back; a rare one does not."""
+    differs, both run once more in fresh processes (not from train()'s cache), with a warning, and the second
+    pair is what the test checks. A difference the code makes comes back; a rare one does not."""
     import warnings
 
-    a, b = first(), second()
+    a, b = train(**first), train(**second)
     if same_bits(a, b):
         return a, b
     warnings.warn("two runs differed in their last bits; both ran once more")
-    return first(), second()
+    return train.__wrapped__(**first), train.__wrapped__(**second)
 
 
 def assert_same(ref, got, loss_rel=1e-5, rtol=1e-4, atol=1e-4):

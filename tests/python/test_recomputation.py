@@ -37,8 +37,8 @@ def ran_again(result):
 def test_recomputation_changes_no_bit(kind, devices, line):
     if kind.startswith(("gpt2", "llama")):
         pytest.importorskip("transformers")
-    plain, again = bitwise_pair(lambda: train(kind, devices, parallelism=line or "num_stages : 1"),
-                                lambda: train(kind, devices, parallelism=(line + ", " if line else "") + RC))
+    plain, again = bitwise_pair(dict(kind=kind, devices=devices, parallelism=line or "num_stages : 1"),
+                                dict(kind=kind, devices=devices, parallelism=(line + ", " if line else "") + RC))
     assert again["losses"] == plain["losses"]
     for name, p in plain["params"].items():
         assert again["params"][name].equal(p), name

@@ -84,7 +84,7 @@ def test_sharding_the_optimizer_changes_no_bit_of_batch_splitting(kind):
     """The updates are elementwise and the reduce-scatter sums as the all-reduce does: under bf16 autocast,
     and with batch norm (whose running statistics are buffers, not optimizer state), the sharded optimizer
     trains exactly as plain batch splitting does."""
-    plain, zero = bitwise_pair(lambda: train(kind, 4), lambda: train(kind, 4, parallelism="distribute_param : true"))
+    plain, zero = bitwise_pair(dict(kind=kind, devices=4), dict(kind=kind, devices=4, parallelism="distribute_param : true"))
     assert plain["losses"] == zero["losses"]
     for name, p in plain["params"].items():
         assert torch.equal(p, zero["params"][name]), name
@@ -130,8 +130,9 @@ def test_low_precision_copies_of_the_parameters_are_sharded(devices, line, repli
     autocast copies, and gathers the copy before each pass's first use (forward, backward) and lets it go
     after the pass's last. Casts are elementwise and gathers are copies: no bit changes, and the peak falls.
     Beside pipeline stages each stage's replicas share its parameters' copies (beside TP, those TP keeps whole)."""
-    plain, low = bitwise_pair(lambda: train("gpt_bf16:8", devices, parallelism=line),
-                              lambda: train("gpt_bf16:8", devices, parallelism=line + ", distribute_low_prec_param : true"))
+    plain, low = bitwise_pair(dict(kind="gpt_bf16:8", devices=devices, parallelism=line),
+                              dict(kind="gpt_bf16:8", devices=devices,
+                                   parallelism=line + ", distribute_low_prec_param : true"))
     assert low["losses"] == plain["losses"]
     for name, p in plain["params"].items():
         assert torch.equal(p, low["params"][name]), name

@@ -230,8 +230,8 @@ def test_recomputation_under_tensor_parallelism_changes_no_bit(kind, devices, tp
     """tp 4 (and dp 2 x tp 2) + recomputation: the reruns run on the same shards, dropout from its recorded seed; the
     peak drops (but for dp 2 x tp 2 on the dropout GPT's batch of 4, whose peak is the optimizer's step, not the
     activations')."""
-    plain, again = bitwise_pair(lambda: train(kind, devices, parallelism=f"TP : {tp}"),
-                                lambda: train(kind, devices, parallelism=f"TP : {tp}, recomputation : 1"))
+    plain, again = bitwise_pair(dict(kind=kind, devices=devices, parallelism=f"TP : {tp}"),
+                                dict(kind=kind, devices=devices, parallelism=f"TP : {tp}, recomputation : 1"))
     assert again["losses"] == plain["losses"]
     for name, p in plain["params"].items():
         assert again["params"][name].equal(p), name
