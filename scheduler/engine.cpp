@@ -20,6 +20,7 @@
 #include "runtime/exec/gather_home.h"
 #include "runtime/plan/rank_layout.h"
 #include "scheduler/analysis/backward_seeds.h"
+#include "scheduler/analysis/peak_explanation.h"
 #include "scheduler/analysis/step_analysis.h"
 #include "scheduler/lowering/plan_step.h"
 #include "scheduler/search/candidates.h"
@@ -267,6 +268,11 @@ void Engine::flush_locked() {
                  compiled->report.replicated_fallbacks, fmt::join(compiled->report.fallback_ops, ", "));
     log().info("Step graph {:016x} compiled in {:.3f} ms: {}", canonical.hash, compiled->report.compile_ms,
                compiled->report.summary);
+    if (log().should_log(spdlog::level::debug) && !compiled->programs.empty()) {  // the largest peak, explained
+      const auto& top = *std::max_element(compiled->programs.begin(), compiled->programs.end(),
+                                           [](const auto& a, const auto& b) { return a.peak_bytes < b.peak_bytes; });
+      log().debug("Step graph {:016x}: {}", canonical.hash, explain_peak(*compiled, top, *graph, canonical));
+    }
     if (log().should_log(spdlog::level::trace)) trace_graph(*graph, canonical, *compiled);
     // A GPU compiles the plan's fused kernels in the background while the step is submitted.
     for (const auto& program : compiled->programs)

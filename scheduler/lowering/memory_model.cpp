@@ -139,4 +139,27 @@ uint64_t program_peak(const runtime::Plan& plan, const runtime::DeviceProgram& p
   return memory.peak();
 }
 
+PeakMoment peak_moment(const runtime::Plan& plan, const runtime::DeviceProgram& program,
+                       const runtime::StepGraph* graph, const runtime::CanonicalGraph& cg) {
+  PeakMoment m;
+  {
+    DeviceMemory memory(plan, program.device, graph, cg);
+    for (size_t i = 0; i < program.code.size(); ++i) {
+      const uint64_t before = memory.peak();
+      memory.apply(program, program.code[i]);
+      if (memory.peak() > before) m.instruction = i;
+    }
+    m.bytes = memory.peak();
+  }
+  DeviceMemory memory(plan, program.device, graph, cg);  // again, to the peak's instruction
+  for (size_t i = 0; i <= m.instruction && i < program.code.size(); ++i) memory.apply(program, program.code[i]);
+  m.transient = m.bytes > static_cast<uint64_t>(std::max<int64_t>(memory.now(), 0))
+                    ? m.bytes - static_cast<uint64_t>(std::max<int64_t>(memory.now(), 0))
+                    : 0;
+  for (uint32_t s = 0; s < cg.buffers.size(); ++s)
+    if (memory.held(s) > 0) m.held.emplace_back(s, memory.held(s));
+  std::stable_sort(m.held.begin(), m.held.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  return m;
+}
+
 }  // namespace moreh::scheduler

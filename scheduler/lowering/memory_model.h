@@ -36,6 +36,8 @@ class DeviceMemory {
   uint64_t held(uint32_t slot) const { return static_cast<uint64_t>(held_[slot]); }
   // The most bytes held at once so far beyond what the device held before the step.
   uint64_t peak() const { return static_cast<uint64_t>(std::max<int64_t>(peak_ - start_, 0)); }
+  // Bytes held now beyond what the device held before the step (negative once it released some of those).
+  int64_t now() const { return total_ - start_; }
 
  private:
   void set(uint32_t s, int64_t b);
@@ -47,6 +49,19 @@ class DeviceMemory {
   std::vector<int64_t> held_;
   int64_t total_ = 0, start_ = 0, peak_ = 0;
 };
+
+// What a device holds when its program peaks: the first instruction after which the peak is reached, the
+// bytes then beyond what the device held before the step, those of them that exist only during that
+// instruction (a gather's parts, a micro-batch's result beside the block it joins), and every slot held after
+// it, largest first (values from before the step included). What a plan's peak is made of (the engine's
+// debug log).
+struct PeakMoment {
+  size_t instruction = 0;
+  uint64_t bytes = 0, transient = 0;
+  std::vector<std::pair<uint32_t, uint64_t>> held;
+};
+PeakMoment peak_moment(const runtime::Plan& plan, const runtime::DeviceProgram& program,
+                       const runtime::StepGraph* graph, const runtime::CanonicalGraph& canonical);
 
 // The largest of a plan's programs' peaks (what program_peak gave each).
 uint64_t max_peak_bytes(const runtime::Plan& plan);

@@ -33,6 +33,25 @@ TEST(MemoryModelTest, AllocationsOutputsReceivesAndReleasesAddUp) {
   EXPECT_EQ(program_peak(runtime::Plan{}, p, &g, cg), 1200u);
 }
 
+// The peak's moment: after the launch (a and b held), not after the later receive.
+TEST(MemoryModelTest, ThePeaksMomentNamesWhatIsHeldThen) {
+  runtime::VirtualMemory vm;
+  auto a = std::make_shared<runtime::Buffer>(vm, 400, 2), b = std::make_shared<runtime::Buffer>(vm, 800, 2);
+  runtime::StepGraph g;
+  g.append(node("aten::relu", {shaped(a, {100})}, {shaped(b, {200})}));
+  const runtime::CanonicalGraph cg = runtime::CanonicalGraph::build(g);
+  runtime::DeviceProgram p;
+  p.sizes = {400};
+  p.ranges = {{0, 100, 100}};
+  p.code = {{Kind::kAllocate, 0, 0}, {Kind::kLaunch, 0}, {Kind::kRelease, 0}, {Kind::kRecv, 2, 1}};
+  p.code.back().range = 1;
+  const PeakMoment m = peak_moment(runtime::Plan{}, p, &g, cg);
+  EXPECT_EQ(m.instruction, 1u);
+  EXPECT_EQ(m.bytes, 1200u);
+  EXPECT_EQ(m.transient, 0u);
+  EXPECT_EQ(m.held, (std::vector<std::pair<uint32_t, uint64_t>>{{1, 800}, {0, 400}}));  // largest first
+}
+
 // A value split along a later dimension (Placement::outer > 1) is gathered beside the parts as they arrive,
 // and a sum is laid rank after rank in a copy before it is scattered (executor_split_dims_test measures
 // the same peaks).
