@@ -17,6 +17,7 @@
 
 #include "runtime/base/errors.h"
 #include "runtime/base/spdlog_logger.h"
+#include "scheduler/analysis/backward_seeds.h"
 #include "scheduler/lowering/batch_split.h"
 #include "scheduler/lowering/deferred_loss_division.h"
 #include "scheduler/lowering/memory_model.h"
@@ -178,6 +179,10 @@ class PipelineEmission {
     // every micro-batch's activations until the last.
     std::vector<const SplitStep*> phase, postponed;
     std::set<uint32_t> postponed_slots;
+    // Put-off steps that let a value made in the step go back to rows (distribute_low_prec_param's copies
+    // after the forward pass): slot -> its place in `postponed`. The gather that makes it whole again for the backward
+    // pass cancels both: every micro-batch's forward and backward passes read the whole value in between.
+    std::map<uint32_t, size_t> back_to_rows;
     std::set<uint32_t> piece_written, piece_touched;
     std::vector<uint32_t> reads, writes;
     int last_piece_stage = 0;
@@ -194,9 +199,11 @@ class PipelineEmission {
     }
     auto end_phase = [&] {
       emit_phase(phase, turn);
-      for (const SplitStep* p : postponed) emit_once(*p);
+      for (const SplitStep* p : postponed)
+        if (p) emit_once(*p);
       postponed.clear();
       postponed_slots.clear();
+      back_to_rows.clear();
       phase.clear();
       turn = 0;
       forward_pieces = false;
@@ -207,6 +214,20 @@ class PipelineEmission {
     };
     for (const SplitStep& st : *steps) {
       slots_of(st, reads, writes);
+      if (const auto kept = back_to_rows.find(st.index); st.kind == Kind::kAllGather && kept != back_to_rows.end()) {
+        postponed[kept->second] = nullptr;  // the value stays whole: neither runs
+        back_to_rows.erase(kept);
+        ++copies_kept_whole_;
+        postponed_slots.clear();
+        std::vector<uint32_t> r, w;
+        for (const SplitStep* p : postponed) {
+          if (!p) continue;
+          slots_of(*p, r, w);
+          postponed_slots.insert(r.begin(), r.end());
+          postponed_slots.insert(w.begin(), w.end());
+        }
+        continue;
+      }
       const bool per_piece = scheduler::per_piece(st);
       const bool folded = st.kind == Kind::kScale || st.kind == Kind::kMultiply;  // into the launches
       bool touches_postponed = false;
@@ -217,6 +238,11 @@ class PipelineEmission {
         for (uint32_t s : reads) barrier = barrier || piece_written.count(s);
         for (uint32_t s : writes) barrier = barrier || piece_touched.count(s);
         if (barrier && m_ > 1) {
+          // (Not a value from before the step: a parameter resting in rows is updated on its rows after the
+          // backward pass, which a whole block would not lay out so.)
+          if (st.kind == Kind::kKeepRows && keeps_copies_whole_ &&
+              cg_.buffers[st.index].origin != BufferOrigin::kMaterialized)
+            back_to_rows[st.index] = postponed.size();
           postponed.push_back(&st);
           for (uint32_t s : reads) postponed_slots.insert(s);
           for (uint32_t s : writes) postponed_slots.insert(s);
@@ -288,6 +314,11 @@ class PipelineEmission {
   const Ring* ring(int d, uint32_t s) const {
     const auto it = rings_.find({d, s});
     return it == rings_.end() ? nullptr : &it->second;
+  }
+  // Whether device d's block of the slot holds one micro-batch's rows at a time (a ring of one place).
+  bool one_at_a_time(int d, uint32_t s) const {
+    const Ring* r = ring(d, s);
+    return r && r->positions == 1;
   }
   // Rows before micro-batch k's in replica i's block of the slot on device d.
   int64_t rows_before(uint32_t s, int i, int k, int d) const {
@@ -725,14 +756,17 @@ class PipelineEmission {
       if (x < st.aligned.size() && st.aligned[x] >= 0) bring_piece(in[x], j, k);
       else bring_whole(in[x], j);
     }
-    // A micro-batch's rows go into the replica's block of an output split by rows: it exists first.
-    if (k == 0 && m_ > 1)
+    // A micro-batch's rows go into the replica's block of an output split by rows: it exists first. A block
+    // that holds one micro-batch at a time is made for each micro-batch and let go after its last use, so
+    // that between two micro-batches' uses it takes no memory.
+    if (m_ > 1)
       for (size_t o = 0; o < out.size() && o < st.outputs.size(); ++o)
         if (st.outputs[o].kind == OutputSpec::Kind::kShard) {
           by_rows_[out[o]] = true;
           for (int i = 0; i < dp_; ++i)
             for (int rank = 0; rank < t_; ++rank) {
               const int d = device(i, j, rank);
+              if (k > 0 && !one_at_a_time(d, out[o])) continue;
               // Beside TP: m equal pieces of the rank's view of one (the batch's rows lead).
               const LocalLaunch& l = st.launches.at(static_cast<size_t>((i * m_ + k) * t_ + rank));
               allocate(d, out[o], t_ > 1 && o < l.outputs.size() ? view_end(node.outputs[o], l.outputs[o]) * m_
@@ -883,6 +917,16 @@ class PipelineEmission {
     std::vector<uint32_t> t;
     for (auto& prog : programs_) {
       const int d = prog.device;
+      // A block that holds one micro-batch at a time is made anew for each (an allocation before a
+      // micro-batch's launch, or a receive of its rows that binds memory): what it held before is dead. (Any
+      // other allocation keeps a block that exists: the executor binds memory only to a slot without.)
+      std::set<std::pair<size_t, uint32_t>> received_anew;
+      for (const auto& [key, use] : uses_) {
+        if (key.first != d || !one_at_a_time(d, key.second)) continue;
+        for (const auto& [k, spans] : use.pieces)
+          for (const auto& span : spans)
+            if (prog.code[span.first].kind == Kind::kRecv) received_anew.insert({span.first, key.second});
+      }
       // A launch whose outputs are fresh blocks (no micro-batch's rows joined into them) makes them anew: what
       // they held is dead before it (a recomputed activation, released between the forward and the backward
       // pass).
@@ -890,6 +934,9 @@ class PipelineEmission {
           prog.code.size(), num_slots, [&](size_t pc, std::vector<uint32_t>& touched_here, std::vector<uint32_t>& fresh) {
             touched(prog, prog.code[pc], touched_here);
             const Instruction& ins = prog.code[pc];
+            if ((ins.kind == Kind::kAllocate && one_at_a_time(d, ins.index)) ||
+                (ins.kind == Kind::kRecv && received_anew.count({pc, ins.index})))
+              fresh.push_back(ins.index);
             if (!recomputes_ || ins.kind != Kind::kLaunch) return;
             const runtime::LocalLaunch* local = ins.aux ? &prog.launches.at(ins.aux - 1) : nullptr;
             if (local && !local->elements.empty()) return;
@@ -972,7 +1019,24 @@ class PipelineEmission {
   uint64_t messages_ = 0, transfer_bytes_ = 0;
   int phases_ = 0, one_f_one_b_phases_ = 0, gpipe_fallbacks_ = 0;
   bool recomputes_ = false;  // some nodes run twice (recomputation.h)
+  // Whether values a pass lets go back to rows and the next gathers whole again stay whole through a phase's
+  // micro-batches (one phase, each micro-batch's forward and backward in turn), rather than ending the phase
+  // there; and how many did.
+  bool keeps_copies_whole_ = true;
+  int copies_kept_whole_ = 0;
 };
+
+// Per slot, the stage whose devices hold it from an earlier step (-1: none, or every device).
+std::vector<int> placed_stages(const runtime::CanonicalGraph& canonical, int pp, int tp) {
+  std::vector<int> placed(canonical.buffers.size(), -1);
+  for (size_t s = 0; s < placed.size(); ++s) {
+    if (canonical.buffers[s].origin != BufferOrigin::kMaterialized) continue;
+    const uint64_t devices = canonical.bindings[s]->placement().devices;
+    for (int j = 0; j < pp && devices != 0; ++j)
+      if (devices & (uint64_t{1} << (j * tp))) placed[s] = j;  // replica 0's rank 0 of stage j is device j × tp
+  }
+  return placed;
+}
 
 std::string schedule_summary(PipelineSchedule asked, int micro, int one_f_one_b, int fallbacks,
                              const DeferredDivision& d) {
@@ -997,14 +1061,7 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
   if (dp * pp * tp > 64) throw runtime::ConfigError("pipeline parallelism: at most 64 devices in this build");
   if (pp > 32) throw runtime::ConfigError(fmt::format("num_stages : {}: at most 32 stages in this build", pp));
   // Values an earlier step left on one stage's replicas stay there: the step's ops follow them.
-  std::vector<int> placed(canonical.buffers.size(), -1);
-  for (size_t s = 0; s < placed.size(); ++s) {
-    if (canonical.buffers[s].origin != BufferOrigin::kMaterialized) continue;
-    const uint64_t devices = canonical.bindings[s]->placement().devices;
-    for (int j = 0; j < pp && devices != 0; ++j)
-      if (devices & (uint64_t{1} << (j * tp))) placed[s] = j;  // replica 0's rank 0 of stage j is device j × tp
-  }
-  const StageCut cut = cut_stages(graph, canonical, pp, placed);
+  const StageCut cut = cut_stages(graph, canonical, pp, placed_stages(canonical, pp, tp));
   // The batch: of the step's batch sizes with a row for every replica (and not splitting), the one whose
   // split leaves the fewest ops without a sharding rule, the most frequent first; micro-batches as many as
   // asked, at most one per row of the smallest replica.
@@ -1059,22 +1116,42 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
     sharding = shard_optimizer(graph, canonical, *split, dp * tp, by_element,
                                {.optimizer = options.distribute_param, .low_precision = options.distribute_low_prec_param});
   }
-  auto emission = std::make_unique<PipelineEmission>(graph, canonical, *split, cut, pp, dp, micro, rows, pieces,
-                                                     options.schedule);
-  emission->recomputes_ = options.order != nullptr;
-  PlannedStep plan = emission->run();
-  // Blocks whose micro-batches are not all alive at once (1F1B's activations) take the rows of a few only:
-  // the same programs again, laid out so.
-  Rings rings = emission->rings();
-  const size_t ring_blocks = rings.size();
-  int ring_depth = 0;
-  for (const auto& [key, r] : rings) ring_depth = std::max(ring_depth, r.positions);
-  if (!rings.empty()) {
-    emission = std::make_unique<PipelineEmission>(graph, canonical, *split, cut, pp, dp, micro, rows, pieces,
-                                                  options.schedule, std::move(rings));
-    emission->recomputes_ = options.order != nullptr;
-    plan = emission->run();
+  struct Lowered {
+    std::unique_ptr<PipelineEmission> emission;
+    PlannedStep plan;
+    size_t ring_blocks = 0;
+    int ring_depth = 0;
+  };
+  auto lower = [&](bool keep_copies_whole) {
+    Lowered l;
+    auto make = [&](Rings r) {
+      l.emission = std::make_unique<PipelineEmission>(graph, canonical, *split, cut, pp, dp, micro, rows, pieces,
+                                                      options.schedule, std::move(r));
+      l.emission->recomputes_ = options.order != nullptr;
+      l.emission->keeps_copies_whole_ = keep_copies_whole;
+      l.plan = l.emission->run();
+    };
+    make({});
+    // Blocks whose micro-batches are not all alive at once (1F1B's activations) take the rows of a few only:
+    // the same programs again, laid out so.
+    Rings rings = l.emission->rings();
+    l.ring_blocks = rings.size();
+    for (const auto& [key, r] : rings) l.ring_depth = std::max(l.ring_depth, r.positions);
+    if (!rings.empty()) make(std::move(rings));
+    return l;
+  };
+  Lowered lowered = lower(true);
+  // Copies kept whole through the micro-batches (one phase) hold them all along; letting them go after each
+  // pass ends the phase there (every micro-batch's activations held until the backward pass): the memory
+  // model keeps the lower peak.
+  if (lowered.emission->copies_kept_whole_ > 0) {
+    Lowered other = lower(false);
+    if (max_peak_bytes(other.plan) < max_peak_bytes(lowered.plan)) lowered = std::move(other);
   }
+  std::unique_ptr<PipelineEmission>& emission = lowered.emission;
+  PlannedStep plan = std::move(lowered.plan);
+  const size_t ring_blocks = lowered.ring_blocks;
+  const int ring_depth = lowered.ring_depth;
   plan.report.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
   uint64_t peak = 0;
   for (const auto& p : plan.programs) peak = std::max(peak, p.peak_bytes);
@@ -1100,11 +1177,21 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
   if (ring_blocks > 0)
     plan.report.summary += fmt::format("; {} blocks of micro-batch rows hold at most {} micro-batch(es) at a time",
                                        ring_blocks, ring_depth);
+  if (emission->copies_kept_whole_ > 0)
+    plan.report.summary += fmt::format("; {} value(s) a pass would let go back to rows kept whole through the "
+                                       "micro-batches", emission->copies_kept_whole_);
   if (sharded && dp > 1) plan.report.summary += describe(sharding, dp);
   if (sharded && dp == 1)
     plan.report.summary += "; distribute_param / distribute_low_prec_param: no data-parallel replicas to shard over";
   for (const auto& line : plan.report.fallback_details) runtime::log().debug("{}", line);
   return plan;
+}
+
+bool wants_pipeline_stages(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical, int stages,
+                           int tp) {
+  if (!backward_seeds(graph, canonical).empty()) return true;
+  const std::vector<int> placed = placed_stages(canonical, stages, std::max(tp, 1));
+  return std::any_of(placed.begin(), placed.end(), [](int j) { return j >= 0; });
 }
 
 }  // namespace moreh::scheduler

@@ -38,4 +38,12 @@ struct PipelineOptions {
 PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                     const PipelineOptions& options, const std::vector<int64_t>& candidate_rows);
 
+// Whether a step has work for pipeline stages: a backward pass (whose stages follow its forward pass's) or
+// values an earlier step left on one stage's devices. A step with neither (the parameters' initialisation, a
+// forward pass before any training) runs as batch splitting over every device instead: cut by cost, it would
+// pin each parameter to the stage its initialisation happened to cost on, and the training steps after it
+// follow where parameters lie.
+bool wants_pipeline_stages(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical, int stages,
+                           int tp);
+
 }  // namespace moreh::scheduler

@@ -33,7 +33,14 @@ std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::Parallel
   // (Not under tensor parallelism yet: its local views have strides of their own, which fused kernels do not take.)
   const bool program_fusion = r.fusion && !graph_fusion && layout.tp == 1;
   std::shared_ptr<PlannedStep> plan;
-  if (layout.pp > 1 || r.parallelism.num_micro_batches > 1) {
+  const bool pipelined = layout.pp > 1 || r.parallelism.num_micro_batches > 1;
+  if (pipelined && !wants_pipeline_stages(r.graph, r.canonical, layout.pp, layout.tp)) {
+    // Nothing to pipeline (pipeline_planner.h): batch splitting over every device, values left replicated.
+    plan = std::make_shared<PlannedStep>(
+        compile_data_parallel_plan(r.graph, r.canonical, layout.dp * layout.pp * layout.tp, analysis.batch_sizes,
+                                   /*distribute_param=*/false, order, r.available_bytes, /*low_prec=*/false));
+    plan->report.summary += "; no backward pass and nothing on pipeline stages yet: batch splitting, not stages";
+  } else if (pipelined) {
     plan = std::make_shared<PlannedStep>(compile_pipeline_plan(
         r.graph, r.canonical, {.stages = layout.pp,
                                        .dp = layout.dp,

@@ -78,7 +78,9 @@ print("ok", batch, tries)
 """
 
 
-@pytest.mark.parametrize("devices,capacity,layout", [("1", "24MiB", ""), ("4", "8MiB", ""),
+# Four devices: 5 MiB, where no layout fits the first batch (with 8 MiB, the search on running out of memory
+# finds gradient accumulation over 16 micro-batches that does, and nothing is left to survive).
+@pytest.mark.parametrize("devices,capacity,layout", [("1", "24MiB", ""), ("4", "5MiB", ""),
                                                      ("4", "8MiB", "num_stages : 2, num_micro_batches : 2"),
                                                      ("4", "6MiB", "TP : 2")])
 def test_values_recorded_before_an_out_of_memory_op_survive_it(devices, capacity, layout, tmp_path):

@@ -140,7 +140,15 @@ def test_low_precision_copies_of_the_parameters_are_sharded(devices, line, repli
         log = f.read()
     assert f"low-precision copies of parameters made on each of the {replicas} replicas' rows" in log
     # The steady step's plan (the first also uploads the parameters, which it casts from the host's copies).
-    assert step_peaks(low)[-1] < step_peaks(plain)[-1], (step_peaks(low), step_peaks(plain))
+    if "num_micro_batches" in line:
+        # 1F1B runs each micro-batch's backward pass before the next one's forward pass: the copies either stay
+        # whole through the micro-batches (as without sharding) or are let go after each pass, which ends the
+        # phase there and holds every micro-batch's activations. The memory model keeps the lower peak: here
+        # the first, no higher than without sharding.
+        assert step_peaks(low)[-1] <= step_peaks(plain)[-1], (step_peaks(low), step_peaks(plain))
+        assert "kept whole through the micro-batches" in log
+    else:
+        assert step_peaks(low)[-1] < step_peaks(plain)[-1], (step_peaks(low), step_peaks(plain))
 
 
 def test_low_precision_sharding_without_autocast_says_there_is_nothing_to_shard():

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <utility>
 
 #include "pipeline_test_graph.h"
 #include "runtime/base/data_type.h"
@@ -75,6 +76,21 @@ TEST_F(PipelinePlannerTest, TwoStagesRunTheirMicroBatchesAndSendActivationsForwa
   using Ranges = std::vector<std::pair<uint64_t, uint64_t>>;
   EXPECT_EQ(ranges(first, Kind::kSend), (Ranges{{0, 64}, {0, 64}}));
   EXPECT_EQ(ranges(second, Kind::kRecv), (Ranges{{0, 64}, {0, 64}}));
+  // Between two micro-batches' uses that block takes no memory: stage 0 makes it for each micro-batch and
+  // lets it go after sending it; stage 1 lets it go after the micro-batch's last use and receives the next
+  // into a block bound anew.
+  EXPECT_EQ(count(first, Kind::kAllocate, a1), 2u);
+  EXPECT_EQ(count(first, Kind::kRelease, a1), 2u);
+  EXPECT_EQ(count(second, Kind::kRelease, a1), 2u);
+  for (const auto* p : {&first, &second}) {  // no instruction touches it between a release and its next making
+    bool held = false;
+    for (const auto& ins : p->code) {
+      if (ins.index != a1 || ins.kind == Kind::kLaunch) continue;
+      if (ins.kind == Kind::kRelease) EXPECT_TRUE(std::exchange(held, false));
+      else if (ins.kind == Kind::kAllocate || ins.kind == Kind::kRecv) held = true;
+    }
+    EXPECT_FALSE(held);
+  }
   // The weight gradient of stage 0 is a sum over the micro-batches: the second one accumulates.
   const uint32_t gw1 = slot(c, step.gw1);
   std::vector<LocalLaunch::Join> joins;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 
 #include "runtime/base/data_type.h"
 #include "runtime/base/errors.h"
@@ -50,6 +51,14 @@ class PlanStepTest : public ::testing::Test {
     g.append(upload(x, {8, 4}));
     g.append(node("aten::mm", {shaped(x, {8, 4}), shaped(w, {4, 4})}, {shaped(h, {8, 4})}));
     g.append(node("aten::relu", {shaped(h, {8, 4})}, {shaped(r, {8, 4})}));
+    if (with_loss) {  // loss = sum(r) and loss.backward()'s seed: a training step's backward pass begins
+      auto loss = buffer(4, false), seed = buffer(4, false);
+      g.append(node("aten::sum", {shaped(r, {8, 4})}, {shaped(loss, {})}));
+      runtime::Node fill = node("aten::fill_.Scalar", {shaped(seed, {})}, {}, {0});
+      fill.initializes.push_back(0);
+      g.append(std::move(fill));
+      for (const auto& b : {loss, seed}) b->release_frontend();
+    }
     runtime::TensorRef xt = shaped(x, {8, 4});
     std::swap(xt.sizes[0], xt.sizes[1]);
     std::swap(xt.strides[0], xt.strides[1]);
@@ -60,11 +69,14 @@ class PlanStepTest : public ::testing::Test {
   }
   std::shared_ptr<PlannedStep> plan(const ParallelConfig& config = {}) {
     StepGraph g = step();
+    if (w_placement) g.nodes()[1].inputs[1].buffer->set_placement(*w_placement);
     CanonicalGraph c = CanonicalGraph::build(g);
     return plan_step({.graph = g, .canonical = c, .devices = devices, .parallelism = config});
   }
   runtime::VirtualMemory vm;
   int devices = 1;
+  bool with_loss = false;
+  std::optional<runtime::Placement> w_placement;  // where an earlier step left w
 };
 
 TEST_F(PlanStepTest, OneDeviceRunsTheRecordedOrder) {
@@ -95,6 +107,7 @@ TEST_F(PlanStepTest, ALayoutItCannotRunIsAConfigErrorBeforeAnyPlanning) {
 
 TEST_F(PlanStepTest, StagesOrMicroBatchesGoToThePipelinePlanner) {
   devices = 2;
+  with_loss = true;
   ParallelConfig pipeline;
   pipeline.num_stages = 2;
   auto p = plan(pipeline);
@@ -106,6 +119,22 @@ TEST_F(PlanStepTest, StagesOrMicroBatchesGoToThePipelinePlanner) {
   p = plan(micro);
   ASSERT_EQ(p->programs.size(), 1u);
   EXPECT_NE(p->report.summary.find("2 micro-batch(es) per replica"), std::string::npos) << p->report.summary;
+}
+
+// A step with no backward pass (the parameters' initialisation, here one update) is not cut into stages while
+// nothing lies on one: batch splitting over both devices, its values left on every device.
+TEST_F(PlanStepTest, AStepWithNoBackwardPassIsNotCutIntoStagesUntilValuesLieOnThem) {
+  devices = 2;
+  ParallelConfig pipeline;
+  pipeline.num_stages = 2;
+  auto p = plan(pipeline);
+  ASSERT_EQ(p->programs.size(), 2u);
+  EXPECT_EQ(p->report.summary.find("2 pipeline stages"), std::string::npos) << p->report.summary;
+  EXPECT_NE(p->report.summary.find("batch splitting, not stages"), std::string::npos) << p->report.summary;
+  // w on stage 1's device (a pipelined step left it there): the step follows it onto the stages.
+  w_placement = runtime::Placement{PlacementKind::kReplicate, 0, runtime::DataType::kFloat32, 0b10};
+  p = plan(pipeline);
+  EXPECT_NE(p->report.summary.find("2 pipeline stages"), std::string::npos) << p->report.summary;
 }
 
 TEST(PlanAcceptsTest, APlanStartsFromWhatItsLayoutLeft) {
