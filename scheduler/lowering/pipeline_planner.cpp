@@ -198,8 +198,42 @@ class PipelineEmission {
       if (!deferred_.steps.empty()) steps = &deferred_.steps;
     }
     auto end_phase = [&] {
+      // A step that runs once and that no later step of the phase needs (AdamW's state made in the first
+      // step, a fill of a buffer only the optimizer reads) runs after every micro-batch, not in the first
+      // one's turn, so that what it makes is not held through the micro-batches.
+      std::vector<const SplitStep*> after = postponed;
+      if (m_ > 1 && !phase.empty()) {
+        std::vector<bool> later(phase.size(), false);
+        std::set<uint32_t> kept_reads, kept_writes;  // by the steps after the one looked at that stay
+        std::vector<uint32_t> r, w;
+        for (size_t q = phase.size(); q-- > 0;) {
+          const SplitStep& st = *phase[q];
+          slots_of(st, r, w);
+          auto any_in = [](const std::vector<uint32_t>& xs, const std::set<uint32_t>& set) {
+            return std::any_of(xs.begin(), xs.end(), [&](uint32_t x) { return set.count(x) > 0; });
+          };
+          later[q] = !scheduler::per_piece(st) && (st.kind == Kind::kLaunch || st.kind == Kind::kAllocate) &&
+                     !any_in(w, kept_reads) && !any_in(w, kept_writes) && !any_in(r, kept_writes);
+          if (later[q]) continue;
+          kept_reads.insert(r.begin(), r.end());
+          kept_writes.insert(w.begin(), w.end());
+        }
+        std::vector<const SplitStep*> kept;
+        size_t kept_turn = 0;
+        for (size_t q = 0; q < phase.size(); ++q) {
+          if (q == turn && turn > 0) kept_turn = kept.size();
+          (later[q] ? after : kept).push_back(phase[q]);
+        }
+        if (kept_turn == 0 || kept_turn >= kept.size()) kept_turn = 0;  // no backward half left to interleave
+        phase = std::move(kept);
+        turn = kept_turn;
+        moved_after_micro_batches_ += static_cast<int>(after.size() - postponed.size());
+        // In the step's order (the pointers are into one vector of steps); put-off steps cancelled are null.
+        after.erase(std::remove(after.begin(), after.end(), nullptr), after.end());
+        std::stable_sort(after.begin(), after.end(), std::less<const SplitStep*>());
+      }
       emit_phase(phase, turn);
-      for (const SplitStep* p : postponed)
+      for (const SplitStep* p : after)
         if (p) emit_once(*p);
       postponed.clear();
       postponed_slots.clear();
@@ -1024,6 +1058,7 @@ class PipelineEmission {
   // there; and how many did.
   bool keeps_copies_whole_ = true;
   int copies_kept_whole_ = 0;
+  int moved_after_micro_batches_ = 0;  // steps run once that waited for every micro-batch (run(), end_phase)
 };
 
 // Per slot, the stage whose devices hold it from an earlier step (-1: none, or every device).
@@ -1177,6 +1212,9 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
   if (ring_blocks > 0)
     plan.report.summary += fmt::format("; {} blocks of micro-batch rows hold at most {} micro-batch(es) at a time",
                                        ring_blocks, ring_depth);
+  if (emission->moved_after_micro_batches_ > 0)
+    plan.report.summary += fmt::format("; {} step(s) run once after every micro-batch (nothing in the phase needs "
+                                       "them sooner)", emission->moved_after_micro_batches_);
   if (emission->copies_kept_whole_ > 0)
     plan.report.summary += fmt::format("; {} value(s) a pass would let go back to rows kept whole through the "
                                        "micro-batches", emission->copies_kept_whole_);

@@ -108,6 +108,29 @@ TEST_F(PipelinePlannerTest, TwoStagesRunTheirMicroBatchesAndSendActivationsForwa
   EXPECT_GT(first.peak_bytes, 0u);
 }
 
+// A step run once that nothing in the phase needs sooner (an optimizer's state made in the first step: zeroed,
+// then the gradient added in) runs after every micro-batch, not in the first one's turn.
+TEST_F(PipelinePlannerTest, AStepRunOnceThatNoMicroBatchNeedsRunsAfterThemAll) {
+  PipelineStep step(vm, 2);
+  auto state = std::make_shared<runtime::Buffer>(vm, 4 * 16, 2);
+  step.graph.append(node("aten::zero_", {shaped(state, {4, 4})}, {}, {0}));
+  step.graph.append(node("aten::add_.Tensor", {shaped(state, {4, 4}), shaped(step.gw1, {4, 4})}, {}, {0}));
+  const size_t zero = step.graph.size() - 2;
+  const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step.graph);
+  const PlannedStep plan = compile_pipeline_plan(step.graph, c, {.stages = 2, .dp = 1, .micro_batches = 2}, {8});
+  EXPECT_NE(plan.report.summary.find("run once after every micro-batch"), std::string::npos) << plan.report.summary;
+  const auto& first = plan.programs[0];
+  auto last_launch = [&](size_t node) {
+    size_t at = 0;
+    for (size_t pc = 0; pc < first.code.size(); ++pc)
+      if (first.code[pc].kind == Kind::kLaunch && first.code[pc].index == node) at = pc;
+    return at;
+  };
+  ASSERT_EQ(count(first, Kind::kLaunch, static_cast<uint32_t>(zero)), 1u);
+  EXPECT_GT(last_launch(zero), last_launch(kGw1));  // after micro-batch 1's gradient, not before
+  EXPECT_GT(last_launch(zero), last_launch(kMm1));
+}
+
 TEST_F(PipelinePlannerTest, ReplicasOfAStageAllReduceTheirGradientsInTheirGroup) {
   PipelineStep step(vm, 4);
   const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step.graph);
