@@ -34,6 +34,10 @@ struct PlanReport {
   // longer held from the forward to the backward pass.
   uint64_t recomputed_ops = 0;
   uint64_t dropped_activation_bytes = 0;
+  // The search's quick lowering (plan_step.h, PlanRequest::representative): per device, the device whose
+  // program it runs alike (itself where its own was emitted); empty: every device has its program. Such a
+  // plan is measured, never run.
+  std::vector<int> stand_ins;
   std::optional<PlanTimeline> timeline;  // plans over several devices: the schedule on a clock
   // Steps that ran this plan. Only a step graph that recurs has per-step data: the first graph of a
   // script also uploads the model's parameters, which are host copies too. The engine's lock guards it.

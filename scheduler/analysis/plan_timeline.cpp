@@ -57,7 +57,25 @@ PlanTimeline simulate(const runtime::Plan& plan, const runtime::StepGraph& graph
   };
   std::map<std::pair<int, size_t>, Meeting> meetings;
   std::map<std::pair<size_t, int>, size_t> done_in_group;  // (program, group) -> collectives finished
-  auto group_size = [&](int g) { return g == 0 ? n : plan.groups.at(g - 1).size(); };
+  // A collective's members are the group's devices that have a program. A plan of two lanes' programs (the
+  // search's, PlanReport::stand_ins) leaves the others out: they do what a stand-in does at the same time,
+  // so the members here meet alone, and the machine runs `copies` times the work seen here.
+  std::vector<bool> present;
+  for (const auto& p : plan.programs) {
+    if (p.device >= static_cast<int>(present.size())) present.resize(static_cast<size_t>(p.device) + 1, false);
+    if (p.device >= 0) present[static_cast<size_t>(p.device)] = true;
+  }
+  std::vector<size_t> members(plan.groups.size(), 0);
+  bool absent = false;
+  for (size_t g = 0; g < plan.groups.size(); ++g)
+    for (int d : plan.groups[g]) {
+      const bool here = d >= 0 && static_cast<size_t>(d) < present.size() && present[static_cast<size_t>(d)];
+      members[g] += here ? 1 : 0;
+      absent = absent || !here;
+    }
+  const double copies =
+      absent && n > 0 && plan.num_devices > static_cast<int>(n) ? static_cast<double>(plan.num_devices) / n : 1.0;
+  auto group_size = [&](int g) { return g == 0 ? n : members.at(static_cast<size_t>(g - 1)); };
   bool progress = true;
   while (progress) {
     progress = false;
@@ -135,8 +153,10 @@ PlanTimeline simulate(const runtime::Plan& plan, const runtime::StepGraph& graph
   double total = 0;
   for (double b : t.busy) total += b;
   // Devices that share their compute (host devices on one machine's cores) take turns beyond its concurrency.
-  if (const double speedup = timing.speedup(static_cast<int>(n)); speedup < static_cast<double>(n))
-    t.makespan = std::max(t.makespan, (total - overhead) / speedup + overhead / timing.overhead_parallelism(static_cast<int>(n)));
+  const int running = static_cast<int>(std::lround(static_cast<double>(n) * copies));
+  const double work = total * copies, fixed = overhead * copies;
+  if (const double speedup = timing.speedup(running); speedup < static_cast<double>(running))
+    t.makespan = std::max(t.makespan, (work - fixed) / speedup + fixed / timing.overhead_parallelism(running));
   t.idle_fraction = t.makespan > 0 ? 1.0 - total / (static_cast<double>(n) * t.makespan) : 0.0;
   return t;
 }

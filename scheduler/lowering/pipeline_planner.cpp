@@ -53,7 +53,8 @@ using Rings = std::map<std::pair<int, uint32_t>, Ring>;  // (device, slot)
 // (twice, when the micro-batch's rows are made again for the backward pass: recomputation.h).
 struct SlotUse {
   bool whole = false;
-  std::map<int, std::vector<std::pair<size_t, size_t>>> pieces;
+  int pieces_used = 0;  // micro-batches with spans
+  std::vector<std::vector<std::pair<size_t, size_t>>> pieces;  // per micro-batch (empty until one is noted)
 };
 
 class PipelineEmission {
@@ -63,7 +64,7 @@ class PipelineEmission {
   // (piece × t + rank) of a split step runs on its rank.
   PipelineEmission(const runtime::StepGraph& graph, const runtime::CanonicalGraph& cg, const BatchSplit& split,
                    const StageCut& cut, int stages, int dp, int micro, int64_t rows, std::vector<RowRange> pieces,
-                   PipelineSchedule schedule, Rings rings = {})
+                   PipelineSchedule schedule, Rings rings = {}, bool representative = false)
       : graph_(graph), cg_(cg), split_(split), cut_(cut), pp_(stages), dp_(dp), m_(micro),
         t_(std::max(split.tensor_ranks, 1)), rows_(rows),
         schedule_(schedule), rings_(std::move(rings)),
@@ -72,8 +73,20 @@ class PipelineEmission {
         everywhere_(cg.buffers.size(), false), by_rows_(cg.buffers.size(), false),
         owner_(cg.buffers.size(), -1) {
     for (int i = 0; i < dp_; ++i) device_rows_.push_back(runtime::split_rows(rows_, dp_, i));
-    programs_.resize(static_cast<size_t>(dp_ * pp_ * t_));
-    for (size_t d = 0; d < programs_.size(); ++d) programs_[d].device = static_cast<int>(d);
+    // Representative: two lanes (a replica's tensor rank) stand for all; device 0's and the next one's.
+    emit_dp_ = representative ? (t_ > 1 ? 1 : std::min(dp_, 2)) : dp_;
+    emit_t_ = representative && t_ > 1 ? 2 : t_;
+    index_.assign(static_cast<size_t>(dp_ * pp_ * t_), -1);
+    for (int d = 0; d < dp_ * pp_ * t_; ++d)
+      if (d / (pp_ * t_) < emit_dp_ && d % t_ < emit_t_) {
+        index_[static_cast<size_t>(d)] = static_cast<int>(programs_.size());
+        programs_.emplace_back().device = d;
+      }
+    if (representative)
+      for (int d = 0; d < dp_ * pp_ * t_; ++d) {
+        const int j = d / t_ % pp_;  // a lane other than device 0's: replica 0's rank 1, else replica 1
+        stand_ins_.push_back(index_[static_cast<size_t>(d)] >= 0 ? d : t_ > 1 ? device(0, j, 1) : device(1, j, 0));
+      }
     for (int j = 0; j < pp_; ++j) {
       uint64_t mask = 0;
       for (int i = 0; i < dp_; ++i)
@@ -81,7 +94,7 @@ class PipelineEmission {
       stage_mask_.push_back(mask);
     }
     // The groups collectives span: a stage's replicas (of one rank), a replica's ranks, a stage's devices.
-    layout_.num_devices = static_cast<int>(programs_.size());
+    layout_.num_devices = dp_ * pp_ * t_;
     layout_.slots = split_.slots;
     auto add_group = [&](auto&& member, int size) {
       std::vector<int> g;
@@ -97,6 +110,14 @@ class PipelineEmission {
     if (dp_ > 1 && t_ > 1)
       for (int j = 0; j < pp_; ++j) add_group([&](int q) { return device(q / t_, j, q % t_); }, dp_ * t_);
     for (const auto& prog : programs_) memory_.emplace_back(layout_, prog.device, &graph_, cg_);
+    // Per device, per slot: its use and its ring (flat tables: the planner asks for them at every instruction).
+    uses_.assign(programs_.size(), std::vector<SlotUse>(cg.buffers.size()));
+    if (!rings_.empty()) {
+      ring_of_.assign(programs_.size(), std::vector<const Ring*>(cg.buffers.size(), nullptr));
+      for (const auto& [key, r] : rings_)
+        if (key.first >= 0 && static_cast<size_t>(key.first) < index_.size() && key.second < cg.buffers.size())
+          if (index_.at(static_cast<size_t>(key.first)) >= 0) ring_of_[at(key.first)][key.second] = &r;
+    }
     applied_.assign(programs_.size(), 0);
     for (size_t s = 0; s < cg.buffers.size(); ++s) {
       if (cg.buffers[s].origin != BufferOrigin::kMaterialized) continue;
@@ -127,14 +148,16 @@ class PipelineEmission {
   Rings rings() const {
     Rings out;
     if (t_ > 1) return out;  // TP's blocks hold every micro-batch's rows (TP's collectives wait for all of them)
-    for (const auto& [key, use] : uses_) {
-      const auto [d, s] = key;
+    for (size_t cell = 0; cell < uses_.size() * cg_.buffers.size(); ++cell) {
+      const int d = programs_[cell / cg_.buffers.size()].device;
+      const auto s = static_cast<uint32_t>(cell % cg_.buffers.size());
+      const SlotUse& use = uses_[at(d)][s];
       const auto& buffer = cg_.buffers[s];
-      if (use.whole || buffer.live_after || buffer.origin == BufferOrigin::kMaterialized || row_bytes(s) == 0 ||
-          static_cast<int>(use.pieces.size()) != m_)
+      if (use.whole || use.pieces_used != m_ || buffer.live_after || buffer.origin == BufferOrigin::kMaterialized ||
+          row_bytes(s) == 0)
         continue;
       std::vector<std::pair<size_t, int>> by_start;  // (first instruction, micro-batch)
-      for (const auto& [k, spans] : use.pieces) by_start.push_back({spans.front().first, k});
+      for (int k = 0; k < m_; ++k) by_start.push_back({use.pieces[static_cast<size_t>(k)].front().first, k});
       std::sort(by_start.begin(), by_start.end());
       Ring r;
       r.position.assign(static_cast<size_t>(m_), -1);
@@ -146,7 +169,7 @@ class PipelineEmission {
         return false;
       };
       for (const auto& [first, k] : by_start) {
-        const auto& spans = use.pieces.at(k);
+        const auto& spans = use.pieces.at(static_cast<size_t>(k));
         int place = -1;
         for (size_t q = 0; q < taken.size() && place < 0; ++q)
           if (!overlaps(taken[q], spans)) place = static_cast<int>(q);
@@ -161,12 +184,13 @@ class PipelineEmission {
       if (r.positions >= m_) continue;  // every micro-batch alive at once: the block as it is
       const int i = d / (pp_ * t_);
       for (int k = 0; k < m_; ++k) r.rows = std::max(r.rows, piece(i, k).count);
-      out.emplace(key, std::move(r));
+      out.emplace(std::pair<int, uint32_t>{d, s}, std::move(r));
     }
     return out;
   }
 
-  PlannedStep run() {
+  // Emits every device's instructions (finish() then adds the releases and makes the plan).
+  void run() {
     // Phases: the steps between two that must wait for every micro-batch (a sum of the micro-batches'
     // partial values, a gather of their rows, a whole-value op that reads what they wrote or writes what
     // they read). Within a phase each micro-batch runs every per-micro-batch step, and the others run once,
@@ -194,8 +218,7 @@ class PipelineEmission {
     size_t turn = 0;
     const std::vector<SplitStep>* steps = &split_.steps;
     if (interleave) {  // a mean loss's division waits for every micro-batch: its gradient goes as a sum
-      deferred_ = defer_loss_division(graph_, cg_, split_.steps, cut_.forward_end);
-      if (!deferred_.steps.empty()) steps = &deferred_.steps;
+      if (deferred_ && !deferred_->steps.empty()) steps = &deferred_->steps;
     }
     auto end_phase = [&] {
       // A step that runs once and that no later step of the phase needs (AdamW's state made in the first
@@ -309,8 +332,9 @@ class PipelineEmission {
       phase.push_back(&st);
     }
     end_phase();
-    return finish();
   }
+  // The plan of what run() emitted: the releases added, each program's peak measured.
+  PlannedStep plan() { return finish(); }
 
  private:
   // The launch of a step run once per replica (not per micro-batch) on replica i's rank r: the sharded
@@ -329,9 +353,9 @@ class PipelineEmission {
   uint16_t stage_group(int stage) const { return static_cast<uint16_t>(1 + pp_ * t_ + dp_ * pp_ + stage); }
   // The bytes device d holds of slot s now (its block as the instructions so far bound it).
   uint64_t held(int d, uint32_t s) {
-    const auto& prog = programs_[d];
-    for (size_t& pc = applied_[d]; pc < prog.code.size(); ++pc) memory_[d].apply(prog, prog.code[pc]);
-    return memory_[d].held(s);
+    const auto& prog = programs_[at(d)];
+    for (size_t& pc = applied_[at(d)]; pc < prog.code.size(); ++pc) memory_[at(d)].apply(prog, prog.code[pc]);
+    return memory_[at(d)].held(s);
   }
   uint32_t bit(int stage) const { return uint32_t{1} << stage; }
   uint64_t bytes(uint32_t s) const { return cg_.buffers[s].bytes; }
@@ -345,10 +369,7 @@ class PipelineEmission {
     const Ring* r = ring(d, s);
     return r ? row_bytes(s) * static_cast<uint64_t>(r->positions * r->rows) : block_bytes(s, i);
   }
-  const Ring* ring(int d, uint32_t s) const {
-    const auto it = rings_.find({d, s});
-    return it == rings_.end() ? nullptr : &it->second;
-  }
+  const Ring* ring(int d, uint32_t s) const { return ring_of_.empty() ? nullptr : ring_of_[at(d)][s]; }
   // Whether device d's block of the slot holds one micro-batch's rows at a time (a ring of one place).
   bool one_at_a_time(int d, uint32_t s) const {
     const Ring* r = ring(d, s);
@@ -365,13 +386,15 @@ class PipelineEmission {
   // `makes`: the instruction makes the micro-batch's rows afresh (a node's output, or an input it gives a
   // first value): a second time, the rows were dropped in between (recomputation.h) and a new span begins.
   void note(int d, uint32_t s, int k, bool makes = false) {
-    SlotUse& u = uses_[{d, s}];
-    const size_t pc = programs_[d].code.size() - 1;
+    SlotUse& u = uses_[at(d)][s];
+    const size_t pc = programs_[at(d)].code.size() - 1;
     if (k < 0) {
       u.whole = true;
       return;
     }
-    auto& spans = u.pieces[k];
+    if (u.pieces.empty()) u.pieces.resize(static_cast<size_t>(m_));
+    auto& spans = u.pieces[static_cast<size_t>(k)];
+    if (spans.empty()) ++u.pieces_used;
     if (spans.empty() || (makes && recomputes_)) spans.emplace_back(pc, pc);
     else spans.back().second = pc;
   }
@@ -389,8 +412,9 @@ class PipelineEmission {
   }
 
   Instruction& push(int d, Kind kind, uint32_t index, uint32_t aux = 0) {
-    programs_[d].code.push_back({kind, index, aux});
-    return programs_[d].code.back();
+    auto& code = programs_[at(d)].code;
+    code.push_back({kind, index, aux});
+    return code.back();
   }
 
   // Device a sends bytes of slot s to device b: `range` of a's block into `to` of b's (micro-batch k's rows,
@@ -398,7 +422,7 @@ class PipelineEmission {
   void send(uint32_t s, int a, int b, const ByteRange& range, const ByteRange& to, int k = -1) {
     const uint32_t tag = ++tag_;
     for (int d : {a, b}) {
-      auto& prog = programs_[d];
+      auto& prog = programs_[at(d)];
       prog.ranges.push_back(d == a ? range : to);
       Instruction& ins = push(d, d == a ? Kind::kSend : Kind::kRecv, s, static_cast<uint32_t>(d == a ? b : a));
       ins.tag = tag;
@@ -414,8 +438,8 @@ class PipelineEmission {
   void bring_whole(uint32_t s, int j) {
     if (everywhere_[s]) return;
     if (home_[s]) {  // written by the host or an eager op: device 0 sends it to the stage
-      for (int i = 0; i < dp_; ++i)
-        for (int r = 0; r < t_; ++r)
+      for (int i = 0; i < emit_dp_; ++i)
+        for (int r = 0; r < emit_t_; ++r)
           if (device(i, j, r) != 0) send(s, 0, device(i, j, r), {0, bytes(s), bytes(s)}, {0, bytes(s), bytes(s)});
       set_whole(s, j);
       return;
@@ -428,8 +452,8 @@ class PipelineEmission {
     }
     if (at[0] == 0 || (at[0] & bit(j))) return;
     const int from = std::countr_zero(at[0]);
-    for (int i = 0; i < dp_; ++i)
-      for (int r = 0; r < t_; ++r) {  // replica i's block (rank r's part) goes to replica i (rank r), as it lies
+    for (int i = 0; i < emit_dp_; ++i)
+      for (int r = 0; r < emit_t_; ++r) {  // replica i's block (rank r's part) goes to replica i (rank r), as it lies
         const int src = device(i, from, r);
         const uint64_t b = held(src, s);
         if (b == 0 && bytes(s) > 0)
@@ -446,8 +470,8 @@ class PipelineEmission {
     const uint32_t at = at_[s][k];
     if (at == 0 || (at & bit(j))) return;
     const int from = std::countr_zero(at);
-    for (int i = 0; i < dp_; ++i)
-      for (int rank = 0; rank < t_; ++rank) {
+    for (int i = 0; i < emit_dp_; ++i)
+      for (int rank = 0; rank < emit_t_; ++rank) {
         const int src = device(i, from, rank), dst = device(i, j, rank);
         if (t_ > 1) {  // the rank's block holds m equal pieces of its part
           const uint64_t b = held(src, s), each = b / static_cast<uint64_t>(m_);
@@ -619,8 +643,8 @@ class PipelineEmission {
       auto mine = [&](int e) { return std::binary_search(elements.begin(), elements.end(), static_cast<uint32_t>(e)); };
       for (size_t x = 0; x < in.size(); ++x)
         if (lists.inputs[x] < 0 || mine(lists.inputs[x])) bring_whole(in[x], j);
-      for (int i = 0; i < dp_; ++i)
-        for (int r = 0; r < t_; ++r) {
+      for (int i = 0; i < emit_dp_; ++i)
+        for (int r = 0; r < emit_t_; ++r) {
           // A rank's views of its parts (tensor parallelism), of the elements it keeps; else as recorded.
           LocalLaunch l;
           if (!st.launches.empty()) {
@@ -634,7 +658,7 @@ class PipelineEmission {
           }
           l.elements = elements;
           const int d = device(i, j, r);
-          auto& prog = programs_[d];
+          auto& prog = programs_[at(d)];
           prog.launches.push_back(std::move(l));
           push(d, Kind::kLaunch, st.index, static_cast<uint32_t>(prog.launches.size()));
           for (uint32_t s : in) note(d, s, -1);
@@ -661,8 +685,8 @@ class PipelineEmission {
     switch (st.kind) {
       case Kind::kAllocate:
         by_rows_[s] = st.split_allocation && !st.own_rows;
-        for (int i = 0; i < dp_; ++i)
-          for (int r = 0; r < t_; ++r) {
+        for (int i = 0; i < emit_dp_; ++i)
+          for (int r = 0; r < emit_t_; ++r) {
             const int d = device(i, j, r);
             // The split's own sizes where they are a device's: the sharded optimizer's per replica and rank,
             // TP's per piece and rank (a replica's micro-batches' rows: m equal pieces); else micro-batches' rows
@@ -679,11 +703,11 @@ class PipelineEmission {
         if (!cut_.element_stage[st.index].empty()) return emit_by_element(st);
         const auto& node = graph_.nodes()[st.index];
         for (uint32_t in : cg_.node_inputs[st.index]) bring_whole(in, j);
-        for (int i = 0; i < dp_; ++i)
-          for (int r = 0; r < t_; ++r) {
+        for (int i = 0; i < emit_dp_; ++i)
+          for (int r = 0; r < emit_t_; ++r) {
             const int d = device(i, j, r);
             if (!st.launches.empty()) {  // replica i's rows of every tensor (optimizer_sharding.h), or TP's parts
-              auto& prog = programs_[d];
+              auto& prog = programs_[at(d)];
               prog.launches.push_back(st.launches.at(launch_index(st, i, r)));
               push(d, Kind::kLaunch, st.index, static_cast<uint32_t>(prog.launches.size()));
             } else {
@@ -727,8 +751,8 @@ class PipelineEmission {
       case Kind::kDivide:
         bring_whole(s, j);
         bring_whole(st.aux, j);
-        for (int i = 0; i < dp_; ++i)
-          for (int r = 0; r < t_; ++r) {
+        for (int i = 0; i < emit_dp_; ++i)
+          for (int r = 0; r < emit_t_; ++r) {
             const int d = device(i, j, r);
             push(d, Kind::kDivide, s, st.aux);
             note(d, s, -1);
@@ -743,7 +767,7 @@ class PipelineEmission {
   }
 
   void allocate(int d, uint32_t s, uint64_t b) {
-    auto& prog = programs_[d];
+    auto& prog = programs_[at(d)];
     prog.sizes.push_back(b);
     push(d, Kind::kAllocate, s, static_cast<uint32_t>(prog.sizes.size() - 1));
   }
@@ -767,14 +791,14 @@ class PipelineEmission {
     const uint64_t whole = geometry ? runtime::whole_bytes(*geometry, bytes(s)) : bytes(s);
     const double share = static_cast<double>(members - 1) / members;
     const double b = static_cast<double>(whole) * (kind == Kind::kAllReduce ? 2 * share : share);
-    for (int i = 0; i < dp_; ++i)
-      for (int r = 0; r < t_; ++r) {
+    for (int i = 0; i < emit_dp_; ++i)
+      for (int r = 0; r < emit_t_; ++r) {
         const int d = device(i, j, r);
         Instruction& ins = push(d, kind, s);
         ins.group = axis == Axis::kBatch ? replicas_group(j, r) : axis == Axis::kTensor ? ranks_group(i, j) : stage_group(j);
         if (geometry) {
-          programs_[d].geometries.push_back(*geometry);
-          ins.aux = static_cast<uint32_t>(programs_[d].geometries.size());
+          programs_[at(d)].geometries.push_back(*geometry);
+          ins.aux = static_cast<uint32_t>(programs_[at(d)].geometries.size());
         }
         note(d, s, -1);
         sent_[d] += static_cast<uint64_t>(b);
@@ -797,8 +821,8 @@ class PipelineEmission {
       for (size_t o = 0; o < out.size() && o < st.outputs.size(); ++o)
         if (st.outputs[o].kind == OutputSpec::Kind::kShard) {
           by_rows_[out[o]] = true;
-          for (int i = 0; i < dp_; ++i)
-            for (int rank = 0; rank < t_; ++rank) {
+          for (int i = 0; i < emit_dp_; ++i)
+            for (int rank = 0; rank < emit_t_; ++rank) {
               const int d = device(i, j, rank);
               if (k > 0 && !one_at_a_time(d, out[o])) continue;
               // Beside TP: m equal pieces of the rank's view of one (the batch's rows lead).
@@ -813,8 +837,8 @@ class PipelineEmission {
       piece_in[x] = x < st.aligned.size() && st.aligned[x] >= 0 && by_rows_[in[x]] && m_ > 1;
     for (size_t o = 0; o < out.size() && o < st.outputs.size(); ++o)
       piece_out[o] = st.outputs[o].kind == OutputSpec::Kind::kShard && m_ > 1;
-    for (int q = 0; q < dp_ * t_; ++q) {  // replica i's tensor rank `rank`
-      const int i = q / t_, rank = q % t_;
+    for (int q = 0; q < emit_dp_ * emit_t_; ++q) {  // replica i's tensor rank `rank`
+      const int i = q / emit_t_, rank = q % emit_t_;
       const int d = device(i, j, rank);
       const RowRange p = piece(i, k);
       LocalLaunch l = st.launches.at(static_cast<size_t>((i * m_ + k) * t_ + rank));
@@ -856,7 +880,7 @@ class PipelineEmission {
         l.weighted = st.loss_out;
         l.weight = st.loss_weight;
       }
-      auto& prog = programs_[d];
+      auto& prog = programs_[at(d)];
       prog.launches.push_back(std::move(l));
       push(d, Kind::kLaunch, st.index, static_cast<uint32_t>(prog.launches.size()));
       for (size_t x = 0; x < in.size(); ++x)
@@ -955,11 +979,11 @@ class PipelineEmission {
       // micro-batch's launch, or a receive of its rows that binds memory): what it held before is dead. (Any
       // other allocation keeps a block that exists: the executor binds memory only to a slot without.)
       std::set<std::pair<size_t, uint32_t>> received_anew;
-      for (const auto& [key, use] : uses_) {
-        if (key.first != d || !one_at_a_time(d, key.second)) continue;
-        for (const auto& [k, spans] : use.pieces)
+      for (uint32_t s = 0; s < uses_[at(d)].size(); ++s) {
+        if (!one_at_a_time(d, s)) continue;
+        for (const auto& spans : uses_[at(d)][s].pieces)
           for (const auto& span : spans)
-            if (prog.code[span.first].kind == Kind::kRecv) received_anew.insert({span.first, key.second});
+            if (prog.code[span.first].kind == Kind::kRecv) received_anew.insert({span.first, s});
       }
       // A launch whose outputs are fresh blocks (no micro-batch's rows joined into them) makes them anew: what
       // they held is dead before it (a recomputed activation, released between the forward and the backward
@@ -1024,11 +1048,23 @@ class PipelineEmission {
   const runtime::CanonicalGraph& cg_;
   const BatchSplit& split_;
   const StageCut& cut_;
-  const int pp_, dp_, m_, t_;
+  const int pp_, dp_;
+  const int m_, t_;
+  // The programs emitted: replicas [0, emit_dp_) × ranks [0, emit_t_) of every stage (all, or two lanes
+  // that stand for all: representative); index_: device -> its program in programs_ (-1: not emitted).
+  int emit_dp_ = 0, emit_t_ = 0;
+  std::vector<int> index_;
+
+ public:
+  std::vector<int> stand_ins_;  // representative: per device, the emitted device it runs alike
+
+ private:
+  size_t at(int d) const { return static_cast<size_t>(index_[static_cast<size_t>(d)]); }
   const int64_t rows_;
   const PipelineSchedule schedule_;
   const Rings rings_;
-  std::map<std::pair<int, uint32_t>, SlotUse> uses_;
+  std::vector<std::vector<const Ring*>> ring_of_;  // per device, per slot: its ring in rings_ (empty: none)
+  std::vector<std::vector<SlotUse>> uses_;          // per device, per slot
   const std::vector<RowRange> piece_rows_;
   std::vector<RowRange> device_rows_;
   std::vector<uint64_t> stage_mask_;
@@ -1049,7 +1085,8 @@ class PipelineEmission {
   std::map<int, uint64_t> sent_;
 
  public:
-  DeferredDivision deferred_;
+  // 1F1B's sequence with the mean loss's division put off (deferred_loss_division.h), made once per plan.
+  const DeferredDivision* deferred_ = nullptr;
   uint64_t messages_ = 0, transfer_bytes_ = 0;
   int phases_ = 0, one_f_one_b_phases_ = 0, gpipe_fallbacks_ = 0;
   bool recomputes_ = false;  // some nodes run twice (recomputation.h)
@@ -1157,14 +1194,24 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
     size_t ring_blocks = 0;
     int ring_depth = 0;
   };
+  // Lanes (a replica's tensor rank) alike, every piece of rows as many: two lanes' programs stand for all
+  // when asked (PipelineOptions::representative).
+  const bool representative =
+      options.representative && dp * tp > 2 && (rows == 0 || rows % (int64_t{dp} * micro) == 0);
+  // 1F1B with micro-batches: a mean loss's division waits for every micro-batch, so its gradient goes as a
+  // sum; the same for every emission below.
+  DeferredDivision deferred;
+  if (options.schedule == PipelineSchedule::k1F1B && micro > 1)
+    deferred = defer_loss_division(graph, canonical, split->steps, cut.forward_end);
   auto lower = [&](bool keep_copies_whole) {
     Lowered l;
     auto make = [&](Rings r) {
       l.emission = std::make_unique<PipelineEmission>(graph, canonical, *split, cut, pp, dp, micro, rows, pieces,
-                                                      options.schedule, std::move(r));
+                                                      options.schedule, std::move(r), representative);
       l.emission->recomputes_ = options.order != nullptr;
+      l.emission->deferred_ = &deferred;
       l.emission->keeps_copies_whole_ = keep_copies_whole;
-      l.plan = l.emission->run();
+      l.emission->run();
     };
     make({});
     // Blocks whose micro-batches are not all alive at once (1F1B's activations) take the rows of a few only:
@@ -1173,6 +1220,7 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
     l.ring_blocks = rings.size();
     for (const auto& [key, r] : rings) l.ring_depth = std::max(l.ring_depth, r.positions);
     if (!rings.empty()) make(std::move(rings));
+    l.plan = l.emission->plan();
     return l;
   };
   Lowered lowered = lower(true);
@@ -1188,6 +1236,7 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
   const size_t ring_blocks = lowered.ring_blocks;
   const int ring_depth = lowered.ring_depth;
   plan.report.compile_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+  plan.report.stand_ins = emission->stand_ins_;
   uint64_t peak = 0;
   for (const auto& p : plan.programs) peak = std::max(peak, p.peak_bytes);
   std::vector<std::string> costs;
@@ -1206,9 +1255,12 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
                                      : fmt::format("{} (of {} asked: a micro-batch needs a row)", micro,
                                                    options.micro_batches),
       schedule_summary(options.schedule, micro, emission->one_f_one_b_phases_, emission->gpipe_fallbacks_,
-                       emission->deferred_),
+                       deferred),
       emission->phases_,
       emission->messages_, emission->transfer_bytes_, plan.report.collective_bytes_per_device, plan.report.replicated_fallbacks, peak);
+  if (representative)
+    plan.report.summary += fmt::format("; {} of {} devices' programs only, standing for the rest", plan.programs.size(),
+                                       dp * pp * tp);
   if (ring_blocks > 0)
     plan.report.summary += fmt::format("; {} blocks of micro-batch rows hold at most {} micro-batch(es) at a time",
                                        ring_blocks, ring_depth);

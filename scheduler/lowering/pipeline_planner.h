@@ -29,6 +29,13 @@ struct PipelineOptions {
   // The nodes in the order they run, some twice (recomputation.h; a node runs again on its own stage, in the
   // backward half of its micro-batch); nullptr: as recorded.
   const std::vector<uint32_t>* order = nullptr;
+  // Emit two lanes' programs only (a lane: one replica's tensor rank, over the stages), when there are more
+  // than two and every replica's rows are as many: device 0's lane, which holds what lies on device 0, and
+  // one more (replica 0's rank 1, else replica 1), which every other lane runs alike on its own rows and
+  // parts. Where parts divide unevenly the first ones are larger, so the stand-in holds at least as much
+  // as those after it. For the search's peaks and costs at 2/(dp·tp) of the work; the report's stand_ins say
+  // which device stands for which.
+  bool representative = false;
 };
 
 // Devices are laid out as ezpz's (dp slowest, then pp, tp fastest): stage j's replica i, tensor rank r, is

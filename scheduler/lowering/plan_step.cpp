@@ -49,7 +49,8 @@ std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::Parallel
                                        .schedule = r.parallelism.pipeline_schedule,
                                        .distribute_param = r.parallelism.distribute_param,
                                        .distribute_low_prec_param = r.parallelism.distribute_low_prec_param,
-                                       .order = order},
+                                       .order = order,
+                                       .representative = r.representative},
         analysis.batch_sizes));
     return plan;  // pipelines are not fused
   } else if (layout.tp > 1) {

@@ -9,6 +9,7 @@
 #include "runtime/base/data_type.h"
 #include "runtime/exec/executor.h"
 #include "runtime/plan/point_to_point.h"
+#include "scheduler/analysis/plan_timeline.h"
 #include "scheduler/lowering/stage_cut.h"
 
 namespace moreh::scheduler {
@@ -151,6 +152,69 @@ TEST_F(PipelinePlannerTest, ReplicasOfAStageAllReduceTheirGradientsInTheirGroup)
   }
   for (int d : {1, 3}) EXPECT_EQ(count(plan.programs[d], Kind::kAllReduce, gw2), 1u);
   EXPECT_EQ(plan.final_placements[slot(c, step.w2)].devices, 0b1010u);
+}
+
+TEST_F(PipelinePlannerTest, TwoLanesProgramsStandForAllWhenEveryReplicaHasAsManyRows) {
+  PipelineStep step(vm, 8);
+  const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step.graph);
+  // The same instructions (kind and slot), but for sends to devices not in `kept` (device 0 sends the step's
+  // input to every lane; those to lanes left out are not emitted).
+  auto same_code = [](const runtime::DeviceProgram& a, const runtime::DeviceProgram& b, const std::vector<int>& kept) {
+    auto listed = [&](const runtime::DeviceProgram& p) {
+      std::vector<std::pair<Kind, uint32_t>> out;
+      for (const Instruction& i : p.code)
+        if (i.kind != Kind::kSend || std::find(kept.begin(), kept.end(), static_cast<int>(i.aux)) != kept.end())
+          out.emplace_back(i.kind, i.index);
+      return out;
+    };
+    return listed(a) == listed(b);
+  };
+  const std::vector<int> every{0, 1, 2, 3, 4, 5, 6, 7};
+  for (const PipelineOptions& all : {PipelineOptions{.stages = 2, .dp = 4, .micro_batches = 2},
+                                     PipelineOptions{.stages = 2, .dp = 4, .micro_batches = 2, .distribute_param = true},
+                                     PipelineOptions{.stages = 2, .dp = 2, .tp = 2, .micro_batches = 2}}) {
+    SCOPED_TRACE(::testing::Message() << "dp " << all.dp << " tp " << all.tp << " zero " << all.distribute_param);
+    PipelineOptions two = all;
+    two.representative = true;
+    const PlannedStep full = compile_pipeline_plan(step.graph, c, all, {8});
+    const PlannedStep rep = compile_pipeline_plan(step.graph, c, two, {8});
+    ASSERT_EQ(full.programs.size(), 8u);
+    ASSERT_EQ(rep.programs.size(), 4u) << "two lanes of two stages";
+    EXPECT_TRUE(full.report.stand_ins.empty());
+    ASSERT_EQ(rep.report.stand_ins.size(), 8u);
+    EXPECT_EQ(rep.num_devices, 8);
+    EXPECT_EQ(rep.groups, full.groups);
+    EXPECT_EQ(rep.final_placements, full.final_placements);
+    std::vector<int> emitted;
+    for (const auto& p : rep.programs) emitted.push_back(p.device);
+    auto rep_program = [&](int d) -> const runtime::DeviceProgram& {
+      return *std::find_if(rep.programs.begin(), rep.programs.end(), [&](const auto& p) { return p.device == d; });
+    };
+    for (int d = 0; d < 8; ++d) {
+      const int in = rep.report.stand_ins[static_cast<size_t>(d)];
+      ASSERT_NE(std::find(emitted.begin(), emitted.end(), in), emitted.end()) << "device " << d;
+      if (in == d) EXPECT_TRUE(same_code(rep_program(d), full.programs[d], emitted)) << "device " << d;
+      else EXPECT_TRUE(same_code(full.programs[in], full.programs[d], every)) << "device " << d << " like " << in;
+      EXPECT_EQ(rep_program(in).peak_bytes, full.programs[d].peak_bytes) << "device " << d << " like " << in;
+    }
+    EXPECT_EQ(rep.report.stand_ins[0], 0);
+    EXPECT_GT(count(full.programs[0], Kind::kSend), count(rep_program(0), Kind::kSend)) << "to the lanes left out";
+    // On the clock: the members present meet alone, as they would with the others beside them.
+    const PlanTimeline t_full = simulate_plan(full, step.graph), t_rep = simulate_plan(rep, step.graph);
+    EXPECT_TRUE(t_rep.stuck.empty()) << t_rep.stuck;
+    EXPECT_DOUBLE_EQ(t_rep.makespan, t_full.makespan);
+  }
+  // Device 0 holds the step's input already; the other lanes' first stage receive it.
+  const PlannedStep dp4 = compile_pipeline_plan(step.graph, c, {.stages = 2, .dp = 4, .micro_batches = 2}, {8});
+  EXPECT_LT(dp4.programs[0].peak_bytes, dp4.programs[2].peak_bytes);
+  // 8 rows over 3 replicas are 3, 3 and 2; two lanes are all there are: every device's program.
+  PipelineStep odd(vm, 6);
+  const runtime::CanonicalGraph co = runtime::CanonicalGraph::build(odd.graph);
+  EXPECT_EQ(compile_pipeline_plan(odd.graph, co, {.stages = 2, .dp = 3, .representative = true}, {8}).programs.size(), 6u);
+  PipelineStep pair(vm, 4);
+  const runtime::CanonicalGraph cp = runtime::CanonicalGraph::build(pair.graph);
+  EXPECT_TRUE(compile_pipeline_plan(pair.graph, cp, {.stages = 2, .dp = 2, .micro_batches = 2, .representative = true}, {8})
+                  .report.stand_ins.empty());
 }
 
 TEST_F(PipelinePlannerTest, ABatchTooSmallForTheMicroBatchesGetsFewer) {

@@ -129,6 +129,60 @@ TEST_F(ParallelSearchTest, PlansPastTheKeptBytesAreLoweredAgainWithTheSameOutcom
   EXPECT_EQ(chosen.plan->programs.size(), kept.candidates[static_cast<size_t>(kept.selected)].plan->programs.size());
 }
 
+TEST_F(ParallelSearchTest, TwoLanesProgramsGiveTheSameFiguresAndTheSelectedOneRunsOnEveryDevice) {
+  PipelineStep step(vm_, 8);
+  const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step.graph);
+  const ProfileTiming timing(profile_, 8);
+  auto run = [&](bool representative, uint64_t capacity) {
+    return search_parallel_layouts({.graph = step.graph,
+                                    .canonical = c,
+                                    .devices = 8,
+                                    .used_bytes = std::vector<uint64_t>(8, 0),
+                                    .capacity = capacity,
+                                    .timing = timing,
+                                    .representative = representative});
+  };
+  const SearchResult full = run(false, 1 << 30), quick = run(true, 1 << 30);
+  ASSERT_EQ(full.candidates.size(), quick.candidates.size());
+  size_t represented = 0;
+  for (size_t i = 0; i < full.candidates.size(); ++i) {
+    const CandidateResult &a = full.candidates[i], &b = quick.candidates[i];
+    EXPECT_EQ(a.config, b.config);
+    EXPECT_EQ(a.peak_bytes, b.peak_bytes) << runtime::format_parallel_config(a.config);
+    EXPECT_NEAR(a.step_ms, b.step_ms, 1e-9 * a.step_ms) << runtime::format_parallel_config(a.config);
+    const runtime::ParallelSizes s = runtime::parallel_layout(a.config, 8);
+    represented += s.dp * s.tp > 2 && (s.pp > 1 || a.config.num_micro_batches > 1) ? 1 : 0;
+  }
+  EXPECT_GT(represented, 0u) << "some candidates are pipelines with replicas";
+  EXPECT_EQ(quick.selected, full.selected);
+  ASSERT_GE(quick.selected, 0);
+  const auto& chosen = quick.candidates[static_cast<size_t>(quick.selected)];
+  ASSERT_TRUE(chosen.plan);
+  EXPECT_TRUE(chosen.plan->report.stand_ins.empty()) << "the plan that runs has every device's program";
+  EXPECT_EQ(chosen.plan->programs.size(), full.candidates[static_cast<size_t>(full.selected)].plan->programs.size());
+  // Pipelines with replicas only: the one selected was lowered for replica 0, then again for every device.
+  const SearchResult piped = search_parallel_layouts({.graph = step.graph,
+                                                      .canonical = c,
+                                                      .devices = 8,
+                                                      .used_bytes = std::vector<uint64_t>(8, 0),
+                                                      .capacity = 1 << 30,
+                                                      .timing = timing,
+                                                      .admissible =
+                                                          [](const runtime::ParallelConfig& p) {
+                                                            const auto s = runtime::parallel_layout(p, 8);
+                                                            return s.dp == 4 && s.pp == 2;
+                                                          },
+                                                      .inadmissible_reason = "not a pipeline with replicas",
+                                                      .representative = true});
+  ASSERT_GE(piped.selected, 0);
+  const auto& picked = piped.candidates[static_cast<size_t>(piped.selected)];
+  ASSERT_TRUE(picked.plan);
+  EXPECT_EQ(picked.plan->programs.size(), 8u);
+  EXPECT_TRUE(picked.plan->report.stand_ins.empty());
+  EXPECT_EQ(picked.peak_bytes, full.candidates[static_cast<size_t>(piped.selected)].peak_bytes);
+  EXPECT_NEAR(picked.step_ms, full.candidates[static_cast<size_t>(piped.selected)].step_ms, 1e-9 * picked.step_ms);
+}
+
 TEST_F(ParallelSearchTest, InadmissibleCandidatesAreDroppedAndProgressIsReportedInOrder) {
   std::vector<SearchPhase> phases;
   const SearchResult r = search(

@@ -12,6 +12,7 @@ SearchResult two_candidates() {
   r.candidates[0].peak_bytes = {100, 200};
   r.candidates[0].step_ms = 1.5;
   r.candidates[0].tokens_per_s = 1000;
+  r.candidates[0].lower_ms = 12.25;
   r.candidates[1].config.num_stages = 2;
   r.candidates[1].dropped = "out of memory: needs \"a lot\"\non device 1";
   r.candidates[1].peak_bytes = {900, 950};
@@ -29,6 +30,7 @@ TEST(SearchReportTest, TheJsonListsEveryCandidateWithItsFate) {
   EXPECT_NE(json.find("\"pp\": 2"), std::string::npos);
   EXPECT_NE(json.find(R"("dropped": "out of memory: needs \"a lot\"\non device 1")"), std::string::npos) << json;
   EXPECT_NE(json.find("\"dropped\": null"), std::string::npos);
+  EXPECT_NE(json.find("\"lower_ms\": 12.250"), std::string::npos) << json;
   EXPECT_EQ(json.find('\n', json.find("needs")), json.find("\n", json.find("\"communication_ms\"", json.find("needs"))))
       << "the reason's newline is escaped, not written";
 }
