@@ -120,6 +120,8 @@ void PhysicalDevice::divide_in_stream(DataType type, void* x, uint64_t count, Da
   const auto it = kernels.find({type, divisor});
   if (it == kernels.end())  // not floating: the kernel's builder says why
     elementwise_in_stream(divide_by_scalar_kernel(type, divisor), args);
+  else if (host_accessible())  // the kernel's bits in a plain loop (the host evaluator interprets it: slow)
+    divide_elements(type, x, count, divisor, y);
   else
     elementwise_in_stream(it->second, args);
 }

@@ -46,6 +46,18 @@ void scale_elements(DataType type, void* data, uint64_t count, double factor) {
   for (uint64_t i = 0; i < count; ++i) store(type, data, i, load(type, data, i) * factor);
 }
 
+void divide_elements(DataType type, void* data, uint64_t count, DataType divisor, const void* y) {
+  if (type == DataType::kFloat32 && divisor == DataType::kFloat32) {  // float math, as the kernel's
+    float* f = static_cast<float*>(data);
+    const float d = *static_cast<const float*>(y);
+    for (uint64_t i = 0; i < count; ++i) f[i] = f[i] / d;
+    return;
+  }
+  const double d = load(divisor, y, 0);  // rejects non-float types
+  if (count > 0) load(type, data, 0);
+  for (uint64_t i = 0; i < count; ++i) store(type, data, i, load(type, data, i) / d);
+}
+
 void combine_scalars(DataType type, void* x, const void* y, ScalarOp op) {
   const double a = load(type, x, 0), b = load(type, y, 0);
   if (op == ScalarOp::kMultiply) store(type, x, 0, b == 0 ? 0.0 : a * b);

@@ -9,6 +9,7 @@
 #include <limits>
 #include <vector>
 
+#include "runtime/host/host_arithmetic.h"
 #include "runtime/kernels/elementwise_reference.h"
 #include "runtime/base/low_precision_float.h"
 #include "runtime/comm/collective_test_values.h"
@@ -120,6 +121,34 @@ TEST(CollectiveKernelsTest, DivideByScalarDividesEveryElementAsTheTypesKernelWou
   for (int i = 0; i < 3; ++i)
     EXPECT_EQ(b[i], float_to_bfloat16(static_cast<float>(2.0 * (i + 1) / 3.0))) << i;
   EXPECT_THROW(divide_by_scalar_kernel(DataType::kInt64, DataType::kFloat32), std::invalid_argument);
+}
+
+// Host devices divide in a plain loop (host_arithmetic.h) with the kernel's bits, for every pair of types.
+TEST(CollectiveKernelsTest, DivideElementsMatchesTheDivideByScalarKernel) {
+  const std::vector<DataType> types = {DataType::kFloat32, DataType::kFloat64, DataType::kBFloat16, DataType::kFloat16};
+  const std::vector<double> values = {1.0, -3.0, 0.1, 1e-30, 7.0, 65504.0, 1e30, -0.0, 123.456, 2.0 / 3,
+                                      std::numeric_limits<double>::infinity(), std::numeric_limits<double>::quiet_NaN()};
+  for (DataType type : types)
+    for (DataType divisor : types)
+      for (double by : {3.0, 0.7, -1e-3}) {
+        const size_t n = values.size(), width = size_of(type);
+        std::vector<unsigned char> want(n * width), got(n * width), y(size_of(divisor));
+        for (size_t i = 0; i < n; ++i) store(type, want.data(), i, values[i]);
+        got = want;
+        store(divisor, y.data(), 0, by);
+        ElementwiseArguments args;
+        args.count = n;
+        args.sizes = {static_cast<int64_t>(n)};
+        args.inputs = {want.data(), y.data()};
+        args.strides = {{}, {0}};
+        args.outputs = {want.data()};
+        evaluate_on_host(divide_by_scalar_kernel(type, divisor), args);
+        divide_elements(type, got.data(), n, divisor, y.data());
+        EXPECT_EQ(want, got) << name_of(type) << " / " << name_of(divisor) << " " << by;
+      }
+  std::vector<int64_t> ints = {4, 8};
+  const float two = 2.0f;
+  EXPECT_THROW(divide_elements(DataType::kInt64, ints.data(), 2, DataType::kFloat32, &two), std::invalid_argument);
 }
 
 }  // namespace
