@@ -103,8 +103,10 @@ PlanTimeline simulate(const runtime::Plan& plan, const runtime::StepGraph& graph
           t.busy[i] += cost.seconds;
           overhead += cost.overhead;
         } else if (ins.kind == Kind::kScale || ins.kind == Kind::kMultiply || ins.kind == Kind::kDivide) {
-          clock[i] += timing.scalar_kernel();
-          t.busy[i] += timing.scalar_kernel();
+          // A scale or a division passes over the slot's block; a multiply combines two scalars.
+          const double took = ins.kind == Kind::kMultiply ? timing.scalar_kernel() : timing.block_pass(held(i, ins.index));
+          clock[i] += took;
+          t.busy[i] += took;
           overhead += timing.scalar_kernel();
         } else if (ins.kind == Kind::kSend) {
           const double bytes = ins.range ? static_cast<double>(prog.ranges.at(ins.range - 1).bytes) : held(i, ins.index);

@@ -30,6 +30,12 @@ class StepTiming {
   virtual KernelTime kernel(const runtime::Node& node, const runtime::LocalLaunch* local, double share) const = 0;
   // A small kernel the plan adds (a loss's scale, a division).
   virtual double scalar_kernel() const { return 0; }
+  // A kernel the plan adds that reads and writes a block of `bytes` once (a partial sum scaled by a share,
+  // gradients divided by a loss's weight): by default as a small one.
+  virtual double block_pass(double bytes) const {
+    (void)bytes;
+    return scalar_kernel();
+  }
   // A collective of `kind` over `devices` (device ids) where each device holds `bytes` of the whole value.
   virtual double collective(runtime::Instruction::Kind kind, double bytes, const std::vector<int>& devices) const {
     (void)kind, (void)bytes, (void)devices;

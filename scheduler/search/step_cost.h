@@ -19,6 +19,7 @@ class ProfileTiming final : public StepTiming {
       : profile_(std::move(profile)), launch_s_(profile_.launch_for(streams)), devices_per_node_(devices_per_node) {}
   KernelTime kernel(const runtime::Node& node, const runtime::LocalLaunch* local, double share) const override;
   double scalar_kernel() const override { return launch_s_; }
+  double block_pass(double bytes) const override { return launch_s_ + 2 * bytes / profile_.memory_bytes_per_s; }
   double collective(runtime::Instruction::Kind kind, double bytes, const std::vector<int>& devices) const override;
   double message(double bytes, int from, int to) const override;
   double speedup(int devices) const override { return profile_.speedup(devices); }

@@ -87,5 +87,36 @@ TEST_F(StepCostPlanTest, APipelinesMessagesCostTheirLinkAndSharedComputeStretche
   EXPECT_GE(shared.makespan, alone.makespan);
 }
 
+// A plan's own passes over a block (a partial sum's scale, 1F1B's gradients divided by the loss's weight)
+// cost its bytes read and written, not a launch alone.
+TEST_F(StepCostPlanTest, AScaleOrADivisionPassesOverItsBlock) {
+  const ProfileTiming t(toy());
+  EXPECT_NEAR(t.block_pass(1e6), 1e-6 + 2e6 / 10e9, 1e-15);
+  EXPECT_DOUBLE_EQ(t.block_pass(0), t.scalar_kernel());
+  runtime::VirtualMemory vm;
+  PipelineStep step(vm, 2);
+  const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step.graph);
+  auto slot = [&](const std::shared_ptr<runtime::Buffer>& buf) {
+    return static_cast<uint32_t>(std::find(c.bindings.begin(), c.bindings.end(), buf) - c.bindings.begin());
+  };
+  // One device makes a block of 1 MiB and divides it by the loss (as 1F1B's deferred division does).
+  runtime::Plan plan;
+  plan.num_nodes = step.graph.size();
+  runtime::DeviceProgram p;
+  p.sizes = {1 << 20};
+  p.code = {{Kind::kAllocate, slot(step.h1), 0}, {Kind::kDivide, slot(step.h1), slot(step.loss)}};
+  plan.programs.push_back(p);
+  struct LaunchOnly final : StepTiming {  // the same clock, but a pass costs a launch alone
+    explicit LaunchOnly(const ProfileTiming& t) : t(t) {}
+    KernelTime kernel(const runtime::Node& n, const runtime::LocalLaunch* l, double s) const override { return t.kernel(n, l, s); }
+    double scalar_kernel() const override { return t.scalar_kernel(); }
+    double collective(Kind k, double b, const std::vector<int>& d) const override { return t.collective(k, b, d); }
+    double message(double b, int from, int to) const override { return t.message(b, from, to); }
+    const ProfileTiming& t;
+  };
+  const PlanTimeline with = simulate_plan(plan, step.graph, c, t), without = simulate_plan(plan, step.graph, c, LaunchOnly(t));
+  EXPECT_NEAR(with.busy[0] - without.busy[0], 2.0 * (1 << 20) / 10e9, 1e-12);
+}
+
 }  // namespace
 }  // namespace moreh::scheduler
