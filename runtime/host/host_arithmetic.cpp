@@ -53,8 +53,7 @@ void divide_elements(DataType type, void* data, uint64_t count, DataType divisor
     for (uint64_t i = 0; i < count; ++i) f[i] = f[i] / d;
     return;
   }
-  const double d = load(divisor, y, 0);  // rejects non-float types
-  if (count > 0) load(type, data, 0);
+  const double d = load(divisor, y, 0);  // load and store reject non-float types
   for (uint64_t i = 0; i < count; ++i) store(type, data, i, load(type, data, i) / d);
 }
 

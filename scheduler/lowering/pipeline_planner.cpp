@@ -114,9 +114,8 @@ class PipelineEmission {
     uses_.assign(programs_.size(), std::vector<SlotUse>(cg.buffers.size()));
     if (!rings_.empty()) {
       ring_of_.assign(programs_.size(), std::vector<const Ring*>(cg.buffers.size(), nullptr));
-      for (const auto& [key, r] : rings_)
-        if (key.first >= 0 && static_cast<size_t>(key.first) < index_.size() && key.second < cg.buffers.size())
-          if (index_.at(static_cast<size_t>(key.first)) >= 0) ring_of_[at(key.first)][key.second] = &r;
+      for (const auto& [key, r] : rings_)  // rings() keys emitted devices only
+        ring_of_[at(key.first)].at(key.second) = &r;
     }
     applied_.assign(programs_.size(), 0);
     for (size_t s = 0; s < cg.buffers.size(); ++s) {
@@ -1054,11 +1053,6 @@ class PipelineEmission {
   // that stand for all: representative); index_: device -> its program in programs_ (-1: not emitted).
   int emit_dp_ = 0, emit_t_ = 0;
   std::vector<int> index_;
-
- public:
-  std::vector<int> stand_ins_;  // representative: per device, the emitted device it runs alike
-
- private:
   size_t at(int d) const { return static_cast<size_t>(index_[static_cast<size_t>(d)]); }
   const int64_t rows_;
   const PipelineSchedule schedule_;
@@ -1087,6 +1081,7 @@ class PipelineEmission {
  public:
   // 1F1B's sequence with the mean loss's division put off (deferred_loss_division.h), made once per plan.
   const DeferredDivision* deferred_ = nullptr;
+  std::vector<int> stand_ins_;  // representative: per device, the emitted device it runs alike
   uint64_t messages_ = 0, transfer_bytes_ = 0;
   int phases_ = 0, one_f_one_b_phases_ = 0, gpipe_fallbacks_ = 0;
   bool recomputes_ = false;  // some nodes run twice (recomputation.h)

@@ -21,7 +21,7 @@ struct PlanRequest {
   // The least free memory of any device (0: unknown): the memory model's budget where a choice depends on
   // it (distribute_param's ZeRO-3).
   uint64_t available_bytes = 0;
-  // For the search: pipelines emit two replicas' programs only where the replicas are alike
+  // For the search: pipelines emit two lanes' programs only where the lanes are alike
   // (pipeline_planner.h's PipelineOptions::representative); such a plan is measured, never run.
   bool representative = false;
 };

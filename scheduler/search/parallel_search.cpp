@@ -157,7 +157,7 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
   // its figures and is lowered again when it is timed.
   std::vector<std::shared_ptr<PlannedStep>> plans(configs.size());
   std::vector<char> fits(configs.size(), 0);
-  std::vector<char> represented(configs.size(), 0);  // lowered as replica 0's programs (its figures from them)
+  std::vector<char> represented(configs.size(), 0);  // lowered as two lanes' programs (its figures from them)
   std::atomic<uint64_t> kept_bytes{0};
   std::atomic<size_t> lowered_again{0};
   auto lower_plan = [&](size_t i, bool representative) {
@@ -283,8 +283,8 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
     }
     return selected;
   };
-  // The selected one runs: a plan of two replicas' programs is lowered again for every device, and its
-  // figures are that plan's. Should it need more than the two said (it should not), the next fastest is taken.
+  // The selected one runs: a plan of two lanes' programs is lowered again for every device, and its figures
+  // are that plan's. Should it need more than its stand-ins said (it should not), the next fastest is taken.
   for (out.selected = fastest(); out.selected >= 0; out.selected = fastest()) {
     const size_t sel = static_cast<size_t>(out.selected);
     CandidateResult& chosen = out.candidates[sel];

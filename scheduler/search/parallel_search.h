@@ -39,8 +39,8 @@ struct SearchRequest {
   // Whether a candidate may be lowered (empty: all may); the others are dropped with `inadmissible_reason`.
   std::function<bool(const runtime::ParallelConfig&)> admissible;
   std::string inadmissible_reason;
-  // Lower pipelines for phases 1 and 2 as two replicas' programs only where the replicas are alike
-  // (PlanRequest::representative): 2/dp of the work; the selected candidate is lowered for every device
+  // Lower pipelines for phases 1 and 2 as two lanes' programs only where the lanes are alike
+  // (PlanRequest::representative): 2/(dp·tp) of the work; the selected candidate is lowered for every device
   // after, its peaks and time measured on that plan (and, should it not fit after all, the next is taken).
   bool representative = true;
 };
@@ -49,8 +49,8 @@ struct CandidateResult {
   runtime::ParallelConfig config;
   // Why it was dropped (empty: it fits and was timed): it cannot be lowered, or its peak exceeds a device.
   std::string dropped;
-  // Per device: what it held before the step plus the step's peak (replica i > 1's device as replica 1's
-  // when the candidate was lowered for two replicas; the selected one's from its plan for every device).
+  // Per device: what it held before the step plus the step's peak (a device left out as its stand-in's when
+  // the candidate was lowered for two lanes; the selected one's from its plan for every device).
   std::vector<uint64_t> peak_bytes;
   double step_ms = 0;                // predicted
   double tokens_per_s = 0;           // predicted: the step's tokens (samples where there are no tokens) per second

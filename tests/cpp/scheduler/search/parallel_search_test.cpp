@@ -133,16 +133,25 @@ TEST_F(ParallelSearchTest, TwoLanesProgramsGiveTheSameFiguresAndTheSelectedOneRu
   PipelineStep step(vm_, 8);
   const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step.graph);
   const ProfileTiming timing(profile_, 8);
-  auto run = [&](bool representative, uint64_t capacity) {
+  auto run = [&](bool representative, std::function<bool(const runtime::ParallelConfig&)> admissible = {}) {
     return search_parallel_layouts({.graph = step.graph,
                                     .canonical = c,
                                     .devices = 8,
                                     .used_bytes = std::vector<uint64_t>(8, 0),
-                                    .capacity = capacity,
+                                    .capacity = 1 << 30,
+                                    .margin = 0,
+                                    .fusion = false,
+                                    .fusion_limits = {},
                                     .timing = timing,
+                                    .threads = 0,
+                                    .max_micro_batches = 8,
+                                    .kept_plan_bytes = kKeptPlanBytes,
+                                    .autocast = false,
+                                    .admissible = std::move(admissible),
+                                    .inadmissible_reason = "not a pipeline with replicas",
                                     .representative = representative});
   };
-  const SearchResult full = run(false, 1 << 30), quick = run(true, 1 << 30);
+  const SearchResult full = run(false), quick = run(true);
   ASSERT_EQ(full.candidates.size(), quick.candidates.size());
   size_t represented = 0;
   for (size_t i = 0; i < full.candidates.size(); ++i) {
@@ -160,20 +169,11 @@ TEST_F(ParallelSearchTest, TwoLanesProgramsGiveTheSameFiguresAndTheSelectedOneRu
   ASSERT_TRUE(chosen.plan);
   EXPECT_TRUE(chosen.plan->report.stand_ins.empty()) << "the plan that runs has every device's program";
   EXPECT_EQ(chosen.plan->programs.size(), full.candidates[static_cast<size_t>(full.selected)].plan->programs.size());
-  // Pipelines with replicas only: the one selected was lowered for replica 0, then again for every device.
-  const SearchResult piped = search_parallel_layouts({.graph = step.graph,
-                                                      .canonical = c,
-                                                      .devices = 8,
-                                                      .used_bytes = std::vector<uint64_t>(8, 0),
-                                                      .capacity = 1 << 30,
-                                                      .timing = timing,
-                                                      .admissible =
-                                                          [](const runtime::ParallelConfig& p) {
-                                                            const auto s = runtime::parallel_layout(p, 8);
-                                                            return s.dp == 4 && s.pp == 2;
-                                                          },
-                                                      .inadmissible_reason = "not a pipeline with replicas",
-                                                      .representative = true});
+  // Pipelines with replicas only: the one selected was lowered for two lanes, then again for every device.
+  const SearchResult piped = run(true, [](const runtime::ParallelConfig& p) {
+    const auto s = runtime::parallel_layout(p, 8);
+    return s.dp == 4 && s.pp == 2;
+  });
   ASSERT_GE(piped.selected, 0);
   const auto& picked = piped.candidates[static_cast<size_t>(piped.selected)];
   ASSERT_TRUE(picked.plan);
