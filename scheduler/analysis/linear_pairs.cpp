@@ -15,6 +15,7 @@ namespace {
 
 struct Linear {
   uint32_t x = 0, weight = 0;  // slots
+  uint32_t source = 0;         // x before autocast's casts: layers over casts of one value read the same input
   int64_t bias = -1;
   int64_t in = 0, out = 0;
   int x_input = 0, weight_input = 0;
@@ -37,7 +38,7 @@ std::optional<Linear> linear(const Node& n, const std::vector<uint32_t>& slots, 
   const TensorRef& wr = n.inputs[w];
   if (!whole_weight(wr, cg.buffers[slots[w]].bytes) || n.inputs[x].sizes.size() != 2 || slots[w] == slots[x])
     return std::nullopt;
-  Linear l{slots[x], slots[w], -1, wr.sizes[0], wr.sizes[1], x, w};
+  Linear l{slots[x], slots[w], slots[x], -1, wr.sizes[0], wr.sizes[1], x, w};
   if (addmm) {
     const TensorRef& b = n.inputs[0];
     if (b.sizes.size() != 1 || b.sizes[0] != l.out || b.strides[0] != 1 || b.offset != 0 ||
@@ -46,6 +47,14 @@ std::optional<Linear> linear(const Node& n, const std::vector<uint32_t>& slots, 
     l.bias = slots[0];
   }
   return l;
+}
+
+// copy_(dst, src) over all of dst, src of the same shape: dst becomes src, in dst's type (autocast's casts,
+// the key/value cache's copies are recorded so).
+bool copies_whole(const Node& n) {
+  static const runtime::OpId kCopy = runtime::intern_op("aten::copy_");
+  return n.op == kCopy && n.inputs.size() == 2 && n.written.size() == 1 && n.written[0] == 0 &&
+         n.inputs[0].sizes == n.inputs[1].sizes && n.inputs[0].offset == 0;
 }
 
 int64_t numel(const TensorRef& r) {
@@ -61,9 +70,22 @@ std::vector<LinearPair> find_linear_pairs(const runtime::StepGraph& graph, const
   std::vector<std::optional<Linear>> linears(nodes.size());
   std::vector<int64_t> made_by(cg.buffers.size(), -1);  // the linear layer whose output a slot is
   std::vector<int64_t> producer(cg.buffers.size(), -1);  // the node that makes a slot
+  // What a slot is a copy of: autocast casts a layer's input for each layer (weights it casts once and keeps),
+  // so Llama's gate and up projections, or its q, k and v, read different bf16 copies of one value.
+  std::vector<uint32_t> copy_of(cg.buffers.size());
+  std::vector<int64_t> cast_from(cg.buffers.size(), -1);  // the value a slot is a copy of, laid out alike
+  for (uint32_t s = 0; s < copy_of.size(); ++s) copy_of[s] = s;
   for (size_t i = 0; i < nodes.size(); ++i) {
-    linears[i] = linear(nodes[i], cg.node_inputs[i], cg);
-    if (linears[i]) made_by[cg.node_outputs[i][0]] = static_cast<int64_t>(i);
+    const Node& n = nodes[i];
+    if (copies_whole(n)) {
+      copy_of[cg.node_inputs[i][0]] = copy_of[cg.node_inputs[i][1]];
+      if (n.inputs[0].strides == n.inputs[1].strides) cast_from[cg.node_inputs[i][0]] = cg.node_inputs[i][1];
+    }
+    linears[i] = linear(n, cg.node_inputs[i], cg);
+    if (linears[i]) {
+      linears[i]->source = copy_of[linears[i]->x];
+      made_by[cg.node_outputs[i][0]] = static_cast<int64_t>(i);
+    }
     for (uint32_t o : cg.node_outputs[i]) producer[o] = static_cast<int64_t>(i);
   }
   // Whether slot t is y itself, or made from y alone by one node (Hugging Face's key/value cache appends k and v
@@ -157,6 +179,10 @@ std::vector<LinearPair> find_linear_pairs(const runtime::StepGraph& graph, const
       continue;
     }
     const Node& n = nodes[j];
+    if (copies_whole(n)) {  // autocast's casts back and forth around the rotary embedding and the cache
+      root[cg.node_inputs[j][0]] = n.inputs[0].sizes.size() == 4 ? root[cg.node_inputs[j][1]] : -1;
+      continue;
+    }
     static const runtime::OpId kCat = runtime::intern_op("aten::cat");
     if (!n.written.empty() || n.outputs.size() != 1 || n.outputs[0].sizes.size() != 4) continue;
     if (!(runtime::op_facts(n.op).pointwise || n.op == kCat)) continue;
@@ -179,7 +205,7 @@ std::vector<LinearPair> find_linear_pairs(const runtime::StepGraph& graph, const
       std::vector<int> mine;
       for (size_t k = 0; k < nodes[j].inputs.size(); ++k) {
         const int64_t r = root[cg.node_inputs[j][k]];
-        if (r >= 0 && nodes[j].inputs[k].sizes.size() == 4 && linears[r]->x == q.x) mine.push_back(static_cast<int>(k));
+        if (r >= 0 && nodes[j].inputs[k].sizes.size() == 4 && linears[r]->source == q.source) mine.push_back(static_cast<int>(k));
       }
       const bool per_head = !cg.node_outputs[j].empty() && root[cg.node_outputs[j][0]] >= 0;  // not attention
       if (mine.size() >= 3 && !per_head && root[cg.node_inputs[j][mine[0]]] == static_cast<int64_t>(i)) {
@@ -228,6 +254,15 @@ std::vector<LinearPair> find_linear_pairs(const runtime::StepGraph& graph, const
 
   std::vector<LinearPair> pairs;
   std::set<uint32_t> taken;  // weights and biases already in a pair
+  // A weight the layers read as autocast's copy (the parameter cast once per step): the parameter is split
+  // alike, so that the cast makes each device's part only and the parameter rests in its parts.
+  auto seed_sources = [&](LinearPair& pair) {
+    std::vector<std::pair<uint32_t, SplitLayout>> sources;
+    for (const auto& [slot, layout] : pair.seeds)
+      if (const int64_t from = cast_from[slot]; from >= 0 && !taken.count(static_cast<uint32_t>(from)))
+        sources.emplace_back(static_cast<uint32_t>(from), layout);
+    pair.seeds.insert(sources.begin(), sources.end());
+  };
   std::set<size_t> firsts;   // layers already a pair's first
   for (size_t i = 0; i < nodes.size(); ++i) {
     if (!linears[i] || firsts.count(i)) continue;
@@ -253,7 +288,7 @@ std::vector<LinearPair> find_linear_pairs(const runtime::StepGraph& graph, const
       for (size_t k = 0; k < in.size() && ok; ++k) {
         if (region.count(in[k]) || numel(n.inputs[k]) == 1) continue;
         const int64_t sibling = made_by[in[k]];  // another first layer over the same input
-        ok = sibling >= 0 && linears[sibling]->x == first.x && linears[sibling]->out == first.out;
+        ok = sibling >= 0 && linears[sibling]->source == first.source && linears[sibling]->out == first.out;
         if (ok) {
           first_nodes.push_back(static_cast<size_t>(sibling));
           region.insert(in[k]);
@@ -266,6 +301,7 @@ std::vector<LinearPair> find_linear_pairs(const runtime::StepGraph& graph, const
       auto pair = attention_pair(i, first, taken);
       if (!pair) pair = split_attention(i, taken);
       if (pair) {
+        seed_sources(*pair);
         for (const auto& [slot, layout] : pair->seeds) taken.insert(slot);
         for (uint32_t f : pair->first_nodes) firsts.insert(f);
         firsts.insert(pair->second_node);
@@ -291,6 +327,7 @@ std::vector<LinearPair> find_linear_pairs(const runtime::StepGraph& graph, const
     const Linear& s = *linears[*second];
     seed(s.weight, nodes[*second].inputs[s.weight_input], 0);  // [hidden, out]: its rows
     if (!free) continue;
+    seed_sources(pair);
     for (const auto& [slot, layout] : pair.seeds) taken.insert(slot);
     for (size_t f : first_nodes) firsts.insert(f);
     firsts.insert(*second);  // the second layer starts no pair of its own

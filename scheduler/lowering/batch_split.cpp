@@ -306,6 +306,13 @@ class Lowering {
     return r1 == r2 || (a == kT && r1 > 0 && r2 > 0 && r1 % t_ == 0 && r2 % t_ == 0);
   }
 
+  // A weight tensor parallelism splits that is still whole from before the step (the first step after the
+  // model was made, or after another layout): its parts are kept at its first read and the whole let go of,
+  // not held through the step beside them (they are where it rests after the step anyway).
+  bool rests_in_parts(int a, uint32_t s) const {
+    return a == kT && seeds_ && seeds_->count(s) && known_[s] && cg_.buffers[s].origin == BufferOrigin::kMaterialized &&
+           state_[kT][s].kind == PlacementKind::kReplicate && state_[kB][s].kind == PlacementKind::kReplicate;
+  }
   bool is_written(const Node& node, size_t i) const {
     return std::find(node.written.begin(), node.written.end(), i) != node.written.end();
   }
@@ -471,7 +478,7 @@ class Lowering {
         c.reads[i] = Read::kAligned;
         c.in_layout[i] = layout_of(state_[a][s]);
         c.in_blocks[i] = blocks_of(a, s, node.inputs[i], view.in_bytes[i]);
-      } else if (is_written(node, i) || blocks > 1) {
+      } else if (is_written(node, i) || blocks > 1 || rests_in_parts(a, s)) {
         c.reads[i] = Read::kKept;
         const auto kept = layout_for(a, node.inputs[i], view.in_bytes[i], d.inputs[i].dim, rows, blocks);
         if (!kept) throw std::logic_error("tensor parallelism: an input cannot be kept in its parts");

@@ -141,6 +141,13 @@ def build(kind):
         return model, batches, two_losses, opt
     if name in ("gpt2", "llama"):
         return hf(name, batch)
+    if name == "llama_bf16":  # Llama under bf16 autocast: each layer casts its input, q, k, v pass through casts
+        model, batches, loss, opt = hf("llama", batch)
+
+        def autocast_lm_loss(m, ids):
+            with torch.autocast("moreh", dtype=torch.bfloat16):
+                return loss(m, ids)
+        return model, batches, autocast_lm_loss, opt
     if name == "convnet":
         return convnet(batch)
     if name == "cumsum":  # an op with no sharding rule along the batch: runs replicated, still correct
