@@ -390,10 +390,16 @@ CollectivePart Executor::all_reduce_part(const StepExecution& step, const Device
   if (!m) throw Error(fmt::format("buffer {} has no memory on {}", b.id(), device.name()));
   // In place: the devices' partial sums of their rows become the whole batch's (of the device's part of the
   // value, where tensor parallelism splits it beside the batch).
-  const uint64_t whole = ins.aux ? whole_bytes(program.geometries.at(ins.aux - 1), b.bytes()) : b.bytes();
-  if (whole > m->bytes())
-    throw Error(fmt::format("buffer {} holds {} bytes on {}, fewer than the {} to sum", b.id(), m->bytes(), device.name(), whole));
-  return CollectivePart::all_reduce(m->data(), m->data(), whole / size_of(*info.type), *info.type, ReduceOp::kSum);
+  // A range: one micro-batch's rows of the device's block (a pipeline's tensor-parallel sum).
+  const ByteRange* range = ins.range ? &program.ranges.at(ins.range - 1) : nullptr;
+  const uint64_t whole = range ? range->bytes
+                         : ins.aux ? whole_bytes(program.geometries.at(ins.aux - 1), b.bytes()) : b.bytes();
+  const uint64_t offset = range ? range->offset : 0;
+  if (offset + whole > m->bytes())
+    throw Error(fmt::format("buffer {} holds {} bytes on {}, fewer than the {} to sum from byte {}", b.id(), m->bytes(),
+                            device.name(), whole, offset));
+  char* data = static_cast<char*>(m->data()) + offset;
+  return CollectivePart::all_reduce(data, data, whole / size_of(*info.type), *info.type, ReduceOp::kSum);
 }
 
 void Executor::run_collective(const StepExecution& step, const DeviceProgram& program, const Instruction& ins,

@@ -45,7 +45,8 @@ struct Instruction {
   // stage's data-parallel replicas), ranked in that list's order.
   uint16_t group = 0;
   // kSend/kRecv: 0 for the buffer's whole value, else ranges[range - 1] of the device's block (a pipeline
-  // stage's micro-batch of rows).
+  // stage's micro-batch of rows); kAllReduce: 0 as `aux` says, else the sum of ranges[range - 1] (a micro-batch's
+  // rows of a tensor-parallel partial sum).
   uint32_t range = 0;
 };
 
@@ -138,7 +139,7 @@ struct DeviceProgram {
   std::vector<uint64_t> sizes;
   std::vector<double> factors;
   std::vector<FusedLaunch> fused;
-  std::vector<ByteRange> ranges;  // kSend/kRecv
+  std::vector<ByteRange> ranges;  // kSend/kRecv, kAllReduce
   std::vector<SlotInfo> geometries;  // kAllGather, kReduceScatter, kKeepRows
 };
 

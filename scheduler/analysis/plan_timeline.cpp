@@ -120,7 +120,9 @@ PlanTimeline simulate(const runtime::Plan& plan, const runtime::StepGraph& graph
           if (arrival > clock[i]) t.communication[i] += arrival - clock[i];
           clock[i] = std::max(clock[i], arrival);
         } else if (is_collective(ins.kind)) {  // the k-th collective of its group: all members meet
-          bytes_before = held(i, ins.index);
+          // A range: the micro-batch's rows it sums (a pipeline's tensor-parallel sum), not the whole block.
+          const double ranged = ins.range ? static_cast<double>(prog.ranges.at(ins.range - 1).bytes) : -1;
+          bytes_before = ranged >= 0 ? ranged : held(i, ins.index);
           const size_t k = done_in_group[{i, ins.group}];
           Meeting& m = meetings[{ins.group, k}];
           if (m.arrived.empty()) m.arrived.assign(n, false);
@@ -128,10 +130,12 @@ PlanTimeline simulate(const runtime::Plan& plan, const runtime::StepGraph& graph
             m.arrived[i] = true;
             ++m.count;
             m.start = std::max(m.start, clock[i]);
-            if (memory[i]) {  // the whole value's bytes on this device: before a reduction, after a gather
+            if (memory[i] && ranged < 0) {  // the whole value's bytes on this device: before a reduction, after a gather
               DeviceMemory after = *memory[i];
               after.apply(prog, ins);
               m.bytes = std::max({m.bytes, bytes_before, static_cast<double>(after.held(ins.index))});
+            } else {
+              m.bytes = std::max(m.bytes, bytes_before);
             }
           }
           if (m.count < group_size(ins.group)) break;

@@ -282,6 +282,7 @@ class Lowering {
         break;
       case PlacementKind::kPartial:
         collective(Kind::kAllReduce, s, a, sum_geometry(s, a == kB ? tensor_part_bytes(s) : whole));
+        steps_.back().piece_sum = a == kT && state_[kB][s].kind == PlacementKind::kShard;
         break;
     }
     p = {PlacementKind::kReplicate};

@@ -48,12 +48,18 @@ struct SplitStep {
   // whose launches[i] runs once on replica i's rows of every tensor, a kKeepRows, kReduceScatter or
   // kAllGather in that geometry, a kAllocate of bytes[i] per replica.
   bool own_rows = false;
+  // kAllReduce over tensor parallelism's ranks of a value split by the batch's rows: each piece's ranks sum
+  // that piece's rows, so it runs once per piece, as the launches that make them (a pipeline's micro-batch
+  // by micro-batch).
+  bool piece_sum = false;
 };
 
-// Whether a step runs once per piece of the batch (a kLaunch split by rows), as against once per replica (a
-// launch on whole values, the sharded optimizer's rows, or TP's parts alone: every piece of a replica alike).
+// Whether a step runs once per piece of the batch (a kLaunch split by rows, or TP's sum of a piece's rows), as
+// against once per replica (a launch on whole values, the sharded optimizer's rows, or TP's parts alone: every
+// piece of a replica alike).
 inline bool per_piece(const SplitStep& st) {
-  return st.kind == runtime::Instruction::Kind::kLaunch && !st.launches.empty() && !st.own_rows && !st.tensor_only;
+  return (st.kind == runtime::Instruction::Kind::kLaunch && !st.launches.empty() && !st.own_rows && !st.tensor_only) ||
+         st.piece_sum;
 }
 
 struct BatchSplit {

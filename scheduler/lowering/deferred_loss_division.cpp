@@ -92,6 +92,12 @@ class Deferral {
       }
       if (st.node < forward_end)
         for (uint32_t s : writes) piece_written.insert(s);
+      if (st.kind != Kind::kLaunch) {  // TP's sum of a piece's rows, in place: a scaled gradient stays scaled
+        if (any_of(writes, held_reads_) || any_of(writes, held_writes_) || reads_deferred)
+          return refuse("a tensor-parallel sum reads the loss or what waits for every micro-batch");
+        out_.push_back(st);
+        continue;
+      }
       const runtime::Node& node = graph_.nodes()[st.index];
       if (any_of(writes, held_reads_) || any_of(writes, held_writes_))
         return refuse(fmt::format("{} overwrites what an op waiting for every micro-batch reads",

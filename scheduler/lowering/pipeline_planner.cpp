@@ -146,14 +146,14 @@ class PipelineEmission {
   // once than there are), for a second run to lay out so.
   Rings rings() const {
     Rings out;
-    if (t_ > 1) return out;  // TP's blocks hold every micro-batch's rows (TP's collectives wait for all of them)
     for (size_t cell = 0; cell < uses_.size() * cg_.buffers.size(); ++cell) {
       const int d = programs_[cell / cg_.buffers.size()].device;
       const auto s = static_cast<uint32_t>(cell % cg_.buffers.size());
       const SlotUse& use = uses_[at(d)][s];
       const auto& buffer = cg_.buffers[s];
+      // (Beside TP a block's parts are its bytes over the micro-batches, not rows of the batch.)
       if (use.whole || use.pieces_used != m_ || buffer.live_after || buffer.origin == BufferOrigin::kMaterialized ||
-          row_bytes(s) == 0)
+          (row_bytes(s) == 0 && t_ == 1))
         continue;
       std::vector<std::pair<size_t, int>> by_start;  // (first instruction, micro-batch)
       for (int k = 0; k < m_; ++k) by_start.push_back({use.pieces[static_cast<size_t>(k)].front().first, k});
@@ -374,6 +374,17 @@ class PipelineEmission {
     const Ring* r = ring(d, s);
     return r && r->positions == 1;
   }
+  // Beside TP, a rank's block of micro-batch rows is equal parts, the batch's rows leading: one per micro-batch, or
+  // one per place of its ring. How many, which one micro-batch k takes, and the bytes of each.
+  uint64_t places(int d, uint32_t s) const {
+    const Ring* r = ring(d, s);
+    return static_cast<uint64_t>(r ? r->positions : m_);
+  }
+  uint64_t place(int d, uint32_t s, int k) const {
+    const Ring* r = ring(d, s);
+    return static_cast<uint64_t>(r ? r->position.at(static_cast<size_t>(k)) : k);
+  }
+  uint64_t part_bytes(int d, uint32_t s) { return held(d, s) / places(d, s); }
   // Rows before micro-batch k's in replica i's block of the slot on device d.
   int64_t rows_before(uint32_t s, int i, int k, int d) const {
     const Ring* r = ring(d, s);
@@ -473,9 +484,9 @@ class PipelineEmission {
       for (int rank = 0; rank < emit_t_; ++rank) {
         const int src = device(i, from, rank), dst = device(i, j, rank);
         if (t_ > 1) {  // the rank's block holds m equal pieces of its part
-          const uint64_t b = held(src, s), each = b / static_cast<uint64_t>(m_);
-          const ByteRange range{each * static_cast<uint64_t>(k), each, b};
-          send(s, src, dst, range, range, k);
+          const uint64_t each = part_bytes(src, s);
+          send(s, src, dst, {each * place(src, s, k), each, held(src, s)},
+               {each * place(dst, s, k), each, each * places(dst, s)}, k);
           continue;
         }
         const RowRange p = piece(i, k);
@@ -521,6 +532,11 @@ class PipelineEmission {
   void accesses(const SplitStep& st, int k, const std::set<uint32_t>& same_per_piece, std::vector<Access>& out) const {
     out.clear();
     const bool per_piece = scheduler::per_piece(st);
+    if (per_piece && st.kind != Kind::kLaunch) {  // TP's sum of micro-batch k's rows, in place
+      out.push_back({st.index, k, false});
+      out.push_back({st.index, k, true});
+      return;
+    }
     if (!per_piece) {
       std::vector<uint32_t> reads, writes;
       slots_of(st, reads, writes);
@@ -692,7 +708,7 @@ class PipelineEmission {
             // (rings) as laid out here.
             uint64_t b = 0;
             if (st.own_rows) b = st.bytes.at(static_cast<size_t>(i * t_ + r));
-            else if (t_ > 1) b = st.bytes.at(static_cast<size_t>(i * m_ * t_ + r)) * (st.batch_rows ? m_ : 1);
+            else if (t_ > 1) b = st.bytes.at(static_cast<size_t>(i * m_ * t_ + r)) * (st.batch_rows ? places(d, s) : 1);
             else b = block_bytes_on(s, i, d);
             allocate(d, s, b);
           }
@@ -804,7 +820,38 @@ class PipelineEmission {
       }
   }
 
+  // TP's sum over a replica's ranks of micro-batch k's rows of a value (a second layer's partial output): the
+  // rank's block holds m equal pieces of its part, and the all-reduce sums piece k's bytes in place.
+  void emit_piece_sum(const SplitStep& st, int k) {
+    const uint32_t s = st.index;
+    if (m_ == 1) return emit_once(st);
+    const int j = stage_of(st);
+    if (!by_rows_[s] || !st.geometry)
+      throw std::logic_error(fmt::format("the pipeline planner sums micro-batch {}'s rows of slot {}, which is not "
+                                         "held by micro-batches' rows", k, s));
+    bring_piece(s, j, k);
+    const auto members = static_cast<double>(t_);
+    for (int i = 0; i < emit_dp_; ++i)
+      for (int r = 0; r < emit_t_; ++r) {
+        const int d = device(i, j, r);
+        const uint64_t b = held(d, s), each = part_bytes(d, s);
+        if (each != runtime::whole_bytes(*st.geometry, bytes(s)))
+          throw std::logic_error(fmt::format("the pipeline planner sums {} bytes of slot {}'s micro-batch {} on device "
+                                             "{}, whose block holds {} for each", runtime::whole_bytes(*st.geometry, bytes(s)),
+                                             s, k, d, each));
+        auto& prog = programs_[at(d)];
+        prog.ranges.push_back({each * place(d, s, k), each, b});
+        Instruction& ins = push(d, Kind::kAllReduce, s);
+        ins.group = ranks_group(i, j);
+        ins.range = static_cast<uint32_t>(prog.ranges.size());
+        note(d, s, k);
+        sent_[d] += static_cast<uint64_t>(static_cast<double>(each) * 2 * (members - 1) / members);
+      }
+    at_[s][k] = bit(j);
+  }
+
   void emit_piece(const SplitStep& st, int k) {
+    if (st.kind != Kind::kLaunch) return emit_piece_sum(st, k);
     const int j = stage_of(st);
     const auto& node = graph_.nodes()[st.index];
     const auto& in = cg_.node_inputs[st.index];
@@ -826,7 +873,7 @@ class PipelineEmission {
               if (k > 0 && !one_at_a_time(d, out[o])) continue;
               // Beside TP: m equal pieces of the rank's view of one (the batch's rows lead).
               const LocalLaunch& l = st.launches.at(static_cast<size_t>((i * m_ + k) * t_ + rank));
-              allocate(d, out[o], t_ > 1 && o < l.outputs.size() ? view_end(node.outputs[o], l.outputs[o]) * m_
+              allocate(d, out[o], t_ > 1 && o < l.outputs.size() ? view_end(node.outputs[o], l.outputs[o]) * places(d, out[o])
                                                                  : block_bytes_on(out[o], i, d));
             }
         }
@@ -845,8 +892,8 @@ class PipelineEmission {
         if (st.aligned[x] < 0) continue;
         const auto& r = node.inputs[x];
         const int dim = st.aligned[x];
-        if (t_ > 1)  // the rank's block is m equal pieces of its part, the batch's rows leading
-          l.inputs[x].offset += k * static_cast<int64_t>(held(d, in[x]) / static_cast<uint64_t>(m_) / r.itemsize);
+        if (t_ > 1)  // the rank's block is equal pieces of its part, the batch's rows leading
+          l.inputs[x].offset += static_cast<int64_t>(place(d, in[x], k) * part_bytes(d, in[x]) / r.itemsize);
         else
           l.inputs[x].offset += rows_before(in[x], i, k, d) * (r.sizes[dim] / rows_) * r.strides[dim];
       }
@@ -864,7 +911,7 @@ class PipelineEmission {
         if (spec.kind == OutputSpec::Kind::kShard) {
           const auto& r = node.outputs[o];
           joins[o] = LocalLaunch::Join::kInto;
-          into[o] = t_ > 1 ? k * static_cast<int64_t>(held(d, out[o]) / static_cast<uint64_t>(m_) / r.itemsize)
+          into[o] = t_ > 1 ? static_cast<int64_t>(place(d, out[o], k) * part_bytes(d, out[o]) / r.itemsize)
                            : rows_before(out[o], i, k, d) * (r.sizes[spec.dim] / rows_) * r.strides[spec.dim];
           joined = true;
         } else if (spec.kind == OutputSpec::Kind::kPartial) {

@@ -113,8 +113,8 @@ def test_tensor_parallelism_beside_batch_splitting_trains_like_one_device(kind, 
 
 
 # pp x tp (and dp x pp x tp): (kind, devices, MOREH_PARALLELISM line). Each stage's replicas are TP rank groups;
-# values cross the cut rank to rank. With micro-batches each rank's blocks hold its micro-batches' rows, and TP's
-# collectives on them wait for every micro-batch. Seen (10 AdamW steps): the same tolerances as TP alone (the GPT's qkv bias's
+# values cross the cut rank to rank. With micro-batches each rank's blocks hold its micro-batches' rows (a few
+# at a time where 1F1B lets them), and TP's sums run on each micro-batch's rows as they are made. Seen (10 AdamW steps): the same tolerances as TP alone (the GPT's qkv bias's
 # key part 6e-5, GPT-2 2.8e-5, Llama 1.2e-5, everything else within 5e-6), losses within 2e-7 relative.
 PIPELINE_CASES = [("gpt:8", 4, "num_stages : 2, TP : 2"), ("gpt:8", 8, "num_stages : 2, TP : 2"),
                   ("mlp:8", 4, "num_stages : 2, TP : 2"), ("gpt2:4", 4, "num_stages : 2, TP : 2"),
@@ -396,3 +396,25 @@ def test_llama_under_bf16_autocast_splits_its_attention_and_mlp():
     for name, p in ref["params"].items():
         torch.testing.assert_close(got["params"][name], p, rtol=2e-2, atol=2e-2, msg=name)
     assert any(" 4 linear pair(s) split" in line for line in plan_lines(got)), plan_lines(got)
+
+
+def test_micro_batches_beside_tensor_parallel_stages_run_1f1b_and_lower_the_peak():
+    """pp 2 x tp 2 with micro-batches, Llama under bf16 autocast: TP's sum of each micro-batch's rows runs as that
+    micro-batch is made (not once after all of them), so the step keeps 1F1B's order, its blocks hold a few
+    micro-batches' rows at a time, and the peak falls as the micro-batches grow, as without TP. Training still
+    follows one device to bf16's rounding."""
+    pytest.importorskip("transformers")
+    ref = train("llama_bf16:8", 1)
+    peaks = {}
+    for micro in (1, 4):
+        line = f"num_stages : 2, TP : 2, num_micro_batches : {micro}"
+        got = train("llama_bf16:8", 4, parallelism=line)
+        for step, (a, b) in enumerate(zip(ref["losses"], got["losses"], strict=True)):
+            assert abs(a - b) <= 2e-4 * abs(a), f"{line}, step {step}: 1 device {a} vs {b}"
+        lines = [l for l in plan_lines(got) if "2 pipeline stages" in l and "4 linear pair(s)" in l]
+        assert lines, plan_lines(got)
+        if micro > 1:
+            assert "(1F1B" in lines[0] and "GPipe" not in lines[0], lines[0]
+            assert "blocks of micro-batch rows hold at most" in lines[0], lines[0]
+        peaks[micro] = max(int(p) for p in re.findall(r"peak \+(\d+) bytes", lines[0]))
+    assert peaks[4] < 0.8 * peaks[1], peaks

@@ -586,8 +586,8 @@ TEST_F(TensorParallelTest, BesidePipelineStagesEachStageIsItsOwnTensorRanks) {
 }
 
 // pp 2 x tp 2 with 2 micro-batches: each stage runs the pair's ops micro-batch after micro-batch into blocks that
-// hold both micro-batches' rows of the rank's part; TP's all-reduce of the second layer's partial sum waits for
-// both and sums the block's two pieces at once (its geometry is the replica's, twice one piece's).
+// hold both micro-batches' rows of the rank's part; TP's all-reduce of the second layer's partial sum sums each
+// micro-batch's rows as soon as they are made (a range of the block), not the whole block after the last.
 TEST_F(TensorParallelTest, BesideMicroBatchesTheirRowsShareTheRanksBlocks) {
   build();
   const CanonicalGraph c = CanonicalGraph::build(g);
@@ -597,17 +597,30 @@ TEST_F(TensorParallelTest, BesideMicroBatchesTheirRowsShareTheRanksBlocks) {
       << plan.report.summary;
   size_t reduces = 0, joined = 0;
   for (const auto& p : plan.programs) {
-    for (const Instruction& i : p.code)
-      if (i.kind == Kind::kAllReduce) {
-        ++reduces;
-        ASSERT_GT(i.aux, 0u);
-        EXPECT_EQ(runtime::whole_bytes(p.geometries.at(i.aux - 1), 0), 8u * 4 * 4);  // y2's [8, 4] floats
-      }
+    std::vector<uint64_t> offsets;
+    size_t last_second_layer = 0, first_reduce = p.code.size();
+    for (size_t pc = 0; pc < p.code.size(); ++pc) {
+      const Instruction& i = p.code[pc];
+      if (i.kind == Kind::kLaunch && i.index == 3) last_second_layer = pc;
+      if (i.kind != Kind::kAllReduce) continue;
+      ++reduces;
+      first_reduce = std::min(first_reduce, pc);
+      EXPECT_EQ(i.group, 1 + p.device / 2);  // over its stage's ranks
+      ASSERT_GT(i.range, 0u);
+      const runtime::ByteRange& r = p.ranges.at(i.range - 1);
+      EXPECT_EQ(r.bytes, 4u * 4 * 4);  // a micro-batch's rows of y2: [4, 4] floats
+      EXPECT_EQ(r.block_bytes, 8u * 4 * 4);
+      offsets.push_back(r.offset);
+    }
+    if (!offsets.empty()) {
+      EXPECT_EQ(offsets, (std::vector<uint64_t>{0, 4 * 4 * 4}));
+      EXPECT_LT(first_reduce, last_second_layer);  // micro-batch 0's sum before micro-batch 1's second layer
+    }
     for (const runtime::LocalLaunch& l : p.launches)
       for (size_t k = 0; k < l.joins.size(); ++k)
         if (l.joins[k] == runtime::LocalLaunch::Join::kInto && l.into[k] > 0) ++joined;  // micro-batch 1's rows
   }
-  EXPECT_EQ(reduces, 2u);
+  EXPECT_EQ(reduces, 4u);  // on both ranks of its stage, once per micro-batch
   EXPECT_GT(joined, 0u);
 }
 
