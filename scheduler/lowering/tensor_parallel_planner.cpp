@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <optional>
+#include <set>
 
 #include "runtime/base/spdlog_logger.h"
 #include "scheduler/analysis/linear_pairs.h"
@@ -13,6 +15,62 @@
 #include "scheduler/lowering/spmd_emission.h"
 
 namespace moreh::scheduler {
+
+namespace {
+
+// The optimizer's state that the step makes (AdamW's first step: torch.zeros_like of every parameter, all of it
+// before the first update) is split as its parameter is, so that it is made in its parts rather than whole and
+// then cut. Values an elementwise op reads or writes element for element (the same sizes and strides over the
+// whole buffer; a _foreach_ op's element e with element e) are joined; a value no op has written before the step
+// (origin kUnmaterialized) joined to seeded ones that all split alike takes their seed. AdamW's exp_avg meets its
+// parameter in addcdiv_, exp_avg_sq meets the gradient, which meets exp_avg.
+void seed_state_beside_parameters(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
+                                  SplitSeeds& seeds) {
+  const auto& nodes = graph.nodes();
+  std::vector<uint32_t> parent(canonical.buffers.size());
+  for (uint32_t s = 0; s < parent.size(); ++s) parent[s] = s;
+  auto find = [&](uint32_t s) {
+    while (parent[s] != s) s = parent[s] = parent[parent[s]];
+    return s;
+  };
+  auto whole = [&](const runtime::TensorRef& r, uint32_t slot) {
+    int64_t n = 1;
+    for (int64_t z : r.sizes) n *= z;
+    return r.offset == 0 && static_cast<uint64_t>(n) * r.itemsize == canonical.buffers[slot].bytes;
+  };
+  for (size_t i = 0; i < nodes.size(); ++i) {
+    const runtime::Node& n = nodes[i];
+    static const std::set<runtime::OpId> kCopies = {runtime::intern_op("aten::copy_"), runtime::intern_op("aten::clone"),
+                                                    runtime::intern_op("aten::_to_copy")};
+    if (!runtime::op_facts(n.op).pointwise && !kCopies.count(n.op)) continue;
+    const runtime::ListElements lists = runtime::list_elements(n);
+    const auto& in = canonical.node_inputs[i];
+    const auto& out = canonical.node_outputs[i];
+    // (element, first ref and slot of it): per list element, or one group for the whole op.
+    std::map<int, std::pair<const runtime::TensorRef*, uint32_t>> first;
+    auto join = [&](int element, const runtime::TensorRef& r, uint32_t slot) {
+      if (!whole(r, slot)) return;
+      auto [it, fresh] = first.try_emplace(element, &r, slot);
+      if (fresh) return;
+      const runtime::TensorRef& f = *it->second.first;
+      if (f.sizes == r.sizes && f.strides == r.strides) parent[find(slot)] = find(it->second.second);
+    };
+    for (size_t x = 0; x < in.size(); ++x) join(lists.length ? lists.inputs[x] : 0, n.inputs[x], in[x]);
+    for (size_t o = 0; o < out.size(); ++o) join(lists.length ? lists.outputs[o] : 0, n.outputs[o], out[o]);
+  }
+  std::map<uint32_t, std::optional<SplitLayout>> layout;  // per class: its seeds' one layout (nullopt: several)
+  for (const auto& [slot, l] : seeds) {
+    auto [it, fresh] = layout.try_emplace(find(slot), l);
+    if (!fresh && it->second != l) it->second.reset();
+  }
+  for (uint32_t s = 0; s < canonical.buffers.size(); ++s) {
+    if (canonical.buffers[s].origin != runtime::BufferOrigin::kUnmaterialized || seeds.count(s)) continue;
+    const auto it = layout.find(find(s));
+    if (it != layout.end() && it->second) seeds[s] = *it->second;
+  }
+}
+
+}  // namespace
 
 SplitSeeds tensor_parallel_seeds(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                  int devices, int* pairs) {
@@ -24,6 +82,7 @@ SplitSeeds tensor_parallel_seeds(const runtime::StepGraph& graph, const runtime:
     ++used;
   }
   if (pairs) *pairs = used;
+  seed_state_beside_parameters(graph, canonical, seeds);
   return seeds;
 }
 

@@ -58,6 +58,9 @@ void add_pointwise_rules(RuleTable& t) {
   t.emplace("aten::masked_fill.Tensor", pointwise);
   t.emplace("aten::masked_fill_.Scalar", pointwise);
   t.emplace("aten::masked_fill_.Tensor", pointwise);
+  // A constant written over a tensor in place (torch.zeros_like's zero_): any part of it by itself.
+  t.emplace("aten::zero_", pointwise);
+  t.emplace("aten::fill_.Scalar", pointwise);
 }
 
 }  // namespace moreh::scheduler

@@ -303,6 +303,41 @@ TEST_F(TensorParallelTest, UnderAutocastLayersOverCopiesOfOneInputAreSiblings) {
     EXPECT_EQ(std::count_if(prog.code.begin(), prog.code.end(), [](const Instruction& i) { return i.kind == Kind::kAllReduce; }), 2);
 }
 
+// AdamW's first step makes its state in the step (torch.zeros_like: zero_ on an empty buffer) and updates it
+// per tensor: exp_avg meets its parameter (addcdiv_), exp_avg_sq only the gradient, which meets exp_avg. The state
+// beside a split parameter is made in the parameter's parts: no device ever holds all of it.
+TEST_F(TensorParallelTest, OptimizerStateMadeInTheStepIsMadeInItsParametersParts) {
+  for (const char* op : {"aten::lerp_.Scalar", "aten::addcmul_", "aten::addcdiv_"})
+    runtime::set_op_facts(runtime::intern_op(op), {.pointwise = true});
+  build();
+  auto grad = buffer(6 * 4, false), m = buffer(6 * 4, false), v = buffer(6 * 4, false);
+  for (const auto& st : {m, v}) {
+    runtime::Node zero = node("aten::zero_", {shaped(st, {6, 4})}, {}, {0});
+    zero.initializes.push_back(0);
+    g.append(std::move(zero));
+  }
+  runtime::Node fill = node("aten::fill_.Scalar", {shaped(grad, {6, 4})}, {}, {0});  // a stand-in gradient
+  fill.initializes.push_back(0);
+  g.append(std::move(fill));
+  g.append(node("aten::lerp_.Scalar", {shaped(m, {6, 4}), shaped(grad, {6, 4})}, {}, {0}));
+  g.append(node("aten::addcmul_", {shaped(v, {6, 4}), shaped(grad, {6, 4}), shaped(grad, {6, 4})}, {}, {0}));
+  g.append(node("aten::addcdiv_", {shaped(w1, {6, 4}), shaped(m, {6, 4}), shaped(v, {6, 4})}, {}, {0}));
+  const CanonicalGraph c = CanonicalGraph::build(g);
+  const SplitSeeds seeds = tensor_parallel_seeds(g, c, 2);
+  EXPECT_EQ(seeds.at(slot(m, c)), seeds.at(slot(w1, c)));
+  EXPECT_EQ(seeds.at(slot(v, c)), seeds.at(slot(w1, c)));  // through the gradient
+  const PlannedStep plan = compile_tensor_parallel_plan(g, c, {.tp = 2});
+  EXPECT_EQ(plan.report.replicated_fallbacks, 0u) << plan.report.summary;
+  for (const auto& p : plan.programs)
+    for (const Instruction& i : p.code)
+      if (i.index == slot(m, c) || i.index == slot(v, c)) {
+        EXPECT_NE(i.kind, Kind::kKeepRows);  // never whole, so never cut down to its part
+        if (i.kind == Kind::kAllocate && !p.sizes.empty()) EXPECT_EQ(p.sizes.at(i.aux), 12u * 4);  // 12 of 24 floats
+      }
+  EXPECT_EQ(plan.final_placements[slot(m, c)].kind, PlacementKind::kShard);
+  EXPECT_EQ(plan.final_placements[slot(v, c)].rows, 6);
+}
+
 TEST_F(TensorParallelTest, AnOpThatIsNotElementwiseEndsTheChain) {
   w1 = buffer(6 * 4, true), w2 = buffer(4 * 6, true);
   x = buffer(8 * 4, true), y1 = buffer(8 * 6, false), h = buffer(8 * 6, false), y2 = buffer(8 * 4, false);
