@@ -61,3 +61,35 @@ def test_a_model_larger_than_the_machine_is_planned_not_run():
 def test_plan_only_must_be_0_or_1(moreh_subprocess):
     proc = moreh_subprocess("import torch", env={"MOREH_PLAN_ONLY": "yes"})
     assert proc.returncode != 0 and "MOREH_PLAN_ONLY" in proc.stderr
+
+
+def test_plan_llama_plans_a_layout_asked_for_by_its_line():
+    """examples/plan_llama.py --parallelism LINE plans that layout instead of searching: here pp 2 x tp 2 with 2
+    micro-batches for the two-layer Llama under bf16 autocast, its two attention and two MLP pairs split, 1F1B."""
+    pytest.importorskip("transformers")
+    import subprocess
+    import sys
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    with tempfile.TemporaryDirectory() as cwd, tempfile.TemporaryDirectory() as config_dir:
+        out_json = os.path.join(cwd, "plan.json")
+        env = dict(os.environ, MOREH_PLAN_ONLY="1", MOREH_DEVICE_PROFILE="h100", MOREH_NUM_DEVICES="4",
+                   MOREH_CONFIG_DIR=config_dir)
+        env.pop("MOREH_PARALLELISM", None)
+        proc = subprocess.run([sys.executable, os.path.join(root, "examples", "plan_llama.py"), "--tiny",
+                               "--parallelism", "num_stages : 2, TP : 2, num_micro_batches : 2", "--json", out_json],
+                              cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        with open(out_json) as f:
+            out = json.load(f)
+        assert out["devices"] == 4 and out["profile"] == "h100"
+        assert "2 pipeline stages" in out["plan"] and "tensor parallel: 4 linear pair(s)" in out["plan"], out["plan"]
+        assert "(1F1B" in out["plan"], out["plan"]
+        assert 0 < out["peak_gib_per_device"] < 74.5
+        assert "Parallel Graph Compile start" not in proc.stderr  # no search: the layout asked for
+        # A layout that does not fit says what it needs against what the device has, and fails.
+        env["MOREH_HOST_MEMORY_CAPACITY"] = "20000000"
+        proc = subprocess.run([sys.executable, os.path.join(root, "examples", "plan_llama.py"), "--tiny",
+                               "--parallelism", "TP : 2"], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode != 0
+        assert "layout 'TP : 2' does not fit: Memory requested : " in proc.stderr, proc.stderr[-2000:]
+        assert "(capacity 20000000 bytes)" in proc.stderr
