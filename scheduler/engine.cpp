@@ -505,7 +505,8 @@ std::shared_ptr<PlannedStep> Engine::choose_layout_locked(const StepGraph& graph
         log().info("The number of possible candidates is {}.", r.lowered_and_fitting);
         if (r.lowered_again > 0)
           log().info("{} of their plans were not kept (more than {} of this process's memory in all): they are "
-                     "compiled again to be timed.", r.lowered_again, fmt::format("{} GiB", kKeptPlanBytes >> 30));
+                     "compiled again to be timed.", r.lowered_again,
+                     fmt::format("{:.1f} GiB", static_cast<double>(default_kept_plan_bytes()) / (1 << 30)));
         log().info("SelectBestGraphFromCandidates start...");
         break;
       case SearchPhase::kTimed:

@@ -9,6 +9,8 @@
 #include <chrono>
 #include <thread>
 
+#include <unistd.h>
+
 #include "runtime/base/data_type.h"
 #include "scheduler/analysis/step_analysis.h"
 #include "scheduler/lowering/optimizer_sharding.h"
@@ -16,6 +18,12 @@
 #include "scheduler/search/candidates.h"
 
 namespace moreh::scheduler {
+
+uint64_t default_kept_plan_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  const uint64_t physical = pages > 0 && page > 0 ? static_cast<uint64_t>(pages) * static_cast<uint64_t>(page) : 0;
+  return std::max<uint64_t>(uint64_t{2} << 30, physical / 4);
+}
 
 namespace {
 

@@ -17,8 +17,9 @@
 
 namespace moreh::scheduler {
 
-// How much of this process's memory lowered plans may take between the search's two phases, by default.
-inline constexpr uint64_t kKeptPlanBytes = uint64_t{2} << 30;
+// How much of this process's memory lowered plans may take between the search's two phases, by default: a
+// quarter of the machine's memory, at least 2 GiB (plans not kept are lowered again to be timed).
+uint64_t default_kept_plan_bytes();
 
 struct SearchRequest {
   const runtime::StepGraph& graph;
@@ -34,7 +35,7 @@ struct SearchRequest {
   int max_micro_batches = 8;
   // The most this process keeps of lowered plans between lowering and timing; past it, candidates that fit
   // are lowered again to be timed (a big model's many candidates would otherwise not fit the host's memory).
-  uint64_t kept_plan_bytes = kKeptPlanBytes;
+  uint64_t kept_plan_bytes = default_kept_plan_bytes();
   bool autocast = false;             // the step casts parameters to a low precision (else found in the graph)
   // Whether a candidate may be lowered (empty: all may); the others are dropped with `inadmissible_reason`.
   std::function<bool(const runtime::ParallelConfig&)> admissible;

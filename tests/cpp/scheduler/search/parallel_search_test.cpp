@@ -6,6 +6,8 @@
 
 #include <algorithm>
 
+#include <unistd.h>
+
 #include "runtime/base/data_type.h"
 #include "../lowering/pipeline_test_graph.h"
 
@@ -129,6 +131,13 @@ TEST_F(ParallelSearchTest, PlansPastTheKeptBytesAreLoweredAgainWithTheSameOutcom
   EXPECT_EQ(chosen.plan->programs.size(), kept.candidates[static_cast<size_t>(kept.selected)].plan->programs.size());
 }
 
+// Plans kept between lowering and timing: a quarter of the machine's memory by default, never under 2 GiB.
+TEST(KeptPlanBytesTest, AQuarterOfTheMachinesMemoryAtLeastTwoGiB) {
+  const uint64_t physical = static_cast<uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  EXPECT_EQ(default_kept_plan_bytes(), std::max<uint64_t>(uint64_t{2} << 30, physical / 4));
+  EXPECT_GE(default_kept_plan_bytes(), uint64_t{2} << 30);
+}
+
 TEST_F(ParallelSearchTest, TwoLanesProgramsGiveTheSameFiguresAndTheSelectedOneRunsOnEveryDevice) {
   PipelineStep step(vm_, 8);
   const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step.graph);
@@ -145,7 +154,7 @@ TEST_F(ParallelSearchTest, TwoLanesProgramsGiveTheSameFiguresAndTheSelectedOneRu
                                     .timing = timing,
                                     .threads = 0,
                                     .max_micro_batches = 8,
-                                    .kept_plan_bytes = kKeptPlanBytes,
+                                    .kept_plan_bytes = default_kept_plan_bytes(),
                                     .autocast = false,
                                     .admissible = std::move(admissible),
                                     .inadmissible_reason = "not a pipeline with replicas",
