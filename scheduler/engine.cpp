@@ -502,6 +502,10 @@ std::shared_ptr<PlannedStep> Engine::choose_layout_locked(const StepGraph& graph
       case SearchPhase::kLowered:
         log().info("Elapsed Time to compile all candidates = {} [ms]", static_cast<int64_t>(r.compile_ms));
         log().info("Parallel Graph Compile finished.");
+        if (const auto skipped = std::count_if(r.candidates.begin(), r.candidates.end(),
+                                               [](const CandidateResult& c) { return c.dominated_by >= 0; }))
+          log().info("{} candidate(s) with recomputation were not compiled: the same layout without it fits, and "
+                     "recomputation only adds time.", skipped);
         log().info("The number of possible candidates is {}.", r.lowered_and_fitting);
         if (r.lowered_again > 0)
           log().info("{} of their plans were not kept (more than {} of this process's memory in all): they are "
@@ -538,9 +542,12 @@ std::shared_ptr<PlannedStep> Engine::choose_layout_locked(const StepGraph& graph
   if (result.selected >= 0) {
     CandidateResult& chosen = result.candidates[static_cast<size_t>(result.selected)];
     plan = std::move(chosen.plan);
-    log().info("Predicted step time {:.3f} ms ({:.0f} tokens/s) on the {} profile; {} of {} candidates fit; "
+    log().info("Predicted step time {:.3f} ms ({:.0f} tokens/s) on the {} profile; {} of {} candidates fit{}; "
                "advanced_parallelization_candidates.json says why the others were dropped",
-               chosen.step_ms, chosen.tokens_per_s, timing.profile().name, result.feasible, result.candidates.size());
+               chosen.step_ms, chosen.tokens_per_s, timing.profile().name, result.feasible, result.candidates.size(),
+               result.dominated ? fmt::format(" ({} more not compiled: recomputation where the layout fits without)",
+                                              result.dominated)
+                                : std::string());
     adopt_layout_locked(chosen.config, train);
     if (!selections.store(graph_hash, config_.flavor.name, n, chosen.config) && config_.ap_cache)
       log().warn("could not keep the selection under {}; the next run searches again", config_.config_dir + "/ap");

@@ -229,8 +229,37 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
       ++lowered_again;
     }
   };
+  // A recomputing candidate's twin: the same layout without recomputation (-1: none enumerated, or every
+  // candidate is to be lowered).
+  auto twin_of = [&](size_t i) {
+    if (!r.skip_dominated || !configs[i].recomputation) return -1;
+    runtime::ParallelConfig plain = configs[i];
+    plain.recomputation = false;
+    const auto it = std::find(configs.begin(), configs.end(), plain);
+    return it == configs.end() ? -1 : static_cast<int>(it - configs.begin());
+  };
+  // Lowers candidates [first, end): the others first, then those that recompute where their twin does not fit
+  // (recomputation runs the same programs and more: with the twin fitting it can only be slower).
+  auto lower_from = [&](size_t first) {
+    std::vector<size_t> now, later;
+    for (size_t i = first; i < configs.size(); ++i) (twin_of(i) >= 0 ? later : now).push_back(i);
+    run_on_pool(now.size(), threads, [&](size_t k) { lower(now[k]); });
+    std::vector<size_t> needed;
+    for (size_t i : later) {
+      const int twin = twin_of(i);
+      if (!fits[static_cast<size_t>(twin)]) {
+        needed.push_back(i);
+        continue;
+      }
+      out.candidates[i].dominated_by = twin;
+      out.candidates[i].dropped = fmt::format(
+          "not lowered: recomputation only trades time for memory, and candidate {} (this layout without it) fits",
+          twin);
+    }
+    run_on_pool(needed.size(), threads, [&](size_t k) { lower(needed[k]); });
+  };
   auto started = std::chrono::steady_clock::now();
-  run_on_pool(configs.size(), threads, lower);
+  lower_from(0);
   auto fitting = [&] { return static_cast<size_t>(std::count(fits.begin(), fits.end(), 1)); };
   if (fitting() == 0 && rows > 0) {
     // None fits: smaller micro-batches, with stages or without (a replica accumulating its gradients).
@@ -247,7 +276,7 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
     represented.resize(configs.size(), 0);
     for (size_t i = first; i < configs.size(); ++i) out.candidates[i].config = configs[i];
     if (progress) progress(SearchPhase::kWidened, out);
-    run_on_pool(configs.size() - first, threads, [&](size_t k) { lower(first + k); });
+    lower_from(first);
   }
   out.compile_ms = ms_since(started);
   out.lowered_again = lowered_again;
@@ -259,21 +288,42 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
   out.lowered_and_fitting = survivors.size();
   if (progress) progress(SearchPhase::kLowered, out);
   started = std::chrono::steady_clock::now();
-  run_on_pool(survivors.size(), threads, [&](size_t k) {
-    const size_t i = survivors[k];
+  auto time_each = [&](const std::vector<size_t>& which) {
+    run_on_pool(which.size(), threads, [&](size_t k) {
+      const size_t i = which[k];
+      CandidateResult& c = out.candidates[i];
+      std::shared_ptr<PlannedStep> plan = plans[i] ? plans[i] : lower_plan(i, r.representative);
+      const StepCost cost = predict_step(*plan, r.graph, r.canonical, r.timing);
+      if (!cost.stuck.empty()) {
+        c.dropped = "its programs cannot finish: " + cost.stuck;
+        return;
+      }
+      c.step_ms = cost.seconds * 1e3;
+      c.idle_fraction = cost.idle_fraction;
+      c.communication_ms = cost.communication_seconds * 1e3;
+      c.tokens_per_s = cost.seconds > 0 ? static_cast<double>(out.tokens_per_step) / cost.seconds : 0;
+    });
+  };
+  time_each(survivors);
+  // A twin whose programs cannot finish leaves its recomputing sibling to be lowered and timed after all.
+  std::vector<size_t> revived;
+  for (size_t i = 0; i < configs.size(); ++i) {
     CandidateResult& c = out.candidates[i];
-    std::shared_ptr<PlannedStep> plan = plans[i] ? plans[i] : lower_plan(i, r.representative);
-    const StepCost cost = predict_step(*plan, r.graph, r.canonical, r.timing);
-    if (!cost.stuck.empty()) {
-      c.dropped = "its programs cannot finish: " + cost.stuck;
-      return;
-    }
-    c.step_ms = cost.seconds * 1e3;
-    c.idle_fraction = cost.idle_fraction;
-    c.communication_ms = cost.communication_seconds * 1e3;
-    c.tokens_per_s = cost.seconds > 0 ? static_cast<double>(out.tokens_per_step) / cost.seconds : 0;
-  });
+    if (c.dominated_by < 0 || out.candidates[static_cast<size_t>(c.dominated_by)].dropped.empty()) continue;
+    c.dominated_by = -1;
+    c.dropped.clear();
+    revived.push_back(i);
+  }
+  if (!revived.empty()) {
+    run_on_pool(revived.size(), threads, [&](size_t k) { lower(revived[k]); });
+    std::vector<size_t> fit;
+    for (size_t i : revived)
+      if (fits[i]) fit.push_back(i), survivors.push_back(i);
+    time_each(fit);
+    out.lowered_and_fitting = survivors.size();
+  }
   out.cost_ms = ms_since(started);
+  for (const auto& c : out.candidates) out.dominated += c.dominated_by >= 0 ? 1 : 0;
 
   // The fastest; among equals (within a microsecond) the least memory, then the earlier (simpler) candidate.
   auto fastest = [&] {

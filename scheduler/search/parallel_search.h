@@ -44,6 +44,9 @@ struct SearchRequest {
   // (PlanRequest::representative): 2/(dp·tp) of the work; the selected candidate is lowered for every device
   // after, its peaks and time measured on that plan (and, should it not fit after all, the next is taken).
   bool representative = true;
+  // Recomputation only trades time for memory: a candidate that recomputes is lowered only when the same layout
+  // without recomputation does not fit (else it is dropped unlowered, its twin named). False: every one lowered.
+  bool skip_dominated = true;
 };
 
 struct CandidateResult {
@@ -57,6 +60,8 @@ struct CandidateResult {
   double tokens_per_s = 0;           // predicted: the step's tokens (samples where there are no tokens) per second
   double idle_fraction = 0, communication_ms = 0;
   double lower_ms = 0;               // lowering it to per-device programs, wall time on its pool thread
+  // Not lowered: the candidate whose layout is the same without recomputation, which fits (-1: lowered).
+  int dominated_by = -1;
   std::shared_ptr<PlannedStep> plan;  // the selected candidate's (the others' are not kept)
   uint64_t max_peak() const;
 };
@@ -67,6 +72,7 @@ struct SearchResult {
   size_t lowered_and_fitting = 0;           // after the memory prune
   size_t lowered_again = 0;                 // fitting candidates whose plans were not kept (kept_plan_bytes)
   size_t feasible = 0;                      // candidates that fit and whose programs finish
+  size_t dominated = 0;                     // recomputing candidates not lowered: their twin without fits
   double compile_ms = 0, cost_ms = 0;       // the two phases' wall time
   int selected = -1;                        // the cheapest feasible candidate (-1: none fits)
   int64_t tokens_per_step = 0;

@@ -27,7 +27,8 @@ class ParallelSearchTest : public ::testing::Test {
     profile_.intra_node = {1e-6, 1e9};
   }
   SearchResult search(uint64_t capacity, int threads = 0, std::function<bool(const runtime::ParallelConfig&)> admissible = {},
-                      SearchProgress progress = {}, uint64_t kept_plan_bytes = uint64_t{1} << 30) {
+                      SearchProgress progress = {}, uint64_t kept_plan_bytes = uint64_t{1} << 30,
+                      bool skip_dominated = true) {
     const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step_.graph);
     const ProfileTiming timing(profile_, 2);
     return search_parallel_layouts({.graph = step_.graph,
@@ -42,7 +43,8 @@ class ParallelSearchTest : public ::testing::Test {
                                     .threads = threads,
                                     .kept_plan_bytes = kept_plan_bytes,
                                     .admissible = std::move(admissible),
-                                    .inadmissible_reason = "not admissible"},
+                                    .inadmissible_reason = "not admissible",
+                                    .skip_dominated = skip_dominated},
                                    progress);
   }
   runtime::VirtualMemory vm_;
@@ -51,10 +53,11 @@ class ParallelSearchTest : public ::testing::Test {
 };
 
 TEST_F(ParallelSearchTest, EveryCandidateIsLoweredAndTimedAndTheCheapestIsSelected) {
-  const SearchResult r = search(1 << 30);
+  const SearchResult r = search(1 << 30, 0, {}, {}, uint64_t{1} << 30, /*skip_dominated=*/false);
   ASSERT_FALSE(r.candidates.empty());
   EXPECT_EQ(r.tokens_per_step, 8);  // x's rows: floats, so samples
   EXPECT_EQ(r.feasible, r.candidates.size());
+  EXPECT_EQ(r.dominated, 0u);
   ASSERT_GE(r.selected, 0);
   const CandidateResult& chosen = r.candidates[static_cast<size_t>(r.selected)];
   for (const auto& c : r.candidates) {
@@ -73,8 +76,48 @@ TEST_F(ParallelSearchTest, EveryCandidateIsLoweredAndTimedAndTheCheapestIsSelect
   EXPECT_NEAR(chosen.tokens_per_s, 8 / (chosen.step_ms / 1e3), 1e-6 * chosen.tokens_per_s);
 }
 
+// Recomputation only adds ops to a layout's programs: where the layout fits without it, the candidate that
+// recomputes is not lowered (its twin named), and lowering it anyway shows it would not have won.
+TEST_F(ParallelSearchTest, RecomputingCandidatesAreLoweredOnlyWhereTheirTwinDoesNotFit) {
+  const SearchResult all = search(1 << 30, 0, {}, {}, uint64_t{1} << 30, /*skip_dominated=*/false);
+  const SearchResult some = search(1 << 30);
+  ASSERT_EQ(all.candidates.size(), some.candidates.size());
+  EXPECT_GT(some.dominated, 0u);
+  EXPECT_EQ(some.feasible + some.dominated, all.feasible);
+  EXPECT_EQ(some.selected, all.selected);
+  size_t recomputing = 0;
+  for (size_t i = 0; i < some.candidates.size(); ++i) {
+    const CandidateResult& c = some.candidates[i];
+    recomputing += c.config.recomputation ? 1 : 0;
+    if (c.dominated_by < 0) {
+      EXPECT_FALSE(c.dropped.find("not lowered") == 0) << c.dropped;
+      continue;
+    }
+    const CandidateResult& twin = some.candidates[static_cast<size_t>(c.dominated_by)];
+    EXPECT_TRUE(c.config.recomputation);
+    EXPECT_FALSE(twin.config.recomputation);
+    runtime::ParallelConfig plain = c.config;
+    plain.recomputation = false;
+    plain.batch_per_device = twin.config.batch_per_device;  // set on the selected one
+    EXPECT_EQ(twin.config, plain);
+    EXPECT_TRUE(twin.dropped.empty()) << twin.dropped;
+    EXPECT_NE(c.dropped.find("not lowered"), std::string::npos) << c.dropped;
+    EXPECT_TRUE(c.peak_bytes.empty()) << "never lowered";
+    EXPECT_GE(all.candidates[i].step_ms, all.candidates[static_cast<size_t>(c.dominated_by)].step_ms)
+        << runtime::format_parallel_config(c.config);
+  }
+  EXPECT_EQ(some.dominated, recomputing) << "every layout fits without recomputation here";
+  // Where the layout without recomputation does not fit (here: may not be lowered), the one with it is lowered
+  // and timed.
+  const SearchResult only = search(1 << 30, 0, [](const runtime::ParallelConfig& c) { return c.recomputation; });
+  EXPECT_EQ(only.dominated, 0u);
+  EXPECT_EQ(only.feasible, recomputing);
+  for (const auto& c : only.candidates)
+    if (c.config.recomputation) EXPECT_TRUE(c.dropped.empty()) << c.dropped;
+}
+
 TEST_F(ParallelSearchTest, CandidatesOverTheMemoryAreDroppedAndNamed) {
-  const SearchResult all = search(1 << 30);
+  const SearchResult all = search(1 << 30, 0, {}, {}, uint64_t{1} << 30, /*skip_dominated=*/false);
   std::vector<uint64_t> peaks;
   for (const auto& c : all.candidates) peaks.push_back(c.max_peak());
   std::sort(peaks.begin(), peaks.end());
@@ -87,7 +130,7 @@ TEST_F(ParallelSearchTest, CandidatesOverTheMemoryAreDroppedAndNamed) {
   ASSERT_GE(some.selected, 0);
   EXPECT_LE(some.candidates[static_cast<size_t>(some.selected)].max_peak(), capacity);
   for (const auto& c : some.candidates)
-    if (!c.dropped.empty()) {
+    if (!c.dropped.empty() && c.dominated_by < 0) {
       EXPECT_NE(c.dropped.find("out of memory"), std::string::npos) << c.dropped;
     }
   // Under the leanest: the search widens to more micro-batches (with stages or without) before giving up.
@@ -198,7 +241,8 @@ TEST_F(ParallelSearchTest, InadmissibleCandidatesAreDroppedAndProgressIsReported
       1 << 30, 0, [](const runtime::ParallelConfig& c) { return c.num_stages == 1; },
       [&](SearchPhase p, const SearchResult&) { phases.push_back(p); });
   EXPECT_EQ(phases, (std::vector<SearchPhase>{SearchPhase::kEnumerated, SearchPhase::kLowered, SearchPhase::kTimed}));
-  for (const auto& c : r.candidates) EXPECT_EQ(c.dropped.empty(), c.config.num_stages == 1) << c.dropped;
+  for (const auto& c : r.candidates)
+    if (c.dominated_by < 0) EXPECT_EQ(c.dropped.empty(), c.config.num_stages == 1) << c.dropped;
   ASSERT_GE(r.selected, 0);
   EXPECT_EQ(r.candidates[static_cast<size_t>(r.selected)].config.num_stages, 1);
 }
