@@ -78,9 +78,13 @@ def main():
               "batch_size": args.batch_size, "seq_len": args.seq_len, "config": chosen["config"],
               "predicted_step_ms": chosen["step_ms"], "predicted_tokens_per_s": chosen["tokens_per_s"],
               "peak_gib_per_device": max(chosen["peak_bytes"]) / 2**30, "candidates": len(search["candidates"]),
-              "feasible": sum(1 for c in search["candidates"] if not c["dropped"]), "planning_s": elapsed}
+              "feasible": sum(1 for c in search["candidates"] if not c["dropped"]),
+              "not_compiled": sum(1 for c in search["candidates"] if c.get("dominated_by") is not None),
+              "planning_s": elapsed}
+    skipped = (f" ({result['not_compiled']} more with recomputation not compiled: the same layout fits without it)"
+               if result["not_compiled"] else "")
     print(f"{count(params)} parameters, batch {args.batch_size} x {args.seq_len} tokens on {len(devices)} x "
-          f"{result['profile']}: {result['feasible']} of {result['candidates']} layouts fit")
+          f"{result['profile']}: {result['feasible']} of {result['candidates']} layouts fit{skipped}")
     print(f"selected: {chosen['config']}")
     print(f"predicted: {chosen['step_ms']:.0f} ms per step, {chosen['tokens_per_s']:.0f} tokens/s, "
           f"{result['peak_gib_per_device']:.1f} GiB peak per device; planned in {elapsed:.1f} s")

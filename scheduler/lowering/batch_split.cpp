@@ -741,6 +741,7 @@ class Lowering {
       launch.loss_out = node.output_of_ret(0);
       launch.loss_weight = node.output_of_ret(1);
     }
+    launch.launches.reserve(static_cast<size_t>(n_));
     for (int dev = 0; dev < n_; ++dev) {
       LocalLaunch l;
       const int a = b.split ? kB : kT;
@@ -749,6 +750,8 @@ class Lowering {
       if (!first.d.inputs.empty() && first.d.inputs[0].batch) l.input0_dim = first.d.inputs[0].dim;
       if (b.split && b.d.first_device_beta >= 0 && dev / t_ > 0) l.int_args.emplace_back(b.d.first_device_beta, 0);
       else if (t.split && t.d.first_device_beta >= 0 && dev % t_ > 0) l.int_args.emplace_back(t.d.first_device_beta, 0);
+      l.inputs.reserve(node.inputs.size());
+      l.outputs.reserve(node.outputs.size());
       for (size_t i = 0; i < node.inputs.size(); ++i) {
         const uint32_t s = in_slots[i];
         l.inputs.push_back(part_of(node.inputs[i], bytes(s), b, t, b.split ? b.d.inputs[i] : InputUse{},

@@ -6,6 +6,7 @@
 #include <fmt/ranges.h>
 
 #include <algorithm>
+#include <boost/container/small_vector.hpp>
 #include <bit>
 #include <chrono>
 #include <map>
@@ -878,11 +879,18 @@ class PipelineEmission {
             }
         }
     // Per input and output: micro-batch k's rows of a block split by rows (else the whole value).
-    std::vector<bool> piece_in(in.size(), false), piece_out(out.size(), false);
+    boost::container::small_vector<char, 8> piece_in(in.size(), 0), piece_out(out.size(), 0);
     for (size_t x = 0; x < in.size(); ++x)
       piece_in[x] = x < st.aligned.size() && st.aligned[x] >= 0 && by_rows_[in[x]] && m_ > 1;
     for (size_t o = 0; o < out.size() && o < st.outputs.size(); ++o)
       piece_out[o] = st.outputs[o].kind == OutputSpec::Kind::kShard && m_ > 1;
+    // Whether the launch's results join what the blocks hold (or are scaled first): the same for every device.
+    bool joined = st.loss_out >= 0;
+    for (size_t o = 0; o < out.size() && o < st.outputs.size(); ++o) {
+      const OutputSpec& spec = st.outputs[o];
+      joined = joined || spec.scale_by_share ||
+               (m_ > 1 && (spec.kind == OutputSpec::Kind::kShard || spec.kind == OutputSpec::Kind::kPartial));
+    }
     for (int q = 0; q < emit_dp_ * emit_t_; ++q) {  // replica i's tensor rank `rank`
       const int i = q / emit_t_, rank = q % emit_t_;
       const int d = device(i, j, rank);
@@ -897,32 +905,23 @@ class PipelineEmission {
         else
           l.inputs[x].offset += rows_before(in[x], i, k, d) * (r.sizes[dim] / rows_) * r.strides[dim];
       }
-      bool joined = st.loss_out >= 0;
-      std::vector<LocalLaunch::Join> joins(out.size(), LocalLaunch::Join::kFresh);
-      std::vector<int64_t> into(out.size(), 0);
-      std::vector<double> factors(out.size(), 1.0);
-      for (size_t o = 0; o < out.size() && o < st.outputs.size(); ++o) {
-        const OutputSpec& spec = st.outputs[o];
-        if (spec.scale_by_share) {
-          factors[o] = static_cast<double>(p.count) / static_cast<double>(rows_);
-          joined = true;
-        }
-        if (m_ == 1) continue;
-        if (spec.kind == OutputSpec::Kind::kShard) {
-          const auto& r = node.outputs[o];
-          joins[o] = LocalLaunch::Join::kInto;
-          into[o] = t_ > 1 ? static_cast<int64_t>(place(d, out[o], k) * part_bytes(d, out[o]) / r.itemsize)
-                           : rows_before(out[o], i, k, d) * (r.sizes[spec.dim] / rows_) * r.strides[spec.dim];
-          joined = true;
-        } else if (spec.kind == OutputSpec::Kind::kPartial) {
-          joins[o] = LocalLaunch::Join::kAccumulate;
-          joined = true;
-        }
-      }
       if (joined) {
-        l.joins = std::move(joins);
-        l.into = std::move(into);
-        l.factors = std::move(factors);
+        l.joins.assign(out.size(), LocalLaunch::Join::kFresh);
+        l.into.assign(out.size(), 0);
+        l.factors.assign(out.size(), 1.0);
+        for (size_t o = 0; o < out.size() && o < st.outputs.size(); ++o) {
+          const OutputSpec& spec = st.outputs[o];
+          if (spec.scale_by_share) l.factors[o] = static_cast<double>(p.count) / static_cast<double>(rows_);
+          if (m_ == 1) continue;
+          if (spec.kind == OutputSpec::Kind::kShard) {
+            const auto& r = node.outputs[o];
+            l.joins[o] = LocalLaunch::Join::kInto;
+            l.into[o] = t_ > 1 ? static_cast<int64_t>(place(d, out[o], k) * part_bytes(d, out[o]) / r.itemsize)
+                               : rows_before(out[o], i, k, d) * (r.sizes[spec.dim] / rows_) * r.strides[spec.dim];
+          } else if (spec.kind == OutputSpec::Kind::kPartial) {
+            l.joins[o] = LocalLaunch::Join::kAccumulate;
+          }
+        }
         l.weighted = st.loss_out;
         l.weight = st.loss_weight;
       }
