@@ -79,10 +79,10 @@ def main():
               "predicted_step_ms": chosen["step_ms"], "predicted_tokens_per_s": chosen["tokens_per_s"],
               "peak_gib_per_device": max(chosen["peak_bytes"]) / 2**30, "candidates": len(search["candidates"]),
               "feasible": sum(1 for c in search["candidates"] if not c["dropped"]),
-              "not_compiled": sum(1 for c in search["candidates"] if c.get("dominated_by") is not None),
+              "slower_not_compiled": sum(1 for c in search["candidates"] if c.get("dominance") == "slower"),
               "planning_s": elapsed}
-    skipped = (f" ({result['not_compiled']} more with recomputation not compiled: the same layout fits without it)"
-               if result["not_compiled"] else "")
+    skipped = (f" ({result['slower_not_compiled']} more with recomputation not compiled: the same layout fits "
+               "without it)" if result["slower_not_compiled"] else "")
     print(f"{count(params)} parameters, batch {args.batch_size} x {args.seq_len} tokens on {len(devices)} x "
           f"{result['profile']}: {result['feasible']} of {result['candidates']} layouts fit{skipped}")
     print(f"selected: {chosen['config']}")

@@ -502,10 +502,16 @@ std::shared_ptr<PlannedStep> Engine::choose_layout_locked(const StepGraph& graph
       case SearchPhase::kLowered:
         log().info("Elapsed Time to compile all candidates = {} [ms]", static_cast<int64_t>(r.compile_ms));
         log().info("Parallel Graph Compile finished.");
-        if (const auto skipped = std::count_if(r.candidates.begin(), r.candidates.end(),
-                                               [](const CandidateResult& c) { return c.dominated_by >= 0; }))
+        if (const auto slower = std::count_if(r.candidates.begin(), r.candidates.end(), [](const CandidateResult& c) {
+              return c.dominance == CandidateResult::Dominance::kSlower;
+            }))
           log().info("{} candidate(s) with recomputation were not compiled: the same layout without it fits, and "
-                     "recomputation only adds time.", skipped);
+                     "recomputation only adds time.", slower);
+        if (const auto larger = std::count_if(r.candidates.begin(), r.candidates.end(), [](const CandidateResult& c) {
+              return c.dominance == CandidateResult::Dominance::kLarger;
+            }))
+          log().info("{} candidate(s) without distribute_param were not compiled: the same layout with it holds "
+                     "less and does not fit.", larger);
         log().info("The number of possible candidates is {}.", r.lowered_and_fitting);
         if (r.lowered_again > 0)
           log().info("{} of their plans were not kept (more than {} of this process's memory in all): they are "
@@ -545,9 +551,9 @@ std::shared_ptr<PlannedStep> Engine::choose_layout_locked(const StepGraph& graph
     log().info("Predicted step time {:.3f} ms ({:.0f} tokens/s) on the {} profile; {} of {} candidates fit{}; "
                "advanced_parallelization_candidates.json says why the others were dropped",
                chosen.step_ms, chosen.tokens_per_s, timing.profile().name, result.feasible, result.candidates.size(),
-               result.dominated ? fmt::format(" ({} more not compiled: recomputation where the layout fits without)",
-                                              result.dominated)
-                                : std::string());
+               result.slower ? fmt::format(" ({} more not compiled: recomputation where the layout fits without)",
+                                           result.slower)
+                             : std::string());
     adopt_layout_locked(chosen.config, train);
     if (!selections.store(graph_hash, config_.flavor.name, n, chosen.config) && config_.ap_cache)
       log().warn("could not keep the selection under {}; the next run searches again", config_.config_dir + "/ap");

@@ -294,6 +294,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       d["selected"] = static_cast<int>(i) == r->selected;
       d["dropped"] = c.dropped;
       d["dominated_by"] = c.dominated_by >= 0 ? py::object(py::int_(c.dominated_by)) : py::object(py::none());
+      using Dominance = scheduler::CandidateResult::Dominance;
+      d["dominance"] = c.dominance == Dominance::kSlower   ? py::object(py::str("slower"))
+                       : c.dominance == Dominance::kLarger ? py::object(py::str("larger"))
+                                                           : py::object(py::none());
       d["peak_bytes"] = c.peak_bytes;
       d["step_ms"] = c.step_ms;
       d["tokens_per_s"] = c.tokens_per_s;

@@ -26,7 +26,10 @@ def is_advanced_parallelization_enabled():
 
 def advanced_parallelization_candidates():
     """The last layout search as a dict (``candidates``: config line, ``selected``, ``dropped`` reason,
-    ``peak_bytes`` per device, predicted ``step_ms`` and ``tokens_per_s``), or None before any."""
+    ``dominated_by`` and ``dominance`` (a candidate not compiled: the index of the one that decided, and
+    ``"slower"``, its twin without recomputation fits, or ``"larger"``, its sibling with distribute_param does
+    not fit; else None), ``peak_bytes`` per device, predicted ``step_ms`` and ``tokens_per_s``), or
+    None before any."""
     return _C._last_search()
 
 

@@ -229,34 +229,69 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
       ++lowered_again;
     }
   };
-  // A recomputing candidate's twin: the same layout without recomputation (-1: none enumerated, or every
-  // candidate is to be lowered).
+  // Candidates some other one decides for (SearchRequest::skip_dominated). A recomputing candidate's twin: the
+  // same layout without recomputation (-1: none enumerated). A candidate without distribute_param's siblings:
+  // the same layout with it (ZeRO over the replicas: less to hold).
+  auto find = [&](runtime::ParallelConfig c) {
+    const auto it = std::find(configs.begin(), configs.end(), c);
+    return it == configs.end() ? -1 : static_cast<int>(it - configs.begin());
+  };
   auto twin_of = [&](size_t i) {
     if (!r.skip_dominated || !configs[i].recomputation) return -1;
     runtime::ParallelConfig plain = configs[i];
     plain.recomputation = false;
-    const auto it = std::find(configs.begin(), configs.end(), plain);
-    return it == configs.end() ? -1 : static_cast<int>(it - configs.begin());
+    return find(plain);
   };
-  // Lowers candidates [first, end): the others first, then those that recompute where their twin does not fit
-  // (recomputation runs the same programs and more: with the twin fitting it can only be slower).
-  auto lower_from = [&](size_t first) {
-    std::vector<size_t> now, later;
-    for (size_t i = first; i < configs.size(); ++i) (twin_of(i) >= 0 ? later : now).push_back(i);
-    run_on_pool(now.size(), threads, [&](size_t k) { lower(now[k]); });
-    std::vector<size_t> needed;
-    for (size_t i : later) {
-      const int twin = twin_of(i);
-      if (!fits[static_cast<size_t>(twin)]) {
-        needed.push_back(i);
-        continue;
-      }
-      out.candidates[i].dominated_by = twin;
-      out.candidates[i].dropped = fmt::format(
-          "not lowered: recomputation only trades time for memory, and candidate {} (this layout without it) fits",
-          twin);
+  auto zero_siblings = [&](size_t i) {
+    std::vector<int> out;
+    if (!r.skip_dominated || configs[i].distribute_param) return out;
+    runtime::ParallelConfig zero = configs[i];
+    zero.distribute_param = true;
+    for (bool low : {configs[i].distribute_low_prec_param, !configs[i].distribute_low_prec_param}) {
+      zero.distribute_low_prec_param = low;
+      if (const int k = find(zero); k >= 0) out.push_back(k);
     }
-    run_on_pool(needed.size(), threads, [&](size_t k) { lower(needed[k]); });
+    return out;
+  };
+  std::vector<char> lowered(configs.size(), 0);  // went through lower() (fitting or not)
+  // Lowers candidates [first, end) in four waves: without recomputation before with it, with distribute_param
+  // before without. A candidate with recomputation is lowered only where its twin does not fit (recomputation
+  // runs the same programs and more: with the twin fitting it can only be slower); one without
+  // distribute_param only where a sibling with it fits or was not lowered (without it there is more to hold).
+  auto lower_from = [&](size_t first) {
+    std::vector<std::vector<size_t>> waves(4);
+    for (size_t i = first; i < configs.size(); ++i)
+      waves[(twin_of(i) >= 0 ? 2 : 0) + (zero_siblings(i).empty() ? 0 : 1)].push_back(i);
+    for (const auto& wave : waves) {
+      std::vector<size_t> needed;
+      for (size_t i : wave) {
+        CandidateResult& c = out.candidates[i];
+        if (const int twin = twin_of(i); twin >= 0 && fits[static_cast<size_t>(twin)]) {
+          c.dominated_by = twin;
+          c.dominance = CandidateResult::Dominance::kSlower;
+          c.dropped = fmt::format("not lowered: recomputation only trades time for memory, and candidate {} (this "
+                                  "layout without it) fits", twin);
+          continue;
+        }
+        const std::vector<int> zero = zero_siblings(i);
+        const bool none_fits = !zero.empty() && std::all_of(zero.begin(), zero.end(), [&](int k) {
+          const auto& z = out.candidates[static_cast<size_t>(k)];
+          return lowered[static_cast<size_t>(k)] && !fits[static_cast<size_t>(k)] && !z.peak_bytes.empty();
+        });
+        if (none_fits) {
+          c.dominated_by = zero.front();
+          c.dominance = CandidateResult::Dominance::kLarger;
+          c.dropped = fmt::format("not lowered: it holds more than candidate {} (this layout with distribute_param), "
+                                  "which does not fit", zero.front());
+          continue;
+        }
+        needed.push_back(i);
+      }
+      run_on_pool(needed.size(), threads, [&](size_t k) {
+        lower(needed[k]);
+        lowered[needed[k]] = 1;
+      });
+    }
   };
   auto started = std::chrono::steady_clock::now();
   lower_from(0);
@@ -274,6 +309,7 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
     plans.resize(configs.size());
     fits.resize(configs.size(), 0);
     represented.resize(configs.size(), 0);
+    lowered.resize(configs.size(), 0);
     for (size_t i = first; i < configs.size(); ++i) out.candidates[i].config = configs[i];
     if (progress) progress(SearchPhase::kWidened, out);
     lower_from(first);
@@ -309,8 +345,11 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
   std::vector<size_t> revived;
   for (size_t i = 0; i < configs.size(); ++i) {
     CandidateResult& c = out.candidates[i];
-    if (c.dominated_by < 0 || out.candidates[static_cast<size_t>(c.dominated_by)].dropped.empty()) continue;
+    if (c.dominance != CandidateResult::Dominance::kSlower ||
+        out.candidates[static_cast<size_t>(c.dominated_by)].dropped.empty())
+      continue;
     c.dominated_by = -1;
+    c.dominance = CandidateResult::Dominance::kNone;
     c.dropped.clear();
     revived.push_back(i);
   }
@@ -323,7 +362,10 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
     out.lowered_and_fitting = survivors.size();
   }
   out.cost_ms = ms_since(started);
-  for (const auto& c : out.candidates) out.dominated += c.dominated_by >= 0 ? 1 : 0;
+  for (const auto& c : out.candidates) {
+    out.slower += c.dominance == CandidateResult::Dominance::kSlower ? 1 : 0;
+    out.larger += c.dominance == CandidateResult::Dominance::kLarger ? 1 : 0;
+  }
 
   // The fastest; among equals (within a microsecond) the least memory, then the earlier (simpler) candidate.
   auto fastest = [&] {

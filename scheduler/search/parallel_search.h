@@ -44,8 +44,9 @@ struct SearchRequest {
   // (PlanRequest::representative): 2/(dp·tp) of the work; the selected candidate is lowered for every device
   // after, its peaks and time measured on that plan (and, should it not fit after all, the next is taken).
   bool representative = true;
-  // Recomputation only trades time for memory: a candidate that recomputes is lowered only when the same layout
-  // without recomputation does not fit (else it is dropped unlowered, its twin named). False: every one lowered.
+  // Candidates another one decides for are not lowered (their fate names it): one with recomputation where the
+  // same layout without it fits (recomputation only adds time), one without distribute_param where every
+  // sibling with it (less to hold) was lowered and none fits. False: every one lowered.
   bool skip_dominated = true;
 };
 
@@ -60,8 +61,14 @@ struct CandidateResult {
   double tokens_per_s = 0;           // predicted: the step's tokens (samples where there are no tokens) per second
   double idle_fraction = 0, communication_ms = 0;
   double lower_ms = 0;               // lowering it to per-device programs, wall time on its pool thread
-  // Not lowered: the candidate whose layout is the same without recomputation, which fits (-1: lowered).
+  // Not lowered (-1: lowered): the candidate that decided for it, and how.
+  enum class Dominance : uint8_t {
+    kNone,
+    kSlower,  // it recomputes, and candidate dominated_by (the layout without recomputation) fits
+    kLarger,  // it does not shard over the replicas, and dominated_by (with distribute_param) does not fit
+  };
   int dominated_by = -1;
+  Dominance dominance = Dominance::kNone;
   std::shared_ptr<PlannedStep> plan;  // the selected candidate's (the others' are not kept)
   uint64_t max_peak() const;
 };
@@ -72,7 +79,7 @@ struct SearchResult {
   size_t lowered_and_fitting = 0;           // after the memory prune
   size_t lowered_again = 0;                 // fitting candidates whose plans were not kept (kept_plan_bytes)
   size_t feasible = 0;                      // candidates that fit and whose programs finish
-  size_t dominated = 0;                     // recomputing candidates not lowered: their twin without fits
+  size_t slower = 0, larger = 0;            // candidates not lowered (CandidateResult::Dominance)
   double compile_ms = 0, cost_ms = 0;       // the two phases' wall time
   int selected = -1;                        // the cheapest feasible candidate (-1: none fits)
   int64_t tokens_per_step = 0;

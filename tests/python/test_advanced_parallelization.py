@@ -90,6 +90,15 @@ def test_the_search_logs_seed_000s_lines_writes_its_files_and_trains_like_one_de
     assert chosen[0]["step_ms"] == min(c["step_ms"] for c in feasible)
     assert all(c["dropped"] for c in table["candidates"] if not c["feasible"])
     assert got["search"]["selected"] == table["selected"]
+    # Candidates with recomputation whose twin without it fits were not compiled: the twin is named and fits.
+    skipped = [c for c in table["candidates"] if c["dominated_by"] is not None]
+    assert all(c["dominance"] == "slower" for c in skipped)  # every layout fits: none is left out for memory
+    assert skipped and re.search(rf"{len(skipped)} candidate\(s\) with recomputation were not compiled", proc.stderr)
+    same = lambda line: re.sub(r"batch_per_device : \d+", "", line)  # filled in on the selected one
+    for c in skipped:
+        twin = table["candidates"][c["dominated_by"]]
+        assert twin["feasible"] and not c["peak_bytes"], c
+        assert same(twin["config"]) == same(c["config"]).replace("recomputation : 1", "recomputation : 0")
     # The selected layout trains as one device does.
     assert_same(train("gpt:8", 1), got)
 

@@ -57,7 +57,7 @@ TEST_F(ParallelSearchTest, EveryCandidateIsLoweredAndTimedAndTheCheapestIsSelect
   ASSERT_FALSE(r.candidates.empty());
   EXPECT_EQ(r.tokens_per_step, 8);  // x's rows: floats, so samples
   EXPECT_EQ(r.feasible, r.candidates.size());
-  EXPECT_EQ(r.dominated, 0u);
+  EXPECT_EQ(r.slower + r.larger, 0u);
   ASSERT_GE(r.selected, 0);
   const CandidateResult& chosen = r.candidates[static_cast<size_t>(r.selected)];
   for (const auto& c : r.candidates) {
@@ -82,8 +82,9 @@ TEST_F(ParallelSearchTest, RecomputingCandidatesAreLoweredOnlyWhereTheirTwinDoes
   const SearchResult all = search(1 << 30, 0, {}, {}, uint64_t{1} << 30, /*skip_dominated=*/false);
   const SearchResult some = search(1 << 30);
   ASSERT_EQ(all.candidates.size(), some.candidates.size());
-  EXPECT_GT(some.dominated, 0u);
-  EXPECT_EQ(some.feasible + some.dominated, all.feasible);
+  EXPECT_GT(some.slower, 0u);
+  EXPECT_EQ(some.larger, 0u) << "everything fits";
+  EXPECT_EQ(some.feasible + some.slower, all.feasible);
   EXPECT_EQ(some.selected, all.selected);
   size_t recomputing = 0;
   for (size_t i = 0; i < some.candidates.size(); ++i) {
@@ -106,14 +107,56 @@ TEST_F(ParallelSearchTest, RecomputingCandidatesAreLoweredOnlyWhereTheirTwinDoes
     EXPECT_GE(all.candidates[i].step_ms, all.candidates[static_cast<size_t>(c.dominated_by)].step_ms)
         << runtime::format_parallel_config(c.config);
   }
-  EXPECT_EQ(some.dominated, recomputing) << "every layout fits without recomputation here";
+  EXPECT_EQ(some.slower, recomputing) << "every layout fits without recomputation here";
   // Where the layout without recomputation does not fit (here: may not be lowered), the one with it is lowered
   // and timed.
   const SearchResult only = search(1 << 30, 0, [](const runtime::ParallelConfig& c) { return c.recomputation; });
-  EXPECT_EQ(only.dominated, 0u);
+  EXPECT_EQ(only.slower, 0u);
   EXPECT_EQ(only.feasible, recomputing);
   for (const auto& c : only.candidates)
     if (c.config.recomputation) EXPECT_TRUE(c.dropped.empty()) << c.dropped;
+}
+
+// Sharding over the replicas leaves less on each device: where no layout with distribute_param fits, the same
+// layout without it is not lowered (its sibling named), and lowering it anyway shows it would not have fitted.
+TEST_F(ParallelSearchTest, CandidatesWithoutDistributeParamAreLoweredOnlyWhereASiblingWithItFits) {
+  // A capacity under every candidate with distribute_param (which takes ZeRO-2's leaner plan when ZeRO-3's
+  // does not fit: lowered each time under the capacity asked).
+  uint64_t capacity = uint64_t{1} << 30;
+  SearchResult every;
+  for (int tries = 0; tries < 8; ++tries) {
+    every = search(capacity, 0, {}, {}, uint64_t{1} << 30, /*skip_dominated=*/false);
+    uint64_t least = UINT64_MAX;
+    bool fits = false;
+    for (const auto& c : every.candidates)
+      if (c.config.distribute_param && !c.peak_bytes.empty()) {
+        least = std::min(least, c.max_peak());
+        fits = fits || c.dropped.empty();
+      }
+    ASSERT_LT(least, UINT64_MAX) << "two devices: replicas to shard over";
+    if (!fits) break;
+    capacity = least - 1;
+  }
+  for (const auto& c : every.candidates)
+    if (c.config.distribute_param) ASSERT_FALSE(c.dropped.empty()) << runtime::format_parallel_config(c.config);
+  const SearchResult tight = search(capacity);
+  ASSERT_EQ(tight.candidates.size(), every.candidates.size());
+  EXPECT_GT(tight.larger, 0u);
+  EXPECT_EQ(tight.selected, every.selected);
+  for (size_t i = 0; i < tight.candidates.size(); ++i) {
+    const CandidateResult& c = tight.candidates[i];
+    if (c.dominance != CandidateResult::Dominance::kLarger) continue;
+    const CandidateResult& zero = tight.candidates[static_cast<size_t>(c.dominated_by)];
+    EXPECT_FALSE(c.config.distribute_param);
+    EXPECT_TRUE(zero.config.distribute_param);
+    EXPECT_EQ(zero.config.num_stages, c.config.num_stages);
+    EXPECT_EQ(zero.config.num_micro_batches, c.config.num_micro_batches);
+    EXPECT_EQ(zero.config.recomputation, c.config.recomputation);
+    EXPECT_EQ(zero.dropped.find("out of memory"), 0u) << zero.dropped;
+    EXPECT_NE(c.dropped.find("not lowered"), std::string::npos) << c.dropped;
+    EXPECT_EQ(every.candidates[i].dropped.find("out of memory"), 0u)
+        << runtime::format_parallel_config(c.config) << ": " << every.candidates[i].dropped;
+  }
 }
 
 TEST_F(ParallelSearchTest, CandidatesOverTheMemoryAreDroppedAndNamed) {
@@ -130,7 +173,7 @@ TEST_F(ParallelSearchTest, CandidatesOverTheMemoryAreDroppedAndNamed) {
   ASSERT_GE(some.selected, 0);
   EXPECT_LE(some.candidates[static_cast<size_t>(some.selected)].max_peak(), capacity);
   for (const auto& c : some.candidates)
-    if (!c.dropped.empty() && c.dominated_by < 0) {
+    if (!c.dropped.empty() && c.dominance == CandidateResult::Dominance::kNone) {
       EXPECT_NE(c.dropped.find("out of memory"), std::string::npos) << c.dropped;
     }
   // Under the leanest: the search widens to more micro-batches (with stages or without) before giving up.
