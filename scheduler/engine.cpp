@@ -9,6 +9,7 @@
 #include <unordered_set>
 
 #include "runtime/base/errors.h"
+#include "runtime/base/event_log.h"
 #include "runtime/base/fork_guard.h"
 #include "runtime/base/spdlog_logger.h"
 #include "runtime/comm/communicator_choice.h"
@@ -140,11 +141,16 @@ Engine& Engine::global() {
                 fmt::join(names, ", "), choice.devices.front()->capacity());
     auto* made = new Engine(std::move(config), std::move(choice.devices));  // lives for the process
     made->start_registry();
+    made->emit_run_start();
     return made;
   }();
-  // Removes the registry entry at exit (after Python's atexit, which does the same, or without Python).
+  // Removes the registry entry at exit (after Python's atexit, which does the same, or without Python), and
+  // closes the run's events with its end.
   static struct RegistryRemover {
-    ~RegistryRemover() { engine->stop_registry(); }
+    ~RegistryRemover() {
+      engine->stop_registry();
+      engine->emit_run_end();
+    }
   } remover;
   return *engine;
 }
@@ -285,6 +291,7 @@ void Engine::flush_locked() {
     return std::shared_ptr<const PlannedStep>(compiled);
   };
   std::shared_ptr<const PlannedStep> plan = cache_.find(key_of());
+  const bool cache_hit = plan != nullptr;
   if (plan) log().debug("Step graph {:016x} found in the plan cache ({} ops)", canonical.hash, plan->num_nodes);
   else plan = take_compiled(searched ? searched : compile_locked(*graph, canonical));
   stats_.cache_hits = cache_.hits();
@@ -342,6 +349,11 @@ void Engine::flush_locked() {
     log().error("A step of {} ops needs {} bytes more on {}; {} bytes are free. Its first {} ops run; the rest were "
                 "not run.",
                 graph->size(), over->peak_bytes, dev.name(), dev.available(), kept);
+    emit_event("out_of_memory",
+               fmt::format("\"graph\": \"{:016x}\", \"ops\": {}, \"device\": {}, \"needs_bytes\": {}, "
+                           "\"free_bytes\": {}, \"capacity_bytes\": {}, \"ops_run\": {}, \"layout\": {}",
+                           canonical.hash, graph->size(), json_string(dev.name()), over->peak_bytes, dev.available(),
+                           dev.capacity(), kept, json_string(format_parallel_config(parallelism_))));
     if (kept > 0) {
       for (size_t i = 0; i < kept; ++i) pending_.append(graph->nodes()[i]);
       flush_locked();
@@ -365,11 +377,70 @@ void Engine::flush_locked() {
     stats_.replicated_fallbacks += plan->report.replicated_fallbacks;
     stats_.last_replicated_fallbacks = plan->report.replicated_fallbacks;
   }
+  emit_step_locked(*plan, *graph, canonical.hash, cache_hit);
   if (config_.plan_only) {
     hold_planned_locked(*plan, canonical);
     return;
   }
-  executor_.submit(StepExecution{plan, graph, std::move(canonical.bindings)});
+  executor_.submit(StepExecution{.plan = plan,
+                                 .graph = graph,
+                                 .bindings = std::move(canonical.bindings),
+                                 .step = events_enabled() ? stats_.flushes : 0});
+}
+
+void Engine::emit_run_start() const {
+  if (!events_enabled()) return;
+  std::string command;  // the process's arguments, as /proc gives them
+  if (std::FILE* f = std::fopen("/proc/self/cmdline", "rb")) {
+    char buf[4096];
+    size_t n = 0;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) command.append(buf, n);
+    std::fclose(f);
+    while (!command.empty() && command.back() == '\0') command.pop_back();
+    std::replace(command.begin(), command.end(), '\0', ' ');
+  }
+  std::vector<std::string> names;
+  for (const auto& d : devices_) names.push_back(json_string(d->name()));
+  const std::string& facts = run_facts();
+  emit_event("run_start",
+             fmt::format("\"pid\": {}, \"command\": {}, \"log\": {}, \"flavor\": {}, \"flavor_source\": {}, "
+                         "\"devices\": [{}], \"device_memory\": {}, \"plan_only\": {}{}{}",
+                         getpid(), json_string(command), json_string(log_file_path()), json_string(config_.flavor.name),
+                         json_string(config_.flavor_source), fmt::join(names, ", "),
+                         devices_.empty() ? 0 : devices_[0]->capacity(), config_.plan_only ? "true" : "false",
+                         facts.empty() ? "" : ", ", facts));
+}
+
+void Engine::emit_run_end() const {
+  if (!events_enabled()) return;
+  const EngineStats s = stats();
+  emit_event("run_end", fmt::format("\"steps\": {}, \"recorded_ops\": {}, \"eager_ops\": {}, \"cache_hits\": {}, "
+                                    "\"cache_misses\": {}, \"compile_ms\": {:.3f}",
+                                    s.flushes, s.recorded_ops, s.eager_ops, s.cache_hits, s.cache_misses,
+                                    s.total_compile_ms));
+}
+
+void Engine::emit_step_locked(const PlannedStep& plan, const StepGraph& graph, uint64_t hash, bool cache_hit) {
+  if (!events_enabled()) return;
+  std::vector<uint64_t> peaks(devices_.size(), 0), used;
+  for (const auto& d : devices_) used.push_back(d->used());
+  for (const auto& p : plan.programs)
+    if (static_cast<size_t>(p.device) < peaks.size()) peaks[static_cast<size_t>(p.device)] = p.peak_bytes;
+  std::vector<std::string> fallbacks;
+  for (const auto& op : plan.report.fallback_ops) fallbacks.push_back(json_string(op));
+  const uint64_t eager = stats_.eager_ops - eager_ops_at_last_step_;
+  eager_ops_at_last_step_ = stats_.eager_ops;
+  emit_event("step", fmt::format(
+      "\"step\": {}, \"graph\": \"{:016x}\", \"ops\": {}, \"cache\": \"{}\", \"compile_ms\": {:.3f}, "
+      "\"launches\": {}, \"fused_ops\": {}, \"eager_ops_before\": {}, \"devices\": {}, \"layout\": {}, "
+      "\"replicated_fallbacks\": {}, \"fallback_ops\": [{}], \"peak_bytes\": [{}], \"used_bytes\": [{}], "
+      "\"collective_bytes_per_device\": {}, \"predicted_ms\": {:.4f}, \"plan_only\": {}",
+      stats_.flushes, hash, graph.size(), cache_hit ? "hit" : "miss", cache_hit ? 0.0 : plan.report.compile_ms,
+      plan.report.launches ? plan.report.launches : graph.size(), plan.report.fused_nodes, eager, plan.num_devices,
+      json_string(parallelism_ == ParallelConfig{} ? std::string() : format_parallel_config(parallelism_)),
+      plan.report.replicated_fallbacks, fmt::join(fallbacks, ", "), fmt::join(peaks, ", "),
+      fmt::join(used, ", "), plan.report.collective_bytes_per_device, plan.report.predicted_ms,
+      config_.plan_only ? "true" : "false"));
 }
 
 void Engine::hold_planned_locked(const Plan& plan, const CanonicalGraph& canonical) {
@@ -441,6 +512,11 @@ std::shared_ptr<PlannedStep> Engine::choose_layout_locked(const StepGraph& graph
       log().info("Advanced Parallelization: graph {:016x} on {} was searched by an earlier run ({}); its "
                  "selection is taken without a search.",
                  graph_hash, config_.flavor.name, selections.path(graph_hash, config_.flavor.name, n));
+      emit_event("ap", fmt::format("\"reason\": {}, \"graph\": \"{:016x}\", \"devices\": {}, \"cached\": {}, "
+                                   "\"selected\": {}",
+                                   json_string(reason), graph_hash, n,
+                                   json_string(selections.path(graph_hash, config_.flavor.name, n)),
+                                   json_string(format_parallel_config(*earlier))));
       adopt_layout_locked(*earlier, train);
       if (bring_home_misplaced_locked(canonical)) canonical = CanonicalGraph::build(graph, offset_keying());
       return nullptr;
@@ -543,6 +619,25 @@ std::shared_ptr<PlannedStep> Engine::choose_layout_locked(const StepGraph& graph
     if (std::fclose(f) != 0 || !ok) log().warn("could not write {} in the working directory", explanation);
   } else {
     log().warn("could not write {} in the working directory: {}", explanation, std::strerror(errno));
+  }
+  if (events_enabled()) {  // the search, for moreh-log ap: every candidate's fate
+    std::vector<std::string> rows;
+    for (const auto& c : result.candidates)
+      rows.push_back(fmt::format("{{\"config\": {}, \"dropped\": {}, \"peak_bytes\": {}, \"step_ms\": {:.4f}, "
+                                 "\"tokens_per_s\": {:.1f}}}",
+                                 json_string(format_parallel_config(c.config)),
+                                 c.dropped.empty() ? std::string("null") : json_string(c.dropped), c.max_peak(),
+                                 c.step_ms, c.tokens_per_s));
+    const CandidateResult* chosen = result.selected >= 0 ? &result.candidates[static_cast<size_t>(result.selected)]
+                                                          : nullptr;
+    emit_event("ap", fmt::format(
+        "\"reason\": {}, \"graph\": \"{:016x}\", \"devices\": {}, \"profile\": {}, \"capacity_bytes\": {}, "
+        "\"margin_bytes\": {}, \"candidates\": {}, \"feasible\": {}, \"not_compiled\": {}, \"compile_ms\": {:.3f}, "
+        "\"cost_ms\": {:.3f}, \"selected\": {}, \"predicted_ms\": {:.4f}, \"tokens_per_s\": {:.1f}, \"table\": [{}]",
+        json_string(reason), graph_hash, n, json_string(timing.profile().name), capacity, request.margin,
+        result.candidates.size(), result.feasible, result.slower + result.larger, result.compile_ms, result.cost_ms,
+        chosen ? json_string(format_parallel_config(chosen->config)) : std::string("null"),
+        chosen ? chosen->step_ms : 0.0, chosen ? chosen->tokens_per_s : 0.0, fmt::join(rows, ", ")));
   }
   std::shared_ptr<PlannedStep> plan;
   if (result.selected >= 0) {
@@ -696,9 +791,10 @@ size_t Engine::pending_ops() const {
   return pending_.size();
 }
 
-void Engine::note_eager_op() {
+void Engine::note_eager_op(std::string_view op) {
   std::lock_guard<std::recursive_mutex> lock(mu_);
   ++stats_.eager_ops;
+  if (events_enabled() && !op.empty()) emit_event("eager_op", "\"op\": " + json_string(op));
 }
 
 EngineStats Engine::stats() const {

@@ -5,6 +5,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <unordered_set>
 #include <vector>
 
@@ -78,7 +80,11 @@ class Engine {
   // flush(), then waits for every device (bounded by MOREH_SYNC_TIMEOUT); rethrows a failed step's error.
   void synchronize();
   size_t pending_ops() const;
-  void note_eager_op();
+  // An op that ended the step graph and ran eagerly (its name, for the run's events).
+  void note_eager_op(std::string_view op = {});
+  // The run's first and last events (runtime/base/event_log.h): the process, its flavor and devices; its totals.
+  void emit_run_start() const;
+  void emit_run_end() const;
   // The pending nodes that `buffer`'s value depends on, in recorded order (what a host read of it needs run),
   // when there are at most `limit` of them; nullopt when there are more. Empty when nothing pending writes it.
   std::optional<std::vector<runtime::Node>> pending_dependencies(const runtime::Buffer& buffer, size_t limit) const;
@@ -136,6 +142,9 @@ class Engine {
 
  private:
   void flush_locked();
+  // The step event of a plan about to run (or be held, plan-only): runtime/base/event_log.h.
+  void emit_step_locked(const PlannedStep& plan, const runtime::StepGraph& graph, uint64_t hash, bool cache_hit);
+  uint64_t eager_ops_at_last_step_ = 0;
   void wait_locked();
   // One device's plans read every launch's offsets from the step's nodes: a view's offset is step data there
   // (runtime/graph/canonical_graph.h). Batch splitting computes per-device offsets into its plans.

@@ -125,7 +125,7 @@ void run_eagerly(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   const auto& schema = op.schema();
   const size_t n = schema.arguments().size();
   const size_t base = stack->size() - n;
-  engine().note_eager_op();
+  engine().note_eager_op(c10::toString(schema.operator_name()));
   if (runtime::log_enabled(runtime::LogLevel::kDebug))
     runtime::log_message(runtime::LogLevel::kDebug,
                          "moreh: " + c10::toString(schema.operator_name()) + " ends the step graph and runs eagerly");

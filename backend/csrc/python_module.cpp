@@ -13,6 +13,7 @@
 #endif
 #include "backend/csrc/lazy_fallback.h"
 #include "backend/csrc/moreh_storage.h"
+#include "runtime/base/event_log.h"
 #include "runtime/base/data_type.h"
 #include "runtime/base/errors.h"
 #include "runtime/base/fork_guard.h"
@@ -28,7 +29,10 @@ using namespace moreh;
 
 namespace {
 
-void init() {
+void init(const std::string& torch_version, const std::string& moreh_version) {
+  // The run-start event (runtime/base/event_log.h) names them: the engine starts below.
+  runtime::add_run_fact("torch", runtime::json_string(torch_version));
+  runtime::add_run_fact("moreh", runtime::json_string(moreh_version));
   // The element types the runtime reduces and scales itself (collectives, shares of a mean).
   runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::Float), runtime::DataType::kFloat32);
   runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::Double), runtime::DataType::kFloat64);
@@ -143,7 +147,7 @@ py::list compile_fused_kernels(int arch) {
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   py::register_exception<runtime::ConfigError>(m, "ConfigError", PyExc_ValueError);
-  m.def("_init", &init);
+  m.def("_init", &init, py::arg("torch_version") = "", py::arg("moreh_version") = "");
   m.def("_flush", [] {
     py::gil_scoped_release nogil;
     backend::flush_step();

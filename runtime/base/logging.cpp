@@ -2,6 +2,12 @@
 
 #include "runtime/base/spdlog_logger.h"
 
+#include "runtime/base/event_log.h"
+#include "runtime/base/log_retention.h"
+
+#include <unistd.h>
+
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_sinks.h>
 
@@ -14,6 +20,16 @@ namespace {
 std::once_flag g_once;
 std::shared_ptr<spdlog::logger> g_logger;
 std::string g_path;
+
+// Warnings and errors are events too (event_log.h), for moreh-log's errors table.
+class EventSink final : public spdlog::sinks::base_sink<std::mutex> {
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    const std::string_view text(msg.payload.data(), msg.payload.size());
+    emit_event(msg.level >= spdlog::level::err ? "error" : "warning", "\"message\": " + json_string(text));
+  }
+  void flush_() override {}
+};
 
 std::shared_ptr<spdlog::logger> make_console_logger() {
   auto sink = std::make_shared<spdlog::sinks::stderr_sink_mt>();
@@ -38,12 +54,24 @@ void init_logging(const Config& config) {
     } catch (const std::exception& e) {
       file_error = e.what();
     }
+    init_event_log(config);
+    if (events_enabled()) {
+      auto events = std::make_shared<EventSink>();
+      events->set_level(spdlog::level::warn);
+      g_logger->sinks().push_back(events);
+    }
     set_log_level(config.log_level);
     g_logger->flush_on(spdlog::level::warn);
+    // A default-named log's directory holds every run's: the oldest go beyond MOREH_LOG_KEEP runs.
+    std::vector<std::string> pruned;
+    if (!g_path.empty() && config.log_file_fresh)
+      pruned = prune_old_runs(std::filesystem::path(config.log_file).parent_path().string(), config.log_keep, getpid());
     if (!g_path.empty())
       g_logger->info("moreh log file: {}", g_path);
     else
       g_logger->warn("moreh could not open the log file {}: {}", config.log_file, file_error);
+    if (!pruned.empty())
+      g_logger->debug("moreh: {} file(s) of older runs removed (MOREH_LOG_KEEP={})", pruned.size(), config.log_keep);
   });
 }
 

@@ -167,6 +167,16 @@ Config Config::from_env() {
       if (s == "1") return true;
       throw std::invalid_argument("flag");
     });
+  if (const char* v = env("MOREH_LOG_KEEP"))
+    c.log_keep = parse_var("MOREH_LOG_KEEP", v, "a count of runs (0: keep every one)", [](std::string_view s) {
+      return s == "0" ? uint64_t{0} : parse_count(s);
+    });
+  if (const char* v = env("MOREH_LOG_EVENTS"))
+    c.log_events = parse_var("MOREH_LOG_EVENTS", v, "0 or 1", [](std::string_view s) {
+      if (s == "0") return false;
+      if (s == "1") return true;
+      throw std::invalid_argument("flag");
+    });
   if (const char* v = env("MOREH_AP_CACHE"))
     c.ap_cache = parse_var("MOREH_AP_CACHE", v, "0 or 1", [](std::string_view s) {
       if (s == "0") return false;

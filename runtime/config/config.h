@@ -22,6 +22,8 @@ struct Config {
   std::string log_level = "info";        // MOREH_LOG_LEVEL
   std::string log_file;                  // MOREH_LOG_FILE (default: ~/.moreh/logs/moreh-<pid>.log)
   bool log_file_fresh = false;           // the default, named by pid: started empty (MOREH_LOG_FILE's is appended to)
+  bool log_events = true;                // MOREH_LOG_EVENTS: moreh-<pid>.events.jsonl beside the log (event_log.h)
+  uint64_t log_keep = 200;               // MOREH_LOG_KEEP: default-named runs kept in the log directory (0: all)
   std::string config_dir;                // MOREH_CONFIG_DIR (default: ~/.moreh): settings file, process registry
   Flavor flavor;                         // MOREH_FLAVOR / MOREH_NUM_DEVICES > <config_dir>/config > Small.64GB
   std::string flavor_source;             // where the flavor came from (a variable, the file's path, "default")

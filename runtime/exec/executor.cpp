@@ -1,3 +1,4 @@
+#include "runtime/base/event_log.h"
 #include "runtime/exec/executor.h"
 
 #include <fmt/format.h>
@@ -168,12 +169,21 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
   struct Timer {
     std::atomic<uint64_t>& total;
     std::chrono::steady_clock::time_point started;
+    uint64_t step;
+    int device;
     ~Timer() {
-      total.fetch_add(static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                          std::chrono::steady_clock::now() - started).count()),
-                      std::memory_order_relaxed);
+      const auto ns = static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());
+      total.fetch_add(ns, std::memory_order_relaxed);
+      if (!events_enabled() || step == 0) return;
+      try {  // the program's span on its device's stream, for moreh-log's timeline (event_log.h)
+        const double end = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+        emit_event("device_run", fmt::format("\"step\": {}, \"device\": {}, \"start\": {:.6f}, \"end\": {:.6f}", step,
+                                             device, end - static_cast<double>(ns) * 1e-9, end));
+      } catch (...) {
+      }
     }
-  } timer{replay_ns_, started};
+  } timer{replay_ns_, started, step.step, program.device};
   PhysicalDevice& device = *devices_.at(program.device);
   const auto& nodes = step.graph->nodes();
   uint32_t next_node = 0;  // the first node not yet run: a failure marks it and everything after

@@ -21,6 +21,7 @@ struct StepExecution {
   std::shared_ptr<const StepGraph> graph;
   std::vector<std::shared_ptr<Buffer>> bindings;  // slot -> buffer, from the canonical graph
   uint64_t interrupt_epoch = 0;  // set by submit(): an interrupt after it stops the step (runtime/base/interrupt.h)
+  uint64_t step = 0;             // the step's number in the process (its events name it; 0: unnumbered)
 };
 
 class Executor {
