@@ -31,6 +31,11 @@ $PY -c "import pytest, expecttest, hypothesis, numpy" 2>/dev/null || {
   echo "[setup] pip install pytest expecttest hypothesis numpy"
   $PY -m pip install -q pytest expecttest hypothesis numpy
 }
+# moreh-log plot draws with matplotlib (the tool says so, and exits, where it is missing).
+$PY -c "import matplotlib" 2>/dev/null || {
+  echo "[setup] pip install matplotlib"
+  $PY -m pip install -q matplotlib
+}
 # Hugging Face models for the real-script tests (built from configs; nothing is downloaded from a hub).
 $PY -c "import transformers, sys; sys.exit(transformers.__version__ != '5.23.0')" 2>/dev/null || {
   echo "[setup] pip install transformers==5.23.0"

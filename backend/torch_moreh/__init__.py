@@ -10,6 +10,15 @@ import sys as _sys
 _loaded = False
 
 
+def _moreh_version():
+    try:
+        from importlib.metadata import version
+
+        return version("torch_moreh")
+    except Exception:  # not installed as a distribution (a build tree on sys.path)
+        return "unknown"
+
+
 def _load():
     global _loaded
     if _loaded:
@@ -20,7 +29,7 @@ def _load():
     torch.utils.rename_privateuse1_backend("moreh")
     from . import _C  # noqa: F401  registers the device's kernels, guard and hooks
 
-    _C._init()
+    _C._init(torch.__version__, _moreh_version())
     from . import device_module
 
     torch._register_device_module("moreh", device_module)
@@ -32,7 +41,15 @@ def _load():
     # The end of every optimizer step is a step boundary (DESIGN.md §2.3).
     from torch.optim.optimizer import register_optimizer_step_post_hook
 
-    register_optimizer_step_post_hook(lambda optimizer, args, kwargs: _C._flush())
+    # Under torch.profiler the step's end shows as a `moreh::step` range: planning it and handing it to the
+    # devices (docs/LOGS.md says what the profiler does and does not see).
+    from torch.autograd.profiler import record_function as _record_function
+
+    def _end_step(optimizer, args, kwargs):
+        with _record_function("moreh::step"):
+            _C._flush()
+
+    register_optimizer_step_post_hook(_end_step)
     # A moreh tensor sent to another process travels by value; torch.compile runs its graphs on moreh.
     from . import compile_support, lazy_dynamo, process_sharing
 

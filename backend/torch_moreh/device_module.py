@@ -76,9 +76,12 @@ class device:
 
 
 def synchronize(device=None):
-    """Runs every pending op and waits for the device."""
+    """Runs every pending op and waits for the device (a `moreh::synchronize` range under torch.profiler)."""
     _check_index(device)
-    _C._synchronize()
+    from torch.autograd.profiler import record_function
+
+    with record_function("moreh::synchronize"):
+        _C._synchronize()
 
 
 def mark_step():
