@@ -56,7 +56,7 @@ cmake --build build
 where=$($PY -c "import importlib.util as u; s = u.find_spec('torch_moreh'); print(s.origin if s else '')" 2>/dev/null || true)
 # Reinstall too when the console scripts are missing (an install from before they existed).
 if [ "$where" != "$ROOT/backend/torch_moreh/__init__.py" ] || ! command -v moreh-smi >/dev/null \
-   || ! command -v moreh-switch-model >/dev/null; then
+   || ! command -v moreh-switch-model >/dev/null || ! command -v moreh-log >/dev/null; then
   echo "[setup] pip install -e . (torch_moreh from $ROOT)"
   $PY -m pip install -q --no-build-isolation --no-deps -e .
 fi

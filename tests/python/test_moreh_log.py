@@ -292,3 +292,11 @@ def test_torch_profiler_shows_each_step_and_the_wait_for_the_devices(tmp_path):
                           env=dict(os.environ, MOREH_CONFIG_DIR=str(tmp_path), MOREH_LOG_FILE=str(tmp_path / "x.log")))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == [3, 1]
+
+
+def test_moreh_log_is_installed_with_the_package(tmp_path):
+    import shutil
+    exe = shutil.which("moreh-log")
+    assert exe, "the package's console script (pyproject.toml) is not on PATH"
+    proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and "moreh-log list" in proc.stdout
