@@ -92,17 +92,19 @@ def _pick(args):
         if not runs:
             raise SystemExit(f"moreh-log: {target} holds no run")
         return runs[-1]
-    runs, problems = run_log.runs_in(directory) if os.path.isdir(directory) else ([], [])
+    if not os.path.isdir(directory):
+        raise SystemExit(f"moreh-log: no moreh run under {directory} (no such directory)")
+    if target and target.isdigit():
+        run = run_log.run_of_pid(directory, int(target))
+        if run is None:
+            raise SystemExit(f"moreh-log: no run of pid {target} under {directory}")
+        return run
+    run, problems = run_log.latest_run(directory)
     for p in problems:
         print(f"moreh-log: skipped {p}", file=sys.stderr)
-    if target and target.isdigit():
-        mine = [r for r in runs if r.pid == int(target)]
-        if not mine:
-            raise SystemExit(f"moreh-log: no run of pid {target} under {directory}")
-        return mine[-1]
-    if not runs:
+    if run is None:
         raise SystemExit(f"moreh-log: no moreh run under {directory}")
-    return runs[-1]
+    return run
 
 
 def cmd_list(args):
@@ -167,10 +169,10 @@ def cmd_steps(args):
         print(json.dumps({"path": run.path, "steps": rows, "total": run.step_count}, indent=1))
         return 0
     table = [[r["step"], r.get("graph") or "-", r.get("ops", "-"), r.get("cache") or "-", _ms(r.get("compile_ms")),
-              _ms(r.get("time_ms")), _ms(r.get("predicted_ms")),
+              _ms(r.get("time_ms")), _ms(r.get("comm_ms")), _ms(r.get("predicted_ms")),
               _mib(max(r["peak_total"])) if r.get("peak_total") else "-", r.get("eager_ops_before", 0)]
              for r in rows]
-    print("\n".join(box.render(["Step", "Graph", "Ops", "Cache", "Compile", "Time", "Predicted", "Peak/device",
+    print("\n".join(box.render(["Step", "Graph", "Ops", "Cache", "Compile", "Time", "Comm", "Predicted", "Peak/device",
                                 "Eager before"], table)))
     if run.step_count > len(rows):
         print(f"note: the last {len(rows)} of {run.step_count} steps (moreh-log summary counts every one)")
@@ -236,7 +238,7 @@ def trace_events(run):
             out.append({"ph": "X", "pid": pid, "tid": 0, "name": f"compile step {s['step']}", "cat": "plan",
                         "ts": us(s["t"]) - s["compile_ms"] * 1e3, "dur": s["compile_ms"] * 1e3,
                         "args": {"graph": s.get("graph"), "ops": s.get("ops")}})
-        for d, (start, end) in sorted(s["devices"].items(), key=lambda kv: kv[0] if isinstance(kv[0], int) else -1):
+        for d, (start, end, comm) in sorted(s["devices"].items(), key=lambda kv: kv[0] if isinstance(kv[0], int) else -1):
             if not isinstance(d, int):
                 continue
             out.append({"ph": "X", "pid": pid, "tid": d + 1, "name": f"step {s['step']}", "cat": "step",
@@ -244,6 +246,9 @@ def trace_events(run):
                         "args": {"graph": s.get("graph"), "ops": s.get("ops"), "cache": s.get("cache"),
                                  "predicted_ms": s.get("predicted_ms"), "layout": s.get("layout") or "default",
                                  "collective_bytes": s.get("collective_bytes")}})
+            for kind, nbytes, a, b in comm:  # collectives and pipeline messages, inside the step's span
+                out.append({"ph": "X", "pid": pid, "tid": d + 1, "name": str(kind), "cat": "comm",
+                            "ts": us(start + a), "dur": round((b - a) * 1e6, 1), "args": {"bytes": int(nbytes)}})
     for a in run.ap:
         if a.get("t"):
             ms = (a.get("compile_ms") or 0) + (a.get("cost_ms") or 0)

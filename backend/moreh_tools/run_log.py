@@ -149,8 +149,8 @@ class Run:
             if isinstance(b, (int, float)):
                 self.peaks[d] = max(self.peaks.get(d, 0), b)
 
-    def _device_run(self, row, device, start, end):
-        _add_device_run(row, device, start, end)
+    def _device_run(self, row, device, start, end, comm=None):
+        _add_device_run(row, device, start, end, comm)
         if row["time_ms"] is not None:
             self.times[row["i"]] = row["time_ms"]
 
@@ -173,8 +173,8 @@ class Run:
         elif kind == "step":
             row = _step_row(e)
             self.add_step(row)
-            for device, start, end in self.device_runs.pop(row["step"], []):
-                self._device_run(row, device, start, end)
+            for device, start, end, comm in self.device_runs.pop(row["step"], []):
+                self._device_run(row, device, start, end, comm)
             for op in e.get("fallback_ops") or []:
                 self.replicated[op] = self.replicated.get(op, 0) + 1
         elif kind == "device_run":
@@ -182,9 +182,10 @@ class Run:
             row = next((self.steps[-k] for k in range(1, min(8, len(self.steps)) + 1)
                         if self.steps[-k]["step"] == step), None)
             if row is not None:
-                self._device_run(row, e.get("device"), e.get("start"), e.get("end"))
+                self._device_run(row, e.get("device"), e.get("start"), e.get("end"), e.get("comm"))
             elif len(self.device_runs) < 64:  # its step's record not read yet (or lost)
-                self.device_runs.setdefault(step, []).append((e.get("device"), e.get("start"), e.get("end")))
+                self.device_runs.setdefault(step, []).append(
+                    (e.get("device"), e.get("start"), e.get("end"), e.get("comm")))
         elif kind in ("warning", "error"):
             self.add_error(e.get("t"), kind, str(e.get("message", "")))
         elif kind == "out_of_memory":
@@ -241,13 +242,20 @@ def _step_row(e):
             "predicted_ms": e.get("predicted_ms"), "replicated_fallbacks": e.get("replicated_fallbacks", 0),
             "eager_ops_before": e.get("eager_ops_before", 0), "peak_total": total,
             "collective_bytes": e.get("collective_bytes_per_device"), "plan_only": e.get("plan_only", False),
-            "time_ms": None, "begin": None, "finish": None, "devices": {}}
+            "time_ms": None, "begin": None, "finish": None, "devices": {}, "comm_ms": None, "comm_bytes": None}
 
 
-def _add_device_run(row, device, start, end):
+def _add_device_run(row, device, start, end, comm=None):
+    """A device's span of the step, and its collectives and messages: [kind, bytes, start, end] each, seconds
+    after the device's start."""
     if not isinstance(start, (int, float)) or not isinstance(end, (int, float)):
         return
-    row["devices"][device] = (start, end)
+    spans = [c for c in comm or [] if isinstance(c, list) and len(c) == 4
+             and all(isinstance(x, (int, float)) for x in c[1:])]
+    row["devices"][device] = (start, end, spans)
+    comm_s = sum(c[3] - c[2] for c in spans)
+    row["comm_ms"] = max(row.get("comm_ms") or 0.0, comm_s * 1e3)  # the busiest device's
+    row["comm_bytes"] = max(row.get("comm_bytes") or 0, sum(int(c[1]) for c in spans))
     row["begin"] = start if row["begin"] is None else min(row["begin"], start)
     row["finish"] = end if row["finish"] is None else max(row["finish"], end)
     row["time_ms"] = (row["finish"] - row["begin"]) * 1e3
@@ -345,6 +353,57 @@ def runs_in(directory):
             problems.append(f"{path}: {e.strerror}")
     runs.sort(key=lambda r: r.first_t if r.first_t is not None else 0)
     return runs, problems
+
+
+def _run_files(directory):
+    """The run files of a directory, newest first: an events file, or a log without one."""
+    names = os.listdir(directory)
+    events = {n for n in names if n.endswith(EVENTS_SUFFIX)}
+    files = [n for n in events] + [n for n in names if n.endswith(LOG_SUFFIX)
+                                   and n[: -len(LOG_SUFFIX)] + EVENTS_SUFFIX not in events]
+
+    def mtime(n):
+        try:
+            return os.path.getmtime(os.path.join(directory, n))
+        except OSError:
+            return 0
+    return sorted(files, key=mtime, reverse=True)
+
+
+def latest_run(directory):
+    """The latest run under the directory, reading only the newest file that holds one (a directory of
+    thousands of runs is not read whole). (None, problems) when there is none."""
+    problems = []
+    try:
+        files = _run_files(directory)
+    except OSError as e:
+        raise SystemExit(f"moreh-log: cannot read the log directory {directory}: {e.strerror}")
+    for n in files:
+        path = os.path.join(directory, n)
+        try:
+            runs = read_path(path)
+        except OSError as e:
+            problems.append(f"{path}: {e.strerror}")
+            continue
+        if runs:
+            return runs[-1], problems
+    return None, problems
+
+
+def run_of_pid(directory, pid):
+    """The run of a pid: its default-named files first, else every file's runs."""
+    for name in (f"moreh-{pid}{EVENTS_SUFFIX}", f"moreh-{pid}{LOG_SUFFIX}"):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            try:
+                mine = [r for r in read_path(path) if r.pid == pid]
+            except OSError:
+                mine = []
+            if mine:
+                return mine[-1]
+    runs, _ = runs_in(directory)
+    mine = [r for r in runs if r.pid == pid]
+    return mine[-1] if mine else None
 
 
 def read_path(path):

@@ -15,6 +15,21 @@
 
 namespace moreh::runtime {
 
+namespace {
+// The collectives and messages a device's event names ("" for the other instructions).
+const char* comm_name(Instruction::Kind kind) {
+  switch (kind) {
+    case Instruction::Kind::kAllReduce: return "all_reduce";
+    case Instruction::Kind::kAllGather: return "all_gather";
+    case Instruction::Kind::kReduceScatter: return "reduce_scatter";
+    case Instruction::Kind::kBroadcast: return "broadcast";
+    case Instruction::Kind::kSend: return "send";
+    case Instruction::Kind::kRecv: return "recv";
+    default: return "";
+  }
+}
+}  // namespace
+
 PhysicalBlock& LaunchContext::input_memory(size_t i) const {
   const TensorRef& r = node_.inputs.at(i);
   const Buffer& b = *r.buffer;
@@ -166,11 +181,22 @@ bool Executor::recover_groups() {
 
 void Executor::run_program(const StepExecution& step, const DeviceProgram& program) {
   const auto started = std::chrono::steady_clock::now();
+  // The step's collectives and messages on this device, for its event: (kind, bytes, start, end), seconds
+  // after the program's start (only while events are written).
+  struct CommSpan {
+    Instruction::Kind kind;
+    uint64_t bytes;
+    double start, end;
+  };
+  std::vector<CommSpan> comm;
+  const bool spans = events_enabled() && step.step != 0;
+  auto since_start = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); };
   struct Timer {
     std::atomic<uint64_t>& total;
     std::chrono::steady_clock::time_point started;
     uint64_t step;
     int device;
+    const std::vector<CommSpan>& comm;
     ~Timer() {
       const auto ns = static_cast<uint64_t>(
           std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count());
@@ -178,12 +204,17 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
       if (!events_enabled() || step == 0) return;
       try {  // the program's span on its device's stream, for moreh-log's timeline (event_log.h)
         const double end = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-        emit_event("device_run", fmt::format("\"step\": {}, \"device\": {}, \"start\": {:.6f}, \"end\": {:.6f}", step,
-                                             device, end - static_cast<double>(ns) * 1e-9, end));
+        std::string spans;
+        for (const CommSpan& c : comm)
+          spans += fmt::format("{}[\"{}\", {}, {:.6f}, {:.6f}]", spans.empty() ? "" : ", ", comm_name(c.kind), c.bytes,
+                               c.start, c.end);
+        emit_event("device_run",
+                   fmt::format("\"step\": {}, \"device\": {}, \"start\": {:.6f}, \"end\": {:.6f}, \"comm\": [{}]", step,
+                               device, end - static_cast<double>(ns) * 1e-9, end, spans));
       } catch (...) {
       }
     }
-  } timer{replay_ns_, started, step.step, program.device};
+  } timer{replay_ns_, started, step.step, program.device, comm};
   PhysicalDevice& device = *devices_.at(program.device);
   const auto& nodes = step.graph->nodes();
   uint32_t next_node = 0;  // the first node not yet run: a failure marks it and everything after
@@ -199,8 +230,14 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
         std::vector<CollectivePart> parts;
         for (; joins(pc); ++pc) parts.push_back(all_reduce_part(step, program, code[pc], device));
         --pc;
-        auto [comm, rank] = communicator_for(*step.plan, ins, device);
-        comm->run_group_in_stream(rank, parts);
+        auto [group, rank] = communicator_for(*step.plan, ins, device);
+        const double began = spans ? since_start() : 0;
+        group->run_group_in_stream(rank, parts);
+        if (spans) {
+          uint64_t bytes = 0;
+          for (const CollectivePart& part : parts) bytes += part.count * size_of(part.type);
+          comm.push_back({Instruction::Kind::kAllReduce, bytes, began, since_start()});
+        }
         continue;
       }
       switch (ins.kind) {
@@ -246,9 +283,15 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
         case Instruction::Kind::kRelease:
           step.bindings[ins.index]->unbind(device.index());
           break;
-        default:
+        default: {
+          const double began = spans ? since_start() : 0;
           run_collective(step, program, ins, device);
+          if (spans && comm_name(ins.kind)[0] != '\0') {
+            const uint64_t bytes = ins.range ? program.ranges.at(ins.range - 1).bytes : step.bindings[ins.index]->bytes();
+            comm.push_back({ins.kind, bytes, began, since_start()});
+          }
           break;
+        }
       }
     } catch (const OutOfMemoryError& e) {
       mark_step_failed(*step.graph, next_node, e.what());

@@ -190,8 +190,12 @@ def test_a_malformed_events_setting_is_refused_by_name(tmp_path):
     assert proc.returncode != 0 and "MOREH_LOG_EVENTS" in proc.stderr
 
 
+PIPELINE = ("num_stages : 2, num_micro_batches : 2, batch_per_device : 0, No TP, recomputation : 0, "
+            "distribute_param : false, distribute_low_prec_param : false")
+
+
 def test_the_trace_is_chrome_trace_events_with_a_track_per_device(tmp_path):
-    log = run_script(tmp_path, TRAIN, 3, devices=2)
+    log = run_script(tmp_path, TRAIN, 3, devices=2, MOREH_PARALLELISM=PIPELINE)
     target = tmp_path / "trace.json"
     proc = moreh_log(tmp_path, "trace", str(log), "-o", str(target))
     assert proc.returncode == 0, proc.stderr
@@ -210,6 +214,16 @@ def test_the_trace_is_chrome_trace_events_with_a_track_per_device(tmp_path):
     steps = as_json(tmp_path, str(log))["steps"]
     assert {(e["name"], e["tid"]) for e in spans} == {(f"step {s}", tracks[d]) for s in range(1, steps + 1)
                                                        for d in ("host:0", "host:1")}
+    # Two pipeline stages send activations and gradients: each device's messages lie inside its step's span.
+    comm = [e for e in events if e.get("cat") == "comm"]
+    assert comm and all(e["args"]["bytes"] > 0 for e in comm)
+    assert {e["name"] for e in comm} <= {"all_reduce", "all_gather", "reduce_scatter", "broadcast", "send", "recv"}
+    for c in comm:
+        assert any(s["tid"] == c["tid"] and s["ts"] - 1 <= c["ts"] and c["ts"] + c["dur"] <= s["ts"] + s["dur"] + 1
+                   for s in spans), c
+    table = as_json(tmp_path, "steps", str(log))["steps"]
+    assert any(r["comm_bytes"] > 0 and r["comm_ms"] >= 0 for r in table)
+    assert {"send", "recv"} <= {e["name"] for e in comm}
     legacy = run_script(tmp_path / "legacy", TRAIN, 2, MOREH_LOG_EVENTS="0")
     proc = moreh_log(tmp_path, "trace", str(legacy), "-o", str(tmp_path / "t2.json"))
     assert proc.returncode != 0 and "no events file" in proc.stderr and "Traceback" not in proc.stderr
@@ -300,3 +314,28 @@ def test_moreh_log_is_installed_with_the_package(tmp_path):
     assert exe, "the package's console script (pyproject.toml) is not on PATH"
     proc = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "moreh-log list" in proc.stdout
+
+
+def test_a_directory_of_thousands_of_runs(tmp_path):
+    logs = tmp_path / "many"
+    logs.mkdir()
+    now = time.time()
+    for k in range(2000):  # finished runs of 1-3 steps, each in its own file; run 1234 the newest
+        pid = 100000 + k
+        t = now - 10_000 + k
+        lines = [{"t": t, "event": "run_start", "pid": pid, "command": f"python train.py --run {k}",
+                  "devices": ["host:0"], "flavor": "Small.64GB"}]
+        for s in range(1, k % 3 + 2):
+            lines.append({"t": t + s, "event": "step", "step": s, "graph": "0" * 16, "ops": 10, "cache": "miss",
+                          "compile_ms": 1.0, "peak_bytes": [100], "used_bytes": [0]})
+            lines.append({"t": t + s, "event": "device_run", "step": s, "device": 0, "start": t + s, "end": t + s + 0.5})
+        lines.append({"t": t + 5, "event": "run_end", "steps": k % 3 + 1})
+        f = logs / f"moreh-{pid}.events.jsonl"
+        f.write_text("".join(json.dumps(e) + "\n" for e in lines))
+        os.utime(f, (t + 20_000 if k == 1234 else t,) * 2)
+    listed = as_json(tmp_path, "list", "--dir", str(logs))["runs"]
+    assert len(listed) == 2000 and all(r["state"] == "finished" for r in listed)
+    latest = as_json(tmp_path, "--dir", str(logs))
+    assert latest["pid"] == 101234 and latest["steps"] == 1234 % 3 + 1
+    by_pid = as_json(tmp_path, "101999", "--dir", str(logs))
+    assert by_pid["steps"] == 1999 % 3 + 1 and by_pid["first_step_ms"] == pytest.approx(500.0)
