@@ -339,3 +339,20 @@ def test_a_directory_of_thousands_of_runs(tmp_path):
     assert latest["pid"] == 101234 and latest["steps"] == 1234 % 3 + 1
     by_pid = as_json(tmp_path, "101999", "--dir", str(logs))
     assert by_pid["steps"] == 1999 % 3 + 1 and by_pid["first_step_ms"] == pytest.approx(500.0)
+
+
+def test_the_example_scripts_run_is_summed_up(tmp_path):
+    log = tmp_path / "logs" / "moreh-example.log"
+    env = dict(os.environ, MOREH_LOG_FILE=str(log), MOREH_NUM_DEVICES="2", MOREH_CONFIG_DIR=str(tmp_path / "cfg"))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train_gpt.py"), "--steps", "3",
+                           "--batch-size", "4", "--block-size", "32", "--d-model", "64", "--n-layer", "1",
+                           "--n-head", "2", "--advanced-parallelization"],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = as_json(tmp_path, str(log))
+    assert summary["state"] == "finished" and summary["steps"] >= 3 and summary["ap"]["selected"]
+    assert summary["layout"] == summary["ap"]["selected"]  # the step ran under the layout AP chose
+    ap = as_json(tmp_path, "ap", str(log))["searches"][0]
+    assert len(ap["table"]) == ap["candidates"] and any(c["config"] == ap["selected"] for c in ap["table"])
+    text = moreh_log(tmp_path, "ap", str(log))
+    assert text.returncode == 0 and "selected" in text.stdout
