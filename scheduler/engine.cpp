@@ -185,6 +185,8 @@ void Engine::stop_registry() {
 
 void Engine::set_kernel_provider(KernelProvider* provider) { executor_.set_provider(provider); }
 
+void Engine::set_program_scope(Executor::ProgramScope scope) { executor_.set_program_scope(std::move(scope)); }
+
 std::shared_ptr<Buffer> Engine::new_buffer(uint64_t bytes) { return std::make_shared<Buffer>(vm_, bytes, static_cast<int>(devices_.size())); }
 
 void Engine::record(Node node) {
@@ -385,7 +387,7 @@ void Engine::flush_locked() {
   executor_.submit(StepExecution{.plan = plan,
                                  .graph = graph,
                                  .bindings = std::move(canonical.bindings),
-                                 .step = events_enabled() ? stats_.flushes : 0});
+                                 .step = stats_.flushes});
 }
 
 void Engine::emit_run_start() const {

@@ -59,6 +59,8 @@ class Engine {
   const runtime::Config& config() const { return config_; }
   bool plan_only() const { return config_.plan_only; }
   void set_kernel_provider(runtime::KernelProvider* provider);
+  // A range opened around each device program's run, on the device's thread (runtime/exec/executor.h).
+  void set_program_scope(runtime::Executor::ProgramScope scope);
   runtime::PhysicalDevice& device(int index = 0) { return *devices_.at(index); }
   size_t num_devices() const { return devices_.size(); }
   // The virtual device's memory: the sum over its physical devices.

@@ -13,6 +13,8 @@
 #endif
 #include "backend/csrc/lazy_fallback.h"
 #include "backend/csrc/moreh_storage.h"
+#include <ATen/record_function.h>
+
 #include "runtime/base/event_log.h"
 #include "runtime/base/data_type.h"
 #include "runtime/base/errors.h"
@@ -53,6 +55,14 @@ void init(const std::string& torch_version, const std::string& moreh_version) {
   e.set_kernel_provider(&backend::host_kernel_provider());
 #endif
   backend::register_recorded_composites();
+  // Under torch.profiler with profile_all_threads, each device program's run is a `moreh::device_run` range
+  // on its device's thread (docs/LOGS.md); without a profiler the range is inactive and costs a check.
+  e.set_program_scope([](uint64_t, int) -> std::shared_ptr<void> {
+    auto range = std::make_shared<at::RecordFunction>(at::RecordScope::USER_SCOPE);
+    if (!range->isActive()) return nullptr;
+    range->before("moreh::device_run");
+    return range;
+  });
   e.set_host_calibration(&backend::measure_host);
 }
 

@@ -180,6 +180,7 @@ bool Executor::recover_groups() {
 }
 
 void Executor::run_program(const StepExecution& step, const DeviceProgram& program) {
+  const std::shared_ptr<void> scope = program_scope_ ? program_scope_(step.step, program.device) : nullptr;
   const auto started = std::chrono::steady_clock::now();
   // The step's collectives and messages on this device, for its event: (kind, bytes, start, end), seconds
   // after the program's start (only while events are written).
@@ -189,7 +190,7 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
     double start, end;
   };
   std::vector<CommSpan> comm;
-  const bool spans = events_enabled() && step.step != 0;
+  const bool spans = events_enabled() && step.step != 0;  // (the step is numbered when events are written)
   auto since_start = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); };
   struct Timer {
     std::atomic<uint64_t>& total;

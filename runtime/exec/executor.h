@@ -3,6 +3,7 @@
 #pragma once
 #include <atomic>
 #include <map>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <utility>
@@ -29,6 +30,10 @@ class Executor {
   Executor(std::vector<PhysicalDevice*> devices, KernelProvider* provider) : devices_(std::move(devices)),
                                                                            provider_(provider) {}
   void set_provider(KernelProvider* provider) { provider_ = provider; }
+  // Optional: opened around each device program's run and closed after it (the backend's profiler range, on
+  // the device's thread); null, or a hook that returns null, opens nothing. Set before steps run.
+  using ProgramScope = std::function<std::shared_ptr<void>(uint64_t step, int device)>;
+  void set_program_scope(ProgramScope scope) { program_scope_ = std::move(scope); }
   // The collectives of plans over several devices (rank r = devices[r]).
   void set_communicator(Communicator* comm) { comm_ = comm; }
   // Enqueues every program of the step on its device.
@@ -65,6 +70,7 @@ class Executor {
 
   std::vector<PhysicalDevice*> devices_;
   KernelProvider* provider_;
+  ProgramScope program_scope_;
   Communicator* comm_ = nullptr;
   mutable std::mutex groups_mu_;
   std::map<std::vector<int>, std::unique_ptr<Communicator>> groups_;  // by the devices of the group

@@ -286,26 +286,33 @@ def test_old_runs_are_pruned_beyond_the_kept_count_but_never_a_live_one(tmp_path
     assert proc.returncode != 0 and "MOREH_LOG_KEEP" in proc.stderr
 
 
-def test_torch_profiler_shows_each_step_and_the_wait_for_the_devices(tmp_path):
+def test_torch_profiler_shows_each_step_the_wait_and_the_devices_runs(tmp_path):
     code = textwrap.dedent("""
         import json, torch
         from torch.profiler import profile, ProfilerActivity
+        from torch._C._profiler import _ExperimentalConfig
         dev = torch.device("moreh")
         model = torch.nn.Linear(16, 4).to(dev)
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
-            for _ in range(3):
-                model(torch.randn(8, 16).to(dev)).sum().backward()
-                opt.step()
-                opt.zero_grad()
-            torch.moreh.synchronize()
-        counts = {e.key: e.count for e in prof.key_averages()}
-        print(json.dumps([counts.get("moreh::step"), counts.get("moreh::synchronize")]))
+        torch.moreh.synchronize()
+        out = []
+        for all_threads in (False, True):  # seen either way: the profiler's callbacks reach the devices' threads
+            config = _ExperimentalConfig(profile_all_threads=all_threads)
+            with profile(activities=[ProfilerActivity.CPU], experimental_config=config) as prof:
+                for _ in range(3):
+                    model(torch.randn(8, 16).to(dev)).sum().backward()
+                    opt.step()
+                    opt.zero_grad()
+                torch.moreh.synchronize()
+            counts = {e.key: e.count for e in prof.key_averages()}
+            out.append([counts.get("moreh::step"), counts.get("moreh::synchronize"), counts.get("moreh::device_run")])
+        print(json.dumps(out))
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, MOREH_CONFIG_DIR=str(tmp_path), MOREH_LOG_FILE=str(tmp_path / "x.log")))
+                          env=dict(os.environ, MOREH_CONFIG_DIR=str(tmp_path), MOREH_LOG_FILE=str(tmp_path / "x.log"),
+                                   MOREH_NUM_DEVICES="2"))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [3, 1]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [[3, 1, 6], [3, 1, 6]]  # 3 steps on 2 devices
 
 
 def test_moreh_log_is_installed_with_the_package(tmp_path):
