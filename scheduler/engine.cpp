@@ -580,16 +580,12 @@ std::shared_ptr<PlannedStep> Engine::choose_layout_locked(const StepGraph& graph
       case SearchPhase::kLowered:
         log().info("Elapsed Time to compile all candidates = {} [ms]", static_cast<int64_t>(r.compile_ms));
         log().info("Parallel Graph Compile finished.");
-        if (const auto slower = std::count_if(r.candidates.begin(), r.candidates.end(), [](const CandidateResult& c) {
-              return c.dominance == CandidateResult::Dominance::kSlower;
-            }))
+        if (r.slower > 0)
           log().info("{} candidate(s) with recomputation were not compiled: the same layout without it fits, and "
-                     "recomputation only adds time.", slower);
-        if (const auto larger = std::count_if(r.candidates.begin(), r.candidates.end(), [](const CandidateResult& c) {
-              return c.dominance == CandidateResult::Dominance::kLarger;
-            }))
+                     "recomputation only adds time.", r.slower);
+        if (r.larger > 0)
           log().info("{} candidate(s) without distribute_param were not compiled: the same layout with it holds "
-                     "less and does not fit.", larger);
+                     "less and does not fit.", r.larger);
         log().info("The number of possible candidates is {}.", r.lowered_and_fitting);
         if (r.lowered_again > 0)
           log().info("{} of their plans were not kept (more than {} of this process's memory in all): they are "

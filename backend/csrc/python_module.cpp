@@ -56,10 +56,11 @@ void init(const std::string& torch_version, const std::string& moreh_version) {
 #endif
   backend::register_recorded_composites();
   // Under torch.profiler with profile_all_threads, each device program's run is a `moreh::device_run` range
-  // on its device's thread (docs/LOGS.md); without a profiler the range is inactive and costs a check.
+  // on its device's thread (docs/LOGS.md); without a profiler it costs a check.
   e.set_program_scope([](uint64_t, int) -> std::shared_ptr<void> {
-    auto range = std::make_shared<at::RecordFunction>(at::RecordScope::USER_SCOPE);
-    if (!range->isActive()) return nullptr;
+    auto callbacks = at::getStepCallbacksUnlessEmpty(at::RecordScope::USER_SCOPE);
+    if (!callbacks) return nullptr;  // no profiler: nothing allocated
+    auto range = std::make_shared<at::RecordFunction>(std::move(*callbacks));
     range->before("moreh::device_run");
     return range;
   });

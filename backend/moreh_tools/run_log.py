@@ -32,10 +32,6 @@ def events_path_for(log_path):
     return log_path + EVENTS_SUFFIX
 
 
-def log_path_for(events_path):
-    return events_path[: -len(EVENTS_SUFFIX)] + LOG_SUFFIX
-
-
 def pid_alive(pid):
     if not isinstance(pid, int) or pid <= 0:
         return False
@@ -74,7 +70,6 @@ class Run:
         self.ap = []                # ap records
         self.layouts = []           # configuration lines selected, in order (log source)
         self.bad_lines = 0          # lines that were not one record (truncated, garbage)
-        self.unknown_events = 0
         self.notes = []             # what could not be read, said once each
         self.may_run = True         # False for a run followed by another in its file (it ended somehow)
 
@@ -197,9 +192,7 @@ class Run:
             op = str(e.get("op", "?"))
             self.eager[op] = self.eager.get(op, 0) + 1
         elif kind == "ap":
-            self.ap.append(e)
-        else:
-            self.unknown_events += 1
+            self.ap.append(e)  # (records of kinds a later moreh adds are left alone)
 
     def add_log_line(self, line, epoch):
         m = _SPDLOG.match(line)
@@ -328,27 +321,16 @@ def read_log(path):
 
 
 def runs_in(directory):
-    """Every run under the directory: (path of the file read, Run), oldest first. Unreadable files are named
-    in the second list, not raised."""
+    """Every run under the directory, oldest first, and the files that could not be read (named, not raised)."""
     runs, problems = [], []
     try:
-        names = os.listdir(directory)
+        files = _run_files(directory)
     except OSError as e:
         raise SystemExit(f"moreh-log: cannot read the log directory {directory}: {e.strerror}")
-    events = {n for n in names if n.endswith(EVENTS_SUFFIX)}
-    logs = {n for n in names if n.endswith(LOG_SUFFIX)}
-    for n in sorted(events):
+    for n in files:
         path = os.path.join(directory, n)
         try:
-            runs.extend(read_events(path))
-        except OSError as e:
-            problems.append(f"{path}: {e.strerror}")
-    for n in sorted(logs):
-        if n[: -len(LOG_SUFFIX)] + EVENTS_SUFFIX in events:
-            continue
-        path = os.path.join(directory, n)
-        try:
-            runs.append(read_log(path))
+            runs.extend(read_path(path))
         except OSError as e:
             problems.append(f"{path}: {e.strerror}")
     runs.sort(key=lambda r: r.first_t if r.first_t is not None else 0)
@@ -359,7 +341,7 @@ def _run_files(directory):
     """The run files of a directory, newest first: an events file, or a log without one."""
     names = os.listdir(directory)
     events = {n for n in names if n.endswith(EVENTS_SUFFIX)}
-    files = [n for n in events] + [n for n in names if n.endswith(LOG_SUFFIX)
+    files = list(events) + [n for n in names if n.endswith(LOG_SUFFIX)
                                    and n[: -len(LOG_SUFFIX)] + EVENTS_SUFFIX not in events]
 
     def mtime(n):

@@ -1,4 +1,3 @@
-#include "runtime/base/event_log.h"
 #include "runtime/exec/executor.h"
 
 #include <fmt/format.h>
@@ -8,6 +7,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "runtime/base/event_log.h"
 #include "runtime/base/errors.h"
 #include "runtime/host/host_arithmetic.h"
 #include "runtime/base/interrupt.h"
@@ -190,7 +190,7 @@ void Executor::run_program(const StepExecution& step, const DeviceProgram& progr
     double start, end;
   };
   std::vector<CommSpan> comm;
-  const bool spans = events_enabled() && step.step != 0;  // (the step is numbered when events are written)
+  const bool spans = events_enabled() && step.step != 0;
   auto since_start = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(); };
   struct Timer {
     std::atomic<uint64_t>& total;

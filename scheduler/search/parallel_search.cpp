@@ -253,7 +253,6 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
     }
     return out;
   };
-  std::vector<char> lowered(configs.size(), 0);  // went through lower() (fitting or not)
   // Lowers candidates [first, end) in four waves: without recomputation before with it, with distribute_param
   // before without. A candidate with recomputation is lowered only where its twin does not fit (recomputation
   // runs the same programs and more: with the twin fitting it can only be slower); one without
@@ -274,9 +273,9 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
           continue;
         }
         const std::vector<int> zero = zero_siblings(i);
+        // Every sibling lowered (its peak measured) and over the memory.
         const bool none_fits = !zero.empty() && std::all_of(zero.begin(), zero.end(), [&](int k) {
-          const auto& z = out.candidates[static_cast<size_t>(k)];
-          return lowered[static_cast<size_t>(k)] && !fits[static_cast<size_t>(k)] && !z.peak_bytes.empty();
+          return !fits[static_cast<size_t>(k)] && !out.candidates[static_cast<size_t>(k)].peak_bytes.empty();
         });
         if (none_fits) {
           c.dominated_by = zero.front();
@@ -287,10 +286,7 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
         }
         needed.push_back(i);
       }
-      run_on_pool(needed.size(), threads, [&](size_t k) {
-        lower(needed[k]);
-        lowered[needed[k]] = 1;
-      });
+      run_on_pool(needed.size(), threads, [&](size_t k) { lower(needed[k]); });
     }
   };
   auto started = std::chrono::steady_clock::now();
@@ -309,13 +305,16 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
     plans.resize(configs.size());
     fits.resize(configs.size(), 0);
     represented.resize(configs.size(), 0);
-    lowered.resize(configs.size(), 0);
     for (size_t i = first; i < configs.size(); ++i) out.candidates[i].config = configs[i];
     if (progress) progress(SearchPhase::kWidened, out);
     lower_from(first);
   }
   out.compile_ms = ms_since(started);
   out.lowered_again = lowered_again;
+  for (const auto& c : out.candidates) {
+    out.slower += c.dominance == CandidateResult::Dominance::kSlower ? 1 : 0;
+    out.larger += c.dominance == CandidateResult::Dominance::kLarger ? 1 : 0;
+  }
 
   // Phase 2: the survivors' step on the simulator's clock.
   std::vector<size_t> survivors;
@@ -350,6 +349,7 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
       continue;
     c.dominated_by = -1;
     c.dominance = CandidateResult::Dominance::kNone;
+    --out.slower;
     c.dropped.clear();
     revived.push_back(i);
   }
@@ -362,11 +362,6 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
     out.lowered_and_fitting = survivors.size();
   }
   out.cost_ms = ms_since(started);
-  for (const auto& c : out.candidates) {
-    out.slower += c.dominance == CandidateResult::Dominance::kSlower ? 1 : 0;
-    out.larger += c.dominance == CandidateResult::Dominance::kLarger ? 1 : 0;
-  }
-
   // The fastest; among equals (within a microsecond) the least memory, then the earlier (simpler) candidate.
   auto fastest = [&] {
     int selected = -1;
