@@ -320,29 +320,15 @@ def read_log(path):
     return run
 
 
-def runs_in(directory):
-    """Every run under the directory, oldest first, and the files that could not be read (named, not raised)."""
-    runs, problems = [], []
-    try:
-        files = _run_files(directory)
-    except OSError as e:
-        raise SystemExit(f"moreh-log: cannot read the log directory {directory}: {e.strerror}")
-    for n in files:
-        path = os.path.join(directory, n)
-        try:
-            runs.extend(read_path(path))
-        except OSError as e:
-            problems.append(f"{path}: {e.strerror}")
-    runs.sort(key=lambda r: r.first_t if r.first_t is not None else 0)
-    return runs, problems
-
-
 def _run_files(directory):
     """The run files of a directory, newest first: an events file, or a log without one."""
-    names = os.listdir(directory)
+    try:
+        names = os.listdir(directory)
+    except OSError as e:
+        raise SystemExit(f"moreh-log: cannot read the log directory {directory}: {e.strerror}")
     events = {n for n in names if n.endswith(EVENTS_SUFFIX)}
     files = list(events) + [n for n in names if n.endswith(LOG_SUFFIX)
-                                   and n[: -len(LOG_SUFFIX)] + EVENTS_SUFFIX not in events]
+                            and n[: -len(LOG_SUFFIX)] + EVENTS_SUFFIX not in events]
 
     def mtime(n):
         try:
@@ -352,23 +338,31 @@ def _run_files(directory):
     return sorted(files, key=mtime, reverse=True)
 
 
+def _each_file(directory, problems):
+    """Each run file's runs, newest file first; files that cannot be read are named in `problems`."""
+    for n in _run_files(directory):
+        path = os.path.join(directory, n)
+        try:
+            yield read_path(path)
+        except OSError as e:
+            problems.append(f"{path}: {e.strerror}")
+
+
+def runs_in(directory):
+    """Every run under the directory, oldest first, and the files that could not be read (named, not raised)."""
+    problems = []
+    runs = [r for file_runs in _each_file(directory, problems) for r in file_runs]
+    runs.sort(key=lambda r: r.first_t if r.first_t is not None else 0)
+    return runs, problems
+
+
 def latest_run(directory):
     """The latest run under the directory, reading only the newest file that holds one (a directory of
     thousands of runs is not read whole). (None, problems) when there is none."""
     problems = []
-    try:
-        files = _run_files(directory)
-    except OSError as e:
-        raise SystemExit(f"moreh-log: cannot read the log directory {directory}: {e.strerror}")
-    for n in files:
-        path = os.path.join(directory, n)
-        try:
-            runs = read_path(path)
-        except OSError as e:
-            problems.append(f"{path}: {e.strerror}")
-            continue
-        if runs:
-            return runs[-1], problems
+    for file_runs in _each_file(directory, problems):
+        if file_runs:
+            return file_runs[-1], problems
     return None, problems
 
 
