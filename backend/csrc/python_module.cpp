@@ -13,7 +13,7 @@
 #endif
 #include "backend/csrc/lazy_fallback.h"
 #include "backend/csrc/moreh_storage.h"
-#include <ATen/record_function.h>
+#include "backend/csrc/profiler_range.h"
 
 #include "runtime/base/event_log.h"
 #include "runtime/base/data_type.h"
@@ -55,15 +55,7 @@ void init(const std::string& torch_version, const std::string& moreh_version) {
   e.set_kernel_provider(&backend::host_kernel_provider());
 #endif
   backend::register_recorded_composites();
-  // Under torch.profiler with profile_all_threads, each device program's run is a `moreh::device_run` range
-  // on its device's thread (docs/LOGS.md); without a profiler it costs a check.
-  e.set_program_scope([](uint64_t, int) -> std::shared_ptr<void> {
-    auto callbacks = at::getStepCallbacksUnlessEmpty(at::RecordScope::USER_SCOPE);
-    if (!callbacks) return nullptr;  // no profiler: nothing allocated
-    auto range = std::make_shared<at::RecordFunction>(std::move(*callbacks));
-    range->before("moreh::device_run");
-    return range;
-  });
+  e.set_program_scope(backend::profiler_program_scope());  // torch.profiler sees each device's runs
   e.set_host_calibration(&backend::measure_host);
 }
 

@@ -116,6 +116,7 @@ void Executor::submit(StepExecution step) {
     }
   }
   step.interrupt_epoch = interrupt_epoch();
+  if (program_scope_) step.open_program = program_scope_(step.step);
   auto shared = std::make_shared<StepExecution>(std::move(step));
   for (const auto& program : shared->plan->programs) {
     PhysicalDevice* device = devices_.at(program.device);
@@ -180,7 +181,7 @@ bool Executor::recover_groups() {
 }
 
 void Executor::run_program(const StepExecution& step, const DeviceProgram& program) {
-  const std::shared_ptr<void> scope = program_scope_ ? program_scope_(step.step, program.device) : nullptr;
+  const std::shared_ptr<void> scope = step.open_program ? step.open_program(program.device) : nullptr;
   const auto started = std::chrono::steady_clock::now();
   // The step's collectives and messages on this device, for its event: (kind, bytes, start, end), seconds
   // after the program's start (only while events are written).

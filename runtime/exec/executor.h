@@ -23,6 +23,8 @@ struct StepExecution {
   std::vector<std::shared_ptr<Buffer>> bindings;  // slot -> buffer, from the canonical graph
   uint64_t interrupt_epoch = 0;  // set by submit(): an interrupt after it stops the step (runtime/base/interrupt.h)
   uint64_t step = 0;             // the step's number in the process (its events name it; 0: unnumbered)
+  // Set by submit() from the program scope (below): opens the range around each device's program.
+  std::function<std::shared_ptr<void>(int device)> open_program{};
 };
 
 class Executor {
@@ -30,9 +32,12 @@ class Executor {
   Executor(std::vector<PhysicalDevice*> devices, KernelProvider* provider) : devices_(std::move(devices)),
                                                                            provider_(provider) {}
   void set_provider(KernelProvider* provider) { provider_ = provider; }
-  // Optional: opened around each device program's run and closed after it (the backend's profiler range, on
-  // the device's thread); null, or a hook that returns null, opens nothing. Set before steps run.
-  using ProgramScope = std::function<std::shared_ptr<void>(uint64_t step, int device)>;
+  // Optional: a range opened around each device program's run and closed after it (the backend's profiler
+  // range). Called by submit() on the submitting thread, the hook returns what opens the range on each device's
+  // thread, so that it can carry the submitting thread's state there; null, or a hook that returns null, opens
+  // nothing. Set before steps run.
+  using ProgramOpener = std::function<std::shared_ptr<void>(int device)>;
+  using ProgramScope = std::function<ProgramOpener(uint64_t step)>;
   void set_program_scope(ProgramScope scope) { program_scope_ = std::move(scope); }
   // The collectives of plans over several devices (rank r = devices[r]).
   void set_communicator(Communicator* comm) { comm_ = comm; }
