@@ -7,6 +7,7 @@
 #include <ATen/core/stack.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -36,10 +37,33 @@ double seconds_per_call(F&& f, double budget_s) {
   return elapsed / calls;
 }
 
-double matmul_flops(at::ScalarType type, int64_t n, double budget_s) {
-  const at::Tensor a = at::rand({n, n}).to(type), b = at::rand({n, n}).to(type);
-  const double s = seconds_per_call([&] { (void)at::mm(a, b); }, budget_s);
-  return 2.0 * static_cast<double>(n * n * n) / s;
+// A training step touches far more memory than a cache holds (every layer's activations, the parameters,
+// their gradients and the optimizer's state), each tensor once or twice: kernels timed on operands that stay
+// in cache run up to 3x faster than they do in a step. So each rate is measured over operand sets that
+// together fill this much, taken in turn.
+constexpr int64_t kWorkingSetBytes = 256ll << 20;
+
+// How many operand sets of `bytes_per_set` fill the working set (at least 2).
+int64_t sets_for(int64_t bytes_per_set) { return std::max<int64_t>(2, kWorkingSetBytes / bytes_per_set); }
+
+// Seconds per call of `f(set)`, the sets taken in turn (each touched once before the clock starts). The
+// values are constants: filling 256 MiB with random numbers took longer than the timing.
+template <typename Set, typename F>
+double seconds_per_call_over(const std::vector<Set>& sets, F&& f, double budget_s) {
+  size_t next = 0;
+  for (const Set& s : sets) f(s);
+  return seconds_per_call([&] {
+    f(sets[next]);
+    next = (next + 1) % sets.size();
+  }, budget_s);
+}
+
+double matmul_flops(at::ScalarType type, int64_t m, int64_t k, int64_t n, double budget_s) {
+  std::vector<std::pair<at::Tensor, at::Tensor>> sets;
+  const int64_t bytes = (m * k + k * n + m * n) * static_cast<int64_t>(c10::elementSize(type));
+  for (int64_t i = 0; i < sets_for(bytes); ++i) sets.emplace_back(at::full({m, k}, 0.5, type), at::full({k, n}, 0.5, type));
+  const double s = seconds_per_call_over(sets, [](const auto& ab) { (void)at::mm(ab.first, ab.second); }, budget_s);
+  return 2.0 * static_cast<double>(m * k * n) / s;
 }
 
 }  // namespace
@@ -48,29 +72,33 @@ scheduler::HostMeasurements measure_host() {
   scheduler::HostMeasurements m;
   // Matmuls of a small transformer's shapes (activations of 1024 rows against 256-wide weights), not the
   // square sizes that reach a BLAS's best.
-  {
-    const at::Tensor a = at::rand({1024, 256}), b = at::rand({256, 512});
-    const double s = seconds_per_call([&] { (void)at::mm(a, b); }, 0.1);
-    m.fp32_flops = 2.0 * 1024 * 256 * 512 / s;
-  }
-  m.low_prec_flops = matmul_flops(at::kBFloat16, 256, 0.05);
+  m.fp32_flops = matmul_flops(at::kFloat, 1024, 256, 512, 0.1);
+  m.low_prec_flops = matmul_flops(at::kBFloat16, 256, 256, 256, 0.05);
   {  // causal attention of a small transformer's heads: QK^T and PV, 2 × numel(q) × L multiply-adds
-    const at::Tensor q = at::rand({8, 4, 128, 64}), k = at::rand({8, 4, 128, 64}), v = at::rand({8, 4, 128, 64});
-    const double s = seconds_per_call([&] {
-      (void)at::scaled_dot_product_attention(q, k, v, std::nullopt, 0.0, /*is_causal=*/true);
+    std::vector<std::array<at::Tensor, 3>> sets;
+    const int64_t numel = 8 * 4 * 128 * 64;
+    for (int64_t i = 0; i < sets_for(4 * numel * 4); ++i)
+      sets.push_back({at::full({8, 4, 128, 64}, 0.5), at::full({8, 4, 128, 64}, 0.25), at::full({8, 4, 128, 64}, 0.5)});
+    const double s = seconds_per_call_over(sets, [](const auto& qkv) {
+      (void)at::scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], std::nullopt, 0.0, /*is_causal=*/true);
     }, 0.05);
-    m.attention_flops = 2.0 * 2.0 * static_cast<double>(q.numel()) * 128 / s;
+    m.attention_flops = 2.0 * 2.0 * static_cast<double>(numel) * 128 / s;
   }
   {  // a transcendental function per element (scheduler/analysis/node_work.h counts its FLOPs)
-    const at::Tensor x = at::rand({1 << 20});
-    const double s = seconds_per_call([&] { (void)at::gelu(x); }, 0.05);
+    std::vector<at::Tensor> sets;
+    for (int64_t i = 0; i < sets_for(2 * 4 << 20); ++i) sets.push_back(at::full({1 << 20}, 0.5));
+    const double s = seconds_per_call_over(sets, [](const at::Tensor& x) { (void)at::gelu(x); }, 0.05);
     m.elementwise_flops = scheduler::kTranscendentalFlops * (1 << 20) / s;
   }
-  {  // a streaming add: 2 reads and a write of 16 MiB each
-    const at::Tensor x = at::ones({4 << 20}), y = at::ones({4 << 20});
-    at::Tensor out = at::empty({4 << 20});
-    const double s = seconds_per_call([&] { at::add_out(out, x, y); }, 0.1);
-    m.memory_bytes_per_s = 3.0 * 4 * (4 << 20) / s;
+  {  // a streaming add: 2 reads and a write of 4 MiB each
+    std::vector<std::array<at::Tensor, 3>> sets;
+    for (int64_t i = 0; i < sets_for(3 * 4 << 20); ++i)
+      sets.push_back({at::ones({1 << 20}), at::ones({1 << 20}), at::empty({1 << 20})});
+    const double s = seconds_per_call_over(sets, [](const auto& xyo) {
+      at::Tensor out = xyo[2];  // a handle: the set's own storage
+      at::add_out(out, xyo[0], xyo[1]);
+    }, 0.1);
+    m.memory_bytes_per_s = 3.0 * 4 * (1 << 20) / s;
   }
   {  // a small kernel through the boxed call a host device's launch makes: what it takes beyond its bytes
      // (the dispatcher, the output's allocation, the intra-op pool's fork and join)

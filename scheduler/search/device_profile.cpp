@@ -119,6 +119,7 @@ std::string format_profile(const DeviceProfile& p) {
       << "stream_speedup = " << join(p.stream_speedup) << "\n"
       << "stream_launch_s = " << join(p.stream_launch_s) << "\n"
       << "measured = " << (p.measured ? 1 : 0) << "\n"
+      << "calibration = " << p.calibration << "\n"
       << "shared_memory = " << (p.shared_memory ? 1 : 0) << "\n";
   return out.str();
 }
@@ -173,6 +174,9 @@ std::optional<DeviceProfile> parse_profile(const std::string& text) {
   p.memory_bytes = static_cast<uint64_t>(memory);
   p.measured = measured != 0;
   p.shared_memory = shared != 0;
+  double calibration = 1;  // files written before the key existed
+  if (kv.count("calibration") && !number("calibration", calibration)) return std::nullopt;
+  p.calibration = static_cast<int>(calibration);
   if (p.shared_memory) p.cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   return p;
 }
@@ -187,8 +191,13 @@ DeviceProfile host_profile(const std::string& cache_file, const HostCalibration&
     if (in) {
       std::stringstream text;
       text << in.rdbuf();
-      if (auto p = parse_profile(text.str()); p && p->name == "host") return finish(*p);
-      runtime::log().info("moreh: the host profile {} cannot be read; measuring the host again", cache_file);
+      const auto p = parse_profile(text.str());
+      if (p && p->name == "host" && p->calibration >= kHostCalibration) return finish(*p);
+      if (p && p->name == "host")
+        runtime::log().info("moreh: the host profile {} was measured by an older calibration ({}, now {}); measuring "
+                            "the host again", cache_file, p->calibration, kHostCalibration);
+      else
+        runtime::log().info("moreh: the host profile {} cannot be read; measuring the host again", cache_file);
     }
   }
   DeviceProfile p;
@@ -210,6 +219,7 @@ DeviceProfile host_profile(const std::string& cache_file, const HostCalibration&
     p.stream_launch_s = m.stream_launch_s;
     p.stream_launch_s.resize(3, p.stream_launch_s.empty() ? p.launch_s : p.stream_launch_s.back());
     p.measured = true;
+    p.calibration = kHostCalibration;
   }
   p.shared_memory = true;
   p.cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));

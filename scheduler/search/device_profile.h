@@ -37,6 +37,7 @@ struct DeviceProfile {
   std::vector<double> stream_launch_s;
   double launch_for(int streams) const;
   bool measured = false;       // calibrated on this machine rather than taken from a datasheet
+  int calibration = 0;         // measured: which micro-benchmark (kHostCalibration); a file without one: 1
   // Host devices' collectives meet in shared memory: a reduction is two rendezvous (a reduce-scatter and an
   // all-gather, runtime/comm/host_communicator.h), a gather or a broadcast one, each a link latency, however
   // many devices take part; GPUs' run NCCL's rings, a latency per step.
@@ -50,6 +51,10 @@ std::optional<DeviceProfile> named_profile(const std::string& name);
 std::vector<std::string> profile_names();
 // The named profile a CUDA device's name matches ("NVIDIA H100 80GB HBM3" -> h100), else nullopt.
 std::optional<DeviceProfile> profile_for_device_name(const std::string& device_name);
+
+// The host micro-benchmark's version. A profile kept by an older one is measured again: 2 times kernels on
+// operands that fill more than the caches, as a step's do (the first timed them in cache, 3-24% fast).
+constexpr int kHostCalibration = 2;
 
 // What a short micro-benchmark on the host measures (backend/ runs it with ATen, which this layer cannot).
 struct HostMeasurements {

@@ -88,9 +88,21 @@ TEST(DeviceProfileTest, TheHostIsMeasuredOnceAndKept) {
   EXPECT_EQ(calls, 1) << "read from the file";
   EXPECT_DOUBLE_EQ(second.fp32_flops, 100e9);
   EXPECT_EQ(second.memory_bytes, 2u << 20) << "the capacity is this run's";
+  EXPECT_EQ(second.calibration, kHostCalibration);
   std::ofstream(file) << "garbage";
   host_profile(file, calibrate, 1);
   EXPECT_EQ(calls, 2) << "a corrupt file is measured again";
+  {  // one kept by the first calibration (no version line) is measured again, then kept with this version
+    std::string text = format_profile(second);
+    text.erase(text.find("calibration = "));
+    std::ofstream(file) << text;
+  }
+  ASSERT_TRUE(parse_profile(format_profile(second)).has_value());
+  EXPECT_EQ(parse_profile(format_profile(second))->calibration, kHostCalibration);
+  host_profile(file, calibrate, 1);
+  EXPECT_EQ(calls, 3) << "an older calibration's profile is measured again";
+  host_profile(file, calibrate, 1);
+  EXPECT_EQ(calls, 3);
   EXPECT_FALSE(host_profile("", {}, 1).measured);  // nothing to measure with: defaults, nothing kept
   std::filesystem::remove_all(std::filesystem::path(file).parent_path());
 }
