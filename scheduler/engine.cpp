@@ -213,13 +213,26 @@ void Engine::flush() {
 std::shared_ptr<PlannedStep> Engine::compile_locked(const StepGraph& graph, const CanonicalGraph& canonical) {
   uint64_t available = UINT64_MAX;
   for (const auto& d : devices_) available = std::min(available, d->capacity() > d->used() ? d->capacity() - d->used() : 0);
+  // A layout AP chose (now, or in an earlier run whose selection was kept) is planned as the search planned
+  // it: recomputation keeps the longest tail that fits the devices less the margin (PlanRequest::fits). One
+  // chosen by hand keeps the lowest peak.
+  std::function<bool(const PlannedStep&)> fits;
+  if (!parallelism_by_hand_ && parallelism_.recomputation)
+    fits = [this](const PlannedStep& plan) {
+      for (const auto& program : plan.programs) {
+        const PhysicalDevice& d = *devices_.at(program.device);
+        if (d.used() + program.peak_bytes + config_.memory_margin(d.capacity()) > d.capacity()) return false;
+      }
+      return true;
+    };
   return plan_step({.graph = graph,
                     .canonical = canonical,
                     .devices = static_cast<int>(devices_.size()),
                     .parallelism = parallelism_,
                     .fusion = fusion_enabled_,
                     .fusion_limits = fusion_limits(),
-                    .available_bytes = devices_.empty() ? 0 : std::max<uint64_t>(available, 1)});
+                    .available_bytes = devices_.empty() ? 0 : std::max<uint64_t>(available, 1),
+                    .fits = std::move(fits)});
 }
 
 const DeviceProgram* Engine::first_overflow(const Plan& plan) const {

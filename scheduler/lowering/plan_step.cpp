@@ -104,28 +104,38 @@ std::shared_ptr<PlannedStep> plan_step(const PlanRequest& r) {
   }
   // Recomputation: the forward pass's last few checkpoints are tried as where the kept tail begins (the
   // backward pass would make what follows them again at once); the memory model picks the lowest peak, the
-  // fewest ops run again among equals.
+  // fewest ops run again among equals. For the search (PlanRequest::fits), the longest tail kept first, and
+  // the first that fits is taken.
   const bool micro_batches = r.parallelism.num_micro_batches > 1;
   std::shared_ptr<PlannedStep> best;
   Recomputation chosen;
+  std::optional<Recomputation> nothing;  // a tail with nothing to recompute (a long one may keep every activation)
   std::vector<std::string> tried;
-  for (size_t tail : {1, 3, 6}) {
+  const std::vector<size_t> tails = r.fits ? std::vector<size_t>{6, 3, 1} : std::vector<size_t>{1, 3, 6};
+  for (size_t tail : tails) {
     Recomputation rc = plan_recomputation(r.graph, r.canonical, tail, micro_batches ? analysis.batch_sizes
                                                                                      : std::vector<int64_t>{});
     if (!rc.none.empty()) {
+      if (r.fits) {  // a shorter tail may still drop something
+        if (!nothing) nothing = std::move(rc);
+        continue;
+      }
       if (!best) chosen = std::move(rc);
       break;
     }
     if (best && rc.order == chosen.order) continue;
     std::shared_ptr<PlannedStep> plan = lower(r, layout, analysis, &rc);
     tried.push_back(fmt::format("{} kept: peak +{}, {} op(s) again", tail, max_peak_bytes(*plan), rc.recomputed_nodes));
+    const bool fits = r.fits && r.fits(*plan);
     // The lowest peak; among equal peaks, the fewest ops run again (the longest tail kept).
-    if (!best || max_peak_bytes(*plan) < max_peak_bytes(*best) ||
+    if (fits || !best || max_peak_bytes(*plan) < max_peak_bytes(*best) ||
         (max_peak_bytes(*plan) == max_peak_bytes(*best) && rc.recomputed_nodes < chosen.recomputed_nodes)) {
       best = std::move(plan);
       chosen = std::move(rc);
     }
+    if (fits) break;
   }
+  if (!best && nothing) chosen = std::move(*nothing);
   if (!best) best = lower(r, layout, analysis, nullptr);
   best->report.summary += "; " + describe(chosen);
   best->report.recomputed_ops = chosen.recomputed_nodes;

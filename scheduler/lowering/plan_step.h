@@ -1,5 +1,6 @@
 // The one planning seam: what the engine asks of the scheduler for a step, and the plan it gets back.
 #pragma once
+#include <functional>
 #include <memory>
 
 #include "runtime/graph/canonical_graph.h"
@@ -24,6 +25,10 @@ struct PlanRequest {
   // For the search: pipelines emit two lanes' programs only where the lanes are alike
   // (pipeline_planner.h's PipelineOptions::representative); such a plan is measured, never run.
   bool representative = false;
+  // For the search: whether a plan fits the devices' memory. With it, recomputation takes the first of its
+  // checkpoint tails, from the longest kept, whose plan fits (fewer ops run again: a faster step than the
+  // lowest peak would give), and lowers no more; without it, or when none fits, the lowest peak.
+  std::function<bool(const PlannedStep&)> fits;
 };
 
 // The plan for one step under the request's layout: with one device the recorded order plus memory

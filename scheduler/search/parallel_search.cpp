@@ -168,16 +168,6 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
   std::vector<char> represented(configs.size(), 0);  // lowered as two lanes' programs (its figures from them)
   std::atomic<uint64_t> kept_bytes{0};
   std::atomic<size_t> lowered_again{0};
-  auto lower_plan = [&](size_t i, bool representative) {
-    return plan_step({.graph = r.graph,
-                      .canonical = r.canonical,
-                      .devices = r.devices,
-                      .parallelism = configs[i],
-                      .fusion = r.fusion,
-                      .fusion_limits = r.fusion_limits,
-                      .available_bytes = std::max<uint64_t>(least_free, 1),
-                      .representative = representative});
-  };
   // Each device's need under the plan: what it held before plus its program's peak; a device left out of a
   // plan of two lanes' programs needs what its stand-in's program does.
   auto peaks_of = [&](const PlannedStep& plan) {
@@ -198,6 +188,17 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
         return fmt::format("out of memory{}: needs {} on device {}, more than its {} less the margin of {}", what,
                            bytes_text(peaks[d]), d, bytes_text(r.capacity), bytes_text(r.margin));
     return std::string();
+  };
+  auto lower_plan = [&](size_t i, bool representative) {
+    return plan_step({.graph = r.graph,
+                      .canonical = r.canonical,
+                      .devices = r.devices,
+                      .parallelism = configs[i],
+                      .fusion = r.fusion,
+                      .fusion_limits = r.fusion_limits,
+                      .available_bytes = std::max<uint64_t>(least_free, 1),
+                      .representative = representative,
+                      .fits = [&](const PlannedStep& plan) { return over_limit(peaks_of(plan), "").empty(); }});
   };
   auto lower = [&](size_t i) {
     CandidateResult& c = out.candidates[i];

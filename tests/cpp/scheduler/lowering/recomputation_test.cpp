@@ -9,6 +9,8 @@
 #include "runtime/base/data_type.h"
 #include "runtime/memory/virtual_memory.h"
 #include "scheduler/lowering/data_parallel_planner.h"
+#include "scheduler/lowering/memory_model.h"
+#include "scheduler/lowering/plan_step.h"
 #include "scheduler/lowering/planner.h"
 #include "test_graph.h"
 
@@ -170,6 +172,75 @@ TEST_F(RecomputationTest, BatchSplittingRunsTheSameNodesAgainOnEachDevice) {
     EXPECT_EQ(launches_of(p, TwoBlocks::kE), 2u);
     EXPECT_EQ(launches_of(p, TwoBlocks::kB), 2u);
   }
+}
+
+// `k` blocks like TwoBlocks's: h_i = a_i + repeat(a_i), a_i = h_{i-1} @ w_i; the backward pass reads each
+// repeat, last block first, then updates w_1. Enough checkpoints that the tails kept differ.
+struct Blocks {
+  runtime::StepGraph graph;
+  std::vector<std::shared_ptr<Buffer>> keep;
+  Blocks(runtime::VirtualMemory& vm, int k) {
+    auto make = [&](uint64_t bytes) { return keep.emplace_back(std::make_shared<Buffer>(vm, bytes, 1)); };
+    auto m = [](const std::shared_ptr<Buffer>& buf) { return shaped(buf, {static_cast<int64_t>(buf->bytes() / 16), 4}); };
+    auto x = make(128), loss = make(4), seed = make(4);
+    std::vector<std::shared_ptr<Buffer>> ws, reps;
+    graph.append(upload(x, {8, 4}));
+    auto h = x;
+    for (int i = 0; i < k; ++i) {
+      auto w = ws.emplace_back(make(64));
+      w->mark_defined();
+      w->set_placement({runtime::PlacementKind::kHome});
+      auto a = make(128), b = reps.emplace_back(make(512)), c = make(128);
+      graph.append(node("aten::mm", {m(h), shaped(w, {4, 4})}, {m(a)}));
+      graph.append(node("aten::repeat", {m(a)}, {m(b)}, {}, {std::vector<int64_t>{4, 1}}));
+      graph.append(node("aten::add.Tensor", {m(a), m(b)}, {m(c)}));
+      h = c;
+    }
+    graph.append(node("aten::sum", {m(h)}, {shaped(loss, {})}));
+    runtime::Node fill = node("aten::fill_.Scalar", {shaped(seed, {})}, {}, {0});
+    fill.initializes.push_back(0);
+    graph.append(std::move(fill));
+    auto g = make(512);
+    graph.append(node("aten::mul.Tensor", {m(reps.back()), shaped(seed, {})}, {m(g)}));
+    for (int i = k - 2; i >= 0; --i) {
+      auto next = make(512);
+      graph.append(node("aten::mul.Tensor", {m(reps[i]), m(g)}, {m(next)}));
+      g = next;
+    }
+    graph.append(node("aten::add_.Tensor", {shaped(ws[0], {4, 4}), shaped(g, {4, 4})}, {}, {0}));
+    for (const auto& b : keep)
+      if (std::find(ws.begin(), ws.end(), b) == ws.end()) b->release_frontend();
+  }
+};
+
+// The search's plans (PlanRequest::fits): the longest kept tail whose plan fits, so that fewer ops run again
+// and no other tail is lowered; where none fits, the lowest peak, as a layout chosen by hand gets.
+TEST_F(RecomputationTest, TheSearchTakesTheLongestKeptTailThatFitsAndLowersNoMore) {
+  Blocks t(vm, 10);
+  const CanonicalGraph cg = CanonicalGraph::build(t.graph);
+  runtime::ParallelConfig config;
+  config.recomputation = 1;
+  int asked = 0;
+  auto plan = [&](std::function<bool(const PlannedStep&)> fits) {
+    asked = 0;
+    return plan_step({.graph = t.graph, .canonical = cg, .devices = 1, .parallelism = config, .fits = std::move(fits)});
+  };
+  const auto lowest = plan({});
+  const auto fitting = plan([&](const PlannedStep&) { return ++asked, true; });
+  EXPECT_EQ(asked, 1) << "the first tail that fits ends the search";
+  const auto none = plan([&](const PlannedStep&) { return ++asked, false; });
+  EXPECT_EQ(asked, 3) << "each tail lowered and asked";
+  ASSERT_GT(lowest->report.recomputed_ops, 0u);
+  EXPECT_LT(fitting->report.recomputed_ops, lowest->report.recomputed_ops);
+  EXPECT_GT(max_peak_bytes(*fitting), max_peak_bytes(*lowest)) << "less dropped: a higher peak, which fits";
+  EXPECT_EQ(none->report.recomputed_ops, lowest->report.recomputed_ops);
+  EXPECT_EQ(max_peak_bytes(*none), max_peak_bytes(*lowest));
+  // Only the 3-block tail fits: the 6-block one is lowered and refused on the way.
+  const uint64_t between = max_peak_bytes(*fitting) - 1;
+  const auto middle = plan([&](const PlannedStep& p) { return ++asked, max_peak_bytes(p) <= between; });
+  EXPECT_EQ(asked, 2);
+  EXPECT_LE(max_peak_bytes(*middle), between);
+  EXPECT_GT(middle->report.recomputed_ops, fitting->report.recomputed_ops);
 }
 
 }  // namespace
