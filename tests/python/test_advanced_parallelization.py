@@ -226,3 +226,51 @@ def test_under_autocast_the_search_shards_the_low_precision_copies_too(moreh_sub
     low = [(c, why) for c, why in candidates if "distribute_low_prec_param : true" in c]
     assert low, candidates
     assert any(not why for _, why in low), low  # lowered and timed, not refused
+
+
+RECOMPUTING = r"""
+import json, os, sys, torch
+import torch_moreh
+from torch_moreh import _C
+from models import GPT
+torch.manual_seed(0)
+model = GPT(n_layer=8).to("moreh")
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+g = torch.Generator().manual_seed(1)
+if os.environ.get("AP") == "1":
+    torch.moreh.option.enable_advanced_parallelization()
+losses = []
+for _ in range(3):
+    x = torch.randint(0, 96, (int(os.environ.get("BATCH", "64")), 33), generator=g)
+    _, loss = model(x[:, :-1].to("moreh"), x[:, 1:].to("moreh"))
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    losses.append(loss.item())
+print(json.dumps({"losses": losses, "recomputed": _C._last_plan()["recomputed_ops"],
+                  "parallelism": torch.moreh.option.get_parallelism()}))
+"""
+
+
+def test_a_recomputing_layout_ap_chose_keeps_the_longest_tail_that_fits(moreh_subprocess, dirs):
+    """Recomputation under a layout AP chose (here, a selection kept from an earlier run) keeps the longest tail
+    of the forward pass whose plan fits, as the search lowered it; chosen by hand, the lowest peak. Same bits."""
+    cwd, config_dir = dirs
+    line = ("num_stages : 1, num_micro_batches : 1, batch_per_device : 0, No TP, recomputation : 1, "
+            "distribute_param : false, distribute_low_prec_param : false")
+    env = {"MOREH_NUM_DEVICES": "2", "MOREH_CONFIG_DIR": config_dir, "PYTHONPATH": HERE}
+    first = moreh_subprocess(RECOMPUTING, env=dict(env, AP="1"), cwd=cwd)
+    assert first.returncode == 0, first.stderr[-4000:]
+    kept = os.listdir(os.path.join(config_dir, "ap"))
+    assert len(kept) == 1
+    with open(os.path.join(config_dir, "ap", kept[0]), "w") as f:  # as if the search had chosen recomputation
+        f.write(line + "\n")
+    by_ap = moreh_subprocess(RECOMPUTING, env=dict(env, AP="1"), cwd=cwd)
+    assert by_ap.returncode == 0, by_ap.stderr[-4000:]
+    assert "was searched by an earlier run" in by_ap.stderr
+    by_hand = moreh_subprocess(RECOMPUTING, env=dict(env, MOREH_PARALLELISM=line), cwd=cwd)
+    assert by_hand.returncode == 0, by_hand.stderr[-4000:]
+    ap, hand = (json.loads(p.stdout.strip().splitlines()[-1]) for p in (by_ap, by_hand))
+    assert ap["parallelism"] == hand["parallelism"] == line
+    assert 0 < ap["recomputed"] < hand["recomputed"], (ap["recomputed"], hand["recomputed"])
+    assert ap["losses"] == hand["losses"]
