@@ -1197,7 +1197,7 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
   // Tensor parallelism: each stage's replicas are groups of tp ranks that split the linear pairs
   // (tensor_parallel_planner.h); beside replicas, the batch splits into equal pieces only (one replica: whole).
   int pairs = 0;
-  const SplitSeeds seeds = tp > 1 ? tensor_parallel_seeds(graph, canonical, tp, &pairs) : SplitSeeds{};
+  const SplitSeeds seeds = tp > 1 ? tensor_parallel_seeds(graph, canonical, tp, &pairs, options.linear_pairs) : SplitSeeds{};
   const TensorSplit tensor{tp > 1 ? &seeds : nullptr, tp};
   // Beside TP the pieces (replicas × micro-batches) are equal: as many micro-batches as asked that divide the batch.
   auto micro_for = [&](int64_t r) {

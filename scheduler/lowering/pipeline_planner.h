@@ -12,6 +12,7 @@
 #include "runtime/graph/canonical_graph.h"
 #include "runtime/graph/step_graph.h"
 #include "runtime/plan/program.h"
+#include "scheduler/analysis/linear_pairs.h"
 #include "scheduler/lowering/pipeline_schedule.h"
 #include "scheduler/plan_report.h"
 #include "runtime/plan/rank_layout.h"
@@ -36,6 +37,7 @@ struct PipelineOptions {
   // as those after it. For the search's peaks and costs at 2/(dp·tp) of the work; the report's stand_ins say
   // which device stands for which.
   bool representative = false;
+  const std::vector<LinearPair>* linear_pairs = nullptr;  // the graph's, found once by the caller (null: here)
 };
 
 // Devices are laid out as ezpz's (dp slowest, then pp, tp fastest): stage j's replica i, tensor rank r, is

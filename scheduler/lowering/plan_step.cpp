@@ -50,7 +50,8 @@ std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::Parallel
                                        .distribute_param = r.parallelism.distribute_param,
                                        .distribute_low_prec_param = r.parallelism.distribute_low_prec_param,
                                        .order = order,
-                                       .representative = r.representative},
+                                       .representative = r.representative,
+                                       .linear_pairs = r.linear_pairs},
         analysis.batch_sizes));
     return plan;  // pipelines are not fused
   } else if (layout.tp > 1) {
@@ -62,7 +63,8 @@ std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::Parallel
          .order = order,
          .distribute_param = r.parallelism.distribute_param,
          .distribute_low_prec_param = r.parallelism.distribute_low_prec_param,
-         .available_bytes = r.available_bytes}));
+         .available_bytes = r.available_bytes,
+         .linear_pairs = r.linear_pairs}));
   } else if (layout.dp == 1) {
     const auto started = std::chrono::steady_clock::now();
     std::optional<FusionResult> fused;

@@ -8,6 +8,7 @@
 #include "runtime/config/parallel_config.h"
 #include "runtime/plan/program.h"
 #include "scheduler/plan_report.h"
+#include "scheduler/analysis/linear_pairs.h"
 #include "scheduler/fusion/elementwise_fusion.h"
 
 namespace moreh::scheduler {
@@ -29,6 +30,9 @@ struct PlanRequest {
   // checkpoint tails, from the longest kept, whose plan fits (fewer ops run again: a faster step than the
   // lowest peak would give), and lowers no more; without it, or when none fits, the lowest peak.
   std::function<bool(const PlannedStep&)> fits;
+  // For the search: the graph's linear pairs (tensor parallelism's), found once for every candidate; null:
+  // found where a layout with TP needs them.
+  const std::vector<LinearPair>* linear_pairs = nullptr;
 };
 
 // The plan for one step under the request's layout: with one device the recorded order plus memory

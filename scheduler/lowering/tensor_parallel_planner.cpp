@@ -73,10 +73,12 @@ void seed_state_beside_parameters(const runtime::StepGraph& graph, const runtime
 }  // namespace
 
 SplitSeeds tensor_parallel_seeds(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
-                                 int devices, int* pairs) {
+                                 int devices, int* pairs, const std::vector<LinearPair>* known) {
   SplitSeeds seeds;
   int used = 0;
-  for (const LinearPair& p : find_linear_pairs(graph, canonical)) {
+  std::vector<LinearPair> found;
+  if (!known) found = find_linear_pairs(graph, canonical);
+  for (const LinearPair& p : known ? *known : found) {
     if (p.hidden % devices != 0 || p.hidden < devices) continue;  // even parts only
     seeds.insert(p.seeds.begin(), p.seeds.end());
     ++used;
@@ -91,7 +93,7 @@ PlannedStep compile_tensor_parallel_plan(const runtime::StepGraph& graph, const 
   const auto start = std::chrono::steady_clock::now();
   const int tp = options.tp, dp = std::max(options.dp, 1), devices = tp * dp;
   int pairs = 0;
-  const SplitSeeds seeds = tensor_parallel_seeds(graph, canonical, tp, &pairs);
+  const SplitSeeds seeds = tensor_parallel_seeds(graph, canonical, tp, &pairs, options.linear_pairs);
   // The batch: each candidate that every replica gets an equal part of (the tensor splits' layouts are a
   // piece's, the same on every replica), and no split at all; the cheapest by spmd_cost wins.
   std::vector<int64_t> candidates{0};

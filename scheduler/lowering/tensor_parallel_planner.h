@@ -10,14 +10,17 @@
 
 #include "runtime/graph/canonical_graph.h"
 #include "runtime/graph/step_graph.h"
+#include "scheduler/analysis/linear_pairs.h"
 #include "scheduler/lowering/batch_split.h"
 #include "scheduler/plan_report.h"
 
 namespace moreh::scheduler {
 
 // What tensor parallelism splits over `devices` devices: the pairs whose hidden features divide evenly.
+// `known`: the graph's pairs, found once by the caller (the search lowers many layouts of one graph); null:
+// found here.
 SplitSeeds tensor_parallel_seeds(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
-                                 int devices, int* pairs = nullptr);
+                                 int devices, int* pairs = nullptr, const std::vector<LinearPair>* known = nullptr);
 
 // The plan: one program per device, `tp` tensor ranks per data-parallel replica, `dp` replicas (device d:
 // replica d / tp, rank d % tp). With dp > 1, the first of `candidate_rows` (the step's batch sizes) that splits
@@ -32,6 +35,7 @@ struct TensorParallelOptions {
   // whole (optimizer_sharding.h); ZeRO-3 where the ZeRO-2 plan's peak exceeds `available_bytes` (0: no limit).
   bool distribute_param = false, distribute_low_prec_param = false;
   uint64_t available_bytes = 0;
+  const std::vector<LinearPair>* linear_pairs = nullptr;  // the graph's, found once by the caller (null: here)
 };
 PlannedStep compile_tensor_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                          const TensorParallelOptions& options);

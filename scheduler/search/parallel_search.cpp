@@ -189,6 +189,8 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
                            bytes_text(peaks[d]), d, bytes_text(r.capacity), bytes_text(r.margin));
     return std::string();
   };
+  // Tensor parallelism's linear pairs depend on the graph alone: found once for every candidate with TP.
+  const std::vector<LinearPair> linear_pairs = find_linear_pairs(r.graph, r.canonical);
   auto lower_plan = [&](size_t i, bool representative) {
     return plan_step({.graph = r.graph,
                       .canonical = r.canonical,
@@ -198,7 +200,8 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
                       .fusion_limits = r.fusion_limits,
                       .available_bytes = std::max<uint64_t>(least_free, 1),
                       .representative = representative,
-                      .fits = [&](const PlannedStep& plan) { return over_limit(peaks_of(plan), "").empty(); }});
+                      .fits = [&](const PlannedStep& plan) { return over_limit(peaks_of(plan), "").empty(); },
+                      .linear_pairs = &linear_pairs});
   };
   auto lower = [&](size_t i) {
     CandidateResult& c = out.candidates[i];

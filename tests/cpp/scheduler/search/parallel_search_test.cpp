@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "runtime/base/data_type.h"
+#include "scheduler/lowering/plan_step.h"
 #include "../lowering/pipeline_test_graph.h"
 
 namespace moreh::scheduler {
@@ -74,6 +75,25 @@ TEST_F(ParallelSearchTest, EveryCandidateIsLoweredAndTimedAndTheCheapestIsSelect
   const runtime::ParallelSizes s = runtime::parallel_layout(chosen.config, 2);
   EXPECT_EQ(chosen.config.batch_per_device * s.dp * chosen.config.num_micro_batches, 8);
   EXPECT_NEAR(chosen.tokens_per_s, 8 / (chosen.step_ms / 1e3), 1e-6 * chosen.tokens_per_s);
+}
+
+// The search finds the graph's linear pairs once and hands them to every candidate with TP: each one's
+// figures are those of its layout lowered alone, which finds them itself.
+TEST_F(ParallelSearchTest, TensorParallelCandidatesSplitThePairsAsTheirLayoutAloneDoes) {
+  const SearchResult r = search(1 << 30);
+  const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step_.graph);
+  size_t checked = 0;
+  for (const CandidateResult& cand : r.candidates) {
+    if (cand.config.tp < 2 || cand.config.recomputation || !cand.dropped.empty()) continue;
+    const auto alone = plan_step({.graph = step_.graph, .canonical = c, .devices = 2, .parallelism = cand.config});
+    EXPECT_NE(alone->report.summary.find("1 linear pair(s) split over 2 ranks"), std::string::npos)
+        << alone->report.summary;
+    std::vector<uint64_t> peaks;
+    for (const auto& program : alone->programs) peaks.push_back(program.peak_bytes);
+    EXPECT_EQ(cand.peak_bytes, peaks) << runtime::format_parallel_config(cand.config);
+    ++checked;
+  }
+  EXPECT_GT(checked, 0u);
 }
 
 // Recomputation only adds ops to a layout's programs: where the layout fits without it, the candidate that
