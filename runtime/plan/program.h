@@ -60,8 +60,8 @@ struct ByteRange {
 // along another dimension (`strides` of its own block; empty: as recorded).
 struct LocalRef {
   int64_t offset = 0;
-  Dims sizes;
-  Dims strides;
+  Dims sizes{};
+  Dims strides{};
 };
 
 // A node run on one device's part of the batch.
@@ -135,12 +135,12 @@ struct DeviceProgram {
   int device = 0;
   std::vector<Instruction> code;
   uint64_t peak_bytes = 0;  // most bytes the program holds at once beyond what exists before it
-  std::vector<LocalLaunch> launches;
-  std::vector<uint64_t> sizes;
-  std::vector<double> factors;
-  std::vector<FusedLaunch> fused;
-  std::vector<ByteRange> ranges;  // kSend/kRecv, kAllReduce
-  std::vector<SlotInfo> geometries;  // kAllGather, kReduceScatter, kKeepRows
+  std::vector<LocalLaunch> launches{};
+  std::vector<uint64_t> sizes{};
+  std::vector<double> factors{};
+  std::vector<FusedLaunch> fused{};
+  std::vector<ByteRange> ranges{};  // kSend/kRecv, kAllReduce
+  std::vector<SlotInfo> geometries{};  // kAllGather, kReduceScatter, kKeepRows
 };
 
 // What the executor runs for a step (what the scheduler says about it is its report,

@@ -60,8 +60,8 @@ class Lowering {
            const std::vector<RowRange>& pieces, int64_t rows, const TensorSplit& tensor)
       : graph_(graph), cg_(canonical), pieces_(pieces), p_(static_cast<int>(pieces.size())),
         t_(tensor.seeds ? std::max(tensor.ranks, 1) : 1), n_(p_ * t_), rows_(rows), seeds_(tensor.seeds),
-        known_(canonical.buffers.size(), false), slots_(canonical.buffers.size()),
-        inner_rows_(canonical.buffers.size(), 0) {
+        known_(canonical.buffers.size(), false), inner_rows_(canonical.buffers.size(), 0),
+        slots_(canonical.buffers.size()) {
     if (mesh() && rows_ % p_ != 0)
       throw std::logic_error("tensor parallelism beside a batch split needs equal pieces of the batch");
     for (auto& st : state_) st.assign(canonical.buffers.size(), Placement{PlacementKind::kReplicate});

@@ -23,27 +23,27 @@ struct SplitStep {
   uint32_t index = 0;
   uint32_t aux = 0;
   uint32_t node = 0;                           // the node whose lowering emitted it
-  std::vector<runtime::LocalLaunch> launches;  // kLaunch split by rows: one per piece (empty: as recorded)
-  std::vector<uint64_t> bytes;                 // kAllocate: per piece
-  std::vector<double> factors;                 // kScale: per piece
+  std::vector<runtime::LocalLaunch> launches{};  // kLaunch split by rows: one per piece (empty: as recorded)
+  std::vector<uint64_t> bytes{};                 // kAllocate: per piece
+  std::vector<double> factors{};                 // kScale: per piece
   bool split_allocation = false;               // kAllocate: each piece gets its rows only
   bool batch_rows = false;                     // kAllocate: bytes[i] are piece i's rows of the batch
   // kLaunch split by rows: per input, the dim along which an input already split by rows is read at its
   // recorded offset (-1: whole, or sliced from a whole value at the piece's own offset); the decision's
   // outputs; a loss mean's (output, weight) pair.
-  std::vector<int8_t> aligned;
-  std::vector<OutputSpec> outputs;
+  std::vector<int8_t> aligned{};
+  std::vector<OutputSpec> outputs{};
   // kLaunch split by tensor parallelism alone (the batch does not split it): `aligned` and `outputs` are TP's.
   bool tensor_only = false;
   int loss_out = -1, loss_weight = -1;
   // kLaunch: inputs the kernel is given but whose values it does not use (a mean loss's total weight once
   // deferred_loss_division.h takes its gradient as a sum): no ordering waits on them.
-  std::vector<int> unused_inputs;
+  std::vector<int> unused_inputs{};
   // Collectives with tensor parallelism beside the batch split (a mesh of pieces × tensor ranks): over the
   // devices of the step's mesh axis (kAll: every device), with the rows of `geometry` (else the slot's).
   enum class Axis : uint8_t { kAll, kBatch, kTensor };
   Axis axis = Axis::kAll;
-  std::optional<runtime::SlotInfo> geometry;
+  std::optional<runtime::SlotInfo> geometry{};
   // Rows of the slot's own first dim over the replicas (optimizer_sharding.h), not of the batch: a kLaunch
   // whose launches[i] runs once on replica i's rows of every tensor, a kKeepRows, kReduceScatter or
   // kAllGather in that geometry, a kAllocate of bytes[i] per replica.

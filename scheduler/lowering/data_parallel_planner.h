@@ -21,7 +21,7 @@ namespace moreh::scheduler {
 // parameters in rows (ZeRO-3) if that lowers the peak.
 struct CandidateOptions {
   const std::vector<uint32_t>* order = nullptr;
-  TensorSplit tensor;
+  TensorSplit tensor{};
   bool distribute_param = false, distribute_low_prec_param = false;
   uint64_t available_bytes = 0;
 };

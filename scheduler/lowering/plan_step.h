@@ -19,7 +19,7 @@ struct PlanRequest {
   int devices = 1;                       // physical devices behind the virtual one
   runtime::ParallelConfig parallelism;   // the layout asked for (set_parallelism / MOREH_PARALLELISM)
   bool fusion = false;                   // run chains of elementwise nodes as generated kernels
-  FusionLimits fusion_limits;
+  FusionLimits fusion_limits{};
   // The least free memory of any device (0: unknown): the memory model's budget where a choice depends on
   // it (distribute_param's ZeRO-3).
   uint64_t available_bytes = 0;
@@ -29,7 +29,7 @@ struct PlanRequest {
   // For the search: whether a plan fits the devices' memory. With it, recomputation takes the first of its
   // checkpoint tails, from the longest kept, whose plan fits (fewer ops run again: a faster step than the
   // lowest peak would give), and lowers no more; without it, or when none fits, the lowest peak.
-  std::function<bool(const PlannedStep&)> fits;
+  std::function<bool(const PlannedStep&)> fits{};
   // For the search: the graph's linear pairs (tensor parallelism's), found once for every candidate; null:
   // found where a layout with TP needs them.
   const std::vector<LinearPair>* linear_pairs = nullptr;

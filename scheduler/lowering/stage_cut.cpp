@@ -18,12 +18,6 @@ using runtime::Node;
 
 namespace {
 
-int64_t numel(const runtime::Dims& sizes) {
-  int64_t n = 1;
-  for (int64_t s : sizes) n *= s;
-  return n;
-}
-
 bool starts_with(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
 
 }  // namespace

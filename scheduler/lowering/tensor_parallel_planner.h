@@ -29,7 +29,7 @@ SplitSeeds tensor_parallel_seeds(const runtime::StepGraph& graph, const runtime:
 struct TensorParallelOptions {
   int tp = 1;
   int dp = 1;
-  std::vector<int64_t> candidate_rows;
+  std::vector<int64_t> candidate_rows{};
   const std::vector<uint32_t>* order = nullptr;
   // The optimizer (and autocast's copies of the parameters) sharded over each rank's replicas, for what TP keeps
   // whole (optimizer_sharding.h); ZeRO-3 where the ZeRO-2 plan's peak exceeds `available_bytes` (0: no limit).

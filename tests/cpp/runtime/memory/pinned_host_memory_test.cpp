@@ -53,7 +53,7 @@ TEST(PinnedHostMemoryTest, AnyAddressInsideABlockIsFoundAndNothingOutside) {
     }
     // One past the end belongs to this block only if another block starts right there.
     auto after = memory.find(base + block->bytes);
-    if (after) EXPECT_EQ(after->base, static_cast<const void*>(base + block->bytes));
+    if (after) { EXPECT_EQ(after->base, static_cast<const void*>(base + block->bytes)); }
   }
   int on_stack = 0;
   std::vector<char> on_heap(64);

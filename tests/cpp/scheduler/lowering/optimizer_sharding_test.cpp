@@ -120,7 +120,7 @@ TEST_F(OptimizerShardingTest, BesideTensorParallelismEachRanksReplicasShareTheRo
   const PlannedStep plan = emit_spmd_plan(s.graph, c, split, 4);
   for (const auto& p : plan.programs)
     for (const auto& i : p.code)
-      if (i.kind == Kind::kReduceScatter) EXPECT_EQ(i.group, 1 + 2 + p.device % 2) << "device " << p.device;
+      if (i.kind == Kind::kReduceScatter) { EXPECT_EQ(i.group, 1 + 2 + p.device % 2) << "device " << p.device; }
 }
 
 TEST_F(OptimizerShardingTest, TheNextStepKeepsTheStateInRowsAndItsPlanPredictsItsPeak) {

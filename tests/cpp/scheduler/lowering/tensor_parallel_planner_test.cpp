@@ -332,7 +332,7 @@ TEST_F(TensorParallelTest, OptimizerStateMadeInTheStepIsMadeInItsParametersParts
     for (const Instruction& i : p.code)
       if (i.index == slot(m, c) || i.index == slot(v, c)) {
         EXPECT_NE(i.kind, Kind::kKeepRows);  // never whole, so never cut down to its part
-        if (i.kind == Kind::kAllocate && !p.sizes.empty()) EXPECT_EQ(p.sizes.at(i.aux), 12u * 4);  // 12 of 24 floats
+        if (i.kind == Kind::kAllocate && !p.sizes.empty()) { EXPECT_EQ(p.sizes.at(i.aux), 12u * 4); }  // 12 of 24 floats
       }
   EXPECT_EQ(plan.final_placements[slot(m, c)].kind, PlacementKind::kShard);
   EXPECT_EQ(plan.final_placements[slot(v, c)].rows, 6);

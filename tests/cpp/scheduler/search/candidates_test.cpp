@@ -24,8 +24,8 @@ TEST(CandidatesTest, EightDevicesAndABatchOfEightGiveEveryLayoutOnce) {
     const int dp = replicas(c, 8);
     EXPECT_EQ(c.num_stages * c.tp * dp, 8);
     EXPECT_EQ(8 % (dp * c.num_micro_batches), 0) << "a replica's rows split evenly into micro-batches";
-    if (c.num_stages == 1) EXPECT_EQ(c.num_micro_batches, 1);
-    if (dp == 1) EXPECT_FALSE(c.distribute_param) << "nothing to shard over";
+    if (c.num_stages == 1) { EXPECT_EQ(c.num_micro_batches, 1); }
+    if (dp == 1) { EXPECT_FALSE(c.distribute_param) << "nothing to shard over"; }
     EXPECT_FALSE(c.distribute_low_prec_param) << "no autocast, no copies";
   }
   EXPECT_TRUE(lines.count("num_stages : 2, num_micro_batches : 2, batch_per_device : 0, TP : 2, recomputation : 1, "
@@ -39,7 +39,7 @@ TEST(CandidatesTest, AutocastAddsLowPrecisionShardingBesideReplicas) {
   for (const auto& c : plain) with_replicas += replicas(c, 4) > 1;
   EXPECT_EQ(autocast.size(), plain.size() + with_replicas);
   for (const auto& c : autocast)
-    if (c.distribute_low_prec_param) EXPECT_GT(replicas(c, 4), 1);
+    if (c.distribute_low_prec_param) { EXPECT_GT(replicas(c, 4), 1); }
 }
 
 TEST(CandidatesTest, ABatchThatDoesNotDivideTheReplicasLeavesThemOut) {
@@ -63,7 +63,7 @@ TEST(CandidatesTest, MicroBatchesWithoutStagesAccumulateAReplicasGradients) {
   }
   EXPECT_TRUE(accumulates);
   for (const auto& c : plain)
-    if (c.num_stages == 1) EXPECT_EQ(c.num_micro_batches, 1);
+    if (c.num_stages == 1) { EXPECT_EQ(c.num_micro_batches, 1); }
 }
 
 }  // namespace

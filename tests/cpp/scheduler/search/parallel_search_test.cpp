@@ -134,7 +134,7 @@ TEST_F(ParallelSearchTest, RecomputingCandidatesAreLoweredOnlyWhereTheirTwinDoes
   EXPECT_EQ(only.slower, 0u);
   EXPECT_EQ(only.feasible, recomputing);
   for (const auto& c : only.candidates)
-    if (c.config.recomputation) EXPECT_TRUE(c.dropped.empty()) << c.dropped;
+    if (c.config.recomputation) { EXPECT_TRUE(c.dropped.empty()) << c.dropped; }
 }
 
 // Sharding over the replicas leaves less on each device: where no layout with distribute_param fits, the same
@@ -158,7 +158,7 @@ TEST_F(ParallelSearchTest, CandidatesWithoutDistributeParamAreLoweredOnlyWhereAS
     capacity = least - 1;
   }
   for (const auto& c : every.candidates)
-    if (c.config.distribute_param) ASSERT_FALSE(c.dropped.empty()) << runtime::format_parallel_config(c.config);
+    if (c.config.distribute_param) { ASSERT_FALSE(c.dropped.empty()) << runtime::format_parallel_config(c.config); }
   const SearchResult tight = search(capacity);
   ASSERT_EQ(tight.candidates.size(), every.candidates.size());
   EXPECT_GT(tight.larger, 0u);
@@ -305,7 +305,7 @@ TEST_F(ParallelSearchTest, InadmissibleCandidatesAreDroppedAndProgressIsReported
       [&](SearchPhase p, const SearchResult&) { phases.push_back(p); });
   EXPECT_EQ(phases, (std::vector<SearchPhase>{SearchPhase::kEnumerated, SearchPhase::kLowered, SearchPhase::kTimed}));
   for (const auto& c : r.candidates)
-    if (c.dominated_by < 0) EXPECT_EQ(c.dropped.empty(), c.config.num_stages == 1) << c.dropped;
+    if (c.dominated_by < 0) { EXPECT_EQ(c.dropped.empty(), c.config.num_stages == 1) << c.dropped; }
   ASSERT_GE(r.selected, 0);
   EXPECT_EQ(r.candidates[static_cast<size_t>(r.selected)].config.num_stages, 1);
 }
