@@ -354,6 +354,20 @@ void Engine::flush_locked() {
       say_no_layout_fits();
     }
   }
+  if (const DeviceProgram* over = first_overflow(*plan);
+      over && no_layout_fits.empty() && devices_.size() > 1 && !parallelism_by_hand_ &&
+      !(parallelism_ == ParallelConfig{}) && analyze_step(*graph, canonical).split_rows == 0) {
+    // A step without a batch (an optimizer's update recorded on its own, after the script read a value) under
+    // the layout AP chose for the training step: that search never saw it, and none is run for it.
+    no_layout_fits = fmt::format(
+        "This step has no batch to split (an update recorded as a step of its own, after the script read a value "
+        "before optimizer.step()), so no layout was searched for it; the layout in use ({}) was chosen by Advanced "
+        "Parallelization for the training step, whose search did not see this one. Read values after "
+        "optimizer.step() so that one step holds both, lower the batch size, or pick a flavor with more or larger "
+        "devices (moreh-switch-model).",
+        format_parallel_config(parallelism_));
+    log().error("{}", no_layout_fits);
+  }
   if (const DeviceProgram* over = first_overflow(*plan)) {
     // As on a GPU, the ops before the one that runs out of memory run and the rest do not: every value that
     // existed before (uploads and parameters recorded in this step included) survives, and only what the ops

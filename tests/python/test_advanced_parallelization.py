@@ -169,6 +169,21 @@ def test_when_no_layout_fits_the_error_names_the_least_need_and_what_to_do(dirs)
     assert "Lower the batch size" in proc.stderr
 
 
+def test_an_update_of_its_own_that_does_not_fit_the_chosen_layout_says_why(dirs):
+    """dp_worker reads the loss before optimizer.step(), so the update is a step of its own, without a batch:
+    AP's search (run here because batch splitting does not fit) chose 4 stages for the training step, and
+    AdamW's first update, which the search never saw, does not fit them. The error says so and what to do."""
+    cwd, config_dir = dirs
+    proc, _ = run_worker("gpt_wide:4", 4, cwd, config_dir, ap=False,
+                         env={"MOREH_HOST_MEMORY_CAPACITY": "8MB", "MOREH_DEVICE_PROFILE": "h100"})
+    assert proc.returncode != 0
+    assert "instead of raising OUT_OF_MEMORY" in proc.stderr  # the training step's search ran and chose
+    assert "OUT_OF_MEMORY" in proc.stderr
+    assert "This step has no batch to split" in proc.stderr, proc.stderr[-4000:]
+    assert "chosen by Advanced Parallelization for the training step" in proc.stderr
+    assert "Read values after optimizer.step()" in proc.stderr
+
+
 @pytest.mark.parametrize("var,value", [("MOREH_MEMORY_MARGIN", "lots"), ("MOREH_MEMORY_MARGIN", "150%"),
                                        ("MOREH_DEVICE_PROFILE", "tpu9"), ("MOREH_AP_CACHE", "maybe")])
 def test_a_malformed_setting_stops_the_import_naming_it(moreh_subprocess, var, value):
