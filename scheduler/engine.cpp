@@ -218,13 +218,7 @@ std::shared_ptr<PlannedStep> Engine::compile_locked(const StepGraph& graph, cons
   // chosen by hand keeps the lowest peak.
   std::function<bool(const PlannedStep&)> fits;
   if (!parallelism_by_hand_ && parallelism_.recomputation)
-    fits = [this](const PlannedStep& plan) {
-      for (const auto& program : plan.programs) {
-        const PhysicalDevice& d = *devices_.at(program.device);
-        if (d.used() + program.peak_bytes + config_.memory_margin(d.capacity()) > d.capacity()) return false;
-      }
-      return true;
-    };
+    fits = [this](const PlannedStep& plan) { return first_overflow(plan, /*with_margin=*/true) == nullptr; };
   return plan_step({.graph = graph,
                     .canonical = canonical,
                     .devices = static_cast<int>(devices_.size()),
@@ -235,10 +229,11 @@ std::shared_ptr<PlannedStep> Engine::compile_locked(const StepGraph& graph, cons
                     .fits = std::move(fits)});
 }
 
-const DeviceProgram* Engine::first_overflow(const Plan& plan) const {
+const DeviceProgram* Engine::first_overflow(const Plan& plan, bool with_margin) const {
   for (const auto& program : plan.programs) {
     const PhysicalDevice& dev = *devices_.at(program.device);
-    if (dev.used() + program.peak_bytes > dev.capacity()) return &program;
+    const uint64_t margin = with_margin ? config_.memory_margin(dev.capacity()) : 0;
+    if (dev.used() + program.peak_bytes + margin > dev.capacity()) return &program;
   }
   return nullptr;
 }

@@ -154,8 +154,9 @@ class Engine {
     return devices_.size() == 1 ? runtime::CanonicalGraph::Offsets::kRelative : runtime::CanonicalGraph::Offsets::kAbsolute;
   }
   std::shared_ptr<PlannedStep> compile_locked(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical);
-  // The first program of `plan` that does not fit its device's free memory, or nullptr.
-  const runtime::DeviceProgram* first_overflow(const runtime::Plan& plan) const;
+  // The first program of `plan` that does not fit its device's free memory (less the margin AP keeps, when
+  // `with_margin`), or nullptr.
+  const runtime::DeviceProgram* first_overflow(const runtime::Plan& plan, bool with_margin = false) const;
   // How many of `graph`'s first ops fit in memory when planned alone (the whole graph does not).
   size_t longest_fitting_prefix(const runtime::StepGraph& graph);
   FusionLimits fusion_limits() const;
