@@ -608,6 +608,9 @@ std::shared_ptr<PlannedStep> Engine::choose_layout_locked(const StepGraph& graph
         if (r.larger > 0)
           log().info("{} candidate(s) without distribute_param were not compiled: the same layout with it holds "
                      "less and does not fit.", r.larger);
+        if (r.over_anyway > 0)
+          log().info("{} candidate(s) with recomputation were not compiled: the same layout without it is over the "
+                     "memory at a moment that holds no value recomputation drops.", r.over_anyway);
         log().info("The number of possible candidates is {}.", r.lowered_and_fitting);
         if (r.lowered_again > 0)
           log().info("{} of their plans were not kept (more than {} of this process's memory in all): they are "
@@ -655,7 +658,7 @@ std::shared_ptr<PlannedStep> Engine::choose_layout_locked(const StepGraph& graph
         "\"margin_bytes\": {}, \"candidates\": {}, \"feasible\": {}, \"not_compiled\": {}, \"compile_ms\": {:.3f}, "
         "\"cost_ms\": {:.3f}, \"selected\": {}, \"predicted_ms\": {:.4f}, \"tokens_per_s\": {:.1f}, \"table\": [{}]",
         json_string(reason), graph_hash, n, json_string(timing.profile().name), capacity, request.margin,
-        result.candidates.size(), result.feasible, result.slower + result.larger, result.compile_ms, result.cost_ms,
+        result.candidates.size(), result.feasible, result.slower + result.larger + result.over_anyway, result.compile_ms, result.cost_ms,
         chosen ? json_string(format_parallel_config(chosen->config)) : std::string("null"),
         chosen ? chosen->step_ms : 0.0, chosen ? chosen->tokens_per_s : 0.0, fmt::join(rows, ", ")));
   }

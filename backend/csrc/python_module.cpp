@@ -304,7 +304,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       using Dominance = scheduler::CandidateResult::Dominance;
       d["dominance"] = c.dominance == Dominance::kSlower   ? py::object(py::str("slower"))
                        : c.dominance == Dominance::kLarger ? py::object(py::str("larger"))
-                                                           : py::object(py::none());
+                       : c.dominance == Dominance::kOverAnyway ? py::object(py::str("over_anyway"))
+                                                               : py::object(py::none());
       d["peak_bytes"] = c.peak_bytes;
       d["step_ms"] = c.step_ms;
       d["tokens_per_s"] = c.tokens_per_s;

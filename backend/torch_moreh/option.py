@@ -27,8 +27,9 @@ def is_advanced_parallelization_enabled():
 def advanced_parallelization_candidates():
     """The last layout search as a dict (``candidates``: config line, ``selected``, ``dropped`` reason,
     ``dominated_by`` and ``dominance`` (a candidate not compiled: the index of the one that decided, and
-    ``"slower"``, its twin without recomputation fits, or ``"larger"``, its sibling with distribute_param does
-    not fit; else None), ``peak_bytes`` per device, predicted ``step_ms`` and ``tokens_per_s``), or
+    ``"slower"``, its twin without recomputation fits, ``"larger"``, its sibling with distribute_param does
+    not fit, or ``"over_anyway"``, its twin without recomputation is over the memory at a moment that holds no
+    value of the forward pass; else None), ``peak_bytes`` per device, predicted ``step_ms`` and ``tokens_per_s``), or
     None before any."""
     return _C._last_search()
 

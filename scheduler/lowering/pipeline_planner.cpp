@@ -1139,18 +1139,6 @@ class PipelineEmission {
   int moved_after_micro_batches_ = 0;  // steps run once that waited for every micro-batch (run(), end_phase)
 };
 
-// Per slot, the stage whose devices hold it from an earlier step (-1: none, or every device).
-std::vector<int> placed_stages(const runtime::CanonicalGraph& canonical, int pp, int tp) {
-  std::vector<int> placed(canonical.buffers.size(), -1);
-  for (size_t s = 0; s < placed.size(); ++s) {
-    if (canonical.buffers[s].origin != BufferOrigin::kMaterialized) continue;
-    const uint64_t devices = canonical.bindings[s]->placement().devices;
-    for (int j = 0; j < pp && devices != 0; ++j)
-      if (devices & (uint64_t{1} << (j * tp))) placed[s] = j;  // replica 0's rank 0 of stage j is device j × tp
-  }
-  return placed;
-}
-
 std::string schedule_summary(PipelineSchedule asked, int micro, int one_f_one_b, int fallbacks,
                              const DeferredDivision& d) {
   if (asked == PipelineSchedule::kGPipe || micro == 1) return std::string(name_of(asked));  // alike for one
@@ -1166,6 +1154,17 @@ std::string schedule_summary(PipelineSchedule asked, int micro, int one_f_one_b,
 }
 
 }  // namespace
+
+std::vector<int> placed_stages(const runtime::CanonicalGraph& canonical, int pp, int tp) {
+  std::vector<int> placed(canonical.buffers.size(), -1);
+  for (size_t s = 0; s < placed.size(); ++s) {
+    if (canonical.buffers[s].origin != BufferOrigin::kMaterialized) continue;
+    const uint64_t devices = canonical.bindings[s]->placement().devices;
+    for (int j = 0; j < pp && devices != 0; ++j)
+      if (devices & (uint64_t{1} << (j * tp))) placed[s] = j;  // replica 0's rank 0 of stage j is device j × tp
+  }
+  return placed;
+}
 
 PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                     const PipelineOptions& options, const std::vector<int64_t>& candidate_rows) {

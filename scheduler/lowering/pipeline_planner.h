@@ -47,6 +47,10 @@ struct PipelineOptions {
 PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                     const PipelineOptions& options, const std::vector<int64_t>& candidate_rows);
 
+// Per slot, the stage whose devices hold it from an earlier step (-1: none, or every device): what
+// compile_pipeline_plan's stage cut follows.
+std::vector<int> placed_stages(const runtime::CanonicalGraph& canonical, int pp, int tp);
+
 // Whether a step has work for pipeline stages: a backward pass (whose stages follow its forward pass's) or
 // values an earlier step left on one stage's devices. A step with neither (the parameters' initialisation, a
 // forward pass before any training) runs as batch splitting over every device instead: cut by cost, it would

@@ -13,9 +13,12 @@
 
 #include "runtime/base/data_type.h"
 #include "scheduler/analysis/step_analysis.h"
+#include "scheduler/analysis/backward_seeds.h"
+#include "scheduler/lowering/memory_model.h"
 #include "scheduler/lowering/optimizer_sharding.h"
 #include "scheduler/lowering/plan_step.h"
 #include "scheduler/search/candidates.h"
+#include "scheduler/search/step_bound.h"
 
 namespace moreh::scheduler {
 
@@ -189,6 +192,41 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
                            bytes_text(peaks[d]), d, bytes_text(r.capacity), bytes_text(r.margin));
     return std::string();
   };
+  const StepBound bound(r.graph, r.canonical, r.timing, rows);
+  for (size_t i = 0; i < configs.size(); ++i) out.candidates[i].bound_ms = bound.seconds(configs[i], r.devices) * 1e3;
+  // Values the forward pass makes (before the last backward seed): what recomputation may drop and make again.
+  // A layout without recomputation over a device's memory at a moment it holds none of them (the optimizer's
+  // update, say) is over it with recomputation too: that moment comes the same.
+  // (Values the script keeps after the step, such as the loss, are never dropped.)
+  std::vector<char> forward_made(r.canonical.buffers.size(), 0);
+  auto made = [&](uint32_t slot) {
+    const auto& b = r.canonical.buffers[slot];
+    if (b.origin != runtime::BufferOrigin::kMaterialized && !b.live_after) forward_made[slot] = 1;
+  };
+  if (const std::vector<size_t> seeds = backward_seeds(r.graph, r.canonical); !seeds.empty())
+    for (size_t n = 0; n < seeds.back(); ++n) {
+      for (uint32_t slot : r.canonical.node_outputs[n]) made(slot);
+      for (uint16_t w : r.graph.nodes()[n].written) made(r.canonical.node_inputs[n][w]);
+    }
+  const bool any_forward = std::find(forward_made.begin(), forward_made.end(), 1) != forward_made.end();
+  std::vector<std::string> over_without_activations(configs.size());  // per candidate: where, when it is so
+  auto over_outside_forward = [&](const PlannedStep& plan) -> std::string {
+    if (!any_forward) return {};
+    std::vector<const runtime::DeviceProgram*> program_of(static_cast<size_t>(r.devices), nullptr);
+    for (const auto& program : plan.programs)
+      if (const auto d = static_cast<size_t>(program.device); d < program_of.size()) program_of[d] = &program;
+    for (size_t d = 0; d < program_of.size(); ++d) {
+      const size_t from = plan.report.stand_ins.empty() ? d : static_cast<size_t>(plan.report.stand_ins.at(d));
+      const runtime::DeviceProgram* program = from < program_of.size() ? program_of[from] : nullptr;
+      const uint64_t used = d < r.used_bytes.size() ? r.used_bytes[d] : 0;
+      if (!program || used + program->peak_bytes <= limit) continue;
+      const PeakMoment m = peak_moment(plan, *program, &r.graph, r.canonical);
+      if (std::none_of(m.held.begin(), m.held.end(), [&](const auto& h) { return forward_made[h.first] != 0; }))
+        return fmt::format("device {} needs {} at instruction {} of {}, holding no value of the forward pass", d,
+                           bytes_text(used + m.bytes), m.instruction, program->code.size());
+    }
+    return {};
+  };
   // Tensor parallelism's linear pairs depend on the graph alone: found once for every candidate with TP.
   const std::vector<LinearPair> linear_pairs = find_linear_pairs(r.graph, r.canonical);
   auto lower_plan = [&](size_t i, bool representative) {
@@ -222,6 +260,7 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
     c.peak_bytes = peaks_of(*plans[i]);
     c.dropped = over_limit(c.peak_bytes, "");
     if (!c.dropped.empty()) {
+      if (!configs[i].recomputation && r.skip_dominated) over_without_activations[i] = over_outside_forward(*plans[i]);
       plans[i].reset();
       return;
     }
@@ -276,6 +315,14 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
                                   "layout without it) fits", twin);
           continue;
         }
+        if (const int twin = twin_of(i); twin >= 0 && !over_without_activations[static_cast<size_t>(twin)].empty()) {
+          c.dominated_by = twin;
+          c.dominance = CandidateResult::Dominance::kOverAnyway;
+          c.dropped = fmt::format("not lowered: candidate {} (this layout without recomputation) is over the memory "
+                                  "where recomputation changes nothing: {}", twin,
+                                  over_without_activations[static_cast<size_t>(twin)]);
+          continue;
+        }
         const std::vector<int> zero = zero_siblings(i);
         // Every sibling lowered (its peak measured) and over the memory.
         const bool none_fits = !zero.empty() && std::all_of(zero.begin(), zero.end(), [&](int k) {
@@ -309,6 +356,7 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
     plans.resize(configs.size());
     fits.resize(configs.size(), 0);
     represented.resize(configs.size(), 0);
+    over_without_activations.resize(configs.size());
     for (size_t i = first; i < configs.size(); ++i) out.candidates[i].config = configs[i];
     if (progress) progress(SearchPhase::kWidened, out);
     lower_from(first);
@@ -318,6 +366,7 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
   for (const auto& c : out.candidates) {
     out.slower += c.dominance == CandidateResult::Dominance::kSlower ? 1 : 0;
     out.larger += c.dominance == CandidateResult::Dominance::kLarger ? 1 : 0;
+    out.over_anyway += c.dominance == CandidateResult::Dominance::kOverAnyway ? 1 : 0;
   }
 
   // Phase 2: the survivors' step on the simulator's clock.

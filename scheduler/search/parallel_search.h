@@ -46,7 +46,8 @@ struct SearchRequest {
   bool representative = true;
   // Candidates another one decides for are not lowered (their fate names it): one with recomputation where the
   // same layout without it fits (recomputation only adds time), one without distribute_param where every
-  // sibling with it (less to hold) was lowered and none fits. False: every one lowered.
+  // sibling with it (less to hold) was lowered and none fits, one with recomputation where the same layout
+  // without it is over the memory at a moment that holds no value of the forward pass. False: every one lowered.
   bool skip_dominated = true;
 };
 
@@ -61,11 +62,15 @@ struct CandidateResult {
   double tokens_per_s = 0;           // predicted: the step's tokens (samples where there are no tokens) per second
   double idle_fraction = 0, communication_ms = 0;
   double lower_ms = 0;               // lowering it to per-device programs, wall time on its pool thread
+  double bound_ms = 0;               // a lower bound on step_ms from the graph alone (step_bound.h)
   // Not lowered (-1: lowered): the candidate that decided for it, and how.
   enum class Dominance : uint8_t {
     kNone,
     kSlower,  // it recomputes, and candidate dominated_by (the layout without recomputation) fits
     kLarger,  // it does not shard over the replicas, and dominated_by (with distribute_param) does not fit
+    // it recomputes, and dominated_by (the layout without recomputation) is over a device's memory at a moment
+    // that device holds no value of the forward pass (recomputation drops and makes only those)
+    kOverAnyway,
   };
   int dominated_by = -1;
   Dominance dominance = Dominance::kNone;
@@ -79,7 +84,7 @@ struct SearchResult {
   size_t lowered_and_fitting = 0;           // after the memory prune
   size_t lowered_again = 0;                 // fitting candidates whose plans were not kept (kept_plan_bytes)
   size_t feasible = 0;                      // candidates that fit and whose programs finish
-  size_t slower = 0, larger = 0;            // candidates not lowered (CandidateResult::Dominance)
+  size_t slower = 0, larger = 0, over_anyway = 0;  // candidates not lowered (CandidateResult::Dominance)
   double compile_ms = 0, cost_ms = 0;       // the two phases' wall time
   int selected = -1;                        // the cheapest feasible candidate (-1: none fits)
   int64_t tokens_per_step = 0;

@@ -35,16 +35,17 @@ std::string candidates_json(const SearchResult& r, const SearchContext& ctx) {
     out += fmt::format(
         "    {{\"index\": {}, \"config\": {}, \"dp\": {}, \"pp\": {}, \"tp\": {}, \"selected\": {}, \"feasible\": {}, "
         "\"dropped\": {}, \"dominated_by\": {}, \"dominance\": {}, \"peak_bytes\": [{}], \"step_ms\": {:.4f}, \"tokens_per_s\": {:.1f}, "
-        "\"idle_fraction\": {:.4f}, \"communication_ms\": {:.4f}, \"lower_ms\": {:.3f}}}{}\n",
+        "\"idle_fraction\": {:.4f}, \"communication_ms\": {:.4f}, \"lower_ms\": {:.3f}, \"bound_ms\": {:.4f}}}{}\n",
         i, quoted(runtime::format_parallel_config(c.config)), s.dp, s.pp, s.tp,
         static_cast<int>(i) == r.selected ? "true" : "false", c.dropped.empty() ? "true" : "false",
         c.dropped.empty() ? "null" : quoted(c.dropped),
         c.dominated_by >= 0 ? std::to_string(c.dominated_by) : std::string("null"),
         c.dominance == CandidateResult::Dominance::kSlower   ? "\"slower\""
         : c.dominance == CandidateResult::Dominance::kLarger ? "\"larger\""
-                                                              : "null",
+        : c.dominance == CandidateResult::Dominance::kOverAnyway ? "\"over_anyway\""
+                                                                  : "null",
         fmt::join(c.peak_bytes, ", "), c.step_ms, c.tokens_per_s,
-        c.idle_fraction, c.communication_ms, c.lower_ms, i + 1 < r.candidates.size() ? "," : "");
+        c.idle_fraction, c.communication_ms, c.lower_ms, c.bound_ms, i + 1 < r.candidates.size() ? "," : "");
   }
   out += "  ]\n}\n";
   return out;

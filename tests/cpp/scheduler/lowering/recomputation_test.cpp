@@ -12,6 +12,7 @@
 #include "scheduler/lowering/memory_model.h"
 #include "scheduler/lowering/plan_step.h"
 #include "scheduler/lowering/planner.h"
+#include "recomputation_test_graph.h"
 #include "test_graph.h"
 
 namespace moreh::scheduler {
@@ -176,43 +177,6 @@ TEST_F(RecomputationTest, BatchSplittingRunsTheSameNodesAgainOnEachDevice) {
 
 // `k` blocks like TwoBlocks's: h_i = a_i + repeat(a_i), a_i = h_{i-1} @ w_i; the backward pass reads each
 // repeat, last block first, then updates w_1. Enough checkpoints that the tails kept differ.
-struct Blocks {
-  runtime::StepGraph graph;
-  std::vector<std::shared_ptr<Buffer>> keep;
-  Blocks(runtime::VirtualMemory& vm, int k) {
-    auto make = [&](uint64_t bytes) { return keep.emplace_back(std::make_shared<Buffer>(vm, bytes, 1)); };
-    auto m = [](const std::shared_ptr<Buffer>& buf) { return shaped(buf, {static_cast<int64_t>(buf->bytes() / 16), 4}); };
-    auto x = make(128), loss = make(4), seed = make(4);
-    std::vector<std::shared_ptr<Buffer>> ws, reps;
-    graph.append(upload(x, {8, 4}));
-    auto h = x;
-    for (int i = 0; i < k; ++i) {
-      auto w = ws.emplace_back(make(64));
-      w->mark_defined();
-      w->set_placement({runtime::PlacementKind::kHome});
-      auto a = make(128), b = reps.emplace_back(make(512)), c = make(128);
-      graph.append(node("aten::mm", {m(h), shaped(w, {4, 4})}, {m(a)}));
-      graph.append(node("aten::repeat", {m(a)}, {m(b)}, {}, {std::vector<int64_t>{4, 1}}));
-      graph.append(node("aten::add.Tensor", {m(a), m(b)}, {m(c)}));
-      h = c;
-    }
-    graph.append(node("aten::sum", {m(h)}, {shaped(loss, {})}));
-    runtime::Node fill = node("aten::fill_.Scalar", {shaped(seed, {})}, {}, {0});
-    fill.initializes.push_back(0);
-    graph.append(std::move(fill));
-    auto g = make(512);
-    graph.append(node("aten::mul.Tensor", {m(reps.back()), shaped(seed, {})}, {m(g)}));
-    for (int i = k - 2; i >= 0; --i) {
-      auto next = make(512);
-      graph.append(node("aten::mul.Tensor", {m(reps[i]), m(g)}, {m(next)}));
-      g = next;
-    }
-    graph.append(node("aten::add_.Tensor", {shaped(ws[0], {4, 4}), shaped(g, {4, 4})}, {}, {0}));
-    for (const auto& b : keep)
-      if (std::find(ws.begin(), ws.end(), b) == ws.end()) b->release_frontend();
-  }
-};
-
 // The search's plans (PlanRequest::fits): the longest kept tail whose plan fits, so that fewer ops run again
 // and no other tail is lowered; where none fits, the lowest peak, as a layout chosen by hand gets.
 TEST_F(RecomputationTest, TheSearchTakesTheLongestKeptTailThatFitsAndLowersNoMore) {

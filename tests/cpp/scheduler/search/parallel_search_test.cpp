@@ -11,6 +11,7 @@
 #include "runtime/base/data_type.h"
 #include "scheduler/lowering/plan_step.h"
 #include "../lowering/pipeline_test_graph.h"
+#include "../lowering/recomputation_test_graph.h"
 
 namespace moreh::scheduler {
 namespace {
@@ -30,9 +31,10 @@ class ParallelSearchTest : public ::testing::Test {
   SearchResult search(uint64_t capacity, int threads = 0, std::function<bool(const runtime::ParallelConfig&)> admissible = {},
                       SearchProgress progress = {}, uint64_t kept_plan_bytes = uint64_t{1} << 30,
                       bool skip_dominated = true) {
-    const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step_.graph);
+    const runtime::StepGraph& graph = graph_ ? *graph_ : step_.graph;
+    const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(graph);
     const ProfileTiming timing(profile_, 2);
-    return search_parallel_layouts({.graph = step_.graph,
+    return search_parallel_layouts({.graph = graph,
                                     .canonical = c,
                                     .devices = 2,
                                     .used_bytes = {0, 0},
@@ -51,6 +53,41 @@ class ParallelSearchTest : public ::testing::Test {
   runtime::VirtualMemory vm_;
   PipelineStep step_{vm_, 2};
   DeviceProfile profile_;
+  const runtime::StepGraph* graph_ = nullptr;  // searched instead of step_'s
+};
+
+// PipelineStep's two layers with wide weights and few rows, and an update that makes a temporary as large as a
+// weight (gw * gw, then added): the update needs more than the forward and backward passes.
+struct UpdateHeavyStep {
+  std::shared_ptr<runtime::Buffer> x, w1, h1, a1, w2, h2, loss, seed, gw2, ga1, gw1, t1, t2;
+  runtime::StepGraph graph;
+  UpdateHeavyStep(runtime::VirtualMemory& vm, int devices) {
+    auto make = [&](uint64_t bytes) { return std::make_shared<runtime::Buffer>(vm, bytes, devices); };
+    x = make(4 * 32), h1 = make(4 * 32), a1 = make(4 * 32), h2 = make(4 * 32), ga1 = make(4 * 32);
+    w1 = make(4 * 256), w2 = make(4 * 256), gw1 = make(4 * 256), gw2 = make(4 * 256), t1 = make(4 * 256), t2 = make(4 * 256);
+    loss = make(4), seed = make(4);
+    for (auto& w : {w1, w2}) {
+      w->mark_defined();
+      w->set_placement({runtime::PlacementKind::kHome});
+    }
+    auto scalar = [](std::shared_ptr<runtime::Buffer> b) { return shaped(std::move(b), {}); };
+    graph.append(upload(x, {2, 16}));
+    graph.append(node("aten::mm", {shaped(x, {2, 16}), shaped(w1, {16, 16})}, {shaped(h1, {2, 16})}));
+    graph.append(node("aten::relu", {shaped(h1, {2, 16})}, {shaped(a1, {2, 16})}));
+    graph.append(node("aten::mm", {shaped(a1, {2, 16}), shaped(w2, {16, 16})}, {shaped(h2, {2, 16})}));
+    graph.append(node("aten::sum", {shaped(h2, {2, 16})}, {scalar(loss)}));
+    Node fill = node("aten::fill_.Scalar", {scalar(seed)}, {}, {0});
+    fill.initializes.push_back(0);
+    graph.append(std::move(fill));
+    graph.append(node("aten::mm", {PipelineStep::transposed(shaped(a1, {2, 16})), shaped(h2, {2, 16})}, {shaped(gw2, {16, 16})}));
+    graph.append(node("aten::mm", {shaped(h2, {2, 16}), PipelineStep::transposed(shaped(w2, {16, 16}))}, {shaped(ga1, {2, 16})}));
+    graph.append(node("aten::mm", {PipelineStep::transposed(shaped(x, {2, 16})), shaped(ga1, {2, 16})}, {shaped(gw1, {16, 16})}));
+    graph.append(node("aten::mul.Tensor", {shaped(gw1, {16, 16}), shaped(gw1, {16, 16})}, {shaped(t1, {16, 16})}));
+    graph.append(node("aten::add_.Tensor", {shaped(w1, {16, 16}), shaped(t1, {16, 16})}, {}, {0}));
+    graph.append(node("aten::mul.Tensor", {shaped(gw2, {16, 16}), shaped(gw2, {16, 16})}, {shaped(t2, {16, 16})}));
+    graph.append(node("aten::add_.Tensor", {shaped(w2, {16, 16}), shaped(t2, {16, 16})}, {}, {0}));
+    for (auto* b : {&h1, &a1, &h2, &seed, &gw1, &gw2, &ga1, &x, &t1, &t2}) (*b)->release_frontend();
+  }
 };
 
 TEST_F(ParallelSearchTest, EveryCandidateIsLoweredAndTimedAndTheCheapestIsSelected) {
@@ -135,6 +172,100 @@ TEST_F(ParallelSearchTest, RecomputingCandidatesAreLoweredOnlyWhereTheirTwinDoes
   EXPECT_EQ(only.feasible, recomputing);
   for (const auto& c : only.candidates)
     if (c.config.recomputation) { EXPECT_TRUE(c.dropped.empty()) << c.dropped; }
+}
+
+// Recomputation drops values of the forward pass and makes them again: a layout without it that is over a
+// device's memory at a moment holding none of them (the optimizer's update, say) is over it with recomputation
+// too. Such a twin's recomputing candidate is not lowered, and lowering it anyway shows it would not have fitted.
+TEST_F(ParallelSearchTest, RecomputingCandidatesAreNotLoweredWhereTheirTwinIsOverOutsideTheForwardPass) {
+  runtime::set_op_facts(runtime::intern_op("aten::mul.Tensor"), {.pointwise = true});
+  const UpdateHeavyStep heavy(vm_, 2);
+  graph_ = &heavy.graph;
+  const SearchResult all = search(1 << 30, 0, {}, {}, uint64_t{1} << 30, /*skip_dominated=*/false);
+  std::vector<uint64_t> capacities;
+  for (const auto& c : all.candidates)
+    if (!c.config.recomputation) capacities.push_back(c.max_peak() - 1);
+  std::sort(capacities.begin(), capacities.end());
+  capacities.erase(std::unique(capacities.begin(), capacities.end()), capacities.end());
+  size_t skipped = 0;
+  for (uint64_t capacity : capacities) {
+    const SearchResult every = search(capacity, 0, {}, {}, uint64_t{1} << 30, /*skip_dominated=*/false);
+    const SearchResult some = search(capacity);
+    ASSERT_EQ(every.candidates.size(), some.candidates.size());
+    EXPECT_EQ(some.selected, every.selected) << "capacity " << capacity;
+    for (size_t i = 0; i < some.candidates.size(); ++i) {
+      const CandidateResult& c = some.candidates[i];
+      if (c.dominance != CandidateResult::Dominance::kOverAnyway) continue;
+      ++skipped;
+      const CandidateResult& twin = some.candidates[static_cast<size_t>(c.dominated_by)];
+      EXPECT_TRUE(c.config.recomputation);
+      EXPECT_FALSE(twin.config.recomputation);
+      EXPECT_EQ(twin.dropped.find("out of memory"), 0u) << twin.dropped;
+      EXPECT_NE(c.dropped.find("holding no value of the forward pass"), std::string::npos) << c.dropped;
+      EXPECT_TRUE(c.peak_bytes.empty()) << "never lowered";
+      EXPECT_EQ(every.candidates[i].dropped.find("out of memory"), 0u)
+          << "capacity " << capacity << ", " << runtime::format_parallel_config(c.config) << ": "
+          << every.candidates[i].dropped;
+    }
+  }
+  EXPECT_GT(skipped, 0u) << "some twin is over the memory in its update";
+}
+
+// Where the twin is over the memory while the forward pass's values are held, recomputation may bring the
+// layout under it: those recomputing candidates are lowered, and some fit where their twin does not.
+TEST_F(ParallelSearchTest, RecomputingCandidatesAreLoweredWhereTheirTwinIsOverInTheForwardPass) {
+  runtime::set_op_facts(runtime::intern_op("aten::mul.Tensor"), {.pointwise = true});
+  const Blocks blocks(vm_, 10, 2);
+  graph_ = &blocks.graph;
+  const SearchResult all = search(1 << 30, 0, {}, {}, uint64_t{1} << 30, /*skip_dominated=*/false);
+  std::vector<uint64_t> capacities;
+  for (const auto& c : all.candidates)
+    if (!c.config.recomputation) capacities.push_back(c.max_peak() - 1);
+  size_t rescued = 0;
+  for (uint64_t capacity : capacities) {
+    const SearchResult some = search(capacity);
+    for (const CandidateResult& c : some.candidates) {
+      if (!c.config.recomputation || !c.dropped.empty()) continue;
+      runtime::ParallelConfig plain = c.config;
+      plain.recomputation = 0;
+      const auto twin = std::find_if(some.candidates.begin(), some.candidates.end(), [&](const CandidateResult& t) {
+        runtime::ParallelConfig x = t.config;
+        x.batch_per_device = plain.batch_per_device;
+        return x == plain;
+      });
+      ASSERT_NE(twin, some.candidates.end());
+      if (twin->dropped.find("out of memory") == 0) ++rescued;
+    }
+  }
+  EXPECT_GT(rescued, 0u) << "recomputation brings some layout under the memory";
+}
+
+// Every candidate's bound from the graph alone (step_bound.h) is at most what the simulator predicts for its
+// plan, on each of the tests' steps; a pipeline of one micro-batch waits for its other stage, which batch
+// splitting over the same devices does not.
+TEST_F(ParallelSearchTest, NoCandidateIsPredictedFasterThanItsBound) {
+  runtime::set_op_facts(runtime::intern_op("aten::mul.Tensor"), {.pointwise = true});
+  const UpdateHeavyStep heavy(vm_, 2);
+  const Blocks blocks(vm_, 10, 2);
+  size_t timed = 0;
+  for (const runtime::StepGraph* g : std::vector<const runtime::StepGraph*>{&step_.graph, &heavy.graph, &blocks.graph}) {
+    graph_ = g;
+    const SearchResult r = search(1 << 30, 0, {}, {}, uint64_t{1} << 30, /*skip_dominated=*/false);
+    const CandidateResult* split = nullptr;
+    const CandidateResult* staged = nullptr;
+    for (const CandidateResult& c : r.candidates) {
+      EXPECT_GT(c.bound_ms, 0) << runtime::format_parallel_config(c.config);
+      if (c.step_ms <= 0) continue;
+      ++timed;
+      EXPECT_LE(c.bound_ms, c.step_ms * (1 + 1e-9)) << runtime::format_parallel_config(c.config);
+      const runtime::ParallelSizes s = runtime::parallel_layout(c.config, 2);
+      if (s.dp == 2 && c.config.num_micro_batches == 1 && !c.config.recomputation) split = &c;
+      if (s.pp == 2 && c.config.num_micro_batches == 1 && !c.config.recomputation) staged = &c;
+    }
+    ASSERT_TRUE(split && staged);
+    EXPECT_GT(staged->bound_ms, split->bound_ms);
+  }
+  EXPECT_GT(timed, 10u);
 }
 
 // Sharding over the replicas leaves less on each device: where no layout with distribute_param fits, the same
