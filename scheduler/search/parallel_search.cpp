@@ -357,7 +357,10 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
     fits.resize(configs.size(), 0);
     represented.resize(configs.size(), 0);
     over_without_activations.resize(configs.size());
-    for (size_t i = first; i < configs.size(); ++i) out.candidates[i].config = configs[i];
+    for (size_t i = first; i < configs.size(); ++i) {
+      out.candidates[i].config = configs[i];
+      out.candidates[i].bound_ms = bound.seconds(configs[i], r.devices) * 1e3;
+    }
     if (progress) progress(SearchPhase::kWidened, out);
     lower_from(first);
   }

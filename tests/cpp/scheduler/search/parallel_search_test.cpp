@@ -331,8 +331,10 @@ TEST_F(ParallelSearchTest, CandidatesOverTheMemoryAreDroppedAndNamed) {
   const SearchResult wider = search(peaks.front() - 1);
   EXPECT_GT(wider.widened, 0u);
   EXPECT_EQ(wider.candidates.size(), all.candidates.size() + wider.widened);
-  for (size_t i = all.candidates.size(); i < wider.candidates.size(); ++i)
+  for (size_t i = all.candidates.size(); i < wider.candidates.size(); ++i) {
     EXPECT_TRUE(wider.candidates[i].config.num_micro_batches > 1) << runtime::format_parallel_config(wider.candidates[i].config);
+    EXPECT_GT(wider.candidates[i].bound_ms, 0) << "the widened ones are bounded too";
+  }
   const SearchResult none = search(1);
   EXPECT_EQ(none.selected, -1);
   EXPECT_EQ(none.feasible, 0u);
