@@ -626,13 +626,46 @@ class PipelineEmission {
     if (!order) return false;
     ++phases_;
     ++one_f_one_b_phases_;
-    for (size_t t : *order)
+    // Each stage's tasks in the order they are emitted, and the next one not yet emitted.
+    std::vector<std::vector<size_t>> mine(static_cast<size_t>(pp_));
+    for (size_t t : *order) mine[static_cast<size_t>(tasks[t].stage)].push_back(t);
+    std::vector<size_t> next(mine.size(), 0);
+    for (size_t t : *order) {
       for (const SplitStep* st : steps[t]) {
         const bool per_piece = scheduler::per_piece(*st);
         if (per_piece) emit_piece(*st, tasks[t].micro);
         else emit_once(*st);
       }
+      const int from = tasks[t].stage;
+      ++next[static_cast<size_t>(from)];
+      // What another stage's next task reads of this task's results goes now, right after the work that made
+      // it: a receiver emitted later would find the send after whatever this stage does next.
+      for (size_t j = 0; j < mine.size(); ++j) {
+        if (static_cast<int>(j) == from || next[j] >= mine[j].size()) continue;
+        const size_t u = mine[j][next[j]];
+        if (!std::binary_search(preds[u].begin(), preds[u].end(), t)) continue;
+        for (const SplitStep* st : steps[u])
+          if (scheduler::per_piece(*st) && st->kind == Kind::kLaunch) send_ahead(*st, tasks[u].micro, from);
+      }
+    }
     return true;
+  }
+
+  // Brings stage `from`'s values that a launch of micro-batch k reads to the launch's stage, as emit_piece will.
+  void send_ahead(const SplitStep& st, int k, int from) {
+    const int j = stage_of(st);
+    const auto& in = cg_.node_inputs[st.index];
+    for (size_t x = 0; x < in.size(); ++x) {
+      const uint32_t s = in[x];
+      if (everywhere_[s] || home_[s]) continue;
+      const bool piece = x < st.aligned.size() && st.aligned[x] >= 0 && by_rows_[s] && m_ > 1;
+      const auto& at = at_[s];
+      const uint32_t where = piece ? at[static_cast<size_t>(k)] : at[0];
+      if (!(where & bit(from)) || (where & bit(j))) continue;
+      if (!piece && !std::all_of(at.begin(), at.end(), [&](uint32_t w) { return w == at[0]; })) continue;
+      if (piece) bring_piece(s, j, k);
+      else bring_whole(s, j);
+    }
   }
 
   int stage_of(const SplitStep& st) const {
