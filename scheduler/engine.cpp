@@ -647,10 +647,10 @@ std::shared_ptr<PlannedStep> Engine::choose_layout_locked(const StepGraph& graph
     std::vector<std::string> rows;
     for (const auto& c : result.candidates)
       rows.push_back(fmt::format("{{\"config\": {}, \"dropped\": {}, \"peak_bytes\": {}, \"step_ms\": {:.4f}, "
-                                 "\"tokens_per_s\": {:.1f}}}",
+                                 "\"tokens_per_s\": {:.1f}, \"bound_ms\": {:.4f}}}",
                                  json_string(format_parallel_config(c.config)),
                                  c.dropped.empty() ? std::string("null") : json_string(c.dropped), c.max_peak(),
-                                 c.step_ms, c.tokens_per_s));
+                                 c.step_ms, c.tokens_per_s, c.bound_ms));
     const CandidateResult* chosen = result.selected >= 0 ? &result.candidates[static_cast<size_t>(result.selected)]
                                                           : nullptr;
     emit_event("ap", fmt::format(

@@ -309,6 +309,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       d["peak_bytes"] = c.peak_bytes;
       d["step_ms"] = c.step_ms;
       d["tokens_per_s"] = c.tokens_per_s;
+      d["bound_ms"] = c.bound_ms;
       candidates.append(d);
     }
     py::dict out;

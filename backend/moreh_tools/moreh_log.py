@@ -213,10 +213,11 @@ def cmd_ap(args):
         print(f"  selected: {a.get('selected')} (predicted {_ms(a.get('predicted_ms'))}, "
               f"{a.get('tokens_per_s', 0):.0f} tokens/s)")
         table = [[i, _compact(c.get("config", ""), a.get("devices")), _mib(c.get("peak_bytes")) if c.get("peak_bytes") else "-",
+                  _ms(c.get("bound_ms")) if c.get("bound_ms") else "-",
                   _ms(c.get("step_ms")) if not c.get("dropped") else "-",
                   "selected" if c.get("config") == a.get("selected") else _one_line(c.get("dropped") or "fits", 60)]
                  for i, c in enumerate(a.get("table") or [])]
-        print("\n".join(box.render(["#", "Layout", "Peak/device", "Predicted", "Fate"], table)))
+        print("\n".join(box.render(["#", "Layout", "Peak/device", "At least", "Predicted", "Fate"], table)))
     _notes(run)
     return 0
 

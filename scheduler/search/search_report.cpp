@@ -53,16 +53,17 @@ std::string candidates_json(const SearchResult& r, const SearchContext& ctx) {
 
 std::vector<std::string> candidate_table(const SearchResult& r, int devices) {
   std::vector<std::string> out;
-  out.push_back(fmt::format("{:>3} {:>2} {:>2} {:>2} {:>3} {:>2} {:>4} {:>4} {:>12} {:>10} {:>12}  {}", "#", "dp", "pp",
-                            "tp", "mb", "rc", "zero", "low", "peak MiB", "step ms", "tokens/s", "fate"));
+  out.push_back(fmt::format("{:>3} {:>2} {:>2} {:>2} {:>3} {:>2} {:>4} {:>4} {:>12} {:>10} {:>10} {:>12}  {}", "#", "dp",
+                            "pp", "tp", "mb", "rc", "zero", "low", "peak MiB", "bound ms", "step ms", "tokens/s", "fate"));
   for (size_t i = 0; i < r.candidates.size(); ++i) {
     const CandidateResult& c = r.candidates[i];
     const runtime::ParallelSizes s = runtime::parallel_layout(c.config, devices);
     const std::string fate = static_cast<int>(i) == r.selected ? "selected" : c.dropped.empty() ? "feasible" : c.dropped;
-    out.push_back(fmt::format("{:>3} {:>2} {:>2} {:>2} {:>3} {:>2} {:>4} {:>4} {:>12.1f} {:>10.3f} {:>12.0f}  {}", i,
-                              s.dp, s.pp, s.tp, c.config.num_micro_batches, c.config.recomputation,
+    out.push_back(fmt::format("{:>3} {:>2} {:>2} {:>2} {:>3} {:>2} {:>4} {:>4} {:>12.1f} {:>10.3f} {:>10.3f} {:>12.0f}  {}",
+                              i, s.dp, s.pp, s.tp, c.config.num_micro_batches, c.config.recomputation,
                               c.config.distribute_param ? 1 : 0, c.config.distribute_low_prec_param ? 1 : 0,
-                              static_cast<double>(c.max_peak()) / (1024.0 * 1024.0), c.step_ms, c.tokens_per_s, fate));
+                              static_cast<double>(c.max_peak()) / (1024.0 * 1024.0), c.bound_ms, c.step_ms,
+                              c.tokens_per_s, fate));
   }
   return out;
 }

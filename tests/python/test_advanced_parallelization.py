@@ -88,6 +88,8 @@ def test_the_search_logs_seed_000s_lines_writes_its_files_and_trains_like_one_de
     feasible = [c for c in table["candidates"] if c["feasible"]]
     assert all(c["dropped"] is None and c["step_ms"] > 0 and len(c["peak_bytes"]) == 4 for c in feasible)
     assert chosen[0]["step_ms"] == min(c["step_ms"] for c in feasible)
+    # Each one's bound from the graph alone: never above what the simulator predicts for its plan.
+    assert all(0 < c["bound_ms"] <= c["step_ms"] * (1 + 1e-9) for c in feasible)
     assert all(c["dropped"] for c in table["candidates"] if not c["feasible"])
     assert got["search"]["selected"] == table["selected"]
     # Candidates with recomputation whose twin without it fits were not compiled: the twin is named and fits.

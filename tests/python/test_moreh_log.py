@@ -370,5 +370,6 @@ def test_the_example_scripts_run_is_summed_up(tmp_path):
     assert summary["layout"] == summary["ap"]["selected"]  # the step ran under the layout AP chose
     ap = as_json(tmp_path, "ap", str(log))["searches"][0]
     assert len(ap["table"]) == ap["candidates"] and any(c["config"] == ap["selected"] for c in ap["table"])
+    assert all(0 < c["bound_ms"] <= c["step_ms"] * (1 + 1e-9) for c in ap["table"] if not c["dropped"])
     text = moreh_log(tmp_path, "ap", str(log))
-    assert text.returncode == 0 and "selected" in text.stdout
+    assert text.returncode == 0 and "selected" in text.stdout and "At least" in text.stdout

@@ -13,6 +13,7 @@ SearchResult two_candidates() {
   r.candidates[0].step_ms = 1.5;
   r.candidates[0].tokens_per_s = 1000;
   r.candidates[0].lower_ms = 12.25;
+  r.candidates[0].bound_ms = 0.75;
   r.candidates[1].config.num_stages = 2;
   r.candidates[1].dropped = "out of memory: needs \"a lot\"\non device 1";
   r.candidates[1].peak_bytes = {900, 950};
@@ -31,6 +32,7 @@ TEST(SearchReportTest, TheJsonListsEveryCandidateWithItsFate) {
   EXPECT_NE(json.find(R"("dropped": "out of memory: needs \"a lot\"\non device 1")"), std::string::npos) << json;
   EXPECT_NE(json.find("\"dropped\": null"), std::string::npos);
   EXPECT_NE(json.find("\"lower_ms\": 12.250"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"bound_ms\": 0.7500"), std::string::npos) << json;
   EXPECT_EQ(json.find('\n', json.find("needs")), json.find("\n", json.find("\"communication_ms\"", json.find("needs"))))
       << "the reason's newline is escaped, not written";
 }
@@ -38,7 +40,9 @@ TEST(SearchReportTest, TheJsonListsEveryCandidateWithItsFate) {
 TEST(SearchReportTest, TheTableHasAHeaderAndALinePerCandidate) {
   const auto lines = candidate_table(two_candidates(), 2);
   ASSERT_EQ(lines.size(), 3u);
+  EXPECT_NE(lines[0].find("bound ms"), std::string::npos);
   EXPECT_NE(lines[1].find("selected"), std::string::npos);
+  EXPECT_NE(lines[1].find("0.750"), std::string::npos) << lines[1];
   EXPECT_NE(lines[2].find("out of memory"), std::string::npos);
 }
 
