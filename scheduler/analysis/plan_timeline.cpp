@@ -44,8 +44,12 @@ PlanTimeline simulate(const runtime::Plan& plan, const runtime::StepGraph& graph
     for (size_t i = 0; i < n; ++i)
       memory[i] = std::make_unique<DeviceMemory>(plan, plan.programs[i].device, &graph, *canonical);
   auto held = [&](size_t i, uint32_t slot) { return memory[i] ? static_cast<double>(memory[i]->held(slot)) : 0.0; };
+  // Group 0 is every device of the plan, those left out of a plan of two lanes' programs too (its collectives'
+  // cost depends on how many take part; PlanReport::stand_ins).
   std::vector<int> all_devices;
   for (const auto& p : plan.programs) all_devices.push_back(p.device);
+  for (int d = 0; static_cast<int>(all_devices.size()) < plan.num_devices && d < plan.num_devices; ++d)
+    if (std::find(all_devices.begin(), all_devices.end(), d) == all_devices.end()) all_devices.push_back(d);
   // Messages sent: (sender, receiver) -> arrival times, in order; how many each receiver has taken.
   std::map<std::pair<int, int>, std::vector<double>> sent;
   std::map<std::pair<int, int>, size_t> taken;

@@ -31,7 +31,8 @@ PlannedStep lower_candidate(const runtime::StepGraph& graph, const runtime::Cano
                                  {.optimizer = options.distribute_param,
                                   .params_in_rows = params_in_rows,
                                   .low_precision = options.distribute_low_prec_param});
-    PlannedStep p = emit_spmd_plan(graph, canonical, split, devices);
+    const bool alike = std::all_of(pieces.begin(), pieces.end(), [&](const RowRange& r) { return r.count == pieces[0].count; });
+    PlannedStep p = emit_spmd_plan(graph, canonical, split, devices, options.representative && (rows == 0 || alike));
     if (sharded) p.report.summary = describe(sharding, replicas);
     return p;
   };
@@ -52,7 +53,8 @@ PlannedStep lower_candidate(const runtime::StepGraph& graph, const runtime::Cano
 PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                          int devices, const std::vector<int64_t>& candidate_rows,
                                          bool distribute_param, const std::vector<uint32_t>* order,
-                                         uint64_t available_bytes, bool distribute_low_prec_param) {
+                                         uint64_t available_bytes, bool distribute_low_prec_param,
+                                         bool representative) {
   auto start = std::chrono::steady_clock::now();
   // Each candidate batch (and no split at all) is lowered; the cheapest by spmd_cost wins. Lowering takes well
   // under a millisecond for a GPT step.
@@ -70,7 +72,8 @@ PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const ru
                                     {.order = order,
                                      .distribute_param = distribute_param,
                                      .distribute_low_prec_param = distribute_low_prec_param,
-                                     .available_bytes = available_bytes});
+                                     .available_bytes = available_bytes,
+                                     .representative = representative});
     tried += fmt::format("{}{}: {:.0f}", tried.empty() ? "" : ", ", r ? fmt::format("batch {}", r) : "not split", cost(p));
     if (!best || cost(p) < cost(*best)) {
       best = std::move(p);

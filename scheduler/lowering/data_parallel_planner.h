@@ -24,6 +24,8 @@ struct CandidateOptions {
   TensorSplit tensor{};
   bool distribute_param = false, distribute_low_prec_param = false;
   uint64_t available_bytes = 0;
+  // Two devices' programs stand for all where every piece has as many rows (emit_spmd_plan): the search's.
+  bool representative = false;
 };
 PlannedStep lower_candidate(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                             const std::vector<runtime::RowRange>& pieces, int64_t rows, int devices,
@@ -36,9 +38,11 @@ PlannedStep lower_candidate(const runtime::StepGraph& graph, const runtime::Cano
 // `available_bytes`: the least free memory of a device (0: unknown); with distribute_param, a plan whose peak
 // is over it rests the parameters in rows (ZeRO-3) if that lowers the peak. `distribute_low_prec_param`:
 // autocast's low-precision copies of the parameters made on each device's rows and gathered for each pass.
+// `representative`: two devices' programs stand for all where they can (PlanRequest::representative).
 PlannedStep compile_data_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                          int devices, const std::vector<int64_t>& candidate_rows,
                                          bool distribute_param = false, const std::vector<uint32_t>* order = nullptr,
-                                         uint64_t available_bytes = 0, bool distribute_low_prec_param = false);
+                                         uint64_t available_bytes = 0, bool distribute_low_prec_param = false,
+                                         bool representative = false);
 
 }  // namespace moreh::scheduler

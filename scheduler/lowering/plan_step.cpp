@@ -38,7 +38,8 @@ std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::Parallel
     // Nothing to pipeline (pipeline_planner.h): batch splitting over every device, values left replicated.
     plan = std::make_shared<PlannedStep>(
         compile_data_parallel_plan(r.graph, r.canonical, layout.dp * layout.pp * layout.tp, analysis.batch_sizes,
-                                   /*distribute_param=*/false, order, r.available_bytes, /*low_prec=*/false));
+                                   /*distribute_param=*/false, order, r.available_bytes, /*low_prec=*/false,
+                                   r.representative));
     plan->report.summary += "; no backward pass and nothing on pipeline stages yet: batch splitting, not stages";
   } else if (pipelined) {
     plan = std::make_shared<PlannedStep>(compile_pipeline_plan(
@@ -64,7 +65,8 @@ std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::Parallel
          .distribute_param = r.parallelism.distribute_param,
          .distribute_low_prec_param = r.parallelism.distribute_low_prec_param,
          .available_bytes = r.available_bytes,
-         .linear_pairs = r.linear_pairs}));
+         .linear_pairs = r.linear_pairs,
+         .representative = r.representative}));
   } else if (layout.dp == 1) {
     const auto started = std::chrono::steady_clock::now();
     std::optional<FusionResult> fused;
@@ -76,7 +78,7 @@ std::shared_ptr<PlannedStep> lower(const PlanRequest& r, const runtime::Parallel
     plan = std::make_shared<PlannedStep>(
         compile_data_parallel_plan(r.graph, r.canonical, layout.dp, analysis.batch_sizes,
                                    r.parallelism.distribute_param, order, r.available_bytes,
-                                   r.parallelism.distribute_low_prec_param));
+                                   r.parallelism.distribute_low_prec_param, r.representative));
   }
   if (program_fusion) {
     const auto started = std::chrono::steady_clock::now();

@@ -24,7 +24,8 @@ struct PlanRequest {
   // it (distribute_param's ZeRO-3).
   uint64_t available_bytes = 0;
   // For the search: pipelines emit two lanes' programs only where the lanes are alike
-  // (pipeline_planner.h's PipelineOptions::representative); such a plan is measured, never run.
+  // (pipeline_planner.h's PipelineOptions::representative), batch splitting and TP without stages two devices'
+  // programs where the devices are (spmd_emission.h); such a plan is measured, never run.
   bool representative = false;
   // For the search: whether a plan fits the devices' memory. With it, recomputation takes the first of its
   // checkpoint tails, from the longest kept, whose plan fits (fewer ops run again: a faster step than the

@@ -18,8 +18,8 @@ namespace {
 class Emission {
  public:
   Emission(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical, const BatchSplit& split,
-           int devices)
-      : graph_(graph), cg_(canonical), split_(split), steps_(split.steps), n_(devices) {}
+           int devices, int emitted)
+      : graph_(graph), cg_(canonical), split_(split), steps_(split.steps), n_(devices), emitted_(emitted) {}
 
   // The slots an SPMD step touches.
   void touched(const SplitStep& st, std::vector<uint32_t>& out) const {
@@ -49,8 +49,10 @@ class Emission {
     plan.graph_hash = cg_.hash;
     plan.num_nodes = graph_.size();
     plan.num_devices = n_;
-    plan.programs.resize(n_);
-    for (int d = 0; d < n_; ++d) plan.programs[d].device = d;
+    plan.programs.resize(emitted_);
+    for (int d = 0; d < emitted_; ++d) plan.programs[d].device = d;
+    if (emitted_ < n_)
+      for (int d = 0; d < n_; ++d) plan.report.stand_ins.push_back(std::min(d, emitted_ - 1));
     std::vector<uint64_t> work(n_, 0);  // bytes the device's kernels write: the cost model's proxy for work
     uint64_t comm_bytes = 0;
     // Tensor parallelism beside the batch split: collectives along one axis span a group, the tensor ranks of
@@ -78,7 +80,7 @@ class Emission {
     };
     for (size_t i = 0; i < steps_.size(); ++i) {
       const SplitStep& st = steps_[i];
-      for (int d = 0; d < n_; ++d) {
+      for (int d = 0; d < emitted_; ++d) {
         auto& prog = plan.programs[d];
         Instruction ins{st.kind, st.index, st.aux};
         ins.group = group_of(st.axis, d);
@@ -123,7 +125,7 @@ class Emission {
         comm_bytes += static_cast<uint64_t>((m - 1) * whole / m);
       for (uint32_t s : release_after[i])
         if (!cg_.buffers[s].live_after)
-          for (int d = 0; d < n_; ++d) plan.programs[d].code.push_back({Kind::kRelease, s});
+          for (int d = 0; d < emitted_; ++d) plan.programs[d].code.push_back({Kind::kRelease, s});
     }
     plan.slots = split_.slots;
     for (auto& program : plan.programs) program.peak_bytes = program_peak(plan, program, &graph_, cg_);
@@ -151,13 +153,45 @@ class Emission {
   const BatchSplit& split_;
   const std::vector<SplitStep>& steps_;
   const int n_;
+  const int emitted_;  // devices with a program: all, or two standing for all
 };
 
 }  // namespace
 
+namespace {
+
+bool same_refs(const std::vector<runtime::LocalRef>& a, const std::vector<runtime::LocalRef>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].sizes != b[i].sizes || a[i].strides != b[i].strides) return false;
+  return true;
+}
+
+// Whether every device after device 1 runs each step as device 1 does: its views' shapes, rows, elements,
+// allocations and factors (where a part divides unevenly, the devices differ, and each gets its program).
+bool like_device_one(const BatchSplit& split, int devices) {
+  for (const SplitStep& st : split.steps) {
+    for (int d = 2; d < devices; ++d) {
+      const auto i = static_cast<size_t>(d);
+      if (st.kind == Kind::kLaunch && !st.launches.empty()) {
+        const runtime::LocalLaunch &a = st.launches.at(i), &b = st.launches.at(1);
+        if (!same_refs(a.inputs, b.inputs) || !same_refs(a.outputs, b.outputs) || a.rows.count != b.rows.count ||
+            a.elements != b.elements || a.joins != b.joins || a.factors != b.factors)
+          return false;
+      }
+      if (st.kind == Kind::kAllocate && st.bytes.at(i) != st.bytes.at(1)) return false;
+      if (st.kind == Kind::kScale && st.factors.at(i) != st.factors.at(1)) return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
 PlannedStep emit_spmd_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
-                           const BatchSplit& split, int devices) {
-  return Emission(graph, canonical, split, devices).run();
+                           const BatchSplit& split, int devices, bool representative) {
+  const bool two = representative && devices > 2 && like_device_one(split, devices);
+  return Emission(graph, canonical, split, devices, two ? 2 : devices).run();
 }
 
 double spmd_cost(const PlannedStep& p) {

@@ -12,8 +12,12 @@ namespace moreh::scheduler {
 
 // Device d runs piece d's launches. The report holds the fallbacks, the bytes each device's collectives send
 // (ring all-reduce: 2(N-1)/N of the value) and the bytes the busiest device's kernels write.
+// `representative` (the caller has checked that every piece has as many rows, or the step is not split): where
+// every device after device 1 runs each step as device 1 does (views, allocations, factors alike: the parts
+// divide evenly), only devices 0 and 1 get programs, device 1 standing in for the others
+// (PlanReport::stand_ins), for the search's figures.
 PlannedStep emit_spmd_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
-                           const BatchSplit& split, int devices);
+                           const BatchSplit& split, int devices, bool representative = false);
 
 // What the SPMD planners choose among candidate batch splits by: the bytes the busiest device's kernels write
 // plus the bytes it sends, a fallback weighing as much as moving everything it wrote twice.

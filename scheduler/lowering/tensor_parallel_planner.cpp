@@ -112,7 +112,8 @@ PlannedStep compile_tensor_parallel_plan(const runtime::StepGraph& graph, const 
                                      .tensor = {&seeds, tp},
                                      .distribute_param = options.distribute_param,
                                      .distribute_low_prec_param = options.distribute_low_prec_param,
-                                     .available_bytes = options.available_bytes});
+                                     .available_bytes = options.available_bytes,
+                                     .representative = options.representative});
     if (dp > 1)
       tried += fmt::format("{}{}: {:.0f}", tried.empty() ? "" : ", ", r ? fmt::format("batch {}", r) : "not split",
                            spmd_cost(p));

@@ -36,6 +36,7 @@ struct TensorParallelOptions {
   bool distribute_param = false, distribute_low_prec_param = false;
   uint64_t available_bytes = 0;
   const std::vector<LinearPair>* linear_pairs = nullptr;  // the graph's, found once by the caller (null: here)
+  bool representative = false;  // two devices' programs stand for all where they can (emit_spmd_plan)
 };
 PlannedStep compile_tensor_parallel_plan(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                          const TensorParallelOptions& options);

@@ -10,6 +10,9 @@
 
 #include "runtime/base/data_type.h"
 #include "runtime/memory/virtual_memory.h"
+#include "pipeline_test_graph.h"
+#include "scheduler/lowering/tensor_parallel_planner.h"
+#include "scheduler/search/step_cost.h"
 #include "test_graph.h"
 
 namespace moreh::scheduler {
@@ -288,6 +291,59 @@ TEST_F(DataParallelPlannerTest, FewerRowsThanDevicesRunsReplicated) {
   PlannedStep plan = compile_data_parallel_plan(g, c, n, {2});
   EXPECT_EQ(plan.report.split_rows, 0);
   for (const auto& p : plan.programs) EXPECT_TRUE(p.launches.empty());
+}
+
+// For the search: where every device has as many rows (and, beside TP, as large a part), devices 0 and 1's
+// programs stand for all four; the others' programs are device 1's, their peaks its peak, and the step takes
+// as long on the clock, its collectives costed over all their members.
+TEST_F(DataParallelPlannerTest, TwoDevicesProgramsStandForAllWhenEveryDeviceHasAsManyRows) {
+  runtime::set_op_facts(runtime::intern_op("aten::relu"), {.pointwise = true});
+  moreh::testing::PipelineStep step(vm, 4);
+  const CanonicalGraph c = CanonicalGraph::build(step.graph);
+  DeviceProfile profile;
+  profile.name = "toy";
+  profile.fp32_flops = profile.low_prec_flops = profile.attention_flops = profile.elementwise_flops = 1e9;
+  profile.memory_bytes_per_s = 1e9, profile.launch_s = 1e-6;
+  profile.intra_node = {1e-6, 1e8};
+  const ProfileTiming timing(profile);
+  for (int variant = 0; variant < 4; ++variant) {
+    const bool zero = variant % 2 == 1, tensor = variant >= 2;
+    SCOPED_TRACE(::testing::Message() << (zero ? "distribute_param" : "replicated optimizer") << (tensor ? ", TP 2" : ""));
+    auto lower = [&](bool representative) {
+      if (tensor)
+        return compile_tensor_parallel_plan(step.graph, c, {.tp = 2, .dp = 2, .candidate_rows = {8},
+                                                            .distribute_param = zero, .representative = representative});
+      return compile_data_parallel_plan(step.graph, c, 4, {8}, zero, nullptr, 0, false, representative);
+    };
+    const PlannedStep full = lower(false);
+    const PlannedStep two = lower(true);
+    ASSERT_EQ(full.programs.size(), 4u);
+    ASSERT_EQ(two.programs.size(), 2u);
+    EXPECT_TRUE(full.report.stand_ins.empty());
+    EXPECT_EQ(two.report.stand_ins, (std::vector<int>{0, 1, 1, 1}));
+    EXPECT_EQ(two.num_devices, 4);
+    EXPECT_EQ(two.report.split_rows, 8);
+    auto listed = [](const runtime::DeviceProgram& p) {
+      std::vector<std::pair<Kind, uint32_t>> out;
+      for (const Instruction& i : p.code) out.emplace_back(i.kind, i.index);
+      return out;
+    };
+    for (int d = 0; d < 4; ++d) {
+      const auto& mine = two.programs[static_cast<size_t>(std::min(d, 1))];
+      EXPECT_EQ(listed(mine), listed(full.programs[static_cast<size_t>(d)])) << "device " << d;
+      EXPECT_EQ(mine.peak_bytes, full.programs[static_cast<size_t>(d)].peak_bytes) << "device " << d;
+    }
+    ASSERT_GT(count(full.programs[0], Kind::kAllReduce) + count(full.programs[0], Kind::kAllGather) +
+                  count(full.programs[0], Kind::kReduceScatter), 0u);
+    const StepCost a = predict_step(full, step.graph, c, timing), b = predict_step(two, step.graph, c, timing);
+    EXPECT_TRUE(b.stuck.empty()) << b.stuck;
+    EXPECT_DOUBLE_EQ(b.seconds, a.seconds);
+    EXPECT_DOUBLE_EQ(b.communication_seconds, a.communication_seconds);
+  }
+  // Rows that do not divide evenly: every device its own program.
+  const PlannedStep uneven = compile_data_parallel_plan(step.graph, c, 3, {8}, false, nullptr, 0, false, true);
+  EXPECT_EQ(uneven.programs.size(), 3u);
+  EXPECT_TRUE(uneven.report.stand_ins.empty());
 }
 
 TEST(SplitRowsTest, FirstDevicesTakeTheRemainder) {
