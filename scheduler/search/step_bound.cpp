@@ -1,11 +1,9 @@
 #include "scheduler/search/step_bound.h"
 
 #include <algorithm>
-#include <cmath>
 #include <exception>
 #include <limits>
 
-#include "scheduler/analysis/node_work.h"
 #include "scheduler/lowering/pipeline_planner.h"
 #include "scheduler/lowering/stage_cut.h"
 
