@@ -77,6 +77,8 @@ PlanTimeline simulate(const runtime::Plan& plan, const runtime::StepGraph& graph
       members[g] += here ? 1 : 0;
       absent = absent || !here;
     }
+  // Devices without a program (batch splitting's plan of two devices' programs has no groups to say so).
+  absent = absent || plan.num_devices > static_cast<int>(n);
   const double copies =
       absent && n > 0 && plan.num_devices > static_cast<int>(n) ? static_cast<double>(plan.num_devices) / n : 1.0;
   auto group_size = [&](int g) { return g == 0 ? n : members.at(static_cast<size_t>(g - 1)); };

@@ -305,7 +305,12 @@ TEST_F(DataParallelPlannerTest, TwoDevicesProgramsStandForAllWhenEveryDeviceHasA
   profile.fp32_flops = profile.low_prec_flops = profile.attention_flops = profile.elementwise_flops = 1e9;
   profile.memory_bytes_per_s = 1e9, profile.launch_s = 1e-6;
   profile.intra_node = {1e-6, 1e8};
-  const ProfileTiming timing(profile);
+  // Host devices sharing the machine's cores: the four take turns (the step lasts their work over the speedup
+  // of four streams); two programs standing for four must count the four.
+  DeviceProfile shared = profile;
+  shared.stream_speedup = {0.6, 0.7, 0.7};
+  shared.shared_memory = true;
+  shared.cores = 2;
   for (int variant = 0; variant < 4; ++variant) {
     const bool zero = variant % 2 == 1, tensor = variant >= 2;
     SCOPED_TRACE(::testing::Message() << (zero ? "distribute_param" : "replicated optimizer") << (tensor ? ", TP 2" : ""));
@@ -335,10 +340,14 @@ TEST_F(DataParallelPlannerTest, TwoDevicesProgramsStandForAllWhenEveryDeviceHasA
     }
     ASSERT_GT(count(full.programs[0], Kind::kAllReduce) + count(full.programs[0], Kind::kAllGather) +
                   count(full.programs[0], Kind::kReduceScatter), 0u);
-    const StepCost a = predict_step(full, step.graph, c, timing), b = predict_step(two, step.graph, c, timing);
-    EXPECT_TRUE(b.stuck.empty()) << b.stuck;
-    EXPECT_DOUBLE_EQ(b.seconds, a.seconds);
-    EXPECT_DOUBLE_EQ(b.communication_seconds, a.communication_seconds);
+    for (const DeviceProfile& each : {profile, shared}) {
+      SCOPED_TRACE(each.stream_speedup.empty() ? "a chip each" : "sharing two cores");
+      const ProfileTiming timing(each, 4);
+      const StepCost a = predict_step(full, step.graph, c, timing), b = predict_step(two, step.graph, c, timing);
+      EXPECT_TRUE(b.stuck.empty()) << b.stuck;
+      EXPECT_NEAR(b.seconds, a.seconds, 1e-9 * a.seconds);  // (the work summed in another order)
+      EXPECT_NEAR(b.communication_seconds, a.communication_seconds, 1e-9 * a.seconds);
+    }
   }
   // Rows that do not divide evenly: every device its own program.
   const PlannedStep uneven = compile_data_parallel_plan(step.graph, c, 3, {8}, false, nullptr, 0, false, true);
