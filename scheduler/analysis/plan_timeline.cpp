@@ -70,17 +70,12 @@ PlanTimeline simulate(const runtime::Plan& plan, const runtime::StepGraph& graph
     if (p.device >= 0) present[static_cast<size_t>(p.device)] = true;
   }
   std::vector<size_t> members(plan.groups.size(), 0);
-  bool absent = false;
   for (size_t g = 0; g < plan.groups.size(); ++g)
-    for (int d : plan.groups[g]) {
-      const bool here = d >= 0 && static_cast<size_t>(d) < present.size() && present[static_cast<size_t>(d)];
-      members[g] += here ? 1 : 0;
-      absent = absent || !here;
-    }
-  // Devices without a program (batch splitting's plan of two devices' programs has no groups to say so).
-  absent = absent || plan.num_devices > static_cast<int>(n);
+    for (int d : plan.groups[g])
+      members[g] += d >= 0 && static_cast<size_t>(d) < present.size() && present[static_cast<size_t>(d)] ? 1 : 0;
+  // Fewer programs than devices: the others are left out (with groups or without, as batch splitting's plans).
   const double copies =
-      absent && n > 0 && plan.num_devices > static_cast<int>(n) ? static_cast<double>(plan.num_devices) / n : 1.0;
+      n > 0 && plan.num_devices > static_cast<int>(n) ? static_cast<double>(plan.num_devices) / n : 1.0;
   auto group_size = [&](int g) { return g == 0 ? n : members.at(static_cast<size_t>(g - 1)); };
   bool progress = true;
   while (progress) {
