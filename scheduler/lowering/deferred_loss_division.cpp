@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <deque>
 #include <map>
 #include <set>
 
@@ -47,11 +48,11 @@ class Deferral {
  public:
   Deferral(const runtime::StepGraph& graph, const runtime::CanonicalGraph& cg) : graph_(graph), cg_(cg) {}
 
-  DeferredDivision run(const std::vector<SplitStep>& steps, size_t forward_end) {
+  DeferredDivision run(std::vector<SplitStep>& steps, size_t forward_end) {
     DeferredDivision r;
     std::set<uint32_t> piece_written;  // by a micro-batch's step of the forward pass
     std::vector<uint32_t> reads, writes;
-    for (const SplitStep& st : steps) {
+    for (SplitStep& st : steps) {
       step_slots(graph_, cg_, st, reads, writes);
       const bool per_piece = scheduler::per_piece(st);
       const auto any_of = [](const std::vector<uint32_t>& slots, const auto& set) {
@@ -63,7 +64,7 @@ class Deferral {
         weight_ = static_cast<int64_t>(outs.at(st.loss_weight));
         deferred_.insert(outs.at(st.loss_out));
         deferred_.insert(static_cast<uint32_t>(weight_));
-        out_.push_back(st);
+        out_.push_back(&st);
         continue;
       }
       const bool reads_deferred = any_of(reads, deferred_);
@@ -73,7 +74,7 @@ class Deferral {
         // (the script's `loss / accumulate`, a second loss's sum): after every micro-batch too.
         const bool waits = st.node < forward_end && !folded && any_of(reads, piece_written);
         if (reads_deferred || waits) {  // the loss's division and what reads the loss: after every micro-batch
-          held_.push_back(st);
+          held_.push_back(&st);
           ++held_count_;
           for (uint32_t s : reads) held_reads_.insert(s);
           for (uint32_t s : writes) held_writes_.insert(s), deferred_.insert(s);
@@ -87,7 +88,7 @@ class Deferral {
           for (uint32_t s : reads)
             if (tainted_.count(s)) divide(s, r);
         for (uint32_t s : writes) tainted_.erase(s);
-        out_.push_back(st);
+        out_.push_back(&st);
         continue;
       }
       if (st.node < forward_end)
@@ -95,7 +96,7 @@ class Deferral {
       if (st.kind != Kind::kLaunch) {  // TP's sum of a piece's rows, in place: a scaled gradient stays scaled
         if (any_of(writes, held_reads_) || any_of(writes, held_writes_) || reads_deferred)
           return refuse("a tensor-parallel sum reads the loss or what waits for every micro-batch");
-        out_.push_back(st);
+        out_.push_back(&st);
         continue;
       }
       const runtime::Node& node = graph_.nodes()[st.index];
@@ -113,10 +114,10 @@ class Deferral {
           ok = static_cast<int>(x) == tw || !deferred_.count(in[x]);
         if (!ok)
           return refuse(fmt::format("{} reads the loss in the backward pass", runtime::op_name(node.op)));
-        SplitStep sum = st;
+        SplitStep& sum = made_.emplace_back(st);  // `steps` stay as they were until the end (a refusal)
         for (auto& l : sum.launches) l.int_args.push_back({kReductionArg, kReductionSum});
         sum.unused_inputs.push_back(tw);
-        out_.push_back(std::move(sum));
+        out_.push_back(&sum);
         for (uint32_t s : writes) tainted_[s] = st.node;
         ++r.sum_gradients;
         continue;
@@ -130,7 +131,7 @@ class Deferral {
       } else {
         for (uint32_t s : writes) tainted_.erase(s);
       }
-      out_.push_back(st);
+      out_.push_back(&st);
     }
     flush();
     // Gradients the step leaves behind (the first step's .grad) are divided at its end.
@@ -139,7 +140,12 @@ class Deferral {
       if (cg_.buffers[s].live_after) left.push_back(s);
     for (uint32_t s : left) divide(s, r);
     if (r.sum_gradients == 0 && held_count_ == 0) return {};  // nothing waited
-    r.steps = std::move(out_);
+    // Each step once, in its new place: moved, not copied (a step holds a launch per piece).
+    std::vector<SplitStep> rewritten;
+    rewritten.reserve(out_.size());
+    for (SplitStep* st : out_) rewritten.push_back(std::move(*st));
+    steps = std::move(rewritten);
+    r.rewritten = true;
     return r;
   }
 
@@ -151,7 +157,7 @@ class Deferral {
   }
 
   void flush() {
-    for (SplitStep& st : held_) out_.push_back(std::move(st));
+    out_.insert(out_.end(), held_.begin(), held_.end());
     held_.clear();
     held_reads_.clear();
     held_writes_.clear();
@@ -160,9 +166,9 @@ class Deferral {
   // The slot's value, scaled by the loss's total weight, divided by it (on the stage of the node that
   // wrote it last).
   void divide(uint32_t s, DeferredDivision& r) {
-    SplitStep d{Kind::kDivide, s, static_cast<uint32_t>(weight_)};
+    SplitStep& d = made_.emplace_back(SplitStep{Kind::kDivide, s, static_cast<uint32_t>(weight_)});
     d.node = tainted_.at(s);
-    out_.push_back(std::move(d));
+    out_.push_back(&d);
     tainted_.erase(s);
     ++r.divisions;
   }
@@ -172,7 +178,9 @@ class Deferral {
   int64_t weight_ = -1;  // the mean loss's total weight (its slot), once met
   std::set<uint32_t> deferred_;            // the loss, its weight, and what the held steps make
   std::map<uint32_t, uint32_t> tainted_;   // slots holding a gradient × the total weight -> last writer node
-  std::vector<SplitStep> held_, out_;
+  // The new sequence as it forms: the input's steps and the ones made here (`made_`, whose addresses stay).
+  std::vector<SplitStep*> held_, out_;
+  std::deque<SplitStep> made_;
   std::set<uint32_t> held_reads_, held_writes_;
   int held_count_ = 0;
 };
@@ -180,7 +188,7 @@ class Deferral {
 }  // namespace
 
 DeferredDivision defer_loss_division(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
-                                     const std::vector<SplitStep>& steps, size_t forward_end) {
+                                     std::vector<SplitStep>& steps, size_t forward_end) {
   return Deferral(graph, canonical).run(steps, forward_end);
 }
 

@@ -17,17 +17,18 @@
 namespace moreh::scheduler {
 
 struct DeferredDivision {
-  std::vector<SplitStep> steps;  // the step sequence to emit (empty when nothing waits)
+  bool rewritten = false;        // `steps` were rewritten (false: nothing waits, or refused)
   int sum_gradients = 0;         // mean losses' gradients taken as sums
   int divisions = 0;             // gradients divided by the total weight afterwards
   std::string refused;           // why the division cannot be deferred ("" when it was, or there is none)
 };
 
-// Rewrites `steps` (batch_split's sequence for micro-batches) as above. The backward pass must be linear
+// Rewrites `steps` (batch_split's sequence for micro-batches) as above, in place; refused, or where nothing
+// waits, leaves them as they were. The backward pass must be linear
 // in the loss's gradient, as autograd's is; an op that adds a gradient of the deferred loss to a value that
 // is not one (a second loss's gradient, say) refuses, as does a second mean loss or an op of the backward
 // pass that reads the loss itself.
 DeferredDivision defer_loss_division(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
-                                     const std::vector<SplitStep>& steps, size_t forward_end);
+                                     std::vector<SplitStep>& steps, size_t forward_end);
 
 }  // namespace moreh::scheduler

@@ -1,5 +1,6 @@
 #include "scheduler/lowering/optimizer_sharding.h"
 
+#include <boost/container/small_vector.hpp>
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -250,8 +251,10 @@ class Sharding {
     ++r_.gathers;
   }
 
+  // Step i goes into the new sequence moved, not copied (it holds a launch per piece); its scalars (kind, index,
+  // node) stay readable after the move, and the later steps are untouched until their turn.
   void lower(size_t i) {
-    const SplitStep& st = split_.steps[i];
+    SplitStep& st = split_.steps[i];
     node_ = st.node;
     std::vector<uint32_t> reads, writes;
     touched(st, reads, writes);
@@ -275,13 +278,13 @@ class Sharding {
         gather(s);
         return;
       }
-      out_.push_back(st);
+      out_.push_back(std::move(st));
       state_[s] = State::kWhole;
       last_node_[s] = st.node;
       return;
     }
     if (st.kind == Kind::kAllocate && candidate_[st.index] && next_is_sharded(st.index, i)) {
-      SplitStep a = st;
+      SplitStep a = std::move(st);
       a.bytes.clear();
       for (int d = 0; d < n_ * t_; ++d)  // device d: replica d / t_
         a.bytes.push_back(row_bytes(st.index) * static_cast<uint64_t>(runtime::split_rows(rows_[st.index], n_, d / t_).count));
@@ -292,7 +295,7 @@ class Sharding {
       return;
     }
     if (st.kind == Kind::kRelease) {
-      out_.push_back(st);
+      out_.push_back(std::move(st));
       return;
     }
     if (st.kind == Kind::kLaunch && shardable_[i] && launch_on_rows(st)) return;
@@ -301,22 +304,26 @@ class Sharding {
       if (candidate_[s] && state_[s] == State::kRows) gather(s);
     for (uint32_t s : writes)
       if (candidate_[s] && state_[s] == State::kRows) gather(s);
-    out_.push_back(st);
-    for (uint32_t s : reads) whole_use_[s] = true, last_node_[s] = st.node;
-    for (uint32_t s : writes) last_node_[s] = st.node;
-    if (options_.params_in_rows || options_.low_precision) drop_after_pass(i, reads, writes);
-    // What it makes: a per-device partial sum (a launch on the batch's rows), else whole.
+    // What it makes (set after the pass's drops below): a per-device partial sum (a launch on the batch's rows),
+    // else whole.
+    boost::container::small_vector<std::pair<uint32_t, State>, 4> made;
     if (st.kind == Kind::kLaunch) {
       const auto& out = cg_.node_outputs[st.index];
       for (size_t k = 0; k < out.size(); ++k) {
         const bool partial = !st.launches.empty() && k < st.outputs.size() &&
                              st.outputs[k].kind == OutputSpec::Kind::kPartial;
-        state_[out[k]] = partial ? State::kPartial : State::kWhole;
+        made.push_back({out[k], partial ? State::kPartial : State::kWhole});
       }
       const Node& n = graph_.nodes()[st.index];
       for (uint16_t w : n.written)
-        if (st.launches.empty()) state_[cg_.node_inputs[st.index][w]] = State::kWhole;
+        if (st.launches.empty()) made.push_back({cg_.node_inputs[st.index][w], State::kWhole});
     }
+    const uint32_t node = st.node;
+    out_.push_back(std::move(st));
+    for (uint32_t s : reads) whole_use_[s] = true, last_node_[s] = node;
+    for (uint32_t s : writes) last_node_[s] = node;
+    if (options_.params_in_rows || options_.low_precision) drop_after_pass(i, reads, writes);
+    for (const auto& [s, state] : made) state_[s] = state;
   }
 
   // The pass a node belongs to: a forward pass, or a backward pass with what follows it up to the next

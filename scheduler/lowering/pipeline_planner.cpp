@@ -216,10 +216,9 @@ class PipelineEmission {
     const bool interleave = schedule_ == PipelineSchedule::k1F1B && m_ > 1;
     bool forward_pieces = false;
     size_t turn = 0;
+    // (1F1B with micro-batches: a mean loss's division waits for every micro-batch, its gradient going as a
+    // sum: compile_pipeline_plan rewrote the steps so, deferred_loss_division.h.)
     const std::vector<SplitStep>* steps = &split_.steps;
-    if (interleave) {  // a mean loss's division waits for every micro-batch: its gradient goes as a sum
-      if (deferred_ && !deferred_->steps.empty()) steps = &deferred_->steps;
-    }
     auto end_phase = [&] {
       // A step that runs once and that no later step of the phase needs (AdamW's state made in the first
       // step, a fill of a buffer only the optimizer reads) runs after every micro-batch, not in the first
@@ -1158,8 +1157,6 @@ class PipelineEmission {
   std::map<int, uint64_t> sent_;
 
  public:
-  // 1F1B's sequence with the mean loss's division put off (deferred_loss_division.h), made once per plan.
-  const DeferredDivision* deferred_ = nullptr;
   std::vector<int> stand_ins_;  // representative: per device, the emitted device it runs alike
   uint64_t messages_ = 0, transfer_bytes_ = 0;
   int phases_ = 0, one_f_one_b_phases_ = 0, gpipe_fallbacks_ = 0;
@@ -1243,6 +1240,7 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
     if (r >= dp && (tp == 1 || (r % dp == 0 && (dp > 1 || micro_for(r) > 1)))) candidates.push_back(r);
   candidates.push_back(0);
   for (int64_t r : candidates) {
+    if (split && split->replicated_fallbacks == 0) break;  // nothing later can have fewer
     const int m = micro_for(r);
     std::vector<RowRange> p = pieces_of(r, m);
     BatchSplit b = split_batch(graph, canonical, p, r, options.order, /*reallocate=*/false, tensor);
@@ -1282,7 +1280,6 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
       l.emission = std::make_unique<PipelineEmission>(graph, canonical, *split, cut, pp, dp, micro, rows, pieces,
                                                       options.schedule, std::move(r), representative);
       l.emission->recomputes_ = options.order != nullptr;
-      l.emission->deferred_ = &deferred;
       l.emission->keeps_copies_whole_ = keep_copies_whole;
       l.emission->run();
     };

@@ -94,21 +94,25 @@ TEST_F(DeferredLossDivisionTest, TheLossGradientGoesAsASumAndTheGradientsAreDivi
   const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(step.graph);
   const StageCut cut = cut_stages(step.graph, c, 2);
   const std::vector<runtime::RowRange> pieces = {{0, 4}, {4, 4}};
-  const BatchSplit split = split_batch(step.graph, c, pieces, 8);
+  BatchSplit split = split_batch(step.graph, c, pieces, 8);
   ASSERT_EQ(split.replicated_fallbacks, 0u);
+  const size_t before = split.steps.size();
   const DeferredDivision d = defer_loss_division(step.graph, c, split.steps, cut.forward_end);
   ASSERT_TRUE(d.refused.empty()) << d.refused;
+  ASSERT_TRUE(d.rewritten);
+  const std::vector<SplitStep>& steps = split.steps;
+  EXPECT_EQ(steps.size(), before + 2);  // the two divisions added; the rest moved
   EXPECT_EQ(d.sum_gradients, 1);
   EXPECT_EQ(d.divisions, 2);  // gw1 and gw2, each before its update
   const uint32_t tw = slot(c, step.tw), loss = slot(c, step.loss);
   auto at = [&](auto pred) {
-    return static_cast<size_t>(std::find_if(d.steps.begin(), d.steps.end(), pred) - d.steps.begin());
+    return static_cast<size_t>(std::find_if(steps.begin(), steps.end(), pred) - steps.begin());
   };
   const size_t backward = at([](const SplitStep& s) {
     return s.kind == Kind::kLaunch && s.index == CrossEntropyStep::kLossBackward;
   });
-  ASSERT_LT(backward, d.steps.size());
-  const SplitStep& b = d.steps[backward];
+  ASSERT_LT(backward, steps.size());
+  const SplitStep& b = steps[backward];
   EXPECT_EQ(b.unused_inputs, std::vector<int>{3});  // total_weight: not read
   ASSERT_FALSE(b.launches.empty());
   for (const auto& l : b.launches) EXPECT_EQ(l.int_args, (std::vector<std::pair<int, int64_t>>{{4, 2}}));
@@ -141,11 +145,22 @@ TEST_F(DeferredLossDivisionTest, AnotherLossGradientAddedToTheDeferredOneRefuses
   other->release_frontend();
   const runtime::CanonicalGraph c = runtime::CanonicalGraph::build(g);
   const StageCut cut = cut_stages(g, c, 2);
-  const BatchSplit split = split_batch(g, c, {{0, 4}, {4, 4}}, 8);
+  BatchSplit split = split_batch(g, c, {{0, 4}, {4, 4}}, 8);
+  const BatchSplit original = split;
   const DeferredDivision d = defer_loss_division(g, c, split.steps, cut.forward_end);
   EXPECT_NE(d.refused.find("aten::add_.Tensor adds the loss's gradient to another value"), std::string::npos)
       << d.refused;
-  EXPECT_TRUE(d.steps.empty());
+  EXPECT_FALSE(d.rewritten);
+  // Refused after the loss's gradient was taken as a sum: the steps are as they were.
+  ASSERT_EQ(split.steps.size(), original.steps.size());
+  for (size_t i = 0; i < split.steps.size(); ++i) {
+    EXPECT_EQ(split.steps[i].kind, original.steps[i].kind);
+    EXPECT_EQ(split.steps[i].index, original.steps[i].index);
+    ASSERT_EQ(split.steps[i].launches.size(), original.steps[i].launches.size());
+    for (size_t k = 0; k < split.steps[i].launches.size(); ++k)
+      EXPECT_TRUE(split.steps[i].launches[k].int_args.empty());
+    EXPECT_EQ(split.steps[i].unused_inputs, original.steps[i].unused_inputs);
+  }
 }
 
 TEST_F(DeferredLossDivisionTest, OneFOneBRunsABackwardBeforeTheNextForwardOnTheLastStage) {
