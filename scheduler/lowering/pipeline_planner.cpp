@@ -15,6 +15,7 @@
 #include <set>
 #include <stdexcept>
 #include <tuple>
+#include <unordered_map>
 
 #include "runtime/base/errors.h"
 #include "runtime/base/spdlog_logger.h"
@@ -575,9 +576,13 @@ class PipelineEmission {
     struct Seen {
       size_t task;
       int piece;
-      bool write;
     };
-    std::map<uint32_t, std::vector<Seen>> seen;
+    // Per slot, the tasks that wrote and that read it so far: a write waits for both, a read for the writes
+    // only (reads in any order: a weight every micro-batch reads orders nothing).
+    struct Accessed {
+      std::vector<Seen> writes, reads;
+    };
+    std::unordered_map<uint32_t, Accessed> seen;
     std::vector<Access> acc;
     std::set<uint32_t> same_per_piece;
     for (const SplitStep* st : phase)
@@ -604,16 +609,19 @@ class PipelineEmission {
           const size_t t = it->second;
           steps[t].push_back(&st);
           if (st.kind == Kind::kLaunch)  // the clock's cost: a micro-batch's share of the node's
-            tasks[t].cost += node_cost(graph_.nodes()[st.index]) * (per_piece ? 1.0 / m_ : 1.0);
+            tasks[t].cost += cost_of(st.index) * (per_piece ? 1.0 / m_ : 1.0);
           accesses(st, per_piece ? k : 0, same_per_piece, acc);
           if (!per_piece)
             for (Access& a : acc) a.piece = -1;
           for (const Access& a : acc) {
-            auto& list = seen[a.slot];
-            for (const Seen& s : list)
-              if (s.task != t && (s.write || a.write) && (s.piece < 0 || a.piece < 0 || s.piece == a.piece))
-                preds[t].push_back(s.task);
-            list.push_back({t, a.piece, a.write});
+            Accessed& slot = seen[a.slot];
+            auto wait_for = [&](const std::vector<Seen>& list) {
+              for (const Seen& s : list)
+                if (s.task != t && (s.piece < 0 || a.piece < 0 || s.piece == a.piece)) preds[t].push_back(s.task);
+            };
+            wait_for(slot.writes);
+            if (a.write) wait_for(slot.reads);
+            (a.write ? slot.writes : slot.reads).push_back({t, a.piece});
           }
         }
     }
@@ -1130,6 +1138,13 @@ class PipelineEmission {
   // The programs emitted: replicas [0, emit_dp_) × ranks [0, emit_t_) of every stage (all, or two lanes
   // that stand for all: representative); index_: device -> its program in programs_ (-1: not emitted).
   int emit_dp_ = 0, emit_t_ = 0;
+  // node_cost per node, as first asked (1F1B's clock asks for each micro-batch's task).
+  std::vector<double> cost_;
+  double cost_of(uint32_t node) {
+    if (cost_.empty()) cost_.assign(graph_.size(), -1.0);
+    if (cost_[node] < 0) cost_[node] = node_cost(graph_.nodes()[node]);
+    return cost_[node];
+  }
   std::vector<int> index_;
   size_t at(int d) const { return static_cast<size_t>(index_[static_cast<size_t>(d)]); }
   const int64_t rows_;
