@@ -57,11 +57,12 @@ struct AxisCut {
 class Lowering {
  public:
   Lowering(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
-           const std::vector<RowRange>& pieces, int64_t rows, const TensorSplit& tensor)
+           const std::vector<RowRange>& pieces, int64_t rows, const TensorSplit& tensor,
+           const std::vector<char>* viewed)
       : graph_(graph), cg_(canonical), pieces_(pieces), p_(static_cast<int>(pieces.size())),
         t_(tensor.seeds ? std::max(tensor.ranks, 1) : 1), n_(p_ * t_), rows_(rows), seeds_(tensor.seeds),
         known_(canonical.buffers.size(), false), inner_rows_(canonical.buffers.size(), 0),
-        slots_(canonical.buffers.size()) {
+        slots_(canonical.buffers.size()), viewed_(viewed) {
     if (mesh() && rows_ % p_ != 0)
       throw std::logic_error("tensor parallelism beside a batch split needs equal pieces of the batch");
     for (auto& st : state_) st.assign(canonical.buffers.size(), Placement{PlacementKind::kReplicate});
@@ -627,6 +628,10 @@ class Lowering {
       LocalLaunch l;
       l.rows = range(kB, rows_, d);
       l.batch_rows = rows_;
+      if (viewed_ && !(*viewed_)[static_cast<size_t>(d)]) {  // a device no program is emitted for
+        launch.launches.push_back(std::move(l));
+        continue;
+      }
       LocalRef lr{r.offset, r.sizes};
       lr.sizes[0] = l.rows.count;
       l.inputs.push_back(std::move(lr));
@@ -750,6 +755,10 @@ class Lowering {
       if (!first.d.inputs.empty() && first.d.inputs[0].batch) l.input0_dim = first.d.inputs[0].dim;
       if (b.split && b.d.first_device_beta >= 0 && dev / t_ > 0) l.int_args.emplace_back(b.d.first_device_beta, 0);
       else if (t.split && t.d.first_device_beta >= 0 && dev % t_ > 0) l.int_args.emplace_back(t.d.first_device_beta, 0);
+      if (b.split && viewed_ && !(*viewed_)[static_cast<size_t>(dev)]) {  // a device no program is emitted for
+        launch.launches.push_back(std::move(l));
+        continue;
+      }
       l.inputs.reserve(node.inputs.size());
       l.outputs.reserve(node.outputs.size());
       for (size_t i = 0; i < node.inputs.size(); ++i) {
@@ -850,6 +859,7 @@ class Lowering {
   std::vector<runtime::SlotInfo> slots_;
   std::vector<Step> steps_;
   uint64_t fallbacks_ = 0;
+  const std::vector<char>* viewed_;  // split_batch's `viewed`
   std::map<std::string, uint64_t> fallback_ops_;
   std::vector<std::string> fallback_details_;
 };
@@ -887,8 +897,8 @@ void step_slots(const runtime::StepGraph& graph, const runtime::CanonicalGraph& 
 
 BatchSplit split_batch(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                        const std::vector<RowRange>& pieces, int64_t rows, const std::vector<uint32_t>* order,
-                       bool reallocate, const TensorSplit& tensor) {
-  return Lowering(graph, canonical, pieces, rows, tensor).run(order, reallocate);
+                       bool reallocate, const TensorSplit& tensor, const std::vector<char>* viewed) {
+  return Lowering(graph, canonical, pieces, rows, tensor, viewed).run(order, reallocate);
 }
 
 }  // namespace moreh::scheduler

@@ -93,9 +93,13 @@ struct TensorSplit {
   int ranks = 1;
 };
 
+//
+// `viewed` (null: every device): per device, whether its launches of steps split by the batch get their views;
+// the others' carry their rows only. For a plan emitted for a few devices (a pipeline's two lanes standing for
+// all, PipelineOptions::representative), where nothing reads the others'.
 BatchSplit split_batch(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                        const std::vector<runtime::RowRange>& pieces, int64_t rows,
                        const std::vector<uint32_t>* order = nullptr, bool reallocate = true,
-                       const TensorSplit& tensor = {});
+                       const TensorSplit& tensor = {}, const std::vector<char>* viewed = nullptr);
 
 }  // namespace moreh::scheduler

@@ -59,6 +59,13 @@ struct SlotUse {
   std::vector<std::vector<std::pair<size_t, size_t>>> pieces;  // per micro-batch (empty until one is noted)
 };
 
+// The lanes whose programs are emitted: replicas × tensor ranks; representative, two lanes stand for all
+// (device 0's and the next one's).
+std::pair<int, int> emitted_lanes(int dp, int tp, bool representative) {
+  if (!representative) return {dp, tp};
+  return tp > 1 ? std::pair<int, int>{1, 2} : std::pair<int, int>{std::min(dp, 2), 1};
+}
+
 class PipelineEmission {
  public:
   // `pieces`: piece i × micro + k is micro-batch k of replica i (batch_split's pieces).
@@ -75,9 +82,7 @@ class PipelineEmission {
         everywhere_(cg.buffers.size(), false), by_rows_(cg.buffers.size(), false),
         owner_(cg.buffers.size(), -1) {
     for (int i = 0; i < dp_; ++i) device_rows_.push_back(runtime::split_rows(rows_, dp_, i));
-    // Representative: two lanes (a replica's tensor rank) stand for all; device 0's and the next one's.
-    emit_dp_ = representative ? (t_ > 1 ? 1 : std::min(dp_, 2)) : dp_;
-    emit_t_ = representative && t_ > 1 ? 2 : t_;
+    std::tie(emit_dp_, emit_t_) = emitted_lanes(dp_, t_, representative);
     index_.assign(static_cast<size_t>(dp_ * pp_ * t_), -1);
     for (int d = 0; d < dp_ * pp_ * t_; ++d)
       if (d / (pp_ * t_) < emit_dp_ && d % t_ < emit_t_) {
@@ -1254,11 +1259,25 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
   for (int64_t r : candidate_rows)
     if (r >= dp && (tp == 1 || (r % dp == 0 && (dp > 1 || micro_for(r) > 1)))) candidates.push_back(r);
   candidates.push_back(0);
+  // Lanes (a replica's tensor rank) alike, every piece of rows as many: two lanes' programs stand for all
+  // when asked (PipelineOptions::representative), and only their launches get views.
+  auto representative_for = [&](int64_t r, int m) {
+    return options.representative && dp * tp > 2 && (r == 0 || r % (int64_t{dp} * m) == 0);
+  };
   for (int64_t r : candidates) {
     if (split && split->replicated_fallbacks == 0) break;  // nothing later can have fewer
     const int m = micro_for(r);
     std::vector<RowRange> p = pieces_of(r, m);
-    BatchSplit b = split_batch(graph, canonical, p, r, options.order, /*reallocate=*/false, tensor);
+    std::vector<char> viewed;  // per device of the split (piece × rank): one of the lanes emitted
+    if (representative_for(r, m)) {
+      const auto [lanes_dp, lanes_tp] = emitted_lanes(dp, tp, true);
+      viewed.assign(p.size() * static_cast<size_t>(tp), 0);
+      for (size_t d = 0; d < viewed.size(); ++d)
+        viewed[d] = static_cast<int>(d / static_cast<size_t>(tp)) / m < lanes_dp &&
+                    static_cast<int>(d % static_cast<size_t>(tp)) < lanes_tp;
+    }
+    BatchSplit b = split_batch(graph, canonical, p, r, options.order, /*reallocate=*/false, tensor,
+                               viewed.empty() ? nullptr : &viewed);
     if (!split || b.replicated_fallbacks < split->replicated_fallbacks) {
       split = std::move(b);
       pieces = std::move(p);
@@ -1280,10 +1299,7 @@ PlannedStep compile_pipeline_plan(const runtime::StepGraph& graph, const runtime
     size_t ring_blocks = 0;
     int ring_depth = 0;
   };
-  // Lanes (a replica's tensor rank) alike, every piece of rows as many: two lanes' programs stand for all
-  // when asked (PipelineOptions::representative).
-  const bool representative =
-      options.representative && dp * tp > 2 && (rows == 0 || rows % (int64_t{dp} * micro) == 0);
+  const bool representative = representative_for(rows, micro);
   // 1F1B with micro-batches: a mean loss's division waits for every micro-batch, so its gradient goes as a
   // sum; the same for every emission below.
   DeferredDivision deferred;
