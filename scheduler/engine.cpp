@@ -610,7 +610,7 @@ std::shared_ptr<PlannedStep> Engine::choose_layout_locked(const StepGraph& graph
                      "less and does not fit.", r.larger);
         if (r.over_anyway > 0)
           log().info("{} candidate(s) with recomputation were not compiled: the same layout without it is over the "
-                     "memory at a moment that holds no value recomputation drops.", r.over_anyway);
+                     "memory in values recomputation does not drop.", r.over_anyway);
         log().info("The number of possible candidates is {}.", r.lowered_and_fitting);
         if (r.lowered_again > 0)
           log().info("{} of their plans were not kept (more than {} of this process's memory in all): they are "

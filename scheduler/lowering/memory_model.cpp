@@ -46,6 +46,7 @@ DeviceMemory::DeviceMemory(const runtime::Plan& plan, int device, const runtime:
 }
 
 void DeviceMemory::set(uint32_t s, int64_t b) {
+  if (apart_slots_ && (*apart_slots_)[s]) apart_ += b - held_[s];
   total_ += b - held_[s];
   held_[s] = b;
   peak_ = std::max(peak_, total_);
@@ -159,6 +160,20 @@ PeakMoment peak_moment(const runtime::Plan& plan, const runtime::DeviceProgram& 
   for (uint32_t s = 0; s < cg.buffers.size(); ++s)
     if (memory.held(s) > 0) m.held.emplace_back(s, memory.held(s));
   std::stable_sort(m.held.begin(), m.held.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  return m;
+}
+
+HeldMoment peak_without(const runtime::Plan& plan, const runtime::DeviceProgram& program,
+                        const runtime::StepGraph* graph, const runtime::CanonicalGraph& cg,
+                        const std::vector<char>& apart) {
+  HeldMoment m;
+  DeviceMemory memory(plan, program.device, graph, cg);
+  memory.count_apart(&apart);
+  for (size_t i = 0; i < program.code.size(); ++i) {
+    memory.apply(program, program.code[i]);
+    const int64_t kept = memory.now() - memory.apart();
+    if (kept > 0 && static_cast<uint64_t>(kept) > m.bytes) m.bytes = static_cast<uint64_t>(kept), m.instruction = i;
+  }
   return m;
 }
 

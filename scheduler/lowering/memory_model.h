@@ -38,6 +38,9 @@ class DeviceMemory {
   uint64_t peak() const { return static_cast<uint64_t>(std::max<int64_t>(peak_ - start_, 0)); }
   // Bytes held now beyond what the device held before the step (negative once it released some of those).
   int64_t now() const { return total_ - start_; }
+  // Counts apart the bytes of the slots flagged in `slots` (by slot; none held yet): apart() is what they hold.
+  void count_apart(const std::vector<char>* slots) { apart_slots_ = slots; }
+  int64_t apart() const { return apart_; }
 
  private:
   void set(uint32_t s, int64_t b);
@@ -48,6 +51,8 @@ class DeviceMemory {
   const runtime::CanonicalGraph& cg_;
   std::vector<int64_t> held_;
   int64_t total_ = 0, start_ = 0, peak_ = 0;
+  const std::vector<char>* apart_slots_ = nullptr;
+  int64_t apart_ = 0;
 };
 
 // What a device holds when its program peaks: the first instruction after which the peak is reached, the
@@ -62,6 +67,17 @@ struct PeakMoment {
 };
 PeakMoment peak_moment(const runtime::Plan& plan, const runtime::DeviceProgram& program,
                        const runtime::StepGraph* graph, const runtime::CanonicalGraph& canonical);
+
+// The most bytes `program` holds at once beyond what its device held before the step, not counting the slots
+// flagged in `apart` nor the bytes that exist only during an instruction, and the first instruction after
+// which it holds them: what remains of its peaks when those values take nothing.
+struct HeldMoment {
+  size_t instruction = 0;
+  uint64_t bytes = 0;
+};
+HeldMoment peak_without(const runtime::Plan& plan, const runtime::DeviceProgram& program,
+                        const runtime::StepGraph* graph, const runtime::CanonicalGraph& canonical,
+                        const std::vector<char>& apart);
 
 // The largest of a plan's programs' peaks (what program_peak gave each).
 uint64_t max_peak_bytes(const runtime::Plan& plan);

@@ -196,7 +196,9 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
   for (size_t i = 0; i < configs.size(); ++i) out.candidates[i].bound_ms = bound.seconds(configs[i], r.devices) * 1e3;
   // Values the forward pass makes (before the last backward seed): what recomputation may drop and make again.
   // A layout without recomputation over a device's memory at a moment it holds none of them (the optimizer's
-  // update, say) is over it with recomputation too: that moment comes the same.
+  // update, say) is over it with recomputation too: that moment comes the same. So is one whose other values
+  // alone are over it at some moment: recomputation runs the same ops on the others, in the same order on each
+  // device, and adds only forward ops, which make none of them.
   // (Values the script keeps after the step, such as the loss, are never dropped.)
   std::vector<char> forward_made(r.canonical.buffers.size(), 0);
   auto made = [&](uint32_t slot) {
@@ -224,6 +226,10 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
       if (std::none_of(m.held.begin(), m.held.end(), [&](const auto& h) { return forward_made[h.first] != 0; }))
         return fmt::format("device {} needs {} at instruction {} of {}, holding no value of the forward pass", d,
                            bytes_text(used + m.bytes), m.instruction, program->code.size());
+      const HeldMoment k = peak_without(plan, *program, &r.graph, r.canonical, forward_made);
+      if (used + k.bytes > limit)
+        return fmt::format("device {} holds {} of other values than the forward pass's at instruction {} of {}", d,
+                           bytes_text(used + k.bytes), k.instruction, program->code.size());
     }
     return {};
   };

@@ -68,8 +68,9 @@ struct CandidateResult {
     kNone,
     kSlower,  // it recomputes, and candidate dominated_by (the layout without recomputation) fits
     kLarger,  // it does not shard over the replicas, and dominated_by (with distribute_param) does not fit
-    // it recomputes, and dominated_by (the layout without recomputation) is over a device's memory at a moment
-    // that device holds no value of the forward pass (recomputation drops and makes only those)
+    // it recomputes, and dominated_by (the layout without recomputation) is over a device's memory in values
+    // recomputation does not drop: at a moment that device holds no value of the forward pass, or in its other
+    // values alone at some moment (recomputation drops and makes only the forward pass's)
     kOverAnyway,
   };
   int dominated_by = -1;

@@ -52,6 +52,34 @@ TEST(MemoryModelTest, ThePeaksMomentNamesWhatIsHeldThen) {
   EXPECT_EQ(m.held, (std::vector<std::pair<uint32_t, uint64_t>>{{1, 800}, {0, 400}}));  // largest first
 }
 
+// What remains of a program's peaks when some values take nothing: the most held at once of the others,
+// at whatever moment that is (not the peak's moment less those values).
+TEST(MemoryModelTest, ThePeakWithoutSomeValuesIsTheMostTheOthersHoldAtOnce) {
+  runtime::VirtualMemory vm;
+  auto a = std::make_shared<runtime::Buffer>(vm, 400, 2), b = std::make_shared<runtime::Buffer>(vm, 800, 2);
+  runtime::StepGraph g;
+  g.append(node("aten::relu", {shaped(a, {100})}, {shaped(b, {200})}));
+  const runtime::CanonicalGraph cg = runtime::CanonicalGraph::build(g);
+  runtime::DeviceProgram p;
+  p.sizes = {400};
+  p.ranges = {{0, 100, 100}};
+  p.code = {{Kind::kAllocate, 0, 0}, {Kind::kLaunch, 0}, {Kind::kRelease, 0}, {Kind::kRecv, 2, 1}};
+  p.code.back().range = 1;
+  // Held: a 400; a and b 1200 (the peak); b 800.
+  std::vector<char> apart(cg.buffers.size(), 0);
+  apart[1] = 1;  // without b: 400 after the allocation, before the peak; no more after
+  HeldMoment m = peak_without(runtime::Plan{}, p, &g, cg, apart);
+  EXPECT_EQ(m.bytes, 400u);
+  EXPECT_EQ(m.instruction, 0u);
+  apart = std::vector<char>(cg.buffers.size(), 0);
+  apart[0] = 1;  // without a: b, from the launch on
+  m = peak_without(runtime::Plan{}, p, &g, cg, apart);
+  EXPECT_EQ(m.bytes, 800u);
+  EXPECT_EQ(m.instruction, 1u);
+  m = peak_without(runtime::Plan{}, p, &g, cg, std::vector<char>(cg.buffers.size(), 0));
+  EXPECT_EQ(m.bytes, program_peak(runtime::Plan{}, p, &g, cg));  // nothing apart: the peak
+}
+
 // A value split along a later dimension (Placement::outer > 1) is gathered beside the parts as they arrive,
 // and a sum is laid rank after rank in a copy before it is scattered (executor_split_dims_test measures
 // the same peaks).

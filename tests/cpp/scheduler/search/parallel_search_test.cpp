@@ -175,8 +175,9 @@ TEST_F(ParallelSearchTest, RecomputingCandidatesAreLoweredOnlyWhereTheirTwinDoes
 }
 
 // Recomputation drops values of the forward pass and makes them again: a layout without it that is over a
-// device's memory at a moment holding none of them (the optimizer's update, say) is over it with recomputation
-// too. Such a twin's recomputing candidate is not lowered, and lowering it anyway shows it would not have fitted.
+// device's memory at a moment holding none of them (the optimizer's update, say), or whose other values alone
+// are over it at some moment, is over it with recomputation too. Such a twin's recomputing candidate is not
+// lowered, and lowering it anyway shows it would not have fitted.
 TEST_F(ParallelSearchTest, RecomputingCandidatesAreNotLoweredWhereTheirTwinIsOverOutsideTheForwardPass) {
   runtime::set_op_facts(runtime::intern_op("aten::mul.Tensor"), {.pointwise = true});
   const UpdateHeavyStep heavy(vm_, 2);
@@ -201,7 +202,9 @@ TEST_F(ParallelSearchTest, RecomputingCandidatesAreNotLoweredWhereTheirTwinIsOve
       EXPECT_TRUE(c.config.recomputation);
       EXPECT_FALSE(twin.config.recomputation);
       EXPECT_EQ(twin.dropped.find("out of memory"), 0u) << twin.dropped;
-      EXPECT_NE(c.dropped.find("holding no value of the forward pass"), std::string::npos) << c.dropped;
+      EXPECT_TRUE(c.dropped.find("holding no value of the forward pass") != std::string::npos ||
+                  c.dropped.find("of other values than the forward pass's") != std::string::npos)
+          << c.dropped;
       EXPECT_TRUE(c.peak_bytes.empty()) << "never lowered";
       EXPECT_EQ(every.candidates[i].dropped.find("out of memory"), 0u)
           << "capacity " << capacity << ", " << runtime::format_parallel_config(c.config) << ": "
