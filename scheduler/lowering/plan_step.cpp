@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <chrono>
 #include <optional>
 
@@ -115,7 +116,8 @@ std::shared_ptr<PlannedStep> plan_step(const PlanRequest& r) {
   Recomputation chosen;
   std::optional<Recomputation> nothing;  // a tail with nothing to recompute (a long one may keep every activation)
   std::vector<std::string> tried;
-  const std::vector<size_t> tails = r.fits ? std::vector<size_t>{6, 3, 1} : std::vector<size_t>{1, 3, 6};
+  std::vector<size_t> tails(kCheckpointTails.begin(), kCheckpointTails.end());
+  if (r.fits) std::reverse(tails.begin(), tails.end());
   for (size_t tail : tails) {
     Recomputation rc = plan_recomputation(r.graph, r.canonical, tail, micro_batches ? analysis.batch_sizes
                                                                                      : std::vector<int64_t>{});

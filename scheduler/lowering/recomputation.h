@@ -1,6 +1,7 @@
 // Recomputation (`recomputation : 1`, DESIGN.md §2.5): activations the backward pass reads are dropped after
 // the forward pass and made again, from checkpoints, just before the backward pass needs them.
 #pragma once
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -41,6 +42,9 @@ struct Recomputation {
 // its own values of any kind again).
 Recomputation plan_recomputation(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                  size_t tail = 1, const std::vector<int64_t>& rows = {});
+
+// The tails plan_step tries (the longest kept first for the search, else the shortest).
+inline constexpr std::array<size_t, 3> kCheckpointTails = {1, 3, 6};
 
 // "recomputation: 12 op(s) run again in the backward pass (aten::gelu ×4, ...), 3.0 MiB of activations dropped
 // after the forward pass, 4 checkpoint(s) kept", or why nothing is.

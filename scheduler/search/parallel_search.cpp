@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/asio/post.hpp>
 #include <boost/asio/thread_pool.hpp>
@@ -17,6 +18,7 @@
 #include "scheduler/lowering/memory_model.h"
 #include "scheduler/lowering/optimizer_sharding.h"
 #include "scheduler/lowering/plan_step.h"
+#include "scheduler/lowering/recomputation.h"
 #include "scheduler/search/candidates.h"
 #include "scheduler/search/step_bound.h"
 
@@ -196,9 +198,10 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
   for (size_t i = 0; i < configs.size(); ++i) out.candidates[i].bound_ms = bound.seconds(configs[i], r.devices) * 1e3;
   // Values the forward pass makes (before the last backward seed): what recomputation may drop and make again.
   // A layout without recomputation over a device's memory at a moment it holds none of them (the optimizer's
-  // update, say) is over it with recomputation too: that moment comes the same. So is one whose other values
-  // alone are over it at some moment: recomputation runs the same ops on the others, in the same order on each
-  // device, and adds only forward ops, which make none of them.
+  // update, say) is over it with recomputation too: that moment comes the same. So is one whose values that
+  // recomputation does not drop (under any checkpoint tail the planner tries) are over it on their own at some
+  // moment: recomputation runs the same ops on them, in the same order on each device, and adds only forward
+  // ops, which make none of them and end none of their lives sooner.
   // (Values the script keeps after the step, such as the loss, are never dropped.)
   std::vector<char> forward_made(r.canonical.buffers.size(), 0);
   auto made = [&](uint32_t slot) {
@@ -211,8 +214,23 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
       for (uint16_t w : r.graph.nodes()[n].written) made(r.canonical.node_inputs[n][w]);
     }
   const bool any_forward = std::find(forward_made.begin(), forward_made.end(), 1) != forward_made.end();
+  // What recomputation may drop, without micro-batches and with them (plan_step's tails).
+  std::array<std::vector<char>, 2> droppable;
+  if (any_forward && r.skip_dominated &&
+      std::any_of(configs.begin(), configs.end(), [](const auto& c) { return c.recomputation; })) {
+    const StepAnalysis analysis = analyze_step(r.graph, r.canonical);
+    for (size_t micro = 0; micro < droppable.size(); ++micro) {
+      droppable[micro].assign(r.canonical.buffers.size(), 0);
+      for (size_t tail : kCheckpointTails) {
+        const Recomputation rc = plan_recomputation(r.graph, r.canonical, tail,
+                                                    micro ? analysis.batch_sizes : std::vector<int64_t>{});
+        for (size_t s = 0; s < rc.dropped.size() && s < droppable[micro].size(); ++s)
+          if (rc.dropped[s]) droppable[micro][s] = 1;
+      }
+    }
+  }
   std::vector<std::string> over_without_activations(configs.size());  // per candidate: where, when it is so
-  auto over_outside_forward = [&](const PlannedStep& plan) -> std::string {
+  auto over_outside_forward = [&](const PlannedStep& plan, const runtime::ParallelConfig& config) -> std::string {
     if (!any_forward) return {};
     std::vector<const runtime::DeviceProgram*> program_of(static_cast<size_t>(r.devices), nullptr);
     for (const auto& program : plan.programs)
@@ -226,9 +244,11 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
       if (std::none_of(m.held.begin(), m.held.end(), [&](const auto& h) { return forward_made[h.first] != 0; }))
         return fmt::format("device {} needs {} at instruction {} of {}, holding no value of the forward pass", d,
                            bytes_text(used + m.bytes), m.instruction, program->code.size());
-      const HeldMoment k = peak_without(plan, *program, &r.graph, r.canonical, forward_made);
+      const std::vector<char>& apart = droppable[config.num_micro_batches > 1 ? 1 : 0];
+      if (apart.empty()) continue;
+      const HeldMoment k = peak_without(plan, *program, &r.graph, r.canonical, apart);
       if (used + k.bytes > limit)
-        return fmt::format("device {} holds {} of other values than the forward pass's at instruction {} of {}", d,
+        return fmt::format("device {} holds {} of values recomputation does not drop at instruction {} of {}", d,
                            bytes_text(used + k.bytes), k.instruction, program->code.size());
     }
     return {};
@@ -266,7 +286,7 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
     c.peak_bytes = peaks_of(*plans[i]);
     c.dropped = over_limit(c.peak_bytes, "");
     if (!c.dropped.empty()) {
-      if (!configs[i].recomputation && r.skip_dominated) over_without_activations[i] = over_outside_forward(*plans[i]);
+      if (!configs[i].recomputation && r.skip_dominated) over_without_activations[i] = over_outside_forward(*plans[i], configs[i]);
       plans[i].reset();
       return;
     }
@@ -330,9 +350,11 @@ SearchResult search_parallel_layouts(const SearchRequest& r, const SearchProgres
           continue;
         }
         const std::vector<int> zero = zero_siblings(i);
-        // Every sibling lowered (its peak measured) and over the memory.
+        // Every sibling over the memory: lowered (its peak measured), or left out as over it anyway.
         const bool none_fits = !zero.empty() && std::all_of(zero.begin(), zero.end(), [&](int k) {
-          return !fits[static_cast<size_t>(k)] && !out.candidates[static_cast<size_t>(k)].peak_bytes.empty();
+          const CandidateResult& sibling = out.candidates[static_cast<size_t>(k)];
+          return !fits[static_cast<size_t>(k)] &&
+                 (!sibling.peak_bytes.empty() || sibling.dominance == CandidateResult::Dominance::kOverAnyway);
         });
         if (none_fits) {
           c.dominated_by = zero.front();

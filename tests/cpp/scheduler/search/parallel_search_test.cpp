@@ -203,7 +203,7 @@ TEST_F(ParallelSearchTest, RecomputingCandidatesAreNotLoweredWhereTheirTwinIsOve
       EXPECT_FALSE(twin.config.recomputation);
       EXPECT_EQ(twin.dropped.find("out of memory"), 0u) << twin.dropped;
       EXPECT_TRUE(c.dropped.find("holding no value of the forward pass") != std::string::npos ||
-                  c.dropped.find("of other values than the forward pass's") != std::string::npos)
+                  c.dropped.find("of values recomputation does not drop") != std::string::npos)
           << c.dropped;
       EXPECT_TRUE(c.peak_bytes.empty()) << "never lowered";
       EXPECT_EQ(every.candidates[i].dropped.find("out of memory"), 0u)
@@ -306,7 +306,9 @@ TEST_F(ParallelSearchTest, CandidatesWithoutDistributeParamAreLoweredOnlyWhereAS
     EXPECT_EQ(zero.config.num_stages, c.config.num_stages);
     EXPECT_EQ(zero.config.num_micro_batches, c.config.num_micro_batches);
     EXPECT_EQ(zero.config.recomputation, c.config.recomputation);
-    EXPECT_EQ(zero.dropped.find("out of memory"), 0u) << zero.dropped;
+    // Over the memory: lowered, or left out as over it anyway (its twin without recomputation decides).
+    EXPECT_TRUE(zero.dropped.find("out of memory") == 0 || zero.dominance == CandidateResult::Dominance::kOverAnyway)
+        << zero.dropped;
     EXPECT_NE(c.dropped.find("not lowered"), std::string::npos) << c.dropped;
     EXPECT_EQ(every.candidates[i].dropped.find("out of memory"), 0u)
         << runtime::format_parallel_config(c.config) << ": " << every.candidates[i].dropped;
