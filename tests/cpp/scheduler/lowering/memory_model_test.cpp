@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <tuple>
+
 #include "runtime/memory/virtual_memory.h"
 #include "test_graph.h"
 
@@ -33,19 +35,27 @@ TEST(MemoryModelTest, AllocationsOutputsReceivesAndReleasesAddUp) {
   EXPECT_EQ(program_peak(runtime::Plan{}, p, &g, cg), 1200u);
 }
 
+// b = relu(a): a (400 bytes) allocated, b (800) made, a released, then a receive.
+struct AThenB {
+  runtime::VirtualMemory vm;
+  runtime::StepGraph g;
+  runtime::CanonicalGraph cg;
+  runtime::DeviceProgram p;
+  AThenB() {
+    auto a = std::make_shared<runtime::Buffer>(vm, 400, 2), b = std::make_shared<runtime::Buffer>(vm, 800, 2);
+    g.append(node("aten::relu", {shaped(a, {100})}, {shaped(b, {200})}));
+    cg = runtime::CanonicalGraph::build(g);
+    p.sizes = {400};
+    p.ranges = {{0, 100, 100}};
+    p.code = {{Kind::kAllocate, 0, 0}, {Kind::kLaunch, 0}, {Kind::kRelease, 0}, {Kind::kRecv, 2, 1}};
+    p.code.back().range = 1;
+  }
+};
+
 // The peak's moment: after the launch (a and b held), not after the later receive.
 TEST(MemoryModelTest, ThePeaksMomentNamesWhatIsHeldThen) {
-  runtime::VirtualMemory vm;
-  auto a = std::make_shared<runtime::Buffer>(vm, 400, 2), b = std::make_shared<runtime::Buffer>(vm, 800, 2);
-  runtime::StepGraph g;
-  g.append(node("aten::relu", {shaped(a, {100})}, {shaped(b, {200})}));
-  const runtime::CanonicalGraph cg = runtime::CanonicalGraph::build(g);
-  runtime::DeviceProgram p;
-  p.sizes = {400};
-  p.ranges = {{0, 100, 100}};
-  p.code = {{Kind::kAllocate, 0, 0}, {Kind::kLaunch, 0}, {Kind::kRelease, 0}, {Kind::kRecv, 2, 1}};
-  p.code.back().range = 1;
-  const PeakMoment m = peak_moment(runtime::Plan{}, p, &g, cg);
+  const AThenB s;
+  const PeakMoment m = peak_moment(runtime::Plan{}, s.p, &s.g, s.cg);
   EXPECT_EQ(m.instruction, 1u);
   EXPECT_EQ(m.bytes, 1200u);
   EXPECT_EQ(m.transient, 0u);
@@ -55,16 +65,8 @@ TEST(MemoryModelTest, ThePeaksMomentNamesWhatIsHeldThen) {
 // What remains of a program's peaks when some values take nothing: the most held at once of the others,
 // at whatever moment that is (not the peak's moment less those values).
 TEST(MemoryModelTest, ThePeakWithoutSomeValuesIsTheMostTheOthersHoldAtOnce) {
-  runtime::VirtualMemory vm;
-  auto a = std::make_shared<runtime::Buffer>(vm, 400, 2), b = std::make_shared<runtime::Buffer>(vm, 800, 2);
-  runtime::StepGraph g;
-  g.append(node("aten::relu", {shaped(a, {100})}, {shaped(b, {200})}));
-  const runtime::CanonicalGraph cg = runtime::CanonicalGraph::build(g);
-  runtime::DeviceProgram p;
-  p.sizes = {400};
-  p.ranges = {{0, 100, 100}};
-  p.code = {{Kind::kAllocate, 0, 0}, {Kind::kLaunch, 0}, {Kind::kRelease, 0}, {Kind::kRecv, 2, 1}};
-  p.code.back().range = 1;
+  const AThenB s;
+  const auto& [g, cg, p] = std::tie(s.g, s.cg, s.p);
   // Held: a 400; a and b 1200 (the peak); b 800.
   std::vector<char> apart(cg.buffers.size(), 0);
   apart[1] = 1;  // without b: 400 after the allocation, before the peak; no more after
