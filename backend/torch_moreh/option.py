@@ -29,8 +29,8 @@ def advanced_parallelization_candidates():
     ``dominated_by`` and ``dominance`` (a candidate not compiled: the index of the one that decided, and
     ``"slower"``, its twin without recomputation fits, ``"larger"``, its sibling with distribute_param does
     not fit, or ``"over_anyway"``, its twin without recomputation is over the memory in values recomputation
-    does not drop (at a moment that holds no value of the forward pass, or in its other values alone); else None), ``peak_bytes`` per device, predicted ``step_ms`` and ``tokens_per_s``,
-    and ``bound_ms``, a lower bound on the step from the graph alone), or None before any."""
+    does not drop; else None), ``peak_bytes`` per device, predicted ``step_ms`` and ``tokens_per_s``, and
+    ``bound_ms``, a lower bound on the step from the graph alone), or None before any."""
     return _C._last_search()
 
 

@@ -628,7 +628,7 @@ class Lowering {
       LocalLaunch l;
       l.rows = range(kB, rows_, d);
       l.batch_rows = rows_;
-      if (viewed_ && !(*viewed_)[static_cast<size_t>(d)]) {  // a device no program is emitted for
+      if (!viewed(d)) {  // its rows only
         launch.launches.push_back(std::move(l));
         continue;
       }
@@ -755,7 +755,7 @@ class Lowering {
       if (!first.d.inputs.empty() && first.d.inputs[0].batch) l.input0_dim = first.d.inputs[0].dim;
       if (b.split && b.d.first_device_beta >= 0 && dev / t_ > 0) l.int_args.emplace_back(b.d.first_device_beta, 0);
       else if (t.split && t.d.first_device_beta >= 0 && dev % t_ > 0) l.int_args.emplace_back(t.d.first_device_beta, 0);
-      if (b.split && viewed_ && !(*viewed_)[static_cast<size_t>(dev)]) {  // a device no program is emitted for
+      if (b.split && !viewed(dev)) {  // its rows only
         launch.launches.push_back(std::move(l));
         continue;
       }
@@ -860,6 +860,8 @@ class Lowering {
   std::vector<Step> steps_;
   uint64_t fallbacks_ = 0;
   const std::vector<char>* viewed_;  // split_batch's `viewed`
+  // Whether device d's launches of a step split by the batch get views (a device some program is emitted for).
+  bool viewed(int d) const { return !viewed_ || (*viewed_)[static_cast<size_t>(d)]; }
   std::map<std::string, uint64_t> fallback_ops_;
   std::vector<std::string> fallback_details_;
 };

@@ -24,10 +24,9 @@ struct DeferredDivision {
 };
 
 // Rewrites `steps` (batch_split's sequence for micro-batches) as above, in place; refused, or where nothing
-// waits, leaves them as they were. The backward pass must be linear
-// in the loss's gradient, as autograd's is; an op that adds a gradient of the deferred loss to a value that
-// is not one (a second loss's gradient, say) refuses, as does a second mean loss or an op of the backward
-// pass that reads the loss itself.
+// waits, leaves them as they were. The backward pass must be linear in the loss's gradient, as autograd's is;
+// an op that adds a gradient of the deferred loss to a value that is not one (a second loss's gradient, say)
+// refuses, as does a second mean loss or an op of the backward pass that reads the loss itself.
 DeferredDivision defer_loss_division(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                                      std::vector<SplitStep>& steps, size_t forward_end);
 

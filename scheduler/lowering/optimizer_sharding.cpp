@@ -251,8 +251,8 @@ class Sharding {
     ++r_.gathers;
   }
 
-  // Step i goes into the new sequence moved, not copied (it holds a launch per piece); its scalars (kind, index,
-  // node) stay readable after the move, and the later steps are untouched until their turn.
+  // Step i goes into the new sequence moved, not copied (it holds a launch per piece), once nothing here reads
+  // it again; the later steps are untouched until their turn.
   void lower(size_t i) {
     SplitStep& st = split_.steps[i];
     node_ = st.node;
@@ -278,20 +278,21 @@ class Sharding {
         gather(s);
         return;
       }
-      out_.push_back(std::move(st));
       state_[s] = State::kWhole;
       last_node_[s] = st.node;
+      out_.push_back(std::move(st));
       return;
     }
     if (st.kind == Kind::kAllocate && candidate_[st.index] && next_is_sharded(st.index, i)) {
+      const uint32_t s = st.index;
       SplitStep a = std::move(st);
       a.bytes.clear();
       for (int d = 0; d < n_ * t_; ++d)  // device d: replica d / t_
-        a.bytes.push_back(row_bytes(st.index) * static_cast<uint64_t>(runtime::split_rows(rows_[st.index], n_, d / t_).count));
-      note_rows(st.index);
+        a.bytes.push_back(row_bytes(s) * static_cast<uint64_t>(runtime::split_rows(rows_[s], n_, d / t_).count));
+      note_rows(s);
       a.own_rows = true;
       out_.push_back(std::move(a));
-      state_[st.index] = State::kRows;
+      state_[s] = State::kRows;
       return;
     }
     if (st.kind == Kind::kRelease) {

@@ -10,6 +10,7 @@
 #include "runtime/memory/buffer.h"
 #include "runtime/graph/step_graph.h"
 #include "runtime/memory/virtual_memory.h"
+#include "runtime/plan/program.h"
 
 namespace moreh::testing {
 
@@ -67,6 +68,14 @@ inline Node upload(const std::shared_ptr<Buffer>& dst, Dims sizes) {
   Node n = node("aten::copy_", {shaped(dst, sizes)}, {}, {0});
   n.host_input = true;
   return n;
+}
+
+// Whether two launches' views are the same (offsets, sizes and strides).
+inline bool same_views(const std::vector<runtime::LocalRef>& a, const std::vector<runtime::LocalRef>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t k = 0; k < a.size(); ++k)
+    if (a[k].offset != b[k].offset || a[k].sizes != b[k].sizes || a[k].strides != b[k].strides) return false;
+  return true;
 }
 
 }  // namespace moreh::testing
