@@ -8,7 +8,8 @@ ROOT=$(pwd)
 PY=${PYTHON:-python3}
 export TORCH_DEVICE_BACKEND_AUTOLOAD=0   # never load a (possibly stale) torch_moreh while setting up
 
-apt_packages="cmake ninja-build g++ ccache libspdlog-dev libfmt-dev libboost-dev libgtest-dev"
+# libgloo-dev: collectives between workers (host devices); libssl-dev: the control plane's HMAC (OpenSSL).
+apt_packages="cmake ninja-build g++ ccache libspdlog-dev libfmt-dev libboost-dev libgtest-dev libgloo-dev libssl-dev"
 missing=""
 for p in $apt_packages; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -56,7 +57,8 @@ cmake --build build
 where=$($PY -c "import importlib.util as u; s = u.find_spec('torch_moreh'); print(s.origin if s else '')" 2>/dev/null || true)
 # Reinstall too when the console scripts are missing (an install from before they existed).
 if [ "$where" != "$ROOT/backend/torch_moreh/__init__.py" ] || ! command -v moreh-smi >/dev/null \
-   || ! command -v moreh-switch-model >/dev/null || ! command -v moreh-log >/dev/null; then
+   || ! command -v moreh-switch-model >/dev/null || ! command -v moreh-log >/dev/null \
+   || ! command -v moreh-worker >/dev/null || ! command -v moreh-launch >/dev/null; then
   echo "[setup] pip install -e . (torch_moreh from $ROOT)"
   $PY -m pip install -q --no-build-isolation --no-deps -e .
 fi

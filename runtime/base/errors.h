@@ -30,6 +30,19 @@ class CollectiveError : public Error {
   using Error::Error;
 };
 
+// A connection between the script's process and a worker failed: the peer is not there, went away, or does
+// not authenticate. The text names the peer.
+class ConnectionError : public Error {
+ public:
+  using Error::Error;
+};
+
+// A peer sent a message this side cannot accept (malformed, oversized, another protocol version).
+class ProtocolError : public ConnectionError {
+ public:
+  using ConnectionError::ConnectionError;
+};
+
 // The user interrupted the step (Ctrl-C, runtime/base/interrupt.h); it stopped at a kernel boundary.
 class InterruptedError : public Error {
  public:

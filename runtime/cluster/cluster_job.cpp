@@ -1,0 +1,116 @@
+#include "runtime/cluster/cluster_job.h"
+
+#include <fmt/format.h>
+
+#include <exception>
+#include <future>
+#include <mutex>
+
+#include "runtime/base/errors.h"
+#include "runtime/base/spdlog_logger.h"
+
+namespace moreh::runtime {
+
+ClusterJob::ClusterJob(const std::vector<Endpoint>& workers, ClusterOptions options) : options_(std::move(options)) {
+  if (workers.empty()) throw ConfigError("a job needs at least one worker");
+  for (size_t w = 0; w < workers.size(); ++w)
+    sessions_.push_back(std::make_unique<WorkerSession>(static_cast<int>(w), workers[w], options_.session));
+  std::vector<uint64_t> devices;
+  for (auto& s : sessions_) devices.push_back(s->node().devices);
+  std::vector<std::string> payloads;
+  for (size_t w = 0; w < workers.size(); ++w) {
+    JobOpen open;
+    open.worker = static_cast<uint32_t>(w);
+    open.devices_per_worker = devices;
+    open.collective_timeout_ms = static_cast<uint64_t>(options_.collective_timeout.count());
+    payloads.push_back(encode(open));
+  }
+  broadcast(MessageType::kJobOpen, payloads, MessageType::kJobReady,
+            options_.collective_timeout + options_.session.connect_timeout, &store_);
+  log().info("moreh: job open on {} worker{}, {} devices", workers.size(), workers.size() == 1 ? "" : "s", this->devices());
+}
+
+ClusterJob::~ClusterJob() {
+  for (auto& s : sessions_) s->close_job(options_.session.connect_timeout);
+}
+
+uint64_t ClusterJob::devices() const {
+  uint64_t n = 0;
+  for (auto& s : sessions_) n += s->node().devices;
+  return n;
+}
+
+std::vector<Message> ClusterJob::broadcast(MessageType type, const std::vector<std::string>& payloads,
+                                           MessageType reply, std::chrono::milliseconds timeout,
+                                           RendezvousStore* store) {
+  const size_t n = sessions_.size();
+  std::vector<std::future<Message>> replies;
+  for (size_t w = 0; w < n; ++w)
+    replies.push_back(std::async(std::launch::async, [&, w] {
+      return sessions_[w]->request(type, payloads[w], reply, timeout, store);
+    }));
+  // Once one worker has failed, the others get a short grace to answer (their own failure, most often: a
+  // collective whose peer is gone); one still silent after it is stopped, and named as not answering.
+  std::vector<Message> out(n);
+  std::vector<std::exception_ptr> errors(n);
+  bool failed = false;
+  for (size_t w = 0; w < n; ++w) {
+    if (failed && replies[w].wait_for(options_.session.connect_timeout) != std::future_status::ready)
+      sessions_[w]->interrupt();
+    try {
+      out[w] = replies[w].get();
+    } catch (...) {
+      errors[w] = std::current_exception();
+      if (!failed) {
+        failed = true;
+        for (size_t v = w + 1; v < n; ++v)
+          if (replies[v].wait_for(options_.session.connect_timeout) != std::future_status::ready)
+            sessions_[v]->interrupt();
+      }
+    }
+  }
+  if (!failed) return out;
+  // A worker that is gone says most about what happened: report it before the others' consequences.
+  std::exception_ptr report;
+  for (auto& e : errors) {
+    if (!e) continue;
+    try {
+      std::rethrow_exception(e);
+    } catch (const ProtocolError&) {
+    } catch (const ConnectionError&) {
+      report = e;
+      break;
+    } catch (...) {
+    }
+    if (!report) report = e;
+  }
+  std::rethrow_exception(report);
+}
+
+ClusterCheck ClusterJob::check(const CheckRequest& request) {
+  const uint64_t n = devices();
+  std::vector<std::string> payloads(sessions_.size(), encode(request));
+  const auto replies = broadcast(MessageType::kRunCheck, payloads, MessageType::kCheckResult,
+                                 options_.collective_timeout * 2 + options_.session.connect_timeout);
+  const std::vector<float> expected = check_expected(request, n);
+  const uint64_t want = fnv1a(expected.data(), expected.size() * sizeof(float));
+  ClusterCheck out;
+  out.correct = true;
+  for (size_t w = 0; w < replies.size(); ++w) {
+    const CheckResult r = decode_check_result(replies[w].payload);
+    if (r.devices.size() != sessions_[w]->node().devices)
+      throw ProtocolError(fmt::format("{} reported {} devices of {}", sessions_[w]->name(), r.devices.size(),
+                                      sessions_[w]->node().devices));
+    out.seconds = std::max(out.seconds, r.seconds);
+    for (const auto& d : r.devices) {
+      out.bytes_sent += d.bytes_sent;
+      if (d.hash != want) {
+        out.correct = false;
+        out.wrong.push_back(fmt::format("device {} on {}", d.rank, sessions_[w]->name()));
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace moreh::runtime

@@ -1,0 +1,54 @@
+// The script's side of a job that spans workers: one session per worker (all must be there), the job's
+// devices numbered in worker order, the data plane's rendezvous relayed, and requests sent to every worker
+// at once. Any worker's failure fails the request with an error naming that worker.
+#pragma once
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "runtime/cluster/rendezvous_store.h"
+#include "runtime/cluster/worker_session.h"
+#include "runtime/worker/job_messages.h"
+
+namespace moreh::runtime {
+
+struct ClusterOptions {
+  SessionOptions session;
+  std::chrono::milliseconds collective_timeout{1800000};  // MOREH_COLLECTIVE_TIMEOUT
+};
+
+// What the data plane check found.
+struct ClusterCheck {
+  bool correct = false;          // every device holds what it must
+  std::vector<std::string> wrong;  // "device 3 on worker 1" for each that does not
+  uint64_t bytes_sent = 0;       // summed over devices, as the communicators count
+  double seconds = 0;            // the slowest worker's
+};
+
+class ClusterJob {
+ public:
+  // Connects to every worker and opens the job on all of them; ConnectionError naming the first worker
+  // that is not there or refuses, TimeoutError when the data plane does not connect within the bound.
+  ClusterJob(const std::vector<Endpoint>& workers, ClusterOptions options);
+  ~ClusterJob();  // closes the job on every worker still there
+
+  int workers() const { return static_cast<int>(sessions_.size()); }
+  uint64_t devices() const;
+  const WorkerSession& worker(int w) const { return *sessions_.at(w); }
+
+  // A collective over every device of the job, checked against the values it must give.
+  ClusterCheck check(const CheckRequest& request);
+
+ private:
+  // Sends `type` with payloads[w] to every worker at once and returns the replies in worker order; the first
+  // failure (in time) is rethrown after every worker has answered or failed, so no reply is left on a wire.
+  std::vector<Message> broadcast(MessageType type, const std::vector<std::string>& payloads, MessageType reply,
+                                 std::chrono::milliseconds timeout, RendezvousStore* store = nullptr);
+
+  ClusterOptions options_;
+  std::vector<std::unique_ptr<WorkerSession>> sessions_;
+  RendezvousStore store_;
+};
+
+}  // namespace moreh::runtime
