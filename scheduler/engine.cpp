@@ -124,6 +124,13 @@ Engine& Engine::global() {
   static Engine* engine = [] {
     Config config = Config::from_env();
     init_logging(config);
+    if (!config.workers.empty())
+      // The workers' control and data planes exist (moreh-worker, moreh-launch, moreh-smi's nodes), but a
+      // script's steps do not run on them yet: running them here instead would look like success.
+      throw ConfigError(fmt::format(
+          "MOREH_WORKERS names {} worker(s), but this release does not run a script's steps on workers yet "
+          "(docs/MULTI_NODE.md says what works today); unset MOREH_WORKERS to run on this process's devices",
+          config.workers.size()));
     if (config.plan_only) {
       // Virtual devices: host devices whose memory is only accounted (a named GPU's, with its profile).
       config.device_kind = DeviceKindChoice::kHost;

@@ -6,11 +6,12 @@ running moreh process keeps up to date about once a second.
 """
 import argparse
 import json
+import os
 import socket
 import sys
 
 from . import __version__, box, registry
-from ._native import process_config
+from ._native import process_config, worker_status
 
 DEVICE_NAME = "MoAI Accelerator"
 
@@ -29,9 +30,31 @@ def _one_line(command, width=48):
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
+def token_file(cfg):
+    """The workers' token file: MOREH_WORKER_TOKEN_FILE, else <config dir>/token."""
+    return os.environ.get("MOREH_WORKER_TOKEN_FILE") or os.path.join(cfg["config_dir"], "token")
+
+
+def gather_nodes(cfg, timeout_s=5.0):
+    """One entry per worker of MOREH_WORKERS: what it says about itself, or why it could not be asked."""
+    workers = os.environ.get("MOREH_WORKERS", "").strip()
+    if not workers:
+        return None
+    nodes = []
+    for endpoint in workers.split(","):
+        endpoint = endpoint.strip()
+        try:
+            nodes.append(dict(worker_status(endpoint, token_file(cfg), timeout_s)[0], error=""))
+        except (OSError, RuntimeError) as e:  # not there, refused, timed out
+            nodes.append({"endpoint": endpoint, "hostname": "-", "device_kind": "-", "devices": 0, "capacity": 0,
+                          "busy": False, "serving": "", "error": str(e)})
+    return nodes
+
+
 def gather():
     """Everything moreh-smi shows, as plain data (the --json output)."""
     cfg = process_config()
+    nodes = gather_nodes(cfg)
     entries = registry.live_entries(cfg["config_dir"])
     total = cfg["num_devices"] * cfg["device_memory"]
     physical = []
@@ -44,6 +67,11 @@ def gather():
                     util += d.get("utilization", 0.0)
         physical.append({"index": i, "location": f"{socket.gethostname()}:{i}", "memory_used": used,
                          "memory_total": cfg["device_memory"], "utilization": min(util, 1.0)})
+    if nodes is not None:  # the workers' devices are the virtual device's (DESIGN.md §2.6, across machines)
+        physical = [{"index": i, "location": f"{n['hostname']}({n['endpoint']}):{d}", "memory_used": 0,
+                     "memory_total": n["capacity"], "utilization": 0.0}
+                    for i, (n, d) in enumerate((n, d) for n in nodes for d in range(n["devices"]))]
+        total = sum(n["devices"] * n["capacity"] for n in nodes)
     return {
         "version": __version__,
         "device": {
@@ -51,7 +79,7 @@ def gather():
             "name": DEVICE_NAME,
             "flavor": cfg["flavor"],
             "flavor_source": cfg["flavor_source"],
-            "num_physical_devices": cfg["num_devices"],
+            "num_physical_devices": len(physical) if nodes is not None else cfg["num_devices"],
             "memory_used": sum(e.get("memory_used", 0) for e in entries),
             "memory_total": total,
             "utilization": max((e.get("utilization", 0.0) for e in entries), default=0.0),
@@ -64,6 +92,7 @@ def gather():
             for e in entries
         ],
         "physical_devices": physical,
+        "nodes": nodes,
     }
 
 
@@ -84,6 +113,15 @@ def render_device(facts):
         [[0, "-", p["pid"], _one_line(p["command"]), _mib(p["memory_used"])] for p in facts["processes"]],
         min_widths=[6, 6, 7, 28, 12],
     )
+    if facts.get("nodes") is not None:
+        lines += ["", "Nodes:"]
+        lines += box.render(
+            ["Node", "Worker", "Host", "Devices", "Memory per Device", "Status"],
+            [[i, n["endpoint"], n["hostname"], f"{n['devices']} x {n['device_kind']}" if not n["error"] else "-",
+              _mib(n["capacity"]) if not n["error"] else "-",
+              n["error"] if n["error"] else (f"serving {n['serving']}" if n["busy"] else "idle")]
+             for i, n in enumerate(facts["nodes"])],
+        )
     return lines
 
 

@@ -7,12 +7,48 @@
 #include "runtime/base/errors.h"
 #include "runtime/config/flavor.h"
 #include "runtime/config/user_config.h"
+#include "runtime/cluster/cluster_job.h"
+#include "runtime/net/endpoint.h"
+#include "runtime/net/token_auth.h"
+#include "runtime/worker/worker_main.h"
+
+#include <unistd.h>
 
 namespace py = pybind11;
 using namespace moreh::runtime;
 
+namespace {
+
+SessionOptions session_options(const std::string& token_file, double connect_timeout_s) {
+  SessionOptions o;
+  o.token = read_token_file(token_file);
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  o.client = std::string(host) + ":" + std::to_string(::getpid());
+  o.connect_timeout = std::chrono::milliseconds(static_cast<int64_t>(connect_timeout_s * 1000));
+  return o;
+}
+
+py::dict node_dict(const WorkerSession& s) {
+  py::dict d;
+  d["endpoint"] = s.endpoint().to_string();
+  d["hostname"] = s.node().hostname;
+  d["device_kind"] = s.node().device_kind;
+  d["devices"] = s.node().devices;
+  d["capacity"] = s.node().capacity;
+  d["busy"] = s.node().busy;
+  d["serving"] = s.node().serving;
+  return d;
+}
+
+}  // namespace
+
 PYBIND11_MODULE(_native, m) {
+  // The most derived last: pybind11 tries the translators from the last registered.
+  static py::exception<Error> runtime_error(m, "MorehError", PyExc_RuntimeError);
   py::register_exception<ConfigError>(m, "ConfigError", PyExc_ValueError);
+  py::register_exception<ConnectionError>(m, "WorkerConnectionError", PyExc_ConnectionError);
+  py::register_exception<TimeoutError>(m, "WorkerTimeoutError", PyExc_TimeoutError);
   m.def("flavors", [] {
     std::vector<std::pair<std::string, int>> out;
     for (const Flavor& f : flavor_table()) out.emplace_back(f.name, f.num_devices);
@@ -47,4 +83,63 @@ PYBIND11_MODULE(_native, m) {
     d["config_dir"] = c.config_dir;
     return d;
   });
+  // moreh-worker's whole life (returns its exit code); the GIL is released while it serves.
+  m.def("worker_main", [](const std::vector<std::string>& args) {
+    py::gil_scoped_release release;
+    return worker_main(args);
+  });
+  // What each worker of `workers` ("host:port,...") says about itself (moreh-smi's nodes).
+  m.def("worker_status", [](const std::string& workers, const std::string& token_file, double connect_timeout_s) {
+    const auto endpoints = parse_endpoints(workers, "MOREH_WORKERS");
+    const SessionOptions o = session_options(token_file, connect_timeout_s);
+    py::list out;
+    for (size_t w = 0; w < endpoints.size(); ++w) {
+      std::unique_ptr<WorkerSession> s;
+      {
+        py::gil_scoped_release release;
+        s = std::make_unique<WorkerSession>(static_cast<int>(w), endpoints[w], o, ConnectionPurpose::kStatus);
+      }
+      out.append(node_dict(*s));
+    }
+    return out;
+  });
+  // Opens a job over every worker and runs the data plane's check: a collective over all their devices.
+  m.def("cluster_check", [](const std::string& workers, const std::string& token_file, const std::string& kind,
+                            uint64_t elements, uint32_t seed, uint32_t repeats, double collective_timeout_s,
+                            double connect_timeout_s) {
+    ClusterOptions o;
+    o.session = session_options(token_file, connect_timeout_s);
+    o.collective_timeout = std::chrono::milliseconds(static_cast<int64_t>(collective_timeout_s * 1000));
+    CheckRequest q;
+    if (kind == "all_reduce") q.kind = CheckKind::kAllReduce;
+    else if (kind == "all_gather") q.kind = CheckKind::kAllGather;
+    else if (kind == "broadcast") q.kind = CheckKind::kBroadcast;
+    else throw ConfigError("unknown check '" + kind + "': all_reduce, all_gather or broadcast");
+    q.elements = elements;
+    q.seed = seed;
+    q.repeats = repeats;
+    const auto endpoints = parse_endpoints(workers, "MOREH_WORKERS");
+    ClusterCheck r;
+    py::list nodes;
+    {
+      std::unique_ptr<ClusterJob> job;
+      {
+        py::gil_scoped_release release;
+        job = std::make_unique<ClusterJob>(endpoints, o);
+        r = job->check(q);
+      }
+      for (int w = 0; w < job->workers(); ++w) nodes.append(node_dict(job->worker(w)));
+      py::gil_scoped_release release;
+      job.reset();
+    }
+    py::dict d;
+    d["correct"] = r.correct;
+    d["wrong"] = r.wrong;
+    d["bytes_sent"] = r.bytes_sent;
+    d["seconds"] = r.seconds;
+    d["nodes"] = nodes;
+    return d;
+  });
+  m.def("new_token", [] { return new_token(); });
+  m.def("write_token_file", [](const std::string& path, const std::string& token) { write_token_file(path, token); });
 }

@@ -177,6 +177,11 @@ Config Config::from_env() {
       if (s == "1") return true;
       throw std::invalid_argument("flag");
     });
+  if (const char* v = env("MOREH_WORKERS"); v && *v) c.workers = parse_endpoints(v, "MOREH_WORKERS");
+  if (const char* v = env("MOREH_WORKER_TOKEN_FILE"); v && *v)
+    c.worker_token_file = v;
+  else
+    c.worker_token_file = c.config_dir + "/token";
   if (const char* v = env("MOREH_AP_CACHE"))
     c.ap_cache = parse_var("MOREH_AP_CACHE", v, "0 or 1", [](std::string_view s) {
       if (s == "0") return false;

@@ -4,9 +4,11 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "runtime/config/flavor.h"
 #include "runtime/config/parallel_config.h"
+#include "runtime/net/endpoint.h"
 
 namespace moreh::runtime {
 
@@ -51,6 +53,10 @@ struct Config {
   // named GPU: h100, h200, a100, mi250). Checked by the engine, which knows the names.
   std::string device_profile = "auto";
   bool ap_cache = true;                  // MOREH_AP_CACHE: keep AP's selections under <config_dir>/ap
+  // MOREH_WORKERS: the moreh-workers whose devices make up the virtual device (host:port,...; empty: this
+  // process's own devices). MOREH_WORKER_TOKEN_FILE (default <config_dir>/token) authenticates to them.
+  std::vector<Endpoint> workers;
+  std::string worker_token_file;
   std::string nccl_library;              // MOREH_NCCL_LIBRARY: NCCL for logical devices on distinct GPUs
                                          // (unset: libnccl.so.2; see nccl_library_name())
 

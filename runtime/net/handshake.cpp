@@ -72,10 +72,16 @@ NodeInfo client_handshake(Connection& c, const std::string& worker, const std::s
   WireReader r(challenge.payload);
   const std::string worker_nonce = r.bytes(kNonceBytes), proof = r.bytes(kProofBytes);
   r.finish();
-  if (worker_nonce.size() != kNonceBytes || !same_proof(proof, worker_proof(token, hello.nonce, worker_nonce)))
+  if (worker_nonce.size() != kNonceBytes || !same_proof(proof, worker_proof(token, hello.nonce, worker_nonce))) {
+    // The worker learns why too (and logs it), rather than seeing a connection that just closed.
+    try {
+      c.send(MessageType::kRefused, WireWriter().bytes("wrong token: the worker's proof does not match the client's token").take(), timeout);
+    } catch (const Error&) {
+    }
     throw ConnectionError(fmt::format("worker {} does not know the token (its proof is wrong): check that the client "
                                       "and the worker read the same token file",
                                       worker));
+  }
   c.send(MessageType::kProof, WireWriter().bytes(client_proof(token, hello.nonce, worker_nonce)).take(), timeout);
   Message welcome = expect(MessageType::kWelcome);
   c.set_payload_bound(bound);

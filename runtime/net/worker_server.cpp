@@ -147,6 +147,8 @@ Hello WorkerServer::authenticate(Connection& c) {
   c.send(MessageType::kChallenge,
          WireWriter().bytes(nonce).bytes(worker_proof(options_.token, hello.nonce, nonce)).take(), t);
   Message proof = c.receive(t);
+  if (proof.type == MessageType::kRefused)
+    throw ConnectionError(fmt::format("the client refused this worker: {}", WireReader(proof.payload).bytes(kHandshakePayloadBound)));
   if (proof.type != MessageType::kProof) throw ProtocolError(fmt::format("{} where a proof was expected", name_of(proof.type)));
   WireReader r(proof.payload);
   const std::string answer = r.bytes(kProofBytes);

@@ -1,0 +1,126 @@
+#include "runtime/comm/gloo_communicator.h"
+
+#include <fmt/format.h>
+
+#include "runtime/base/errors.h"
+#include "runtime/base/spdlog_logger.h"
+
+namespace moreh::runtime {
+
+GlooCommunicator::GlooCommunicator(std::vector<PhysicalDevice*> devices, std::shared_ptr<GlooContext> context,
+                                   std::chrono::milliseconds timeout)
+    : Communicator(std::move(devices)), context_(std::move(context)), timeout_(timeout), local_rank_(-1) {
+  if (!context_) throw ConfigError("a GlooCommunicator needs a connected Gloo context");
+  if (context_->size() != size())
+    throw ConfigError(fmt::format("a Gloo context of {} ranks cannot serve a communicator of {} devices",
+                                  context_->size(), size()));
+  if (timeout_.count() <= 0) throw ConfigError("a GlooCommunicator's timeout must be positive");
+  local_rank_ = context_->rank();
+  if (!device(local_rank_).host_accessible())
+    throw ConfigError(fmt::format("Gloo moves host memory, and rank {}'s device {} is not host-accessible",
+                                  local_rank_, device(local_rank_).name()));
+}
+
+void GlooCommunicator::check(int rank, const CollectivePart& part) const {
+  if (rank != local_rank_)
+    throw ConfigError(fmt::format("{} on rank {} ({}): this process holds Gloo rank {} ({}); rank {}'s process issues "
+                                  "its parts",
+                                  part.describe(), rank, device(rank).name(), local_rank_,
+                                  device(local_rank_).name(), rank));
+  const bool reduces = part.kind == CollectiveKind::kAllReduce || part.kind == CollectiveKind::kReduceScatter;
+  if (reduces && !is_reducible(part.type))
+    throw ConfigError(fmt::format("{} on rank {}: {} cannot be reduced", part.describe(), rank, name_of(part.type)));
+}
+
+void GlooCommunicator::enqueue_part(int rank, CollectivePart part) {
+  check(rank, part);
+  device(rank).submit([this, rank, part = std::move(part)] { run_part(rank, part); });
+}
+
+void GlooCommunicator::drop_pending() { context_->abort(broken_reason()); }
+
+void GlooCommunicator::run_part(int rank, const CollectivePart& part) {
+  check(rank, part);
+  throw_if_broken();
+  GlooResult r;
+  uint64_t seq = 0;
+  switch (part.kind) {
+    case CollectiveKind::kAllReduce:
+      seq = collectives_++;
+      r = context_->all_reduce(part.send, part.recv, part.count, part.type, part.op, timeout_);
+      break;
+    case CollectiveKind::kReduceScatter:
+      seq = collectives_++;
+      r = context_->reduce_scatter(part.send, part.recv, part.counts, part.type, part.op, timeout_);
+      break;
+    case CollectiveKind::kAllGather:
+      seq = collectives_++;
+      r = context_->all_gather(part.send, part.recv, part.counts, part.type, timeout_);
+      break;
+    case CollectiveKind::kBroadcast:
+      seq = collectives_++;
+      r = context_->broadcast(part.send, part.recv, part.count, part.type, part.peer, timeout_);
+      break;
+    case CollectiveKind::kBarrier:
+      seq = collectives_++;
+      r = context_->barrier(timeout_);
+      break;
+    case CollectiveKind::kSend:
+      seq = sends_[part.peer]++;
+      r = context_->send(part.peer, part.send, part.count, part.type, timeout_);
+      break;
+    case CollectiveKind::kRecv:
+      seq = recvs_[part.peer]++;
+      r = context_->recv(part.peer, part.recv, part.count, part.type, timeout_);
+      break;
+  }
+  if (!r.ok()) fail(part, seq, r);
+  count_sent(rank, ring_bytes_sent(part, rank, size()));
+  count_completed(rank);
+}
+
+void GlooCommunicator::fail(const CollectivePart& part, uint64_t seq, const GlooResult& r) {
+  const int rank = local_rank_;
+  const bool message = part.kind == CollectiveKind::kSend || part.kind == CollectiveKind::kRecv;
+  const std::string what =
+      message ? fmt::format("{} (message #{} {} rank {})", part.describe(), seq,
+                            part.kind == CollectiveKind::kSend ? "to" : "from", part.peer)
+              : fmt::format("{} (collective #{} of a {}-rank Gloo communicator)", part.describe(), seq, size());
+  const std::string here = fmt::format("rank {} ({})", rank, device(rank).name());
+  auto named = [&](int p) { return fmt::format("rank {} ({})", p, device(p).name()); };
+  const bool known_peer = r.peer >= 0 && r.peer < size() && r.peer != rank;
+  std::string reason;
+  switch (r.status) {
+    case MOREH_GLOO_INVALID: throw ConfigError(fmt::format("{} on {}: {}", what, here, r.message));
+    case MOREH_GLOO_ABORTED: {
+      // interrupt() (or the context's owner) closed the connections.
+      const std::string why = broken() ? broken_reason() : r.message;
+      mark_broken(fmt::format("{} on {} was interrupted: {}", what, here, why));
+      throw CollectiveError(fmt::format("{} on {} was interrupted: {}", what, here, why));
+    }
+    case MOREH_GLOO_TIMEOUT: {
+      const char* verb = part.kind == CollectiveKind::kRecv ? "send" : "arrive";
+      const std::string who = known_peer ? fmt::format("{} did not {}", named(r.peer), verb)
+                                         : std::string("a peer did not arrive or did not finish its part");
+      reason = fmt::format("{} timed out on {}: {} within {} ms (MOREH_COLLECTIVE_TIMEOUT); a worker is dead or its "
+                           "stream is stuck. Gloo: {}",
+                           what, here, who, timeout_.count(), r.message);
+      mark_broken(reason);
+      log().error("{}", reason);
+      throw TimeoutError(reason);
+    }
+    case MOREH_GLOO_MISMATCH:
+      reason = fmt::format("{} on {}: {}; every rank must issue the same collectives in the same order", what, here,
+                           r.message);
+      break;
+    default:
+      reason = fmt::format("{} failed on {}{}: {} (a worker died, or its part failed and closed its connections)", what,
+                           here, known_peer ? " with " + named(r.peer) : std::string(), r.message);
+      break;
+  }
+  mark_broken(reason);
+  log().error("{}", reason);
+  throw CollectiveError(reason);
+}
+
+}  // namespace moreh::runtime

@@ -1,0 +1,186 @@
+#include "runtime/worker/node_job.h"
+
+#include <fmt/format.h>
+
+#include <cstring>
+
+#include "runtime/base/errors.h"
+#include "runtime/base/spdlog_logger.h"
+#include "runtime/comm/gloo_communicator.h"
+#include "runtime/comm/gloo_library.h"
+#include "runtime/comm/hierarchical_communicator.h"
+#include "runtime/comm/host_communicator.h"
+#include "runtime/device/remote_device.h"
+#include "runtime/host/host_device.h"
+#include "runtime/net/wire_codec.h"
+
+namespace moreh::runtime {
+namespace {
+
+// Gloo's rendezvous through the job's connection: the script's process keeps the keys (RendezvousStore).
+class RelayStore final : public GlooStore {
+ public:
+  explicit RelayStore(Connection& c, std::chrono::milliseconds timeout) : c_(c), timeout_(timeout) {}
+  void set(const std::string& key, const std::string& value) const override {
+    c_.send(MessageType::kStoreSet, WireWriter().bytes(key).bytes(value).take(), timeout_);
+  }
+  std::string get(const std::string& key, std::chrono::milliseconds timeout) const override {
+    c_.send(MessageType::kStoreGet, WireWriter().bytes(key).take(), timeout_);
+    Message m = c_.receive(timeout);
+    if (m.type != MessageType::kStoreValue)
+      throw ProtocolError(fmt::format("{} where the rendezvous value of '{}' was expected", name_of(m.type), key));
+    WireReader r(m.payload);
+    const std::string got = r.bytes(256), value = r.bytes(1u << 20);
+    r.finish();
+    if (got != key) throw ProtocolError(fmt::format("rendezvous: asked for '{}', got '{}'", key, got));
+    return value;
+  }
+
+ private:
+  Connection& c_;
+  std::chrono::milliseconds timeout_;
+};
+
+}  // namespace
+
+NodeJob::~NodeJob() { end("the worker stopped"); }
+
+void NodeJob::end(const std::string& why) {
+  if (!devices_.empty()) log().info("moreh-worker: releasing the job's {} devices ({})", options_.host_devices, why);
+  comm_.reset();
+  gloo_.reset();
+  devices_.clear();
+  job_.reset();
+}
+
+Message NodeJob::handle(const Message& request, Connection& connection) {
+  switch (request.type) {
+    case MessageType::kJobOpen:
+      return open(decode_job_open(request.payload), connection);
+    case MessageType::kRunCheck:
+      return run_check(decode_check_request(request.payload));
+    default:
+      throw ProtocolError(fmt::format("a worker does not take {} in a job", name_of(request.type)));
+  }
+}
+
+Message NodeJob::open(const JobOpen& open, Connection& connection) {
+  if (job_) throw ConfigError("the job is open already");
+  if (open.devices_per_worker[open.worker] != options_.host_devices)
+    throw ConfigError(fmt::format("the job counts {} devices on worker {}; it has {}",
+                                  open.devices_per_worker[open.worker], open.worker, options_.host_devices));
+  timeout_ = std::chrono::milliseconds(open.collective_timeout_ms);
+  const uint64_t first = open.first_device(), total = open.total_devices();
+  std::vector<int> group_of_rank;
+  for (uint32_t w = 0; w < open.workers(); ++w)
+    for (uint64_t d = 0; d < open.devices_per_worker[w]; ++d) {
+      const int rank = static_cast<int>(group_of_rank.size());
+      if (w == open.worker)
+        devices_.push_back(std::make_unique<HostDevice>(rank, options_.capacity));
+      else
+        devices_.push_back(std::make_unique<RemoteDevice>(rank, fmt::format("worker {} host:{}", w, d),
+                                                          DeviceKind::kHost, options_.capacity));
+      group_of_rank.push_back(static_cast<int>(w));
+    }
+  std::vector<PhysicalDevice*> all;
+  for (auto& d : devices_) all.push_back(d.get());
+  try {
+    if (open.workers() == 1) {
+      if (total > 1) comm_ = std::make_unique<HostCommunicator>(all, timeout_);
+    } else {
+      const std::string host = open.data_host.empty() ? options_.data_host : open.data_host;
+      RelayStore store(connection, timeout_);
+      auto gloo = connect_gloo(static_cast<int>(open.worker), static_cast<int>(open.workers()), store, host, timeout_);
+      gloo_ = gloo;
+      const auto t = timeout_;
+      comm_ = std::make_unique<HierarchicalCommunicator>(
+          all, group_of_rank,
+          [t](std::vector<PhysicalDevice*> members) -> std::unique_ptr<Communicator> {
+            return std::make_unique<HostCommunicator>(std::move(members), t);
+          },
+          [t, gloo](std::vector<PhysicalDevice*> leaders) -> std::unique_ptr<Communicator> {
+            return std::make_unique<GlooCommunicator>(std::move(leaders), gloo, t);
+          });
+    }
+  } catch (...) {
+    end("the job could not open");
+    throw;
+  }
+  job_ = open;
+  log().info("moreh-worker: joined the job as worker {} of {} (devices {} to {} of {})", open.worker, open.workers(),
+             first, first + options_.host_devices - 1, total);
+  return Message{MessageType::kJobReady, {}};
+}
+
+Message NodeJob::run_check(const CheckRequest& q) {
+  if (!job_) throw ConfigError("run_check before job_open");
+  if (!broken_.empty()) throw CollectiveError(fmt::format("the job's data plane broke earlier ({}); open a new job", broken_));
+  const uint64_t first = job_->first_device(), total = job_->total_devices();
+  const uint64_t out_elements = q.kind == CheckKind::kAllGather ? q.elements * total : q.elements;
+  struct Buffers {
+    std::unique_ptr<PhysicalBlock> in, out;
+  };
+  std::vector<Buffers> buffers(options_.host_devices);
+  for (uint32_t d = 0; d < options_.host_devices; ++d) {
+    const uint64_t rank = first + d;
+    PhysicalDevice& dev = *devices_[rank];
+    buffers[d].in = dev.allocate(q.elements * sizeof(float));
+    buffers[d].out = dev.allocate(out_elements * sizeof(float));
+    auto* in = static_cast<float*>(buffers[d].in->data());
+    for (uint64_t i = 0; i < q.elements; ++i) in[i] = check_value(rank, i, q.seed);
+    std::memset(buffers[d].out->data(), 0, out_elements * sizeof(float));
+  }
+  const auto start = std::chrono::steady_clock::now();
+  if (comm_) {
+    comm_->reset_traffic();
+    for (uint32_t d = 0; d < options_.host_devices; ++d) {
+      const int rank = static_cast<int>(first + d);
+      for (uint32_t k = 0; k < q.repeats; ++k) {
+        CollectivePart part;
+        part.type = DataType::kFloat32;
+        part.send = buffers[d].in->data();
+        part.recv = buffers[d].out->data();
+        switch (q.kind) {
+          case CheckKind::kAllReduce:
+            part = CollectivePart::all_reduce(part.send, part.recv, q.elements, DataType::kFloat32, ReduceOp::kSum);
+            break;
+          case CheckKind::kAllGather:
+            part.kind = CollectiveKind::kAllGather;
+            part.counts.assign(total, q.elements);
+            break;
+          case CheckKind::kBroadcast:
+            part.kind = CollectiveKind::kBroadcast;
+            part.count = q.elements;
+            part.peer = static_cast<int>(total - 1);
+            break;
+        }
+        comm_->enqueue(rank, std::move(part));
+      }
+    }
+  } else {  // one device in all: every collective is a copy
+    std::memcpy(buffers[0].out->data(), buffers[0].in->data(), q.elements * sizeof(float));
+  }
+  std::string failure;
+  for (uint32_t d = 0; d < options_.host_devices; ++d) {
+    try {
+      devices_[first + d]->synchronize(timeout_ + std::chrono::milliseconds(5000));
+    } catch (const Error& e) {
+      if (failure.empty()) failure = e.what();
+    }
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (!failure.empty()) {
+    broken_ = failure;
+    throw CollectiveError(failure);  // the blocks go with `buffers`
+  }
+  CheckResult result;
+  result.seconds = seconds;
+  for (uint32_t d = 0; d < options_.host_devices; ++d) {
+    const uint64_t rank = first + d;
+    result.devices.push_back(CheckResult::Device{rank, fnv1a(buffers[d].out->data(), out_elements * sizeof(float)),
+                                                 comm_ ? comm_->traffic(static_cast<int>(rank)).bytes_sent : 0});
+  }
+  return Message{MessageType::kCheckResult, encode(result)};
+}
+
+}  // namespace moreh::runtime

@@ -1,0 +1,261 @@
+"""One virtual device across worker processes on 127.0.0.1: moreh-worker, moreh-launch, moreh-smi's nodes,
+the data plane's check over 2 and 4 workers, and the faults: a killed worker, an absent one, a wrong token,
+a token file open to others. Every process a test starts is ended by it."""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import ROOT
+
+BACKEND = os.path.join(ROOT, "backend")
+sys.path.insert(0, BACKEND)
+from moreh_tools import _native  # noqa: E402
+
+READY = re.compile(r"moreh-worker ready on 127\.0\.0\.1:(\d+)")
+
+
+def env(**extra):
+    e = dict(os.environ, PYTHONPATH=BACKEND)
+    e.update(extra)
+    return e
+
+
+@pytest.fixture
+def token_file(tmp_path):
+    path = str(tmp_path / "token")
+    _native.write_token_file(path, _native.new_token())
+    return path
+
+
+class Workers:
+    """Worker processes on 127.0.0.1 (any free ports); stopped, and killed if need be, at the end."""
+
+    def __init__(self, token_file):
+        self.token_file = token_file
+        self.procs, self.ports = [], []
+
+    def start(self, devices=1, *extra):
+        p = subprocess.Popen([sys.executable, "-m", "moreh_tools.worker", "--listen", "127.0.0.1:0", "--token-file",
+                              self.token_file, "--host-devices", str(devices), "--capacity", "256MiB", *extra],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env())
+        self.procs.append(p)
+        deadline = time.monotonic() + 60
+        line = ""
+        while time.monotonic() < deadline:
+            line = p.stdout.readline()
+            m = READY.search(line)
+            if m:
+                self.ports.append(int(m.group(1)))
+                return self.ports[-1]
+            if not line and p.poll() is not None:
+                break
+        raise AssertionError(f"worker did not start: {line!r} {p.stderr.read() if p.poll() is not None else ''}")
+
+    def endpoints(self, indices=None):
+        return ",".join(f"127.0.0.1:{self.ports[i]}" for i in (indices or range(len(self.ports))))
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+
+
+@pytest.fixture
+def workers(token_file):
+    w = Workers(token_file)
+    yield w
+    w.stop()
+    for p in w.procs:
+        assert p.returncode is not None
+
+
+def check(workers, kind="all_reduce", elements=1000, seed=3, repeats=1, indices=None, timeout=20.0):
+    return _native.cluster_check(workers.endpoints(indices), workers.token_file, kind, elements, seed, repeats,
+                                 timeout, 5.0)
+
+
+@pytest.mark.parametrize("layout", [(1, 2), (2, 1), (2, 2), (4, 1), (4, 2)], ids=lambda l: f"{l[0]}x{l[1]}")
+def test_every_collective_over_workers_gives_what_one_process_would(workers, layout):
+    n, k = layout
+    for _ in range(n):
+        workers.start(k)
+    for kind in ("all_reduce", "all_gather", "broadcast"):
+        r = check(workers, kind, elements=4099, seed=n * 10 + k)
+        assert r["correct"], (kind, r["wrong"])
+        assert [node["devices"] for node in r["nodes"]] == [k] * n
+        if n * k > 1:
+            assert r["bytes_sent"] > 0
+
+
+def test_a_worker_serves_job_after_job(workers):
+    workers.start(2)
+    workers.start(1)
+    for seed in range(3):
+        assert check(workers, seed=seed)["correct"]
+
+
+def test_a_killed_worker_is_named_and_the_others_serve_the_next_job(workers):
+    for _ in range(3):
+        workers.start(1)
+    victim = workers.procs[1]
+    result = {}
+
+    def long_check():
+        start = time.monotonic()
+        try:
+            check(workers, elements=1 << 18, repeats=1000, timeout=10.0)
+            result["error"] = None
+        except Exception as e:  # noqa: BLE001
+            result["error"] = e
+        result["seconds"] = time.monotonic() - start
+
+    t = threading.Thread(target=long_check)
+    t.start()
+    time.sleep(1.5)
+    victim.kill()
+    t.join(60)
+    assert not t.is_alive()
+    err = result["error"]
+    assert isinstance(err, ConnectionError), repr(err)
+    assert f"worker 1 (127.0.0.1:{workers.ports[1]})" in str(err)
+    assert result["seconds"] < 1.5 + 10.0 + 5.0  # within MOREH_COLLECTIVE_TIMEOUT (10 s here) and a margin
+    # The others abandoned that step and serve the next job.
+    assert workers.procs[0].poll() is None and workers.procs[2].poll() is None
+    assert check(workers, indices=[0, 2])["correct"]
+
+
+def test_an_absent_worker_is_named_at_once(workers):
+    workers.start(1)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match=rf"worker 1 \(127\.0\.0\.1:{free}\).*not there"):
+        _native.cluster_check(f"{workers.endpoints()},127.0.0.1:{free}", workers.token_file, "all_reduce", 10, 0, 1,
+                              10.0, 5.0)
+    assert time.monotonic() - start < 5
+    assert check(workers)["correct"]  # the worker that was there is not left busy
+
+
+def test_a_wrong_token_is_refused_and_logged_and_the_worker_goes_on(workers, tmp_path):
+    workers.start(1)
+    other = str(tmp_path / "other-token")
+    _native.write_token_file(other, "not-the-token")
+    with pytest.raises(ConnectionError, match="token"):
+        _native.cluster_check(workers.endpoints(), other, "all_reduce", 10, 0, 1, 10.0, 5.0)
+    assert check(workers)["correct"]
+    workers.stop()
+    log = workers.procs[0].stderr.read()
+    assert "refused 127.0.0.1:" in log and "token" in log, log
+
+
+def test_a_worker_refuses_a_token_file_others_can_read(tmp_path):
+    path = tmp_path / "token"
+    path.write_text("secret\n")
+    os.chmod(path, 0o644)
+    p = subprocess.run([sys.executable, "-m", "moreh_tools.worker", "--listen", "127.0.0.1:0", "--token-file",
+                        str(path)], capture_output=True, text=True, env=env(), timeout=60)
+    assert p.returncode == 2
+    assert "chmod 600" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "moreh_tools.worker", "--listen", "127.0.0.1:0", "--token-file",
+                        str(path), "--host-devices", "zero"], capture_output=True, text=True, env=env(), timeout=60)
+    assert p.returncode == 2 and "--host-devices zero" in p.stderr
+
+
+def test_moreh_smi_shows_the_nodes_and_their_devices(workers, tmp_path):
+    workers.start(2)
+    workers.start(1)
+    e = env(MOREH_WORKERS=workers.endpoints() + ",127.0.0.1:1", MOREH_WORKER_TOKEN_FILE=workers.token_file,
+            MOREH_CONFIG_DIR=str(tmp_path))
+    p = subprocess.run([sys.executable, "-m", "moreh_tools.moreh_smi", "--json"], capture_output=True, text=True,
+                       env=e, timeout=60)
+    assert p.returncode == 0, p.stderr
+    facts = json.loads(p.stdout)
+    nodes = facts["nodes"]
+    assert [n["devices"] for n in nodes] == [2, 1, 0]
+    assert "not there" in nodes[2]["error"]
+    assert facts["device"]["num_physical_devices"] == 3
+    p = subprocess.run([sys.executable, "-m", "moreh_tools.moreh_smi"], capture_output=True, text=True, env=e,
+                       timeout=60)
+    assert "Nodes:" in p.stdout and f"127.0.0.1:{workers.ports[0]}" in p.stdout and "2 x host" in p.stdout
+
+
+SCRIPT = ("import os, sys; sys.path.insert(0, {backend!r}); from moreh_tools import _native; "
+          "r = _native.cluster_check(os.environ['MOREH_WORKERS'], os.environ['MOREH_WORKER_TOKEN_FILE'], "
+          "'all_gather', 100, 1, 1, 20.0, 5.0); print('workers', os.environ['MOREH_WORKERS'], 'correct', r['correct'], "
+          "'devices', sum(n['devices'] for n in r['nodes']))")
+
+
+def _ports_closed(workers_line):
+    for ep in workers_line.split(","):
+        host, port = ep.rsplit(":", 1)
+        with socket.socket() as s:
+            s.settimeout(1)
+            if s.connect_ex((host, int(port))) == 0:
+                return False
+    return True
+
+
+def test_moreh_launch_starts_local_workers_runs_the_script_and_stops_them():
+    p = subprocess.run([sys.executable, "-m", "moreh_tools.launch", "--local-workers", "2", "--devices-per-worker",
+                        "2", "--", sys.executable, "-c", SCRIPT.format(backend=BACKEND)],
+                       capture_output=True, text=True, env=env(), timeout=120)
+    assert p.returncode == 0, p.stderr
+    m = re.search(r"workers (\S+) correct True devices 4", p.stdout)
+    assert m, p.stdout + p.stderr
+    assert _ports_closed(m.group(1))
+    # The script's exit code is moreh-launch's.
+    p = subprocess.run([sys.executable, "-m", "moreh_tools.launch", "--local-workers", "1", "--", sys.executable,
+                        "-c", "raise SystemExit(7)"], capture_output=True, text=True, env=env(), timeout=120)
+    assert p.returncode == 7
+
+
+def test_moreh_launch_reads_a_hostfile_and_starts_workers_through_ssh(tmp_path, token_file):
+    # A stand-in for ssh that runs the command here (the host is 127.0.0.1 anyway).
+    fake_ssh = tmp_path / "fake-ssh"
+    fake_ssh.write_text("#!/bin/sh\nshift\nexec \"$@\"\n")
+    os.chmod(fake_ssh, 0o755)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    worker = bin_dir / "moreh-worker"
+    worker.write_text(f"#!/bin/sh\nexec {sys.executable} -m moreh_tools.worker \"$@\"\n")
+    os.chmod(worker, 0o755)
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text(f"# two nodes\n127.0.0.1 {ports[0]} devices=2\n127.0.0.1 {ports[1]}\n")
+    e = env(PATH=f"{bin_dir}:{os.environ['PATH']}")
+    p = subprocess.run([sys.executable, "-m", "moreh_tools.launch", "--hostfile", str(hostfile), "--token-file",
+                        token_file, "--ssh", str(fake_ssh), "--listen-host", "127.0.0.1", "--", sys.executable, "-c", SCRIPT.format(backend=BACKEND)],
+                       capture_output=True, text=True, env=e, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert f"workers 127.0.0.1:{ports[0]},127.0.0.1:{ports[1]} correct True devices 3" in p.stdout
+    hostfile.write_text("127.0.0.1 port=x\n")
+    p = subprocess.run([sys.executable, "-m", "moreh_tools.launch", "--hostfile", str(hostfile), "--token-file",
+                        token_file, "--", "true"], capture_output=True, text=True, env=e, timeout=60)
+    assert p.returncode == 2 and "neither a port nor devices=K" in p.stderr
+
+
+def test_a_script_with_workers_is_refused_clearly_until_steps_run_on_them(tmp_path):
+    for workers, expected in (("127.0.0.1:1", "does not run a script's steps on workers yet"),
+                              ("127.0.0.1", "MOREH_WORKERS: '127.0.0.1' is not host:port")):
+        p = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, text=True,
+                           env=dict(os.environ, MOREH_WORKERS=workers, MOREH_CONFIG_DIR=str(tmp_path)), timeout=120)
+        assert p.returncode != 0 and expected in p.stderr, p.stderr[-2000:]
