@@ -5,6 +5,7 @@
 #include <exception>
 #include <future>
 #include <mutex>
+#include <thread>
 
 #include "runtime/base/errors.h"
 #include "runtime/base/spdlog_logger.h"
@@ -51,23 +52,33 @@ std::vector<Message> ClusterJob::broadcast(MessageType type, const std::vector<s
     }));
   // Once one worker has failed, the others get a short grace to answer (their own failure, most often: a
   // collective whose peer is gone); one still silent after it is stopped, and named as not answering.
+  const std::string not_answering = fmt::format(
+      "did not answer {} within {} ms after another worker's part failed (it may hang; it was cut off)",
+      name_of(type), options_.session.connect_timeout.count());
   std::vector<Message> out(n);
   std::vector<std::exception_ptr> errors(n);
+  std::vector<bool> done(n, false);
   bool failed = false;
-  for (size_t w = 0; w < n; ++w) {
-    if (failed && replies[w].wait_for(options_.session.connect_timeout) != std::future_status::ready)
-      sessions_[w]->interrupt();
-    try {
-      out[w] = replies[w].get();
-    } catch (...) {
-      errors[w] = std::current_exception();
-      if (!failed) {
+  std::chrono::steady_clock::time_point cut_off{};
+  for (size_t left = n; left > 0;) {
+    for (size_t w = 0; w < n; ++w) {
+      if (done[w] || replies[w].wait_for(std::chrono::milliseconds(0)) != std::future_status::ready) continue;
+      done[w] = true;
+      --left;
+      try {
+        out[w] = replies[w].get();
+      } catch (...) {
+        errors[w] = std::current_exception();
+        if (!failed) cut_off = std::chrono::steady_clock::now() + options_.session.connect_timeout;
         failed = true;
-        for (size_t v = w + 1; v < n; ++v)
-          if (replies[v].wait_for(options_.session.connect_timeout) != std::future_status::ready)
-            sessions_[v]->interrupt();
       }
     }
+    if (failed && std::chrono::steady_clock::now() >= cut_off) {
+      for (size_t w = 0; w < n; ++w)
+        if (!done[w]) sessions_[w]->interrupt(not_answering);
+      cut_off = std::chrono::steady_clock::time_point::max();
+    }
+    if (left > 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   if (!failed) return out;
   // A worker that is gone says most about what happened: report it before the others' consequences.

@@ -35,6 +35,14 @@ WorkerSession::~WorkerSession() {
   if (heartbeat_.joinable()) heartbeat_.join();
 }
 
+void WorkerSession::interrupt(const std::string& why) {
+  {
+    std::lock_guard lock(why_mu_);
+    interrupted_ = why;
+  }
+  connection_->interrupt();
+}
+
 void WorkerSession::heartbeats() {
   std::unique_lock stop(stop_mu_);
   while (!stop_cv_.wait_for(stop, options_.heartbeat_interval, [&] { return stopping_; })) {
@@ -98,6 +106,8 @@ Message WorkerSession::request(MessageType type, const std::string& payload, Mes
     }
   } catch (const ConnectionError& e) {
     connection_->close();
+    std::lock_guard why_lock(why_mu_);
+    if (!interrupted_.empty()) throw ConnectionError(fmt::format("{} {}", name_, interrupted_));
     throw ConnectionError(fmt::format("{} is gone: {}", name_, e.what()));
   } catch (const TimeoutError& e) {
     connection_->close();

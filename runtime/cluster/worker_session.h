@@ -44,8 +44,8 @@ class WorkerSession {
                   RendezvousStore* store = nullptr);
   // Ends the job on the worker (bounded) and closes; never throws.
   void close_job(std::chrono::milliseconds timeout) noexcept;
-  // From another thread: makes a waiting request fail at once.
-  void interrupt() { connection_->interrupt(); }
+  // From another thread: makes a waiting request fail at once with ConnectionError saying `why`.
+  void interrupt(const std::string& why);
 
  private:
   void heartbeats();
@@ -57,6 +57,8 @@ class WorkerSession {
   std::unique_ptr<Connection> connection_;
   NodeInfo node_;
   std::mutex mu_;  // one request (or heartbeat) on the connection at a time
+  std::mutex why_mu_;
+  std::string interrupted_;  // why interrupt() cut the connection ("" : it did not)
   std::chrono::steady_clock::time_point last_sent_;
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;

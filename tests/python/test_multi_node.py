@@ -138,6 +138,38 @@ def test_a_killed_worker_is_named_and_the_others_serve_the_next_job(workers):
     assert check(workers, indices=[0, 2])["correct"]
 
 
+def test_a_worker_that_hangs_mid_step_is_named_once_the_others_time_out(workers):
+    for _ in range(2):
+        workers.start(1)
+    hung = workers.procs[0]
+    result = {}
+
+    def long_check():
+        start = time.monotonic()
+        try:
+            _native.cluster_check(workers.endpoints(), workers.token_file, "all_reduce", 1 << 18, 0, 1000, 3.0, 2.0)
+            result["error"] = None
+        except Exception as e:  # noqa: BLE001
+            result["error"] = e
+        result["seconds"] = time.monotonic() - start
+
+    t = threading.Thread(target=long_check)
+    t.start()
+    try:
+        time.sleep(1.0)
+        hung.send_signal(signal.SIGSTOP)
+        t.join(60)
+    finally:
+        hung.send_signal(signal.SIGCONT)
+    assert not t.is_alive()
+    err = result["error"]
+    assert isinstance(err, ConnectionError), repr(err)
+    assert f"worker 0 (127.0.0.1:{workers.ports[0]}) did not answer" in str(err)
+    # The other worker's collective waits out MOREH_COLLECTIVE_TIMEOUT (3 s), then the hung one has a 2 s grace.
+    assert result["seconds"] < 1.0 + 3.0 + 2.0 + 4.0
+    assert check(workers, indices=[1])["correct"]  # the other worker serves the next job
+
+
 def test_an_absent_worker_is_named_at_once(workers):
     workers.start(1)
     with socket.socket() as s:  # a port nothing listens on
