@@ -161,10 +161,11 @@ void copy_message(const std::string& text, char* error, size_t size) {
   error[n] = '\0';
 }
 
-// The C callbacks the shim calls: exceptions stay on this side.
-int store_set(void* user, const char* key, const void* data, size_t size, char* error, size_t error_size) {
+// The C callbacks the shim calls: exceptions stay on this side, as a status and a message.
+template <typename F>
+int callback_status(char* error, size_t error_size, F&& f) {
   try {
-    static_cast<const GlooStore*>(user)->set(key, std::string(static_cast<const char*>(data), size));
+    f();
     return 0;
   } catch (const TimeoutError& e) {
     copy_message(e.what(), error, error_size);
@@ -178,22 +179,18 @@ int store_set(void* user, const char* key, const void* data, size_t size, char* 
   }
 }
 
+int store_set(void* user, const char* key, const void* data, size_t size, char* error, size_t error_size) {
+  return callback_status(error, error_size, [&] {
+    static_cast<const GlooStore*>(user)->set(key, std::string(static_cast<const char*>(data), size));
+  });
+}
+
 int store_get(void* user, const char* key, int64_t timeout_ms, void (*put)(void*, const void*, size_t), void* sink,
               char* error, size_t error_size) {
-  try {
+  return callback_status(error, error_size, [&] {
     const std::string value = static_cast<const GlooStore*>(user)->get(key, std::chrono::milliseconds(timeout_ms));
     put(sink, value.data(), value.size());
-    return 0;
-  } catch (const TimeoutError& e) {
-    copy_message(e.what(), error, error_size);
-    return MOREH_GLOO_TIMEOUT;
-  } catch (const std::exception& e) {
-    copy_message(e.what(), error, error_size);
-    return MOREH_GLOO_ERROR;
-  } catch (...) {
-    copy_message("an unknown exception", error, error_size);
-    return MOREH_GLOO_ERROR;
-  }
+  });
 }
 
 }  // namespace
