@@ -82,13 +82,15 @@ bool fusion_wanted(FusionChoice choice, DeviceKind kind) {
 
 }  // namespace
 
-Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devices)
+Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devices,
+               std::unique_ptr<RemoteCluster> cluster)
     : config_(std::move(config)),
       // Plan-only steps may name far more bytes than any machine holds (a big batch's activations): their
       // addresses, never dereferenced, get a larger space.
       vm_(config_.plan_only ? kPlanOnlyAddressBase : VirtualMemory::kDefaultBase,
           config_.plan_only ? kPlanOnlyAddressSpace : VirtualMemory::kDefaultSize),
       devices_(std::move(devices)),
+      cluster_(std::move(cluster)),
       executor_(raw(devices_), nullptr),
       cache_(config_.graph_cache_size) {
   fusion_enabled_ = fusion_wanted(config_.fusion, devices_.empty() ? DeviceKind::kHost : devices_[0]->kind());
@@ -99,8 +101,9 @@ Engine::Engine(Config config, std::vector<std::unique_ptr<PhysicalDevice>> devic
   if (config_.device_profile != "auto" && config_.device_profile != "host" && !named_profile(config_.device_profile))
     throw ConfigError(fmt::format("MOREH_DEVICE_PROFILE='{}' is not valid: expected auto, host or one of {}",
                                   config_.device_profile, fmt::join(profile_names(), ", ")));
-  communicator_ = make_communicator(config_, raw(devices_));
+  communicator_ = cluster_ ? cluster_->make_communicator(raw(devices_)) : make_communicator(config_, raw(devices_));
   if (communicator_) executor_.set_communicator(communicator_.get());
+  if (cluster_) executor_.set_remote_runner(cluster_.get());
   if (config_.parallelism) set_parallelism(*config_.parallelism);  // MOREH_PARALLELISM
   if (config_.plan_only)
     log().info("MOREH_PLAN_ONLY: steps are recorded and planned over {} virtual device(s) of {} bytes ({} profile), "
@@ -124,13 +127,21 @@ Engine& Engine::global() {
   static Engine* engine = [] {
     Config config = Config::from_env();
     init_logging(config);
-    if (!config.workers.empty())
-      // The workers' control and data planes exist (moreh-worker, moreh-launch, moreh-smi's nodes), but a
-      // script's steps do not run on them yet: running them here instead would look like success.
-      throw ConfigError(fmt::format(
-          "MOREH_WORKERS names {} worker(s), but this release does not run a script's steps on workers yet "
-          "(docs/MULTI_NODE.md says what works today); unset MOREH_WORKERS to run on this process's devices",
-          config.workers.size()));
+    if (!config.workers.empty()) {
+      // This process is node 0 of a job over the workers (runtime/cluster/remote_cluster.h).
+      if (config.plan_only) throw ConfigError("MOREH_PLAN_ONLY and MOREH_WORKERS: plan-only steps run nowhere");
+      if (config.device_kind == DeviceKindChoice::kCuda)
+        throw ConfigError("MOREH_WORKERS: workers serve host devices only (MOREH_DEVICE_KIND=cuda)");
+      install_fork_guard();
+      auto cluster = std::make_unique<RemoteCluster>(config);
+      auto devices = cluster->make_devices();
+      log().info("moreh: {} device(s): this process's host:0 and {} on {} worker(s)", devices.size(),
+                 devices.size() - 1, cluster->job().workers());
+      auto* made = new Engine(std::move(config), std::move(devices), std::move(cluster));
+      made->start_registry();
+      made->emit_run_start();
+      return made;
+    }
     if (config.plan_only) {
       // Virtual devices: host devices whose memory is only accounted (a named GPU's, with its profile).
       config.device_kind = DeviceKindChoice::kHost;
@@ -191,6 +202,10 @@ void Engine::stop_registry() {
 }
 
 void Engine::set_kernel_provider(KernelProvider* provider) { executor_.set_provider(provider); }
+
+void Engine::set_payload_codec(const PayloadCodec* codec) {
+  if (cluster_) cluster_->set_payload_codec(codec);
+}
 
 void Engine::set_program_scope(Executor::ProgramScope scope) { executor_.set_program_scope(std::move(scope)); }
 

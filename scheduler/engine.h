@@ -14,6 +14,7 @@
 #include "runtime/comm/communicator.h"
 #include "runtime/config/config.h"
 #include "runtime/device/device.h"
+#include "runtime/cluster/remote_cluster.h"
 #include "runtime/exec/executor.h"
 #include "scheduler/plan_report.h"
 #include "runtime/graph/canonical_graph.h"
@@ -47,7 +48,9 @@ struct EngineStats {
 
 class Engine {
  public:
-  Engine(runtime::Config config, std::vector<std::unique_ptr<runtime::PhysicalDevice>> devices);
+  // `cluster`: the workers whose devices are among `devices` (MOREH_WORKERS); it joins them.
+  Engine(runtime::Config config, std::vector<std::unique_ptr<runtime::PhysicalDevice>> devices,
+         std::unique_ptr<runtime::RemoteCluster> cluster = nullptr);
   ~Engine();
   // The process's engine, made on first use from the environment (a malformed MOREH_* throws ConfigError).
   static Engine& global();
@@ -59,6 +62,9 @@ class Engine {
   const runtime::Config& config() const { return config_; }
   bool plan_only() const { return config_.plan_only; }
   void set_kernel_provider(runtime::KernelProvider* provider);
+  // How kernel payloads travel to workers (with MOREH_WORKERS); set by the backend with its provider.
+  void set_payload_codec(const runtime::PayloadCodec* codec);
+  const runtime::RemoteCluster* cluster() const { return cluster_.get(); }
   // A range opened around each device program's run, on the device's thread (runtime/exec/executor.h).
   void set_program_scope(runtime::Executor::ProgramScope scope);
   runtime::PhysicalDevice& device(int index = 0) { return *devices_.at(index); }
@@ -189,6 +195,7 @@ class Engine {
   runtime::Config config_;
   runtime::VirtualMemory vm_;
   std::vector<std::unique_ptr<runtime::PhysicalDevice>> devices_;
+  std::unique_ptr<runtime::RemoteCluster> cluster_;  // before executor_: the executor sends it steps
   runtime::Executor executor_;
   mutable std::recursive_mutex mu_;  // recursive: a flush may free storages whose release records nothing
   runtime::StepGraph pending_;

@@ -13,6 +13,7 @@
 #endif
 #include "backend/csrc/lazy_fallback.h"
 #include "backend/csrc/moreh_storage.h"
+#include "backend/csrc/payload_wire.h"
 #include "backend/csrc/profiler_range.h"
 
 #include "runtime/base/event_log.h"
@@ -22,6 +23,7 @@
 #include "runtime/host/host_device.h"
 #include "runtime/base/logging.h"
 #include "runtime/config/parallel_config.h"
+#include "runtime/worker/worker_main.h"
 #ifdef MOREH_WITH_NVRTC
 #include "runtime/cuda/nvrtc.h"
 #endif
@@ -31,11 +33,8 @@ using namespace moreh;
 
 namespace {
 
-void init(const std::string& torch_version, const std::string& moreh_version) {
-  // The run-start event (runtime/base/event_log.h) names them: the engine starts below.
-  runtime::add_run_fact("torch", runtime::json_string(torch_version));
-  runtime::add_run_fact("moreh", runtime::json_string(moreh_version));
-  // The element types the runtime reduces and scales itself (collectives, shares of a mean).
+// The element types the runtime reduces and scales itself (collectives, shares of a mean).
+void register_data_types() {
   runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::Float), runtime::DataType::kFloat32);
   runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::Double), runtime::DataType::kFloat64);
   runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::BFloat16), runtime::DataType::kBFloat16);
@@ -43,6 +42,13 @@ void init(const std::string& torch_version, const std::string& moreh_version) {
   runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::Long), runtime::DataType::kInt64);
   runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::Int), runtime::DataType::kInt32);
   runtime::register_data_type(static_cast<int8_t>(c10::ScalarType::Bool), runtime::DataType::kBool);
+}
+
+void init(const std::string& torch_version, const std::string& moreh_version) {
+  // The run-start event (runtime/base/event_log.h) names them: the engine starts below.
+  runtime::add_run_fact("torch", runtime::json_string(torch_version));
+  runtime::add_run_fact("moreh", runtime::json_string(moreh_version));
+  register_data_types();
 #ifdef MOREH_TORCH_CUDA
   scheduler::Engine::set_cuda_kernels_available(true);
 #endif
@@ -54,6 +60,7 @@ void init(const std::string& torch_version, const std::string& moreh_version) {
 #else
   e.set_kernel_provider(&backend::host_kernel_provider());
 #endif
+  e.set_payload_codec(&backend::aten_payload_codec());  // steps on workers (MOREH_WORKERS)
   backend::register_recorded_composites();
   e.set_program_scope(backend::profiler_program_scope());  // torch.profiler sees each device's runs
   e.set_host_calibration(&backend::measure_host);
@@ -151,6 +158,13 @@ py::list compile_fused_kernels(int arch) {
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   py::register_exception<runtime::ConfigError>(m, "ConfigError", PyExc_ValueError);
   m.def("_init", &init, py::arg("torch_version") = "", py::arg("moreh_version") = "");
+  // moreh-worker's whole life in a process that has torch's kernels (and no engine of its own): it runs the
+  // steps clients send it on its host devices. Returns the exit code; the GIL is released while it serves.
+  m.def("_worker_main", [](const std::vector<std::string>& args) {
+    register_data_types();
+    py::gil_scoped_release release;
+    return runtime::worker_main(args, &backend::host_kernel_provider(), &backend::aten_payload_codec());
+  });
   m.def("_flush", [] {
     py::gil_scoped_release nogil;
     backend::flush_step();

@@ -10,7 +10,6 @@
 #include "runtime/cluster/cluster_job.h"
 #include "runtime/net/endpoint.h"
 #include "runtime/net/token_auth.h"
-#include "runtime/worker/worker_main.h"
 
 #include <unistd.h>
 
@@ -82,11 +81,6 @@ PYBIND11_MODULE(_native, m) {
     d["device_memory"] = c.host_memory_capacity;
     d["config_dir"] = c.config_dir;
     return d;
-  });
-  // moreh-worker's whole life (returns its exit code); the GIL is released while it serves.
-  m.def("worker_main", [](const std::vector<std::string>& args) {
-    py::gil_scoped_release release;
-    return worker_main(args);
   });
   // What each worker of `workers` ("host:port,...") says about itself (moreh-smi's nodes).
   m.def("worker_status", [](const std::string& workers, const std::string& token_file, double connect_timeout_s) {

@@ -66,8 +66,11 @@ def _autoload():
     _load()
 
 
-# Importing torch_moreh directly (before torch) must not recurse through torch's autoload.
-if "torch" in _sys.modules and hasattr(_sys.modules["torch"], "utils"):
+# Importing torch_moreh directly (before torch) must not recurse through torch's autoload. A moreh-worker
+# process (moreh_tools.worker) takes the extension's kernels only: no device, no engine.
+if _os.environ.get("MOREH_WORKER_PROCESS") == "1":
+    pass
+elif "torch" in _sys.modules and hasattr(_sys.modules["torch"], "utils"):
     _load()
 else:
     _saved = _os.environ.get("TORCH_DEVICE_BACKEND_AUTOLOAD")

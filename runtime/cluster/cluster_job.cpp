@@ -12,22 +12,60 @@
 
 namespace moreh::runtime {
 
-ClusterJob::ClusterJob(const std::vector<Endpoint>& workers, ClusterOptions options) : options_(std::move(options)) {
+namespace {
+
+// Gloo's rendezvous for this process's own rank: the same keys the workers relay through their sessions.
+class LocalStore final : public GlooStore {
+ public:
+  explicit LocalStore(RendezvousStore& store) : store_(store) {}
+  void set(const std::string& key, const std::string& value) const override { store_.set(key, value); }
+  std::string get(const std::string& key, std::chrono::milliseconds timeout) const override {
+    return store_.get(key, timeout);
+  }
+
+ private:
+  RendezvousStore& store_;
+};
+
+}  // namespace
+
+ClusterJob::ClusterJob(const std::vector<Endpoint>& workers, ClusterOptions options, uint32_t local_devices)
+    : options_(std::move(options)), local_devices_(local_devices) {
   if (workers.empty()) throw ConfigError("a job needs at least one worker");
   for (size_t w = 0; w < workers.size(); ++w)
     sessions_.push_back(std::make_unique<WorkerSession>(static_cast<int>(w), workers[w], options_.session));
+  const uint32_t first = local_devices_ > 0 ? 1 : 0;  // this process is node 0
   std::vector<uint64_t> devices;
+  if (first) devices.push_back(local_devices_);
   for (auto& s : sessions_) devices.push_back(s->node().devices);
   std::vector<std::string> payloads;
   for (size_t w = 0; w < workers.size(); ++w) {
     JobOpen open;
-    open.worker = static_cast<uint32_t>(w);
+    open.worker = static_cast<uint32_t>(w + first);
     open.devices_per_worker = devices;
     open.collective_timeout_ms = static_cast<uint64_t>(options_.collective_timeout.count());
     payloads.push_back(encode(open));
   }
-  broadcast(MessageType::kJobOpen, payloads, MessageType::kJobReady,
-            options_.collective_timeout + options_.session.connect_timeout, &store_);
+  std::future<std::shared_ptr<GlooContext>> mine;
+  if (first) {
+    // This process joins the mesh as rank 0, at the address it reaches the first worker from.
+    mine = std::async(std::launch::async, [this, host = sessions_[0]->local_host(), n = static_cast<int>(devices.size())] {
+      return connect_gloo(0, n, LocalStore(store_), host, options_.collective_timeout);
+    });
+  }
+  try {
+    broadcast(MessageType::kJobOpen, payloads, MessageType::kJobReady,
+              options_.collective_timeout + options_.session.connect_timeout, &store_);
+  } catch (...) {
+    if (mine.valid()) {
+      try {
+        mine.get();  // fails within its bound once the workers are gone
+      } catch (...) {
+      }
+    }
+    throw;
+  }
+  if (mine.valid()) gloo_ = mine.get();
   log().info("moreh: job open on {} worker{}, {} devices", workers.size(), workers.size() == 1 ? "" : "s", this->devices());
 }
 
@@ -36,7 +74,7 @@ ClusterJob::~ClusterJob() {
 }
 
 uint64_t ClusterJob::devices() const {
-  uint64_t n = 0;
+  uint64_t n = local_devices_;
   for (auto& s : sessions_) n += s->node().devices;
   return n;
 }
@@ -99,6 +137,7 @@ std::vector<Message> ClusterJob::broadcast(MessageType type, const std::vector<s
 }
 
 ClusterCheck ClusterJob::check(const CheckRequest& request) {
+  if (local_devices_ > 0) throw ConfigError("the data plane check runs on workers only (no local devices)");
   const uint64_t n = devices();
   std::vector<std::string> payloads(sessions_.size(), encode(request));
   const auto replies = broadcast(MessageType::kRunCheck, payloads, MessageType::kCheckResult,

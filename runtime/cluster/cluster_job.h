@@ -9,6 +9,7 @@
 
 #include "runtime/cluster/rendezvous_store.h"
 #include "runtime/cluster/worker_session.h"
+#include "runtime/comm/gloo_library.h"
 #include "runtime/worker/job_messages.h"
 
 namespace moreh::runtime {
@@ -30,12 +31,17 @@ class ClusterJob {
  public:
   // Connects to every worker and opens the job on all of them; ConnectionError naming the first worker
   // that is not there or refuses, TimeoutError when the data plane does not connect within the bound.
-  ClusterJob(const std::vector<Endpoint>& workers, ClusterOptions options);
+  // `local_devices` > 0: this process is node 0 of the job with that many devices (the workers' come after),
+  // and joins the data plane itself (gloo_context()).
+  ClusterJob(const std::vector<Endpoint>& workers, ClusterOptions options, uint32_t local_devices = 0);
   ~ClusterJob();  // closes the job on every worker still there
 
   int workers() const { return static_cast<int>(sessions_.size()); }
-  uint64_t devices() const;
+  uint64_t devices() const;  // the workers' and this process's
   const WorkerSession& worker(int w) const { return *sessions_.at(w); }
+  WorkerSession& worker(int w) { return *sessions_.at(w); }
+  // This process's connections to the workers' data plane (local_devices > 0 and workers; else null).
+  const std::shared_ptr<GlooContext>& gloo_context() const { return gloo_; }
 
   // A collective over every device of the job, checked against the values it must give.
   ClusterCheck check(const CheckRequest& request);
@@ -47,8 +53,10 @@ class ClusterJob {
                                  std::chrono::milliseconds timeout, RendezvousStore* store = nullptr);
 
   ClusterOptions options_;
+  uint32_t local_devices_ = 0;
   std::vector<std::unique_ptr<WorkerSession>> sessions_;
   RendezvousStore store_;
+  std::shared_ptr<GlooContext> gloo_;
 };
 
 }  // namespace moreh::runtime

@@ -34,6 +34,7 @@ class WorkerSession {
 
   const NodeInfo& node() const { return node_; }
   const Endpoint& endpoint() const { return at_; }
+  std::string local_host() const { return connection_->local_host(); }
   // "worker 1 (127.0.0.1:7001)": how errors name it.
   const std::string& name() const { return name_; }
 

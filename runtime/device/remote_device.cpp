@@ -36,4 +36,15 @@ void RemoteDevice::elementwise_in_stream(const ElementwiseKernel&, const Element
 }
 std::shared_ptr<PinnedHostMemory> RemoteDevice::pinned_host_memory() { refuse("pin host memory"); }
 
+void RemoteDevice::synchronize(std::chrono::milliseconds timeout) {
+  if (stream_) stream_->synchronize(timeout);
+}
+
+bool RemoteDevice::busy() const { return stream_ && stream_->busy(); }
+
+std::string RemoteDevice::fetch(uint64_t buffer_id, uint64_t bytes) const {
+  if (!fetch_) refuse("reading a buffer's block");
+  return fetch_(buffer_id, index(), bytes);
+}
+
 }  // namespace moreh::runtime

@@ -1,15 +1,18 @@
 // A device that lives in another worker process: it stands for a peer's rank in communicators that span workers.
 #pragma once
+#include <functional>
 #include <memory>
 #include <string>
 
+#include "runtime/base/work_queue.h"
 #include "runtime/device/device.h"
 
 namespace moreh::runtime {
 
 // Communicators need a PhysicalDevice per rank; a rank in another process has no memory or stream here, so
 // everything but its identity refuses with ConfigError ("... lives on worker ..., not in this process").
-// Its stream is always idle: synchronize() returns at once and busy() is false.
+// Its stream is always idle (synchronize() returns at once, busy() is false) unless it is given the queue of
+// requests to its worker (set_stream): then waiting for it waits for the worker to finish what it was sent.
 class RemoteDevice final : public PhysicalDevice {
  public:
   // `name`: how errors name it, e.g. "worker 1 (127.0.0.1:7000) host:0"; `kind`: the device's kind on its
@@ -22,8 +25,16 @@ class RemoteDevice final : public PhysicalDevice {
 
   std::unique_ptr<PhysicalBlock> allocate(uint64_t bytes) override;
   void submit(std::function<void()> work) override;
-  void synchronize(std::chrono::milliseconds timeout) override { (void)timeout; }
-  bool busy() const override { return false; }
+  void synchronize(std::chrono::milliseconds timeout) override;
+  bool busy() const override;
+  // The in-order queue of requests to this device's worker (steps it runs): its errors surface here.
+  void set_stream(std::shared_ptr<WorkQueue> stream) { stream_ = std::move(stream); }
+  // How a host read gets this device's block of a buffer (the buffer's id in this process, its bytes).
+  using Fetcher = std::function<std::string(uint64_t buffer_id, int device, uint64_t bytes)>;
+  void set_fetcher(Fetcher fetch) { fetch_ = std::move(fetch); }
+  // The first `bytes` of this device's block of buffer `buffer_id`, from its worker (idle by then); Error
+  // when the worker has none, ConfigError without a fetcher.
+  std::string fetch(uint64_t buffer_id, uint64_t bytes) const;
   std::shared_ptr<Event> record_event() override;
 
   bool host_accessible() const override { return false; }
@@ -44,6 +55,8 @@ class RemoteDevice final : public PhysicalDevice {
 
   std::string name_;
   DeviceKind kind_;
+  std::shared_ptr<WorkQueue> stream_;
+  Fetcher fetch_;
 };
 
 }  // namespace moreh::runtime

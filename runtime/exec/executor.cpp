@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "runtime/base/event_log.h"
+#include "runtime/device/remote_device.h"
 #include "runtime/base/errors.h"
 #include "runtime/host/host_arithmetic.h"
 #include "runtime/base/interrupt.h"
@@ -118,8 +119,25 @@ void Executor::submit(StepExecution step) {
   step.interrupt_epoch = interrupt_epoch();
   if (program_scope_) step.open_program = program_scope_(step.step);
   auto shared = std::make_shared<StepExecution>(std::move(step));
+  std::vector<const DeviceProgram*> remote;
+  for (const auto& program : shared->plan->programs)
+    if (dynamic_cast<RemoteDevice*>(devices_.at(program.device))) remote.push_back(&program);
+  if (!remote.empty()) {
+    if (!remote_) {
+      const std::string text = "the step's plan has programs for devices in other processes and nothing sends them";
+      mark_step_failed(*shared->graph, 0, text);
+      throw Error(text);
+    }
+    try {
+      remote_->submit(shared, remote);  // first: the workers start while this process runs its own
+    } catch (const Error& e) {
+      mark_step_failed(*shared->graph, 0, e.what());
+      throw;
+    }
+  }
   for (const auto& program : shared->plan->programs) {
     PhysicalDevice* device = devices_.at(program.device);
+    if (dynamic_cast<RemoteDevice*>(device)) continue;
     device->submit([this, shared, &program] { run_program(*shared, program); });
   }
 }

@@ -27,6 +27,14 @@ struct StepExecution {
   std::function<std::shared_ptr<void>(int device)> open_program{};
 };
 
+// Runs the programs of devices that live in other processes (runtime/cluster/remote_cluster.h): it sends them
+// and returns; the devices' synchronize() waits for their workers.
+class RemoteRunner {
+ public:
+  virtual ~RemoteRunner() = default;
+  virtual void submit(const std::shared_ptr<const StepExecution>& step, const std::vector<const DeviceProgram*>& programs) = 0;
+};
+
 class Executor {
  public:
   Executor(std::vector<PhysicalDevice*> devices, KernelProvider* provider) : devices_(std::move(devices)),
@@ -41,6 +49,9 @@ class Executor {
   void set_program_scope(ProgramScope scope) { program_scope_ = std::move(scope); }
   // The collectives of plans over several devices (rank r = devices[r]).
   void set_communicator(Communicator* comm) { comm_ = comm; }
+  // Optional: where the programs of devices in other processes (RemoteDevice) go; without it a plan with such
+  // programs fails.
+  void set_remote_runner(RemoteRunner* runner) { remote_ = runner; }
   // Enqueues every program of the step on its device.
   void submit(StepExecution step);
   // Runs one program to the end on the calling thread (the device's stream calls this).
@@ -77,6 +88,7 @@ class Executor {
   KernelProvider* provider_;
   ProgramScope program_scope_;
   Communicator* comm_ = nullptr;
+  RemoteRunner* remote_ = nullptr;
   mutable std::mutex groups_mu_;
   std::map<std::vector<int>, std::unique_ptr<Communicator>> groups_;  // by the devices of the group
   std::atomic<uint64_t> replay_ns_{0};

@@ -7,6 +7,7 @@
 #include <memory>
 
 #include "runtime/base/errors.h"
+#include "runtime/device/remote_device.h"
 #include "runtime/kernels/elementwise_reduction.h"
 
 namespace moreh::runtime {
@@ -20,6 +21,21 @@ const char* host_bytes(PhysicalDevice& device, PhysicalBlock& m, uint64_t bytes,
   return staging.data();
 }
 
+// The bytes of device d's block of b: its memory here, or fetched from the device's worker; null when d holds
+// nothing here.
+const char* part_of(const Buffer& b, const std::vector<PhysicalDevice*>& devices, int d, uint64_t bytes,
+                    std::vector<char>& staging) {
+  if (const auto* remote = dynamic_cast<const RemoteDevice*>(devices[d])) {
+    const std::string got = remote->fetch(b.id(), bytes);
+    staging.assign(got.begin(), got.end());
+    return staging.data();
+  }
+  PhysicalBlock* m = b.memory(d);
+  return m ? host_bytes(*devices[d], *m, bytes, staging) : nullptr;
+}
+
+bool is_remote(const PhysicalDevice* d) { return dynamic_cast<const RemoteDevice*>(d) != nullptr; }
+
 // Writes b's whole value into `dst` (b.bytes() of host memory) from where `p` says it lies: the rows of a
 // kShard value from their holders, the sum of a kPartial one's addends, else a holder's whole copy. False
 // when no holder has memory (a value never written).
@@ -28,8 +44,9 @@ bool assemble(const Buffer& b, const Placement& p, const std::vector<PhysicalDev
   const std::vector<int> holders = placement_devices(p, n);  // the devices the placement speaks of
   const int h = static_cast<int>(holders.size());
   std::vector<char> staging;
+  const bool remote_holder = std::any_of(holders.begin(), holders.end(), [&](int d) { return is_remote(devices[d]); });
   if (p.kind == PlacementKind::kShard) {
-    if (!b.has_memory()) return false;
+    if (!b.has_memory() && !remote_holder) return false;
     const uint64_t outer = static_cast<uint64_t>(std::max<int64_t>(p.outer, 1));
     const uint64_t row = b.bytes() / (static_cast<uint64_t>(p.rows) * outer);
     std::vector<char> joined;
@@ -48,17 +65,15 @@ bool assemble(const Buffer& b, const Placement& p, const std::vector<PhysicalDev
           const int e = d + q * p.inner_stride;
           const RowRange rows = split_rows(p.inner_rows, p.inner_ranks, q);
           if (rows.count == 0) continue;
-          PhysicalBlock* m = e < n ? b.memory(e) : nullptr;
-          if (!m) throw Error(fmt::format("buffer {} lost its rows on device {}", b.id(), e));
           const uint64_t bytes = static_cast<uint64_t>(rows.count) * inner_row;
-          std::memcpy(joined.data() + static_cast<uint64_t>(rows.begin) * inner_row,
-                      host_bytes(*devices[e], *m, bytes, staging), bytes);
+          const char* from = e < n ? part_of(b, devices, e, bytes, staging) : nullptr;
+          if (!from) throw Error(fmt::format("buffer {} lost its rows on device {}", b.id(), e));
+          std::memcpy(joined.data() + static_cast<uint64_t>(rows.begin) * inner_row, from, bytes);
         }
         part = joined.data();
       } else {
-        PhysicalBlock* m = b.memory(d);
-        if (!m) throw Error(fmt::format("buffer {} lost its rows on {}", b.id(), devices[d]->name()));
-        part = host_bytes(*devices[d], *m, width * outer, staging);
+        part = part_of(b, devices, d, width * outer, staging);
+        if (!part) throw Error(fmt::format("buffer {} lost its rows on {}", b.id(), devices[d]->name()));
       }
       for (uint64_t j = 0; j < outer; ++j)
         std::memcpy(dst + (j * static_cast<uint64_t>(p.rows) + r.begin) * row, part + j * width, width);
@@ -69,16 +84,18 @@ bool assemble(const Buffer& b, const Placement& p, const std::vector<PhysicalDev
     std::vector<std::vector<char>> parts_staging(n);
     std::vector<const void*> parts;
     for (int d : holders)
-      if (PhysicalBlock* m = b.memory(d)) parts.push_back(host_bytes(*devices[d], *m, b.bytes(), parts_staging[d]));
+      if (const char* part = part_of(b, devices, d, b.bytes(), parts_staging[d])) parts.push_back(part);
     if (parts.empty()) return false;
     reduce_elements(p.type, ReduceOp::kSum, parts, dst, b.bytes() / size_of(p.type));
     return true;
   }
-  for (int d : holders)
-    if (PhysicalBlock* m = b.memory(d)) {
-      std::memcpy(dst, host_bytes(*devices[d], *m, b.bytes(), staging), b.bytes());
-      return true;
-    }
+  for (int pass = 0; pass < 2; ++pass)  // a copy in this process before one on a worker
+    for (int d : holders)
+      if (is_remote(devices[d]) == (pass == 1))
+        if (const char* whole = part_of(b, devices, d, b.bytes(), staging)) {
+          std::memcpy(dst, whole, b.bytes());
+          return true;
+        }
   return false;
 }
 
@@ -94,7 +111,9 @@ void gather_home(Buffer& b, const std::vector<PhysicalDevice*>& devices) {
   // A whole value device 0 already holds stays where it is; anything else is assembled and put there.
   const bool home_holds_whole = p.kind != PlacementKind::kShard && p.kind != PlacementKind::kPartial &&
                                 holders.front() == 0 && b.memory(0);
-  if (!home_holds_whole && (p.kind == PlacementKind::kShard ? b.has_memory() : b.memory(holders.front()) != nullptr)) {
+  const bool remote = std::any_of(holders.begin(), holders.end(), [&](int d) { return is_remote(devices[d]); });
+  if (!home_holds_whole &&
+      (remote || (p.kind == PlacementKind::kShard ? b.has_memory() : b.memory(holders.front()) != nullptr))) {
     std::vector<char> value(b.bytes());
     if (assemble(b, p, devices, value.data())) {
       // Device 0's own full-size block (an addend of a partial value) takes the value; else a new one.
@@ -117,6 +136,9 @@ bool read_whole(const Buffer& b, const std::vector<PhysicalDevice*>& devices, vo
   if (devices.size() <= 1) return false;
   const Placement p = b.placement();
   if (p.kind == PlacementKind::kHome) return false;
+  if (p.kind != PlacementKind::kShard && p.kind != PlacementKind::kPartial && b.memory(0) &&
+      placement_devices(p, static_cast<int>(devices.size())).front() == 0)
+    return false;  // device 0's copy is whole: the caller reads it
   return assemble(b, p, devices, static_cast<char*>(dst));
 }
 

@@ -67,6 +67,12 @@ std::unique_ptr<Connection> Connection::open(const Endpoint& to, std::chrono::mi
 
 bool Connection::is_open() const { return socket_.is_open(); }
 
+std::string Connection::local_host() const {
+  boost::system::error_code ec;
+  const auto e = socket_.local_endpoint(ec);
+  return ec ? std::string("127.0.0.1") : e.address().to_string();
+}
+
 void Connection::interrupt() {
   std::lock_guard lock(close_mu_);
   if (socket_.is_open()) ::shutdown(socket_.native_handle(), SHUT_RDWR);

@@ -41,6 +41,7 @@ class Connection {
   // From another thread: makes the owner's wait end at once with ConnectionError (a server stopping).
   void interrupt();
   const std::string& peer() const { return peer_; }  // "127.0.0.1:51234"
+  std::string local_host() const;                    // this side's address on the connection
   // The largest payload this connection has allocated for a received message.
   uint64_t largest_payload() const { return largest_payload_; }
 

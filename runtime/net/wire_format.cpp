@@ -43,12 +43,18 @@ std::string name_of(MessageType type) {
     case MessageType::kCheckResult: return "check_result";
     case MessageType::kJobClose: return "job_close";
     case MessageType::kJobClosed: return "job_closed";
+    case MessageType::kPlanUpload: return "plan_upload";
+    case MessageType::kPlanStored: return "plan_stored";
+    case MessageType::kStep: return "step";
+    case MessageType::kStepDone: return "step_done";
+    case MessageType::kReadBlock: return "read_block";
+    case MessageType::kBlock: return "block";
   }
   return fmt::format("unknown({})", static_cast<unsigned>(type));
 }
 
 bool is_known(uint16_t type) {
-  return type >= static_cast<uint16_t>(MessageType::kHello) && type <= static_cast<uint16_t>(MessageType::kJobClosed);
+  return type >= static_cast<uint16_t>(MessageType::kHello) && type <= static_cast<uint16_t>(MessageType::kBlock);
 }
 
 std::array<uint8_t, kFrameHeaderBytes> encode_header(MessageType type, uint32_t length) {

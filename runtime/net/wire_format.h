@@ -34,6 +34,14 @@ enum class MessageType : uint16_t {
   kCheckResult = 14,
   kJobClose = 15,
   kJobClosed = 16,
+  // Steps (client -> worker, each answered): a plan once per graph hash, then each step's graph and bindings.
+  kPlanUpload = 17,
+  kPlanStored = 18,
+  kStep = 19,
+  kStepDone = 20,
+  // A host read: the bytes of one device's block of a buffer (its part of a value split or summed).
+  kReadBlock = 21,
+  kBlock = 22,
 };
 
 // "hello", "job_open", ...; "unknown(77)" for a number that is no type.

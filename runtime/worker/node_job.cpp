@@ -13,6 +13,7 @@
 #include "runtime/device/remote_device.h"
 #include "runtime/host/host_device.h"
 #include "runtime/net/wire_codec.h"
+#include "runtime/worker/plan_codec.h"
 
 namespace moreh::runtime {
 namespace {
@@ -47,6 +48,11 @@ NodeJob::~NodeJob() { end("the worker stopped"); }
 
 void NodeJob::end(const std::string& why) {
   if (!devices_.empty()) log().info("moreh-worker: releasing the job's {} devices ({})", options_.host_devices, why);
+  // Everything that holds memory goes before the devices it is charged to.
+  executor_.reset();
+  buffers_.clear();
+  plans_.clear();
+  plan_order_.clear();
   comm_.reset();
   gloo_.reset();
   devices_.clear();
@@ -59,6 +65,12 @@ Message NodeJob::handle(const Message& request, Connection& connection) {
       return open(decode_job_open(request.payload), connection);
     case MessageType::kRunCheck:
       return run_check(decode_check_request(request.payload));
+    case MessageType::kPlanUpload:
+      return store_plan(request.payload);
+    case MessageType::kStep:
+      return run_step(request.payload);
+    case MessageType::kReadBlock:
+      return read_block(request.payload);
     default:
       throw ProtocolError(fmt::format("a worker does not take {} in a job", name_of(request.type)));
   }
@@ -107,6 +119,10 @@ Message NodeJob::open(const JobOpen& open, Connection& connection) {
     throw;
   }
   job_ = open;
+  if (options_.provider) {
+    executor_ = std::make_unique<Executor>(all, options_.provider);
+    if (comm_) executor_->set_communicator(comm_.get());
+  }
   log().info("moreh-worker: joined the job as worker {} of {} (devices {} to {} of {})", open.worker, open.workers(),
              first, first + options_.host_devices - 1, total);
   return Message{MessageType::kJobReady, {}};
@@ -181,6 +197,97 @@ Message NodeJob::run_check(const CheckRequest& q) {
                                                  comm_ ? comm_->traffic(static_cast<int>(rank)).bytes_sent : 0});
   }
   return Message{MessageType::kCheckResult, encode(result)};
+}
+
+Message NodeJob::store_plan(std::string_view payload) {
+  if (!job_) throw ConfigError("plan_upload before job_open");
+  WireReader r(payload);
+  const uint64_t key = r.u64();
+  const std::string bytes = r.bytes();
+  r.finish();
+  auto plan = std::make_shared<Plan>(decode_plan(bytes));  // kept under the client's key for it
+  const uint64_t first = job_->first_device();
+  if (plan->num_devices != static_cast<int>(job_->total_devices()))
+    throw ProtocolError(fmt::format("plan_upload: a plan over {} devices in a job of {}", plan->num_devices,
+                                    job_->total_devices()));
+  for (const auto& p : plan->programs)
+    if (p.device < static_cast<int>(first) || p.device >= static_cast<int>(first + options_.host_devices))
+      throw ProtocolError(fmt::format("plan_upload: a program for device {}, which is not on this worker", p.device));
+  if (!plans_.count(key)) {
+    plan_order_.push_back(key);
+    while (plan_order_.size() > options_.plan_cache) {
+      plans_.erase(plan_order_.front());
+      plan_order_.pop_front();
+    }
+  }
+  plans_[key] = std::move(plan);
+  return Message{MessageType::kPlanStored, {}};
+}
+
+Message NodeJob::run_step(std::string_view payload) {
+  if (!job_) throw ConfigError("step before job_open");
+  if (!executor_ || !options_.codec)
+    throw ConfigError("this worker runs no steps (it was started without the backend's kernels)");
+  if (!broken_.empty()) throw CollectiveError(fmt::format("the job's data plane broke earlier ({}); open a new job", broken_));
+  WireReader r(payload);
+  const uint64_t key = r.u64(), number = r.u64();
+  for (uint64_t id : r.u64s(1u << 24)) buffers_.erase(id);  // the client's buffers it no longer holds
+  const std::string bytes = r.bytes();
+  r.finish();
+  const auto plan = plans_.find(key);
+  if (plan == plans_.end())
+    throw ProtocolError(fmt::format("step {}: plan {} was not uploaded to this worker", number, key));
+  const int total = static_cast<int>(job_->total_devices());
+  StepWire wire = decode_step(bytes, *options_.codec, [&](uint64_t id, uint64_t size) {
+    auto& b = buffers_[id];
+    if (!b) b = std::make_shared<Buffer>(vm_, size, total);
+    else if (b->bytes() != size)
+      throw ProtocolError(fmt::format("step {}: buffer {} of {} bytes named with {}", number, id, b->bytes(), size));
+    return b;
+  });
+  if (wire.graph.size() != plan->second->num_nodes)
+    throw ProtocolError(fmt::format("step {}: {} nodes for a plan of {}", number, wire.graph.size(), plan->second->num_nodes));
+  StepExecution step;
+  step.plan = plan->second;
+  step.graph = std::make_shared<const StepGraph>(std::move(wire.graph));
+  step.bindings = std::move(wire.bindings);
+  step.step = number;
+  executor_->submit(std::move(step));
+  std::string failure;
+  const uint64_t first = job_->first_device();
+  for (uint32_t d = 0; d < options_.host_devices; ++d) {
+    try {
+      devices_[first + d]->synchronize(timeout_ + std::chrono::milliseconds(5000));
+    } catch (const Error& e) {
+      if (failure.empty()) failure = e.what();
+    }
+  }
+  if (!failure.empty()) {
+    if (comm_ && !comm_->recover()) broken_ = failure;  // Gloo cannot realign: the job must be opened again
+    throw Error(failure);
+  }
+  return Message{MessageType::kStepDone, WireWriter().u64(number).take()};
+}
+
+Message NodeJob::read_block(std::string_view payload) {
+  if (!job_) throw ConfigError("read_block before job_open");
+  WireReader r(payload);
+  const uint64_t id = r.u64();
+  const uint32_t device = r.u32();
+  const uint64_t bytes = r.u64();
+  r.finish();
+  const uint64_t first = job_->first_device();
+  if (device < first || device >= first + options_.host_devices)
+    throw ProtocolError(fmt::format("read_block: device {} is not on this worker", device));
+  const auto it = buffers_.find(id);
+  PhysicalBlock* block = it == buffers_.end() ? nullptr : it->second->memory(static_cast<int>(device));
+  if (!block) throw Error(fmt::format("buffer {} has no block on device {} of this worker", id, device));
+  if (bytes > block->bytes())
+    throw ProtocolError(fmt::format("read_block: {} bytes of a block of {}", bytes, block->bytes()));
+  if (auto failure = it->second->failure()) throw Error(*failure);
+  std::string out(bytes, '\0');
+  devices_[device]->read(out.data(), block->data(), bytes);
+  return Message{MessageType::kBlock, std::move(out)};
 }
 
 }  // namespace moreh::runtime

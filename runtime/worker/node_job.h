@@ -8,7 +8,15 @@
 #include <string>
 #include <vector>
 
+#include <deque>
+#include <map>
+#include <unordered_map>
+
 #include "runtime/comm/communicator.h"
+#include "runtime/device/kernel_provider.h"
+#include "runtime/exec/executor.h"
+#include "runtime/memory/virtual_memory.h"
+#include "runtime/worker/step_codec.h"
 #include "runtime/net/worker_server.h"
 #include "runtime/worker/job_messages.h"
 
@@ -18,6 +26,10 @@ struct NodeOptions {
   uint32_t host_devices = 1;
   uint64_t capacity = 0;   // bytes per host device
   std::string data_host;   // the address Gloo binds to on this node
+  // What runs a step's nodes and reads their payloads (the backend's); without them steps are refused.
+  KernelProvider* provider = nullptr;
+  const PayloadCodec* codec = nullptr;
+  size_t plan_cache = 64;  // plans kept, by graph hash
 };
 
 class NodeJob final : public WorkerJob {
@@ -30,6 +42,9 @@ class NodeJob final : public WorkerJob {
  private:
   Message open(const JobOpen& open, Connection& connection);
   Message run_check(const CheckRequest& request);
+  Message store_plan(std::string_view payload);
+  Message run_step(std::string_view payload);
+  Message read_block(std::string_view payload);
 
   NodeOptions options_;
   std::optional<JobOpen> job_;
@@ -38,6 +53,13 @@ class NodeJob final : public WorkerJob {
   std::unique_ptr<Communicator> comm_;
   std::shared_ptr<void> gloo_;  // the data plane's connections between nodes
   std::string broken_;          // why the data plane cannot be used again in this job
+  // Steps: the plans uploaded (by graph hash, oldest first out), the client's buffers this node holds (by the
+  // client's id), and the executor that runs this node's programs.
+  VirtualMemory vm_;
+  std::map<uint64_t, std::shared_ptr<const Plan>> plans_;
+  std::deque<uint64_t> plan_order_;
+  std::unordered_map<uint64_t, std::shared_ptr<Buffer>> buffers_;
+  std::unique_ptr<Executor> executor_;
 };
 
 }  // namespace moreh::runtime

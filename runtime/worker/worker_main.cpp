@@ -92,7 +92,7 @@ WorkerArgs parse_worker_args(const std::vector<std::string>& args, bool& help) {
   return a;
 }
 
-int worker_main(const std::vector<std::string>& argv) {
+int worker_main(const std::vector<std::string>& argv, KernelProvider* provider, const PayloadCodec* codec) {
   WorkerArgs args;
   WorkerServerOptions options;
   NodeOptions node;
@@ -121,6 +121,8 @@ int worker_main(const std::vector<std::string>& argv) {
     }
     options.idle_timeout = std::chrono::milliseconds(static_cast<int64_t>(args.idle_timeout_s * 1000));
     node.host_devices = args.host_devices;
+    node.provider = provider;
+    node.codec = codec;
     if (!args.capacity.empty()) {
       try {
         node.capacity = parse_size(args.capacity);

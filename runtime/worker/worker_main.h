@@ -4,6 +4,9 @@
 #include <string>
 #include <vector>
 
+#include "runtime/device/kernel_provider.h"
+#include "runtime/worker/step_codec.h"
+
 namespace moreh::runtime {
 
 struct WorkerArgs {
@@ -20,7 +23,9 @@ struct WorkerArgs {
 WorkerArgs parse_worker_args(const std::vector<std::string>& args, bool& help);
 std::string worker_usage();
 // Runs the worker; returns the process's exit code (0 after a signal, 2 for bad arguments or a token file
-// that is not private, 1 when the address cannot be bound).
-int worker_main(const std::vector<std::string>& args);
+// that is not private, 1 when the address cannot be bound). `provider` and `codec` (the backend's) let it run
+// steps; without them it serves the data plane's checks only.
+int worker_main(const std::vector<std::string>& args, KernelProvider* provider = nullptr,
+                const PayloadCodec* codec = nullptr);
 
 }  // namespace moreh::runtime
