@@ -79,6 +79,10 @@ py::dict stats() {
   d["flushes"] = s.flushes;
   d["cache_hits"] = s.cache_hits;
   d["cache_misses"] = s.cache_misses;
+  // With MOREH_WORKERS: plans uploaded to workers (once per plan and worker) and steps sent to them.
+  const auto* cluster = backend::engine().cluster();
+  d["plan_uploads"] = cluster ? cluster->plan_uploads() : 0;
+  d["remote_steps"] = cluster ? cluster->steps_sent() : 0;
   d["last_graph_ops"] = s.last_graph_ops;
   d["last_launches"] = s.last_launches;
   d["last_fused_ops"] = s.last_fused_ops;

@@ -211,10 +211,20 @@ void HierarchicalCommunicator::compose(int rank, const CollectivePart& part) {
       return;
     case CollectiveKind::kSend:
     case CollectiveKind::kRecv: {
-      if (group_of_rank_[part.peer] != g)
-        throw ConfigError(fmt::format("{} on rank {}: send and recv between ranks on different GPUs of a flavor with "
-                                      "more logical devices than GPUs are not supported",
+      const int peer_group = group_of_rank_[part.peer];
+      if (peer_group != g) {
+        // Between groups: the leaders' own messages go over the cross communicator (a pipeline over workers of
+        // one device each); a member's would need its leader's stream, which runs its own program.
+        if (leader && first_of_group_[peer_group] == part.peer) {
+          CollectivePart p = part;
+          p.peer = peer_group;
+          cross_->run_in_stream(g, p);
+          return;
+        }
+        throw ConfigError(fmt::format("{} on rank {}: send and recv between ranks of different groups are supported "
+                                      "only between the groups' first ranks (one device per GPU or per worker)",
                                       part.describe(), rank));
+      }
       CollectivePart p = part;
       p.peer = part.peer - first_of_group_[g];
       local->run_in_stream(lr, p);

@@ -11,7 +11,8 @@
 //                   broadcasts in the others
 //   barrier:        local, leaders', local
 // avg sums, then scales by 1/N (floating-point types; integer averages are refused). send and recv work
-// within a group only (no plan sends across GPUs). The parts below carry the communicator's bound, so a
+// within a group, and between two groups' first ranks over the cross communicator (a pipeline over workers of
+// one device each); other pairs are refused. The parts below carry the communicator's bound, so a
 // missing rank still fails with TimeoutError naming it, and this communicator breaks with the part.
 #pragma once
 #include <functional>

@@ -96,7 +96,7 @@ void mark_step_failed(const StepGraph& graph, size_t first, const std::string& w
 
 void Executor::submit(StepExecution step) {
   const auto bytes_of = [&step](uint32_t slot) { return step.bindings.at(slot)->bytes(); };
-  if (auto why = point_to_point_mismatch(*step.plan, bytes_of)) {  // it would wait for a message never sent
+  if (auto why = step.share ? std::nullopt : point_to_point_mismatch(*step.plan, bytes_of)) {  // it would wait for a message never sent
     const std::string text = "the step's plan cannot run: " + *why;
     mark_step_failed(*step.graph, 0, text);
     throw Error(text);

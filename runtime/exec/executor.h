@@ -23,6 +23,9 @@ struct StepExecution {
   std::vector<std::shared_ptr<Buffer>> bindings;  // slot -> buffer, from the canonical graph
   uint64_t interrupt_epoch = 0;  // set by submit(): an interrupt after it stops the step (runtime/base/interrupt.h)
   uint64_t step = 0;             // the step's number in the process (its events name it; 0: unnumbered)
+  // The plan holds some devices' programs only (a worker's share of a step): its sends and receives were
+  // matched over the whole plan by the process that made it.
+  bool share = false;
   // Set by submit() from the program scope (below): opens the range around each device's program.
   std::function<std::shared_ptr<void>(int device)> open_program{};
 };

@@ -252,6 +252,7 @@ Message NodeJob::run_step(std::string_view payload) {
   step.graph = std::make_shared<const StepGraph>(std::move(wire.graph));
   step.bindings = std::move(wire.bindings);
   step.step = number;
+  step.share = true;
   executor_->submit(std::move(step));
   std::string failure;
   const uint64_t first = job_->first_device();

@@ -280,9 +280,123 @@ def test_moreh_launch_reads_a_hostfile_and_starts_workers_through_ssh(tmp_path, 
     assert p.returncode == 2 and "neither a port nor devices=K" in p.stderr
 
 
-def test_a_script_with_workers_is_refused_clearly_until_steps_run_on_them(tmp_path):
-    for workers, expected in (("127.0.0.1:1", "does not run a script's steps on workers yet"),
+def test_a_script_whose_workers_are_absent_or_malformed_fails_clearly_at_start(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free = s.getsockname()[1]
+    token = str(tmp_path / "token")
+    _native.write_token_file(token, "t")
+    for workers, expected in ((f"127.0.0.1:{free}", f"worker 0 (127.0.0.1:{free})"),
                               ("127.0.0.1", "MOREH_WORKERS: '127.0.0.1' is not host:port")):
-        p = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, text=True,
-                           env=dict(os.environ, MOREH_WORKERS=workers, MOREH_CONFIG_DIR=str(tmp_path)), timeout=120)
+        start = time.monotonic()
+        p = subprocess.run([sys.executable, "-c", "import torch; torch.ones(1, device='moreh')"], capture_output=True,
+                           text=True, env=dict(os.environ, MOREH_WORKERS=workers, MOREH_WORKER_TOKEN_FILE=token,
+                                               MOREH_CONFIG_DIR=str(tmp_path)), timeout=120)
         assert p.returncode != 0 and expected in p.stderr, p.stderr[-2000:]
+        assert time.monotonic() - start < 60
+
+
+# --- Training on workers: the same script, the same data, against one process with as many devices ---
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def train(kind, out, env_extra, workers=None):
+    """Runs dp_worker.py (KIND OUT) in a fresh process: on `workers` (MOREH_WORKERS) or on MOREH_NUM_DEVICES
+    devices of its own. Returns what it saved."""
+    import torch
+
+    e = dict(os.environ, **env_extra)
+    if workers is not None:
+        e.update(MOREH_WORKERS=workers.endpoints(), MOREH_WORKER_TOKEN_FILE=workers.token_file)
+    p = subprocess.run([sys.executable, os.path.join(HERE, "dp_worker.py"), kind, out], env=e, cwd=HERE,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-4000:]
+    return torch.load(out)
+
+
+def assert_same(ref, got, exact):
+    import torch
+
+    if exact:
+        assert got["losses"] == ref["losses"]
+        for n, p in ref["params"].items():
+            assert torch.equal(got["params"][n], p), n
+        return
+    # Gloo's ring sums the devices' gradients in another order than one process's collectives do.
+    for a, b in zip(got["losses"], ref["losses"]):
+        assert abs(a - b) <= 1e-5 * abs(b), (got["losses"], ref["losses"])
+    for n, p in ref["params"].items():
+        assert torch.allclose(got["params"][n], p, rtol=1e-4, atol=1e-4), n
+
+
+@pytest.mark.parametrize("case", [
+    ("gpt", (1, 1), "", True),  # batch splitting over this process and one worker
+    ("gpt", (2, 1), "", False),  # ... and two
+    ("gpt", (1, 2), "", False),  # a worker with two devices: in-process collectives inside it
+    ("gpt2", (4, 1), "", False),  # Hugging Face GPT-2 over four workers
+    ("gpt", (2, 1), "num_stages : 3, num_micro_batches : 2", True),  # a pipeline through both workers
+    ("gpt", (1, 1), "TP : 2", True),
+    ("gpt", (2, 1), "distribute_param : true", False),  # ZeRO: reduce-scatter and all-gather over workers
+], ids=lambda c: f"{c[0]}-{c[1][0]}x{c[1][1]}-{c[2].split(',')[0].replace(' ', '') or 'dp'}")
+def test_training_on_workers_matches_one_process_with_as_many_devices(workers, tmp_path, case):
+    kind, (count, per_worker), parallelism, exact = case
+    for _ in range(count):
+        workers.start(per_worker)
+    env_extra = {"MOREH_PARALLELISM": parallelism} if parallelism else {}
+    got = train(kind, str(tmp_path / "workers.pt"), env_extra, workers)
+    ref = train(kind, str(tmp_path / "one.pt"), dict(env_extra, MOREH_NUM_DEVICES=str(1 + count * per_worker)))
+    assert got["parallelism"] == ref["parallelism"]
+    assert_same(ref, got, exact)
+    # A plan goes to a worker once; every later step with that graph sends only the step.
+    stats = got["stats"]
+    assert stats["remote_steps"] >= count * len(got["losses"])  # a flush a step at least, to every worker
+    assert 0 < stats["plan_uploads"] <= count * stats["cache_misses"]
+    assert stats["plan_uploads"] * 3 < stats["remote_steps"]
+
+
+SLOW_TRAINING = """
+import sys, time, torch
+torch.manual_seed(0)
+model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8)).to("moreh")
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+x, y = torch.randn(16, 64), torch.randn(16, 8)
+start = time.monotonic()
+try:
+    for step in range(100000):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x.to("moreh")), y.to("moreh"))
+        loss.backward()
+        opt.step()
+        print("step", step, loss.item(), flush=True)
+except RuntimeError as e:
+    print("ERROR", time.monotonic() - start, e, flush=True)
+    sys.exit(3)
+"""
+
+
+def test_a_worker_killed_during_training_is_named_at_the_call_that_waited(workers):
+    for _ in range(2):
+        workers.start(1)
+    e = dict(os.environ, MOREH_WORKERS=workers.endpoints(), MOREH_WORKER_TOKEN_FILE=workers.token_file,
+             MOREH_COLLECTIVE_TIMEOUT="10")
+    p = subprocess.Popen([sys.executable, "-c", SLOW_TRAINING], env=e, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stdout:
+            if line.startswith("step 20 "):
+                break
+        killed_at = time.monotonic()
+        workers.procs[1].kill()
+        out, err = p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 3, out[-2000:] + err[-2000:]
+    error = out.splitlines()[-1]
+    assert f"worker 1 (127.0.0.1:{workers.ports[1]})" in error, error
+    assert time.monotonic() - killed_at < 10 + 5
+    # The other worker abandoned that step and serves the next job.
+    assert workers.procs[0].poll() is None
+    assert check(workers, indices=[0])["correct"]
