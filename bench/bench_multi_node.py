@@ -12,10 +12,17 @@ of a float32 vector over every device, repeated, checked on every device against
 - the control plane's bytes for opening a job and one check (the handshake, the rendezvous, the request).
 
 Host devices share this machine's 2 cores, so the ratios say what crossing processes costs, not what more
-machines would gain. A step's plan is not uploaded yet (steps do not run on workers yet), so there is no
-upload to count.
+machines would gain.
+
+Then training (--train, on by default): the tests' GPT (d_model 128, 2 layers, batch 16 x 64 tokens, AdamW),
+batch split over N devices, with this process as node 0 and W workers of one device each (N = W + 1), against
+one process with N devices. Printed per steady step (steps 4 to 12): the time divided by one process's, the
+bytes on the loopback wire against the prediction (the plan's collective bytes per device x N, Gloo's ring
+among the N leaders, plus the step requests the client sent), and the plan uploads against the steps sent
+(a plan goes to each worker once).
 """
 import argparse
+import json
 import os
 import re
 import signal
@@ -38,6 +45,78 @@ def lo_tx_bytes():
             if name.strip() == "lo":
                 return int(rest.split()[8])
     raise RuntimeError("no loopback interface in /proc/net/dev")
+
+
+TRAIN = r"""
+import json, os, sys, time, torch
+sys.path.insert(0, os.path.join({root!r}, "tests", "python"))
+from models import GPT
+
+def lo():
+    with open("/proc/net/dev") as f:
+        for line in f:
+            name, _, rest = line.partition(":")
+            if name.strip() == "lo":
+                return int(rest.split()[8])
+
+torch.manual_seed(0)
+model = GPT(vocab=96, block_size=64, d_model=128, n_head=4, n_layer=2).to("moreh")
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+g = torch.Generator().manual_seed(1)
+data = [torch.randint(0, 96, (16, 65), generator=g) for _ in range(12)]
+times, wire = [], 0
+for i, x in enumerate(data):
+    if i == 4:
+        torch.moreh.synchronize()
+        start_bytes = lo()
+    t = time.perf_counter()
+    _, loss = model(x[:, :-1].to("moreh"), x[:, 1:].to("moreh"))
+    loss.backward()
+    opt.step()
+    opt.zero_grad()
+    torch.moreh.synchronize()
+    if i >= 4:
+        times.append(time.perf_counter() - t)
+steady = len(times)
+wire = (lo() - start_bytes) / steady
+stats = torch.moreh.graph_stats()
+print(json.dumps(dict(step_s=sorted(times)[steady // 2], wire=wire, loss=loss.item(), stats=stats,
+                      collective=torch.moreh.last_plan().get("collective_bytes_per_device", 0))))
+"""
+
+
+def train(env):
+    root = os.path.dirname(HERE)
+    p = subprocess.run([sys.executable, "-c", TRAIN.format(root=root)], capture_output=True, text=True,
+                       env=dict(os.environ, MOREH_LOG_LEVEL="warning", **env), timeout=600)
+    if p.returncode != 0:
+        raise RuntimeError(p.stderr[-3000:])
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def bench_training(token_file):
+    # Every process of a run shares this machine's cores, as moreh-launch --local-workers arranges: one OpenMP
+    # thread each here (the one-process baseline too, so both run the same kernels).
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    print()
+    print("training the tests' GPT (batch 16 x 64 tokens, AdamW), batch split; this process is node 0")
+    print(f"{'devices':>7} {'workers':>7} {'ms/step':>8} {'÷ one':>6} {'wire KB':>8} {'pred KB':>8} {'wire ÷ pred':>11} "
+          f"{'uploads':>7} {'steps sent':>10}")
+    for workers in (1, 3):
+        n = workers + 1
+        base = train({"MOREH_NUM_DEVICES": str(n)})
+        procs, endpoints = start_workers(workers, 1, token_file)
+        try:
+            r = train({"MOREH_WORKERS": endpoints, "MOREH_WORKER_TOKEN_FILE": token_file})
+        finally:
+            stop(procs)
+        steps = r["stats"]["remote_steps"]
+        control = r["stats"]["control_bytes"] / max(steps, 1) * workers  # per step, to every worker
+        predicted = r["collective"] * n + control
+        assert abs(r["loss"] - base["loss"]) <= 1e-4 * abs(base["loss"]), (r["loss"], base["loss"])
+        print(f"{n:>7} {workers:>7} {r['step_s'] * 1e3:>8.1f} {r['step_s'] / base['step_s']:>6.2f} "
+              f"{r['wire'] / 1e3:>8.1f} {predicted / 1e3:>8.1f} {r['wire'] / predicted:>11.3f} "
+              f"{r['stats']['plan_uploads']:>7} {steps:>10}")
 
 
 def start_workers(count, devices, token_file):
@@ -85,6 +164,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--elements", type=int, default=1 << 20, help="float32 elements per all_reduce (default 4 MiB)")
     ap.add_argument("--repeats", type=int, default=50)
+    ap.add_argument("--no-train", action="store_true", help="only the data plane's all_reduce")
     args = ap.parse_args()
     n = 4
     vector = args.elements * 4
@@ -102,6 +182,8 @@ def main():
             print(f"{workers:>3} workers x {n // workers} {r['seconds'] * 1e3:>8.2f} {r['seconds'] / base['seconds']:>10.2f} "
                   f"{r['wire'] / 1e6:>8.2f} {predicted / 1e6:>12.2f} {r['wire'] / predicted:>11.3f} "
                   f"{r['control'] / 1e3:>10.1f}")
+        if not args.no_train:
+            bench_training(token_file)
 
 
 if __name__ == "__main__":

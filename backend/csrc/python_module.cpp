@@ -83,6 +83,7 @@ py::dict stats() {
   const auto* cluster = backend::engine().cluster();
   d["plan_uploads"] = cluster ? cluster->plan_uploads() : 0;
   d["remote_steps"] = cluster ? cluster->steps_sent() : 0;
+  d["control_bytes"] = cluster ? cluster->control_bytes() : 0;  // plan uploads and step requests, sent
   d["last_graph_ops"] = s.last_graph_ops;
   d["last_launches"] = s.last_launches;
   d["last_fused_ops"] = s.last_fused_ops;
@@ -254,6 +255,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
     d["summary"] = plan->report.summary;
     d["compile_ms"] = plan->report.compile_ms;
     d["predicted_ms"] = plan->report.predicted_ms;
+    d["collective_bytes_per_device"] = plan->report.collective_bytes_per_device;
     py::list peaks;
     for (const auto& p : plan->programs) peaks.append(p.peak_bytes);
     d["peak_bytes"] = peaks;

@@ -126,6 +126,11 @@ def main(argv=None):
                 write_token_file(token_file, new_token())
             starts = [(f"local worker {w}", _worker_command("127.0.0.1:0", token_file, args.devices_per_worker, local=True))
                       for w in range(args.local_workers)]
+            # The workers and the script share this machine's cores: one OpenMP team each of the whole machine's
+            # size would spin against the others (unless the user chose a size).
+            if "OMP_NUM_THREADS" not in os.environ:
+                share = max(1, (os.cpu_count() or 1) // (args.local_workers + 1))
+                os.environ["OMP_NUM_THREADS"] = str(share)
         else:
             if not args.token_file:
                 raise LaunchError("--hostfile needs --token-file (a private file at the same path on every node)")

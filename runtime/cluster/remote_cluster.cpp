@@ -144,6 +144,7 @@ void RemoteCluster::submit(const std::shared_ptr<const StepExecution>& step,
     ++steps_;
     const std::string request = WireWriter().u64(key).u64(step->step).u64s(worker.released).bytes(*wire).take();
     worker.released.clear();
+    control_bytes_ += request.size() + (plan ? plan->size() : 0);
     WorkerSession* session = &job_->worker(static_cast<int>(w));
     const auto t = timeout_ * 2 + std::chrono::seconds(10);
     Communicator* comm = comm_;
@@ -162,6 +163,10 @@ void RemoteCluster::submit(const std::shared_ptr<const StepExecution>& step,
 uint64_t RemoteCluster::plan_uploads() const {
   std::lock_guard lock(mu_);
   return uploads_;
+}
+uint64_t RemoteCluster::control_bytes() const {
+  std::lock_guard lock(mu_);
+  return control_bytes_;
 }
 uint64_t RemoteCluster::steps_sent() const {
   std::lock_guard lock(mu_);

@@ -38,6 +38,7 @@ class RemoteCluster final : public RemoteRunner {
   // Plans uploaded and steps sent so far, over all workers (bench, tests).
   uint64_t plan_uploads() const;
   uint64_t steps_sent() const;
+  uint64_t control_bytes() const;  // the payloads of plan uploads and step requests sent
 
  private:
   struct Worker {
@@ -61,7 +62,7 @@ class RemoteCluster final : public RemoteRunner {
   std::map<const Plan*, std::pair<std::weak_ptr<const Plan>, uint64_t>> keys_;
   uint64_t next_key_ = 1;
   std::unordered_map<uint64_t, std::weak_ptr<Buffer>> sent_;
-  uint64_t uploads_ = 0, steps_ = 0;
+  uint64_t uploads_ = 0, steps_ = 0, control_bytes_ = 0;
 };
 
 }  // namespace moreh::runtime

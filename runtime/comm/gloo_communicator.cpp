@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstring>
+
 #include "runtime/base/errors.h"
 #include "runtime/base/spdlog_logger.h"
 
@@ -77,6 +80,45 @@ void GlooCommunicator::run_part(int rank, const CollectivePart& part) {
   if (!r.ok()) fail(part, seq, r);
   count_sent(rank, ring_bytes_sent(part, rank, size()));
   count_completed(rank);
+}
+
+void GlooCommunicator::run_group(int rank, const std::vector<CollectivePart>& parts) {
+  const bool all_reduces = std::all_of(parts.begin(), parts.end(), [](const CollectivePart& p) {
+    return p.kind == CollectiveKind::kAllReduce;
+  });
+  if (!all_reduces || parts.size() < 2) return Communicator::run_group(rank, parts);
+  check(rank, parts.front());
+  throw_if_broken();
+  // Packed by (type, op), in the order each pair first appears: every rank packs alike.
+  std::vector<std::pair<DataType, ReduceOp>> kinds;
+  for (const auto& p : parts)
+    if (std::find(kinds.begin(), kinds.end(), std::make_pair(p.type, p.op)) == kinds.end()) kinds.emplace_back(p.type, p.op);
+  for (const auto& [type, op] : kinds) {
+    const uint64_t es = size_of(type);
+    uint64_t total = 0;
+    for (const auto& p : parts)
+      if (p.type == type && p.op == op) total += p.count;
+    std::vector<std::byte> packed(total * es);
+    uint64_t at = 0;
+    for (const auto& p : parts)
+      if (p.type == type && p.op == op) {
+        if (p.count) std::memcpy(packed.data() + at, p.send, p.count * es);
+        at += p.count * es;
+      }
+    const uint64_t seq = collectives_++;
+    const GlooResult r = context_->all_reduce(packed.data(), packed.data(), total, type, op, timeout_);
+    if (!r.ok()) fail(CollectivePart::all_reduce(packed.data(), packed.data(), total, type, op), seq, r);
+    at = 0;
+    for (const auto& p : parts)
+      if (p.type == type && p.op == op) {
+        if (p.count) std::memcpy(p.recv, packed.data() + at, p.count * es);
+        at += p.count * es;
+      }
+  }
+  for (const auto& p : parts) {
+    count_sent(rank, ring_bytes_sent(p, rank, size()));
+    count_completed(rank);
+  }
 }
 
 void GlooCommunicator::fail(const CollectivePart& part, uint64_t seq, const GlooResult& r) {

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <numeric>
 
 #include "runtime/base/errors.h"
@@ -73,6 +74,55 @@ void HierarchicalCommunicator::run_part(int rank, const CollectivePart& part) {
   }
   count_sent(rank, ring_bytes_sent(part, rank, size()));
   count_completed(rank);
+}
+
+void HierarchicalCommunicator::run_group(int rank, const std::vector<CollectivePart>& parts) {
+  const bool plain = std::all_of(parts.begin(), parts.end(), [](const CollectivePart& p) {
+    return p.kind == CollectiveKind::kAllReduce && p.op != ReduceOp::kAvg;
+  });
+  if (!plain || parts.size() < 2) return Communicator::run_group(rank, parts);
+  throw_if_broken();
+  const int g = group_of_rank_[rank], lr = rank - first_of_group_[g];
+  Communicator* const local = locals_[g].get();
+  PhysicalDevice& dev = device(rank);
+  try {
+    std::vector<CollectivePart> cross;
+    for (const auto& part : parts) {
+      if (local) {
+        local->run_in_stream(lr, part);
+      } else if (part.count && part.send != part.recv) {
+        dev.copy_in_stream(part.recv, part.send, part.count * size_of(part.type));
+      }
+      cross.push_back(CollectivePart::all_reduce(part.recv, part.recv, part.count, part.type, part.op));
+    }
+    if (lr == 0) cross_->run_group_in_stream(g, cross);
+    if (local)
+      for (const auto& part : parts) {
+        if (part.count == 0) continue;
+        CollectivePart b;
+        b.kind = CollectiveKind::kBroadcast;
+        b.type = part.type;
+        b.send = part.recv;
+        b.recv = part.recv;
+        b.count = part.count;
+        b.peer = 0;
+        local->run_in_stream(lr, b);
+      }
+  } catch (const ConfigError&) {
+    throw;
+  } catch (const Error& e) {
+    const std::string reason =
+        fmt::format("a group of {} all_reduces on rank {} ({}): {}", parts.size(), rank, dev.name(), e.what());
+    for (auto& l : locals_)
+      if (l) l->interrupt(reason);
+    cross_->interrupt(reason);
+    mark_broken(reason);
+    throw;
+  }
+  for (const auto& part : parts) {
+    count_sent(rank, ring_bytes_sent(part, rank, size()));
+    count_completed(rank);
+  }
 }
 
 void HierarchicalCommunicator::compose(int rank, const CollectivePart& part) {

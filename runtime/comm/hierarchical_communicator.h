@@ -41,6 +41,9 @@ class HierarchicalCommunicator final : public Communicator {
  protected:
   void enqueue_part(int rank, CollectivePart part) override;
   void run_part(int rank, const CollectivePart& part) override;
+  // A group of all-reduces: each reduced inside the group, the leaders' halves as one group on the cross
+  // communicator (NCCL and Gloo meet once for it), then each broadcast inside the group.
+  void run_group(int rank, const std::vector<CollectivePart>& parts) override;
   bool restart_ranks() override;  // recovers every part
   void drop_pending() override;   // interrupts every part: their waiting ranks stop too
 

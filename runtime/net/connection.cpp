@@ -1,6 +1,7 @@
 #include "runtime/net/connection.h"
 
 #include <fmt/format.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <boost/asio/buffer.hpp>
@@ -76,6 +77,18 @@ std::string Connection::local_host() const {
 void Connection::interrupt() {
   std::lock_guard lock(close_mu_);
   if (socket_.is_open()) ::shutdown(socket_.native_handle(), SHUT_RDWR);
+}
+
+bool Connection::peer_hung_up(std::chrono::milliseconds timeout) {
+  int fd;
+  {
+    std::lock_guard lock(close_mu_);
+    if (!socket_.is_open()) return true;
+    fd = socket_.native_handle();
+  }
+  pollfd p{fd, POLLRDHUP, 0};
+  const int n = ::poll(&p, 1, static_cast<int>(timeout.count()));
+  return n > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
 }
 
 void Connection::close() {

@@ -232,6 +232,26 @@ void WorkerServer::run_job(Connection& c, const Hello& hello) {
         break;
       }
       Message reply;
+      // While the request runs nothing comes from the client (it waits for the reply): a hang-up then means
+      // it is gone, and the request (a step waiting in collectives) should not wait out its bound.
+      std::atomic<bool> handled{false};
+      std::thread watcher;
+      if (m.type != MessageType::kJobOpen)  // job_open talks with the client (the rendezvous)
+        watcher = std::thread([&] {
+          while (!handled.load())
+            if (c.peer_hung_up(std::chrono::milliseconds(100))) {
+              if (!handled.load()) job->interrupt(fmt::format("{} went away during {}", client, name_of(m.type)));
+              return;
+            }
+        });
+      struct Joiner {
+        std::atomic<bool>& handled;
+        std::thread& watcher;
+        ~Joiner() {
+          handled.store(true);
+          if (watcher.joinable()) watcher.join();
+        }
+      } joiner{handled, watcher};
       try {
         reply = job->handle(m, c);
       } catch (const Error& e) {

@@ -26,6 +26,9 @@ class WorkerJob {
   virtual Message handle(const Message& request, Connection& connection) = 0;
   // The job is over (closed by its client, or its client is gone): release everything it holds.
   virtual void end(const std::string& why) = 0;
+  // Optional, from another thread while handle() runs: its client went away, so the request should stop
+  // waiting (a step's collectives) and fail soon. The default does nothing (the request runs to its bound).
+  virtual void interrupt(const std::string& why) { (void)why; }
 };
 
 struct WorkerServerOptions {

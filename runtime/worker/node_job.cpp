@@ -59,6 +59,10 @@ void NodeJob::end(const std::string& why) {
   job_.reset();
 }
 
+void NodeJob::interrupt(const std::string& why) {
+  if (comm_) comm_->interrupt(why);
+}
+
 Message NodeJob::handle(const Message& request, Connection& connection) {
   switch (request.type) {
     case MessageType::kJobOpen:

@@ -38,6 +38,7 @@ class NodeJob final : public WorkerJob {
   ~NodeJob() override;
   Message handle(const Message& request, Connection& connection) override;
   void end(const std::string& why) override;
+  void interrupt(const std::string& why) override;  // breaks the job's collectives: a step waiting in one fails
 
  private:
   Message open(const JobOpen& open, Connection& connection);

@@ -397,6 +397,11 @@ def test_a_worker_killed_during_training_is_named_at_the_call_that_waited(worker
     error = out.splitlines()[-1]
     assert f"worker 1 (127.0.0.1:{workers.ports[1]})" in error, error
     assert time.monotonic() - killed_at < 10 + 5
-    # The other worker abandoned that step and serves the next job.
+    # The other worker abandoned that step (its client's hang-up broke the step's collectives, well before
+    # their 10 s bound) and serves the next job.
     assert workers.procs[0].poll() is None
+    ended = time.monotonic()
+    while _native.worker_status(workers.endpoints([0]), workers.token_file, 5.0)[0]["busy"]:
+        assert time.monotonic() - ended < 5, "the worker still serves the dead script's job"
+        time.sleep(0.05)
     assert check(workers, indices=[0])["correct"]

@@ -129,23 +129,32 @@ TEST(HierarchicalCommunicatorTest, GroupsMustBeRunsOfNeighbouringRanks) {
   EXPECT_EQ(comm.cross().size(), 2);
 }
 
-TEST(HierarchicalCommunicatorTest, SendRecvWithinAGroupAndARefusalAcrossGroups) {
+TEST(HierarchicalCommunicatorTest, SendRecvWithinAGroupBetweenLeadersAndARefusalForOtherPairs) {
   Group g(Layout{{2, 1}});
-  auto a = g.allocate(0, 64), b = g.allocate(1, 64, 0);
+  auto a = g.allocate(0, 64), b = g.allocate(1, 64, 0), c = g.allocate(2, 64, 0);
   for (uint64_t i = 0; i < 8; ++i) store(DataType::kInt64, a->data(), i, 7.0 * i);
   g.comm->send(0, a->data(), 8, DataType::kInt64, 1);
   g.comm->recv(1, b->data(), 8, DataType::kInt64, 0);
+  // The two groups' first ranks (a pipeline over workers of one device each): over the cross communicator.
+  g.comm->send(0, a->data(), 8, DataType::kInt64, 2);
+  g.comm->recv(2, c->data(), 8, DataType::kInt64, 0);
   g.synchronize();
   EXPECT_TRUE(holds(DataType::kInt64, b->data(), 0, 8, [](uint64_t i) { return 7.0 * i; }, "received"));
-  EXPECT_THROW(g.comm->run_in_stream(0, [&] {
-    CollectivePart p;
-    p.kind = CollectiveKind::kSend;
-    p.type = DataType::kInt64;
-    p.send = a->data();
-    p.count = 8;
-    p.peer = 2;
-    return p;
-  }()), ConfigError);
+  EXPECT_TRUE(holds(DataType::kInt64, c->data(), 0, 8, [](uint64_t i) { return 7.0 * i; }, "received across"));
+  try {
+    g.comm->run_in_stream(1, [&] {  // rank 1 is not its group's first
+      CollectivePart p;
+      p.kind = CollectiveKind::kSend;
+      p.type = DataType::kInt64;
+      p.send = b->data();
+      p.count = 8;
+      p.peer = 2;
+      return p;
+    }());
+    ADD_FAILURE() << "a member's send to another group was accepted";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("first ranks"), std::string::npos) << e.what();
+  }
   EXPECT_FALSE(g.comm->broken());
 }
 
