@@ -362,6 +362,7 @@ model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.L
 opt = torch.optim.SGD(model.parameters(), lr=0.01)
 x, y = torch.randn(16, 64), torch.randn(16, 8)
 start = time.monotonic()
+print("count", torch.moreh.device_count(), flush=True)  # one device, however many workers stand behind it
 try:
     for step in range(100000):
         opt.zero_grad()
@@ -383,6 +384,7 @@ def test_a_worker_killed_during_training_is_named_at_the_call_that_waited(worker
     p = subprocess.Popen([sys.executable, "-c", SLOW_TRAINING], env=e, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     try:
+        assert p.stdout.readline().strip() == "count 1"
         for line in p.stdout:
             if line.startswith("step 20 "):
                 break
