@@ -2,6 +2,9 @@
 
 #include <fmt/format.h>
 #include <poll.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <sys/socket.h>
 
 #include <boost/asio/buffer.hpp>
@@ -79,16 +82,21 @@ void Connection::interrupt() {
   if (socket_.is_open()) ::shutdown(socket_.native_handle(), SHUT_RDWR);
 }
 
-bool Connection::peer_hung_up(std::chrono::milliseconds timeout) {
+bool Connection::wait_for_hang_up(int wake_fd) {
   int fd;
   {
     std::lock_guard lock(close_mu_);
     if (!socket_.is_open()) return true;
     fd = socket_.native_handle();
   }
-  pollfd p{fd, POLLRDHUP, 0};
-  const int n = ::poll(&p, 1, static_cast<int>(timeout.count()));
-  return n > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+  pollfd p[2] = {{fd, POLLRDHUP, 0}, {wake_fd, POLLIN, 0}};
+  while (true) {
+    const int n = ::poll(p, 2, -1);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return false;
+    if (p[1].revents) return false;
+    if (p[0].revents & (POLLRDHUP | POLLHUP | POLLERR)) return true;
+  }
 }
 
 void Connection::close() {

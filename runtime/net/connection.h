@@ -40,9 +40,9 @@ class Connection {
   void close();
   // From another thread: makes the owner's wait end at once with ConnectionError (a server stopping).
   void interrupt();
-  // From another thread, while the owner sends nothing and reads nothing: waits up to `timeout` and says
-  // whether the peer has closed its end (or the connection failed). Reads nothing.
-  bool peer_hung_up(std::chrono::milliseconds timeout);
+  // From another thread, while the owner reads nothing: waits until the peer closes its end (or the
+  // connection fails: true) or `wake_fd` becomes readable (false). Reads nothing from the connection.
+  bool wait_for_hang_up(int wake_fd);
   const std::string& peer() const { return peer_; }  // "127.0.0.1:51234"
   std::string local_host() const;                    // this side's address on the connection
   // The largest payload this connection has allocated for a received message.

@@ -1,6 +1,8 @@
 #include "runtime/net/worker_server.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <boost/asio/ip/tcp.hpp>
 
@@ -13,6 +15,36 @@ namespace moreh::runtime {
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
+
+namespace {
+
+// Watches a connection for its peer's hang-up while a request runs on the owner's thread; stops at once when
+// the request is done (a byte on a pipe wakes the watcher).
+class HangUpWatch {
+ public:
+  HangUpWatch(Connection& c, bool on, std::function<void()> on_hang_up) {
+    if (!on || ::pipe2(pipe_, O_CLOEXEC) != 0) return;
+    thread_ = std::thread([this, &c, f = std::move(on_hang_up)] {
+      if (c.wait_for_hang_up(pipe_[0])) f();
+    });
+  }
+  ~HangUpWatch() {
+    if (!thread_.joinable()) return;
+    const char byte = 1;
+    (void)!::write(pipe_[1], &byte, 1);
+    thread_.join();
+    ::close(pipe_[0]);
+    ::close(pipe_[1]);
+  }
+  HangUpWatch(const HangUpWatch&) = delete;
+  HangUpWatch& operator=(const HangUpWatch&) = delete;
+
+ private:
+  int pipe_[2] = {-1, -1};
+  std::thread thread_;
+};
+
+}  // namespace
 
 struct WorkerServer::Acceptor {
   asio::io_context io;
@@ -232,26 +264,10 @@ void WorkerServer::run_job(Connection& c, const Hello& hello) {
         break;
       }
       Message reply;
-      // While the request runs nothing comes from the client (it waits for the reply): a hang-up then means
-      // it is gone, and the request (a step waiting in collectives) should not wait out its bound.
-      std::atomic<bool> handled{false};
-      std::thread watcher;
-      if (m.type != MessageType::kJobOpen)  // job_open talks with the client (the rendezvous)
-        watcher = std::thread([&] {
-          while (!handled.load())
-            if (c.peer_hung_up(std::chrono::milliseconds(100))) {
-              if (!handled.load()) job->interrupt(fmt::format("{} went away during {}", client, name_of(m.type)));
-              return;
-            }
-        });
-      struct Joiner {
-        std::atomic<bool>& handled;
-        std::thread& watcher;
-        ~Joiner() {
-          handled.store(true);
-          if (watcher.joinable()) watcher.join();
-        }
-      } joiner{handled, watcher};
+      // While a step runs nothing comes from the client (it waits for the reply): a hang-up then means it is
+      // gone, and the step (waiting in collectives) should not wait out its bound.
+      HangUpWatch watch(c, m.type == MessageType::kStep || m.type == MessageType::kRunCheck,
+                        [&] { job->interrupt(fmt::format("{} went away during {}", client, name_of(m.type))); });
       try {
         reply = job->handle(m, c);
       } catch (const Error& e) {
