@@ -355,7 +355,8 @@ def test_mesh_group_collectives_go_through_nccl(devices, line):
     stage's groups and the sends between stages."""
     ref = train("gpt:8", 1)
     got = train("gpt:8", devices, nccl=True, parallelism=line)
-    assert_like_one_device(ref, got)
+    # TP's parts summed by MKL as this CPU does: the family's tolerance (TOLERANCE, above), as in the cases above.
+    assert_like_one_device(ref, got, TOLERANCE["gpt"])
     assert got["fake_nccl_calls"]["ncclAllReduce"] > 0, got["fake_nccl_calls"]
     if "num_stages" in line:
         assert got["fake_nccl_calls"]["ncclSend"] > 0 and got["fake_nccl_calls"]["ncclAllGather"] > 0, \
