@@ -98,6 +98,9 @@ std::unique_ptr<Communicator> RemoteCluster::make_communicator(const std::vector
 }
 
 uint64_t RemoteCluster::key_of(const std::shared_ptr<const Plan>& plan) {
+  // Plans the engine's cache has dropped leave their entries behind: forget them now and then.
+  if (keys_.size() > 1024)
+    std::erase_if(keys_, [](const auto& kv) { return kv.second.first.expired(); });
   auto& entry = keys_[plan.get()];
   if (entry.second == 0 || entry.first.expired()) entry = {plan, next_key_++};  // a new plan at a reused address
   return entry.second;
