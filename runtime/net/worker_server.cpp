@@ -84,6 +84,7 @@ void WorkerServer::stop() {
     std::lock_guard lock(mu_);
     for (auto& s : served_) s.connection->interrupt();
   }
+  job_ended_.notify_all();  // a client waiting out the busy grace is refused now
   reap(true);
 }
 
@@ -202,7 +203,9 @@ void WorkerServer::serve(Served& served) {
   NodeInfo node = options_.node;
   bool mine = false;
   {
-    std::lock_guard lock(mu_);
+    std::unique_lock lock(mu_);
+    if (hello.purpose == ConnectionPurpose::kJob)
+      job_ended_.wait_for(lock, options_.busy_grace, [&] { return serving_.empty() || stopping_.load(); });
     node.busy = !serving_.empty();
     node.serving = serving_;
     if (hello.purpose == ConnectionPurpose::kJob && serving_.empty()) {
@@ -233,8 +236,11 @@ void WorkerServer::serve(Served& served) {
   }
   c.close();
   if (mine) {
-    std::lock_guard lock(mu_);
-    serving_.clear();
+    {
+      std::lock_guard lock(mu_);
+      serving_.clear();
+    }
+    job_ended_.notify_all();
   }
 }
 

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <list>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -40,6 +41,9 @@ struct WorkerServerOptions {
   // A job's client that sends nothing (no request, no heartbeat) this long is taken as gone.
   std::chrono::milliseconds idle_timeout{60000};
   std::chrono::milliseconds send_timeout{60000};
+  // A job's client that arrives while the last job is still ending (its client just left: a script run right
+  // after another) waits this long for it before being refused as busy.
+  std::chrono::milliseconds busy_grace{3000};
   size_t max_connections = 32;  // served at once; more are closed at once
 };
 
@@ -84,6 +88,7 @@ class WorkerServer {
   mutable std::mutex mu_;
   std::list<Served> served_;
   std::string serving_;  // the running job's client ("" for none)
+  std::condition_variable job_ended_;
   WorkerServerStats stats_;
 };
 

@@ -42,6 +42,7 @@ class WorkerServerTest : public ::testing::Test {
     o.token = kToken;
     o.node = NodeInfo{"testhost", "host", 2, 1 << 20, "0", false, ""};
     o.handshake_timeout = 2s;
+    o.busy_grace = 1s;
     if (idle.count()) o.idle_timeout = idle;
     server_ = std::make_unique<WorkerServer>(o, [this](const std::string&) {
       return std::make_unique<EchoJob>(ended_, why_);
@@ -120,7 +121,12 @@ TEST_F(WorkerServerTest, OneJobAtATimeWhileStatusReadersSeeWhoIsServed) {
   first.reset();  // the client goes away without closing: the job ends, the next one is served
   wait_ended(1);
   EXPECT_NE(why_.find("closed the connection"), std::string::npos) << why_;
-  EXPECT_NO_THROW(join(port(), kToken, ConnectionPurpose::kJob, nullptr, "bob:2"));
+  auto second = join(port(), kToken, ConnectionPurpose::kJob, nullptr, "bob:2");
+  // A script run right after another: its job is served once the last one has ended (within the busy grace),
+  // not refused because the worker had not yet noticed the last client leave.
+  second.reset();
+  EXPECT_NO_THROW(join(port(), kToken, ConnectionPurpose::kJob, nullptr, "carol:3"));
+  EXPECT_EQ(ended_.load(), 2);
 }
 
 TEST_F(WorkerServerTest, OtherVersionsBadMagicAndOversizedMessagesAreRefusedWithoutAllocating) {
