@@ -71,6 +71,14 @@ PYBIND11_MODULE(_native, m) {
     write_user_config(path, config);
     return flavor->name;
   });
+  // The config file's cluster: its workers (in order) and their token file (None: the default).
+  m.def("cluster_config", [](const std::string& path) {
+    const UserConfig c = read_user_config(path);
+    py::dict d;
+    d["workers"] = c.worker_list();
+    d["worker_token_file"] = c.worker_token_file ? py::object(py::str(*c.worker_token_file)) : py::object(py::none());
+    return d;
+  });
   // What a moreh process started from this environment would get.
   m.def("process_config", [] {
     Config c = Config::from_env();

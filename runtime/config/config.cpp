@@ -1,5 +1,6 @@
 #include "runtime/config/config.h"
 
+#include <fmt/format.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -177,9 +178,23 @@ Config Config::from_env() {
       if (s == "1") return true;
       throw std::invalid_argument("flag");
     });
-  if (const char* v = env("MOREH_WORKERS"); v && *v) c.workers = parse_endpoints(v, "MOREH_WORKERS");
+  // The workers: MOREH_WORKERS, else a node flavor's (the first k of the config file's workers line).
+  const std::string config_file = user_config_path(c.config_dir);
+  const UserConfig file = c.flavor.nodes > 0 ? read_user_config(config_file) : UserConfig{};
+  if (const char* v = env("MOREH_WORKERS"); v && *v) {
+    c.workers = parse_endpoints(v, "MOREH_WORKERS");
+  } else if (c.flavor.nodes > 0) {
+    const std::vector<std::string> listed = file.worker_list();
+    if (listed.size() < static_cast<size_t>(c.flavor.nodes))
+      throw ConfigError(fmt::format("flavor {} ({}) runs on {} workers, and {} lists {} (a line `workers = "
+                                    "host:port, ...`)", c.flavor.name, c.flavor_source, c.flavor.nodes, config_file,
+                                    listed.size()));
+    for (int k = 0; k < c.flavor.nodes; ++k) c.workers.push_back(parse_endpoints(listed[k], "workers").front());
+  }
   if (const char* v = env("MOREH_WORKER_TOKEN_FILE"); v && *v)
     c.worker_token_file = v;
+  else if (file.worker_token_file)
+    c.worker_token_file = *file.worker_token_file;
   else
     c.worker_token_file = c.config_dir + "/token";
   if (const char* v = env("MOREH_AP_CACHE"))

@@ -32,9 +32,20 @@ const std::vector<Flavor>& flavor_table() {
 
 const Flavor& default_flavor() { return flavor_table().front(); }
 
+Flavor node_flavor(int nodes) { return Flavor{"Nodes." + std::to_string(nodes), 1, nodes}; }
+
 std::optional<Flavor> find_flavor(std::string_view name) {
   for (const Flavor& f : flavor_table())
     if (same_ignoring_case(f.name, name)) return f;
+  constexpr std::string_view kNodes = "nodes.";
+  if (name.size() > kNodes.size() && name.size() <= kNodes.size() + 4 && same_ignoring_case(name.substr(0, kNodes.size()), kNodes)) {
+    int k = 0;
+    for (char c : name.substr(kNodes.size())) {
+      if (!std::isdigit(static_cast<unsigned char>(c))) return std::nullopt;
+      k = k * 10 + (c - '0');
+    }
+    if (k >= 1 && k <= kMaxNodeFlavor && name[kNodes.size()] != '0') return node_flavor(k);
+  }
   return std::nullopt;
 }
 
@@ -47,7 +58,7 @@ Flavor flavor_for_devices(int n) {
 std::string flavor_names() {
   std::string out;
   for (const Flavor& f : flavor_table()) out += (out.empty() ? "" : ", ") + f.name;
-  return out;
+  return out + ", or Nodes.<k> (this process and k workers of the config file's workers line)";
 }
 
 }  // namespace moreh::runtime

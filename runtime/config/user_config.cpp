@@ -16,6 +16,7 @@
 
 #include "runtime/base/errors.h"
 #include "runtime/config/flavor.h"
+#include "runtime/net/endpoint.h"
 
 namespace moreh::runtime {
 namespace {
@@ -115,6 +116,7 @@ UserConfig read_user_config(const std::string& path) {
     throw ConfigError("moreh config file " + path + " is not UTF-8 text (it holds bytes no text file has)" + kMend);
   std::istringstream in(*bytes);
   std::string line;
+  int flavor_line = 0;
   for (int number = 1; std::getline(in, line); ++number) {
     auto fail = [&](const std::string& why) {
       throw ConfigError("moreh config file " + path + " line " + std::to_string(number) + " ('" +
@@ -126,12 +128,44 @@ UserConfig read_user_config(const std::string& path) {
     size_t eq = text.find('=');
     if (eq == std::string::npos) fail("expected `key = value`");
     std::string key = trim(text.substr(0, eq)), value = trim(text.substr(eq + 1));
-    if (key != "flavor") fail("unknown key '" + key + "' (known: flavor)");
-    auto flavor = find_flavor(value);
-    if (!flavor) fail("unknown flavor '" + value + "' (valid: " + flavor_names() + ")");
-    config.flavor = flavor->name;
+    std::optional<std::string>* field = key == "flavor" ? &config.flavor
+                                       : key == "workers" ? &config.workers
+                                       : key == "worker_token_file" ? &config.worker_token_file
+                                                                    : nullptr;
+    if (!field) fail("unknown key '" + key + "' (known: flavor, workers, worker_token_file)");
+    if (*field) fail("'" + key + "' is set twice");
+    if (key == "flavor") {
+      auto flavor = find_flavor(value);
+      if (!flavor) fail("unknown flavor '" + value + "' (valid: " + flavor_names() + ")");
+      value = flavor->name;
+      flavor_line = number;
+    } else if (key == "workers") {
+      try {
+        parse_endpoints(value, "workers");
+      } catch (const Error& e) {
+        fail(e.what());
+      }
+    } else if (value.empty()) {
+      fail("an empty path");
+    }
+    *field = value;
+  }
+  if (config.flavor) {
+    const Flavor flavor = *find_flavor(*config.flavor);
+    const size_t listed = config.worker_list().size();
+    if (flavor.nodes > 0 && static_cast<size_t>(flavor.nodes) > listed)
+      throw ConfigError("moreh config file " + path + " line " + std::to_string(flavor_line) + ": flavor " +
+                        flavor.name + " runs on " + std::to_string(flavor.nodes) + " workers, and the file's workers "
+                        "line lists " + std::to_string(listed) + "." + kMend);
   }
   return config;
+}
+
+std::vector<std::string> UserConfig::worker_list() const {
+  std::vector<std::string> out;
+  if (!workers) return out;
+  for (const Endpoint& e : parse_endpoints(*workers, "workers")) out.push_back(e.host + ":" + std::to_string(e.port));
+  return out;
 }
 
 void write_user_config(const std::string& path, const UserConfig& config) {
@@ -143,6 +177,8 @@ void write_user_config(const std::string& path, const UserConfig& config) {
   std::ostringstream text;
   text << "# moreh settings (written by moreh-switch-model; docs/FLAVORS.md)\n";
   if (config.flavor) text << "flavor = " << *config.flavor << "\n";
+  if (config.workers) text << "workers = " << *config.workers << "\n";
+  if (config.worker_token_file) text << "worker_token_file = " << *config.worker_token_file << "\n";
   std::string tmp = path + ".tmp." + std::to_string(getpid());
   {
     std::ofstream out(tmp, std::ios::trunc);

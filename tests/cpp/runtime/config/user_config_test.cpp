@@ -117,6 +117,33 @@ TEST_F(UserConfigTest, ChoiceOrderIsEnvironmentThenFileThenDefault) {
   EXPECT_EQ(choose_flavor("xLarge.512GB", "8", path()).source, "MOREH_FLAVOR");
 }
 
+TEST_F(UserConfigTest, AClustersWorkersGiveNodeFlavors) {
+  UserConfig c;
+  c.flavor = "Nodes.2";
+  c.workers = "10.0.0.2:7000, node3:7001";
+  c.worker_token_file = "/shared/token";
+  write_user_config(path(), c);
+  const UserConfig back = read_user_config(path());
+  EXPECT_EQ(back.flavor, "Nodes.2");
+  EXPECT_EQ(back.worker_list(), (std::vector<std::string>{"10.0.0.2:7000", "node3:7001"}));
+  EXPECT_EQ(back.worker_token_file, "/shared/token");
+  const FlavorChoice nodes = choose_flavor(nullptr, nullptr, path());
+  EXPECT_EQ(nodes.flavor.nodes, 2);
+  EXPECT_EQ(nodes.flavor.num_devices, 1);  // this process's; the workers say how many they hold
+  EXPECT_EQ(choose_flavor("nodes.1", nullptr, path()).flavor.name, "Nodes.1");
+  for (const char* bad : {"Nodes.0", "Nodes.", "Nodes.x", "Nodes.01", "Nodes.99999"})
+    EXPECT_FALSE(find_flavor(bad)) << bad;
+  // A node flavor over more workers than the file lists, a malformed list, a key set twice.
+  write_raw("workers = a:1,b:2\nflavor = Nodes.3\n");
+  std::string more = error_of([&] { read_user_config(path()); });
+  EXPECT_NE(more.find("line 2"), std::string::npos) << more;
+  EXPECT_NE(more.find("lists 2"), std::string::npos) << more;
+  write_raw("workers = a:notaport\n");
+  EXPECT_NE(error_of([&] { read_user_config(path()); }).find("line 1"), std::string::npos);
+  write_raw("flavor = Small.64GB\nflavor = Large.256GB\n");
+  EXPECT_NE(error_of([&] { read_user_config(path()); }).find("set twice"), std::string::npos);
+}
+
 TEST_F(UserConfigTest, BadChoicesAreClearErrors) {
   std::string unknown = error_of([&] { choose_flavor("Huge.1GB", nullptr, path()); });
   EXPECT_NE(unknown.find("MOREH_FLAVOR='Huge.1GB'"), std::string::npos) << unknown;
