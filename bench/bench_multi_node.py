@@ -81,6 +81,7 @@ steady = len(times)
 wire = (lo() - start_bytes) / steady
 stats = torch.moreh.graph_stats()
 print(json.dumps(dict(step_s=sorted(times)[steady // 2], wire=wire, loss=loss.item(), stats=stats,
+                      inputs=2 * data[0][:, 1:].numel() * data[0].element_size(),
                       collective=torch.moreh.last_plan().get("collective_bytes_per_device", 0))))
 """
 
@@ -101,7 +102,7 @@ def bench_training(token_file):
     print()
     print("training the tests' GPT (batch 16 x 64 tokens, AdamW), batch split; this process is node 0")
     print(f"{'devices':>7} {'workers':>7} {'ms/step':>8} {'÷ one':>6} {'wire KB':>8} {'pred KB':>8} {'wire ÷ pred':>11} "
-          f"{'uploads':>7} {'steps sent':>10}")
+          f"{'uploads':>7} {'steps sent':>10} {'KB/request':>10} {'inputs KB':>9}")
     for workers in (1, 3):
         n = workers + 1
         base = train({"MOREH_NUM_DEVICES": str(n)})
@@ -116,7 +117,7 @@ def bench_training(token_file):
         assert abs(r["loss"] - base["loss"]) <= 1e-4 * abs(base["loss"]), (r["loss"], base["loss"])
         print(f"{n:>7} {workers:>7} {r['step_s'] * 1e3:>8.1f} {r['step_s'] / base['step_s']:>6.2f} "
               f"{r['wire'] / 1e3:>8.1f} {predicted / 1e3:>8.1f} {r['wire'] / predicted:>11.3f} "
-              f"{r['stats']['plan_uploads']:>7} {steps:>10}")
+              f"{r['stats']['plan_uploads']:>7} {steps:>10} {control / workers / 1e3:>10.1f} {r['inputs'] / 1e3:>9.1f}")
 
 
 def start_workers(count, devices, token_file):

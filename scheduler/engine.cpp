@@ -316,7 +316,7 @@ void Engine::flush_locked() {
     for (const auto& program : compiled->programs)
       for (const auto& f : program.fused) devices_.at(program.device)->prepare_elementwise(f.kernel);
     if (compiled->num_devices > 1) compiled->report.timeline = simulate_plan(*compiled, *graph);
-    if (profile_) compiled->report.predicted_ms = predict_step(*compiled, *graph, canonical, ProfileTiming(*profile_, static_cast<int>(devices_.size()))).seconds * 1e3;
+    if (profile_) compiled->report.predicted_ms = predict_step(*compiled, *graph, canonical, ProfileTiming(*profile_, static_cast<int>(devices_.size()), node_of_devices())).seconds * 1e3;
     stats_.last_compile_ms = compiled->report.compile_ms;
     stats_.total_compile_ms += compiled->report.compile_ms;
     cache_.insert(key_of(), compiled);
@@ -597,7 +597,7 @@ std::shared_ptr<PlannedStep> Engine::choose_layout_locked(const StepGraph& graph
   std::vector<uint64_t> used;
   for (const auto& d : devices_) used.push_back(d->used());
   const uint64_t capacity = devices_[0]->capacity();
-  const ProfileTiming timing(device_profile_locked(), n);
+  const ProfileTiming timing(device_profile_locked(), n, node_of_devices());
   const SearchRequest request{.graph = graph,
                               .canonical = canonical,
                               .devices = n,

@@ -65,6 +65,8 @@ class Engine {
   // How kernel payloads travel to workers (with MOREH_WORKERS); set by the backend with its provider.
   void set_payload_codec(const runtime::PayloadCodec* codec);
   const runtime::RemoteCluster* cluster() const { return cluster_.get(); }
+  // Each device's machine for the cost model's links (empty: all in this process).
+  std::vector<int> node_of_devices() const { return cluster_ ? cluster_->node_of_devices() : std::vector<int>{}; }
   // A range opened around each device program's run, on the device's thread (runtime/exec/executor.h).
   void set_program_scope(runtime::Executor::ProgramScope scope);
   runtime::PhysicalDevice& device(int index = 0) { return *devices_.at(index); }

@@ -4,10 +4,12 @@
 #include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include <algorithm>
+#include <string>
 
 #include "backend/csrc/aten_payload.h"
 #include "backend/csrc/moreh_storage.h"
 #include "backend/csrc/overrideable_attention.h"
+#include "runtime/base/errors.h"
 
 namespace moreh::backend {
 namespace {
@@ -74,13 +76,29 @@ void AtenKernelProvider::launch(const runtime::Node& node, const runtime::Launch
   if (p.seeded && p.generator_arg >= 0) stack[p.generator_arg] = generator(p.seed, ctx.device());
   if (ctx.local())
     for (const auto& [arg, value] : ctx.local()->int_args) stack.at(static_cast<size_t>(arg)) = value;
+  if (!p.row_cuts.empty() && !(node.host_input && ctx.local()))
+    throw runtime::Error("moreh: this worker was sent some rows of the batch for a launch that reads it whole");
   if (node.host_input && ctx.local()) {
     // x.to("moreh") split by rows: this device copies its rows of the host tensor.
+    // On a worker the tensor may have come as some rows of the batch only (payload_wire.cpp).
     const runtime::RowRange rows = ctx.local()->rows;
-    for (auto& a : stack)
-      if (a.isTensor() && a.toTensor().defined() && a.toTensor().dim() > 0 &&
-          a.toTensor().size(0) == ctx.local()->batch_rows)
-        a = a.toTensor().narrow(0, rows.begin, rows.count);
+    for (size_t i = 0; i < stack.size(); ++i) {
+      auto& a = stack[i];
+      if (!a.isTensor() || !a.toTensor().defined() || a.toTensor().dim() == 0) continue;
+      const auto cut = std::find_if(p.row_cuts.begin(), p.row_cuts.end(), [&](const auto& c) { return c.arg == i; });
+      if (cut == p.row_cuts.end()) {
+        if (a.toTensor().size(0) == ctx.local()->batch_rows) a = a.toTensor().narrow(0, rows.begin, rows.count);
+        continue;
+      }
+      if (cut->whole != ctx.local()->batch_rows || rows.begin < cut->begin ||
+          rows.begin + rows.count > cut->begin + a.toTensor().size(0))
+        throw runtime::Error("moreh: this worker was sent rows " + std::to_string(cut->begin) + " to " +
+                             std::to_string(cut->begin + a.toTensor().size(0)) + " of a batch of " +
+                             std::to_string(cut->whole) + " and asked for rows " + std::to_string(rows.begin) +
+                             " to " + std::to_string(rows.begin + rows.count) + " of a batch of " +
+                             std::to_string(ctx.local()->batch_rows));
+      a = a.toTensor().narrow(0, rows.begin - cut->begin, rows.count);
+    }
   }
 
   on_device(ctx.device(), [&] {

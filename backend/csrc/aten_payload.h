@@ -37,6 +37,13 @@ struct AtenPayload final : runtime::KernelPayload {
   // Whether gradients were enabled where the op was recorded: some kernels return other results without
   // (oneDNN's RNN layer leaves out its workspace), so the kernel runs in the mode the script ran it in.
   bool grad_mode = true;
+  // On a worker: host tensor arguments that came as some rows of the batch (runtime::RowWindow), not all of it.
+  // A launch on rows [b, b + n) of the batch reads rows [b - begin, b - begin + n) of argument `arg`.
+  struct RowCut {
+    uint16_t arg;
+    int64_t begin, whole;
+  };
+  std::vector<RowCut> row_cuts;
 };
 
 // Converts a non-tensor argument to a runtime attribute (floating-point values become step data).

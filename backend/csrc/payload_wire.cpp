@@ -18,6 +18,7 @@ using runtime::WireWriter;
 enum Tag : uint8_t {
   kNone, kBool, kInt, kDouble, kString, kUndefinedTensor, kHostTensor, kTensorList, kOptionalTensorList,
   kIntList, kDoubleList, kBoolList, kDevice, kGenericList, kComplex,
+  kHostTensorRows,  // a host tensor's rows [begin, begin + count) of `whole`: u64 begin, u64 whole, the rows
 };
 
 constexpr uint32_t kMaxList = 1u << 24;
@@ -102,9 +103,11 @@ void put_value(WireWriter& w, const c10::IValue& v) {
   }
 }
 
-c10::IValue get_value(WireReader& r, int depth = 0) {
+c10::IValue get_value(WireReader& r, int depth = 0);
+
+// The value whose tag was just read.
+c10::IValue value_of(WireReader& r, uint8_t tag, int depth) {
   if (depth > 8) throw ProtocolError("payload: lists nested too deep");
-  const uint8_t tag = r.u8();
   auto length = [&] {
     const uint32_t n = r.u32();
     if (n > kMaxList) throw ProtocolError("payload: a list too long");
@@ -169,14 +172,31 @@ c10::IValue get_value(WireReader& r, int depth = 0) {
   }
 }
 
+c10::IValue get_value(WireReader& r, int depth) { return value_of(r, r.u8(), depth); }
+
+// A host_input node's tensor argument with the batch's rows (what the kernel provider cuts by rows).
+bool cut_by_rows(const runtime::Node& node, const c10::IValue& a, const runtime::RowWindow& rows) {
+  return node.host_input && a.isTensor() && a.toTensor().defined() && a.toTensor().dim() > 0 &&
+         a.toTensor().size(0) == rows.whole;
+}
+
 }  // namespace
 
-std::string AtenPayloadCodec::encode(const runtime::Node& node) const {
+std::string AtenPayloadCodec::encode(const runtime::Node& node, const runtime::RowWindow* rows) const {
   const auto& p = static_cast<const AtenPayload&>(*node.payload);
   WireWriter w;
   w.bytes(p.op.schema().name()).bytes(p.op.schema().overload_name());
   w.u32(static_cast<uint32_t>(p.args.size()));
-  for (const auto& a : p.args) put_value(w, a);
+  for (const auto& a : p.args) {
+    if (rows && cut_by_rows(node, a, *rows)) {
+      if (rows->begin < 0 || rows->count < 0 || rows->begin + rows->count > rows->whole)
+        throw runtime::Error("moreh: rows past the batch sent to a worker");
+      w.u8(kHostTensorRows).u64(static_cast<uint64_t>(rows->begin)).u64(static_cast<uint64_t>(rows->whole));
+      put_tensor(w, a.toTensor().narrow(0, rows->begin, rows->count));
+    } else {
+      put_value(w, a);
+    }
+  }
   w.u32(static_cast<uint32_t>(p.inputs.size()));
   for (const auto& s : p.inputs) w.u32(s.arg).u32(static_cast<uint32_t>(s.elem));
   w.u32(static_cast<uint32_t>(p.outputs.size()));
@@ -195,7 +215,21 @@ std::shared_ptr<const runtime::KernelPayload> AtenPayloadCodec::decode(const run
   auto p = std::make_shared<AtenPayload>(*op);
   const uint32_t args = r.u32();
   if (args > 4096) throw ProtocolError("payload: too many arguments");
-  for (uint32_t i = 0; i < args; ++i) p->args.push_back(get_value(r));
+  for (uint32_t i = 0; i < args; ++i) {
+    const uint8_t tag = r.u8();
+    if (tag != kHostTensorRows) {
+      p->args.push_back(value_of(r, tag, 0));
+      continue;
+    }
+    const auto begin = static_cast<int64_t>(r.u64()), whole = static_cast<int64_t>(r.u64());
+    if (r.u8() != kHostTensor)
+      throw ProtocolError("payload: rows of the batch that are not a host tensor");
+    at::Tensor t = get_tensor(r, kHostTensor);
+    if (begin < 0 || whole <= 0 || t.dim() == 0 || begin + t.size(0) > whole)
+      throw ProtocolError("payload: rows of the batch past its end");
+    p->row_cuts.push_back({static_cast<uint16_t>(i), begin, whole});
+    p->args.push_back(c10::IValue(std::move(t)));
+  }
   const uint32_t inputs = r.u32();
   if (inputs > kMaxList) throw ProtocolError("payload: too many inputs");
   for (uint32_t i = 0; i < inputs; ++i) {

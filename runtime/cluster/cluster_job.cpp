@@ -69,6 +69,17 @@ ClusterJob::ClusterJob(const std::vector<Endpoint>& workers, ClusterOptions opti
   log().info("moreh: job open on {} worker{}, {} devices", workers.size(), workers.size() == 1 ? "" : "s", this->devices());
 }
 
+std::shared_future<std::shared_ptr<GlooContext>> ClusterJob::connect_group(const std::string& name, int rank, int size) {
+  if (!local_devices_ || sessions_.empty()) throw ConfigError("this process holds no rank of the job's data plane");
+  auto before = last_group_;
+  last_group_ = std::async(std::launch::async, [this, before, name, rank, size, host = sessions_[0]->local_host()] {
+                  if (before.valid()) before.wait();
+                  return connect_gloo(rank, size, PrefixedStore(LocalStore(store_), name), host,
+                                      options_.collective_timeout);
+                }).share();
+  return last_group_;
+}
+
 ClusterJob::~ClusterJob() {
   for (auto& s : sessions_) s->close_job(options_.session.connect_timeout);
 }

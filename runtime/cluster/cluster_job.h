@@ -3,6 +3,7 @@
 // at once. Any worker's failure fails the request with an error naming that worker.
 #pragma once
 #include <chrono>
+#include <future>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,6 +44,13 @@ class ClusterJob {
   // This process's connections to the workers' data plane (local_devices > 0 and workers; else null).
   const std::shared_ptr<GlooContext>& gloo_context() const { return gloo_; }
 
+  // This process's rank `rank` of a Gloo context of `size` nodes named `name` (a group of devices across
+  // workers), connecting in the background once the ones asked for before have connected: every process
+  // connects its groups in the plan's order, so none waits for a group another has not reached yet.
+  std::shared_future<std::shared_ptr<GlooContext>> connect_group(const std::string& name, int rank, int size);
+  // The keys the workers' rendezvous go through; requests during which a worker may connect pass it.
+  RendezvousStore& store() { return store_; }
+
   // A collective over every device of the job, checked against the values it must give.
   ClusterCheck check(const CheckRequest& request);
 
@@ -57,6 +65,7 @@ class ClusterJob {
   std::vector<std::unique_ptr<WorkerSession>> sessions_;
   RendezvousStore store_;
   std::shared_ptr<GlooContext> gloo_;
+  std::shared_future<std::shared_ptr<GlooContext>> last_group_;
 };
 
 }  // namespace moreh::runtime

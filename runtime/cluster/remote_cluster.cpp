@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "runtime/base/errors.h"
 #include "runtime/base/spdlog_logger.h"
 #include "runtime/comm/gloo_communicator.h"
@@ -12,6 +14,7 @@
 #include "runtime/host/host_device.h"
 #include "runtime/net/token_auth.h"
 #include "runtime/net/wire_codec.h"
+#include "runtime/worker/payload_shares.h"
 #include "runtime/worker/plan_codec.h"
 
 namespace moreh::runtime {
@@ -93,6 +96,19 @@ std::unique_ptr<Communicator> RemoteCluster::make_communicator(const std::vector
       [t, gloo](std::vector<PhysicalDevice*> leaders) -> std::unique_ptr<Communicator> {
         return std::make_unique<GlooCommunicator>(std::move(leaders), gloo, t);
       });
+  // A group of devices across nodes (a pipeline stage's replicas) meets over a Gloo context of its own. This
+  // process connects its rank in the background; the workers connect theirs when the step arrives.
+  ClusterJob* job = job_.get();
+  comm->set_group_cross([job, t](const std::vector<int>& ranks, const std::vector<int>& nodes,
+                                 std::vector<PhysicalDevice*> leaders) -> std::unique_ptr<Communicator> {
+    const auto mine = std::find(nodes.begin(), nodes.end(), 0);  // node 0 is this process
+    if (mine == nodes.end())
+      return std::make_unique<GlooCommunicator>(std::move(leaders), std::shared_future<std::shared_ptr<GlooContext>>(),
+                                                -1, t);
+    const int rank = static_cast<int>(mine - nodes.begin());
+    return std::make_unique<GlooCommunicator>(
+        std::move(leaders), job->connect_group(group_context_name(ranks), rank, static_cast<int>(nodes.size())), rank, t);
+  });
   comm_ = comm.get();
   return comm;
 }
@@ -127,8 +143,6 @@ void RemoteCluster::submit(const std::shared_ptr<const StepExecution>& step,
   std::lock_guard lock(mu_);
   const uint64_t key = key_of(step->plan);
   const std::vector<uint64_t> gone = released_buffers(step->bindings);
-  // The nodes name their buffers by this process's ids, as the bindings do.
-  const auto wire = std::make_shared<const std::string>(encode_step(*step->graph, step->bindings, *codec_));
   for (size_t w = 0; w < workers_.size(); ++w) {
     Worker& worker = workers_[w];
     std::vector<int> mine;
@@ -139,28 +153,51 @@ void RemoteCluster::submit(const std::shared_ptr<const StepExecution>& step,
     worker.released.insert(worker.released.end(), gone.begin(), gone.end());
     if (mine.empty()) continue;  // its releases go with its next step
     std::shared_ptr<const std::string> plan;
-    if (!mine.empty() && !worker.plans.count(key)) {
+    auto shares = worker.plans.find(key);
+    if (shares == worker.plans.end()) {
       plan = std::make_shared<const std::string>(WireWriter().u64(key).bytes(encode_plan(*step->plan, mine)).take());
-      worker.plans[key] = true;
+      std::vector<bool> host_input;
+      for (const Node& n : step->graph->nodes()) host_input.push_back(n.host_input);
+      shares = worker.plans.emplace(key, payload_shares(*step->plan, mine, host_input)).first;
+      // The worker forgets its oldest plan past its cache; so does this process, to upload it again.
+      worker.plan_order.push_back(key);
+      if (worker.plan_order.size() > kWorkerPlanCache) {
+        worker.plans.erase(worker.plan_order.front());
+        worker.plan_order.pop_front();
+      }
       ++uploads_;
     }
     ++steps_;
-    const std::string request = WireWriter().u64(key).u64(step->step).u64s(worker.released).bytes(*wire).take();
+    // Only the payloads of the nodes its devices run, and of the batch only their rows. The nodes name their
+    // buffers by this process's ids, as the bindings do.
+    const std::string request = WireWriter()
+                                    .u64(key)
+                                    .u64(step->step)
+                                    .u64s(worker.released)
+                                    .bytes(encode_step(*step->graph, step->bindings, *codec_, shares->second))
+                                    .take();
     worker.released.clear();
     control_bytes_ += request.size() + (plan ? plan->size() : 0);
     WorkerSession* session = &job_->worker(static_cast<int>(w));
     const auto t = timeout_ * 2 + std::chrono::seconds(10);
     Communicator* comm = comm_;
-    worker.queue->submit([session, plan, request, t, step, comm] {
+    RendezvousStore* store = &job_->store();  // a worker connects its groups across nodes as the step starts
+    worker.queue->submit([session, plan, request, t, step, comm, store] {
       try {
         if (plan) session->request(MessageType::kPlanUpload, *plan, MessageType::kPlanStored, t);
-        session->request(MessageType::kStep, request, MessageType::kStepDone, t);
+        session->request(MessageType::kStep, request, MessageType::kStepDone, t, store);
       } catch (const Error& e) {
         if (comm) comm->interrupt(e.what());  // this process's devices would wait for the worker's
         throw;
       }
     });
   }
+}
+
+std::vector<int> RemoteCluster::node_of_devices() const {
+  std::vector<int> nodes{0};
+  for (size_t w = 0; w < workers_.size(); ++w) nodes.insert(nodes.end(), workers_[w].devices, static_cast<int>(w + 1));
+  return nodes;
 }
 
 uint64_t RemoteCluster::plan_uploads() const {

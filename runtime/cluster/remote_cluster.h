@@ -4,6 +4,7 @@
 // node, Gloo between nodes), and sends each step's programs for the workers' devices to them: a plan once
 // per plan (its key), then each step's graph and bindings, in order, on one queue per worker.
 #pragma once
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -14,6 +15,7 @@
 #include "runtime/cluster/cluster_job.h"
 #include "runtime/config/config.h"
 #include "runtime/exec/executor.h"
+#include "runtime/worker/job_messages.h"
 #include "runtime/worker/step_codec.h"
 
 namespace moreh::runtime {
@@ -35,6 +37,8 @@ class RemoteCluster final : public RemoteRunner {
   void submit(const std::shared_ptr<const StepExecution>& step, const std::vector<const DeviceProgram*>& programs) override;
 
   const ClusterJob& job() const { return *job_; }
+  // Each device's machine: 0 for this process's device 0, w + 1 for worker w's (the cost model's links).
+  std::vector<int> node_of_devices() const;
   // Plans uploaded and steps sent so far, over all workers (bench, tests).
   uint64_t plan_uploads() const;
   uint64_t steps_sent() const;
@@ -44,7 +48,10 @@ class RemoteCluster final : public RemoteRunner {
   struct Worker {
     std::shared_ptr<WorkQueue> queue;
     uint64_t first_device = 0, devices = 0;
-    std::map<uint64_t, bool> plans;  // plan keys uploaded to it
+    // Plans uploaded to it (forgotten as the worker forgets them: the oldest past kWorkerPlanCache), and what
+    // of each step under that plan it needs.
+    std::map<uint64_t, std::vector<PayloadShare>> plans;
+    std::deque<uint64_t> plan_order;
     std::vector<uint64_t> released;  // buffers it may free, sent with its next step
   };
   // The key a plan travels under: one per Plan object the engine holds.

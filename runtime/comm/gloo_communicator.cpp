@@ -24,7 +24,43 @@ GlooCommunicator::GlooCommunicator(std::vector<PhysicalDevice*> devices, std::sh
                                   local_rank_, device(local_rank_).name()));
 }
 
+GlooCommunicator::GlooCommunicator(std::vector<PhysicalDevice*> devices,
+                                   std::shared_future<std::shared_ptr<GlooContext>> pending, int local_rank,
+                                   std::chrono::milliseconds timeout)
+    : Communicator(std::move(devices)), pending_(std::move(pending)), timeout_(timeout), local_rank_(local_rank) {
+  if (timeout_.count() <= 0) throw ConfigError("a GlooCommunicator's timeout must be positive");
+  if (local_rank_ < -1 || local_rank_ >= size())
+    throw ConfigError(fmt::format("Gloo rank {} of a communicator of {} devices", local_rank_, size()));
+  if (local_rank_ >= 0 && !pending_.valid()) throw ConfigError("a GlooCommunicator needs a Gloo context");
+  if (local_rank_ >= 0 && !device(local_rank_).host_accessible())
+    throw ConfigError(fmt::format("Gloo moves host memory, and rank {}'s device {} is not host-accessible",
+                                  local_rank_, device(local_rank_).name()));
+}
+
+GlooContext& GlooCommunicator::context() {
+  {
+    std::lock_guard lock(context_mu_);
+    if (context_) return *context_;
+  }
+  if (pending_.wait_for(timeout_) != std::future_status::ready)
+    throw TimeoutError(fmt::format("the data plane's connections for a group of {} devices did not open within {} ms",
+                                   size(), timeout_.count()));
+  std::shared_ptr<GlooContext> c = pending_.get();  // the connect's own error, if it failed
+  if (c->size() != size() || c->rank() != local_rank_)
+    throw ConfigError(fmt::format("a Gloo context of rank {} of {} cannot serve rank {} of {} devices", c->rank(),
+                                  c->size(), local_rank_, size()));
+  {
+    std::lock_guard lock(context_mu_);
+    context_ = c;
+  }
+  if (broken()) c->abort(broken_reason());  // broken while it connected: its peers stop too
+  return *c;
+}
+
 void GlooCommunicator::check(int rank, const CollectivePart& part) const {
+  if (local_rank_ < 0)
+    throw ConfigError(fmt::format("{} on rank {} ({}): this process holds no rank of this Gloo communicator",
+                                  part.describe(), rank, device(rank).name()));
   if (rank != local_rank_)
     throw ConfigError(fmt::format("{} on rank {} ({}): this process holds Gloo rank {} ({}); rank {}'s process issues "
                                   "its parts",
@@ -40,7 +76,10 @@ void GlooCommunicator::enqueue_part(int rank, CollectivePart part) {
   device(rank).submit([this, rank, part = std::move(part)] { run_part(rank, part); });
 }
 
-void GlooCommunicator::drop_pending() { context_->abort(broken_reason()); }
+void GlooCommunicator::drop_pending() {
+  std::lock_guard lock(context_mu_);
+  if (context_) context_->abort(broken_reason());
+}
 
 void GlooCommunicator::run_part(int rank, const CollectivePart& part) {
   check(rank, part);
@@ -50,31 +89,31 @@ void GlooCommunicator::run_part(int rank, const CollectivePart& part) {
   switch (part.kind) {
     case CollectiveKind::kAllReduce:
       seq = collectives_++;
-      r = context_->all_reduce(part.send, part.recv, part.count, part.type, part.op, timeout_);
+      r = context().all_reduce(part.send, part.recv, part.count, part.type, part.op, timeout_);
       break;
     case CollectiveKind::kReduceScatter:
       seq = collectives_++;
-      r = context_->reduce_scatter(part.send, part.recv, part.counts, part.type, part.op, timeout_);
+      r = context().reduce_scatter(part.send, part.recv, part.counts, part.type, part.op, timeout_);
       break;
     case CollectiveKind::kAllGather:
       seq = collectives_++;
-      r = context_->all_gather(part.send, part.recv, part.counts, part.type, timeout_);
+      r = context().all_gather(part.send, part.recv, part.counts, part.type, timeout_);
       break;
     case CollectiveKind::kBroadcast:
       seq = collectives_++;
-      r = context_->broadcast(part.send, part.recv, part.count, part.type, part.peer, timeout_);
+      r = context().broadcast(part.send, part.recv, part.count, part.type, part.peer, timeout_);
       break;
     case CollectiveKind::kBarrier:
       seq = collectives_++;
-      r = context_->barrier(timeout_);
+      r = context().barrier(timeout_);
       break;
     case CollectiveKind::kSend:
       seq = sends_[part.peer]++;
-      r = context_->send(part.peer, part.send, part.count, part.type, timeout_);
+      r = context().send(part.peer, part.send, part.count, part.type, timeout_);
       break;
     case CollectiveKind::kRecv:
       seq = recvs_[part.peer]++;
-      r = context_->recv(part.peer, part.recv, part.count, part.type, timeout_);
+      r = context().recv(part.peer, part.recv, part.count, part.type, timeout_);
       break;
   }
   if (!r.ok()) fail(part, seq, r);
@@ -106,7 +145,7 @@ void GlooCommunicator::run_group(int rank, const std::vector<CollectivePart>& pa
         at += p.count * es;
       }
     const uint64_t seq = collectives_++;
-    const GlooResult r = context_->all_reduce(packed.data(), packed.data(), total, type, op, timeout_);
+    const GlooResult r = context().all_reduce(packed.data(), packed.data(), total, type, op, timeout_);
     if (!r.ok()) fail(CollectivePart::all_reduce(packed.data(), packed.data(), total, type, op), seq, r);
     at = 0;
     for (const auto& p : parts)

@@ -17,12 +17,18 @@
 // false: Gloo cannot realign ranks after an abandoned collective, so going on needs a new context (a new
 // rendezvous). make_group() returns nullptr.
 //
+// A group of devices across workers (HierarchicalCommunicator::make_group) has a context of its own, which
+// connects in the background: the second constructor takes it pending, and the first part waits for it
+// within the bound.
+//
 // send is eager (the data is copied and posted; HostCommunicator's semantics), recv waits for it within the
 // bound; the k-th send from a to b meets b's k-th recv from a.
 #pragma once
 #include <chrono>
+#include <future>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <vector>
 
 #include "runtime/comm/communicator.h"
@@ -36,10 +42,13 @@ class GlooCommunicator final : public Communicator {
   // is this process's and host-accessible. `timeout` bounds each part (MOREH_COLLECTIVE_TIMEOUT).
   GlooCommunicator(std::vector<PhysicalDevice*> devices, std::shared_ptr<GlooContext> context,
                    std::chrono::milliseconds timeout);
+  // `pending`: the context of rank `local_rank`, still connecting (-1: this process holds no rank of it and
+  // issues no parts; `pending` is then not waited for).
+  GlooCommunicator(std::vector<PhysicalDevice*> devices, std::shared_future<std::shared_ptr<GlooContext>> pending,
+                   int local_rank, std::chrono::milliseconds timeout);
 
   int local_rank() const { return local_rank_; }
   std::chrono::milliseconds timeout() const { return timeout_; }
-  GlooContext& context() const { return *context_; }
 
  protected:
   // Another rank than local_rank(): ConfigError (that rank's process issues it).
@@ -52,9 +61,12 @@ class GlooCommunicator final : public Communicator {
 
  private:
   void check(int rank, const CollectivePart& part) const;
+  GlooContext& context();  // waits for a pending one within the bound (the local stream only)
   [[noreturn]] void fail(const CollectivePart& part, uint64_t seq, const GlooResult& result);
 
+  std::mutex context_mu_;  // context_ is set on the stream and read by drop_pending()
   std::shared_ptr<GlooContext> context_;
+  std::shared_future<std::shared_ptr<GlooContext>> pending_;
   std::chrono::milliseconds timeout_;
   int local_rank_;
   // Run on the local stream only, so unguarded.

@@ -77,6 +77,21 @@ class GlooStore {
   virtual std::string get(const std::string& key, std::chrono::milliseconds timeout) const = 0;
 };
 
+// Another context's keys in the same store: "<prefix>/<key>" (a group of devices across workers connects a
+// context of its own through the job's one store).
+class PrefixedStore final : public GlooStore {
+ public:
+  PrefixedStore(const GlooStore& inner, std::string prefix) : inner_(inner), prefix_(std::move(prefix)) {}
+  void set(const std::string& key, const std::string& value) const override { inner_.set(prefix_ + "/" + key, value); }
+  std::string get(const std::string& key, std::chrono::milliseconds timeout) const override {
+    return inner_.get(prefix_ + "/" + key, timeout);
+  }
+
+ private:
+  const GlooStore& inner_;
+  std::string prefix_;
+};
+
 // What one Gloo call came to: status is a moreh_gloo_status; peer the rank it waited for (-1: unknown).
 struct GlooResult {
   int status = MOREH_GLOO_OK;

@@ -13,6 +13,26 @@ namespace moreh::runtime {
 HierarchicalCommunicator::HierarchicalCommunicator(std::vector<PhysicalDevice*> devices, std::vector<int> group_of_rank,
                                                    const Factory& local, const Factory& cross)
     : Communicator(std::move(devices)), group_of_rank_(std::move(group_of_rank)) {
+  layout();
+  std::vector<PhysicalDevice*> leaders;
+  for (int g = 0; g < groups(); ++g) {
+    leaders.push_back(&device(first_of_group_[g]));
+    std::vector<PhysicalDevice*> members;
+    for (int r = first_of_group_[g]; r < first_of_group_[g] + size_of_group_[g]; ++r) members.push_back(&device(r));
+    locals_.push_back(members.size() > 1 ? local(std::move(members)) : nullptr);
+  }
+  cross_ = cross(std::move(leaders));
+}
+
+HierarchicalCommunicator::HierarchicalCommunicator(std::vector<PhysicalDevice*> devices, std::vector<int> group_of_rank,
+                                                   std::vector<std::unique_ptr<Communicator>> locals,
+                                                   std::unique_ptr<Communicator> cross)
+    : Communicator(std::move(devices)), group_of_rank_(std::move(group_of_rank)), locals_(std::move(locals)),
+      cross_(std::move(cross)) {
+  layout();
+}
+
+void HierarchicalCommunicator::layout() {
   if (static_cast<int>(group_of_rank_.size()) != size())
     throw ConfigError(fmt::format("{} group numbers for {} ranks", group_of_rank_.size(), size()));
   for (int r = 0; r < size(); ++r) {
@@ -28,14 +48,49 @@ HierarchicalCommunicator::HierarchicalCommunicator(std::vector<PhysicalDevice*> 
     }
     ++size_of_group_.back();
   }
-  std::vector<PhysicalDevice*> leaders;
-  for (int g = 0; g < groups(); ++g) {
-    leaders.push_back(&device(first_of_group_[g]));
-    std::vector<PhysicalDevice*> members;
-    for (int r = first_of_group_[g]; r < first_of_group_[g] + size_of_group_[g]; ++r) members.push_back(&device(r));
-    locals_.push_back(members.size() > 1 ? local(std::move(members)) : nullptr);
+}
+
+std::unique_ptr<Communicator> HierarchicalCommunicator::make_group(const std::vector<int>& ranks) const {
+  std::vector<bool> seen(size(), false);
+  for (int r : ranks) {
+    if (r < 0 || r >= size() || seen[r])
+      throw ConfigError(fmt::format("a group of ranks [{}] of a {}-rank communicator", fmt::join(ranks, ", "), size()));
+    seen[r] = true;
   }
-  cross_ = cross(std::move(leaders));
+  if (ranks.size() < 2) return nullptr;
+  // The nodes in the order the ranks meet them; each node's ranks must be neighbours in `ranks`.
+  std::vector<int> nodes, group_of_rank;
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    const int g = group_of_rank_[ranks[i]];
+    if (nodes.empty() || nodes.back() != g) {
+      if (std::find(nodes.begin(), nodes.end(), g) != nodes.end()) return nullptr;
+      nodes.push_back(g);
+    }
+    group_of_rank.push_back(static_cast<int>(nodes.size()) - 1);
+  }
+  // Each node's part of the group.
+  std::vector<std::vector<int>> local_ranks(nodes.size());
+  for (size_t i = 0; i < ranks.size(); ++i)
+    local_ranks[group_of_rank[i]].push_back(ranks[i] - first_of_group_[group_of_rank_[ranks[i]]]);
+  if (nodes.size() == 1) return locals_[nodes[0]] ? locals_[nodes[0]]->make_group(local_ranks[0]) : nullptr;
+  if (!group_cross_) return nullptr;
+  std::vector<std::unique_ptr<Communicator>> locals;
+  std::vector<PhysicalDevice*> devices, leaders;
+  for (int r : ranks) devices.push_back(&device(r));
+  for (size_t n = 0; n < nodes.size(); ++n) {
+    leaders.push_back(&device(first_of_group_[nodes[n]] + local_ranks[n][0]));
+    if (local_ranks[n].size() == 1) {
+      locals.push_back(nullptr);
+      continue;
+    }
+    auto local = locals_[nodes[n]] ? locals_[nodes[n]]->make_group(local_ranks[n]) : nullptr;
+    if (!local) return nullptr;
+    locals.push_back(std::move(local));
+  }
+  auto cross = group_cross_(ranks, nodes, std::move(leaders));
+  if (!cross) return nullptr;
+  return std::unique_ptr<Communicator>(
+      new HierarchicalCommunicator(std::move(devices), std::move(group_of_rank), std::move(locals), std::move(cross)));
 }
 
 void HierarchicalCommunicator::drop_pending() {

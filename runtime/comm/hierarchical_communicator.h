@@ -33,6 +33,15 @@ class HierarchicalCommunicator final : public Communicator {
   HierarchicalCommunicator(std::vector<PhysicalDevice*> devices, std::vector<int> group_of_rank, const Factory& local,
                            const Factory& cross);
 
+  // A cross communicator for a group of ranks: `ranks` (of this communicator) lie in `nodes` (groups, in the
+  // order the ranks meet them), `leaders` the first rank's device in each.
+  using GroupCross = std::function<std::unique_ptr<Communicator>(
+      const std::vector<int>& ranks, const std::vector<int>& nodes, std::vector<PhysicalDevice*> leaders)>;
+  // Optional: without it, make_group forms groups inside one node only.
+  void set_group_cross(GroupCross f) { group_cross_ = std::move(f); }
+  // nullptr where the ranks of a node are not neighbours in `ranks`, or the parts cannot be formed.
+  std::unique_ptr<Communicator> make_group(const std::vector<int>& ranks) const override;
+
   int groups() const { return static_cast<int>(first_of_group_.size()); }
   int group_of(int rank) const { return group_of_rank_.at(rank); }
   Communicator* local(int group) const { return locals_.at(group).get(); }
@@ -48,12 +57,16 @@ class HierarchicalCommunicator final : public Communicator {
   void drop_pending() override;   // interrupts every part: their waiting ranks stop too
 
  private:
+  HierarchicalCommunicator(std::vector<PhysicalDevice*> devices, std::vector<int> group_of_rank,
+                           std::vector<std::unique_ptr<Communicator>> locals, std::unique_ptr<Communicator> cross);
+  void layout();  // first_of_group_, size_of_group_ from group_of_rank_ (ConfigError when not runs)
   void compose(int rank, const CollectivePart& part);
 
   std::vector<int> group_of_rank_;
   std::vector<int> first_of_group_, size_of_group_;
   std::vector<std::unique_ptr<Communicator>> locals_;
   std::unique_ptr<Communicator> cross_;
+  GroupCross group_cross_;
 };
 
 }  // namespace moreh::runtime

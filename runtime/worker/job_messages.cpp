@@ -9,6 +9,12 @@
 
 namespace moreh::runtime {
 
+std::string group_context_name(const std::vector<int>& ranks) {
+  std::string name = "group";
+  for (int r : ranks) name += " " + std::to_string(r);
+  return name;
+}
+
 namespace {
 constexpr uint32_t kMaxWorkers = 4096;
 constexpr uint64_t kMaxCheckElements = 1ull << 28;  // 1 GiB of float32 per device

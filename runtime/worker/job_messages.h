@@ -1,11 +1,19 @@
 // The payloads of a job's requests between the script's process and a worker (runtime/net/wire_format.h
 // names the message types): opening a job over the workers' devices, and the data plane's check.
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
 
 namespace moreh::runtime {
+
+// The plans a worker keeps for a job, the oldest upload forgotten first; the client forgets the same ones.
+constexpr size_t kWorkerPlanCache = 64;
+
+// The name a group of devices across nodes connects its own Gloo context under (its keys' prefix in the job's
+// rendezvous store): the same in every process of the job.
+std::string group_context_name(const std::vector<int>& ranks);
 
 // kJobOpen: this worker's place among the job's workers and devices.
 struct JobOpen {

@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
+#include <future>
 
 #include "runtime/base/errors.h"
 #include "runtime/base/spdlog_logger.h"
@@ -13,6 +15,7 @@
 #include "runtime/device/remote_device.h"
 #include "runtime/host/host_device.h"
 #include "runtime/net/wire_codec.h"
+#include "runtime/worker/payload_shares.h"
 #include "runtime/worker/plan_codec.h"
 
 namespace moreh::runtime {
@@ -54,6 +57,7 @@ void NodeJob::end(const std::string& why) {
   plans_.clear();
   plan_order_.clear();
   comm_.reset();
+  group_contexts_.clear();
   gloo_.reset();
   devices_.clear();
   job_.reset();
@@ -72,7 +76,7 @@ Message NodeJob::handle(const Message& request, Connection& connection) {
     case MessageType::kPlanUpload:
       return store_plan(request.payload);
     case MessageType::kStep:
-      return run_step(request.payload);
+      return run_step(request.payload, connection);
     case MessageType::kReadBlock:
       return read_block(request.payload);
     default:
@@ -116,6 +120,21 @@ Message NodeJob::open(const JobOpen& open, Connection& connection) {
           },
           [t, gloo](std::vector<PhysicalDevice*> leaders) -> std::unique_ptr<Communicator> {
             return std::make_unique<GlooCommunicator>(std::move(leaders), gloo, t);
+          });
+      // A group across nodes meets over the context connect_groups made before the step was submitted.
+      static_cast<HierarchicalCommunicator&>(*comm_).set_group_cross(
+          [this, t, me = static_cast<int>(open.worker)](const std::vector<int>& ranks, const std::vector<int>& nodes,
+                                                        std::vector<PhysicalDevice*> leaders) -> std::unique_ptr<Communicator> {
+            std::promise<std::shared_ptr<GlooContext>> ready;
+            const auto mine = std::find(nodes.begin(), nodes.end(), me);
+            const auto context = group_contexts_.find(ranks);
+            if (mine != nodes.end() && context == group_contexts_.end())
+              throw ConfigError(fmt::format("the {} was not connected before its step", group_context_name(ranks)));
+            if (mine == nodes.end())
+              return std::make_unique<GlooCommunicator>(std::move(leaders), std::shared_future<std::shared_ptr<GlooContext>>(), -1, t);
+            ready.set_value(context->second);
+            return std::make_unique<GlooCommunicator>(std::move(leaders), ready.get_future().share(),
+                                                      static_cast<int>(mine - nodes.begin()), t);
           });
     }
   } catch (...) {
@@ -224,11 +243,35 @@ Message NodeJob::store_plan(std::string_view payload) {
       plan_order_.pop_front();
     }
   }
-  plans_[key] = std::move(plan);
+  std::vector<int> mine;
+  for (const auto& p : plan->programs) mine.push_back(p.device);
+  std::vector<bool> launched = launched_nodes(*plan, mine);
+  plans_[key] = StoredPlan{std::move(plan), std::move(launched)};
   return Message{MessageType::kPlanStored, {}};
 }
 
-Message NodeJob::run_step(std::string_view payload) {
+void NodeJob::connect_groups(const Plan& plan, Connection& connection) {
+  auto* hierarchy = dynamic_cast<HierarchicalCommunicator*>(comm_.get());
+  if (!hierarchy) return;  // one node: its groups are in-process
+  const int me = static_cast<int>(job_->worker);
+  for (const std::vector<int>& ranks : plan.groups) {
+    if (group_contexts_.count(ranks)) continue;
+    std::vector<int> nodes;
+    for (int r : ranks) {
+      if (r < 0 || r >= hierarchy->size()) throw ProtocolError(fmt::format("a plan's group names device {}", r));
+      const int n = hierarchy->group_of(r);
+      if (std::find(nodes.begin(), nodes.end(), n) == nodes.end()) nodes.push_back(n);
+    }
+    const auto mine = std::find(nodes.begin(), nodes.end(), me);
+    if (nodes.size() < 2 || mine == nodes.end()) continue;
+    const std::string host = job_->data_host.empty() ? options_.data_host : job_->data_host;
+    RelayStore relay(connection, timeout_);
+    group_contexts_[ranks] = connect_gloo(static_cast<int>(mine - nodes.begin()), static_cast<int>(nodes.size()),
+                                          PrefixedStore(relay, group_context_name(ranks)), host, timeout_);
+  }
+}
+
+Message NodeJob::run_step(std::string_view payload, Connection& connection) {
   if (!job_) throw ConfigError("step before job_open");
   if (!executor_ || !options_.codec)
     throw ConfigError("this worker runs no steps (it was started without the backend's kernels)");
@@ -249,10 +292,15 @@ Message NodeJob::run_step(std::string_view payload) {
       throw ProtocolError(fmt::format("step {}: buffer {} of {} bytes named with {}", number, id, b->bytes(), size));
     return b;
   });
-  if (wire.graph.size() != plan->second->num_nodes)
-    throw ProtocolError(fmt::format("step {}: {} nodes for a plan of {}", number, wire.graph.size(), plan->second->num_nodes));
+  const StoredPlan& stored = plan->second;
+  if (wire.graph.size() != stored.plan->num_nodes)
+    throw ProtocolError(fmt::format("step {}: {} nodes for a plan of {}", number, wire.graph.size(), stored.plan->num_nodes));
+  for (uint32_t n : wire.withheld)
+    if (stored.launched[n])
+      throw ProtocolError(fmt::format("step {}: node {} came without its payload, but this worker runs it", number, n));
+  connect_groups(*stored.plan, connection);
   StepExecution step;
-  step.plan = plan->second;
+  step.plan = stored.plan;
   step.graph = std::make_shared<const StepGraph>(std::move(wire.graph));
   step.bindings = std::move(wire.bindings);
   step.step = number;

@@ -13,6 +13,7 @@
 #include <unordered_map>
 
 #include "runtime/comm/communicator.h"
+#include "runtime/comm/gloo_library.h"
 #include "runtime/device/kernel_provider.h"
 #include "runtime/exec/executor.h"
 #include "runtime/memory/virtual_memory.h"
@@ -29,7 +30,7 @@ struct NodeOptions {
   // What runs a step's nodes and reads their payloads (the backend's); without them steps are refused.
   KernelProvider* provider = nullptr;
   const PayloadCodec* codec = nullptr;
-  size_t plan_cache = 64;  // plans kept, by graph hash
+  size_t plan_cache = kWorkerPlanCache;  // plans kept, by the client's key (it mirrors the eviction)
 };
 
 class NodeJob final : public WorkerJob {
@@ -44,7 +45,10 @@ class NodeJob final : public WorkerJob {
   Message open(const JobOpen& open, Connection& connection);
   Message run_check(const CheckRequest& request);
   Message store_plan(std::string_view payload);
-  Message run_step(std::string_view payload);
+  Message run_step(std::string_view payload, Connection& connection);
+  // Connects this node's rank of each group of the plan's that spans several nodes and holds one of its
+  // devices, in the plan's order (the client and the other workers go in the same order), once per job.
+  void connect_groups(const Plan& plan, Connection& connection);
   Message read_block(std::string_view payload);
 
   NodeOptions options_;
@@ -54,12 +58,17 @@ class NodeJob final : public WorkerJob {
   std::unique_ptr<Communicator> comm_;
   std::shared_ptr<void> gloo_;  // the data plane's connections between nodes
   std::string broken_;          // why the data plane cannot be used again in this job
-  // Steps: the plans uploaded (by graph hash, oldest first out), the client's buffers this node holds (by the
-  // client's id), and the executor that runs this node's programs.
+  // Steps: the plans uploaded (by the client's key, oldest first out) with the nodes their programs here run,
+  // the client's buffers this node holds (by the client's id), and the executor that runs this node's programs.
+  struct StoredPlan {
+    std::shared_ptr<const Plan> plan;
+    std::vector<bool> launched;
+  };
   VirtualMemory vm_;
-  std::map<uint64_t, std::shared_ptr<const Plan>> plans_;
+  std::map<uint64_t, StoredPlan> plans_;
   std::deque<uint64_t> plan_order_;
   std::unordered_map<uint64_t, std::shared_ptr<Buffer>> buffers_;
+  std::map<std::vector<int>, std::shared_ptr<GlooContext>> group_contexts_;  // by the group's ranks
   std::unique_ptr<Executor> executor_;
 };
 

@@ -98,13 +98,20 @@ void get_small(WireReader& r, V& v, const char* what, uint32_t limit) {
   }
 }
 
+// The byte after a node's payload.
+enum PayloadFlag : uint8_t { kNoPayload = 0, kPayload = 1, kWithheld = 2 };
+
 }  // namespace
 
 std::string encode_step(const StepGraph& graph, const std::vector<std::shared_ptr<Buffer>>& bindings,
-                        const PayloadCodec& codec) {
+                        const PayloadCodec& codec, const std::vector<PayloadShare>& shares) {
+  if (!shares.empty() && shares.size() != graph.size())
+    throw Error(fmt::format("encode_step: {} payload shares for {} nodes", shares.size(), graph.size()));
   WireWriter w;
   w.u32(static_cast<uint32_t>(graph.size()));
-  for (const Node& n : graph.nodes()) {
+  for (uint32_t i = 0; i < graph.size(); ++i) {
+    const Node& n = graph.nodes()[i];
+    const PayloadShare share = shares.empty() ? PayloadShare{} : shares[i];
     w.bytes(op_name(n.op));
     w.u32(static_cast<uint32_t>(n.attrs.size()));
     for (const auto& a : n.attrs) put_attr(w, a);
@@ -118,8 +125,13 @@ std::string encode_step(const StepGraph& graph, const std::vector<std::shared_pt
     put_small(w, n.input_args);
     put_small(w, n.attr_args);
     put_small(w, n.output_rets);
-    w.bytes(n.payload ? codec.encode(n) : std::string());
-    w.u8(n.payload ? 1 : 0);
+    if (!n.payload) {
+      w.bytes({}).u8(kNoPayload);
+    } else if (share.kind == PayloadShare::Kind::kWithheld) {
+      w.bytes({}).u8(kWithheld);
+    } else {
+      w.bytes(codec.encode(n, share.kind == PayloadShare::Kind::kRows ? &share.rows : nullptr)).u8(kPayload);
+    }
   }
   w.u32(static_cast<uint32_t>(bindings.size()));
   for (const auto& b : bindings) put_buffer(w, b);
@@ -129,7 +141,7 @@ std::string encode_step(const StepGraph& graph, const std::vector<std::shared_pt
 StepWire decode_step(std::string_view payload, const PayloadCodec& codec, const BufferResolver& resolve) {
   WireReader r(payload);
   StepWire out;
-  for (uint32_t i = 0, n = count(r, "nodes", kMaxNodes); i < n; ++i) {
+  for (uint32_t i = 0, nodes = count(r, "nodes", kMaxNodes); i < nodes; ++i) {
     Node node;
     node.op = intern_op(r.bytes(1024));
     for (uint32_t k = 0, m = count(r, "attributes", kMaxRefs); k < m; ++k) node.attrs.push_back(get_attr(r));
@@ -142,8 +154,12 @@ StepWire decode_step(std::string_view payload, const PayloadCodec& codec, const 
     get_small(r, node.attr_args, "attribute argument", 255);
     get_small(r, node.output_rets, "output", 255);
     const std::string bytes = r.bytes(kMaxPayload);
-    const bool has_payload = r.u8() != 0;
-    if (has_payload) node.payload = codec.decode(node, bytes);
+    switch (r.u8()) {
+      case kNoPayload: break;
+      case kPayload: node.payload = codec.decode(node, bytes); break;
+      case kWithheld: out.withheld.push_back(i); break;
+      default: throw ProtocolError("step: a node's payload marked neither sent, withheld nor absent");
+    }
     out.graph.append(std::move(node));
   }
   for (uint32_t i = 0, n = count(r, "bindings", kMaxList); i < n; ++i) out.bindings.push_back(get_buffer(r, resolve));

@@ -40,11 +40,17 @@ KernelTime ProfileTiming::kernel(const runtime::Node& node, const runtime::Local
   return {launch_s_ + std::max(compute, memory) * share + joins, launches * launch_s_};
 }
 
+int ProfileTiming::node_of(int device) const {
+  if (!node_of_device_.empty())
+    return device >= 0 && static_cast<size_t>(device) < node_of_device_.size() ? node_of_device_[device] : -1;
+  return devices_per_node_ > 0 ? device / devices_per_node_ : 0;
+}
+
 const LinkProfile& ProfileTiming::link(const std::vector<int>& devices) const {
-  if (devices_per_node_ <= 0 || devices.empty()) return profile_.intra_node;
-  const int node = devices.front() / devices_per_node_;
+  if (devices.empty()) return profile_.intra_node;
+  const int node = node_of(devices.front());
   for (int d : devices)
-    if (d / devices_per_node_ != node) return profile_.inter_node;
+    if (node_of(d) != node) return profile_.inter_node;
   return profile_.intra_node;
 }
 

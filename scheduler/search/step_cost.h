@@ -17,6 +17,11 @@ class ProfileTiming final : public StepTiming {
   // `devices_per_node`: devices of one machine (0: all of them); groups that span machines use the network.
   explicit ProfileTiming(DeviceProfile profile, int streams = 1, int devices_per_node = 0)
       : profile_(std::move(profile)), launch_s_(profile_.launch_for(streams)), devices_per_node_(devices_per_node) {}
+  // Machines of any sizes: `node_of_device[d]` is device d's machine (empty: all on one). The script's
+  // process and its workers (runtime/cluster/remote_cluster.h) hold 1, K, K, ... devices.
+  ProfileTiming(DeviceProfile profile, int streams, std::vector<int> node_of_device)
+      : profile_(std::move(profile)), launch_s_(profile_.launch_for(streams)), devices_per_node_(0),
+        node_of_device_(std::move(node_of_device)) {}
   KernelTime kernel(const runtime::Node& node, const runtime::LocalLaunch* local, double share) const override;
   double scalar_kernel() const override { return launch_s_; }
   double block_pass(double bytes) const override { return launch_s_ + 2 * bytes / profile_.memory_bytes_per_s; }
@@ -30,9 +35,11 @@ class ProfileTiming final : public StepTiming {
 
  private:
   const LinkProfile& link(const std::vector<int>& devices) const;
+  int node_of(int device) const;
   DeviceProfile profile_;
   double launch_s_;
   int devices_per_node_;
+  std::vector<int> node_of_device_;
 };
 
 // A step's predicted seconds under `profile` (the makespan of simulate_plan with a ProfileTiming).

@@ -221,6 +221,53 @@ def test_moreh_smi_shows_the_nodes_and_their_devices(workers, tmp_path):
     assert "Nodes:" in p.stdout and f"127.0.0.1:{workers.ports[0]}" in p.stdout and "2 x host" in p.stdout
 
 
+NODE_FLAVOR_SCRIPT = """
+import torch
+p = torch.moreh.get_device_properties()
+x = torch.arange(12.0).reshape(6, 2)
+print(p.flavor, p.num_physical_devices, torch.moreh.device_count(), (x.to("moreh") * 2).sum().item())
+"""
+
+
+def test_moreh_switch_model_lists_node_flavors_and_a_script_runs_on_the_one_chosen(workers, tmp_path):
+    workers.start(1)
+    workers.start(2)
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    (cfg / "config").write_text(f"workers = {workers.endpoints()}\nworker_token_file = {workers.token_file}\n")
+    e = env(MOREH_CONFIG_DIR=str(cfg))
+    e.pop("MOREH_FLAVOR", None), e.pop("MOREH_NUM_DEVICES", None), e.pop("MOREH_WORKERS", None)
+
+    def switch(*args):
+        p = subprocess.run([sys.executable, "-m", "moreh_tools.moreh_switch_model", *args], capture_output=True,
+                           text=True, env=e, timeout=60)
+        assert p.returncode == 0, p.stderr
+        return p.stdout
+
+    listed = switch("--list")
+    assert "14. Nodes.1" in listed and "15. Nodes.2" in listed and "16." not in listed, listed
+    assert f"127.0.0.1:{workers.ports[0]}: 1 host device" in listed, listed
+    assert f"127.0.0.1:{workers.ports[1]}: 2 host devices" in listed, listed
+    switch("--set", "15")
+    saved = (cfg / "config").read_text()
+    assert "flavor = Nodes.2" in saved and f"workers = {workers.endpoints()}" in saved, saved  # the cluster kept
+    assert switch("--current").strip() == "Nodes.2"
+    # A script started without MOREH_WORKERS runs on this process's device and the two workers' three.
+    p = subprocess.run([sys.executable, "-c", NODE_FLAVOR_SCRIPT], capture_output=True, text=True, env=e, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.split() == ["Nodes.2", "4", "1", "132.0"], p.stdout
+    # Nodes.1: the first worker only.
+    switch("--set", "Nodes.1")
+    p = subprocess.run([sys.executable, "-c", NODE_FLAVOR_SCRIPT], capture_output=True, text=True, env=e, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert p.stdout.split()[:2] == ["Nodes.1", "2"], p.stdout
+    # A node flavor over more workers than the file lists stops the import, naming the file.
+    (cfg / "config").write_text(f"workers = {workers.endpoints([0])}\n")
+    p = subprocess.run([sys.executable, "-c", NODE_FLAVOR_SCRIPT], capture_output=True, text=True,
+                       env=dict(e, MOREH_FLAVOR="Nodes.2"), timeout=120)
+    assert p.returncode != 0 and "Nodes.2" in p.stderr and str(cfg / "config") in p.stderr, p.stderr[-2000:]
+
+
 SCRIPT = ("import os, sys; sys.path.insert(0, {backend!r}); from moreh_tools import _native; "
           "r = _native.cluster_check(os.environ['MOREH_WORKERS'], os.environ['MOREH_WORKER_TOKEN_FILE'], "
           "'all_gather', 100, 1, 1, 20.0, 5.0); print('workers', os.environ['MOREH_WORKERS'], 'correct', r['correct'], "
@@ -336,7 +383,13 @@ def assert_same(ref, got, exact):
     ("gpt", (1, 2), "", False),  # a worker with two devices: in-process collectives inside it
     ("gpt2", (4, 1), "", False),  # Hugging Face GPT-2 over four workers
     ("gpt", (2, 1), "num_stages : 3, num_micro_batches : 2", True),  # a pipeline through both workers
+    # Groups across workers: each stage's two replicas all-reduce over a Gloo context of their own ...
+    ("gpt", (3, 1), "num_stages : 2, num_micro_batches : 2", True),
+    # ... also where the group's device on a worker is not the worker's first (this process's device 0 with
+    # the worker's second)
+    ("gpt", (1, 3), "num_stages : 2, num_micro_batches : 2", True),
     ("gpt", (1, 1), "TP : 2", True),
+    ("gpt", (3, 1), "TP : 2", True),  # two TP pairs, each across processes, beside data parallelism
     ("gpt", (2, 1), "distribute_param : true", False),  # ZeRO: reduce-scatter and all-gather over workers
 ], ids=lambda c: f"{c[0]}-{c[1][0]}x{c[1][1]}-{c[2].split(',')[0].replace(' ', '') or 'dp'}")
 def test_training_on_workers_matches_one_process_with_as_many_devices(workers, tmp_path, case):
@@ -407,3 +460,78 @@ def test_a_worker_killed_during_training_is_named_at_the_call_that_waited(worker
         assert time.monotonic() - ended < 5, "the worker still serves the dead script's job"
         time.sleep(0.05)
     assert check(workers, indices=[0])["correct"]
+
+
+SHARD_TRAINING = """
+import json, torch
+torch.manual_seed(0)
+rows, features = 4096, 64  # 1 MiB of inputs a step: enough rows that the scheduler splits the batch
+model = torch.nn.Sequential(torch.nn.Linear(features, 256), torch.nn.ReLU(), torch.nn.Linear(256, 1)).to("moreh")
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+x, y = torch.randn(rows, features), torch.randn(rows, 1)
+losses = []
+def step():
+    opt.zero_grad()
+    loss = torch.nn.functional.mse_loss(model(x.to("moreh")), y.to("moreh"))
+    loss.backward()
+    opt.step()
+    losses.append(loss.item())
+for _ in range(3):
+    step()
+a = torch.moreh.graph_stats()
+for _ in range(4):
+    step()
+b = torch.moreh.graph_stats()
+print(json.dumps({"per_step": (b["control_bytes"] - a["control_bytes"]) / 4, "uploads": b["plan_uploads"] - a["plan_uploads"],
+                  "inputs": (x.numel() + y.numel()) * 4, "losses": losses}))
+"""
+
+
+def run_script(source, env_extra, workers=None, indices=None):
+    e = dict(os.environ, **env_extra)
+    if workers is not None:
+        e.update(MOREH_WORKERS=workers.endpoints(indices), MOREH_WORKER_TOKEN_FILE=workers.token_file)
+    p = subprocess.run([sys.executable, "-c", source], env=e, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-4000:]
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def test_each_worker_is_sent_its_rows_of_the_batch_and_the_nodes_it_runs(workers):
+    for _ in range(3):
+        workers.start(1)
+    # Batch splitting over this process and 3 workers: each worker is sent its quarter of the inputs, not all
+    # of them (which would be 3x the inputs a step).
+    got = run_script(SHARD_TRAINING, {}, workers)
+    assert got["uploads"] == 0  # steady state: steps only
+    assert 0.75 * got["inputs"] <= got["per_step"] < 0.75 * got["inputs"] + 64 * 1024, got
+    ref = run_script(SHARD_TRAINING, {"MOREH_NUM_DEVICES": "4"})
+    for a, b in zip(got["losses"], ref["losses"]):
+        assert abs(a - b) <= 1e-5 * abs(b), (got["losses"], ref["losses"])
+    # A pipeline of two stages over this process and one worker: the worker runs the last stage, which reads
+    # the labels (16 KiB) but not the 1 MiB of features.
+    pipeline = {"MOREH_PARALLELISM": "num_stages : 2, num_micro_batches : 2"}
+    got = run_script(SHARD_TRAINING, pipeline, workers, indices=[0])
+    assert got["per_step"] < 64 * 1024, got
+    ref = run_script(SHARD_TRAINING, dict(pipeline, MOREH_NUM_DEVICES="2"))
+    assert got["losses"] == ref["losses"]
+
+
+MANY_PLANS = """
+import json, torch
+torch.manual_seed(0)
+w = torch.randn(8, 8)
+wm = w.to("moreh")
+sizes = list(range(1, 71)) + [1, 2, 3]  # 70 graphs, past what a worker keeps (64), then the first ones again
+xs = [torch.randn(n, 8) for n in sizes]
+got = [(x.to("moreh") @ wm).sum().item() for x in xs]
+want = [(x @ w).sum().item() for x in xs]
+print(json.dumps({"got": got, "want": want, "uploads": torch.moreh.graph_stats()["plan_uploads"]}))
+"""
+
+
+def test_a_plan_the_worker_has_forgotten_is_uploaded_again(workers):
+    workers.start(1)
+    got = run_script(MANY_PLANS, {}, workers)
+    for a, b in zip(got["got"], got["want"]):
+        assert abs(a - b) <= 1e-4 * max(1.0, abs(b))
+    assert got["uploads"] >= 73  # the first three plans went twice

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <future>
 #include <latch>
 #include <map>
 #include <memory>
@@ -299,6 +300,21 @@ INSTANTIATE_TEST_SUITE_P(Gloo, GlooCollectivesTest, ::testing::Values(2, 3, 4),
                            return std::to_string(info.param) + "_ranks";
                          });
 
+// Worker w (0 or 1) of two with two host devices each: its own devices, stand-ins for the other's, and all
+// four in rank order.
+struct TwoDeviceWorker {
+  explicit TwoDeviceWorker(int w)
+      : d0(2 * w, kCapacity),
+        d1(2 * w + 1, kCapacity),
+        r0(2 * (1 - w), remote_name(1 - w), DeviceKind::kHost, kCapacity),
+        r1(2 * (1 - w) + 1, fmt::format("worker {} (127.0.0.1) host:1", 1 - w), DeviceKind::kHost, kCapacity),
+        devices(w == 0 ? std::vector<PhysicalDevice*>{&d0, &d1, &r0, &r1}
+                       : std::vector<PhysicalDevice*>{&r0, &r1, &d0, &d1}) {}
+  HostDevice d0, d1;
+  RemoteDevice r0, r1;
+  std::vector<PhysicalDevice*> devices;
+};
+
 // 2 workers x 2 host devices: in each worker a HierarchicalCommunicator over all 4 ranks (groups = workers,
 // HostCommunicators inside, Gloo between the leaders); each worker issues its own ranks' parts only.
 TEST(GlooHierarchicalTest, TwoWorkersOfTwoDevicesMatchAFlatComputation) {
@@ -309,12 +325,9 @@ TEST(GlooHierarchicalTest, TwoWorkersOfTwoDevicesMatchAFlatComputation) {
   const uint64_t total = offsets.back() + counts.back();
   auto worker = [&](int w) {
     try {
-      HostDevice d0(2 * w, kCapacity), d1(2 * w + 1, kCapacity);
-      RemoteDevice r0(2 * (1 - w), remote_name(1 - w), DeviceKind::kHost, kCapacity);
-      RemoteDevice r1(2 * (1 - w) + 1, fmt::format("worker {} (127.0.0.1) host:1", 1 - w), DeviceKind::kHost,
-                      kCapacity);
-      const std::vector<PhysicalDevice*> devices =
-          w == 0 ? std::vector<PhysicalDevice*>{&d0, &d1, &r0, &r1} : std::vector<PhysicalDevice*>{&r0, &r1, &d0, &d1};
+      TwoDeviceWorker me(w);
+      HostDevice &d0 = me.d0, &d1 = me.d1;
+      const std::vector<PhysicalDevice*>& devices = me.devices;
       std::shared_ptr<GlooContext> context = connect_gloo(w, 2, kv, "127.0.0.1", kConnect);
       auto host = [](std::vector<PhysicalDevice*> d) -> std::unique_ptr<Communicator> {
         return std::make_unique<HostCommunicator>(std::move(d), kBound);
@@ -423,6 +436,73 @@ TEST(GlooHierarchicalTest, TwoWorkersOfTwoDevicesMatchAFlatComputation) {
       // The other worker's ranks are issued there.
       EXPECT_THROW(comm.barrier(mine[0] ^ 2), ConfigError);
       EXPECT_FALSE(comm.broken());
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "worker " << w << ": " << e.what();
+    }
+  };
+  std::thread w0(worker, 0), w1(worker, 1);
+  w0.join();
+  w1.join();
+}
+
+// Groups of devices across the two workers (a pipeline stage's replicas): {1, 3} (neither worker's first
+// device) and {0, 2} all-reduce at the same time, each over a Gloo context of its own that connects when the
+// group is made; a group inside one worker needs no Gloo; ranks of one worker that are not neighbours in the
+// group, or no factory for the cross part, give no group.
+TEST(GlooHierarchicalTest, GroupsAcrossWorkersMeetOverContextsOfTheirOwn) {
+  MemoryStore kv;
+  auto worker = [&](int w) {
+    try {
+      TwoDeviceWorker me(w);
+      HostDevice &d0 = me.d0, &d1 = me.d1;
+      const std::vector<PhysicalDevice*>& devices = me.devices;
+      std::shared_ptr<GlooContext> context = connect_gloo(w, 2, kv, "127.0.0.1", kConnect);
+      HierarchicalCommunicator comm(
+          devices, {0, 0, 1, 1},
+          [](std::vector<PhysicalDevice*> d) -> std::unique_ptr<Communicator> {
+            return std::make_unique<HostCommunicator>(std::move(d), kBound);
+          },
+          [&](std::vector<PhysicalDevice*> d) -> std::unique_ptr<Communicator> {
+            return std::make_unique<GlooCommunicator>(std::move(d), context, kBound);
+          });
+      EXPECT_EQ(comm.make_group({1, 3}), nullptr);  // no factory for the cross part yet
+      int made = 0;
+      comm.set_group_cross([&](const std::vector<int>& ranks, const std::vector<int>& nodes,
+                               std::vector<PhysicalDevice*> leaders) -> std::unique_ptr<Communicator> {
+        ++made;
+        EXPECT_EQ(nodes, (std::vector<int>{0, 1}));
+        EXPECT_EQ(leaders[w]->index(), ranks[w]);  // the group's device in each worker, not the worker's first
+        const std::string name = fmt::format("group {} {}", ranks[0], ranks[1]);
+        auto pending = std::async(std::launch::async, [&kv, name, w] {
+                         return connect_gloo(w, 2, PrefixedStore(kv, name), "127.0.0.1", kConnect);
+                       }).share();
+        return std::make_unique<GlooCommunicator>(std::move(leaders), pending, w, kBound);
+      });
+      EXPECT_EQ(comm.make_group({0, 2, 1}), nullptr);  // worker 0's ranks apart
+      auto odd = comm.make_group({1, 3}), even = comm.make_group({0, 2}), inside = comm.make_group({2 * w + 1, 2 * w});
+      ASSERT_TRUE(odd && even && inside);
+      EXPECT_EQ(made, 2);
+      constexpr uint64_t kCount = 1000;
+      auto filled = [&](HostDevice& d, float base) {
+        auto b = d.allocate(kCount * 4);
+        for (uint64_t i = 0; i < kCount; ++i) reinterpret_cast<float*>(b->data())[i] = base + static_cast<float>(i);
+        return b;
+      };
+      auto x0 = filled(d0, 100.0f * (2 * w)), x1 = filled(d1, 100.0f * (2 * w + 1));
+      auto y0 = filled(d0, 1.0f), y1 = filled(d1, 2.0f);
+      even->all_reduce(w, x0->data(), x0->data(), kCount, DataType::kFloat32, ReduceOp::kSum);
+      odd->all_reduce(w, x1->data(), x1->data(), kCount, DataType::kFloat32, ReduceOp::kSum);
+      inside->all_reduce(0, y1->data(), y1->data(), kCount, DataType::kFloat32, ReduceOp::kSum);  // rank 0: d1
+      inside->all_reduce(1, y0->data(), y0->data(), kCount, DataType::kFloat32, ReduceOp::kSum);
+      d0.synchronize(kBound);
+      d1.synchronize(kBound);
+      for (uint64_t i = 0; i < kCount; ++i) {
+        const float f = static_cast<float>(i);
+        ASSERT_EQ(reinterpret_cast<float*>(x0->data())[i], 0.0f + 200.0f + 2 * f) << "group {0, 2}" << at(2 * w);
+        ASSERT_EQ(reinterpret_cast<float*>(x1->data())[i], 100.0f + 300.0f + 2 * f) << "group {1, 3}" << at(2 * w + 1);
+        ASSERT_EQ(reinterpret_cast<float*>(y0->data())[i], 3.0f + 2 * f) << "a group inside worker " << w;
+      }
+      EXPECT_THROW(even->barrier(1 - w), ConfigError);  // the other worker's rank of the group
     } catch (const std::exception& e) {
       ADD_FAILURE() << "worker " << w << ": " << e.what();
     }

@@ -54,6 +54,12 @@ TEST(StepCostTest, CollectivesFollowTheRingOrTheSharedMemoryRendezvous) {
   EXPECT_NEAR(nodes.message(1e6, 0, 1), 10e-6 + 1e6 / 1e9, 1e-12);
   EXPECT_NEAR(nodes.message(1e6, 1, 2), 100e-6 + 1e6 / 0.1e9, 1e-12);
   EXPECT_GT(nodes.collective(Kind::kAllReduce, 1e6, four), ring.collective(Kind::kAllReduce, 1e6, four));
+  // Machines of uneven sizes (the script's process with one device, a worker with three).
+  const ProfileTiming uneven(toy(), 1, std::vector<int>{0, 1, 1, 1});
+  EXPECT_NEAR(uneven.message(1e6, 0, 1), 100e-6 + 1e6 / 0.1e9, 1e-12);
+  EXPECT_NEAR(uneven.message(1e6, 1, 3), 10e-6 + 1e6 / 1e9, 1e-12);
+  EXPECT_EQ(uneven.collective(Kind::kAllReduce, 1e6, {1, 2, 3}), ring.collective(Kind::kAllReduce, 1e6, {1, 2, 3}));
+  EXPECT_GT(uneven.collective(Kind::kAllReduce, 1e6, {0, 2}), ring.collective(Kind::kAllReduce, 1e6, {0, 2}));
 }
 
 class StepCostPlanTest : public ::testing::Test {
