@@ -4,24 +4,30 @@
 
 #include <algorithm>
 #include <cstring>
+#include <future>
 
 #include "runtime/base/errors.h"
 #include "runtime/base/spdlog_logger.h"
 
 namespace moreh::runtime {
 
+namespace {
+
+std::shared_future<std::shared_ptr<GlooContext>> ready(std::shared_ptr<GlooContext> context) {
+  if (!context) throw ConfigError("a GlooCommunicator needs a connected Gloo context");
+  std::promise<std::shared_ptr<GlooContext>> p;
+  p.set_value(std::move(context));
+  return p.get_future().share();
+}
+
+}  // namespace
+
 GlooCommunicator::GlooCommunicator(std::vector<PhysicalDevice*> devices, std::shared_ptr<GlooContext> context,
                                    std::chrono::milliseconds timeout)
-    : Communicator(std::move(devices)), context_(std::move(context)), timeout_(timeout), local_rank_(-1) {
-  if (!context_) throw ConfigError("a GlooCommunicator needs a connected Gloo context");
-  if (context_->size() != size())
+    : GlooCommunicator(std::move(devices), ready(context), context ? context->rank() : -1, timeout) {
+  if (context->size() != size())
     throw ConfigError(fmt::format("a Gloo context of {} ranks cannot serve a communicator of {} devices",
-                                  context_->size(), size()));
-  if (timeout_.count() <= 0) throw ConfigError("a GlooCommunicator's timeout must be positive");
-  local_rank_ = context_->rank();
-  if (!device(local_rank_).host_accessible())
-    throw ConfigError(fmt::format("Gloo moves host memory, and rank {}'s device {} is not host-accessible",
-                                  local_rank_, device(local_rank_).name()));
+                                  context->size(), size()));
 }
 
 GlooCommunicator::GlooCommunicator(std::vector<PhysicalDevice*> devices,
@@ -38,23 +44,22 @@ GlooCommunicator::GlooCommunicator(std::vector<PhysicalDevice*> devices,
 }
 
 GlooContext& GlooCommunicator::context() {
-  {
-    std::lock_guard lock(context_mu_);
-    if (context_) return *context_;
-  }
   if (pending_.wait_for(timeout_) != std::future_status::ready)
     throw TimeoutError(fmt::format("the data plane's connections for a group of {} devices did not open within {} ms",
                                    size(), timeout_.count()));
-  std::shared_ptr<GlooContext> c = pending_.get();  // the connect's own error, if it failed
-  if (c->size() != size() || c->rank() != local_rank_)
-    throw ConfigError(fmt::format("a Gloo context of rank {} of {} cannot serve rank {} of {} devices", c->rank(),
-                                  c->size(), local_rank_, size()));
-  {
-    std::lock_guard lock(context_mu_);
-    context_ = c;
+  const std::shared_ptr<GlooContext>& c = pending_.get();  // the connect's own error, if it failed
+  if (!context_checked_) {
+    if (c->size() != size() || c->rank() != local_rank_)
+      throw ConfigError(fmt::format("a Gloo context of rank {} of {} cannot serve rank {} of {} devices", c->rank(),
+                                    c->size(), local_rank_, size()));
+    context_checked_ = true;
+    if (broken()) c->abort(broken_reason());  // broken while it connected: its peers stop too
   }
-  if (broken()) c->abort(broken_reason());  // broken while it connected: its peers stop too
   return *c;
+}
+
+bool GlooCommunicator::connected() const {
+  return pending_.valid() && pending_.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
 }
 
 void GlooCommunicator::check(int rank, const CollectivePart& part) const {
@@ -77,8 +82,11 @@ void GlooCommunicator::enqueue_part(int rank, CollectivePart part) {
 }
 
 void GlooCommunicator::drop_pending() {
-  std::lock_guard lock(context_mu_);
-  if (context_) context_->abort(broken_reason());
+  if (!connected()) return;  // still connecting: its first part finds the communicator broken
+  try {
+    pending_.get()->abort(broken_reason());
+  } catch (const std::exception&) {  // the connect failed: nothing to close
+  }
 }
 
 void GlooCommunicator::run_part(int rank, const CollectivePart& part) {

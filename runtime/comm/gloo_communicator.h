@@ -28,7 +28,6 @@
 #include <future>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <vector>
 
 #include "runtime/comm/communicator.h"
@@ -62,11 +61,11 @@ class GlooCommunicator final : public Communicator {
  private:
   void check(int rank, const CollectivePart& part) const;
   GlooContext& context();  // waits for a pending one within the bound (the local stream only)
+  bool connected() const;  // the context is there (or its connect has failed)
   [[noreturn]] void fail(const CollectivePart& part, uint64_t seq, const GlooResult& result);
 
-  std::mutex context_mu_;  // context_ is set on the stream and read by drop_pending()
-  std::shared_ptr<GlooContext> context_;
-  std::shared_future<std::shared_ptr<GlooContext>> pending_;
+  std::shared_future<std::shared_ptr<GlooContext>> pending_;  // ready at once for a connected context
+  bool context_checked_ = false;  // its size and rank against this communicator's (the local stream only)
   std::chrono::milliseconds timeout_;
   int local_rank_;
   // Run on the local stream only, so unguarded.

@@ -50,6 +50,15 @@ void HierarchicalCommunicator::layout() {
   }
 }
 
+std::vector<int> HierarchicalCommunicator::nodes_of(const std::vector<int>& ranks) const {
+  std::vector<int> nodes;
+  for (int r : ranks) {
+    if (r < 0 || r >= size()) throw ConfigError(fmt::format("rank {} of a {}-rank communicator", r, size()));
+    if (std::find(nodes.begin(), nodes.end(), group_of_rank_[r]) == nodes.end()) nodes.push_back(group_of_rank_[r]);
+  }
+  return nodes;
+}
+
 std::unique_ptr<Communicator> HierarchicalCommunicator::make_group(const std::vector<int>& ranks) const {
   std::vector<bool> seen(size(), false);
   for (int r : ranks) {

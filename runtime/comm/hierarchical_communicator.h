@@ -42,6 +42,9 @@ class HierarchicalCommunicator final : public Communicator {
   // nullptr where the ranks of a node are not neighbours in `ranks`, or the parts cannot be formed.
   std::unique_ptr<Communicator> make_group(const std::vector<int>& ranks) const override;
 
+  // The groups (nodes) `ranks` lie in, in the order the ranks meet them (ConfigError for a rank out of range).
+  std::vector<int> nodes_of(const std::vector<int>& ranks) const;
+
   int groups() const { return static_cast<int>(first_of_group_.size()); }
   int group_of(int rank) const { return group_of_rank_.at(rank); }
   Communicator* local(int group) const { return locals_.at(group).get(); }

@@ -125,16 +125,12 @@ Message NodeJob::open(const JobOpen& open, Connection& connection) {
       static_cast<HierarchicalCommunicator&>(*comm_).set_group_cross(
           [this, t, me = static_cast<int>(open.worker)](const std::vector<int>& ranks, const std::vector<int>& nodes,
                                                         std::vector<PhysicalDevice*> leaders) -> std::unique_ptr<Communicator> {
-            std::promise<std::shared_ptr<GlooContext>> ready;
-            const auto mine = std::find(nodes.begin(), nodes.end(), me);
-            const auto context = group_contexts_.find(ranks);
-            if (mine != nodes.end() && context == group_contexts_.end())
-              throw ConfigError(fmt::format("the {} was not connected before its step", group_context_name(ranks)));
-            if (mine == nodes.end())
+            if (std::find(nodes.begin(), nodes.end(), me) == nodes.end())
               return std::make_unique<GlooCommunicator>(std::move(leaders), std::shared_future<std::shared_ptr<GlooContext>>(), -1, t);
-            ready.set_value(context->second);
-            return std::make_unique<GlooCommunicator>(std::move(leaders), ready.get_future().share(),
-                                                      static_cast<int>(mine - nodes.begin()), t);
+            const auto context = group_contexts_.find(ranks);
+            if (context == group_contexts_.end())
+              throw ConfigError(fmt::format("the {} was not connected before its step", group_context_name(ranks)));
+            return std::make_unique<GlooCommunicator>(std::move(leaders), context->second, t);
           });
     }
   } catch (...) {
@@ -256,12 +252,7 @@ void NodeJob::connect_groups(const Plan& plan, Connection& connection) {
   const int me = static_cast<int>(job_->worker);
   for (const std::vector<int>& ranks : plan.groups) {
     if (group_contexts_.count(ranks)) continue;
-    std::vector<int> nodes;
-    for (int r : ranks) {
-      if (r < 0 || r >= hierarchy->size()) throw ProtocolError(fmt::format("a plan's group names device {}", r));
-      const int n = hierarchy->group_of(r);
-      if (std::find(nodes.begin(), nodes.end(), n) == nodes.end()) nodes.push_back(n);
-    }
+    const std::vector<int> nodes = hierarchy->nodes_of(ranks);
     const auto mine = std::find(nodes.begin(), nodes.end(), me);
     if (nodes.size() < 2 || mine == nodes.end()) continue;
     const std::string host = job_->data_host.empty() ? options_.data_host : job_->data_host;
