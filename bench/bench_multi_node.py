@@ -19,7 +19,8 @@ batch split over N devices, with this process as node 0 and W workers of one dev
 one process with N devices. Printed per steady step (steps 4 to 12): the time divided by one process's, the
 bytes on the loopback wire against the prediction (the plan's collective bytes per device x N, Gloo's ring
 among the N leaders, plus the step requests the client sent), and the plan uploads against the steps sent
-(a plan goes to each worker once).
+(a plan goes to each worker once), and a steady step's request alone (what changed of the step graph, the
+worker's rows of the inputs).
 """
 import argparse
 import json
@@ -69,6 +70,7 @@ for i, x in enumerate(data):
     if i == 4:
         torch.moreh.synchronize()
         start_bytes = lo()
+        start_stats = torch.moreh.graph_stats()
     t = time.perf_counter()
     _, loss = model(x[:, :-1].to("moreh"), x[:, 1:].to("moreh"))
     loss.backward()
@@ -80,7 +82,8 @@ for i, x in enumerate(data):
 steady = len(times)
 wire = (lo() - start_bytes) / steady
 stats = torch.moreh.graph_stats()
-print(json.dumps(dict(step_s=sorted(times)[steady // 2], wire=wire, loss=loss.item(), stats=stats,
+steady_control = {{k: stats[k] - start_stats[k] for k in ("control_bytes", "remote_steps", "plan_uploads")}}
+print(json.dumps(dict(step_s=sorted(times)[steady // 2], wire=wire, loss=loss.item(), stats=stats, steady=steady_control,
                       inputs=2 * data[0][:, 1:].numel() * data[0].element_size(),
                       collective=torch.moreh.last_plan().get("collective_bytes_per_device", 0))))
 """
@@ -102,7 +105,7 @@ def bench_training(token_file):
     print()
     print("training the tests' GPT (batch 16 x 64 tokens, AdamW), batch split; this process is node 0")
     print(f"{'devices':>7} {'workers':>7} {'ms/step':>8} {'÷ one':>6} {'wire KB':>8} {'pred KB':>8} {'wire ÷ pred':>11} "
-          f"{'uploads':>7} {'steps sent':>10} {'KB/request':>10} {'inputs KB':>9}")
+          f"{'uploads':>7} {'steps sent':>10} {'KB/request':>10} {'steady KB':>9} {'inputs KB':>9}")
     for workers in (1, 3):
         n = workers + 1
         base = train({"MOREH_NUM_DEVICES": str(n)})
@@ -114,10 +117,14 @@ def bench_training(token_file):
         steps = r["stats"]["remote_steps"]
         control = r["stats"]["control_bytes"] / max(steps, 1) * workers  # per step, to every worker
         predicted = r["collective"] * n + control
+        # A steady step's request alone (no plan upload): its rows of the inputs, and what changed of the graph.
+        steady = r["steady"]["control_bytes"] / max(r["steady"]["remote_steps"], 1)
+        assert r["steady"]["plan_uploads"] == 0, r["steady"]
         assert abs(r["loss"] - base["loss"]) <= 1e-4 * abs(base["loss"]), (r["loss"], base["loss"])
         print(f"{n:>7} {workers:>7} {r['step_s'] * 1e3:>8.1f} {r['step_s'] / base['step_s']:>6.2f} "
               f"{r['wire'] / 1e3:>8.1f} {predicted / 1e3:>8.1f} {r['wire'] / predicted:>11.3f} "
-              f"{r['stats']['plan_uploads']:>7} {steps:>10} {control / workers / 1e3:>10.1f} {r['inputs'] / 1e3:>9.1f}")
+              f"{r['stats']['plan_uploads']:>7} {steps:>10} {control / workers / 1e3:>10.1f} {steady / 1e3:>9.2f} "
+              f"{r['inputs'] / 1e3:>9.1f}")
 
 
 def start_workers(count, devices, token_file):

@@ -158,7 +158,7 @@ void RemoteCluster::submit(const std::shared_ptr<const StepExecution>& step,
       plan = std::make_shared<const std::string>(WireWriter().u64(key).bytes(encode_plan(*step->plan, mine)).take());
       std::vector<bool> host_input;
       for (const Node& n : step->graph->nodes()) host_input.push_back(n.host_input);
-      shares = worker.plans.emplace(key, payload_shares(*step->plan, mine, host_input)).first;
+      shares = worker.plans.emplace(key, Worker::SentPlan{payload_shares(*step->plan, mine, host_input), {}}).first;
       // The worker forgets its oldest plan past its cache; so does this process, to upload it again.
       worker.plan_order.push_back(key);
       if (worker.plan_order.size() > kWorkerPlanCache) {
@@ -168,14 +168,16 @@ void RemoteCluster::submit(const std::shared_ptr<const StepExecution>& step,
       ++uploads_;
     }
     ++steps_;
-    // Only the payloads of the nodes its devices run, and of the batch only their rows. The nodes name their
-    // buffers by this process's ids, as the bindings do.
-    const std::string request = WireWriter()
-                                    .u64(key)
-                                    .u64(step->step)
-                                    .u64s(worker.released)
-                                    .bytes(encode_step(*step->graph, step->bindings, *codec_, shares->second))
-                                    .take();
+    // Only the payloads of the nodes its devices run, and of the batch only their rows; of the step graph,
+    // only what changed since the worker's last step under this plan.
+    std::sort(worker.released.begin(), worker.released.end());
+    const std::string request =
+        WireWriter()
+            .u64(key)
+            .u64(step->step)
+            .ascending(worker.released)
+            .bytes(shares->second.graph.encode(*step->graph, step->bindings, *codec_, shares->second.shares))
+            .take();
     worker.released.clear();
     control_bytes_ += request.size() + (plan ? plan->size() : 0);
     WorkerSession* session = &job_->worker(static_cast<int>(w));

@@ -48,9 +48,13 @@ class RemoteCluster final : public RemoteRunner {
   struct Worker {
     std::shared_ptr<WorkQueue> queue;
     uint64_t first_device = 0, devices = 0;
-    // Plans uploaded to it (forgotten as the worker forgets them: the oldest past kWorkerPlanCache), and what
-    // of each step under that plan it needs.
-    std::map<uint64_t, std::vector<PayloadShare>> plans;
+    // Plans uploaded to it (forgotten as the worker forgets them: the oldest past kWorkerPlanCache), what of
+    // each step under that plan it needs, and what it holds of the plan's step graph.
+    struct SentPlan {
+      std::vector<PayloadShare> shares;
+      StepEncoder graph;
+    };
+    std::map<uint64_t, SentPlan> plans;
     std::deque<uint64_t> plan_order;
     std::vector<uint64_t> released;  // buffers it may free, sent with its next step
   };

@@ -51,6 +51,22 @@ WireWriter& WireWriter::u64s(const std::vector<uint64_t>& v) {
   return *this;
 }
 
+WireWriter& WireWriter::varint(uint64_t v) {
+  for (; v >= 0x80; v >>= 7) out_.push_back(static_cast<char>((v & 0x7f) | 0x80));
+  out_.push_back(static_cast<char>(v));
+  return *this;
+}
+WireWriter& WireWriter::ascending(const std::vector<uint64_t>& v) {
+  u32(static_cast<uint32_t>(v.size()));
+  uint64_t last = 0;
+  for (uint64_t x : v) {
+    if (x < last) throw Error("WireWriter::ascending: the numbers are not in ascending order");
+    varint(x - last);
+    last = x;
+  }
+  return *this;
+}
+
 std::string_view WireReader::take(size_t n) {
   if (n > in_.size() - at_)
     throw ProtocolError(fmt::format("payload ends after {} bytes where {} more were expected", in_.size(), n));
@@ -82,6 +98,30 @@ std::vector<uint64_t> WireReader::u64s(uint32_t max_count) {
 }
 void WireReader::finish() const {
   if (at_ != in_.size()) throw ProtocolError(fmt::format("{} unexpected bytes after the payload", in_.size() - at_));
+}
+
+uint64_t WireReader::varint() {
+  uint64_t v = 0;
+  for (int shift = 0; shift < 70; shift += 7) {
+    const uint8_t b = u8();
+    if (shift == 63 && b > 1) break;
+    v |= static_cast<uint64_t>(b & 0x7f) << shift;
+    if (!(b & 0x80)) return v;
+  }
+  throw ProtocolError("a varint longer than 64 bits");
+}
+std::vector<uint64_t> WireReader::ascending(uint32_t max_count) {
+  const uint32_t n = u32();
+  if (n > max_count) throw ProtocolError(fmt::format("a list of {} numbers is over its bound of {}", n, max_count));
+  std::vector<uint64_t> v;
+  v.reserve(std::min<size_t>(n, in_.size() - at_));
+  uint64_t last = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    const uint64_t gap = varint();
+    if (last + gap < last) throw ProtocolError("ascending numbers past 64 bits");
+    v.push_back(last += gap);
+  }
+  return v;
 }
 
 }  // namespace moreh::runtime

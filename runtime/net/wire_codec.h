@@ -16,6 +16,9 @@ class WireWriter {
   WireWriter& f64(double v);
   WireWriter& bytes(std::string_view v);  // a u32 length, then the bytes
   WireWriter& u64s(const std::vector<uint64_t>& v);
+  WireWriter& varint(uint64_t v);  // LEB128: 7 bits a byte, small numbers in one
+  // Ascending numbers as their count and the gaps between them, each a varint (ids freed together are near).
+  WireWriter& ascending(const std::vector<uint64_t>& v);
   std::string take() { return std::move(out_); }
 
  private:
@@ -32,6 +35,8 @@ class WireReader {
   // At most `bound` bytes (ProtocolError past it, or past the payload's end).
   std::string bytes(uint32_t bound = UINT32_MAX);
   std::vector<uint64_t> u64s(uint32_t max_count);
+  uint64_t varint();  // ProtocolError past 10 bytes
+  std::vector<uint64_t> ascending(uint32_t max_count);
   // ProtocolError when bytes are left over (a payload longer than its message).
   void finish() const;
 

@@ -8,7 +8,7 @@
 
 namespace moreh::runtime {
 
-constexpr uint16_t kProtocolVersion = 2;  // 2: a step withholds the payloads a worker does not run
+constexpr uint16_t kProtocolVersion = 3;  // 2: a step withholds payloads; 3: a step sends what changed
 constexpr size_t kFrameHeaderBytes = 12;
 // Messages before authentication (hello, challenge, proof, refusal) are small: a stranger cannot make a
 // worker allocate more than this.

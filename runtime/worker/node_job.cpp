@@ -242,7 +242,7 @@ Message NodeJob::store_plan(std::string_view payload) {
   std::vector<int> mine;
   for (const auto& p : plan->programs) mine.push_back(p.device);
   std::vector<bool> launched = launched_nodes(*plan, mine);
-  plans_[key] = StoredPlan{std::move(plan), std::move(launched)};
+  plans_[key] = StoredPlan{std::move(plan), std::move(launched), {}};
   return Message{MessageType::kPlanStored, {}};
 }
 
@@ -269,21 +269,21 @@ Message NodeJob::run_step(std::string_view payload, Connection& connection) {
   if (!broken_.empty()) throw CollectiveError(fmt::format("the job's data plane broke earlier ({}); open a new job", broken_));
   WireReader r(payload);
   const uint64_t key = r.u64(), number = r.u64();
-  for (uint64_t id : r.u64s(1u << 24)) buffers_.erase(id);  // the client's buffers it no longer holds
+  for (uint64_t id : r.ascending(1u << 24)) buffers_.erase(id);  // the client's buffers it no longer holds
   const std::string bytes = r.bytes();
   r.finish();
   const auto plan = plans_.find(key);
   if (plan == plans_.end())
     throw ProtocolError(fmt::format("step {}: plan {} was not uploaded to this worker", number, key));
   const int total = static_cast<int>(job_->total_devices());
-  StepWire wire = decode_step(bytes, *options_.codec, [&](uint64_t id, uint64_t size) {
+  StoredPlan& stored = plan->second;
+  StepWire wire = stored.graph.decode(bytes, *options_.codec, [&](uint64_t id, uint64_t size) {
     auto& b = buffers_[id];
     if (!b) b = std::make_shared<Buffer>(vm_, size, total);
     else if (b->bytes() != size)
       throw ProtocolError(fmt::format("step {}: buffer {} of {} bytes named with {}", number, id, b->bytes(), size));
     return b;
   });
-  const StoredPlan& stored = plan->second;
   if (wire.graph.size() != stored.plan->num_nodes)
     throw ProtocolError(fmt::format("step {}: {} nodes for a plan of {}", number, wire.graph.size(), stored.plan->num_nodes));
   for (uint32_t n : wire.withheld)

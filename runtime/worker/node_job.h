@@ -58,11 +58,13 @@ class NodeJob final : public WorkerJob {
   std::unique_ptr<Communicator> comm_;
   std::shared_ptr<void> gloo_;  // the data plane's connections between nodes
   std::string broken_;          // why the data plane cannot be used again in this job
-  // Steps: the plans uploaded (by the client's key, oldest first out) with the nodes their programs here run,
-  // the client's buffers this node holds (by the client's id), and the executor that runs this node's programs.
+  // Steps: the plans uploaded (by the client's key, oldest first out) with the nodes their programs here run
+  // and this node's copy of their step graph, the client's buffers this node holds (by the client's id), and
+  // the executor that runs this node's programs.
   struct StoredPlan {
     std::shared_ptr<const Plan> plan;
     std::vector<bool> launched;
+    StepDecoder graph;
   };
   VirtualMemory vm_;
   std::map<uint64_t, StoredPlan> plans_;

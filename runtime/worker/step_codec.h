@@ -1,7 +1,7 @@
 // A step on the wire, for the workers that run its programs: the step graph's nodes (operator, attributes,
-// tensor references by buffer id, the kernel payload through the backend's codec) and the slot bindings.
-// Each worker gets the payloads of the nodes it runs only, and of the batch only its rows (payload_shares.h).
-// The plan travels apart, once per plan (plan_codec.h).
+// tensor references by binding slot, the kernel payload through the backend's codec) and the slot bindings,
+// as changes to the worker's copy of the plan's graph. Each worker gets the payloads of the nodes it runs
+// only, and of the batch only its rows (payload_shares.h). The plan travels apart, once (plan_codec.h).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -50,10 +50,43 @@ struct StepWire {
   std::vector<uint32_t> withheld;                 // nodes sent without their payload, ascending
 };
 
-// `shares`: per node, what of its payload goes (empty: every payload whole).
-std::string encode_step(const StepGraph& graph, const std::vector<std::shared_ptr<Buffer>>& bindings,
-                        const PayloadCodec& codec, const std::vector<PayloadShare>& shares = {});
-// ProtocolError for a malformed payload, an unknown attribute kind, or a size past its bound.
-StepWire decode_step(std::string_view payload, const PayloadCodec& codec, const BufferResolver& resolve);
+// The client's side of one worker's copy of one plan's step graph. The first step sends every node; later
+// steps send only the nodes whose wire form changed (a host input's new batch, a recorded argument's new
+// value), each whole or as the bytes that changed, the bindings' buffer ids as differences from the last
+// step's, and the step's values (StepValue, Seed).
+// Nodes name buffers by their slot in the bindings, so a node whose buffers are fresh each step is unchanged.
+class StepEncoder {
+ public:
+  // `shares`: per node, what of its payload goes (empty: every payload whole). Every buffer a node names must
+  // be one of `bindings`.
+  std::string encode(const StepGraph& graph, const std::vector<std::shared_ptr<Buffer>>& bindings,
+                     const PayloadCodec& codec, const std::vector<PayloadShare>& shares = {});
+  uint64_t steps() const { return steps_; }
+
+ private:
+  std::vector<std::string> nodes_;     // each node's wire form as last sent
+  std::vector<uint64_t> ids_, sizes_;  // the bindings' as last sent
+  uint64_t steps_ = 0;
+};
+
+// The worker's side: what it holds of the graph between steps, kept with the plan and forgotten with it.
+class StepDecoder {
+ public:
+  // ProtocolError for a malformed payload, an unknown attribute kind, a size past its bound, a slot past the
+  // bindings, or changes to another copy than this one (a step of the encoder's this decoder did not see).
+  // A step that fails leaves the copy as it was.
+  StepWire decode(std::string_view payload, const PayloadCodec& codec, const BufferResolver& resolve);
+
+ private:
+  struct Held {
+    std::string wire;            // as last sent (a patch applies to it)
+    Node node;                   // buffers unset, values as last sent
+    std::vector<uint32_t> refs;  // each input's then output's binding slot + 1 (0: no buffer)
+    bool withheld = false;
+  };
+  std::vector<Held> nodes_;
+  std::vector<uint64_t> ids_, sizes_;
+  uint64_t steps_ = 0;
+};
 
 }  // namespace moreh::runtime

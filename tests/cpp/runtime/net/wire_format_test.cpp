@@ -66,6 +66,29 @@ TEST(WireFormatTest, PayloadsRoundTripAndShortOrLongOnesAreRefused) {
   EXPECT_THROW(WireReader(WireWriter().u32(1000000).take()).u64s(100), ProtocolError);
 }
 
+TEST(WireFormatTest, VarintsAndAscendingListsRoundTripSmallAndRefuseOverlongOnes) {
+  const std::vector<uint64_t> values{0, 1, 127, 128, 300, 1ull << 35, UINT64_MAX};
+  WireWriter w;
+  for (uint64_t v : values) w.varint(v);
+  w.ascending({5, 6, 7, 1000, 1000, 1ull << 40});
+  const std::string p = w.take();
+  WireReader r(p);
+  for (uint64_t v : values) EXPECT_EQ(r.varint(), v);
+  EXPECT_EQ(r.ascending(10), (std::vector<uint64_t>{5, 6, 7, 1000, 1000, 1ull << 40}));
+  EXPECT_NO_THROW(r.finish());
+  EXPECT_EQ(WireWriter().varint(127).take().size(), 1u);
+  EXPECT_EQ(WireWriter().varint(UINT64_MAX).take().size(), 10u);
+  // Each gap of ids freed together is one byte: 4 for the count, 1 for each id below.
+  EXPECT_EQ(WireWriter().ascending({100, 101, 102, 110}).take().size(), 4u + 4u);
+  EXPECT_THROW(WireWriter().ascending({3, 2}), Error);
+  // Past 64 bits, a varint that never ends, a list past its bound or past 64 bits: refused.
+  EXPECT_THROW(WireReader(std::string(10, '\xff') + '\x01').varint(), ProtocolError);
+  EXPECT_THROW(WireReader(std::string(9, '\xff') + '\x02').varint(), ProtocolError);
+  EXPECT_THROW(WireReader(std::string(3, '\xff')).varint(), ProtocolError);
+  EXPECT_THROW(WireReader(WireWriter().ascending({1, 2, 3}).take()).ascending(2), ProtocolError);
+  EXPECT_THROW(WireReader(WireWriter().u32(2).varint(UINT64_MAX).varint(1).take()).ascending(2), ProtocolError);
+}
+
 TEST(EndpointTest, ParsesListsAndRefusesMalformedEntries) {
   EXPECT_EQ(parse_endpoint("127.0.0.1:7000", "X"), (Endpoint{"127.0.0.1", 7000}));
   EXPECT_EQ(parse_endpoint("[::1]:80", "X"), (Endpoint{"::1", 80}));
