@@ -141,6 +141,14 @@ class Communicator {
     return nullptr;
   }
 
+  // Optional: true where messages between ranks a and b travel over a group of the two of their own
+  // (make_group({min, max}), made before a step that sends them runs) rather than over this communicator (a
+  // hierarchy's ranks in different nodes that are not both their node's first).
+  virtual bool messages_need_a_group(int a, int b) const {
+    (void)a, (void)b;
+    return false;
+  }
+
   CollectiveTraffic traffic(int rank) const;
   uint64_t total_bytes_sent() const;
   void reset_traffic();

@@ -335,9 +335,9 @@ void HierarchicalCommunicator::compose(int rank, const CollectivePart& part) {
           cross_->run_in_stream(g, p);
           return;
         }
-        throw ConfigError(fmt::format("{} on rank {}: send and recv between ranks of different groups are supported "
-                                      "only between the groups' first ranks (one device per GPU or per worker)",
-                                      part.describe(), rank));
+        throw ConfigError(fmt::format("{} on rank {}: send and recv between ranks of different groups go over the "
+                                      "groups' first ranks, or over a group of the two where groups across them "
+                                      "can be formed (between workers)", part.describe(), rank));
       }
       CollectivePart p = part;
       p.peer = part.peer - first_of_group_[g];
@@ -345,6 +345,12 @@ void HierarchicalCommunicator::compose(int rank, const CollectivePart& part) {
       return;
     }
   }
+}
+
+bool HierarchicalCommunicator::messages_need_a_group(int a, int b) const {
+  if (!group_cross_ || a < 0 || b < 0 || a >= size() || b >= size()) return false;
+  const int ga = group_of_rank_[a], gb = group_of_rank_[b];
+  return ga != gb && !(first_of_group_[ga] == a && first_of_group_[gb] == b);
 }
 
 }  // namespace moreh::runtime

@@ -12,7 +12,8 @@
 //   barrier:        local, leaders', local
 // avg sums, then scales by 1/N (floating-point types; integer averages are refused). send and recv work
 // within a group, and between two groups' first ranks over the cross communicator (a pipeline over workers of
-// one device each); other pairs are refused. The parts below carry the communicator's bound, so a
+// one device each); other pairs go over a group of the two of their own (messages_need_a_group), or are
+// refused without a group cross factory. The parts below carry the communicator's bound, so a
 // missing rank still fails with TimeoutError naming it, and this communicator breaks with the part.
 #pragma once
 #include <functional>
@@ -41,6 +42,9 @@ class HierarchicalCommunicator final : public Communicator {
   void set_group_cross(GroupCross f) { group_cross_ = std::move(f); }
   // nullptr where the ranks of a node are not neighbours in `ranks`, or the parts cannot be formed.
   std::unique_ptr<Communicator> make_group(const std::vector<int>& ranks) const override;
+
+  // Ranks of different nodes that are not both their node's first, where groups across nodes can be formed.
+  bool messages_need_a_group(int a, int b) const override;
 
   // The groups (nodes) `ranks` lie in, in the order the ranks meet them (ConfigError for a rank out of range).
   std::vector<int> nodes_of(const std::vector<int>& ranks) const;

@@ -101,14 +101,22 @@ void Executor::submit(StepExecution step) {
     mark_step_failed(*step.graph, 0, text);
     throw Error(text);
   }
-  if (!step.plan->groups.empty()) {  // their communicators exist before any program runs
+  // The groups' communicators exist before any program runs: the plan's, then those of the pairs whose
+  // messages need one (every process of a job forms them in this order).
+  std::vector<std::vector<int>> groups = step.plan->groups;
+  if (comm_ && step.plan->programs.size() > 1) {
+    std::vector<std::vector<int>> pairs =
+        message_groups(*step.plan, [this](int a, int b) { return comm_->messages_need_a_group(a, b); });
+    groups.insert(groups.end(), std::make_move_iterator(pairs.begin()), std::make_move_iterator(pairs.end()));
+  }
+  if (!groups.empty()) {
     std::lock_guard<std::mutex> lock(groups_mu_);
-    for (const std::vector<int>& members : step.plan->groups) {
+    for (const std::vector<int>& members : groups) {
       if (groups_.count(members)) continue;
       std::unique_ptr<Communicator> group = comm_ ? comm_->make_group(members) : nullptr;
       if (!group) {
-        const std::string text = fmt::format("the step's plan cannot run: its collectives over devices {} need a "
-                                             "group of devices, which this build's collectives for {} cannot form",
+        const std::string text = fmt::format("the step's plan cannot run: its collectives or messages over devices "
+                                             "{} need a group of devices, which this build's collectives for {} cannot form",
                                              fmt::join(members, ", "), devices_.at(0)->name());
         mark_step_failed(*step.graph, 0, text);
         throw Error(text);
@@ -579,6 +587,13 @@ void Executor::run_collective(const StepExecution& step, const DeviceProgram& pr
       if (receives) p.recv = w.data;
       p.peer = ins.kind == Instruction::Kind::kBroadcast ? 0 : static_cast<int>(ins.aux);
       auto [comm, crank] = on();
+      if (ins.kind != Instruction::Kind::kBroadcast && ins.group == 0 && comm->messages_need_a_group(rank, p.peer)) {
+        // Over the pair's own group (made at submit): rank 0 is the lower device.
+        std::lock_guard<std::mutex> lock(groups_mu_);
+        comm = groups_.at({std::min(rank, p.peer), std::max(rank, p.peer)}).get();
+        crank = rank < p.peer ? 0 : 1;
+        p.peer = 1 - crank;
+      }
       comm->run_in_stream(crank, p);
       if (receives) w.copy_out();
       break;

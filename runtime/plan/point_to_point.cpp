@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <map>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -60,6 +62,19 @@ std::optional<std::string> point_to_point_mismatch(const Plan& plan,
     }
   }
   return std::nullopt;
+}
+
+std::vector<std::vector<int>> message_groups(const Plan& plan, const std::function<bool(int a, int b)>& own_group) {
+  std::set<std::pair<int, int>> pairs;
+  for (const DeviceProgram& p : plan.programs)
+    for (const Instruction& ins : p.code)
+      if ((ins.kind == Instruction::Kind::kSend || ins.kind == Instruction::Kind::kRecv) && ins.group == 0) {
+        const int peer = static_cast<int>(ins.aux);
+        if (own_group(p.device, peer)) pairs.emplace(std::min(p.device, peer), std::max(p.device, peer));
+      }
+  std::vector<std::vector<int>> out;
+  for (const auto& [a, b] : pairs) out.push_back({a, b});
+  return out;
 }
 
 }  // namespace moreh::runtime

@@ -15,6 +15,7 @@
 #include "runtime/device/remote_device.h"
 #include "runtime/host/host_device.h"
 #include "runtime/net/wire_codec.h"
+#include "runtime/plan/point_to_point.h"
 #include "runtime/worker/payload_shares.h"
 #include "runtime/worker/plan_codec.h"
 
@@ -250,7 +251,11 @@ void NodeJob::connect_groups(const Plan& plan, Connection& connection) {
   auto* hierarchy = dynamic_cast<HierarchicalCommunicator*>(comm_.get());
   if (!hierarchy) return;  // one node: its groups are in-process
   const int me = static_cast<int>(job_->worker);
-  for (const std::vector<int>& ranks : plan.groups) {
+  // In the order the executor forms them: the plan's groups, then the pairs whose messages need their own.
+  std::vector<std::vector<int>> groups = plan.groups;
+  for (auto& pair : message_groups(plan, [hierarchy](int a, int b) { return hierarchy->messages_need_a_group(a, b); }))
+    groups.push_back(std::move(pair));
+  for (const std::vector<int>& ranks : groups) {
     if (group_contexts_.count(ranks)) continue;
     const std::vector<int> nodes = hierarchy->nodes_of(ranks);
     const auto mine = std::find(nodes.begin(), nodes.end(), me);

@@ -388,6 +388,9 @@ def assert_same(ref, got, exact):
     # ... also where the group's device on a worker is not the worker's first (this process's device 0 with
     # the worker's second)
     ("gpt", (1, 3), "num_stages : 2, num_micro_batches : 2", True),
+    # ... and a pipeline whose messages leave a worker from its second device (2 -> 3, 4 -> 3 backwards): over
+    # a Gloo context of the pair's own
+    ("gpt", (2, 2), "num_stages : 5, num_micro_batches : 2", True),
     ("gpt", (1, 1), "TP : 2", True),
     ("gpt", (3, 1), "TP : 2", True),  # two TP pairs, each across processes, beside data parallelism
     ("gpt", (2, 1), "distribute_param : true", False),  # ZeRO: reduce-scatter and all-gather over workers

@@ -148,7 +148,7 @@ TEST_F(ExecutorGroupsTest, WithoutACommunicatorThatFormsGroupsThePlanFailsBefore
                  {a}});
     FAIL() << "no communicator";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("collectives over devices 0, 2 need a group of devices"), std::string::npos)
+    EXPECT_NE(std::string(e.what()).find("collectives or messages over devices 0, 2 need a group of devices"), std::string::npos)
         << e.what();
   }
   for (int d = 0; d < kDevices; ++d) EXPECT_FALSE(devices[d]->busy());
