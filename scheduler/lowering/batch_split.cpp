@@ -897,6 +897,37 @@ void step_slots(const runtime::StepGraph& graph, const runtime::CanonicalGraph& 
   }
 }
 
+void gather_all_reduces(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
+                        std::vector<SplitStep>& steps) {
+  auto gathered = [](const SplitStep& st) { return st.kind == Kind::kAllReduce && !st.piece_sum; };
+  std::vector<std::vector<uint32_t>> touched(steps.size());  // the slots each step reads or writes
+  std::vector<uint32_t> reads, writes;
+  for (size_t i = 0; i < steps.size(); ++i) {
+    step_slots(graph, canonical, steps[i], reads, writes);
+    touched[i] = reads;
+    touched[i].insert(touched[i].end(), writes.begin(), writes.end());
+  }
+  std::optional<size_t> last;  // the run's last all-reduce
+  for (size_t i = 0; i < steps.size(); ++i) {
+    if (!gathered(steps[i])) continue;
+    if (last && steps[*last].axis == steps[i].axis && *last + 1 < i) {
+      const uint32_t s = steps[i].index;
+      bool free = true;
+      for (size_t k = *last + 1; k < i && free; ++k)
+        free = std::find(touched[k].begin(), touched[k].end(), s) == touched[k].end();
+      if (free) {
+        std::rotate(steps.begin() + static_cast<std::ptrdiff_t>(*last + 1), steps.begin() + static_cast<std::ptrdiff_t>(i),
+                    steps.begin() + static_cast<std::ptrdiff_t>(i + 1));
+        std::rotate(touched.begin() + static_cast<std::ptrdiff_t>(*last + 1),
+                    touched.begin() + static_cast<std::ptrdiff_t>(i), touched.begin() + static_cast<std::ptrdiff_t>(i + 1));
+        last = *last + 1;
+        continue;
+      }
+    }
+    last = i;
+  }
+}
+
 BatchSplit split_batch(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
                        const std::vector<RowRange>& pieces, int64_t rows, const std::vector<uint32_t>* order,
                        bool reallocate, const TensorSplit& tensor, const std::vector<char>* viewed) {

@@ -102,4 +102,11 @@ BatchSplit split_batch(const runtime::StepGraph& graph, const runtime::Canonical
                        const std::vector<uint32_t>* order = nullptr, bool reallocate = true,
                        const TensorSplit& tensor = {}, const std::vector<char>* viewed = nullptr);
 
+// Moves each all-reduce up to just after the all-reduce before it (over the same devices) where no step between
+// reads or writes its slot. An optimizer that reads the gradients one parameter at a time then finds them
+// summed in one run, which the executor sends as one group: one meeting and one ring between processes
+// instead of one per parameter. What each device computes is unchanged.
+void gather_all_reduces(const runtime::StepGraph& graph, const runtime::CanonicalGraph& canonical,
+                        std::vector<SplitStep>& steps);
+
 }  // namespace moreh::scheduler

@@ -31,6 +31,7 @@ PlannedStep lower_candidate(const runtime::StepGraph& graph, const runtime::Cano
                                  {.optimizer = options.distribute_param,
                                   .params_in_rows = params_in_rows,
                                   .low_precision = options.distribute_low_prec_param});
+    gather_all_reduces(graph, canonical, split.steps);
     const bool alike = std::all_of(pieces.begin(), pieces.end(), [&](const RowRange& r) { return r.count == pieces[0].count; });
     PlannedStep p = emit_spmd_plan(graph, canonical, split, devices, options.representative && (rows == 0 || alike));
     if (sharded) p.report.summary = describe(sharding, replicas);

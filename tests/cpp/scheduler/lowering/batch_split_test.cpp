@@ -1,5 +1,6 @@
 // split_batch: each piece of the batch gets a launch of every step split by rows; with `viewed`, only the
-// devices asked for get views (the others their rows only).
+// devices asked for get views (the others their rows only). gather_all_reduces: all-reduces move up into one
+// run where nothing between touches their slots.
 #include "scheduler/lowering/batch_split.h"
 
 #include <gtest/gtest.h>
@@ -58,6 +59,33 @@ TEST_F(BatchSplitTest, OnlyTheDevicesViewedGetViewsTheOthersTheirRows) {
     }
   }
   EXPECT_GE(split_launches, 3u);  // the matmuls and relu of the forward pass, at least
+}
+
+// An optimizer's per-parameter updates between its gradients' all-reduces: each all-reduce moves up to the
+// one before it unless a step between reads or writes its slot, or it sums over other devices (TP's axis) or
+// a piece's rows (piece_sum); what runs between keeps its order.
+TEST(GatherAllReducesTest, AllReducesMoveUpIntoOneRunWhereNothingBetweenTouchesTheirSlots) {
+  auto all_reduce = [](uint32_t slot, SplitStep::Axis axis = SplitStep::Axis::kAll) {
+    SplitStep st{Kind::kAllReduce, slot};
+    st.axis = axis;
+    return st;
+  };
+  auto scale = [](uint32_t slot) { return SplitStep{Kind::kScale, slot}; };
+  SplitStep piece = all_reduce(9);
+  piece.piece_sum = true;
+  std::vector<SplitStep> steps{all_reduce(1), scale(7), all_reduce(2), scale(2), all_reduce(3), scale(4),
+                               all_reduce(4), all_reduce(5, SplitStep::Axis::kTensor), scale(8), piece};
+  const runtime::StepGraph graph;
+  const runtime::CanonicalGraph canonical;
+  gather_all_reduces(graph, canonical, steps);
+  std::vector<std::pair<Kind, uint32_t>> order;
+  for (const SplitStep& st : steps) order.emplace_back(st.kind, st.index);
+  const std::vector<std::pair<Kind, uint32_t>> want{
+      {Kind::kAllReduce, 1}, {Kind::kAllReduce, 2}, {Kind::kAllReduce, 3}, {Kind::kScale, 7},
+      {Kind::kScale, 2},     {Kind::kScale, 4},     {Kind::kAllReduce, 4},  // slot 4 was written between
+      {Kind::kAllReduce, 5},                                                  // another axis: stays
+      {Kind::kScale, 8},     {Kind::kAllReduce, 9}};                          // a piece's sum: stays
+  EXPECT_EQ(order, want);
 }
 
 }  // namespace

@@ -117,6 +117,36 @@ TEST_F(DataParallelPlannerTest, SplitsTheBatchAndAllReducesTheWeightGradient) {
   EXPECT_EQ(plan.final_placements[slot_of(w)].kind, PlacementKind::kReplicate);
 }
 
+// Two weights updated one after the other, as an optimizer without foreach does: their gradients' all-reduces
+// come as one run (the executor sends it as one group), before either update.
+TEST_F(DataParallelPlannerTest, TheGradientsOfWeightsUpdatedOneByOneAreAllReducedInOneRun) {
+  const int n = 2;
+  auto w1 = buffer(4 * 16, true, n), w2 = buffer(4 * 16, true, n);
+  auto x = buffer(4 * 4 * 256, false, n), h = buffer(4 * 4 * 256, false, n), y = buffer(4 * 4 * 256, false, n);
+  auto g1 = buffer(4 * 16, false, n), g2 = buffer(4 * 16, false, n);
+  StepGraph g;
+  g.append(upload(x, {256, 4}));
+  g.append(node("aten::mm", {shaped(x, {256, 4}), shaped(w1, {4, 4})}, {shaped(h, {256, 4})}));
+  g.append(node("aten::mm", {shaped(h, {256, 4}), shaped(w2, {4, 4})}, {shaped(y, {256, 4})}));
+  g.append(node("aten::mm", {transposed(shaped(h, {256, 4})), shaped(y, {256, 4})}, {shaped(g2, {4, 4})}));
+  g.append(node("aten::mm", {transposed(shaped(x, {256, 4})), shaped(h, {256, 4})}, {shaped(g1, {4, 4})}));
+  g.append(node("aten::add_.Tensor", {shaped(w1, {4, 4}), shaped(g1, {4, 4})}, {}, {0}));
+  g.append(node("aten::add_.Tensor", {shaped(w2, {4, 4}), shaped(g2, {4, 4})}, {}, {0}));
+  for (auto* b : {&h, &y, &g1, &g2}) (*b)->release_frontend();
+  CanonicalGraph c = CanonicalGraph::build(g);
+  PlannedStep plan = compile_data_parallel_plan(g, c, n, {256});
+  ASSERT_EQ(plan.report.split_rows, 256) << plan.report.summary;
+  for (const auto& p : plan.programs) {
+    ASSERT_EQ(count(p, Kind::kAllReduce), 2u);
+    size_t first = p.code.size();
+    for (size_t i = 0; i < p.code.size(); ++i)
+      if (p.code[i].kind == Kind::kAllReduce) {
+        first = std::min(first, i);
+        EXPECT_TRUE(i == first || i == first + 1) << "all-reduce at " << i << " after one at " << first;
+      }
+  }
+}
+
 // A weight resting split along its columns (Placement::outer > 1, as tensor parallelism leaves it) is gathered
 // whole before the batch splits through it: the gather knows its blocks (4 rows of 4-byte columns).
 TEST_F(DataParallelPlannerTest, AWeightRestingInColumnsIsGatheredWithItsBlocks) {
