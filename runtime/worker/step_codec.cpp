@@ -206,6 +206,10 @@ std::string StepEncoder::encode(const StepGraph& graph, const std::vector<std::s
     if (!patch.empty() && patch.size() < nodes[i].size()) w.u8(kPatch).bytes(patch);
     else w.u8(kWhole).bytes(nodes[i]);
   }
+  // A host input's batch changes every step: neither side keeps it (it would be a copy of the batch per plan
+  // and worker), so it goes whole every step.
+  for (uint32_t i = 0; i < graph.size(); ++i)
+    if (graph.nodes()[i].host_input) std::string().swap(nodes[i]);
   std::vector<uint64_t> ids, sizes;
   for (const auto& b : bindings) {
     ids.push_back(b ? b->id() : 0);
@@ -276,6 +280,7 @@ StepWire StepDecoder::decode(std::string_view payload, const PayloadCodec& codec
       default: throw ProtocolError("step: a node's payload marked neither sent, withheld nor absent");
     }
     nr.finish();
+    if (node.host_input) std::string().swap(held.wire);  // the batch: not kept (StepEncoder does not patch it)
     changed.emplace_back(index, std::move(held));
   }
   std::vector<const Held*> view(total, nullptr);

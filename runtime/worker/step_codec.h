@@ -53,7 +53,8 @@ struct StepWire {
 // The client's side of one worker's copy of one plan's step graph. The first step sends every node; later
 // steps send only the nodes whose wire form changed (a host input's new batch, a recorded argument's new
 // value), each whole or as the bytes that changed, the bindings' buffer ids as differences from the last
-// step's, and the step's values (StepValue, Seed).
+// step's, and the step's values (StepValue, Seed). A host input (the batch) goes whole every step: neither
+// side keeps a copy of it.
 // Nodes name buffers by their slot in the bindings, so a node whose buffers are fresh each step is unchanged.
 class StepEncoder {
  public:
